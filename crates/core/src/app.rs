@@ -1,0 +1,88 @@
+//! Apps (tenants) and their policies, as built from the configuration.
+//!
+//! An app owns its secrets (any verifies a token; rotation), its publish API
+//! key, and per-channel policies; a channel not listed uses the app's default
+//! policy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How one channel keeps history and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPolicy {
+    /// Events kept for resume (0: none).
+    pub history: usize,
+    /// Events older than this are dropped from history.
+    pub history_ttl: Option<Duration>,
+    /// Keep the last event per `key` (PROTOCOL.md section 6).
+    pub keep_state: bool,
+    /// Most keys kept; a publish adding one more is refused.
+    pub max_state_keys: usize,
+}
+
+impl Default for ChannelPolicy {
+    fn default() -> Self {
+        ChannelPolicy {
+            history: 1000,
+            history_ttl: Some(Duration::from_secs(24 * 3600)),
+            keep_state: false,
+            max_state_keys: 100_000,
+        }
+    }
+}
+
+/// One app (tenant).
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Its id, as in `app_id`.
+    pub id: Arc<str>,
+    /// Token secrets; any of them verifies, the first signs.
+    pub secrets: Vec<Vec<u8>>,
+    /// The key backends present to publish for this app.
+    pub api_key: Option<String>,
+    /// Whether tokens without `exp` are accepted.
+    pub allow_no_exp: bool,
+    /// Most channels the app may have; publishes to new channels past it are refused.
+    pub max_channels: usize,
+    /// The policy of channels not listed in `channels`.
+    pub default_channel: ChannelPolicy,
+    /// Per-channel policies.
+    pub channels: HashMap<String, ChannelPolicy>,
+}
+
+impl App {
+    /// The policy in force for `channel`.
+    pub fn channel_policy(&self, channel: &str) -> &ChannelPolicy {
+        self.channels.get(channel).unwrap_or(&self.default_channel)
+    }
+}
+
+/// Every configured app, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Apps {
+    by_id: HashMap<Arc<str>, Arc<App>>,
+}
+
+impl Apps {
+    /// Builds the registry; later apps with the same id replace earlier ones
+    /// (the config loader refuses duplicates before this point).
+    pub fn new(apps: impl IntoIterator<Item = App>) -> Apps {
+        Apps {
+            by_id: apps
+                .into_iter()
+                .map(|a| (a.id.clone(), Arc::new(a)))
+                .collect(),
+        }
+    }
+
+    /// The app with this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<App>> {
+        self.by_id.get(id)
+    }
+
+    /// Every app, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.by_id.values()
+    }
+}

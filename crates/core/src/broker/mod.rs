@@ -1,0 +1,86 @@
+//! The broker: offsets, history, last state and delivery across nodes.
+//!
+//! A small trait with one implementation per backend. [`MemoryBroker`] is the
+//! default (one node, nothing external) and the stand-in for tests; a Redis
+//! broker shares offsets and history between nodes. Every implementation
+//! must deliver each channel's publications to every node's [`Hub`] in
+//! offset order, exactly once.
+//!
+//! [`Hub`]: crate::hub::Hub
+
+mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use memory::MemoryBroker;
+
+use crate::app::ChannelPolicy;
+use crate::history::{LogError, Recovered};
+use crate::publication::{ChannelId, NewEvent, Position};
+
+/// A boxed future, so that brokers can sit behind `dyn Broker`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why the broker could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The broker cannot be reached; nothing was stored.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The channel refused the event (a bound was hit); nothing was stored.
+    #[error(transparent)]
+    Refused(#[from] LogError),
+    /// The node already tracks its maximum number of channels.
+    #[error("too many channels (limit {0})")]
+    TooManyChannels(usize),
+}
+
+/// A publish that stopped part-way: what was published, and why it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error} (after {} published)", published.len())]
+pub struct PublishFailure {
+    /// Positions of the events published before the failure.
+    pub published: Vec<Position>,
+    /// Why the next event was not published.
+    pub error: BrokerError,
+}
+
+impl From<BrokerError> for PublishFailure {
+    fn from(error: BrokerError) -> Self {
+        PublishFailure {
+            published: Vec::new(),
+            error,
+        }
+    }
+}
+
+/// Offsets, history, state and delivery for every channel.
+pub trait Broker: Send + Sync + 'static {
+    /// `memory` or `redis`, for status and metrics.
+    fn kind(&self) -> &'static str;
+
+    /// Whether the broker is reachable now.
+    fn connected(&self) -> bool;
+
+    /// Gives each event the next offset of `channel`, stores it, and delivers
+    /// it to every node, in order. A refused event stops the batch: those
+    /// before it stay published and are named in the failure.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+        policy: &'a ChannelPolicy,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Vec<Position>, PublishFailure>>;
+
+    /// Reads what a subscriber needs to join: the events after `since`
+    /// (`(epoch, offset)`), or the last known state when `snapshot`.
+    fn recover<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+        policy: &'a ChannelPolicy,
+        since: Option<(&'a str, u64)>,
+        snapshot: bool,
+    ) -> BoxFuture<'a, Result<Recovered, BrokerError>>;
+}

@@ -1,0 +1,230 @@
+//! One channel's log: offsets, epoch, bounded history and last known state.
+//!
+//! This is the in-memory form used by the memory broker. History is bounded
+//! by length and by age; the state map by its number of keys (a publish that
+//! would add a key past the bound is refused, never silently evicted).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::app::ChannelPolicy;
+use crate::publication::{ChannelId, NewEvent, Publication};
+use crate::recovery::{self, Plan};
+
+/// Why an append was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The channel already keeps state for its maximum number of keys.
+    #[error("channel keeps state for {0} keys already (limit)")]
+    StateFull(usize),
+}
+
+/// What a subscriber gets when it joins or resumes.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The channel's epoch.
+    pub epoch: Arc<str>,
+    /// The channel's last offset at the time of the read.
+    pub top: u64,
+    /// The events to replay (resume), or the last state (fresh subscribe).
+    pub events: Vec<Arc<Publication>>,
+    /// True when a requested resume was impossible: send `reset`.
+    pub gap: bool,
+}
+
+/// One channel's offsets, history and state.
+#[derive(Debug)]
+pub struct ChannelLog {
+    channel: ChannelId,
+    epoch: Arc<str>,
+    top: u64,
+    history: VecDeque<Arc<Publication>>,
+    state: HashMap<Box<str>, Arc<Publication>>,
+}
+
+impl ChannelLog {
+    /// An empty log with a fresh epoch.
+    pub fn new(channel: ChannelId, epoch: Arc<str>) -> ChannelLog {
+        ChannelLog {
+            channel,
+            epoch,
+            top: 0,
+            history: VecDeque::new(),
+            state: HashMap::new(),
+        }
+    }
+
+    /// The epoch.
+    pub fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    /// Gives `event` the next offset and records it in history and state.
+    pub fn append(
+        &mut self,
+        event: NewEvent,
+        policy: &ChannelPolicy,
+        now: Instant,
+    ) -> Result<Arc<Publication>, LogError> {
+        let keeps_key = policy.keep_state && event.key.is_some();
+        if keeps_key
+            && self.state.len() >= policy.max_state_keys
+            && event
+                .key
+                .as_deref()
+                .is_some_and(|k| !self.state.contains_key(k))
+        {
+            return Err(LogError::StateFull(policy.max_state_keys));
+        }
+        self.top += 1;
+        let publication = Arc::new(Publication::new(self.channel.clone(), self.top, event));
+        if keeps_key && let Some(key) = &publication.key {
+            self.state.insert(key.clone(), publication.clone());
+        }
+        if policy.history > 0 {
+            self.history.push_back(publication.clone());
+        }
+        self.trim(policy, now);
+        Ok(publication)
+    }
+
+    fn trim(&mut self, policy: &ChannelPolicy, now: Instant) {
+        while self.history.len() > policy.history {
+            self.history.pop_front();
+        }
+        if let Some(ttl) = policy.history_ttl {
+            while self
+                .history
+                .front()
+                .is_some_and(|p| now.saturating_duration_since(p.received) > ttl)
+            {
+                self.history.pop_front();
+            }
+        }
+    }
+
+    /// Events after `since` (same epoch), or a gap; without `since`, the last
+    /// known state (when `snapshot`) in offset order.
+    pub fn recover(
+        &mut self,
+        since: Option<(&str, u64)>,
+        snapshot: bool,
+        policy: &ChannelPolicy,
+        now: Instant,
+    ) -> Recovered {
+        self.trim(policy, now);
+        let mut out = Recovered {
+            epoch: self.epoch.clone(),
+            top: self.top,
+            events: Vec::new(),
+            gap: false,
+        };
+        match since {
+            Some((epoch, offset)) => {
+                let first = self.history.front().map_or(self.top + 1, |p| p.offset);
+                match recovery::plan(offset, epoch == &*self.epoch, first, self.top) {
+                    Plan::Gap => out.gap = true,
+                    Plan::Replay { after } => {
+                        out.events = self
+                            .history
+                            .iter()
+                            .filter(|p| p.offset > after)
+                            .cloned()
+                            .collect();
+                    }
+                }
+            }
+            None if snapshot && policy.keep_state => {
+                out.events = self.state.values().cloned().collect();
+                out.events.sort_unstable_by_key(|p| p.offset);
+            }
+            None => {}
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn event(key: Option<&str>) -> NewEvent {
+        NewEvent {
+            app_id: "a".into(),
+            channel: "c".into(),
+            event_kind: "k".into(),
+            keywords: vec![],
+            key: key.map(String::from),
+            data: serde_json::value::RawValue::NULL.to_owned(),
+        }
+    }
+
+    fn policy(history: usize) -> ChannelPolicy {
+        ChannelPolicy {
+            history,
+            keep_state: true,
+            max_state_keys: 2,
+            ..ChannelPolicy::default()
+        }
+    }
+
+    #[test]
+    fn offsets_history_and_gap() {
+        let now = Instant::now();
+        let p = policy(3);
+        let mut log = ChannelLog::new(ChannelId::new("a", "c"), "e1".into());
+        for _ in 0..5 {
+            log.append(event(None), &p, now).expect("append");
+        }
+        let r = log.recover(Some(("e1", 2)), false, &p, now);
+        assert!(!r.gap);
+        assert_eq!(
+            r.events.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert!(log.recover(Some(("e1", 1)), false, &p, now).gap);
+        assert!(log.recover(Some(("e0", 4)), false, &p, now).gap);
+        assert!(
+            log.recover(Some(("e1", 5)), false, &p, now)
+                .events
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn state_is_bounded_and_latest_wins() {
+        let now = Instant::now();
+        let p = policy(0);
+        let mut log = ChannelLog::new(ChannelId::new("a", "c"), "e".into());
+        log.append(event(Some("b1")), &p, now).expect("b1");
+        log.append(event(Some("b2")), &p, now).expect("b2");
+        log.append(event(Some("b1")), &p, now).expect("b1 again");
+        assert_eq!(
+            log.append(event(Some("b3")), &p, now).map(|_| ()),
+            Err(LogError::StateFull(2))
+        );
+        let r = log.recover(None, true, &p, now);
+        assert_eq!(
+            r.events.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(r.top, 3);
+    }
+
+    #[test]
+    fn history_expires_by_age() {
+        let start = Instant::now();
+        let p = ChannelPolicy {
+            history_ttl: Some(Duration::from_secs(10)),
+            ..policy(10)
+        };
+        let mut log = ChannelLog::new(ChannelId::new("a", "c"), "e".into());
+        log.append(event(None), &p, start).expect("append");
+        assert!(!log.recover(Some(("e", 0)), false, &p, start).gap);
+        let later = start + Duration::from_secs(3600);
+        assert!(log.recover(Some(("e", 0)), false, &p, later).gap);
+    }
+}

@@ -1,0 +1,145 @@
+//! The hub: this node's channel → subscription index and local fan-out.
+//!
+//! `deliver` is called once per publication, in offset order per channel (the
+//! broker guarantees it). It finds candidate subscriptions through the
+//! keyword index, checks their full filter, and pushes the publication's
+//! shared bytes to each matching connection's outbox without waiting. A full
+//! outbox is reported by the outbox itself; the hub never blocks on a client.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::filter::Filter;
+use crate::index::FilterIndex;
+use crate::outbox::{Outbound, Outbox, Pushed};
+use crate::publication::{ChannelId, Publication};
+use crate::telemetry::Telemetry;
+
+/// A hub-wide subscription id.
+pub type SubId = u64;
+
+/// One subscription as the hub sees it.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// Where its frames go.
+    pub outbox: Arc<Outbox>,
+    /// The session's slot for this subscription (dedup on the connection side).
+    pub slot: u32,
+    /// What it may see.
+    pub filter: Arc<Filter>,
+}
+
+#[derive(Debug, Default)]
+struct ChannelSubs {
+    subscribers: HashMap<SubId, Subscriber>,
+    index: FilterIndex<SubId>,
+}
+
+/// This node's subscriptions, by channel.
+#[derive(Debug)]
+pub struct Hub {
+    channels: RwLock<HashMap<ChannelId, Arc<RwLock<ChannelSubs>>>>,
+    next_id: AtomicU64,
+    telemetry: Arc<Telemetry>,
+}
+
+thread_local! {
+    static CANDIDATES: RefCell<Vec<SubId>> = const { RefCell::new(Vec::new()) };
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // Every update under these locks is a single insert or remove that cannot
+    // leave the maps half-changed, so a poisoned lock is still consistent.
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(telemetry: Arc<Telemetry>) -> Hub {
+        Hub {
+            channels: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            telemetry,
+        }
+    }
+
+    /// Registers a subscriber; from now on it receives matching publications.
+    pub fn subscribe(&self, channel: &ChannelId, subscriber: Subscriber) -> SubId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let subs = {
+            let mut channels = write(&self.channels);
+            channels.entry(channel.clone()).or_default().clone()
+        };
+        let mut subs = write(&subs);
+        subs.index.insert(id, &subscriber.filter);
+        subs.subscribers.insert(id, subscriber);
+        self.telemetry.subscription_added();
+        id
+    }
+
+    /// Removes a subscriber; a channel with none left is forgotten.
+    pub fn unsubscribe(&self, channel: &ChannelId, id: SubId) {
+        let mut channels = write(&self.channels);
+        let Some(subs) = channels.get(channel).cloned() else {
+            return;
+        };
+        let mut guard = write(&subs);
+        if let Some(sub) = guard.subscribers.remove(&id) {
+            guard.index.remove(id, &sub.filter);
+            self.telemetry.subscription_removed();
+        }
+        if guard.subscribers.is_empty() {
+            channels.remove(channel);
+        }
+    }
+
+    /// Subscribers on `channel` on this node.
+    pub fn subscriber_count(&self, channel: &ChannelId) -> usize {
+        read(&self.channels)
+            .get(channel)
+            .map_or(0, |s| read(s).subscribers.len())
+    }
+
+    /// Hands `publication` to every matching subscriber; returns how many.
+    pub fn deliver(&self, publication: &Arc<Publication>) -> usize {
+        let Some(subs) = read(&self.channels).get(&publication.channel).cloned() else {
+            return 0;
+        };
+        let subs = read(&subs);
+        CANDIDATES.with_borrow_mut(|candidates| {
+            candidates.clear();
+            subs.index
+                .candidates(&publication.event_kind, &publication.keywords, candidates);
+            let mut delivered = 0;
+            for id in candidates.iter() {
+                let Some(sub) = subs.subscribers.get(id) else {
+                    continue;
+                };
+                if !sub
+                    .filter
+                    .matches(&publication.event_kind, &publication.keywords)
+                {
+                    continue;
+                }
+                let pushed = sub.outbox.push(Outbound {
+                    frame: publication.frame().clone(),
+                    slot: sub.slot,
+                    offset: publication.offset,
+                });
+                match pushed {
+                    Pushed::Queued => delivered += 1,
+                    Pushed::Overflowed => self.telemetry.slow_consumer(),
+                    Pushed::Refused => {}
+                }
+            }
+            self.telemetry.queued(delivered);
+            delivered
+        })
+    }
+}

@@ -1,0 +1,144 @@
+//! The shared state of one gateway node that sessions and sources use.
+//!
+//! Wiring only: the apps, the hub, the broker, telemetry and the limits every
+//! session obeys. [`Node::publish`] is the one entry point for events from
+//! any source (HTTP API now; Redis inbox, Postgres, MQTT later).
+
+use std::sync::Arc;
+
+use crate::app::Apps;
+use crate::broker::{Broker, BrokerError, PublishFailure};
+use crate::hub::Hub;
+use crate::publication::{ChannelId, EventError, NewEvent, Position};
+use crate::telemetry::Telemetry;
+
+/// Limits every session obeys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Frames queued for one connection before it counts as a slow consumer.
+    pub outbox_capacity: usize,
+    /// Bad messages tolerated before the connection is closed (1008).
+    pub max_bad_messages: u32,
+    /// Largest client message handled; larger ones get `bad_message`.
+    pub max_message_bytes: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_subscriptions: 256,
+            outbox_capacity: 4096,
+            max_bad_messages: 20,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// Event `index` names an app that is not configured.
+    #[error("event {index}: unknown app `{app}`")]
+    UnknownApp {
+        /// Position in the batch.
+        index: usize,
+        /// The app named.
+        app: String,
+    },
+    /// Event `index` is malformed; nothing was published.
+    #[error("event {index}: {error}")]
+    Invalid {
+        /// Position in the batch.
+        index: usize,
+        /// What is wrong with it.
+        error: EventError,
+    },
+    /// The broker stopped the batch; `published` events went out before it.
+    #[error("{0}")]
+    Broker(#[from] PublishFailure),
+}
+
+impl PublishError {
+    /// Whether the failure is on the gateway's side (retry later) rather than the input's.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            PublishError::Broker(PublishFailure {
+                error: BrokerError::Unavailable(_),
+                ..
+            })
+        )
+    }
+}
+
+/// One node's shared state.
+pub struct Node {
+    /// Configured apps.
+    pub apps: Apps,
+    /// This node's subscriptions.
+    pub hub: Arc<Hub>,
+    /// Offsets, history, delivery.
+    pub broker: Arc<dyn Broker>,
+    /// Counters.
+    pub telemetry: Arc<Telemetry>,
+    /// Per-session limits.
+    pub limits: SessionLimits,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("broker", &self.broker.kind())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Validates every event, then publishes them in order. Consecutive
+    /// events of one channel go to the broker together.
+    pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Position>, PublishError> {
+        for (index, event) in events.iter().enumerate() {
+            if self.apps.get(&event.app_id).is_none() {
+                return Err(PublishError::UnknownApp {
+                    index,
+                    app: event.app_id.chars().take(64).collect(),
+                });
+            }
+            event
+                .validate()
+                .map_err(|error| PublishError::Invalid { index, error })?;
+        }
+        let mut positions = Vec::with_capacity(events.len());
+        let mut events = events.into_iter().peekable();
+        while let Some(first) = events.next() {
+            let channel = ChannelId::new(&first.app_id, &first.channel);
+            let mut run = vec![first];
+            while let Some(next) =
+                events.next_if(|e| *e.app_id == *channel.app && *e.channel == *channel.name)
+            {
+                run.push(next);
+            }
+            let Some(app) = self.apps.get(&channel.app) else {
+                continue; // checked above
+            };
+            let policy = app.channel_policy(&channel.name);
+            match self.broker.publish(&channel, policy, run).await {
+                Ok(p) => {
+                    self.telemetry.published(p.len());
+                    positions.extend(p);
+                }
+                Err(mut failure) => {
+                    self.telemetry.published(failure.published.len());
+                    positions.append(&mut failure.published);
+                    failure.published = positions;
+                    return Err(failure.into());
+                }
+            }
+        }
+        Ok(positions)
+    }
+}

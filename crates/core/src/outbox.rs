@@ -1,0 +1,177 @@
+//! A connection's bounded outbound queue.
+//!
+//! Producers (the hub, on any thread) never wait: `push` either queues or
+//! reports the queue full. A full queue is a *slow consumer*: the queue is
+//! emptied (its memory released at once), marked overflowed, and the
+//! connection is closed with a reason so the client reconnects and resumes
+//! with `since`. Nothing is dropped silently and one slow client never delays
+//! the others. An idle outbox holds no allocation.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// `slot` value for frames that are not a channel's event (no dedup).
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// One queued frame.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// The serialized message, shared with other subscribers.
+    pub frame: Bytes,
+    /// The session's subscription slot it was queued for ([`NO_SLOT`] if none).
+    pub slot: u32,
+    /// The event's offset in its channel (0 if none).
+    pub offset: u64,
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// The queue was full: it is now overflowed and the connection must close.
+    Overflowed,
+    /// Dropped: the queue had already overflowed or is closed.
+    Refused,
+}
+
+/// The state of the queue as seen by its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Open.
+    Open,
+    /// Overflowed: close the connection as a slow consumer.
+    Overflowed,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Outbound>,
+    overflowed: bool,
+    closed: bool,
+}
+
+/// A bounded multi-producer, single-consumer frame queue.
+#[derive(Debug)]
+pub struct Outbox {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    capacity: usize,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `capacity` frames.
+    pub fn new(capacity: usize) -> Outbox {
+        Outbox {
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // (every update is a single push or clear), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame without waiting.
+    pub fn push(&self, item: Outbound) -> Pushed {
+        let mut inner = self.lock();
+        if inner.overflowed || inner.closed {
+            return Pushed::Refused;
+        }
+        if inner.queue.len() >= self.capacity {
+            inner.overflowed = true;
+            inner.queue = VecDeque::new();
+            drop(inner);
+            self.notify.notify_one();
+            return Pushed::Overflowed;
+        }
+        let was_empty = inner.queue.is_empty();
+        inner.queue.push_back(item);
+        drop(inner);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Pushed::Queued
+    }
+
+    /// Moves up to `max` queued frames into `out` and says whether the queue overflowed.
+    pub fn drain(&self, out: &mut Vec<Outbound>, max: usize) -> State {
+        let mut inner = self.lock();
+        if inner.overflowed {
+            return State::Overflowed;
+        }
+        let n = inner.queue.len().min(max);
+        out.extend(inner.queue.drain(..n));
+        if inner.queue.is_empty() && inner.queue.capacity() > 64 {
+            inner.queue = VecDeque::new();
+        }
+        State::Open
+    }
+
+    /// Frames waiting.
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses further frames (the connection is going away).
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.queue = VecDeque::new();
+    }
+
+    /// Resolves when frames may be waiting (or the queue overflowed).
+    pub async fn ready(&self) {
+        self.notify.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(offset: u64) -> Outbound {
+        Outbound {
+            frame: Bytes::from_static(b"x"),
+            slot: 0,
+            offset,
+        }
+    }
+
+    #[test]
+    fn overflow_is_reported_once_and_frees_the_queue() {
+        let outbox = Outbox::new(2);
+        assert_eq!(outbox.push(item(1)), Pushed::Queued);
+        assert_eq!(outbox.push(item(2)), Pushed::Queued);
+        assert_eq!(outbox.push(item(3)), Pushed::Overflowed);
+        assert_eq!(outbox.push(item(4)), Pushed::Refused);
+        assert_eq!(outbox.len(), 0);
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain(&mut out, 10), State::Overflowed);
+    }
+
+    #[tokio::test]
+    async fn drain_in_order_and_wake() {
+        let outbox = std::sync::Arc::new(Outbox::new(10));
+        let o2 = outbox.clone();
+        let waiter = tokio::spawn(async move { o2.ready().await });
+        outbox.push(item(1));
+        outbox.push(item(2));
+        waiter.await.expect("woken");
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain(&mut out, 1), State::Open);
+        assert_eq!(outbox.drain(&mut out, 10), State::Open);
+        assert_eq!(out.iter().map(|o| o.offset).collect::<Vec<_>>(), vec![1, 2]);
+    }
+}

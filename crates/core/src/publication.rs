@@ -1,0 +1,246 @@
+//! A published event: what a backend sends, and what the broker made of it.
+//!
+//! A [`Publication`] carries its `data` message already serialized: fan-out
+//! clones a `Bytes` handle per subscriber and never serializes again. The
+//! snapshot form (with `"snapshot": true`) is built lazily, once, the first
+//! time a subscriber needs it.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chouquette_protocol::server::{self, Envelope, EventView};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Longest `event_kind`, channel name or `key`, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Most keywords on one event.
+pub const MAX_KEYWORDS: usize = 64;
+/// Longest keyword, in bytes.
+pub const MAX_KEYWORD_LEN: usize = 512;
+
+/// A channel, named within its app.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId {
+    /// The app (tenant).
+    pub app: Arc<str>,
+    /// The channel's name within the app.
+    pub name: Arc<str>,
+}
+
+impl ChannelId {
+    /// A channel id from its parts.
+    pub fn new(app: &str, name: &str) -> ChannelId {
+        ChannelId {
+            app: app.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.app, self.name)
+    }
+}
+
+/// An event as a backend publishes it, before it has an offset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    /// The app it belongs to.
+    pub app_id: String,
+    /// The channel within the app.
+    pub channel: String,
+    /// The kind, matched by filters.
+    pub event_kind: String,
+    /// `name:value` keywords, matched by filters.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// With a key, the event becomes the last known state of that key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The payload, passed through untouched.
+    #[serde(default = "null_data")]
+    pub data: Box<RawValue>,
+}
+
+fn null_data() -> Box<RawValue> {
+    RawValue::NULL.to_owned()
+}
+
+/// Why an event was refused before publishing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// A name is empty, too long, or has characters outside the allowed set.
+    #[error("`{0}` must be 1 to {MAX_NAME_LEN} bytes of letters, digits and `_-.:@/`")]
+    BadName(&'static str),
+    /// Too many keywords, or one is too long or lacks a `name:` prefix.
+    #[error(
+        "keywords: at most {MAX_KEYWORDS}, each `name:value` of at most {MAX_KEYWORD_LEN} bytes"
+    )]
+    BadKeywords,
+    /// `key` is empty or too long.
+    #[error("`key` must be 1 to {MAX_NAME_LEN} bytes")]
+    BadKey,
+}
+
+/// Whether `name` is acceptable as a channel name or event kind.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:@/".contains(&b))
+}
+
+impl NewEvent {
+    /// Checks the bounds and shapes of every field.
+    pub fn validate(&self) -> Result<(), EventError> {
+        if !valid_name(&self.channel) {
+            return Err(EventError::BadName("channel"));
+        }
+        if !valid_name(&self.event_kind) || self.event_kind == "*" {
+            return Err(EventError::BadName("event_kind"));
+        }
+        if self.keywords.len() > MAX_KEYWORDS
+            || self
+                .keywords
+                .iter()
+                .any(|k| k.len() > MAX_KEYWORD_LEN || !k.contains(':'))
+        {
+            return Err(EventError::BadKeywords);
+        }
+        if self
+            .key
+            .as_ref()
+            .is_some_and(|k| k.is_empty() || k.len() > MAX_NAME_LEN)
+        {
+            return Err(EventError::BadKey);
+        }
+        Ok(())
+    }
+}
+
+/// An event with its offset, serialized once for every subscriber.
+#[derive(Debug)]
+pub struct Publication {
+    /// Its channel.
+    pub channel: ChannelId,
+    /// Offset within the channel, from 1.
+    pub offset: u64,
+    /// The kind, matched by filters.
+    pub event_kind: Box<str>,
+    /// Keywords, matched by filters.
+    pub keywords: Box<[Box<str>]>,
+    /// The last-known-state key, if any.
+    pub key: Option<Box<str>>,
+    /// When this node first saw it (latency metrics, history age).
+    pub received: Instant,
+    data: Box<RawValue>,
+    envelope: Envelope,
+    frame: Bytes,
+    snapshot_frame: OnceLock<Bytes>,
+}
+
+impl Publication {
+    /// Gives `event` its offset and serializes its `data` message.
+    pub fn new(channel: ChannelId, offset: u64, event: NewEvent) -> Publication {
+        let keywords: Box<[Box<str>]> = event.keywords.into_iter().map(Into::into).collect();
+        let envelope = Envelope::now();
+        let mut publication = Publication {
+            channel,
+            offset,
+            event_kind: event.event_kind.into(),
+            keywords,
+            key: event.key.map(Into::into),
+            received: Instant::now(),
+            data: event.data,
+            envelope,
+            frame: Bytes::new(),
+            snapshot_frame: OnceLock::new(),
+        };
+        publication.frame = server::data(&publication.envelope, publication.view(), false);
+        publication
+    }
+
+    fn view(&self) -> EventView<'_> {
+        EventView {
+            channel: &self.channel.name,
+            offset: self.offset,
+            event_kind: &self.event_kind,
+            keywords: &self.keywords,
+            data: &self.data,
+        }
+    }
+
+    /// The serialized `data` message, shared by every subscriber.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The same message marked `"snapshot": true`, built on first use.
+    pub fn snapshot_frame(&self) -> &Bytes {
+        self.snapshot_frame
+            .get_or_init(|| server::data(&self.envelope, self.view(), true))
+    }
+
+    /// The payload as published.
+    pub fn data(&self) -> &RawValue {
+        &self.data
+    }
+}
+
+/// Where a publication landed: the answer to a publish.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Position {
+    /// The channel's epoch.
+    pub epoch: Arc<str>,
+    /// The publication's offset.
+    pub offset: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> NewEvent {
+        serde_json::from_str(json).expect("event")
+    }
+
+    #[test]
+    fn validates_names_and_keywords() {
+        let ok = event(
+            r#"{"app_id":"a","channel":"bornes","event_kind":"alarm","keywords":["borne:B1"]}"#,
+        );
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.data.get(), "null");
+        let bad = event(r#"{"app_id":"a","channel":"","event_kind":"alarm"}"#);
+        assert_eq!(bad.validate(), Err(EventError::BadName("channel")));
+        let bad = event(r#"{"app_id":"a","channel":"c","event_kind":"a","keywords":["nocolon"]}"#);
+        assert_eq!(bad.validate(), Err(EventError::BadKeywords));
+        assert!(
+            serde_json::from_str::<NewEvent>(
+                r#"{"app_id":"a","channel":"c","event_kind":"a","x":1}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn frames_are_built_once() {
+        let p = Publication::new(
+            ChannelId::new("a", "c"),
+            7,
+            event(r#"{"app_id":"a","channel":"c","event_kind":"k","data":{"v":1}}"#),
+        );
+        let v: serde_json::Value = serde_json::from_slice(p.frame()).expect("json");
+        assert_eq!(v["offset"], 7);
+        assert_eq!(v["data"]["v"], 1);
+        let s: serde_json::Value = serde_json::from_slice(p.snapshot_frame()).expect("json");
+        assert_eq!(s["snapshot"], true);
+        assert_eq!(s["uuid"], v["uuid"]);
+    }
+}

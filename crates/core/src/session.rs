@@ -1,0 +1,442 @@
+//! The protocol state of one connection, whatever its transport.
+//!
+//! A transport feeds client messages to [`Session::handle`] and writes back
+//! the frames it returns; it drains the session's [`Outbox`] for live events
+//! and passes each through [`Session::admit`], which drops what recovery
+//! already sent. Replies to a subscribe are ordered: per channel an `error`,
+//! or a `reset` (resume impossible) or the replayed events / snapshots; then
+//! one `ack` for the message; then live events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chouquette_protocol::client::{self, ChannelRequest, ClientBody, Connect, Subscribe};
+use chouquette_protocol::server::{self, AckChannel, ErrorContext};
+use chouquette_protocol::{CloseCode, ErrorCode, ResetReason};
+
+use crate::app::App;
+use crate::filter::Filter;
+use crate::hub::{SubId, Subscriber};
+use crate::node::Node;
+use crate::outbox::{NO_SLOT, Outbound, Outbox};
+use crate::publication::{ChannelId, valid_name};
+use crate::recovery::Cursor;
+use crate::token::{self, Claims, Requirements, TokenError};
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What the transport must do after a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep going.
+    Continue,
+    /// Write the replies, then close with this code and reason.
+    Close(CloseCode, &'static str),
+}
+
+/// The identity given by a `connect` token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The app.
+    pub app: Arc<str>,
+    /// The user or device id.
+    pub user: String,
+    /// Its groups.
+    pub groups: Vec<String>,
+    /// When the identity expires.
+    pub exp: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    channel: ChannelId,
+    sub_id: SubId,
+    cursor: Cursor,
+    exp: Option<u64>,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Session {
+    node: Arc<Node>,
+    outbox: Arc<Outbox>,
+    slots: Vec<Option<Slot>>,
+    identity: Option<Identity>,
+    bad_messages: u32,
+}
+
+/// A refusal of one channel of a subscribe.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn token_refusal(e: TokenError) -> Refusal {
+    match e {
+        TokenError::Expired => Refusal::new(ErrorCode::TokenExpired, "token expired"),
+        other => Refusal::new(ErrorCode::InvalidToken, other.to_string()),
+    }
+}
+
+impl Session {
+    /// A session for a new connection.
+    pub fn new(node: Arc<Node>) -> Session {
+        let outbox = Arc::new(Outbox::new(node.limits.outbox_capacity));
+        Session {
+            node,
+            outbox,
+            slots: Vec::new(),
+            identity: None,
+            bad_messages: 0,
+        }
+    }
+
+    /// The queue of live frames for this connection.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// The connection's identity, once a `connect` succeeded.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// Active subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    fn error(&self, out: &mut Vec<Bytes>, code: ErrorCode, message: &str, ctx: ErrorContext<'_>) {
+        self.node.telemetry.error(code);
+        out.push(server::error(code, message, ctx));
+    }
+
+    /// Handles one client text message, appending replies to `out`.
+    pub async fn handle(&mut self, text: &str, out: &mut Vec<Bytes>) -> Verdict {
+        if text.len() > self.node.limits.max_message_bytes {
+            let limit = self.node.limits.max_message_bytes;
+            return self.bad_message(&format!("message larger than {limit} bytes"), None, out);
+        }
+        let message = match client::parse(text) {
+            Ok(m) => m,
+            Err(e) => return self.bad_message(&e.message, e.uuid.as_deref(), out),
+        };
+        let reference = message.uuid.as_deref();
+        match message.body {
+            ClientBody::Subscribe(s) => return self.subscribe(s, reference, out).await,
+            ClientBody::Unsubscribe(u) => {
+                for name in &u.channels {
+                    self.drop_channel(name);
+                }
+                out.push(server::ack(reference, None));
+            }
+            ClientBody::Connect(c) => self.connect(c, reference, out),
+            ClientBody::Call(call) => {
+                let ctx = ErrorContext {
+                    reference,
+                    id: Some(&call.id),
+                    ..ErrorContext::default()
+                };
+                self.error(
+                    out,
+                    ErrorCode::Unavailable,
+                    "no RPC route is configured for this method",
+                    ctx,
+                );
+            }
+            ClientBody::Publish(_) => {
+                let ctx = ErrorContext {
+                    reference,
+                    ..ErrorContext::default()
+                };
+                self.error(
+                    out,
+                    ErrorCode::NotAllowed,
+                    "client publishing is not enabled",
+                    ctx,
+                );
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// Answers a message that could not be used, and closes past the limit.
+    pub fn bad_message(
+        &mut self,
+        why: &str,
+        reference: Option<&str>,
+        out: &mut Vec<Bytes>,
+    ) -> Verdict {
+        let ctx = ErrorContext {
+            reference,
+            ..ErrorContext::default()
+        };
+        self.error(out, ErrorCode::BadMessage, why, ctx);
+        self.bad_messages += 1;
+        if self.bad_messages > self.node.limits.max_bad_messages {
+            Verdict::Close(CloseCode::PolicyViolation, "too many bad messages")
+        } else {
+            Verdict::Continue
+        }
+    }
+
+    fn connect(&mut self, c: Connect, reference: Option<&str>, out: &mut Vec<Bytes>) {
+        let ctx = ErrorContext {
+            reference,
+            ..ErrorContext::default()
+        };
+        let Some(app) = self.node.apps.get(&c.app_id).cloned() else {
+            self.error(out, ErrorCode::UnknownApp, "unknown app", ctx);
+            return;
+        };
+        match verify(&app, &c.token).and_then(|claims| {
+            let user = claims
+                .sub
+                .clone()
+                .ok_or_else(|| Refusal::new(ErrorCode::InvalidToken, "claim `sub` is missing"))?;
+            Ok(Identity {
+                app: app.id.clone(),
+                user,
+                groups: claims.groups,
+                exp: claims.exp,
+            })
+        }) {
+            Ok(identity) => {
+                self.identity = Some(identity);
+                out.push(server::ack(reference, None));
+            }
+            Err(r) => self.error(out, r.code, &r.message, ctx),
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        s: Subscribe,
+        reference: Option<&str>,
+        out: &mut Vec<Bytes>,
+    ) -> Verdict {
+        let Some(app) = self.node.apps.get(&s.app_id).cloned() else {
+            let ctx = ErrorContext {
+                reference,
+                ..ErrorContext::default()
+            };
+            self.error(out, ErrorCode::UnknownApp, "unknown app", ctx);
+            return Verdict::Continue;
+        };
+        let mut acked = BTreeMap::new();
+        for (name, request) in &s.channels {
+            match self.subscribe_one(&app, name, request, out).await {
+                Ok(ack) => {
+                    acked.insert(name.clone(), ack);
+                }
+                Err(r) => {
+                    let ctx = ErrorContext {
+                        reference,
+                        channel: Some(name.get(..name.len().min(256)).unwrap_or("")),
+                        id: None,
+                    };
+                    self.error(out, r.code, &r.message, ctx);
+                }
+            }
+        }
+        if !acked.is_empty() || s.channels.is_empty() {
+            out.push(server::ack(reference, Some(&acked)));
+        }
+        Verdict::Continue
+    }
+
+    async fn subscribe_one(
+        &mut self,
+        app: &Arc<App>,
+        name: &str,
+        request: &ChannelRequest,
+        out: &mut Vec<Bytes>,
+    ) -> Result<AckChannel, Refusal> {
+        if !valid_name(name) {
+            return Err(Refusal::new(ErrorCode::BadMessage, "invalid channel name"));
+        }
+        let claims = verify(app, &request.filters)?;
+        let Some(granted) = claims.channel.as_deref() else {
+            return Err(Refusal::new(
+                ErrorCode::InvalidToken,
+                "claim `channel` is missing",
+            ));
+        };
+        if granted != name {
+            return Err(Refusal::new(
+                ErrorCode::WrongChannel,
+                "token was signed for another channel",
+            ));
+        }
+        let Some(filters) = claims.filters.as_ref() else {
+            return Err(Refusal::new(
+                ErrorCode::InvalidToken,
+                "claim `filters` is missing",
+            ));
+        };
+        let filter = Filter::parse(filters)
+            .map_err(|e| Refusal::new(ErrorCode::InvalidToken, e.to_string()))?;
+        self.drop_channel(name);
+        if self.subscription_count() >= self.node.limits.max_subscriptions {
+            let limit = self.node.limits.max_subscriptions;
+            return Err(Refusal::new(
+                ErrorCode::TooManySubscriptions,
+                format!("at most {limit} subscriptions per connection"),
+            ));
+        }
+        let channel = ChannelId::new(&app.id, name);
+        let slot = self.free_slot();
+        let filter = Arc::new(filter);
+        // Registered before history is read: see the recovery module.
+        let sub_id = self.node.hub.subscribe(
+            &channel,
+            Subscriber {
+                outbox: self.outbox.clone(),
+                slot,
+                filter: filter.clone(),
+            },
+        );
+        let policy = app.channel_policy(name);
+        let since = request.since.as_ref().map(|s| (s.epoch.as_str(), s.offset));
+        let recovered = match self
+            .node
+            .broker
+            .recover(&channel, policy, since, since.is_none())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.node.hub.unsubscribe(&channel, sub_id);
+                return Err(Refusal::new(ErrorCode::Unavailable, e.to_string()));
+            }
+        };
+        if recovered.gap {
+            out.push(server::reset(Some(name), ResetReason::HistoryGap));
+        }
+        for p in &recovered.events {
+            if filter.matches(&p.event_kind, &p.keywords) {
+                out.push(if since.is_some() {
+                    p.frame().clone()
+                } else {
+                    p.snapshot_frame().clone()
+                });
+            }
+        }
+        self.slots[slot as usize] = Some(Slot {
+            channel,
+            sub_id,
+            cursor: Cursor::at(recovered.top),
+            exp: claims.exp,
+        });
+        Ok(AckChannel {
+            epoch: recovered.epoch.to_string(),
+            offset: recovered.top,
+            recovered: since.is_some() && !recovered.gap,
+        })
+    }
+
+    fn free_slot(&mut self) -> u32 {
+        match self.slots.iter().position(Option::is_none) {
+            Some(i) => i as u32,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn drop_channel(&mut self, name: &str) {
+        for entry in &mut self.slots {
+            if entry.as_ref().is_some_and(|s| &*s.channel.name == name)
+                && let Some(slot) = entry.take()
+            {
+                self.node.hub.unsubscribe(&slot.channel, slot.sub_id);
+            }
+        }
+    }
+
+    /// Whether a live frame from the outbox should be written (drops what
+    /// recovery already delivered, and frames of ended subscriptions).
+    pub fn admit(&mut self, item: &Outbound) -> bool {
+        if item.slot == NO_SLOT {
+            return true;
+        }
+        match self.slots.get_mut(item.slot as usize) {
+            Some(Some(slot)) => slot.cursor.admit(item.offset),
+            _ => false,
+        }
+    }
+
+    /// The earliest `exp` among subscriptions, if any.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.slots.iter().flatten().filter_map(|s| s.exp).min()
+    }
+
+    /// Ends every subscription whose token expired at `now`, with `token_expired`.
+    pub fn expire(&mut self, now: u64, out: &mut Vec<Bytes>) {
+        for i in 0..self.slots.len() {
+            let expired = self.slots[i]
+                .as_ref()
+                .is_some_and(|s| s.exp.is_some_and(|exp| exp <= now));
+            if expired && let Some(slot) = self.slots[i].take() {
+                self.node.hub.unsubscribe(&slot.channel, slot.sub_id);
+                let ctx = ErrorContext {
+                    channel: Some(&slot.channel.name),
+                    ..ErrorContext::default()
+                };
+                self.error(
+                    out,
+                    ErrorCode::TokenExpired,
+                    "subscription token expired",
+                    ctx,
+                );
+            }
+        }
+    }
+
+    /// Leaves every channel; the session is done.
+    pub fn end(&mut self) {
+        self.outbox.close();
+        for slot in self.slots.drain(..).flatten() {
+            self.node.hub.unsubscribe(&slot.channel, slot.sub_id);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+fn verify(app: &App, token: &str) -> Result<Claims, Refusal> {
+    let req = Requirements {
+        now: unix_now(),
+        require_exp: !app.allow_no_exp,
+        leeway: 0,
+    };
+    let claims = token::verify(token, &app.secrets, req).map_err(token_refusal)?;
+    if *claims.app_id != *app.id {
+        return Err(Refusal::new(
+            ErrorCode::InvalidToken,
+            "token was signed for another app",
+        ));
+    }
+    Ok(claims)
+}

@@ -1,0 +1,246 @@
+//! Messages the gateway sends, serialized straight to bytes.
+//!
+//! Every message carries the envelope of PROTOCOL.md section 2: `class`,
+//! `timestamp` (ISO 8601 UTC, microseconds) and `uuid` (v4). A `data` message
+//! is built once per published event and its bytes shared by every
+//! subscriber, so its `uuid` identifies the event, not the recipient.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::codes::{ErrorCode, ResetReason};
+
+/// The envelope fields every gateway message starts with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Envelope {
+    /// ISO 8601 UTC with microseconds.
+    pub timestamp: String,
+    /// A fresh v4 UUID.
+    pub uuid: String,
+}
+
+impl Envelope {
+    /// An envelope stamped now, with a fresh uuid.
+    pub fn now() -> Envelope {
+        Envelope {
+            timestamp: timestamp(SystemTime::now()),
+            uuid: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+/// Formats a time as `2014-03-07T19:18:03.124578Z`.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_micros(at).to_string()
+}
+
+/// The fields of one published event, as sent in `data` messages.
+#[derive(Debug, Clone, Copy)]
+pub struct EventView<'a> {
+    /// Channel name (within the app).
+    pub channel: &'a str,
+    /// Offset in the channel, from 1.
+    pub offset: u64,
+    /// The event's kind, matched by filters.
+    pub event_kind: &'a str,
+    /// `name:value` keywords, matched by filters.
+    pub keywords: &'a [Box<str>],
+    /// The backend's payload, passed through untouched.
+    pub data: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct DataMessage<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    channel: &'a str,
+    offset: u64,
+    event_kind: &'a str,
+    keywords: &'a [Box<str>],
+    data: &'a RawValue,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    snapshot: bool,
+}
+
+/// Serializes a `data` message; `snapshot` marks a last-known-state replay.
+pub fn data(env: &Envelope, event: EventView<'_>, snapshot: bool) -> Bytes {
+    to_bytes(&DataMessage {
+        class: "data",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        channel: event.channel,
+        offset: event.offset,
+        event_kind: event.event_kind,
+        keywords: event.keywords,
+        data: event.data,
+        snapshot,
+    })
+}
+
+/// The position of a subscription, as given in an `ack`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AckChannel {
+    /// The channel's epoch.
+    pub epoch: String,
+    /// The channel's last offset when the subscription went live.
+    pub offset: u64,
+    /// True when the requested `since` was honoured with no gap.
+    pub recovered: bool,
+}
+
+#[derive(Serialize)]
+struct AckMessage<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channels: Option<&'a BTreeMap<String, AckChannel>>,
+}
+
+/// Serializes an `ack` for a client message; `channels` is set for a subscribe.
+pub fn ack(reference: Option<&str>, channels: Option<&BTreeMap<String, AckChannel>>) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&AckMessage {
+        class: "ack",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        reference,
+        channels,
+    })
+}
+
+/// What an `error` message refers to, besides its code.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ErrorContext<'a> {
+    /// The `uuid` of the client message that caused it.
+    pub reference: Option<&'a str>,
+    /// The channel it concerns, for per-channel errors.
+    pub channel: Option<&'a str>,
+    /// The call `id`, for RPC errors.
+    pub id: Option<&'a serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct ErrorMessage<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a serde_json::Value>,
+    code: ErrorCode,
+    message: &'a str,
+}
+
+/// Serializes an `error` message.
+pub fn error(code: ErrorCode, message: &str, ctx: ErrorContext<'_>) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&ErrorMessage {
+        class: "error",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        reference: ctx.reference,
+        channel: ctx.channel,
+        id: ctx.id,
+        code,
+        message,
+    })
+}
+
+#[derive(Serialize)]
+struct ResetMessage<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    reason: ResetReason,
+}
+
+/// Serializes a `reset`; without a channel it concerns every subscription.
+pub fn reset(channel: Option<&str>, reason: ResetReason) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&ResetMessage {
+        class: "reset",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        channel,
+        reason,
+    })
+}
+
+fn to_bytes<T: Serialize>(msg: &T) -> Bytes {
+    // Serializing these plain structs into a Vec cannot fail: every map key
+    // is a string and no Serialize impl here returns an error.
+    Bytes::from(serde_json::to_vec(msg).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(b: &Bytes) -> serde_json::Value {
+        serde_json::from_slice(b).expect("valid JSON")
+    }
+
+    #[test]
+    fn data_message_has_envelope_and_fields() {
+        let raw = RawValue::from_string(r#"{"uid":"B1"}"#.into()).expect("raw");
+        let kw: Vec<Box<str>> = vec!["borne:B1".into()];
+        let env = Envelope::now();
+        let msg = parse(&data(
+            &env,
+            EventView {
+                channel: "bornes",
+                offset: 42,
+                event_kind: "alarm",
+                keywords: &kw,
+                data: &raw,
+            },
+            false,
+        ));
+        assert_eq!(msg["class"], "data");
+        assert_eq!(msg["offset"], 42);
+        assert_eq!(msg["data"]["uid"], "B1");
+        assert!(msg.get("snapshot").is_none());
+        let ts = msg["timestamp"].as_str().expect("timestamp");
+        assert_eq!(ts.len(), "2014-03-07T19:18:03.124578Z".len(), "{ts}");
+        assert!(ts.ends_with('Z'));
+        let uuid = uuid::Uuid::parse_str(msg["uuid"].as_str().expect("uuid")).expect("uuid");
+        assert_eq!(uuid.get_version_num(), 4);
+    }
+
+    #[test]
+    fn error_names_ref_and_channel() {
+        let msg = parse(&error(
+            ErrorCode::InvalidToken,
+            "nope",
+            ErrorContext {
+                reference: Some("u1"),
+                channel: Some("bornes"),
+                id: None,
+            },
+        ));
+        assert_eq!(msg["code"], "invalid_token");
+        assert_eq!(msg["ref"], "u1");
+        assert_eq!(msg["channel"], "bornes");
+        assert!(msg.get("id").is_none());
+    }
+
+    #[test]
+    fn reset_without_channel() {
+        let msg = parse(&reset(None, ResetReason::Shutdown));
+        assert_eq!(msg["reason"], "shutdown");
+        assert!(msg.get("channel").is_none());
+    }
+}
