@@ -52,6 +52,22 @@ pub struct App {
 }
 
 impl App {
+    /// Whether `key` is this app's publish key, compared in time that does
+    /// not depend on where the two differ.
+    pub fn accepts_api_key(&self, key: &str) -> bool {
+        let Some(expected) = self.api_key.as_deref() else {
+            return false;
+        };
+        let (a, b) = (expected.as_bytes(), key.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for i in 0..a.len().max(b.len()) {
+            let x = a.get(i).copied().unwrap_or(0);
+            let y = b.get(i).copied().unwrap_or(0);
+            diff |= usize::from(x ^ y);
+        }
+        diff == 0
+    }
+
     /// The policy in force for `channel`.
     pub fn channel_policy(&self, channel: &str) -> &ChannelPolicy {
         self.channels.get(channel).unwrap_or(&self.default_channel)

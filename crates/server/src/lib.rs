@@ -1,1 +1,15 @@
+//! The Chouquette gateway: configuration, listeners, transports and the
+//! internal API around [`chouquette_core`].
+//!
+//! [`serve::start`] runs a node from a [`config::Config`]; the `chouquette`
+//! binary is a thin command line over this library.
 
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod http_client;
+pub mod logging;
+pub mod serve;
+pub mod shutdown;
+pub mod testkit;
+pub mod transport;

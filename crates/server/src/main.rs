@@ -1,1 +1,120 @@
-fn main() {}
+//! The `chouquette` binary: parses the command line and runs it.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use chouquette::cli::{self, Cli, Command};
+use chouquette::http_client::HttpClient;
+use chouquette::{logging, serve};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let reason = format!("{e:#}").replace('\n', " ");
+            eprintln!("chouquette: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = cli::serve_config(config)?;
+            logging::init(config.log.format, &config.log.level);
+            runtime()?.block_on(serve_until_signal(config))
+        }
+        Command::Token {
+            app,
+            channel,
+            filters,
+            sub,
+            groups,
+            ttl,
+        } => {
+            println!(
+                "{}",
+                cli::token(&app, &channel, &filters, sub.as_deref(), &groups, ttl)?
+            );
+            Ok(())
+        }
+        Command::Publish {
+            app,
+            channel,
+            event_kind,
+            keywords,
+            key,
+            data,
+            url,
+        } => runtime()?.block_on(publish(app, channel, event_kind, keywords, key, data, url)),
+        Command::CheckConfig { file } => cli::check_config(&file),
+    }
+}
+
+async fn serve_until_signal(config: chouquette::config::Config) -> anyhow::Result<()> {
+    let running = serve::start(config).await?;
+    wait_for_signal().await?;
+    tracing::info!("stop requested");
+    running.shutdown().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")
+}
+
+async fn publish(
+    app: String,
+    channel: String,
+    event_kind: String,
+    keywords: Vec<String>,
+    key: Option<String>,
+    data: Option<String>,
+    url: String,
+) -> anyhow::Result<()> {
+    let api_key = std::env::var("CHOUQUETTE_API_KEY")
+        .context("set CHOUQUETTE_API_KEY to the app's API key")?;
+    let data: serde_json::Value = match data {
+        Some(d) => serde_json::from_str(&d).context("--data is not JSON")?,
+        None => serde_json::Value::Null,
+    };
+    let mut event = serde_json::json!({
+        "app_id": app, "channel": channel, "event_kind": event_kind,
+        "keywords": keywords, "data": data,
+    });
+    if let Some(key) = key {
+        event["key"] = key.into();
+    }
+    let endpoint = format!("{}/api/v1/publish", url.trim_end_matches('/'));
+    let (status, body) = HttpClient::default()
+        .post_json(&endpoint, &api_key, event.to_string().into_bytes())
+        .await?;
+    if status != 200 {
+        bail!("publish refused ({status}): {}", body.trim());
+    }
+    println!("{}", body.trim());
+    Ok(())
+}

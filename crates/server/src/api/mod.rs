@@ -1,0 +1,84 @@
+//! The internal listener: publish API, health and metrics.
+//!
+//! `/api/v1/...` requires `Authorization: Bearer <api_key>` of the app named
+//! in the request; `/metrics`, `/healthz` and `/readyz` are open on this
+//! listener, which must not be exposed publicly.
+
+mod publish;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use crate::serve::Shared;
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+}
+
+/// A JSON error answer: `{"code": ..., "message": ...}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            code,
+            message,
+            index: None,
+        }),
+    )
+        .into_response()
+}
+
+/// The internal router.
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/publish",
+            post(publish::publish).layer(DefaultBodyLimit::max(shared.max_publish_bytes)),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+async fn healthz() -> impl IntoResponse {
+    crate::serve::ok()
+}
+
+async fn readyz(State(shared): State<Shared>) -> Response {
+    if shared.shutdown.is_stopping() {
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "shutting down",
+        )
+    } else if !shared.node.broker.connected() {
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "broker not connected",
+        )
+    } else {
+        crate::serve::ok().into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        shared.node.telemetry.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,147 @@
+//! `POST /api/v1/publish`: one event (an object) or a batch (an array).
+//!
+//! Every event is checked (shape, app, API key, names, bounds) before any is
+//! published, so a bad batch publishes nothing. Answers `{"epoch","offset"}`
+//! per event, or a JSON error: 400 `bad_message`, 401/403 `not_allowed`,
+//! 404 `unknown_app`, 413 `bad_message` (body too large), 503 `unavailable`
+//! (never accepted-then-dropped), 507 when a channel bound is hit.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chouquette_core::broker::BrokerError;
+use chouquette_core::node::PublishError;
+use chouquette_core::publication::NewEvent;
+use serde_json::value::RawValue;
+
+use super::{ErrorBody, error_response};
+use crate::serve::Shared;
+
+fn indexed(status: StatusCode, code: &str, message: &str, index: usize) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            code,
+            message,
+            index: Some(index),
+        }),
+    )
+        .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Parses the body as one event or an array of events; says which it was.
+fn parse(body: &[u8]) -> Result<(Vec<NewEvent>, bool), String> {
+    let raw: &RawValue =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    if raw.get().starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        let events = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                serde_json::from_str(item.get()).map_err(|e| format!("event {i}: {e}"))
+            })
+            .collect::<Result<Vec<NewEvent>, String>>()?;
+        Ok((events, true))
+    } else {
+        let event = serde_json::from_str(raw.get()).map_err(|e| format!("event: {e}"))?;
+        Ok((vec![event], false))
+    }
+}
+
+/// The handler.
+pub async fn publish(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let telemetry = &shared.node.telemetry;
+    let response = match body {
+        Ok(body) => answer(&shared, &headers, &body).await,
+        Err(rejection) => error_response(rejection.status(), "bad_message", &rejection.body_text()),
+    };
+    if !response.status().is_success() {
+        telemetry.publish_rejected();
+    }
+    response
+}
+
+async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
+    if body.len() > shared.max_publish_bytes {
+        let message = format!("body larger than {} bytes", shared.max_publish_bytes);
+        return error_response(StatusCode::PAYLOAD_TOO_LARGE, "bad_message", &message);
+    }
+    let Some(key) = bearer(headers) else {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "not_allowed",
+            "missing `Authorization: Bearer <api key>`",
+        );
+    };
+    let (events, batch) = match parse(body) {
+        Ok(parsed) => parsed,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
+    };
+    for (index, event) in events.iter().enumerate() {
+        let Some(app) = shared.node.apps.get(&event.app_id) else {
+            return indexed(StatusCode::NOT_FOUND, "unknown_app", "unknown app", index);
+        };
+        if !app.accepts_api_key(key) {
+            return indexed(
+                StatusCode::FORBIDDEN,
+                "not_allowed",
+                "wrong API key for this app",
+                index,
+            );
+        }
+    }
+    match shared.node.publish(events).await {
+        Ok(positions) if batch => Json(positions).into_response(),
+        Ok(positions) => match positions.into_iter().next() {
+            Some(p) => Json(p).into_response(),
+            None => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unavailable",
+                "nothing published",
+            ),
+        },
+        Err(e) => publish_error(e),
+    }
+}
+
+fn publish_error(e: PublishError) -> Response {
+    let message = e.to_string();
+    match e {
+        PublishError::UnknownApp { index, .. } => {
+            indexed(StatusCode::NOT_FOUND, "unknown_app", &message, index)
+        }
+        PublishError::Invalid { index, .. } => {
+            indexed(StatusCode::BAD_REQUEST, "bad_message", &message, index)
+        }
+        PublishError::Broker(failure) => {
+            let status = match failure.error {
+                BrokerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INSUFFICIENT_STORAGE,
+            };
+            let body = serde_json::json!({
+                "code": "unavailable",
+                "message": message,
+                "published": failure.published,
+            });
+            (status, Json(body)).into_response()
+        }
+        _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", &message),
+    }
+}

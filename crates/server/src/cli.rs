@@ -1,0 +1,148 @@
+//! The command line: `serve`, `token`, `publish`, `check-config`, `bench`.
+//!
+//! Secrets never come from flags (they would show in `ps` and shell
+//! history): `token` reads `CHOUQUETTE_SECRET`, `publish` reads
+//! `CHOUQUETTE_API_KEY`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+
+/// Chouquette: push events to browsers and devices in real time, each user
+/// seeing only what its backend allows.
+#[derive(Debug, Parser)]
+#[command(name = "chouquette", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file; default `./chouquette.toml` if present, else embedded defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a subscription token signed with `CHOUQUETTE_SECRET`.
+    Token {
+        /// App id.
+        #[arg(long)]
+        app: String,
+        /// Channel the token grants.
+        #[arg(long)]
+        channel: String,
+        /// Filter object, JSON.
+        #[arg(long)]
+        filters: String,
+        /// User or device id.
+        #[arg(long)]
+        sub: Option<String>,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Lifetime, e.g. `1h`, `30m`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Publish one event through the internal API (key from `CHOUQUETTE_API_KEY`).
+    Publish {
+        /// App id.
+        #[arg(long)]
+        app: String,
+        /// Channel.
+        #[arg(long)]
+        channel: String,
+        /// Event kind.
+        #[arg(long = "event-kind")]
+        event_kind: String,
+        /// A `name:value` keyword (repeatable).
+        #[arg(long = "keyword")]
+        keywords: Vec<String>,
+        /// Last-known-state key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Payload, JSON.
+        #[arg(long)]
+        data: Option<String>,
+        /// Internal listener URL.
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        url: String,
+    },
+    /// Validate a config file and print each problem with its line.
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// Loads the config `serve` should run with.
+pub fn serve_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    let default = PathBuf::from("chouquette.toml");
+    let path = match path {
+        Some(p) => Some(p),
+        None if default.exists() => Some(default),
+        None => None,
+    };
+    match path {
+        Some(p) => Config::load(&p).with_context(|| format!("invalid config {}", p.display())),
+        None => Config::defaults_with_env().context("invalid configuration from the environment"),
+    }
+}
+
+/// `check-config`: prints problems, one per line, `FILE:LINE: message`.
+pub fn check_config(file: &PathBuf) -> anyhow::Result<()> {
+    match Config::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Err(ConfigError::Invalid(problems)) => {
+            for p in &problems {
+                match p.line {
+                    Some(line) => eprintln!("{}:{line}: {}", file.display(), p.message),
+                    None => eprintln!("{}: {}", file.display(), p.message),
+                }
+            }
+            bail!("{} problem(s) in {}", problems.len(), file.display())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `token`: the signed JWT on stdout.
+pub fn token(
+    app: &str,
+    channel: &str,
+    filters: &str,
+    sub: Option<&str>,
+    groups: &[String],
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    let secret = std::env::var("CHOUQUETTE_SECRET")
+        .context("set CHOUQUETTE_SECRET to the app's signing secret")?;
+    if secret.is_empty() {
+        bail!("CHOUQUETTE_SECRET is empty");
+    }
+    let filters: serde_json::Value =
+        serde_json::from_str(filters).context("--filters is not JSON")?;
+    chouquette_core::filter::Filter::parse(&filters).context("--filters is not a valid filter")?;
+    let exp = chouquette_core::session::unix_now() + ttl.as_secs();
+    let mut claims = serde_json::json!({
+        "app_id": app, "channel": channel, "filters": filters, "exp": exp,
+    });
+    if let Some(sub) = sub {
+        claims["sub"] = sub.into();
+    }
+    if !groups.is_empty() {
+        claims["groups"] = groups.into();
+    }
+    Ok(chouquette_core::token::sign(&claims, secret.as_bytes()))
+}

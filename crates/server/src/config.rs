@@ -1,0 +1,614 @@
+//! Configuration: parse → validate → build, one loader, fail fast.
+//!
+//! Precedence: embedded defaults < the TOML file < environment variables
+//! `CHOUQUETTE_<SECTION>__<KEY>` (double underscore between levels, array
+//! items by index: `CHOUQUETTE_APPS__0__API_KEY`). Unknown keys are errors;
+//! every problem names its line in the file (or the variable it came from).
+//! A bad config never starts a half-working gateway.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use chouquette_core::app::{App, Apps, ChannelPolicy};
+use chouquette_core::node::SessionLimits;
+use chouquette_core::publication::valid_name;
+use serde::{Deserialize, Deserializer};
+
+/// The environment prefix for overrides.
+pub const ENV_PREFIX: &str = "CHOUQUETTE_";
+
+/// One problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// One or more problems in its content.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listener addresses.
+    pub listen: Listen,
+    /// Admin API settings.
+    pub admin: Admin,
+    /// The broker.
+    pub broker: BrokerConfig,
+    /// Limits on what clients and backends may make the gateway hold.
+    pub limits: Limits,
+    /// Graceful stop.
+    pub shutdown: Shutdown,
+    /// Logging.
+    pub log: Log,
+    /// Apps (tenants).
+    pub apps: Vec<AppConfig>,
+}
+
+/// `[listen]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Clients: `/ws`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub public: SocketAddr,
+    /// Backends and operators: `/api/v1`, `/metrics`, `/healthz`, `/readyz`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub internal: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            public: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            internal: SocketAddr::from(([127, 0, 0, 1], 8081)),
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Bearer key for `/admin` routes; without it they are disabled.
+    pub key: Option<String>,
+}
+
+/// Which broker implementation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// In-process: one node, nothing external.
+    #[default]
+    Memory,
+    /// Redis: several nodes share offsets, history and delivery.
+    Redis,
+}
+
+/// `[broker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `memory` or `redis`.
+    pub kind: BrokerKind,
+    /// Redis URL, for `redis`.
+    pub url: Option<String>,
+    /// Most channels tracked (memory broker).
+    pub max_channels: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            kind: BrokerKind::Memory,
+            url: None,
+            max_channels: 1_000_000,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most open client connections; 0 = derived from the open-file limit.
+    pub max_connections: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions_per_connection: usize,
+    /// Frames queued for one connection before it is a slow consumer.
+    pub outbox_capacity: usize,
+    /// Bad messages tolerated before closing with 1008.
+    pub max_bad_messages: u32,
+    /// Largest client message handled; larger get `bad_message`.
+    pub max_message_bytes: usize,
+    /// Largest frame read at all; larger close the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// A write to a client that takes longer closes it as a slow consumer.
+    #[serde(deserialize_with = "duration")]
+    pub write_timeout: Duration,
+    /// Largest publish request body.
+    pub max_publish_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let session = SessionLimits::default();
+        Limits {
+            max_connections: 0,
+            max_subscriptions_per_connection: session.max_subscriptions,
+            outbox_capacity: session.outbox_capacity,
+            max_bad_messages: session.max_bad_messages,
+            max_message_bytes: session.max_message_bytes,
+            max_frame_bytes: 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
+            max_publish_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// How long connections get to flush before the process exits.
+    #[serde(deserialize_with = "duration")]
+    pub grace: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `chouquette=debug`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// `[[apps]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The app id.
+    pub id: String,
+    /// Token secrets: any verifies, the first signs.
+    pub secrets: Vec<String>,
+    /// Bearer key for `/api/v1` on behalf of this app.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Accept subscription tokens without `exp`.
+    #[serde(default)]
+    pub allow_tokens_without_exp: bool,
+    /// Most channels of this app.
+    #[serde(default = "default_app_channels")]
+    pub max_channels: usize,
+    /// Defaults for channels not listed under `channels`.
+    #[serde(default)]
+    pub channel_defaults: ChannelConfig,
+    /// Per-channel settings.
+    #[serde(default)]
+    pub channels: HashMap<String, ChannelConfig>,
+}
+
+fn default_app_channels() -> usize {
+    100_000
+}
+
+/// `[apps.channels.NAME]` and `[apps.channel_defaults]`; unset keys inherit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Events kept for resume.
+    pub history: Option<usize>,
+    /// Events older than this leave history (`0s`: no age limit).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub history_ttl: Option<Duration>,
+    /// Keep the last event per key.
+    pub keep_state: Option<bool>,
+    /// Most keys kept.
+    pub max_state_keys: Option<usize>,
+}
+
+impl ChannelConfig {
+    fn over(&self, base: &ChannelPolicy) -> ChannelPolicy {
+        ChannelPolicy {
+            history: self.history.unwrap_or(base.history),
+            history_ttl: match self.history_ttl {
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+                None => base.history_ttl,
+            },
+            keep_state: self.keep_state.unwrap_or(base.keep_state),
+            max_state_keys: self.max_state_keys.unwrap_or(base.max_state_keys),
+        }
+    }
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!("`{s}` is not an address like 127.0.0.1:8080"))
+    })
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a duration like 5s or 1h")))
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.get(..offset.min(text.len()))
+        .map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
+}
+
+/// The first line that contains `needle`, to point validation errors at.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
+    Problem {
+        line: e.span().map(|s| line_at(text, s.start)),
+        message: e.message().trim().to_string(),
+    }
+}
+
+/// Environment overrides: `(variable, path, raw value)`, sorted.
+fn env_overrides(
+    vars: impl Iterator<Item = (String, String)>,
+) -> Vec<(String, Vec<String>, String)> {
+    let mut out: Vec<_> = vars
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix(ENV_PREFIX)?;
+            rest.contains("__").then(|| {
+                let path = rest.split("__").map(str::to_lowercase).collect();
+                (k.clone(), path, v)
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Sets `value` at `path` below `node`, creating tables on the way.
+fn apply_override(
+    node: &mut toml::Value,
+    path: &[String],
+    value: toml::Value,
+) -> Result<(), String> {
+    let Some((key, rest)) = path.split_first() else {
+        *node = value;
+        return Ok(());
+    };
+    let child = match node {
+        toml::Value::Table(t) => t
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+        toml::Value::Array(a) => {
+            let i: usize = key
+                .parse()
+                .map_err(|_| format!("`{key}` is not an index"))?;
+            a.get_mut(i).ok_or_else(|| format!("no item {i}"))?
+        }
+        _ => return Err(format!("`{key}` is under a value that is not a table")),
+    };
+    apply_override(child, rest, value)
+}
+
+impl Config {
+    /// Reads, overrides from the process environment, and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text, std::env::vars())
+    }
+
+    /// The embedded defaults, with environment overrides, validated.
+    pub fn defaults_with_env() -> Result<Config, ConfigError> {
+        Config::from_toml("", std::env::vars())
+    }
+
+    /// Parses `text`, applies the given environment, validates.
+    pub fn from_toml(
+        text: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(vec![toml_problem(text, &e)]))?;
+        let mut table = toml::Value::Table(table);
+        // Deserializing the text itself gives every type error its line.
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(vec![toml_problem(text, &e)]))?;
+        let overrides = env_overrides(env);
+        if !overrides.is_empty() {
+            for (var, path, raw) in &overrides {
+                apply_override(&mut table, path, env_value(raw)).map_err(|e| {
+                    ConfigError::Invalid(vec![Problem {
+                        line: None,
+                        message: format!("{var}: {e}"),
+                    }])
+                })?;
+            }
+            let names: Vec<&str> = overrides.iter().map(|(v, _, _)| v.as_str()).collect();
+            config = Config::deserialize(table).map_err(|e| {
+                ConfigError::Invalid(vec![Problem {
+                    line: None,
+                    message: format!(
+                        "with environment overrides {}: {}",
+                        names.join(", "),
+                        e.message().trim()
+                    ),
+                }])
+            })?;
+        }
+        let problems = config.problems(text);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Every semantic problem (types were checked while parsing).
+    pub fn problems(&self, text: &str) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut push = |needle: Option<&str>, message: String| {
+            problems.push(Problem {
+                line: needle.and_then(|n| line_of(text, n)),
+                message,
+            });
+        };
+        if self.broker.kind == BrokerKind::Redis {
+            push(
+                Some("kind"),
+                "broker kind `redis` is not available in this build; use `memory`".into(),
+            );
+        }
+        let limits = &self.limits;
+        for (name, value) in [
+            (
+                "max_subscriptions_per_connection",
+                limits.max_subscriptions_per_connection,
+            ),
+            ("outbox_capacity", limits.outbox_capacity),
+            ("max_message_bytes", limits.max_message_bytes),
+            ("max_frame_bytes", limits.max_frame_bytes),
+            ("max_publish_bytes", limits.max_publish_bytes),
+        ] {
+            if value == 0 {
+                push(Some(name), format!("limits.{name} must be at least 1"));
+            }
+        }
+        if limits.max_frame_bytes < limits.max_message_bytes {
+            push(
+                Some("max_frame_bytes"),
+                "limits.max_frame_bytes must be at least limits.max_message_bytes".into(),
+            );
+        }
+        if self.admin.key.as_deref().is_some_and(str::is_empty) {
+            push(Some("key"), "admin.key must not be empty".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for app in &self.apps {
+            let at = format!("\"{}\"", app.id);
+            let at = Some(at.as_str());
+            if !valid_name(&app.id) {
+                push(
+                    at,
+                    format!("app id `{}` must be letters, digits and `_-.:@/`", app.id),
+                );
+            }
+            if !seen.insert(app.id.as_str()) {
+                push(at, format!("app `{}` is defined twice", app.id));
+            }
+            if app.secrets.is_empty() || app.secrets.iter().any(String::is_empty) {
+                push(
+                    at,
+                    format!("app `{}` needs at least one non-empty secret", app.id),
+                );
+            }
+            if app.api_key.as_deref().is_some_and(str::is_empty) {
+                push(at, format!("app `{}`: api_key must not be empty", app.id));
+            }
+            for name in app.channels.keys() {
+                if !valid_name(name) {
+                    push(
+                        Some(name),
+                        format!("app `{}`: channel name `{name}` is not valid", app.id),
+                    );
+                }
+            }
+        }
+        problems
+    }
+
+    /// Per-session limits.
+    pub fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            max_subscriptions: self.limits.max_subscriptions_per_connection,
+            outbox_capacity: self.limits.outbox_capacity,
+            max_bad_messages: self.limits.max_bad_messages,
+            max_message_bytes: self.limits.max_message_bytes,
+        }
+    }
+
+    /// The apps registry.
+    pub fn apps(&self) -> Apps {
+        Apps::new(self.apps.iter().map(|a| {
+            let default_channel = a.channel_defaults.over(&ChannelPolicy::default());
+            App {
+                id: a.id.as_str().into(),
+                secrets: a.secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+                api_key: a.api_key.clone(),
+                allow_no_exp: a.allow_tokens_without_exp,
+                max_channels: a.max_channels,
+                channels: a
+                    .channels
+                    .iter()
+                    .map(|(name, c)| (name.clone(), c.over(&default_channel)))
+                    .collect(),
+                default_channel,
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[listen]
+public = "127.0.0.1:8080"
+internal = "127.0.0.1:8081"
+
+[admin]
+key = "admin-key"
+
+[broker]
+kind = "memory"
+
+[[apps]]
+id = "bluelib"
+secrets = ["s3cret-current", "s3cret-previous"]
+api_key = "pub-key"
+
+[apps.channels.bornes]
+history = 1000
+keep_state = true
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml(
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match load(text, &[]) {
+            Err(ConfigError::Invalid(p)) => p,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn operating_example_loads() {
+        let c = load(EXAMPLE, &[]).expect("valid");
+        let apps = c.apps();
+        let app = apps.get("bluelib").expect("app");
+        assert!(app.channel_policy("bornes").keep_state);
+        assert!(!app.channel_policy("other").keep_state);
+        assert_eq!(app.secrets.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_name_their_line() {
+        let p = problems("[listen]\npublic = \"127.0.0.1:1\"\nbogus = 1\n");
+        assert_eq!(p[0].line, Some(3), "{p:?}");
+        assert!(p[0].message.contains("bogus"), "{p:?}");
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let p = problems("[limits]\nwrite_timeout = \"soon\"\n");
+        assert_eq!(p[0].line, Some(2));
+        let p = problems("\n[listen]\npublic = \"nowhere\"\n");
+        assert_eq!(p[0].line, Some(3));
+        let p = problems("[[apps]]\nid = \"a\"\nsecrets = []\n");
+        assert_eq!(p[0].line, Some(2));
+        assert!(p[0].message.contains("secret"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load(
+            EXAMPLE,
+            &[
+                ("CHOUQUETTE_LISTEN__PUBLIC", "127.0.0.1:9999"),
+                ("CHOUQUETTE_APPS__0__API_KEY", "other"),
+                ("CHOUQUETTE_LIMITS__OUTBOX_CAPACITY", "7"),
+                ("CHOUQUETTE_SECRET", "not an override"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.listen.public.port(), 9999);
+        assert_eq!(c.apps[0].api_key.as_deref(), Some("other"));
+        assert_eq!(c.limits.outbox_capacity, 7);
+        let bad = load(EXAMPLE, &[("CHOUQUETTE_LISTEN__NOPE", "1")]);
+        assert!(
+            matches!(bad, Err(ConfigError::Invalid(p)) if p[0].message.contains("CHOUQUETTE_LISTEN__NOPE"))
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! A running node: binds both listeners, wires the node, stops gracefully.
+//!
+//! [`start`] takes a config and returns once both listeners are bound (port
+//! 0 allowed), so tests and the bench get the real addresses. Stopping sends
+//! `reset`/`shutdown` to every client, flushes, and waits for connections to
+//! close within the grace time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chouquette_core::broker::MemoryBroker;
+use chouquette_core::hub::Hub;
+use chouquette_core::node::Node;
+use chouquette_core::telemetry::{CloseReason, Telemetry};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::api;
+use crate::config::Config;
+use crate::shutdown::{Shutdown, Trigger};
+use crate::transport::ws::{self, Settings};
+
+/// What every handler shares: the node, the transport settings, the stop signal.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Transport settings.
+    pub settings: Arc<Settings>,
+    /// The stop signal and live connection count.
+    pub shutdown: Shutdown,
+    /// Publish body limit.
+    pub max_publish_bytes: usize,
+}
+
+impl Shared {
+    /// A response refusing a new client connection, when full or stopping.
+    pub fn refuse_connection(&self) -> Option<Response> {
+        if self.shutdown.is_stopping() {
+            return Some(api::error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the gateway is shutting down",
+            ));
+        }
+        let open = usize::try_from(self.node.telemetry.connections()).unwrap_or(0);
+        if open >= self.settings.max_connections {
+            self.node.telemetry.closed_by_gateway(CloseReason::Full);
+            return Some(api::error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the gateway is at its connection limit",
+            ));
+        }
+        None
+    }
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A started node.
+#[derive(Debug)]
+pub struct Running {
+    /// The public listener's address.
+    pub public: SocketAddr,
+    /// The internal listener's address.
+    pub internal: SocketAddr,
+    /// The node's shared state.
+    pub node: Arc<Node>,
+    trigger: Trigger,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Asks the node to stop (idempotent).
+    pub fn stop(&self) {
+        self.trigger.stop();
+    }
+
+    /// Waits until the node has stopped.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// Stops and waits.
+    pub async fn shutdown(self) {
+        self.stop();
+        self.wait().await;
+    }
+}
+
+/// Open files kept for listeners, logs and the broker beyond client sockets.
+const RESERVED_FILES: usize = 128;
+
+/// Raises the open-file limit to its hard maximum and derives the default
+/// connection limit from it, so the node refuses politely before the OS does.
+fn connection_limit(configured: usize) -> usize {
+    let files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let by_files = usize::try_from(files)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(RESERVED_FILES)
+        .max(16);
+    if configured == 0 {
+        by_files
+    } else {
+        configured.min(by_files)
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Builds the node from `config`, binds, and serves until stopped.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let telemetry = Arc::new(Telemetry::default());
+    let hub = Arc::new(Hub::new(telemetry.clone()));
+    let broker = Arc::new(MemoryBroker::new(hub.clone(), config.broker.max_channels));
+    let node = Arc::new(Node {
+        apps: config.apps(),
+        hub,
+        broker,
+        telemetry: telemetry.clone(),
+        limits: config.session_limits(),
+    });
+    let (trigger, shutdown) = Shutdown::new(telemetry);
+    let shared = Shared {
+        node: node.clone(),
+        settings: Arc::new(Settings {
+            max_connections: connection_limit(config.limits.max_connections),
+            max_frame_bytes: config.limits.max_frame_bytes,
+            write_timeout: config.limits.write_timeout,
+        }),
+        shutdown: shutdown.clone(),
+        max_publish_bytes: config.limits.max_publish_bytes,
+    };
+    let public_listener = bind(config.listen.public).await?;
+    let internal_listener = bind(config.listen.internal).await?;
+    let public = public_listener.local_addr().unwrap_or(config.listen.public);
+    let internal = internal_listener
+        .local_addr()
+        .unwrap_or(config.listen.internal);
+    let grace = config.shutdown.grace;
+    let task = tokio::spawn(serve(public_listener, internal_listener, shared, grace));
+    tracing::info!(%public, %internal, broker = node.broker.kind(), "chouquette listening");
+    Ok(Running {
+        public,
+        internal,
+        node,
+        trigger,
+        task,
+    })
+}
+
+fn public_router(shared: Shared) -> Router {
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .with_state(shared)
+}
+
+fn internal_router(shared: Shared) -> Router {
+    api::router(shared)
+}
+
+async fn serve(public: TcpListener, internal: TcpListener, shared: Shared, grace: Duration) {
+    let shutdown = shared.shutdown.clone();
+    let stop_public = {
+        let mut s = shutdown.clone();
+        async move { s.stopped().await }
+    };
+    let stop_internal = {
+        let mut s = shutdown.clone();
+        async move { s.stopped().await }
+    };
+    let public_app =
+        public_router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let internal_app = internal_router(shared).into_make_service_with_connect_info::<SocketAddr>();
+    let public_server = axum::serve(public, public_app).with_graceful_shutdown(stop_public);
+    let internal_server = axum::serve(internal, internal_app).with_graceful_shutdown(stop_internal);
+    let (a, b) = tokio::join!(public_server.into_future(), internal_server.into_future());
+    for result in [a, b] {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "listener failed");
+        }
+    }
+    if !shutdown.drained(grace).await {
+        tracing::warn!(?grace, "grace time passed with connections still open");
+    }
+    tracing::info!("chouquette stopped");
+}
+
+/// Plain-text 200, for health routes.
+pub fn ok() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}

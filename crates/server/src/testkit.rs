@@ -1,0 +1,241 @@
+//! Test helpers, kept as product code: spawn a node on 127.0.0.1:0, drive it
+//! with a real WebSocket client, publish through the real HTTP API.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::config::Config;
+use crate::http_client::HttpClient;
+use crate::serve::{self, Running};
+
+/// App id of [`BASE_CONFIG`].
+pub const APP: &str = "bluelib";
+/// Current secret of [`BASE_CONFIG`].
+pub const SECRET: &str = "s3cret-current";
+/// Previous (still accepted) secret of [`BASE_CONFIG`].
+pub const OLD_SECRET: &str = "s3cret-previous";
+/// API key of [`BASE_CONFIG`].
+pub const API_KEY: &str = "pub-key";
+
+/// A config with one app, `bornes` keeping state and 1000 events of history.
+pub const BASE_CONFIG: &str = r#"
+[admin]
+key = "admin-key"
+
+[[apps]]
+id = "bluelib"
+secrets = ["s3cret-current", "s3cret-previous"]
+api_key = "pub-key"
+
+[apps.channels.bornes]
+history = 1000
+keep_state = true
+
+[[apps]]
+id = "other"
+secrets = ["other-secret"]
+api_key = "other-key"
+"#;
+
+/// A node running in this process on loopback.
+#[derive(Debug)]
+pub struct TestNode {
+    /// The running node.
+    pub running: Running,
+    http: HttpClient,
+}
+
+impl TestNode {
+    /// Starts a node from TOML; listeners are forced onto 127.0.0.1:0.
+    pub async fn start(toml: &str) -> TestNode {
+        let mut config = Config::from_toml(toml, std::iter::empty()).expect("test config is valid");
+        config.listen.public = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.listen.internal = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.shutdown.grace = Duration::from_secs(5);
+        let running = serve::start(config).await.expect("node starts");
+        TestNode {
+            running,
+            http: HttpClient::default(),
+        }
+    }
+
+    /// Starts a node with [`BASE_CONFIG`].
+    pub async fn base() -> TestNode {
+        TestNode::start(BASE_CONFIG).await
+    }
+
+    /// `ws://` URL of the public listener.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.running.public)
+    }
+
+    /// `http://` base URL of the internal listener.
+    pub fn internal_url(&self) -> String {
+        format!("http://{}", self.running.internal)
+    }
+
+    /// Connects a WebSocket client.
+    pub async fn client(&self) -> WsClient {
+        WsClient::connect(&self.ws_url()).await
+    }
+
+    /// POSTs a raw publish body with `key`; returns status and parsed body.
+    pub async fn publish_raw(&self, key: &str, body: &Value) -> (u16, Value) {
+        let url = format!("{}/api/v1/publish", self.internal_url());
+        let (status, text) = self
+            .http
+            .post_json(&url, key, body.to_string().into_bytes())
+            .await
+            .expect("publish request");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Publishes one event on [`APP`]; panics unless accepted. Returns the offset.
+    pub async fn publish(&self, channel: &str, kind: &str, keywords: &[&str], data: Value) -> u64 {
+        let body = json!({"app_id": APP, "channel": channel, "event_kind": kind,
+                          "keywords": keywords, "data": data});
+        let (status, answer) = self.publish_raw(API_KEY, &body).await;
+        assert_eq!(status, 200, "publish refused: {answer}");
+        answer["offset"].as_u64().expect("offset")
+    }
+
+    /// GETs a path on the internal listener.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        self.http
+            .get(&format!("{}{path}", self.internal_url()), None)
+            .await
+            .expect("get")
+    }
+}
+
+/// Signs subscription claims for [`APP`] with [`SECRET`].
+pub fn token(channel: &str, filters: Value, ttl_secs: i64) -> String {
+    let exp = chouquette_core::session::unix_now() as i64 + ttl_secs;
+    let claims = json!({"app_id": APP, "channel": channel, "filters": filters, "exp": exp});
+    chouquette_core::token::sign(&claims, SECRET.as_bytes())
+}
+
+/// A subscribe message for one channel of [`APP`].
+pub fn subscribe(channel: &str, token: &str) -> Value {
+    json!({"class": "subscribe", "app_id": APP, "uuid": "sub-1",
+           "channels": {channel: {"filters": token}}})
+}
+
+/// A WebSocket test client.
+#[derive(Debug)]
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a client read.
+#[derive(Debug)]
+pub enum Received {
+    /// A JSON text message.
+    Json(Value),
+    /// A close frame (code, reason), or the end of the stream.
+    Closed(Option<(u16, String)>),
+}
+
+impl WsClient {
+    /// Connects to `url`.
+    pub async fn connect(url: &str) -> WsClient {
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        WsClient { stream }
+    }
+
+    /// Sends a JSON message.
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// Sends a text frame as is.
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, data: Vec<u8>) {
+        self.stream.send(Message::binary(data)).await.expect("send");
+    }
+
+    /// Next message within `wait`, or `None` on timeout.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Received> {
+        loop {
+            let message = match tokio::time::timeout(wait, self.stream.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => return Some(Received::Closed(None)),
+                Ok(Some(Ok(m))) => m,
+            };
+            match message {
+                Message::Text(t) => {
+                    return Some(Received::Json(
+                        serde_json::from_str(t.as_str()).expect("server sends JSON"),
+                    ));
+                }
+                Message::Close(frame) => {
+                    return Some(Received::Closed(frame.map(
+                        |CloseFrame { code, reason }| (u16::from(code), reason.to_string()),
+                    )));
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Next JSON message within 5 s; panics otherwise.
+    pub async fn recv(&mut self) -> Value {
+        match self.next_within(Duration::from_secs(5)).await {
+            Some(Received::Json(v)) => v,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Reads messages until one of `class`; returns it and those before it.
+    pub async fn recv_until(&mut self, class: &str) -> (Value, Vec<Value>) {
+        let mut before = Vec::new();
+        loop {
+            let m = self.recv().await;
+            if m["class"] == class {
+                return (m, before);
+            }
+            before.push(m);
+        }
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(m) = self.next_within(wait).await {
+            panic!("expected silence, got {m:?}");
+        }
+    }
+
+    /// Waits for the close frame; returns its code and reason.
+    pub async fn expect_close(&mut self) -> Option<(u16, String)> {
+        loop {
+            match self.next_within(Duration::from_secs(10)).await {
+                Some(Received::Closed(c)) => return c,
+                Some(Received::Json(_)) => continue,
+                None => panic!("connection not closed"),
+            }
+        }
+    }
+
+    /// Subscribes to one channel and returns the ack (and what came before it).
+    pub async fn subscribe(&mut self, channel: &str, filters: Value) -> (Value, Vec<Value>) {
+        let tok = token(channel, filters, 3600);
+        self.send_json(&subscribe(channel, &tok)).await;
+        self.recv_until("ack").await
+    }
+}

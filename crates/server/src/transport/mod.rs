@@ -1,0 +1,5 @@
+//! Transports: thin adapters between a socket and a [`Session`].
+//!
+//! [`Session`]: chouquette_core::session::Session
+
+pub mod ws;
