@@ -43,8 +43,6 @@ pub struct App {
     pub api_key: Option<String>,
     /// Whether tokens without `exp` are accepted.
     pub allow_no_exp: bool,
-    /// Most channels the app may have; publishes to new channels past it are refused.
-    pub max_channels: usize,
     /// The policy of channels not listed in `channels`.
     pub default_channel: ChannelPolicy,
     /// Per-channel policies.

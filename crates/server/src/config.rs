@@ -235,19 +235,12 @@ pub struct AppConfig {
     /// Accept subscription tokens without `exp`.
     #[serde(default)]
     pub allow_tokens_without_exp: bool,
-    /// Most channels of this app.
-    #[serde(default = "default_app_channels")]
-    pub max_channels: usize,
     /// Defaults for channels not listed under `channels`.
     #[serde(default)]
     pub channel_defaults: ChannelConfig,
     /// Per-channel settings.
     #[serde(default)]
     pub channels: HashMap<String, ChannelConfig>,
-}
-
-fn default_app_channels() -> usize {
-    100_000
 }
 
 /// `[apps.channels.NAME]` and `[apps.channel_defaults]`; unset keys inherit.
@@ -512,7 +505,6 @@ impl Config {
                 secrets: a.secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
                 api_key: a.api_key.clone(),
                 allow_no_exp: a.allow_tokens_without_exp,
-                max_channels: a.max_channels,
                 channels: a
                     .channels
                     .iter()
