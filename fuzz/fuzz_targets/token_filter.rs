@@ -36,10 +36,10 @@ fuzz_target!(|data: &[u8]| {
     let keywords: Vec<Box<str>> = lines.map(Into::into).collect();
 
     // 1. Arbitrary token text.
-    if let Ok(claims) = token::verify(token_text, &[SECRET], REQ) {
-        if let Some(filters) = &claims.filters {
-            check_filter(filters, kind, &keywords);
-        }
+    if let Ok(claims) = token::verify(token_text, &[SECRET], REQ)
+        && let Some(filters) = &claims.filters
+    {
+        check_filter(filters, kind, &keywords);
     }
 
     // 2. Arbitrary JSON as a filter (and as a JSON string holding a filter).

@@ -4,7 +4,7 @@
 //! history): `token` reads `CHOUQUETTE_SECRET`, `publish` reads
 //! `CHOUQUETTE_API_KEY`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -98,7 +98,7 @@ pub fn serve_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
 }
 
 /// `check-config`: prints problems, one per line, `FILE:LINE: message`.
-pub fn check_config(file: &PathBuf) -> anyhow::Result<()> {
+pub fn check_config(file: &Path) -> anyhow::Result<()> {
     match Config::load(file) {
         Ok(_) => {
             println!("{}: ok", file.display());
