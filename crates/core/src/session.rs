@@ -58,9 +58,26 @@ pub struct Identity {
 struct Slot {
     channel: ChannelId,
     sub_id: SubId,
+    epoch: Arc<str>,
     cursor: Cursor,
     exp: Option<u64>,
 }
+
+/// Where one subscription stands: what a stateless transport puts in its
+/// resume cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Its epoch.
+    pub epoch: Arc<str>,
+    /// The last offset delivered (or covered by the ack).
+    pub offset: u64,
+}
+
+/// The outbox overflowed: close the connection as a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflowed;
 
 /// One connection's protocol state.
 #[derive(Debug)]
@@ -225,7 +242,9 @@ impl Session {
         }
     }
 
-    async fn subscribe(
+    /// Handles a subscribe (also built by transports that take tokens in
+    /// their URL, such as SSE and long-polling).
+    pub async fn subscribe(
         &mut self,
         s: Subscribe,
         reference: Option<&str>,
@@ -341,6 +360,7 @@ impl Session {
         self.slots[slot as usize] = Some(Slot {
             channel,
             sub_id,
+            epoch: recovered.epoch.clone(),
             cursor: Cursor::at(recovered.top),
             exp: claims.exp,
         });
@@ -355,6 +375,7 @@ impl Session {
         match self.slots.iter().position(Option::is_none) {
             Some(i) => i as u32,
             None => {
+                self.slots.reserve_exact(1);
                 self.slots.push(None);
                 (self.slots.len() - 1) as u32
             }
@@ -381,6 +402,32 @@ impl Session {
             Some(Some(slot)) => slot.cursor.admit(item.offset),
             _ => false,
         }
+    }
+
+    /// Moves up to `max` live frames that are new to their subscription from
+    /// the outbox into `out`; returns how many frames were taken.
+    pub fn take_live(&mut self, out: &mut Vec<Bytes>, max: usize) -> Result<usize, Overflowed> {
+        let mut batch = Vec::new();
+        if self.outbox.drain(&mut batch, max) == crate::outbox::State::Overflowed {
+            return Err(Overflowed);
+        }
+        let taken = batch.len();
+        out.extend(
+            batch
+                .into_iter()
+                .filter(|item| self.admit(item))
+                .map(|item| item.frame),
+        );
+        Ok(taken)
+    }
+
+    /// Where every active subscription stands.
+    pub fn positions(&self) -> impl Iterator<Item = Position> + '_ {
+        self.slots.iter().flatten().map(|s| Position {
+            channel: s.channel.clone(),
+            epoch: s.epoch.clone(),
+            offset: s.cursor.last(),
+        })
     }
 
     /// The earliest `exp` among subscriptions, if any.

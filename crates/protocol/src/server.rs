@@ -179,6 +179,12 @@ pub fn reset(channel: Option<&str>, reason: ResetReason) -> Bytes {
     })
 }
 
+/// Whether a serialized gateway message is an `ack` (every message this
+/// module writes starts with its `class`).
+pub fn is_ack(frame: &[u8]) -> bool {
+    frame.starts_with(br#"{"class":"ack""#)
+}
+
 fn to_bytes<T: Serialize>(msg: &T) -> Bytes {
     // Serializing these plain structs into a Vec cannot fail: every map key
     // is a string and no Serialize impl here returns an error.
@@ -235,6 +241,12 @@ mod tests {
         assert_eq!(msg["ref"], "u1");
         assert_eq!(msg["channel"], "bornes");
         assert!(msg.get("id").is_none());
+    }
+
+    #[test]
+    fn acks_are_recognised() {
+        assert!(is_ack(&ack(None, None)));
+        assert!(!is_ack(&reset(None, ResetReason::Shutdown)));
     }
 
     #[test]

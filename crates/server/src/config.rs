@@ -65,6 +65,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// Limits on what clients and backends may make the gateway hold.
     pub limits: Limits,
+    /// SSE and long-polling.
+    pub transports: Transports,
     /// Graceful stop.
     pub shutdown: Shutdown,
     /// Logging.
@@ -170,6 +172,27 @@ impl Default for Limits {
             max_frame_bytes: 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             max_publish_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[transports]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transports {
+    /// Interval of SSE comment heartbeats.
+    #[serde(deserialize_with = "duration")]
+    pub sse_heartbeat: Duration,
+    /// Longest wait of one long-poll request.
+    #[serde(deserialize_with = "duration")]
+    pub poll_wait: Duration,
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Transports {
+            sse_heartbeat: Duration::from_secs(15),
+            poll_wait: Duration::from_secs(25),
         }
     }
 }

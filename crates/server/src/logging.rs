@@ -1,6 +1,8 @@
 //! Log output: readable lines by default, JSON on request. `RUST_LOG`
 //! overrides the configured level. Tokens and secrets are never logged.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;

@@ -13,6 +13,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use chouquette_core::broker::MemoryBroker;
 use chouquette_core::hub::Hub;
 use chouquette_core::node::Node;
@@ -23,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::api;
 use crate::config::Config;
 use crate::shutdown::{Shutdown, Trigger};
-use crate::transport::ws::{self, Settings};
+use crate::transport::{Settings, poll, sse, ws};
 
 /// What every handler shares: the node, the transport settings, the stop signal.
 #[derive(Debug, Clone)]
@@ -148,6 +149,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             max_connections: connection_limit(config.limits.max_connections),
             max_frame_bytes: config.limits.max_frame_bytes,
             write_timeout: config.limits.write_timeout,
+            sse_heartbeat: config.transports.sse_heartbeat,
+            poll_wait: config.transports.poll_wait,
         }),
         shutdown: shutdown.clone(),
         max_publish_bytes: config.limits.max_publish_bytes,
@@ -173,6 +176,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 fn public_router(shared: Shared) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
+        .route("/sse", get(sse::stream))
+        .route("/poll", get(poll::poll))
         .with_state(shared)
 }
 
@@ -193,6 +198,10 @@ async fn serve(public: TcpListener, internal: TcpListener, shared: Shared, grace
     let public_app =
         public_router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let internal_app = internal_router(shared).into_make_service_with_connect_info::<SocketAddr>();
+    // Events are small and latency-bound: never hold them back for Nagle.
+    let public = public.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let public_server = axum::serve(public, public_app).with_graceful_shutdown(stop_public);
     let internal_server = axum::serve(internal, internal_app).with_graceful_shutdown(stop_internal);
     let (a, b) = tokio::join!(public_server.into_future(), internal_server.into_future());

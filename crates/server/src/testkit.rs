@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::config::Config;
@@ -43,6 +43,42 @@ id = "other"
 secrets = ["other-secret"]
 api_key = "other-key"
 "#;
+
+/// A config like [`BASE_CONFIG`] with a `[limits]` body and extra TOML for
+/// the [`APP`] app (e.g. `[apps.channels.short]` tables), for tests that
+/// need other limits or channel policies.
+pub fn config_with(limits: &str, app_extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+key = "admin-key"
+
+[limits]
+{limits}
+
+[[apps]]
+id = "bluelib"
+secrets = ["s3cret-current", "s3cret-previous"]
+api_key = "pub-key"
+
+[apps.channels.bornes]
+history = 1000
+keep_state = true
+
+{app_extra}
+
+[[apps]]
+id = "other"
+secrets = ["other-secret"]
+api_key = "other-key"
+"#
+    )
+}
+
+/// Channel every [`WsClient::join_sync`] client listens to for markers.
+pub const SYNC_CHANNEL: &str = "_sync";
+/// Event kind of markers on [`SYNC_CHANNEL`].
+pub const MARKER_KIND: &str = "marker";
 
 /// A node running in this process on loopback.
 #[derive(Debug)]
@@ -109,6 +145,48 @@ impl TestNode {
         answer["offset"].as_u64().expect("offset")
     }
 
+    /// Publishes one event object (any app, key [`API_KEY`]); panics unless
+    /// accepted. Returns the epoch and offset.
+    pub async fn publish_event(&self, event: &Value) -> (String, u64) {
+        let (status, answer) = self.publish_raw(API_KEY, event).await;
+        assert_eq!(status, 200, "publish refused: {answer}");
+        position(&answer)
+    }
+
+    /// Publishes a batch (a JSON array) with [`API_KEY`]; panics unless
+    /// accepted. Returns each event's epoch and offset, in order.
+    pub async fn publish_batch(&self, events: &[Value]) -> Vec<(String, u64)> {
+        let (status, answer) = self
+            .publish_raw(API_KEY, &Value::from(events.to_vec()))
+            .await;
+        assert_eq!(status, 200, "batch refused: {answer}");
+        answer
+            .as_array()
+            .expect("a batch is answered by an array")
+            .iter()
+            .map(position)
+            .collect()
+    }
+
+    /// Publishes a marker on [`SYNC_CHANNEL`]; returns its offset. Delivery to
+    /// one connection follows publish order, so once a client has read the
+    /// marker it has read everything published before it.
+    pub async fn publish_marker(&self) -> u64 {
+        let body = json!({"app_id": APP, "channel": SYNC_CHANNEL, "event_kind": MARKER_KIND,
+                          "keywords": [], "data": null});
+        self.publish_event(&body).await.1
+    }
+
+    /// The value of one series in `GET /metrics` (`name` or `name{labels}`).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (status, text) = self.get("/metrics").await;
+        assert_eq!(status, 200, "metrics: {text}");
+        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+    }
+
     /// GETs a path on the internal listener.
     pub async fn get(&self, path: &str) -> (u16, String) {
         self.http
@@ -118,11 +196,27 @@ impl TestNode {
     }
 }
 
+fn position(answer: &Value) -> (String, u64) {
+    (
+        answer["epoch"].as_str().expect("epoch").to_string(),
+        answer["offset"].as_u64().expect("offset"),
+    )
+}
+
+/// Subscription claims for [`APP`], expiring `ttl_secs` from now.
+pub fn claims(channel: &str, filters: Value, ttl_secs: i64) -> Value {
+    let exp = chouquette_core::session::unix_now() as i64 + ttl_secs;
+    json!({"app_id": APP, "channel": channel, "filters": filters, "exp": exp})
+}
+
+/// Signs any claims as an HS256 JWT with `secret`.
+pub fn sign(claims: &Value, secret: &str) -> String {
+    chouquette_core::token::sign(claims, secret.as_bytes())
+}
+
 /// Signs subscription claims for [`APP`] with [`SECRET`].
 pub fn token(channel: &str, filters: Value, ttl_secs: i64) -> String {
-    let exp = chouquette_core::session::unix_now() as i64 + ttl_secs;
-    let claims = json!({"app_id": APP, "channel": channel, "filters": filters, "exp": exp});
-    chouquette_core::token::sign(&claims, SECRET.as_bytes())
+    sign(&claims(channel, filters, ttl_secs), SECRET)
 }
 
 /// A subscribe message for one channel of [`APP`].
@@ -163,6 +257,22 @@ impl WsClient {
     /// Sends a text frame as is.
     pub async fn send_text(&mut self, text: &str) {
         self.stream.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends any frame, returning the error instead of panicking (for
+    /// tests where the gateway may close the connection mid-send).
+    pub async fn try_send(&mut self, message: Message) -> Result<(), tungstenite::Error> {
+        self.stream.send(message).await
+    }
+
+    /// The underlying stream, for tests that need raw access.
+    pub fn stream_mut(&mut self) -> &mut WebSocketStream<MaybeTlsStream<TcpStream>> {
+        &mut self.stream
+    }
+
+    /// Closes the connection (close handshake, best effort).
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
     }
 
     /// Sends a binary frame.
@@ -228,6 +338,33 @@ impl WsClient {
                 Some(Received::Closed(c)) => return c,
                 Some(Received::Json(_)) => continue,
                 None => panic!("connection not closed"),
+            }
+        }
+    }
+
+    /// Subscribes to [`SYNC_CHANNEL`] for markers ([`TestNode::publish_marker`]).
+    pub async fn join_sync(&mut self) {
+        let (ack, before) = self
+            .subscribe(SYNC_CHANNEL, json!({ MARKER_KIND: {} }))
+            .await;
+        assert!(before.is_empty(), "{before:?}");
+        assert!(ack["channels"][SYNC_CHANNEL].is_object(), "{ack}");
+    }
+
+    /// Reads until the marker at `offset` (see [`TestNode::publish_marker`]);
+    /// returns every other message received before it.
+    pub async fn until_marker(&mut self, offset: u64) -> Vec<Value> {
+        let mut before = Vec::new();
+        loop {
+            let m = self.recv().await;
+            if m["class"] == "data" && m["channel"] == SYNC_CHANNEL {
+                let got = m["offset"].as_u64().expect("offset");
+                assert!(got <= offset, "marker {got} overtook marker {offset}");
+                if got == offset {
+                    return before;
+                }
+            } else {
+                before.push(m);
             }
         }
     }

@@ -7,15 +7,13 @@
 //! whose outbox overflows, is closed with 1013 `slow_consumer` and resumes
 //! with `since` on reconnect.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use chouquette_core::outbox::{Outbound, State as OutboxState};
-use chouquette_core::session::{Session, Verdict, unix_now};
+use chouquette_core::session::{Overflowed, Session, Verdict, unix_now};
 use chouquette_core::telemetry::CloseReason;
 use chouquette_protocol::server::ErrorContext;
 use chouquette_protocol::{CloseCode, ErrorCode, ResetReason, server};
@@ -23,6 +21,10 @@ use futures_util::SinkExt;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::serve::Shared;
+
+/// Read buffer per connection: client messages are small (a subscribe with
+/// its tokens is well under 1 KiB); larger ones are read in several chunks.
+const READ_BUFFER: usize = 1024;
 
 /// Frames taken from the outbox per write batch.
 const BATCH: usize = 256;
@@ -47,7 +49,7 @@ pub async fn upgrade(State(shared): State<Shared>, ws: WebSocketUpgrade) -> Resp
         return refusal;
     }
     let limits = &shared.settings;
-    ws.read_buffer_size(4096)
+    ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(limits.max_frame_bytes.saturating_mul(4))
         .max_message_size(limits.max_frame_bytes)
@@ -64,7 +66,7 @@ async fn run(mut socket: WebSocket, shared: Shared) {
     let write_timeout = shared.settings.write_timeout;
     let mut replies: Vec<Bytes> = Vec::new();
     let end = loop {
-        let expiry = session.next_expiry().map(deadline);
+        let expiry = session.next_expiry().map(super::deadline);
         tokio::select! {
             biased;
             _ = stop.stopped() => break End::Shutdown,
@@ -77,7 +79,9 @@ async fn run(mut socket: WebSocket, shared: Shared) {
                 let verdict = match message {
                     None | Some(Ok(Message::Close(_))) => break End::Gone,
                     Some(Err(e)) => break if is_capacity(e) { End::TooLarge } else { End::Gone },
-                    Some(Ok(Message::Text(text))) => session.handle(text.as_str(), &mut replies).await,
+                    // Boxed: handling a message is rare next to idling, and its future is
+                    // large; inline, it would sit in every idle connection's task.
+                    Some(Ok(Message::Text(text))) => Box::pin(session.handle(text.as_str(), &mut replies)).await,
                     Some(Ok(Message::Binary(_))) => {
                         session.bad_message("binary frames are not accepted: send JSON text", None, &mut replies)
                     }
@@ -98,13 +102,7 @@ async fn run(mut socket: WebSocket, shared: Shared) {
             }
         }
     };
-    finish(socket, session, end, &shared).await;
-}
-
-/// The instant a Unix time (seconds) is reached.
-fn deadline(unix: u64) -> Instant {
-    let wait = unix.saturating_sub(unix_now());
-    Instant::now() + Duration::from_secs(wait.min(365 * 24 * 3600))
+    Box::pin(finish(socket, session, end, &shared)).await;
 }
 
 fn is_capacity(e: axum::Error) -> bool {
@@ -120,22 +118,13 @@ async fn flush_outbox(
     shared: &Shared,
     limit: Duration,
 ) -> Result<(), End> {
-    let outbox = session.outbox().clone();
-    let mut batch: Vec<Outbound> = Vec::new();
+    let mut frames: Vec<Bytes> = Vec::new();
     loop {
-        batch.clear();
-        if outbox.drain(&mut batch, BATCH) == OutboxState::Overflowed {
-            return Err(End::SlowConsumer);
+        match session.take_live(&mut frames, BATCH) {
+            Err(Overflowed) => return Err(End::SlowConsumer),
+            Ok(0) => return Ok(()),
+            Ok(_) => write(socket, frames.drain(..), shared, limit).await?,
         }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let frames: Vec<Bytes> = batch
-            .drain(..)
-            .filter(|item| session.admit(item))
-            .map(|item| item.frame)
-            .collect();
-        write(socket, frames.into_iter(), shared, limit).await?;
     }
 }
 
@@ -146,7 +135,7 @@ async fn write(
     shared: &Shared,
     limit: Duration,
 ) -> Result<(), End> {
-    let mut count = 0;
+    let mut count: usize = 0;
     let work = async {
         for frame in frames {
             let Ok(text) = Utf8Bytes::try_from(frame) else {
@@ -212,24 +201,27 @@ async fn finish(mut socket: WebSocket, mut session: Session, end: End, shared: &
         }
     };
     session.end();
-    let _ = write(&mut socket, last.into_iter(), shared, short).await;
+    // The last messages and the close frame go out in one flush: written
+    // separately, the close frame could be held back (Nagle) and then lost
+    // when the socket is reset because the client is still sending (e.g. the
+    // rest of a frame over the size limit).
     let close = Message::Close(Some(CloseFrame {
         code: code.code(),
         reason: Utf8Bytes::from(reason),
     }));
-    let _ = timeout(short, socket.send(close)).await;
+    let frames = last
+        .into_iter()
+        .filter_map(|frame| Utf8Bytes::try_from(frame).ok().map(Message::Text))
+        .chain(std::iter::once(close));
+    let mut count: usize = 0;
+    let work = async {
+        for frame in frames {
+            socket.feed(frame).await?;
+            count += 1;
+        }
+        socket.flush().await
+    };
+    if let Ok(Ok(())) = timeout(short, work).await {
+        telemetry.messages_out(count.saturating_sub(1));
+    }
 }
-
-/// Settings the transport needs, derived from the config.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Most open connections.
-    pub max_connections: usize,
-    /// Largest frame read.
-    pub max_frame_bytes: usize,
-    /// Deadline of one write batch.
-    pub write_timeout: Duration,
-}
-
-/// Shared by reference so the handler state stays one pointer wide.
-pub type SharedSettings = Arc<Settings>;

@@ -1,0 +1,173 @@
+//! The gateway under test: a child process running the release binary with
+//! a generated config (memory broker, free loopback ports, one app). It is
+//! killed when dropped, so every exit path stops it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+use tokio::time::{Instant, sleep, timeout};
+
+use crate::http::Http;
+use crate::procfs;
+use crate::wire::AppSpec;
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    child: Child,
+    /// Its process id.
+    pub pid: u32,
+    /// Public listener (`/ws`).
+    pub public: SocketAddr,
+    /// Internal listener (`/api/v1`, `/readyz`).
+    pub internal: SocketAddr,
+    dir: PathBuf,
+    http: Http,
+}
+
+impl Gateway {
+    /// Writes the config, starts the binary and waits for `/readyz`.
+    pub async fn start(
+        binary: &Path,
+        app: &AppSpec,
+        outbox_capacity: usize,
+    ) -> anyhow::Result<Gateway> {
+        if !binary.is_file() {
+            bail!(
+                "gateway binary {} not found: build it with `cargo build --release -p chouquette`",
+                binary.display()
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("chouquette-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let (public, internal) = (free_port()?, free_port()?);
+        let config = dir.join("chouquette.toml");
+        std::fs::write(&config, config_text(public, internal, app, outbox_capacity))
+            .with_context(|| format!("cannot write {}", config.display()))?;
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let pid = child.id().context("gateway exited at once")?;
+        let gateway = Gateway {
+            child,
+            pid,
+            public,
+            internal,
+            dir,
+            http: Http::default(),
+        };
+        gateway.wait_ready(Duration::from_secs(15)).await?;
+        Ok(gateway)
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.ready().await {
+                return Ok(());
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+        bail!("gateway not ready within {within:?}")
+    }
+
+    /// Whether `/readyz` answers 200 now.
+    pub async fn ready(&self) -> bool {
+        let url = format!("http://{}/readyz", self.internal);
+        matches!(self.http.get(&url).await, Ok((200, _)))
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident memory now, bytes.
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        procfs::status_bytes(self.pid, "VmRSS")
+    }
+
+    /// Peak resident memory, bytes.
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        procfs::status_bytes(self.pid, "VmHWM")
+    }
+
+    /// CPU time used so far (user + system), seconds.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        procfs::cpu_seconds(self.pid)
+    }
+
+    /// Asks the process to stop (SIGTERM, so profilers wrapping it can
+    /// write their output); kills it if it is still running after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        let terminated = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !terminated || timeout(grace, self.child.wait()).await.is_err() {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The default gateway binary: `chouquette` next to this executable.
+pub fn default_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot locate this executable")?;
+    Ok(me.with_file_name("chouquette"))
+}
+
+/// A loopback port free right now.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+fn config_text(public: SocketAddr, internal: SocketAddr, app: &AppSpec, outbox: usize) -> String {
+    format!(
+        r#"[listen]
+public = "{public}"
+internal = "{internal}"
+
+[broker]
+kind = "memory"
+
+[limits]
+outbox_capacity = {outbox}
+
+[shutdown]
+grace = "2s"
+
+[log]
+level = "warn"
+
+[[apps]]
+id = "{app_id}"
+secrets = ["{secret}"]
+api_key = "{api_key}"
+"#,
+        app_id = app.app,
+        secret = app.secret,
+        api_key = app.api_key,
+    )
+}

@@ -1,0 +1,70 @@
+//! `chouquette-bench`: runs the gateway as a child process, loads it from
+//! worker processes (this binary re-executed) and reports memory, delivery
+//! rate, latency and the gateway's CPU cost per delivered message.
+
+mod cli;
+mod client;
+mod gateway;
+mod histogram;
+mod http;
+mod pool;
+mod procfs;
+mod publisher;
+mod report;
+mod scenario;
+mod wire;
+mod worker;
+mod workload;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use crate::cli::{Cli, Command, Options};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Worker) => worker::main(),
+        None => bench(&cli.options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chouquette-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(options: &Options) -> anyhow::Result<()> {
+    rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-file limit")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let summary = runtime.block_on(async {
+        tokio::select! {
+            summary = scenario::run(options) => summary,
+            signal = interrupted() => {
+                signal?;
+                bail!("interrupted");
+            }
+        }
+    })?;
+    report::print(&summary);
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM, so children are killed on the way out.
+async fn interrupted() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

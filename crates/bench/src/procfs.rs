@@ -1,0 +1,67 @@
+//! Readings of another process from `/proc`: resident memory and CPU time.
+
+use std::sync::OnceLock;
+
+use anyhow::{Context, bail};
+
+/// A `kB` field of `/proc/<pid>/status`, e.g. `VmRSS` or `VmHWM`, in bytes.
+pub fn status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
+    let kib: u64 = line
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("bad {field}: {line}"))?;
+    Ok(kib * 1024)
+}
+
+/// User plus system CPU time of `pid` so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces), from `state`.
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        bail!("bad /proc/{pid}/stat");
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| -> anyhow::Result<u64> {
+        let field = fields.get(i).context("short /proc/<pid>/stat")?;
+        Ok(field.parse()?)
+    };
+    // utime and stime are fields 14 and 15; `state` (field 3) is index 0.
+    let ticks = tick(11)? + tick(12)?;
+    Ok(ticks as f64 / clock_ticks() as f64)
+}
+
+/// `CLK_TCK`, asked once of `getconf` (100 when it cannot tell).
+pub fn clock_ticks() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        assert!(status_bytes(pid, "VmRSS").expect("rss") > 0);
+        assert!(cpu_seconds(pid).expect("cpu") >= 0.0);
+    }
+}

@@ -1,0 +1,199 @@
+//! The outcome of a run: a human-readable table, then one JSON line.
+
+use serde::Serialize;
+
+use crate::cli::Scenario;
+use crate::histogram::Histogram;
+
+/// Connection and memory figures, measured in every scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    /// Gateway RSS before any connection, bytes.
+    pub rss_baseline: u64,
+    /// Gateway RSS with every connection subscribed and settled, bytes.
+    pub rss_connected: u64,
+    /// `(connected - baseline) / connections`, bytes.
+    pub rss_per_connection: f64,
+}
+
+/// Latencies in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Largest (bucket midpoint).
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// From a histogram in µs.
+    pub fn from_histogram(h: &Histogram) -> Option<Latency> {
+        let ms = |q: f64| h.quantile(q).map(|us| (us / 10.0).round() / 100.0);
+        Some(Latency {
+            p50_ms: ms(0.5)?,
+            p99_ms: ms(0.99)?,
+            p999_ms: ms(0.999)?,
+            max_ms: ms(1.0)?,
+        })
+    }
+}
+
+/// Delivery figures over the measured window (load scenarios).
+#[derive(Debug, Clone, Serialize)]
+pub struct Load {
+    /// Target events per second.
+    pub rate: f64,
+    /// Measured window, seconds.
+    pub window_s: f64,
+    /// Events accepted with a send time in the window.
+    pub events_published: u64,
+    /// Events accepted over the whole run (warmup and drain included).
+    pub events_total: u64,
+    /// Deliveries those events should make.
+    pub deliveries_expected: u64,
+    /// Deliveries of those events received by the clients.
+    pub deliveries: u64,
+    /// `deliveries / window`.
+    pub delivered_per_s: f64,
+    /// Publish-to-receive latency of those deliveries.
+    pub latency: Option<Latency>,
+    /// Gateway CPU time in the window, seconds (user + system).
+    pub gateway_cpu_s: f64,
+    /// Gateway CPU per delivered message, µs.
+    pub gateway_cpu_us_per_delivery: f64,
+    /// Gateway CPU use in the window, percent of one core.
+    pub gateway_cpu_percent: f64,
+    /// Load generators' CPU use in the window, percent of one core.
+    pub loadgen_cpu_percent: f64,
+    /// Publish batches that failed.
+    pub publish_errors: u64,
+}
+
+/// Everything measured in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Connections asked for.
+    pub connections: usize,
+    /// Subscribed connections.
+    pub connected: usize,
+    /// Refused politely (503) by the gateway.
+    pub refused: usize,
+    /// Failed after retries.
+    pub failed: usize,
+    /// Subscribed connections that ended before the end of the run.
+    pub dropped: usize,
+    /// Load-generator processes.
+    pub workers: usize,
+    /// Seconds to open and subscribe every connection.
+    pub connect_s: f64,
+    /// Gateway CPU spent while connecting, per subscribed connection, µs.
+    pub connect_us_per_connection: f64,
+    /// Gateway memory.
+    pub memory: Memory,
+    /// Gateway peak RSS over the run, bytes.
+    pub rss_peak: u64,
+    /// Delivery figures (broadcast, filtered).
+    pub load: Option<Load>,
+    /// The gateway was alive and ready at the end.
+    pub gateway_ok: bool,
+}
+
+/// Prints the table to stdout, then the JSON line.
+pub fn print(summary: &Summary) {
+    println!("{}", table(summary));
+    match serde_json::to_string(summary) {
+        Ok(json) => println!("{json}"),
+        Err(e) => eprintln!("chouquette-bench: cannot serialize the summary: {e}"),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn table(s: &Summary) -> String {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("scenario", format!("{:?}", s.scenario).to_lowercase()),
+        (
+            "connections",
+            format!(
+                "{} subscribed of {} ({} refused, {} failed, {} dropped), {} workers",
+                s.connected, s.connections, s.refused, s.failed, s.dropped, s.workers
+            ),
+        ),
+        (
+            "connecting",
+            format!(
+                "{:.1} s, gateway CPU {:.0} µs per connection",
+                s.connect_s, s.connect_us_per_connection
+            ),
+        ),
+        ("gateway RSS before", mib(s.memory.rss_baseline)),
+        ("gateway RSS connected", mib(s.memory.rss_connected)),
+        (
+            "RSS per connection",
+            format!(
+                "{:.0} B ({:.2} KiB)",
+                s.memory.rss_per_connection,
+                s.memory.rss_per_connection / 1024.0
+            ),
+        ),
+        ("gateway RSS peak", mib(s.rss_peak)),
+    ];
+    if let Some(load) = &s.load {
+        rows.extend(load_rows(load));
+    }
+    rows.push(("gateway ok at end", s.gateway_ok.to_string()));
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("  {k:<width$}  {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn load_rows(load: &Load) -> Vec<(&'static str, String)> {
+    let latency = load.latency.as_ref().map_or("none".into(), |l| {
+        format!(
+            "p50 {:.2} / p99 {:.2} / p99.9 {:.2} / max {:.2} ms",
+            l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
+        )
+    });
+    vec![
+        ("target rate", format!("{:.1} events/s", load.rate)),
+        ("window", format!("{:.1} s", load.window_s)),
+        (
+            "events published",
+            format!(
+                "{} in the window ({} in all)",
+                load.events_published, load.events_total
+            ),
+        ),
+        (
+            "deliveries",
+            format!(
+                "{} of {} expected",
+                load.deliveries, load.deliveries_expected
+            ),
+        ),
+        ("delivered", format!("{:.0} msgs/s", load.delivered_per_s)),
+        ("latency", latency),
+        (
+            "gateway CPU",
+            format!(
+                "{:.2} s ({:.0} % of a core), {:.3} µs per delivery",
+                load.gateway_cpu_s, load.gateway_cpu_percent, load.gateway_cpu_us_per_delivery
+            ),
+        ),
+        (
+            "load generator CPU",
+            format!("{:.0} % of a core", load.loadgen_cpu_percent),
+        ),
+        ("publish errors", load.publish_errors.to_string()),
+    ]
+}

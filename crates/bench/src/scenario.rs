@@ -1,0 +1,218 @@
+//! One benchmark run: start the gateway, measure its baseline, connect the
+//! workers, measure memory, then (for load scenarios) publish through a
+//! warmup and a measured window and gather every figure.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::time::{Instant, sleep};
+
+use crate::cli::{Options, Scenario};
+use crate::gateway::{self, Gateway};
+use crate::histogram::Histogram;
+use crate::pool::{self, Connected, Pool};
+use crate::publisher::{self, Published};
+use crate::report::{Latency, Load, Memory, Summary};
+use crate::wire::{AppSpec, Command, Plan, Results, unix_nanos};
+use crate::workload;
+
+/// Time left for in-flight deliveries after the window and the publisher end.
+const DRAIN: Duration = Duration::from_secs(2);
+/// Workers are told the window this long before it starts.
+const WINDOW_LEAD: Duration = Duration::from_millis(500);
+
+/// Runs the scenario of `options`; the gateway and workers never outlive it.
+pub async fn run(options: &Options) -> anyhow::Result<Summary> {
+    let app = app_spec();
+    let binary = match &options.gateway {
+        Some(path) => path.clone(),
+        None => gateway::default_binary()?,
+    };
+    let gateway = Gateway::start(&binary, &app, options.outbox_capacity).await?;
+    eprintln!("gateway pid {} on {}", gateway.pid, gateway.public);
+    let summary = measure(options, &app, &gateway).await;
+    let mut gateway = gateway;
+    let alive = gateway.alive();
+    gateway.stop(Duration::from_secs(30)).await;
+    let mut summary = summary?;
+    summary.gateway_ok &= alive;
+    Ok(summary)
+}
+
+fn app_spec() -> AppSpec {
+    let nonce = format!("{}-{}", std::process::id(), unix_nanos());
+    AppSpec {
+        app: "bench".into(),
+        channel: "bornes".into(),
+        secret: format!("secret-{nonce}"),
+        api_key: format!("key-{nonce}"),
+    }
+}
+
+/// The time a worker may live: every phase, with room to spare.
+fn lifetime(options: &Options) -> Duration {
+    let connecting = connect_budget(options);
+    connecting
+        + options.settle
+        + options.warmup
+        + options.duration
+        + options.pause_before_window.unwrap_or_default()
+        + Duration::from_secs(120)
+}
+
+fn connect_budget(options: &Options) -> Duration {
+    let at_rate = options.connections as f64 / f64::from(options.connect_rate.max(1));
+    Duration::from_secs_f64(at_rate * 3.0 + 60.0)
+}
+
+async fn measure(options: &Options, app: &AppSpec, gateway: &Gateway) -> anyhow::Result<Summary> {
+    sleep(Duration::from_millis(500)).await;
+    let rss_baseline = gateway.rss()?;
+    let plan = Plan {
+        scenario: options.scenario,
+        target: gateway.public,
+        app: app.clone(),
+        first: 0,
+        count: options.connections,
+        per_source: options.per_source,
+        connect_rate: options.connect_rate,
+        lifetime: lifetime(options),
+    };
+    let workers = options.worker_count();
+    let mut pool = Pool::spawn(&pool::split(&plan, workers))?;
+    let started = Instant::now();
+    let cpu_before = gateway.cpu_seconds()?;
+    let connected = pool.wait_connected(connect_budget(options)).await?;
+    let connect_s = started.elapsed().as_secs_f64();
+    let connect_cpu_s = gateway.cpu_seconds()? - cpu_before;
+    eprintln!(
+        "{} connected, {} refused, {} failed in {connect_s:.1} s; settling",
+        connected.connected, connected.refused, connected.failed
+    );
+    sleep(options.settle).await;
+    let rss_connected = gateway.rss()?;
+    let window = match options.scenario {
+        Scenario::Idle => None,
+        Scenario::Broadcast | Scenario::Filtered => {
+            Some(publish_window(options, app, gateway, &mut pool).await?)
+        }
+    };
+    let results = pool.results(Duration::from_secs(30)).await?;
+    pool.exit().await;
+    let memory = Memory {
+        rss_baseline,
+        rss_connected,
+        rss_per_connection: per_connection(rss_baseline, rss_connected, connected.connected),
+    };
+    Ok(Summary {
+        scenario: options.scenario,
+        connections: options.connections,
+        connected: connected.connected,
+        refused: connected.refused,
+        failed: connected.failed,
+        dropped: results.iter().map(|r| r.dropped).sum(),
+        workers,
+        connect_s,
+        connect_us_per_connection: connect_cpu_s * 1e6 / connected.connected.max(1) as f64,
+        memory,
+        rss_peak: gateway.peak_rss()?,
+        load: window.map(|w| load(options, &w, connected, &results)),
+        gateway_ok: gateway.ready().await,
+    })
+}
+
+fn per_connection(before: u64, after: u64, connections: usize) -> f64 {
+    (after as f64 - before as f64) / connections.max(1) as f64
+}
+
+/// What happened in the measured window.
+struct Window {
+    start_ns: u64,
+    end_ns: u64,
+    published: Published,
+    gateway_cpu_s: f64,
+    loadgen_cpu_s: f64,
+}
+
+async fn publish_window(
+    options: &Options,
+    app: &AppSpec,
+    gateway: &Gateway,
+    pool: &mut Pool,
+) -> anyhow::Result<Window> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let plan = publisher::Plan {
+        internal: gateway.internal,
+        app: app.clone(),
+        scenario: options.scenario,
+        connections: options.connections,
+        rate: options.event_rate(),
+        every: options.publish_every,
+    };
+    let publishing = tokio::spawn(publisher::run(plan, stop.clone()));
+    eprintln!(
+        "publishing {:.1} events/s; warming up",
+        options.event_rate()
+    );
+    sleep(options.warmup).await;
+    if let Some(pause) = options.pause_before_window {
+        eprintln!(
+            "gateway pid {}: attach a profiler now ({pause:?})",
+            gateway.pid
+        );
+        sleep(pause).await;
+    }
+    let start_ns = unix_nanos() + WINDOW_LEAD.as_nanos() as u64;
+    let end_ns = start_ns + options.duration.as_nanos() as u64;
+    pool.broadcast(&Command::Window { start_ns, end_ns })
+        .await?;
+    sleep(WINDOW_LEAD).await;
+    let (gateway_cpu0, loadgen_cpu0) = (gateway.cpu_seconds()?, pool.cpu_seconds());
+    eprintln!("measuring for {:?}", options.duration);
+    sleep(options.duration).await;
+    let (gateway_cpu1, loadgen_cpu1) = (gateway.cpu_seconds()?, pool.cpu_seconds());
+    stop.store(true, Ordering::Relaxed);
+    let published = publishing.await.context("publisher failed")?;
+    sleep(DRAIN).await;
+    Ok(Window {
+        start_ns,
+        end_ns,
+        published,
+        gateway_cpu_s: gateway_cpu1 - gateway_cpu0,
+        loadgen_cpu_s: loadgen_cpu1 - loadgen_cpu0,
+    })
+}
+
+fn load(options: &Options, window: &Window, connected: Connected, results: &[Results]) -> Load {
+    let window_s = (window.end_ns - window.start_ns) as f64 / 1e9;
+    let events = window.published.in_window(window.start_ns, window.end_ns);
+    let fan_out = workload::fan_out(options.scenario, connected.connected, options.connections);
+    let deliveries: u64 = results.iter().map(|r| r.in_window).sum();
+    let mut histogram = Histogram::default();
+    for r in results {
+        histogram.merge(&r.histogram);
+    }
+    if let Some(reason) = &window.published.last_error {
+        eprintln!(
+            "{} publish batches failed; last: {reason}",
+            window.published.errors
+        );
+    }
+    Load {
+        rate: options.event_rate(),
+        window_s,
+        events_published: events,
+        events_total: window.published.total(),
+        deliveries_expected: (events as f64 * fan_out).round() as u64,
+        deliveries,
+        delivered_per_s: deliveries as f64 / window_s,
+        latency: Latency::from_histogram(&histogram),
+        gateway_cpu_s: window.gateway_cpu_s,
+        gateway_cpu_us_per_delivery: window.gateway_cpu_s * 1e6 / deliveries.max(1) as f64,
+        gateway_cpu_percent: window.gateway_cpu_s * 100.0 / window_s,
+        loadgen_cpu_percent: window.loadgen_cpu_s * 100.0 / window_s,
+        publish_errors: window.published.errors,
+    }
+}

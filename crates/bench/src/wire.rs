@@ -1,0 +1,158 @@
+//! What the parent and its workers say to each other: the plan (an
+//! environment variable), commands (JSON lines on the worker's stdin) and
+//! reports (JSON lines on its stdout).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Scenario;
+
+/// Environment variable carrying a worker's [`Plan`] (it holds the app secret).
+pub const PLAN_VAR: &str = "CHOUQUETTE_BENCH_PLAN";
+
+/// Key of the send time (Unix ns) in every published event's `data`.
+pub const SENT_KEY: &str = "bench_t";
+/// How [`SENT_KEY`] appears in a data message, right before its value.
+pub const SENT_PATTERN: &str = "\"bench_t\":";
+
+/// App, channel and credentials shared by the gateway config and the clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppSpec {
+    /// App id.
+    pub app: String,
+    /// Channel subscribed and published to.
+    pub channel: String,
+    /// Token secret.
+    pub secret: String,
+    /// Publish API key.
+    pub api_key: String,
+}
+
+/// One worker's share of the connections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    /// The scenario (decides each connection's filter).
+    pub scenario: Scenario,
+    /// The gateway's public listener.
+    pub target: SocketAddr,
+    /// App and credentials.
+    pub app: AppSpec,
+    /// Global index of this worker's first connection.
+    pub first: usize,
+    /// Connections this worker opens.
+    pub count: usize,
+    /// Most sockets per source address.
+    pub per_source: usize,
+    /// New connections per second for this worker.
+    pub connect_rate: u32,
+    /// The worker exits by itself after this long, whatever happens.
+    pub lifetime: Duration,
+}
+
+impl Plan {
+    /// The source address of global connection `index`: 127.0.0.2 and up,
+    /// each holding `per_source` sockets on ports from [`FIRST_SOURCE_PORT`].
+    /// Explicit ports keep `bind` O(1): with port 0 the kernel scans every
+    /// port bound on the address, which made connecting quadratic.
+    pub fn source(&self, index: usize) -> SocketAddrV4 {
+        let per_source = self.per_source.clamp(1, MAX_PER_SOURCE);
+        let host = (2 + index / per_source).min(254);
+        let port = FIRST_SOURCE_PORT + (index % per_source) as u16;
+        SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, host as u8), port)
+    }
+}
+
+/// First client source port: below the ephemeral range (32768 and up).
+pub const FIRST_SOURCE_PORT: u16 = 10_000;
+/// Most sockets per source address (ports 10000..30000).
+pub const MAX_PER_SOURCE: usize = 20_000;
+
+/// Parent to worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// Count events sent within `[start_ns, end_ns)` (Unix ns).
+    Window {
+        /// Start, inclusive.
+        start_ns: u64,
+        /// End, exclusive.
+        end_ns: u64,
+    },
+    /// Send a [`Report::Result`].
+    Report,
+    /// Close everything and exit.
+    Exit,
+}
+
+/// Worker to parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Report {
+    /// Every connection attempt has ended.
+    Connected {
+        /// Subscribed (acked) connections.
+        connected: usize,
+        /// Refused politely by the gateway (HTTP 503).
+        refused: usize,
+        /// Failed after retries.
+        failed: usize,
+    },
+    /// Counts and latencies.
+    Result(Results),
+}
+
+/// What a worker measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Results {
+    /// Data messages received in all.
+    pub delivered: u64,
+    /// Of those, sent within the window.
+    pub in_window: u64,
+    /// Latency histogram of in-window messages, sparse `(bucket, count)`, µs.
+    pub histogram: Vec<(usize, u64)>,
+    /// Connections that ended after subscribing.
+    pub dropped: usize,
+    /// Connections still open.
+    pub open: usize,
+}
+
+/// Now, in ns since the Unix epoch (the clock shared by all processes).
+pub fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_spread_over_addresses_and_ports() {
+        let plan = Plan {
+            scenario: Scenario::Idle,
+            target: SocketAddr::from(([127, 0, 0, 1], 1)),
+            app: AppSpec {
+                app: "a".into(),
+                channel: "c".into(),
+                secret: "s".into(),
+                api_key: "k".into(),
+            },
+            first: 0,
+            count: 30_000,
+            per_source: 10_000,
+            connect_rate: 1,
+            lifetime: Duration::from_secs(1),
+        };
+        assert_eq!(plan.source(0).to_string(), "127.0.0.2:10000");
+        assert_eq!(plan.source(9_999).to_string(), "127.0.0.2:19999");
+        assert_eq!(plan.source(10_000).to_string(), "127.0.0.3:10000");
+    }
+
+    #[test]
+    fn pattern_names_the_key() {
+        assert_eq!(SENT_PATTERN, format!("\"{SENT_KEY}\":"));
+    }
+}

@@ -1,0 +1,209 @@
+//! A load-generator process: opens its share of the connections at a steady
+//! rate, reports when they are up, times every data message, and answers the
+//! parent's commands. It exits on `exit`, when its stdin closes (the parent
+//! is gone) or when its lifetime ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use std::io::{BufRead, Write};
+
+use tokio::sync::mpsc;
+use tokio::time::{MissedTickBehavior, interval, sleep};
+
+use crate::client::{self, Outcome};
+use crate::histogram::AtomicHistogram;
+use crate::wire::{Command, PLAN_VAR, Plan, Report, Results, SENT_PATTERN, unix_nanos};
+use crate::workload;
+
+/// Connection attempts are started in bursts this often.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Counters shared by every connection task of this worker.
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicUsize,
+    refused: AtomicUsize,
+    failed: AtomicUsize,
+    dropped: AtomicUsize,
+    delivered: AtomicU64,
+    in_window: AtomicU64,
+    window_start: AtomicU64,
+    window_end: AtomicU64,
+    latency: AtomicHistogram,
+}
+
+impl Counters {
+    fn settled(&self) -> usize {
+        self.connected.load(Ordering::Relaxed)
+            + self.refused.load(Ordering::Relaxed)
+            + self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Counts every event in one text frame (one object or a batch array).
+    fn record(&self, text: &str) {
+        let now = unix_nanos();
+        let pattern = SENT_PATTERN;
+        let mut rest = text;
+        while let Some(at) = rest.find(pattern) {
+            rest = &rest[at + pattern.len()..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if let Ok(sent) = rest[..digits].parse::<u64>() {
+                self.count(sent, now);
+            }
+        }
+    }
+
+    fn count(&self, sent: u64, now: u64) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        let start = self.window_start.load(Ordering::Relaxed);
+        let end = self.window_end.load(Ordering::Relaxed);
+        if start <= sent && sent < end {
+            self.in_window.fetch_add(1, Ordering::Relaxed);
+            self.latency.record(now.saturating_sub(sent) / 1000);
+        }
+    }
+
+    fn results(&self) -> Results {
+        let connected = self.connected.load(Ordering::Relaxed);
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        Results {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            in_window: self.in_window.load(Ordering::Relaxed),
+            histogram: self.latency.snapshot(),
+            dropped,
+            open: connected.saturating_sub(dropped),
+        }
+    }
+}
+
+/// Entry point of `chouquette-bench worker`.
+pub fn main() -> anyhow::Result<()> {
+    let plan = std::env::var(PLAN_VAR).with_context(|| format!("{PLAN_VAR} is not set"))?;
+    let plan: Plan = serde_json::from_str(&plan).context("bad worker plan")?;
+    rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-file limit")?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(run(plan))
+}
+
+async fn run(plan: Plan) -> anyhow::Result<()> {
+    let counters = Arc::new(Counters::default());
+    let lifetime = sleep(plan.lifetime);
+    tokio::pin!(lifetime);
+    let mut opening = tokio::spawn(open_all(plan, counters.clone()));
+    let mut opened = false;
+    let mut commands = commands();
+    loop {
+        tokio::select! {
+            _ = &mut lifetime => return Ok(()),
+            done = &mut opening, if !opened => {
+                opened = true;
+                done.context("opener failed")?;
+                send(&Report::Connected {
+                    connected: counters.connected.load(Ordering::Relaxed),
+                    refused: counters.refused.load(Ordering::Relaxed),
+                    failed: counters.failed.load(Ordering::Relaxed),
+                })?;
+            }
+            command = commands.recv() => {
+                // `None`: stdin closed, the parent is gone.
+                let Some(command) = command else {
+                    return Ok(());
+                };
+                match command {
+                    Command::Window { start_ns, end_ns } => {
+                        counters.window_end.store(end_ns, Ordering::Relaxed);
+                        counters.window_start.store(start_ns, Ordering::Relaxed);
+                    }
+                    Command::Report => send(&Report::Result(counters.results()))?,
+                    Command::Exit => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Writes one report line to stdout (a short blocking write).
+fn send(report: &Report) -> anyhow::Result<()> {
+    let mut line = serde_json::to_vec(report)?;
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    out.write_all(&line).context("cannot write to the parent")?;
+    out.flush().context("cannot write to the parent")?;
+    Ok(())
+}
+
+/// Commands read from stdin by a plain thread; the channel closes with stdin
+/// (or on a line that is not a command).
+fn commands() -> mpsc::UnboundedReceiver<Command> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let command = match serde_json::from_str::<Command>(&line) {
+                Ok(command) => command,
+                Err(e) => {
+                    eprintln!("chouquette-bench worker: bad command {line:?}: {e}");
+                    break;
+                }
+            };
+            if tx.send(command).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Starts every connection at the planned rate; returns once each attempt
+/// has ended (subscribed, refused or failed).
+async fn open_all(plan: Plan, counters: Arc<Counters>) {
+    let plan = Arc::new(plan);
+    let exp = chouquette_core::session::unix_now() + plan.lifetime.as_secs() + 3600;
+    let shared_message = workload::shared_filter(plan.scenario)
+        .then(|| Arc::<str>::from(workload::subscribe(&plan.app, plan.scenario, 0, exp)));
+    let per_tick = (f64::from(plan.connect_rate) * TICK.as_secs_f64())
+        .ceil()
+        .max(1.0) as usize;
+    let mut ticks = interval(TICK);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next = 0;
+    while next < plan.count {
+        ticks.tick().await;
+        for _ in 0..per_tick.min(plan.count - next) {
+            let index = plan.first + next;
+            let message = shared_message.clone().unwrap_or_else(|| {
+                workload::subscribe(&plan.app, plan.scenario, index, exp).into()
+            });
+            tokio::spawn(connection(plan.clone(), index, message, counters.clone()));
+            next += 1;
+        }
+    }
+    while counters.settled() < plan.count {
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn connection(plan: Arc<Plan>, index: usize, subscribe: Arc<str>, counters: Arc<Counters>) {
+    match client::open(plan.target, plan.source(index), &subscribe).await {
+        Outcome::Subscribed(ws) => {
+            counters.connected.fetch_add(1, Ordering::Relaxed);
+            drop(subscribe);
+            client::read_all(*ws, |text| counters.record(text)).await;
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Outcome::Refused => {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        Outcome::Failed(reason) => {
+            if counters.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                eprintln!("chouquette-bench worker: connection {index} failed: {reason}");
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! What each scenario subscribes to and publishes, in one place so the
+//! filters and the events always agree.
+
+use serde_json::{Value, json};
+
+use crate::cli::Scenario;
+use crate::wire::{AppSpec, SENT_KEY};
+
+/// Event kind of every published event.
+const KIND: &str = "status";
+
+/// The filter object of connection `index`.
+pub fn filters(scenario: Scenario, index: usize) -> Value {
+    match scenario {
+        Scenario::Idle => json!({"*": {}}),
+        Scenario::Broadcast => json!({KIND: {}}),
+        Scenario::Filtered => json!({KIND: {"borne": borne(index)}}),
+    }
+}
+
+/// Whether every connection of `scenario` has the same filter (one token).
+pub fn shared_filter(scenario: Scenario) -> bool {
+    scenario != Scenario::Filtered
+}
+
+/// The subscribe message of connection `index`, its token expiring at `exp`.
+pub fn subscribe(app: &AppSpec, scenario: Scenario, index: usize, exp: u64) -> String {
+    let claims = json!({"app_id": app.app, "channel": app.channel,
+                        "filters": filters(scenario, index), "exp": exp});
+    let token = chouquette_core::token::sign(&claims, app.secret.as_bytes());
+    json!({"class": "subscribe", "app_id": app.app, "uuid": "s",
+           "channels": {&app.channel: {"filters": token}}})
+    .to_string()
+}
+
+/// Event number `seq`, sent at `sent_ns`; in `filtered`, it targets
+/// subscriber `seq % connections`.
+pub fn event(
+    app: &AppSpec,
+    scenario: Scenario,
+    seq: u64,
+    connections: usize,
+    sent_ns: u64,
+) -> Value {
+    let target = seq % connections.max(1) as u64;
+    let keywords = match scenario {
+        Scenario::Filtered => vec![format!("borne:{}", borne(target as usize))],
+        Scenario::Idle | Scenario::Broadcast => vec![format!("seq:{seq}")],
+    };
+    json!({"app_id": app.app, "channel": app.channel, "event_kind": KIND,
+           "keywords": keywords, "data": {SENT_KEY: sent_ns}})
+}
+
+/// Deliveries one event makes on average when `connected` of `planned`
+/// connections are subscribed.
+pub fn fan_out(scenario: Scenario, connected: usize, planned: usize) -> f64 {
+    match scenario {
+        Scenario::Broadcast => connected as f64,
+        Scenario::Filtered => connected as f64 / planned.max(1) as f64,
+        Scenario::Idle => 0.0,
+    }
+}
+
+fn borne(index: usize) -> String {
+    format!("B{index}")
+}
