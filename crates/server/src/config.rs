@@ -67,6 +67,9 @@ pub struct Config {
     pub limits: Limits,
     /// SSE and long-polling.
     pub transports: Transports,
+    /// Static files on the public listener.
+    #[serde(rename = "static")]
+    pub static_files: StaticFiles,
     /// Graceful stop.
     pub shutdown: Shutdown,
     /// Logging.
@@ -174,6 +177,14 @@ impl Default for Limits {
             max_publish_bytes: 4 * 1024 * 1024,
         }
     }
+}
+
+/// `[static]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticFiles {
+    /// Folder served at `/` on the public listener (e.g. an app's `public/`).
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// `[transports]`.
@@ -471,6 +482,11 @@ impl Config {
                 Some("max_frame_bytes"),
                 "limits.max_frame_bytes must be at least limits.max_message_bytes".into(),
             );
+        }
+        if let Some(dir) = &self.static_files.dir
+            && !dir.is_dir()
+        {
+            push(Some("dir"), format!("static.dir `{}` is not a folder", dir.display()));
         }
         if self.admin.key.as_deref().is_some_and(str::is_empty) {
             push(Some("key"), "admin.key must not be empty".into());

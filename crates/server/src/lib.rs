@@ -11,5 +11,6 @@ pub mod http_client;
 pub mod logging;
 pub mod serve;
 pub mod shutdown;
+pub mod static_files;
 pub mod testkit;
 pub mod transport;

@@ -6,11 +6,12 @@
 //! close within the grace time.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -21,7 +22,7 @@ use chouquette_core::telemetry::{CloseReason, Telemetry};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::api;
+use crate::{api, static_files};
 use crate::config::Config;
 use crate::shutdown::{Shutdown, Trigger};
 use crate::transport::{Settings, poll, sse, ws};
@@ -86,12 +87,26 @@ pub struct Running {
     pub node: Arc<Node>,
     trigger: Trigger,
     task: JoinHandle<()>,
+    background: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Running {
-    /// Asks the node to stop (idempotent).
+    /// Asks the node to stop (idempotent); background tasks tied to the
+    /// node (see [`Running::on_stop`]) are ended.
     pub fn stop(&self) {
         self.trigger.stop();
+        let tasks = std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    /// Ends `task` when the node stops (a source, the demo's simulator).
+    pub fn on_stop(&self, task: JoinHandle<()>) {
+        self.background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task.abort_handle());
     }
 
     /// Waits until the node has stopped.
@@ -132,6 +147,15 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 
 /// Builds the node from `config`, binds, and serves until stopped.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, |_| None).await
+}
+
+/// Like [`start`], with extra public routes built from the node (the demo
+/// mounts its backend and page this way).
+pub async fn start_with(
+    config: Config,
+    extra: impl FnOnce(&Arc<Node>) -> Option<Router>,
+) -> Result<Running, StartError> {
     let telemetry = Arc::new(Telemetry::default());
     let hub = Arc::new(Hub::new(telemetry.clone()));
     let broker = Arc::new(MemoryBroker::new(hub.clone(), config.broker.max_channels));
@@ -142,6 +166,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         telemetry: telemetry.clone(),
         limits: config.session_limits(),
     });
+    let extra_routes = extra(&node);
     let (trigger, shutdown) = Shutdown::new(telemetry);
     let shared = Shared {
         node: node.clone(),
@@ -162,7 +187,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .unwrap_or(config.listen.internal);
     let grace = config.shutdown.grace;
-    let task = tokio::spawn(serve(public_listener, internal_listener, shared, grace));
+    let mut public_routes = public_router(shared.clone(), config.static_files.dir.clone());
+    if let Some(extra) = extra_routes {
+        public_routes = public_routes.merge(extra);
+    }
+    let task = tokio::spawn(serve(
+        public_listener,
+        internal_listener,
+        shared,
+        grace,
+        public_routes,
+    ));
     tracing::info!(%public, %internal, broker = node.broker.kind(), "chouquette listening");
     Ok(Running {
         public,
@@ -170,22 +205,36 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         node,
         trigger,
         task,
+        background: std::sync::Mutex::new(Vec::new()),
     })
 }
 
-fn public_router(shared: Shared) -> Router {
-    Router::new()
+/// The public routes: transports, then static files when a folder is set.
+fn public_router(shared: Shared, static_dir: Option<PathBuf>) -> Router {
+    let router = Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/sse", get(sse::stream))
         .route("/poll", get(poll::poll))
-        .with_state(shared)
+        .with_state(shared);
+    match static_dir {
+        Some(dir) => {
+            let dir = Arc::new(dir);
+            router.fallback(move |uri: Uri| {
+                let dir = dir.clone();
+                async move { static_files::serve(&dir, &uri).await }
+            })
+        }
+        None => router,
+    }
 }
 
-fn internal_router(shared: Shared) -> Router {
-    api::router(shared)
-}
-
-async fn serve(public: TcpListener, internal: TcpListener, shared: Shared, grace: Duration) {
+async fn serve(
+    public: TcpListener,
+    internal: TcpListener,
+    shared: Shared,
+    grace: Duration,
+    public_routes: Router,
+) {
     let shutdown = shared.shutdown.clone();
     let stop_public = {
         let mut s = shutdown.clone();
@@ -195,9 +244,8 @@ async fn serve(public: TcpListener, internal: TcpListener, shared: Shared, grace
         let mut s = shutdown.clone();
         async move { s.stopped().await }
     };
-    let public_app =
-        public_router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let internal_app = internal_router(shared).into_make_service_with_connect_info::<SocketAddr>();
+    let public_app = public_routes.into_make_service_with_connect_info::<SocketAddr>();
+    let internal_app = api::router(shared).into_make_service_with_connect_info::<SocketAddr>();
     // Events are small and latency-bound: never hold them back for Nagle.
     let public = public.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
