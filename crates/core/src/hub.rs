@@ -72,11 +72,13 @@ impl Hub {
     /// Registers a subscriber; from now on it receives matching publications.
     pub fn subscribe(&self, channel: &ChannelId, subscriber: Subscriber) -> SubId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let subs = {
-            let mut channels = write(&self.channels);
-            channels.entry(channel.clone()).or_default().clone()
-        };
+        // The channel entry is locked before the map is released, in the same
+        // order as `unsubscribe`: a last subscriber leaving at this moment
+        // cannot remove the entry this one is being added to.
+        let mut channels = write(&self.channels);
+        let subs = channels.entry(channel.clone()).or_default().clone();
         let mut subs = write(&subs);
+        drop(channels);
         subs.index.insert(id, &subscriber.filter);
         subs.subscribers.insert(id, subscriber);
         self.telemetry.subscription_added();

@@ -22,10 +22,10 @@ use chouquette_core::telemetry::{CloseReason, Telemetry};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::{api, static_files};
 use crate::config::Config;
 use crate::shutdown::{Shutdown, Trigger};
 use crate::transport::{Settings, poll, sse, ws};
+use crate::{api, static_files};
 
 /// What every handler shares: the node, the transport settings, the stop signal.
 #[derive(Debug, Clone)]
@@ -240,9 +240,9 @@ async fn serve(
         let mut s = shutdown.clone();
         async move { s.stopped().await }
     };
-    let stop_internal = {
-        let mut s = shutdown.clone();
-        async move { s.stopped().await }
+    let (drained_tx, mut drained_rx) = tokio::sync::watch::channel(false);
+    let stop_internal = async move {
+        let _ = drained_rx.wait_for(|d| *d).await;
     };
     let public_app = public_routes.into_make_service_with_connect_info::<SocketAddr>();
     let internal_app = api::router(shared).into_make_service_with_connect_info::<SocketAddr>();
@@ -251,15 +251,21 @@ async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let public_server = axum::serve(public, public_app).with_graceful_shutdown(stop_public);
+    // The internal listener stays up while clients drain, so probes see
+    // `/readyz` 503 and metrics stay readable until the end.
     let internal_server = axum::serve(internal, internal_app).with_graceful_shutdown(stop_internal);
-    let (a, b) = tokio::join!(public_server.into_future(), internal_server.into_future());
-    for result in [a, b] {
-        if let Err(e) = result {
-            tracing::error!(error = %e, "listener failed");
+    let public_then_drain = async {
+        if let Err(e) = public_server.await {
+            tracing::error!(error = %e, "public listener failed");
         }
-    }
-    if !shutdown.drained(grace).await {
-        tracing::warn!(?grace, "grace time passed with connections still open");
+        if !shutdown.drained(grace).await {
+            tracing::warn!(?grace, "grace time passed with connections still open");
+        }
+        drained_tx.send_replace(true);
+    };
+    let (_, internal_result) = tokio::join!(public_then_drain, internal_server.into_future());
+    if let Err(e) = internal_result {
+        tracing::error!(error = %e, "internal listener failed");
     }
     tracing::info!("chouquette stopped");
 }

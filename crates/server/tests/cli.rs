@@ -1,0 +1,410 @@
+//! The `chouquette` binary as an operator drives it (OPERATING.md "Command
+//! line"): exit 0 on success, non-zero with a one-line reason on stderr.
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chouquette::http_client::HttpClient;
+use chouquette::testkit::{BASE_CONFIG, WsClient};
+use serde_json::{Value, json};
+
+fn bin() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chouquette"));
+    for var in ["CHOUQUETTE_SECRET", "CHOUQUETTE_API_KEY", "RUST_LOG"] {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// A fresh directory for one test's files, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "chouquette-cli-{}-{name}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, content).expect("write file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stderr_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asserts a failure with exactly one non-empty line on stderr; returns it.
+fn one_line_failure(output: &Output) -> String {
+    assert!(!output.status.success(), "{output:?}");
+    let lines = stderr_lines(output);
+    assert_eq!(lines.len(), 1, "expected a one-line reason: {lines:?}");
+    lines[0].clone()
+}
+
+/// A port free right now on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// base64url (no padding) decoding, for reading the claims of a token.
+fn b64url_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'-' => 62,
+            b'_' => 63,
+            other => panic!("not base64url: {other}"),
+        }
+    };
+    let mut out = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, c)| n | (value(*c) << (18 - 6 * i)));
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+fn jwt_part(token: &str, index: usize) -> Value {
+    let part = token.split('.').nth(index).expect("three parts");
+    serde_json::from_slice(&b64url_decode(part)).expect("JSON part")
+}
+
+#[test]
+fn check_config_accepts_a_good_file() {
+    let dir = TempDir::new("good");
+    let config = format!(
+        "[listen]\npublic = \"127.0.0.1:18080\"\ninternal = \"127.0.0.1:18081\"\n{BASE_CONFIG}"
+    );
+    let path = dir.file("good.toml", &config);
+    let output = bin().arg("check-config").arg(&path).output().expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    assert!(stderr_lines(&output).is_empty(), "{output:?}");
+}
+
+/// Runs check-config on `content`; returns the `(line, message)` of every
+/// `FILE:LINE: message` line it printed.
+fn check_problems(dir: &TempDir, name: &str, content: &str) -> Vec<(usize, String)> {
+    let path = dir.file(name, content);
+    let output = bin().arg("check-config").arg(&path).output().expect("runs");
+    assert!(!output.status.success(), "{output:?}");
+    let prefix = format!("{}:", path.display());
+    let problems: Vec<(usize, String)> = stderr_lines(&output)
+        .iter()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (line, message) = rest.split_once(": ")?;
+            Some((line.parse().ok()?, message.to_string()))
+        })
+        .collect();
+    assert!(!problems.is_empty(), "no FILE:LINE: lines in {output:?}");
+    problems
+}
+
+#[test]
+fn check_config_names_the_line_of_each_problem() {
+    let dir = TempDir::new("bad");
+    let unknown = "[listen]\npublic = \"127.0.0.1:8080\"\n\nbogus_key = 1\n";
+    let p = check_problems(&dir, "unknown.toml", unknown);
+    assert_eq!(p[0].0, 4, "{p:?}");
+    assert!(p[0].1.contains("bogus_key"), "{p:?}");
+
+    let bad_value = "# comment\n[limits]\noutbox_capacity = 64\nwrite_timeout = \"soon\"\n";
+    let p = check_problems(&dir, "value.toml", bad_value);
+    assert_eq!(p[0].0, 4, "{p:?}");
+
+    // Both in one file: every line printed points at one of them.
+    let both = format!("{bad_value}\n[listen]\nnope = true\n");
+    let p = check_problems(&dir, "both.toml", &both);
+    for (line, message) in &p {
+        assert!([4, 7].contains(line), "line {line}: {message}");
+    }
+
+    // Problems found after parsing are each reported, each with its line.
+    let semantic = "[limits]\nmax_message_bytes = 4096\nmax_frame_bytes = 1024\n\n[[apps]]\nid = \"a\"\nsecrets = []\n";
+    let p = check_problems(&dir, "semantic.toml", semantic);
+    let lines: Vec<usize> = p.iter().map(|(l, _)| *l).collect();
+    assert!(lines.contains(&3), "{p:?}");
+    assert!(lines.contains(&6), "{p:?}");
+}
+
+/// OPERATING.md: check-config "prints each problem with its line". Type
+/// errors are found by deserializing, which stops at the first one, so a
+/// file with two of them gets one line today.
+#[test]
+#[ignore = "known gap: check-config stops at the first type error (config.rs)"]
+fn check_config_reports_every_type_error_in_one_pass() {
+    let dir = TempDir::new("every");
+    let both = "# comment\n[limits]\noutbox_capacity = 64\nwrite_timeout = \"soon\"\n\n[listen]\nnope = true\n";
+    let p = check_problems(&dir, "both.toml", both);
+    let lines: Vec<usize> = p.iter().map(|(l, _)| *l).collect();
+    assert!(lines.contains(&4) && lines.contains(&7), "{p:?}");
+}
+
+#[test]
+fn token_without_the_secret_fails_with_a_one_line_reason() {
+    let output = bin()
+        .args(["token", "--app", "bluelib", "--channel", "bornes"])
+        .args(["--filters", "{\"alarm\": {}}"])
+        .output()
+        .expect("runs");
+    let reason = one_line_failure(&output);
+    assert!(reason.contains("CHOUQUETTE_SECRET"), "{reason}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+
+    let bad_filters = bin()
+        .env("CHOUQUETTE_SECRET", "s")
+        .args(["token", "--app", "bluelib", "--channel", "bornes"])
+        .args(["--filters", "{not json"])
+        .output()
+        .expect("runs");
+    one_line_failure(&bad_filters);
+}
+
+#[tokio::test]
+async fn token_prints_a_jwt_the_gateway_accepts() {
+    let output = bin()
+        .env("CHOUQUETTE_SECRET", chouquette::testkit::SECRET)
+        .args(["token", "--app", "bluelib", "--channel", "bornes"])
+        .args(["--filters", "{\"alarm\": {\"borne\": \"B1\"}}"])
+        .args(["--sub", "roger", "--groups", "g1,g2", "--ttl", "2m"])
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    let jwt = String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_string();
+    assert_eq!(jwt.split('.').count(), 3, "{jwt}");
+    assert_eq!(jwt_part(&jwt, 0)["alg"], "HS256");
+    let claims = jwt_part(&jwt, 1);
+    assert_eq!(claims["app_id"], "bluelib");
+    assert_eq!(claims["channel"], "bornes");
+    assert_eq!(claims["filters"], json!({"alarm": {"borne": "B1"}}));
+    assert_eq!(claims["sub"], "roger");
+    assert_eq!(claims["groups"], json!(["g1", "g2"]));
+    let exp = claims["exp"].as_u64().expect("exp");
+    let now = chouquette_core::session::unix_now();
+    assert!(
+        (now + 100..=now + 130).contains(&exp),
+        "exp {exp}, now {now}"
+    );
+
+    let node = chouquette::testkit::TestNode::base().await;
+    let mut client = node.client().await;
+    client
+        .send_json(&chouquette::testkit::subscribe("bornes", &jwt))
+        .await;
+    let ack = client.recv().await;
+    assert_eq!(ack["class"], "ack", "{ack}");
+    node.publish("bornes", "alarm", &["borne:B2"], json!(2))
+        .await;
+    node.publish("bornes", "alarm", &["borne:B1"], json!(1))
+        .await;
+    assert_eq!(client.recv().await["data"], 1);
+    node.running.shutdown().await;
+}
+
+/// A `serve` process, killed if the test ends before it exits.
+struct Server {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &TempDir, config: &Path) -> Server {
+        let stderr = dir.0.join("serve.stderr");
+        let child = bin()
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("serve starts");
+        Server { child, stderr }
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    async fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_publish_and_stop_on_sigterm() {
+    let dir = TempDir::new("serve");
+    let (public, internal) = (free_port(), free_port());
+    let config = dir.file(
+        "chouquette.toml",
+        &format!(
+            "[listen]\npublic = \"127.0.0.1:{public}\"\ninternal = \"127.0.0.1:{internal}\"\n{BASE_CONFIG}"
+        ),
+    );
+    let mut server = Server::start(&dir, &config);
+
+    // Ready when /readyz answers 200 (no message to wait for: poll).
+    let http = HttpClient::default();
+    let readyz = format!("http://127.0.0.1:{internal}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok((200, _)) = http.get(&readyz, None).await {
+            break;
+        }
+        if let Some(status) = server.child.try_wait().expect("try_wait") {
+            panic!("serve exited with {status}: {}", server.stderr());
+        }
+        assert!(Instant::now() < deadline, "not ready: {}", server.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = http
+        .get(&format!("http://127.0.0.1:{internal}/healthz"), None)
+        .await
+        .expect("healthz");
+    assert_eq!(status, 200);
+
+    let mut client = WsClient::connect(&format!("ws://127.0.0.1:{public}/ws")).await;
+    let (ack, _) = client
+        .subscribe("bornes", json!({"alarm": {"borne": "B1"}}))
+        .await;
+    let epoch = ack["channels"]["bornes"]["epoch"].clone();
+
+    let url = format!("http://127.0.0.1:{internal}");
+    let publish = |key: Option<&str>| {
+        let mut command = bin();
+        if let Some(key) = key {
+            command.env("CHOUQUETTE_API_KEY", key);
+        }
+        command
+            .args(["publish", "--app", "bluelib", "--channel", "bornes"])
+            .args(["--event-kind", "alarm", "--keyword", "borne:B1"])
+            .args(["--keyword", "level:critical", "--key", "borne:B1"])
+            .args(["--data", "{\"uid\": \"B1\", \"status\": \"oh, oh...\"}"])
+            .args(["--url", &url])
+            .output()
+            .expect("runs")
+    };
+    let output = publish(Some("pub-key"));
+    assert!(output.status.success(), "{output:?}");
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(answer["offset"], 1, "{answer}");
+    assert_eq!(answer["epoch"], epoch, "{answer}");
+    assert_eq!(
+        answer.as_object().expect("object").len(),
+        2,
+        "{{epoch, offset}}: {answer}"
+    );
+    let data = client.recv().await;
+    assert_eq!(data["offset"], 1, "{data}");
+    assert_eq!(data["keywords"], json!(["borne:B1", "level:critical"]));
+    assert_eq!(data["data"]["status"], "oh, oh...");
+
+    let refused = publish(Some("wrong-key"));
+    let reason = one_line_failure(&refused);
+    assert!(reason.contains("403"), "{reason}");
+    one_line_failure(&publish(None));
+
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    // Clients are told, then the process exits 0.
+    let (reset, _) = client.recv_until("reset").await;
+    assert_eq!(reset["reason"], "shutdown", "{reset}");
+    let (code, _) = client.expect_close().await.expect("close frame");
+    assert_eq!(code, 1001);
+    let status = server
+        .exit_within(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("still running 10 s after SIGTERM: {}", server.stderr()));
+    assert!(status.success(), "{status}: {}", server.stderr());
+}
+
+#[tokio::test]
+async fn serve_refuses_a_bad_config_with_a_one_line_reason() {
+    let dir = TempDir::new("refuse");
+    let port = free_port();
+    let bad = dir.file(
+        "bad.toml",
+        &format!("[listen]\npublic = \"127.0.0.1:{port}\"\nwhat = 1\n"),
+    );
+    let missing = dir.0.join("missing.toml");
+    for config in [bad, missing] {
+        let mut server = Server::start(&dir, &config);
+        let status = server
+            .exit_within(Duration::from_secs(10))
+            .await
+            .expect("serve must not start on a bad config");
+        assert!(!status.success(), "{status}");
+        let lines: Vec<String> = server
+            .stderr()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        // Nothing listens on the configured port.
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "a half-started gateway listens"
+        );
+    }
+}

@@ -1,0 +1,36 @@
+//! The gateway held to PROTOCOL.md and OPERATING.md over real loopback
+//! sockets: every test starts its own node on 127.0.0.1:0 and drives it
+//! with real WebSocket and HTTP clients.
+//!
+//! Where a test must show that something was *not* delivered, it publishes a
+//! marker on another channel afterwards and reads up to it: one connection's
+//! messages follow publish order, so what has not arrived before the marker
+//! never will. No test sleeps to synchronise.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "gateway/common.rs"]
+mod common;
+
+#[path = "gateway/events.rs"]
+mod events;
+#[path = "gateway/filters.rs"]
+mod filters;
+#[path = "gateway/health.rs"]
+mod health;
+#[path = "gateway/hostile.rs"]
+mod hostile;
+#[path = "gateway/limits.rs"]
+mod limits;
+#[path = "gateway/publish_api.rs"]
+mod publish_api;
+#[path = "gateway/resume.rs"]
+mod resume;
+#[path = "gateway/shutdown.rs"]
+mod shutdown;
+#[path = "gateway/slow_consumer.rs"]
+mod slow_consumer;
+#[path = "gateway/subscribe.rs"]
+mod subscribe;
+#[path = "gateway/tokens.rs"]
+mod tokens;

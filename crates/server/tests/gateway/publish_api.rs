@@ -1,0 +1,162 @@
+//! `POST /api/v1/publish` errors: authentication per app, bad input refused
+//! as a whole, nothing published by a refused request.
+
+use chouquette::testkit::{API_KEY, TestNode};
+use serde_json::{Value, json};
+
+use crate::common::{event, offsets, raw_http};
+
+/// Publishes one good event on `chan` and returns its offset: tells how many
+/// events the channel has had.
+async fn next_offset(node: &TestNode, chan: &str) -> u64 {
+    node.publish_event(&event(chan, "probe", &[], json!(null)))
+        .await
+        .1
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn authentication_is_per_app() {
+    let node = TestNode::base().await;
+    let mut client = node.client().await;
+    client.join_sync().await;
+    client.subscribe("bornes", json!({"*": {}})).await;
+    let good = event("bornes", "alarm", &["borne:B1"], json!(1));
+
+    // No Authorization header at all.
+    let (status, body) = raw_http(
+        node.running.internal,
+        "POST /api/v1/publish HTTP/1.1\r\nContent-Type: application/json",
+        good.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    // Not a bearer scheme.
+    let (status, body) = raw_http(
+        node.running.internal,
+        &format!("POST /api/v1/publish HTTP/1.1\r\nAuthorization: Basic {API_KEY}"),
+        good.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+
+    let (status, body) = node.publish_raw("wrong-key", &good).await;
+    assert_error(status, &body, 403, "not_allowed");
+    // An empty key is no key.
+    let (status, body) = node.publish_raw("", &good).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = node.publish_raw("other-key", &good).await;
+    assert_error(status, &body, 403, "not_allowed");
+    // The other app's key is good for the other app only.
+    let mut for_other = good.clone();
+    for_other["app_id"] = json!("other");
+    let (status, body) = node.publish_raw(API_KEY, &for_other).await;
+    assert_error(status, &body, 403, "not_allowed");
+    let (status, body) = node.publish_raw("other-key", &for_other).await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut unknown = good.clone();
+    unknown["app_id"] = json!("no-such-app");
+    let (status, body) = node.publish_raw(API_KEY, &unknown).await;
+    assert_error(status, &body, 404, "unknown_app");
+
+    // None of the refused requests published on bluelib's channel.
+    assert_eq!(next_offset(&node, "bornes").await, 1);
+    let marker = node.publish_marker().await;
+    let got = client.until_marker(marker).await;
+    assert_eq!(offsets(&got, "bornes"), vec![1]);
+    node.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_and_publish_nothing() {
+    let node = TestNode::base().await;
+    let mut client = node.client().await;
+    client.join_sync().await;
+    client.subscribe("bornes", json!({"*": {}})).await;
+    let url = format!("{}/api/v1/publish", node.internal_url());
+    let http = chouquette::http_client::HttpClient::default();
+    for raw in [
+        "",
+        "{",
+        "not json",
+        "{\"app_id\": \"bluelib\", \"channel\": \"bornes\"",
+        "null",
+        "42",
+        "\"text\"",
+        "[1, 2]",
+    ] {
+        let (status, text) = http
+            .post_json(&url, API_KEY, raw.as_bytes().to_vec())
+            .await
+            .expect("request");
+        let body: Value = serde_json::from_str(&text).expect("a JSON error body");
+        assert_error(status, &body, 400, "bad_message");
+    }
+
+    let mut bad_events = Vec::new();
+    let good = event("bornes", "alarm", &["borne:B1"], json!(1));
+    let mut with = |field: &str, value: Value| {
+        let mut e = good.clone();
+        e[field] = value;
+        bad_events.push(e);
+    };
+    with("channel", json!(""));
+    with("channel", json!("has space"));
+    with("channel", json!("x".repeat(300)));
+    with("channel", json!(7));
+    with("event_kind", json!(""));
+    with("event_kind", json!("*"));
+    with("keywords", json!(["no-colon"]));
+    with("keywords", json!("borne:B1"));
+    with("keywords", json!([1]));
+    with("key", json!(""));
+    with("unexpected", json!(true));
+    let mut missing_kind = good.clone();
+    missing_kind
+        .as_object_mut()
+        .expect("object")
+        .remove("event_kind");
+    bad_events.push(missing_kind);
+    for bad in &bad_events {
+        let (status, body) = node.publish_raw(API_KEY, bad).await;
+        assert_error(status, &body, 400, "bad_message");
+        assert!(body.get("offset").is_none(), "{body}");
+    }
+
+    // A batch with one bad event publishes none of it.
+    let mut batch: Vec<Value> = (0..5)
+        .map(|i| event("bornes", "k", &[], json!(i)))
+        .collect();
+    batch.push(bad_events[0].clone());
+    batch.push(event("bornes", "k", &[], json!(6)));
+    let (status, body) = node.publish_raw(API_KEY, &Value::from(batch)).await;
+    assert_error(status, &body, 400, "bad_message");
+    assert_eq!(body["index"], 5, "the bad event is named: {body}");
+    // Same with a bad event of an unknown app, or one the key does not cover.
+    let mut batch: Vec<Value> = (0..3)
+        .map(|i| event("bornes", "k", &[], json!(i)))
+        .collect();
+    let mut foreign = good.clone();
+    foreign["app_id"] = json!("other");
+    batch.push(foreign);
+    let (status, body) = node.publish_raw(API_KEY, &Value::from(batch)).await;
+    assert_error(status, &body, 403, "not_allowed");
+
+    // Nothing was published: the channel's next offset is 1, and the
+    // subscriber saw only that probe.
+    assert_eq!(next_offset(&node, "bornes").await, 1);
+    let marker = node.publish_marker().await;
+    let got = client.until_marker(marker).await;
+    assert_eq!(offsets(&got, "bornes"), vec![1]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    node.running.shutdown().await;
+}
