@@ -110,6 +110,11 @@ impl Gateway {
         procfs::cpu_seconds(self.pid)
     }
 
+    /// The gateway's user and system CPU time so far, seconds.
+    pub fn cpu_split(&self) -> anyhow::Result<(f64, f64)> {
+        procfs::cpu_split(self.pid)
+    }
+
     /// Asks the process to stop (SIGTERM, so profilers wrapping it can
     /// write their output); kills it if it is still running after `grace`.
     pub async fn stop(mut self, grace: Duration) {

@@ -23,6 +23,14 @@ pub fn status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
 
 /// User plus system CPU time of `pid` so far, in seconds.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let (user, system) = cpu_split(pid)?;
+    Ok(user + system)
+}
+
+/// User and system CPU time of `pid` so far, in seconds. On loopback the
+/// kernel runs the receiving client's TCP path inside the gateway's send,
+/// so system time includes work a real network would put on another host.
+pub fn cpu_split(pid: u32) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces), from `state`.
@@ -35,8 +43,8 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         Ok(field.parse()?)
     };
     // utime and stime are fields 14 and 15; `state` (field 3) is index 0.
-    let ticks = tick(11)? + tick(12)?;
-    Ok(ticks as f64 / clock_ticks() as f64)
+    let hz = clock_ticks() as f64;
+    Ok((tick(11)? as f64 / hz, tick(12)? as f64 / hz))
 }
 
 /// `CLK_TCK`, asked once of `getconf` (100 when it cannot tell).

@@ -65,6 +65,8 @@ pub struct Load {
     pub gateway_cpu_s: f64,
     /// Gateway CPU per delivered message, µs.
     pub gateway_cpu_us_per_delivery: f64,
+    /// Gateway user-space CPU per delivered message, µs (without the kernel).
+    pub gateway_user_us_per_delivery: f64,
     /// Gateway CPU use in the window, percent of one core.
     pub gateway_cpu_percent: f64,
     /// Load generators' CPU use in the window, percent of one core.
@@ -186,8 +188,11 @@ fn load_rows(load: &Load) -> Vec<(&'static str, String)> {
         (
             "gateway CPU",
             format!(
-                "{:.2} s ({:.0} % of a core), {:.3} µs per delivery",
-                load.gateway_cpu_s, load.gateway_cpu_percent, load.gateway_cpu_us_per_delivery
+                "{:.2} s ({:.0} % of a core), {:.3} µs per delivery ({:.3} µs in user space)",
+                load.gateway_cpu_s,
+                load.gateway_cpu_percent,
+                load.gateway_cpu_us_per_delivery,
+                load.gateway_user_us_per_delivery
             ),
         ),
         (

@@ -133,6 +133,7 @@ struct Window {
     end_ns: u64,
     published: Published,
     gateway_cpu_s: f64,
+    gateway_user_cpu_s: f64,
     loadgen_cpu_s: f64,
 }
 
@@ -169,10 +170,10 @@ async fn publish_window(
     pool.broadcast(&Command::Window { start_ns, end_ns })
         .await?;
     sleep(WINDOW_LEAD).await;
-    let (gateway_cpu0, loadgen_cpu0) = (gateway.cpu_seconds()?, pool.cpu_seconds());
+    let (gateway_cpu0, loadgen_cpu0) = (gateway.cpu_split()?, pool.cpu_seconds());
     eprintln!("measuring for {:?}", options.duration);
     sleep(options.duration).await;
-    let (gateway_cpu1, loadgen_cpu1) = (gateway.cpu_seconds()?, pool.cpu_seconds());
+    let (gateway_cpu1, loadgen_cpu1) = (gateway.cpu_split()?, pool.cpu_seconds());
     stop.store(true, Ordering::Relaxed);
     let published = publishing.await.context("publisher failed")?;
     sleep(DRAIN).await;
@@ -180,7 +181,8 @@ async fn publish_window(
         start_ns,
         end_ns,
         published,
-        gateway_cpu_s: gateway_cpu1 - gateway_cpu0,
+        gateway_cpu_s: (gateway_cpu1.0 + gateway_cpu1.1) - (gateway_cpu0.0 + gateway_cpu0.1),
+        gateway_user_cpu_s: gateway_cpu1.0 - gateway_cpu0.0,
         loadgen_cpu_s: loadgen_cpu1 - loadgen_cpu0,
     })
 }
@@ -211,6 +213,7 @@ fn load(options: &Options, window: &Window, connected: Connected, results: &[Res
         latency: Latency::from_histogram(&histogram),
         gateway_cpu_s: window.gateway_cpu_s,
         gateway_cpu_us_per_delivery: window.gateway_cpu_s * 1e6 / deliveries.max(1) as f64,
+        gateway_user_us_per_delivery: window.gateway_user_cpu_s * 1e6 / deliveries.max(1) as f64,
         gateway_cpu_percent: window.gateway_cpu_s * 100.0 / window_s,
         loadgen_cpu_percent: window.loadgen_cpu_s * 100.0 / window_s,
         publish_errors: window.published.errors,
