@@ -31,6 +31,18 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run the charging-point supervision demo (gateway, backend, fleet, dashboard).
+    Demo {
+        /// Public listener: the dashboard and the gateway's transports.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        public: std::net::SocketAddr,
+        /// Internal listener: publish API and metrics.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        internal: std::net::SocketAddr,
+        /// Fleet changes per second.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+    },
     /// Print a subscription token signed with `CHOUQUETTE_SECRET`.
     Token {
         /// App id.

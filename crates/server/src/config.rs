@@ -486,7 +486,10 @@ impl Config {
         if let Some(dir) = &self.static_files.dir
             && !dir.is_dir()
         {
-            push(Some("dir"), format!("static.dir `{}` is not a folder", dir.display()));
+            push(
+                Some("dir"),
+                format!("static.dir `{}` is not a folder", dir.display()),
+            );
         }
         if self.admin.key.as_deref().is_some_and(str::is_empty) {
             push(Some("key"), "admin.key must not be empty".into());

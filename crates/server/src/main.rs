@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use chouquette::cli::{self, Cli, Command};
+use chouquette::demo::DemoOptions;
 use chouquette::http_client::HttpClient;
 use chouquette::{logging, serve};
 use clap::Parser;
@@ -34,6 +35,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init(config.log.format, &config.log.level);
             runtime()?.block_on(serve_until_signal(config))
         }
+        Command::Demo {
+            public,
+            internal,
+            rate,
+        } => {
+            logging::init(chouquette::config::LogFormat::Text, "info");
+            runtime()?.block_on(demo(DemoOptions {
+                public,
+                internal,
+                rate,
+            }))
+        }
         Command::Token {
             app,
             channel,
@@ -59,6 +72,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => runtime()?.block_on(publish(app, channel, event_kind, keywords, key, data, url)),
         Command::CheckConfig { file } => cli::check_config(&file),
     }
+}
+
+async fn demo(options: DemoOptions) -> anyhow::Result<()> {
+    let running = chouquette::demo::start(options).await?;
+    println!("Chouquette demo: open http://{}/", running.public);
+    println!("  ?user=roger sees borne B1 and its critical alarms; ?user=vb sees everything");
+    println!("  metrics: http://{}/metrics", running.internal);
+    wait_for_signal().await?;
+    running.shutdown().await;
+    Ok(())
 }
 
 async fn serve_until_signal(config: chouquette::config::Config) -> anyhow::Result<()> {

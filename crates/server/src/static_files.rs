@@ -64,8 +64,14 @@ pub fn file_response(name: &str, body: impl Into<Body>) -> Response {
     let mut response = (StatusCode::OK, body.into()).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control(kind)));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control(kind)),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 
@@ -88,8 +94,14 @@ mod tests {
     #[test]
     fn stays_below_the_root() {
         let root = Path::new("/srv/public");
-        assert_eq!(resolve(root, "/"), Some(PathBuf::from("/srv/public/index.html")));
-        assert_eq!(resolve(root, "/js/app.js"), Some(PathBuf::from("/srv/public/js/app.js")));
+        assert_eq!(
+            resolve(root, "/"),
+            Some(PathBuf::from("/srv/public/index.html"))
+        );
+        assert_eq!(
+            resolve(root, "/js/app.js"),
+            Some(PathBuf::from("/srv/public/js/app.js"))
+        );
         assert_eq!(resolve(root, "/../etc/passwd"), None);
         assert_eq!(resolve(root, "/a/../../b"), None);
         assert_eq!(resolve(root, "/.env"), None);

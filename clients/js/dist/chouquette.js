@@ -1,0 +1,1122 @@
+// @chouquette/client: generated from clients/js/src by `npm run build`; do not edit.
+
+// src/backoff.ts
+var DEFAULT_BACKOFF = { base: 500, max: 3e4 };
+function backoffDelay(attempt, options = {}, random = Math.random) {
+  const base = options.base ?? DEFAULT_BACKOFF.base;
+  const max = options.max ?? DEFAULT_BACKOFF.max;
+  const cap = Math.min(max, base * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * cap);
+}
+var Backoff = class {
+  constructor(options = {}, random = Math.random) {
+    this.options = options;
+    this.random = random;
+    this.attempt = 0;
+  }
+  /** The delay before the next attempt. */
+  next() {
+    return backoffDelay(this.attempt++, this.options, this.random);
+  }
+  reset() {
+    this.attempt = 0;
+  }
+};
+
+// src/emitter.ts
+var Emitter = class {
+  constructor() {
+    this.listeners = /* @__PURE__ */ new Map();
+  }
+  /** Calls `fn` on every `type` event; returns a function that removes it. */
+  on(type, fn) {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, set = /* @__PURE__ */ new Set());
+    set.add(fn);
+    return () => this.off(type, fn);
+  }
+  /** Calls `fn` on the next `type` event only. */
+  once(type, fn) {
+    const off = this.on(type, (value) => {
+      off();
+      fn(value);
+    });
+    return off;
+  }
+  off(type, fn) {
+    this.listeners.get(type)?.delete(fn);
+  }
+  /** Calls every listener; one that throws does not stop the others (its error is rethrown asynchronously). */
+  emit(type, value) {
+    const set = this.listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(value);
+      } catch (e) {
+        setTimeout(() => {
+          throw e;
+        });
+      }
+    }
+  }
+};
+
+// src/resume.ts
+var ResumeState = class {
+  constructor() {
+    this.channels = /* @__PURE__ */ new Map();
+  }
+  /**
+   * Whether a data message is new to its channel (offset above the last
+   * seen); records it if so. Offsets of one channel only grow within an
+   * epoch, so anything at or below the mark is a duplicate.
+   */
+  accept(m) {
+    const p = this.channels.get(m.channel);
+    if (p && m.offset <= p.offset) return false;
+    this.channels.set(m.channel, { epoch: p?.epoch, offset: m.offset });
+    return true;
+  }
+  /**
+   * Records that `channel` stands at `offset` of `epoch` (an ack or a
+   * cursor). Within the known epoch the mark only rises; another epoch
+   * replaces it (the history was lost: offsets start again).
+   */
+  position(channel, epoch, offset) {
+    const p = this.channels.get(channel);
+    if (!p || p.epoch === void 0 || p.epoch === epoch) {
+      this.channels.set(channel, { epoch, offset: Math.max(offset, p?.offset ?? 0) });
+    } else {
+      this.channels.set(channel, { epoch, offset });
+    }
+  }
+  /** Takes in every position an `ack` (or a synthetic `_position`) lists. */
+  acknowledge(m) {
+    const channels = m.channels;
+    if (!channels || typeof channels !== "object") return;
+    for (const [name, c] of Object.entries(channels)) {
+      if (c && typeof c.epoch === "string" && typeof c.offset === "number") this.position(name, c.epoch, c.offset);
+    }
+  }
+  /**
+   * A `reset`: forgets the channel (or every channel when none is named), so
+   * the events that follow, numbered in a new epoch, are not taken for
+   * duplicates. `shutdown` is no reset of the stream: the position is kept to
+   * resume from.
+   */
+  reset(channel, reason) {
+    if (reason === "shutdown") return;
+    if (channel === void 0) this.channels.clear();
+    else this.channels.delete(channel);
+  }
+  /** Where to resume `channel` from, once its epoch is known. */
+  since(channel) {
+    const p = this.channels.get(channel);
+    return p?.epoch === void 0 ? void 0 : { epoch: p.epoch, offset: p.offset };
+  }
+  /**
+   * Moves the mark down to `since` (same epoch), or takes it when nothing is
+   * known; true when it changed. A shared connection resumes from the
+   * earliest point any of its tabs needs; each tab drops what it already has.
+   */
+  lower(channel, since) {
+    const p = this.channels.get(channel);
+    if (!p || p.epoch === void 0) {
+      this.channels.set(channel, { epoch: since.epoch, offset: Math.min(since.offset, p?.offset ?? since.offset) });
+      return true;
+    }
+    if (p.epoch === since.epoch && since.offset < p.offset) {
+      p.offset = since.offset;
+      return true;
+    }
+    return false;
+  }
+  /** Takes in a cursor the gateway issued (SSE `id:`, poll `cursor`), for `app`. */
+  absorbCursor(app, cursor) {
+    const entries = decodeCursor(cursor);
+    if (!entries) return void 0;
+    const seen = {};
+    for (const [a, channel, epoch, offset] of entries) {
+      if (a !== app) continue;
+      this.position(channel, epoch, offset);
+      seen[channel] = this.since(channel);
+    }
+    return seen;
+  }
+  /** A cursor for `app`'s `channels`, from what this state knows (those without an epoch are left out). */
+  cursor(app, channels) {
+    const entries = [];
+    for (const name of channels) {
+      const s = this.since(name);
+      if (s) entries.push([app, name, s.epoch, s.offset]);
+    }
+    return entries.length ? encodeCursor(entries) : void 0;
+  }
+};
+function encodeCursor(entries) {
+  const bytes = new TextEncoder().encode(JSON.stringify(entries));
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+function decodeCursor(cursor) {
+  try {
+    const binary = atob(cursor.trim().replace(/-/g, "+").replace(/_/g, "/"));
+    const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+    const entries = JSON.parse(new TextDecoder().decode(bytes));
+    if (!Array.isArray(entries)) return void 0;
+    const valid = entries.every(
+      (e) => Array.isArray(e) && e.length === 4 && typeof e[0] === "string" && typeof e[1] === "string" && typeof e[2] === "string" && typeof e[3] === "number"
+    );
+    return valid ? entries : void 0;
+  } catch {
+    return void 0;
+  }
+}
+
+// src/connection.ts
+var TransportChooser = class {
+  constructor(order, threshold) {
+    this.order = order;
+    this.threshold = threshold;
+    this.index = 0;
+    this.failures = 0;
+    this.proven = /* @__PURE__ */ new Set();
+    if (!order.length) throw new Error("no transport to use");
+  }
+  get current() {
+    return this.order[this.index];
+  }
+  opened() {
+    this.proven.add(this.current);
+    this.failures = 0;
+  }
+  /** An attempt failed before opening; returns the transport to try next. */
+  failed() {
+    if (!this.proven.has(this.current) && ++this.failures >= this.threshold) {
+      this.failures = 0;
+      this.index = (this.index + 1) % this.order.length;
+    }
+    return this.current;
+  }
+};
+var Link = class {
+  constructor(app, options, onMessage, onState) {
+    this.app = app;
+    this.options = options;
+    this.onMessage = onMessage;
+    this.onState = onState;
+    this.positions = new ResumeState();
+    this.state = { state: "connecting" };
+    this.wanted = /* @__PURE__ */ new Map();
+    this.isOpen = false;
+    this.paused = false;
+    this.stopped = false;
+    this.shutdown = false;
+    this.chooser = new TransportChooser(options.order, options.fallbackAfter);
+    this.backoff = new Backoff(options.backoff, options.random);
+  }
+  /**
+   * Subscribes to `channels` (new ones, refreshed tokens, or an earlier
+   * `since`); starts the connection if needed. A channel given without
+   * `since` is subscribed fresh (snapshots).
+   */
+  want(channels) {
+    const changed = [];
+    for (const [name, { since, ...request }] of Object.entries(channels)) {
+      const old = this.wanted.get(name);
+      let needed = !old || !old.active || old.request.filters !== request.filters;
+      if (since && this.positions.lower(name, since)) needed = true;
+      this.wanted.set(name, { request, fresh: old ? old.fresh && !since : !since, active: true });
+      if (needed) changed.push(name);
+    }
+    if (!changed.length || this.stopped || this.paused) return;
+    if (!this.transport) {
+      if (!this.timer) this.connect();
+      return;
+    }
+    if (this.isOpen && this.transport.resubscribe?.(this.request(changed))) return;
+    this.restart();
+  }
+  /** Closes the connection until `resume()` (a hidden page). */
+  pause(reason) {
+    if (this.paused || this.stopped) return;
+    this.paused = true;
+    this.drop();
+    this.setState({ state: "closed", reason });
+  }
+  resume() {
+    if (!this.paused || this.stopped) return;
+    this.paused = false;
+    this.backoff.reset();
+    this.connect();
+  }
+  close() {
+    if (this.stopped) return;
+    this.drop();
+    this.stopped = true;
+    this.setState({ state: "closed", reason: "closed" });
+  }
+  /** What to subscribe to: the named channels (default: every active one), each with its `since`. */
+  request(names = this.wanted.keys()) {
+    const channels = {};
+    const resumed = [];
+    for (const name of names) {
+      const w = this.wanted.get(name);
+      if (!w?.active) continue;
+      const since = w.fresh ? void 0 : this.positions.since(name);
+      channels[name] = since ? { ...w.request, since } : { ...w.request };
+      if (!w.fresh) resumed.push(name);
+      w.fresh = false;
+    }
+    return { app: this.app, channels, cursor: this.positions.cursor(this.app, resumed) };
+  }
+  connect() {
+    this.timer = void 0;
+    if (this.stopped || this.paused) return;
+    const request = this.request();
+    if (!Object.keys(request.channels).length) {
+      this.setState({ state: "closed", reason: "no active subscription" });
+      return;
+    }
+    const name = this.chooser.current;
+    const factory = this.options.factories[name];
+    if (!factory) throw new Error(`transport ${name} is not available`);
+    this.isOpen = false;
+    this.setState({ state: "connecting", transport: name });
+    let transport;
+    const mine = () => transport !== void 0 && this.transport === transport;
+    const sink = {
+      opened: () => {
+        if (!mine()) return;
+        this.isOpen = true;
+        this.chooser.opened();
+        this.setState({ state: "open", transport: name });
+      },
+      message: (m) => mine() && this.handle(m),
+      cursor: (cursor) => {
+        if (!mine()) return;
+        const seen = this.positions.absorbCursor(this.app, cursor);
+        if (seen && Object.keys(seen).length) this.onMessage({ class: "_position", channels: seen });
+      },
+      closed: (info) => {
+        if (!mine()) return;
+        this.transport = void 0;
+        if (!this.isOpen) this.chooser.failed();
+        this.isOpen = false;
+        const delay = this.backoff.next();
+        this.setState({
+          state: "reconnecting",
+          transport: this.chooser.current,
+          reason: this.shutdown ? "shutdown" : info.reason || void 0,
+          code: info.code,
+          attempt: this.backoff.attempt,
+          delay
+        });
+        this.shutdown = false;
+        this.timer = setTimeout(() => this.connect(), delay);
+      }
+    };
+    transport = factory(request, sink);
+    this.transport = transport;
+  }
+  handle(m) {
+    switch (m.class) {
+      case "data":
+        this.positions.accept(m);
+        this.backoff.reset();
+        break;
+      case "ack":
+        this.positions.acknowledge(m);
+        this.backoff.reset();
+        break;
+      case "reset":
+        this.positions.reset(m.channel, String(m.reason));
+        if (m.reason === "shutdown") this.shutdown = true;
+        break;
+      case "error": {
+        const w = m.channel === void 0 ? void 0 : this.wanted.get(m.channel);
+        if (w) {
+          w.active = false;
+          if (this.transport?.name === "poll") queueMicrotask(() => this.restart());
+        }
+        break;
+      }
+    }
+    this.onMessage(m);
+  }
+  /** Reconnects at once with the current request (not a failure: no backoff). */
+  restart() {
+    this.drop();
+    this.connect();
+  }
+  drop() {
+    clearTimeout(this.timer);
+    this.timer = void 0;
+    this.transport?.close();
+    this.transport = void 0;
+    this.isOpen = false;
+  }
+  setState(s) {
+    this.state = s;
+    this.onState(s);
+  }
+};
+
+// src/subscription.ts
+function uuid() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === "function") return c.randomUUID();
+  const hex = [...Array(32)].map(() => Math.floor(Math.random() * 16).toString(16));
+  hex[12] = "4";
+  hex[16] = (parseInt(hex[16], 16) & 3 | 8).toString(16);
+  const h = hex.join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+function buildSubscribe(app, channels, since = () => void 0) {
+  const out = {};
+  for (const [name, request] of Object.entries(channels)) {
+    const { since: _ignored, ...rest } = request;
+    const s = since(name);
+    out[name] = s ? { ...rest, since: s } : { ...rest };
+  }
+  return { class: "subscribe", app_id: app, uuid: uuid(), channels: out };
+}
+function validSubscribe(m) {
+  if (!m || typeof m !== "object") return false;
+  const s = m;
+  return s.class === "subscribe" && typeof s.app_id === "string" && !!s.channels && typeof s.channels === "object" && Object.values(s.channels).every((c) => !!c && typeof c.filters === "string");
+}
+function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1];
+    const binary = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+    const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0))));
+    return claims && typeof claims === "object" ? claims : void 0;
+  } catch {
+    return void 0;
+  }
+}
+function identity(m) {
+  const channels = Object.keys(m.channels).sort().map((name) => {
+    const token = m.channels[name].filters;
+    const claims = tokenClaims(token);
+    const what = claims ? { filters: claims.filters, sub: claims.sub ?? null, groups: claims.groups ?? null } : token;
+    return [name, what];
+  });
+  return JSON.stringify([m.app_id, channels]);
+}
+
+// src/transports/transport.ts
+function parseMessages(text) {
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return [];
+  }
+  return toMessages(value);
+}
+function toMessages(value) {
+  const list = Array.isArray(value) ? value : [value];
+  return list.filter((m) => !!m && typeof m === "object" && typeof m.class === "string");
+}
+function urlWith(base, request, extra = {}) {
+  const url = new URL(base, globalThis.location?.href);
+  for (const c of Object.values(request.channels)) url.searchParams.append("sub", c.filters);
+  if (request.cursor) url.searchParams.set("cursor", request.cursor);
+  for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, v);
+  return url.toString();
+}
+
+// src/hub.ts
+var Hub = class {
+  constructor(options, out) {
+    this.options = options;
+    this.out = out;
+    this.groups = /* @__PURE__ */ new Map();
+    this.tabGroup = /* @__PURE__ */ new Map();
+    this.hidden = /* @__PURE__ */ new Set();
+    this.paused = false;
+  }
+  /** A tab's subscription (new, refreshed, or resumed with `since`). */
+  put(tab, m, visible = true) {
+    const id = identity(m);
+    const previous = this.tabGroup.get(tab);
+    if (previous !== void 0 && previous !== id) this.leave(tab);
+    let group = this.groups.get(id);
+    if (!group) {
+      const tabs = /* @__PURE__ */ new Set();
+      const g = {
+        tabs,
+        owner: tab,
+        priming: /* @__PURE__ */ new Map(),
+        link: new Link(
+          m.app_id,
+          this.options,
+          (message) => this.route(g, message),
+          (s) => this.out.state([...tabs], s)
+        )
+      };
+      group = g;
+      this.groups.set(id, g);
+      if (this.paused) g.link.pause("hidden");
+    } else if (!group.tabs.has(tab)) {
+      this.out.state([tab], group.link.state);
+      const fresh = Object.values(m.channels).some((c) => !c.since);
+      if (fresh) this.prime(group, tab, m);
+    }
+    group.tabs.add(tab);
+    group.owner = tab;
+    this.tabGroup.set(tab, id);
+    group.link.want(m.channels);
+    this.setVisible(tab, visible);
+  }
+  /** A tab is gone (closed, or its client closed). */
+  remove(tab) {
+    this.leave(tab);
+    this.hidden.delete(tab);
+    this.checkVisibility();
+  }
+  /** A tab was shown or hidden: close the connections once every tab has been hidden `hiddenTimeout` ms. */
+  visibility(tab, visible) {
+    this.setVisible(tab, visible);
+  }
+  get tabs() {
+    return [...this.tabGroup.keys()];
+  }
+  close() {
+    clearTimeout(this.hideTimer);
+    for (const g of this.groups.values()) g.link.close();
+    this.groups.clear();
+    this.tabGroup.clear();
+  }
+  route(g, m) {
+    let tabs = [...g.tabs];
+    if (m.class === "error" && m.code === "token_expired") tabs = [g.owner];
+    const now = [];
+    for (const tab of tabs) {
+      const waiting = g.priming.get(tab);
+      if (waiting) waiting.push(m);
+      else now.push(tab);
+    }
+    if (now.length) this.out.message(now, m);
+  }
+  /**
+   * A tab joins a connection already running without `since`: it needs the
+   * snapshots, which a fresh subscription gets. One long-poll request without
+   * cursor answers them at once, with the ack; what the connection relays
+   * meanwhile is held back and follows (the tab drops what the ack covers).
+   */
+  prime(g, tab, m) {
+    const waiting = [];
+    g.priming.set(tab, waiting);
+    const request = { app: m.app_id, channels: m.channels };
+    const fetchFn = this.options.fetch ?? ((...a) => globalThis.fetch(...a));
+    fetchFn(urlWith(this.options.pollUrl, request, { timeout: "0" }), { cache: "no-store" }).then((res) => res.ok ? res.json() : Promise.reject(new Error(`HTTP ${res.status}`))).then(
+      (body) => toMessages(body.messages ?? []),
+      () => [{ class: "reset", reason: "snapshot_unavailable" }]
+    ).then((first) => {
+      if (g.priming.get(tab) !== waiting) return;
+      g.priming.delete(tab);
+      if (!g.tabs.has(tab)) return;
+      for (const message of [...first, ...waiting]) this.out.message([tab], message);
+    });
+  }
+  leave(tab) {
+    const id = this.tabGroup.get(tab);
+    if (id === void 0) return;
+    this.tabGroup.delete(tab);
+    const g = this.groups.get(id);
+    if (!g) return;
+    g.tabs.delete(tab);
+    g.priming.delete(tab);
+    if (!g.tabs.size) {
+      g.link.close();
+      this.groups.delete(id);
+    } else if (g.owner === tab) {
+      g.owner = [...g.tabs][0];
+    }
+  }
+  setVisible(tab, visible) {
+    if (visible) this.hidden.delete(tab);
+    else this.hidden.add(tab);
+    this.checkVisibility();
+  }
+  checkVisibility() {
+    const limit = this.options.hiddenTimeout;
+    if (!limit || limit <= 0) return;
+    const allHidden = this.tabGroup.size > 0 && [...this.tabGroup.keys()].every((t) => this.hidden.has(t));
+    if (!allHidden) {
+      clearTimeout(this.hideTimer);
+      this.hideTimer = void 0;
+      if (this.paused) {
+        this.paused = false;
+        for (const g of this.groups.values()) g.link.resume();
+      }
+    } else if (!this.paused && !this.hideTimer) {
+      this.hideTimer = setTimeout(() => {
+        this.hideTimer = void 0;
+        this.paused = true;
+        for (const g of this.groups.values()) g.link.pause("hidden");
+      }, limit);
+    }
+  }
+};
+
+// src/shared.ts
+function hubFor(options, owner, relay) {
+  const split = (tabs) => [tabs.includes(owner.tab), tabs.filter((t) => t !== owner.tab)];
+  return new Hub(options, {
+    message(tabs, m) {
+      const [mine, others] = split(tabs);
+      if (others.length) relay?.(others, "msg", m);
+      if (mine) owner.deliver(m);
+    },
+    state(tabs, s) {
+      const [mine, others] = split(tabs);
+      if (others.length) relay?.(others, "state", s);
+      if (mine) owner.state(s);
+    }
+  });
+}
+var LocalPort = class {
+  constructor(options, owner) {
+    this.owner = owner;
+    this.hub = hubFor(options, owner);
+  }
+  put(m, visible) {
+    this.hub.put(this.owner.tab, m, visible);
+  }
+  visibility(visible) {
+    this.hub.visibility(this.owner.tab, visible);
+  }
+  close() {
+    this.hub.close();
+  }
+};
+var BEAT = 1e3;
+var SharedPort = class {
+  constructor(name, options, owner, locks = globalThis.navigator?.locks) {
+    this.name = name;
+    this.options = options;
+    this.owner = owner;
+    this.closed = false;
+    this.abort = new AbortController();
+    this.lastBeat = 0;
+    this.channel = new BroadcastChannel(`chouquette:${name}`);
+    this.channel.onmessage = (e) => this.receive(e.data);
+    if (locks) this.electWithLock(locks);
+    else this.electWithBeats();
+  }
+  /** Whether this tab holds the connections. */
+  get isLeader() {
+    return this.hub !== void 0;
+  }
+  put(m, visible) {
+    this.last = { m, visible };
+    if (this.hub) this.hub.put(this.owner.tab, m, visible);
+    else this.post({ t: "put", tab: this.owner.tab, m, visible });
+  }
+  visibility(visible) {
+    if (this.last) this.last.visible = visible;
+    if (this.hub) this.hub.visibility(this.owner.tab, visible);
+    else this.post({ t: "vis", tab: this.owner.tab, visible });
+  }
+  close() {
+    if (this.closed) return;
+    if (this.hub) {
+      this.hub.close();
+      this.hub = void 0;
+      this.post({ t: "bye", tab: this.owner.tab });
+    } else {
+      this.post({ t: "remove", tab: this.owner.tab });
+    }
+    this.closed = true;
+    clearInterval(this.beat);
+    this.abort.abort();
+    this.release?.();
+    this.channel.close();
+  }
+  electWithLock(locks) {
+    locks.request(`chouquette:${this.name}`, { signal: this.abort.signal }, () => {
+      if (this.closed) return Promise.resolve();
+      this.lead();
+      return new Promise((resolve) => this.release = resolve);
+    }).catch(() => {
+    });
+  }
+  /** Without Web Locks: the leader beats every second; a tab that hears none for 3 s claims, the smallest id wins. */
+  electWithBeats() {
+    this.lastBeat = Date.now() - 2 * BEAT;
+    this.beat = setInterval(() => {
+      const now = Date.now();
+      if (this.hub) return this.post({ t: "leader", tab: this.owner.tab });
+      if (this.claiming !== void 0) {
+        if (now - this.claiming >= BEAT / 2) {
+          this.claiming = void 0;
+          this.lead();
+        }
+      } else if (now - this.lastBeat > 3 * BEAT) {
+        this.claiming = now;
+        this.post({ t: "claim", tab: this.owner.tab });
+      }
+    }, BEAT / 2);
+  }
+  lead() {
+    if (this.hub || this.closed) return;
+    this.leader = this.owner.tab;
+    this.hub = hubFor(
+      this.options,
+      this.owner,
+      (to, kind, body) => this.post(kind === "msg" ? { t: "msg", to, m: body } : { t: "state", to, s: body })
+    );
+    this.post({ t: "leader", tab: this.owner.tab });
+    if (this.last) this.hub.put(this.owner.tab, this.last.m, this.last.visible);
+  }
+  stepDown() {
+    this.hub?.close();
+    this.hub = void 0;
+  }
+  receive(d) {
+    if (this.closed || !d || typeof d !== "object") return;
+    const hub = this.hub;
+    switch (d.t) {
+      case "put":
+        return hub?.put(d.tab, d.m, d.visible);
+      case "vis":
+        return hub?.visibility(d.tab, d.visible);
+      case "remove":
+        return hub?.remove(d.tab);
+      case "claim":
+        if (hub) this.post({ t: "leader", tab: this.owner.tab });
+        else if (this.claiming !== void 0 && d.tab < this.owner.tab) {
+          this.claiming = void 0;
+          this.lastBeat = Date.now();
+        }
+        return;
+      case "leader":
+        this.lastBeat = Date.now();
+        this.claiming = void 0;
+        if (hub) {
+          if (d.tab < this.owner.tab) this.stepDown();
+          else return;
+        }
+        if (this.leader !== d.tab) {
+          this.leader = d.tab;
+          this.owner.resubscribe();
+        }
+        return;
+      case "bye":
+        if (d.tab === this.leader) {
+          this.leader = void 0;
+          this.lastBeat = 0;
+          this.owner.state({ state: "reconnecting", reason: "leader tab closed" });
+        }
+        return;
+      case "msg":
+        if (d.to.includes(this.owner.tab)) this.owner.deliver(d.m);
+        return;
+      case "state":
+        if (d.to.includes(this.owner.tab)) this.owner.state(d.s);
+        return;
+    }
+  }
+  post(message) {
+    if (!this.closed) this.channel.postMessage(message);
+  }
+};
+
+// src/transports/poll.ts
+function pollTransport(url, timeoutSecs = 25, fetchFn = (...a) => globalThis.fetch(...a)) {
+  return (request, sink) => {
+    let done = false;
+    let abort;
+    let cursor = request.cursor;
+    const finish = (info) => {
+      if (done) return;
+      done = true;
+      sink.closed(info);
+    };
+    (async () => {
+      let opened = false;
+      while (!done) {
+        abort = new AbortController();
+        const guard = setTimeout(() => abort?.abort(), (timeoutSecs + 15) * 1e3);
+        let res;
+        let body;
+        try {
+          res = await fetchFn(urlWith(url, { ...request, cursor }, { timeout: String(timeoutSecs) }), {
+            cache: "no-store",
+            signal: abort.signal
+          });
+          if (!res.ok) return finish({ code: res.status, reason: `HTTP ${res.status}` });
+          body = await res.json();
+        } finally {
+          clearTimeout(guard);
+        }
+        if (done) return;
+        if (!opened) {
+          opened = true;
+          sink.opened();
+        }
+        const messages = Array.isArray(body.messages) ? body.messages : [];
+        for (const m of toMessages(messages)) {
+          if (done) return;
+          sink.message(m);
+        }
+        if (done) return;
+        if (typeof body.cursor === "string" && body.cursor) {
+          cursor = body.cursor;
+          sink.cursor(cursor);
+        }
+      }
+    })().catch((e) => finish({ reason: String(e) }));
+    return {
+      name: "poll",
+      close() {
+        done = true;
+        abort?.abort();
+      }
+    };
+  };
+}
+
+// src/transports/sse.ts
+var SseParser = class {
+  constructor() {
+    this.buffer = "";
+    this.data = [];
+  }
+  feed(chunk) {
+    this.buffer += chunk;
+    const events = [];
+    let start = 0;
+    for (; ; ) {
+      const match = /\r\n|\r|\n/.exec(this.buffer.slice(start));
+      if (!match) break;
+      if (match[0] === "\r" && start + match.index + 1 === this.buffer.length) break;
+      const line = this.buffer.slice(start, start + match.index);
+      start += match.index + match[0].length;
+      if (line === "") {
+        if (this.data.length || this.id !== void 0) {
+          events.push({ data: this.data.length ? this.data.join("\n") : void 0, id: this.id });
+        }
+        this.data = [];
+        this.id = void 0;
+        continue;
+      }
+      if (line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "data") this.data.push(value);
+      else if (field === "id" && !value.includes("\0")) this.id = value;
+    }
+    this.buffer = this.buffer.slice(start);
+    return events;
+  }
+};
+function sseTransport(url, idleTimeout = 45e3, fetchFn = (...a) => globalThis.fetch(...a)) {
+  return (request, sink) => {
+    const abort = new AbortController();
+    let done = false;
+    let idle;
+    const finish = (info) => {
+      clearTimeout(idle);
+      if (done) return;
+      done = true;
+      abort.abort();
+      sink.closed(info);
+    };
+    const watchdog = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => finish({ reason: "idle stream" }), idleTimeout);
+    };
+    (async () => {
+      const res = await fetchFn(urlWith(url, request), {
+        headers: { accept: "text/event-stream" },
+        cache: "no-store",
+        signal: abort.signal
+      });
+      const type = res.headers.get("content-type") ?? "";
+      if (!res.ok || !res.body || !type.startsWith("text/event-stream")) {
+        return finish({ code: res.status, reason: `HTTP ${res.status}` });
+      }
+      if (done) return;
+      sink.opened();
+      watchdog();
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      const parser = new SseParser();
+      for (; ; ) {
+        const { value, done: end } = await reader.read();
+        if (done) return;
+        if (end) return finish({ reason: "stream ended" });
+        watchdog();
+        for (const event of parser.feed(decoder.decode(value, { stream: true }))) {
+          if (event.data !== void 0) {
+            for (const m of parseMessages(event.data)) {
+              if (done) return;
+              sink.message(m);
+            }
+          }
+          if (done) return;
+          if (event.id) sink.cursor(event.id);
+        }
+      }
+    })().catch((e) => finish({ reason: String(e) }));
+    return {
+      name: "sse",
+      close() {
+        done = true;
+        clearTimeout(idle);
+        abort.abort();
+      }
+    };
+  };
+}
+
+// src/transports/ws.ts
+function websocketTransport(url, Socket = globalThis.WebSocket) {
+  return (request, sink) => {
+    let done = false;
+    const finish = (info) => {
+      if (done) return;
+      done = true;
+      sink.closed(info);
+    };
+    const subscribe = (r) => JSON.stringify(buildSubscribe(r.app, r.channels, (name) => r.channels[name].since));
+    let ws;
+    try {
+      if (!Socket) throw new Error("no WebSocket here");
+      ws = new Socket(url);
+    } catch (e) {
+      queueMicrotask(() => finish({ reason: String(e) }));
+      return { name: "websocket", close: () => void (done = true) };
+    }
+    ws.onopen = () => {
+      if (done) return;
+      sink.opened();
+      ws.send(subscribe(request));
+    };
+    ws.onmessage = (e) => {
+      if (done || typeof e.data !== "string") return;
+      for (const m of parseMessages(e.data)) {
+        if (done) return;
+        sink.message(m);
+      }
+    };
+    ws.onclose = (e) => finish({ code: e.code, reason: e.reason });
+    ws.onerror = () => {
+      if (ws.readyState === ws.CLOSED) finish({});
+    };
+    return {
+      name: "websocket",
+      resubscribe(r) {
+        if (done || ws.readyState !== ws.OPEN) return false;
+        ws.send(subscribe(r));
+        return true;
+      },
+      close() {
+        done = true;
+        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+        try {
+          ws.close(1e3);
+        } catch {
+        }
+      }
+    };
+  };
+}
+
+// src/client.ts
+function transportUrls(options) {
+  const loc = globalThis.location;
+  const ws = options.url ?? (loc ? `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws` : void 0);
+  if (!ws) throw new Error("Chouquette: `url` is required outside a page");
+  const http = (path) => {
+    const u = new URL(ws, loc?.href);
+    u.protocol = u.protocol === "wss:" ? "https:" : u.protocol === "ws:" ? "http:" : u.protocol;
+    u.pathname = /\/ws\/?$/.test(u.pathname) ? u.pathname.replace(/ws\/?$/, path) : `${u.pathname.replace(/\/$/, "")}/${path}`;
+    return u.toString();
+  };
+  return { websocket: ws, sse: options.sseUrl ?? http("sse"), poll: options.pollUrl ?? http("poll") };
+}
+var Chouquette = class extends Emitter {
+  constructor(options = {}) {
+    super();
+    this.options = options;
+    /** This client's id among the tabs sharing a connection. */
+    this.tab = uuid();
+    /** The latest state event. */
+    this.state = { state: "closed" };
+    this.seen = new ResumeState();
+    this.started = false;
+    this.closed = false;
+    this.refreshing = false;
+    this.cleanup = [];
+    if (!options.subscription && !options.getSubscription) {
+      throw new Error("Chouquette: give `subscription` or `getSubscription`");
+    }
+    this.refreshBackoff = new Backoff(options.backoff ?? DEFAULT_BACKOFF);
+  }
+  /** Fetches the subscription (if needed) and connects; resolves once it is sent on its way. */
+  async connect() {
+    if (this.started) return;
+    this.started = true;
+    this.state = { state: "connecting" };
+    this.emit("state", this.state);
+    const message = await this.obtain();
+    if (!message || this.closed) return;
+    this.message = message;
+    this.port = this.makePort();
+    this.watchPage();
+    this.port.put(this.request(), this.visible());
+  }
+  /** Closes the connection (or leaves the shared one) for good. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    for (const undo of this.cleanup) undo();
+    this.port?.close();
+    this.state = { state: "closed", reason: "closed" };
+    this.emit("state", this.state);
+  }
+  /** Where each channel stands (for debugging and tests). */
+  since(channel) {
+    return this.seen.since(channel);
+  }
+  // Messages from the hub (this tab's, or the leader tab's)
+  deliver(m) {
+    if (this.closed) return;
+    switch (m.class) {
+      case "data": {
+        const d = m;
+        if (this.seen.accept(d)) this.emit(d.snapshot ? "snapshot" : "data", d);
+        return;
+      }
+      case "ack":
+      case "_position":
+        this.seen.acknowledge(m);
+        if (m.class === "ack") this.refreshBackoff.reset();
+        return;
+      case "reset": {
+        const reason = String(m.reason ?? "");
+        this.seen.reset(m.channel, reason);
+        if (reason !== "shutdown") this.emit("reset", { reason, channel: m.channel, message: m });
+        return;
+      }
+      case "error": {
+        const code = String(m.code ?? "error");
+        if (code === "token_expired" && this.options.getSubscription) {
+          this.refresh();
+          return;
+        }
+        this.emit("error", { code, message: String(m.message ?? ""), channel: m.channel, ref: m.ref });
+        return;
+      }
+      default:
+        this.emit("message", m);
+    }
+  }
+  setState(s) {
+    this.state = s;
+    this.emit("state", s);
+  }
+  resubscribe() {
+    if (this.message && !this.closed) this.port?.put(this.request(), this.visible());
+  }
+  // Internals
+  /** The subscription to send: the backend's, with `since` for every channel this client has a position for. */
+  request() {
+    const m = this.message;
+    const channels = {};
+    for (const [name, c] of Object.entries(m.channels)) {
+      const since = this.seen.since(name);
+      const { since: _old, ...rest } = c;
+      channels[name] = since ? { ...rest, since } : rest;
+    }
+    return { ...m, channels };
+  }
+  /** The subscribe message, from the options or the backend (retried with backoff). */
+  async obtain() {
+    const { subscription, getSubscription } = this.options;
+    if (!getSubscription) return subscription;
+    for (; ; ) {
+      if (this.closed) return void 0;
+      try {
+        const m = await getSubscription();
+        if (validSubscribe(m)) return m;
+        throw new Error("getSubscription did not give a subscribe message");
+      } catch (e) {
+        this.emit("error", { code: "subscription_failed", message: String(e?.message ?? e) });
+        await new Promise((r) => setTimeout(r, this.refreshBackoff.next()));
+      }
+    }
+  }
+  /** A token expired: get a fresh subscription and resume with `since`. */
+  refresh() {
+    if (this.refreshing || this.closed) return;
+    this.refreshing = true;
+    const delay = this.refreshBackoff.attempt ? this.refreshBackoff.next() : (this.refreshBackoff.next(), 0);
+    setTimeout(async () => {
+      const m = await this.obtain();
+      this.refreshing = false;
+      if (!m || this.closed) return;
+      this.message = m;
+      this.port?.put(this.request(), this.visible());
+    }, delay);
+  }
+  makePort() {
+    const o = this.options;
+    const urls = transportUrls(o);
+    const order = o.transports?.length ? o.transports : ["websocket", "sse", "poll"];
+    const hub = {
+      factories: {
+        websocket: websocketTransport(urls.websocket),
+        sse: sseTransport(urls.sse, o.sseIdleTimeout),
+        poll: pollTransport(urls.poll, o.pollTimeout)
+      },
+      order,
+      fallbackAfter: o.fallbackAfter ?? 2,
+      backoff: o.backoff ?? DEFAULT_BACKOFF,
+      hiddenTimeout: o.hiddenTimeout,
+      pollUrl: urls.poll
+    };
+    const owner = {
+      tab: this.tab,
+      deliver: (m) => this.deliver(m),
+      state: (s) => this.setState(s),
+      resubscribe: () => this.resubscribe()
+    };
+    if (o.shared && typeof BroadcastChannel !== "undefined") {
+      const name = typeof o.shared === "string" ? o.shared : "default";
+      return new SharedPort(name, hub, owner);
+    }
+    return new LocalPort(hub, owner);
+  }
+  visible() {
+    return typeof document === "undefined" || document.visibilityState !== "hidden";
+  }
+  watchPage() {
+    if (typeof document === "undefined" || typeof addEventListener === "undefined") return;
+    const onVisibility = () => this.port?.visibility(this.visible());
+    const onHide = (e) => {
+      if (!e.persisted && this.options.shared) this.close();
+    };
+    document.addEventListener("visibilitychange", onVisibility);
+    addEventListener("pagehide", onHide);
+    this.cleanup.push(
+      () => document.removeEventListener("visibilitychange", onVisibility),
+      () => removeEventListener("pagehide", onHide)
+    );
+  }
+};
+export {
+  Chouquette,
+  Emitter,
+  transportUrls
+};

@@ -1,0 +1,82 @@
+// The supervision demo in Chromium: `chouquette demo` really runs, Roger's
+// page only ever receives borne B1 (and only its critical alarms), VB's page
+// receives the whole fleet. Saves a screenshot of each view.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { JS_ROOT, REPO, freePort, launchBrowser, waitFor } from './harness.mjs';
+
+const ARTIFACTS = join(JS_ROOT, 'test', 'artifacts');
+let demo;
+let exited;
+let origin;
+let browser;
+
+before(async () => {
+  const binary = process.env.CHOUQUETTE_BIN ?? join(REPO, 'target', 'debug', 'chouquette');
+  if (!existsSync(binary)) throw new Error(`no gateway binary at ${binary}: run cargo build -p chouquette`);
+  const [pub, internal] = [await freePort(), await freePort()];
+  demo = spawn(binary, ['demo', '--public', `127.0.0.1:${pub}`, '--internal', `127.0.0.1:${internal}`,
+                        '--rate', '60'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  exited = new Promise((r) => demo.once('exit', (code) => r(code)));
+  let out = '';
+  demo.stdout.on('data', (c) => { out += c; });
+  demo.stderr.on('data', () => {});
+  await waitFor('the demo to print its URL', () => out.includes('open http://'), 20_000);
+  origin = `http://127.0.0.1:${pub}`;
+  assert.ok(out.includes(`open ${origin}/`), out);
+  browser = await launchBrowser();
+  mkdirSync(ARTIFACTS, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+  if (demo && demo.exitCode === null) {
+    demo.kill('SIGTERM');
+    assert.equal(await exited, 0, 'the demo exits 0 on SIGTERM');
+  }
+});
+
+async function view(user) {
+  const page = await browser.browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${origin}/?user=${user}`);
+  return { page, errors };
+}
+
+const received = (page) => page.evaluate(() => window.__demo.received);
+
+test("Roger only ever receives borne B1, and only its critical alarms", async () => {
+  const { page, errors } = await view('roger');
+  // Live (not snapshot) events for B1 arrive at ~1/8 of the demo's rate.
+  await waitFor('Roger to receive live events', async () =>
+    (await received(page)).filter((m) => !m.snapshot).length >= 8, 30_000);
+  const all = await received(page);
+  assert.ok(all.length >= 8);
+  for (const m of all) {
+    assert.ok(m.keywords.includes('borne:B1'), `Roger received ${JSON.stringify(m)}`);
+    if (m.kind === 'alarm') assert.ok(m.keywords.includes('level:critical'), JSON.stringify(m));
+  }
+  const offsets = all.filter((m) => !m.snapshot).map((m) => m.offset);
+  assert.deepEqual(offsets, [...offsets].sort((a, b) => a - b), 'offsets in order');
+  assert.equal(new Set(offsets).size, offsets.length, 'no duplicates');
+  assert.equal(await page.locator('#bornes tbody tr').count(), 1, 'one row: B1');
+  await page.screenshot({ path: join(ARTIFACTS, 'demo-roger.png') });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('VB receives the whole fleet', async () => {
+  const { page, errors } = await view('vb');
+  await waitFor('the fleet snapshot', async () =>
+    (await page.locator('#bornes tbody tr').count()) === 200, 20_000);
+  await waitFor('events of other bornes', async () =>
+    (await received(page)).some((m) => !m.snapshot && !m.keywords.includes('borne:B1')), 20_000);
+  await page.screenshot({ path: join(ARTIFACTS, 'demo-vb.png') });
+  assert.deepEqual(errors, []);
+  await page.close();
+});

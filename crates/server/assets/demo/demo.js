@@ -1,0 +1,165 @@
+// The supervision dashboard: one user's view of the fleet, fed by the
+// Chouquette client. All data arrives through the gateway; the page only
+// asks its backend for a signed subscription (and for the current state
+// after a reset). Text goes into the page with textContent, never as HTML.
+import { Chouquette } from '/chouquette.js';
+
+const SVG = 'http://www.w3.org/2000/svg';
+// A simplified outline of mainland France and Corsica, as (longitude, latitude).
+const FRANCE = [[2.37,51.03],[1.85,50.95],[1.6,50.7],[1.55,50.2],[1.08,49.93],[0.1,49.5],[-0.4,49.3],
+  [-1.25,49.7],[-1.95,49.7],[-1.5,48.65],[-2.0,48.65],[-3.0,48.8],[-4.75,48.4],[-4.4,48.0],[-4.2,47.8],
+  [-3.35,47.7],[-2.5,47.45],[-2.2,47.25],[-2.0,46.8],[-1.2,46.15],[-1.2,45.6],[-1.25,44.65],[-1.55,43.45],
+  [-1.78,43.35],[-1.2,43.05],[0.0,42.8],[0.7,42.85],[1.45,42.6],[2.2,42.42],[3.17,42.45],[3.05,43.0],
+  [3.7,43.4],[4.6,43.35],[5.35,43.2],[5.93,43.1],[6.6,43.2],[7.25,43.68],[7.5,43.78],[7.65,44.15],
+  [6.9,44.4],[7.0,45.0],[6.8,45.8],[6.1,46.15],[6.1,46.6],[6.95,47.3],[7.58,47.58],[7.55,48.1],[7.8,48.6],
+  [8.2,48.97],[7.0,49.15],[6.4,49.47],[5.8,49.55],[4.85,50.15],[4.15,49.98],[3.6,50.35],[2.6,50.8]];
+const CORSICA = [[9.4,43.0],[9.55,42.1],[9.2,41.37],[8.6,41.7],[8.6,42.3],[8.75,42.6],[9.3,42.7]];
+const BOUNDS = { west: -5.2, east: 9.8, north: 51.3, south: 41.2 };
+
+const $ = (id) => document.getElementById(id);
+const state = { user: null, client: null, bornes: new Map(), count: 0, perSecond: new Array(60).fill(0) };
+
+function project(lon, lat) {
+  const x = (lon - BOUNDS.west) / (BOUNDS.east - BOUNDS.west) * 600;
+  // Stretch latitude by 1/cos(46.5°) so France keeps its shape.
+  const y = (BOUNDS.north - lat) / (BOUNDS.north - BOUNDS.south) * 640;
+  return [x.toFixed(1), y.toFixed(1)];
+}
+
+function drawLand() {
+  const map = $('map');
+  for (const shape of [FRANCE, CORSICA]) {
+    const path = document.createElementNS(SVG, 'polygon');
+    path.setAttribute('points', shape.map(([lon, lat]) => project(lon, lat).join(',')).join(' '));
+    path.setAttribute('class', 'land');
+    map.appendChild(path);
+  }
+}
+
+function time(iso) {
+  return (iso ? new Date(iso) : new Date()).toLocaleTimeString();
+}
+
+function upsertBorne(b, at, flash) {
+  let entry = state.bornes.get(b.uid);
+  if (!entry) {
+    const [x, y] = project(b.lon, b.lat);
+    const dot = document.createElementNS(SVG, 'circle');
+    dot.setAttribute('cx', x); dot.setAttribute('cy', y); dot.setAttribute('r', b.uid === 'B1' ? 7 : 4.5);
+    const title = document.createElementNS(SVG, 'title');
+    dot.appendChild(title);
+    $('map').appendChild(dot);
+    const row = document.createElement('tr');
+    row.dataset.uid = b.uid;
+    for (let i = 0; i < 5; i++) row.appendChild(document.createElement('td'));
+    row.children[2].className = 'status-cell';
+    row.children[2].appendChild(document.createElement('span'));
+    entry = { dot, title, row };
+    state.bornes.set(b.uid, entry);
+    const rows = [...state.bornes.values()].map((e) => e.row)
+      .sort((a, b) => Number(a.dataset.uid.slice(1)) - Number(b.dataset.uid.slice(1)));
+    $('bornes').tBodies[0].replaceChildren(...rows);
+    $('visible-count').textContent = `(${state.bornes.size} visible)`;
+  }
+  entry.dot.setAttribute('class', b.status);
+  entry.title.textContent = `${b.uid} · ${b.city} · ${b.status}`;
+  const cells = entry.row.children;
+  cells[0].textContent = b.uid; cells[1].textContent = b.city;
+  cells[2].firstChild.textContent = b.status; cells[2].firstChild.className = b.status;
+  cells[3].textContent = `${b.power_kw} kW`; cells[4].textContent = time(at);
+  if (flash) {
+    entry.row.classList.remove('flash'); void entry.row.offsetWidth; entry.row.classList.add('flash');
+  }
+}
+
+function addAlarm(text, level, at) {
+  const li = document.createElement('li');
+  li.className = level;
+  const t = document.createElement('time');
+  t.textContent = time(at);
+  li.append(t, document.createTextNode(text));
+  $('alarms').prepend(li);
+  while ($('alarms').children.length > 100) $('alarms').lastChild.remove();
+}
+
+function onEvent(message, snapshot) {
+  if (message.event_kind === 'status') {
+    upsertBorne(message.data, message.timestamp, !snapshot);
+  } else if (message.event_kind === 'alarm') {
+    const a = message.data;
+    addAlarm(`${a.level.toUpperCase()} on ${a.uid}: ${a.message}`, a.level, message.timestamp);
+  }
+  if (!snapshot) {
+    state.count += 1;
+    state.perSecond[state.perSecond.length - 1] += 1;
+    $('count').textContent = String(state.count);
+  }
+  $('offset').textContent = String(message.offset);
+  window.__demo.received.push({ offset: message.offset, kind: message.event_kind,
+                                keywords: message.keywords, snapshot: Boolean(snapshot) });
+}
+
+async function refetch() {
+  // After a reset the view may be stale: ask the backend for the truth.
+  const bornes = await fetch(`/api/bornes?user=${state.user}`).then((r) => r.json());
+  for (const b of bornes) upsertBorne(b, null, false);
+}
+
+function drawChart() {
+  state.perSecond.push(0);
+  state.perSecond.shift();
+  const max = Math.max(5, ...state.perSecond);
+  const points = state.perSecond.map((v, i) => `${(i / 59 * 600).toFixed(1)},${(130 - v / max * 120).toFixed(1)}`);
+  const chart = $('chart');
+  const line = document.createElementNS(SVG, 'polyline');
+  line.setAttribute('points', points.join(' '));
+  const label = document.createElementNS(SVG, 'text');
+  label.setAttribute('x', '4'); label.setAttribute('y', '12');
+  label.textContent = `max ${max}/s`;
+  const base = document.createElementNS(SVG, 'line');
+  base.setAttribute('x1', '0'); base.setAttribute('x2', '600'); base.setAttribute('y1', '130'); base.setAttribute('y2', '130');
+  chart.replaceChildren(base, line, label);
+}
+
+function setState(s) {
+  const el = $('state');
+  el.textContent = s.state;
+  el.className = `state ${s.state}`;
+  $('transport').textContent = s.transport ? `over ${s.transport}` : '';
+}
+
+function switchUser(user) {
+  if (state.client) state.client.close();
+  state.user = user;
+  state.count = 0;
+  for (const { dot } of state.bornes.values()) dot.remove();
+  state.bornes.clear();
+  $('bornes').tBodies[0].replaceChildren();
+  $('alarms').replaceChildren();
+  $('count').textContent = '0';
+  window.__demo.user = user;
+  window.__demo.received = [];
+  for (const b of document.querySelectorAll('.user-switch button')) {
+    b.setAttribute('aria-pressed', String(b.dataset.user === user));
+  }
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const client = new Chouquette({
+    url: `${scheme}://${location.host}/ws`,
+    getSubscription: () => fetch(`/api/get_subscription?user=${user}`).then((r) => r.json()),
+  });
+  client.on('data', (m) => onEvent(m, false));
+  client.on('snapshot', (m) => onEvent(m, true));
+  client.on('reset', (r) => { addAlarm(`reset (${r.reason}): refetching state`, 'reset'); refetch(); });
+  client.on('error', (e) => addAlarm(`error ${e.code}: ${e.message}`, 'major'));
+  client.on('state', setState);
+  client.connect();
+  state.client = client;
+}
+
+window.__demo = { user: null, received: [] };
+drawLand();
+setInterval(drawChart, 1000);
+for (const b of document.querySelectorAll('.user-switch button')) {
+  b.addEventListener('click', () => switchUser(b.dataset.user));
+}
+switchUser(new URLSearchParams(location.search).get('user') === 'roger' ? 'roger' : 'vb');
