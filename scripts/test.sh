@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): every Rust test, then the
+# browser client's unit tests and its end-to-end tests in headless Chromium
+# against a real gateway (scripts/test-js.sh installs what they need).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== Rust: unit, property and integration tests"
+cargo test --workspace --locked
+
+echo "== JavaScript client and browser tests"
+scripts/test-js.sh
