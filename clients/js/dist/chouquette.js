@@ -239,6 +239,11 @@ var Link = class {
     if (this.isOpen && this.transport.resubscribe?.(this.request(changed))) return;
     this.restart();
   }
+  /** The token in use for `channel`, while its subscription is active. */
+  token(channel) {
+    const w = this.wanted.get(channel);
+    return w?.active ? w.request.filters : void 0;
+  }
   /** Closes the connection until `resume()` (a hidden page). */
   pause(reason) {
     if (this.paused || this.stopped) return;
@@ -462,15 +467,20 @@ var Hub = class {
       group = g;
       this.groups.set(id, g);
       if (this.paused) g.link.pause("hidden");
-    } else if (!group.tabs.has(tab)) {
-      this.out.state([tab], group.link.state);
-      const fresh = Object.values(m.channels).some((c) => !c.since);
-      if (fresh) this.prime(group, tab, m);
+    }
+    let channels = m.channels;
+    if (!group.tabs.has(tab) && group.tabs.size) {
+      const link = group.link;
+      this.out.state([tab], link.state);
+      if (Object.values(m.channels).some((c) => !c.since)) this.prime(group, tab, m);
+      channels = Object.fromEntries(
+        Object.entries(m.channels).map(([name, c]) => [name, { ...c, filters: link.token(name) ?? c.filters }])
+      );
     }
     group.tabs.add(tab);
     group.owner = tab;
     this.tabGroup.set(tab, id);
-    group.link.want(m.channels);
+    group.link.want(channels);
     this.setVisible(tab, visible);
   }
   /** A tab is gone (closed, or its client closed). */
@@ -673,7 +683,7 @@ var SharedPort = class {
       (to, kind, body) => this.post(kind === "msg" ? { t: "msg", to, m: body } : { t: "state", to, s: body })
     );
     this.post({ t: "leader", tab: this.owner.tab });
-    if (this.last) this.hub.put(this.owner.tab, this.last.m, this.last.visible);
+    if (this.last) this.owner.resubscribe();
   }
   stepDown() {
     this.hub?.close();

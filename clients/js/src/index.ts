@@ -1,0 +1,18 @@
+/**
+ * @chouquette/client: the browser client of the Chouquette push gateway.
+ *
+ * ```js
+ * import { Chouquette } from '@chouquette/client';
+ * const client = new Chouquette({
+ *   url: 'wss://push.example.com/ws',
+ *   getSubscription: () => fetch('/api/get_subscription?borne=B1').then((r) => r.json()),
+ * });
+ * client.on('data', (event) => console.log(event.offset, event.data));
+ * client.on('reset', () => refetchEverything());
+ * client.connect();
+ * ```
+ */
+
+export { Chouquette, transportUrls } from './client';
+export { Emitter } from './emitter';
+export type * from './types';

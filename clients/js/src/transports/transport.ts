@@ -1,0 +1,55 @@
+/** What a transport is to the connection that drives it. */
+
+import type { ChannelRequest, ServerMessage, TransportName } from '../types';
+
+/** What to subscribe to: one app's channels, each with its `since` when resuming. */
+export interface TransportRequest {
+  app: string;
+  channels: Record<string, ChannelRequest>;
+  /** The same positions as a cursor, for SSE and long-polling. */
+  cursor?: string;
+}
+
+/** Callbacks of one transport instance. `closed` comes once, last, unless `close()` was called. */
+export interface TransportSink {
+  opened(): void;
+  message(m: ServerMessage): void;
+  cursor(cursor: string): void;
+  closed(info: { code?: number; reason?: string }): void;
+}
+
+export interface Transport {
+  readonly name: TransportName;
+  /** Subscribes again on the open connection (WebSocket only; the others reconnect). */
+  resubscribe?(request: TransportRequest): boolean;
+  /** Closes without calling `closed`. */
+  close(): void;
+}
+
+export type TransportFactory = (request: TransportRequest, sink: TransportSink) => Transport;
+
+/** Parses a text payload: one message, or an array of them (batching). */
+export function parseMessages(text: string): ServerMessage[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return [];
+  }
+  return toMessages(value);
+}
+
+/** The messages in a decoded payload: one object, or an array of them. */
+export function toMessages(value: unknown): ServerMessage[] {
+  const list = Array.isArray(value) ? value : [value];
+  return list.filter((m): m is ServerMessage => !!m && typeof m === 'object' && typeof (m as ServerMessage).class === 'string');
+}
+
+/** `?sub=<token>&sub=...&cursor=...` plus extra parameters. */
+export function urlWith(base: string, request: TransportRequest, extra: Record<string, string> = {}): string {
+  const url = new URL(base, globalThis.location?.href);
+  for (const c of Object.values(request.channels)) url.searchParams.append('sub', c.filters);
+  if (request.cursor) url.searchParams.set('cursor', request.cursor);
+  for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, v);
+  return url.toString();
+}

@@ -1,0 +1,128 @@
+/** The public types of the Chouquette client (wire protocol `chouquette.v1`). */
+
+/** A transport, in the order the client tries them by default. */
+export type TransportName = 'websocket' | 'sse' | 'poll';
+
+/** Where a channel's stream stands: its epoch and the last offset seen. */
+export interface Since {
+  epoch: string;
+  offset: number;
+}
+
+/** One channel of a subscribe message, as the backend signed it. */
+export interface ChannelRequest {
+  /** The subscription token (HS256 JWT). */
+  filters: string;
+  /** Added by the client when it resumes. */
+  since?: Since;
+  [extra: string]: unknown;
+}
+
+/** The subscribe message a backend hands its page (the Webchouquette flow). */
+export interface SubscribeMessage {
+  class: 'subscribe';
+  app_id: string;
+  uuid?: string;
+  channels: Record<string, ChannelRequest>;
+}
+
+/** Any message from the gateway. */
+export interface ServerMessage {
+  class: string;
+  timestamp?: string;
+  uuid?: string;
+  ref?: string;
+  channel?: string;
+  [field: string]: unknown;
+}
+
+/** An event of a channel (`class: "data"`). */
+export interface DataMessage extends ServerMessage {
+  class: 'data';
+  channel: string;
+  offset: number;
+  event_kind: string;
+  keywords: string[];
+  data: unknown;
+  /** True for last-known-state messages sent before the `ack`. */
+  snapshot?: boolean;
+}
+
+/** `reset`: the view of `channel` (or of every channel) may be stale: refetch it. */
+export interface ResetEvent {
+  reason: string;
+  channel?: string;
+  message: ServerMessage;
+}
+
+/** `error`: from the gateway (its `code`), or from the client itself. */
+export interface ErrorEvent {
+  code: string;
+  message: string;
+  channel?: string;
+  ref?: string;
+}
+
+export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** `state`: where the connection stands, and over which transport. */
+export interface StateEvent {
+  state: ConnectionState;
+  transport?: TransportName;
+  /** Why it closed or reconnects (`shutdown`, `hidden`, a close reason...). */
+  reason?: string;
+  /** WebSocket close code or HTTP status, when there was one. */
+  code?: number;
+  /** Reconnection attempt (1, 2, ...) and the delay before it, in ms. */
+  attempt?: number;
+  delay?: number;
+}
+
+/** Every event a client emits, and its payload. */
+export interface ClientEvents {
+  data: DataMessage;
+  snapshot: DataMessage;
+  reset: ResetEvent;
+  error: ErrorEvent;
+  state: StateEvent;
+  /** Any other message class (presence, lattice, result...). */
+  message: ServerMessage;
+}
+
+export interface BackoffOptions {
+  /** First retry within [0, base) ms; default 500. */
+  base?: number;
+  /** The ceiling of the delay, in ms; default 30000. */
+  max?: number;
+}
+
+export interface ChouquetteOptions {
+  /** WebSocket URL, e.g. `wss://push.example.com/ws`; default: `/ws` of the page's origin. */
+  url?: string;
+  /** SSE URL; default: `url` with an http(s) scheme and `/sse` for `/ws`. */
+  sseUrl?: string;
+  /** Long-polling URL; default: `url` with an http(s) scheme and `/poll` for `/ws`. */
+  pollUrl?: string;
+  /** A subscribe message, used as is (it cannot be refreshed when its tokens expire). */
+  subscription?: SubscribeMessage;
+  /** Fetches a subscribe message from the backend; called again when a token expires. */
+  getSubscription?: () => Promise<SubscribeMessage> | SubscribeMessage;
+  /** Transports to use, in order of preference; default `['websocket', 'sse', 'poll']`. */
+  transports?: TransportName[];
+  /** Failed connection attempts of a transport that never opened before trying the next; default 2. */
+  fallbackAfter?: number;
+  /** Reconnection backoff (exponential, full jitter). */
+  backoff?: BackoffOptions;
+  /**
+   * Share one connection among the tabs of this origin (a leader tab holds it
+   * and relays over a BroadcastChannel). `true`, or a string naming the
+   * group; default false.
+   */
+  shared?: boolean | string;
+  /** Close the connection after the page has been hidden this many ms; resume when shown. Default: never. */
+  hiddenTimeout?: number;
+  /** Long-poll wait asked of the gateway, in seconds; default 25. */
+  pollTimeout?: number;
+  /** An SSE stream silent this long (no event, no heartbeat) is reopened; default 45000 ms. */
+  sseIdleTimeout?: number;
+}

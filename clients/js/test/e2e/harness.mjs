@@ -1,0 +1,208 @@
+// Helpers of the browser tests: a real gateway process, tokens, publishing, Chromium.
+import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const JS_ROOT = resolve(here, '..', '..');
+export const REPO = resolve(JS_ROOT, '..', '..');
+export const APP = 'bluelib';
+export const CHANNEL = 'bornes';
+export const SECRET = 's3cret-current';
+export const API_KEY = 'pub-key';
+export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor(what, check, timeoutMs = 10_000, everyMs = 50) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+export function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', fail);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+const b64url = (x) => Buffer.from(x).toString('base64url');
+
+/** An HS256 JWT. */
+export function sign(claims, secret = SECRET) {
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify(claims));
+  const mac = createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${mac}`;
+}
+
+/** The subscribe message a backend would give a page watching `bornes` (by their uid keyword). */
+export function subscription(bornes, ttlSecs = 600) {
+  const token = sign({
+    app_id: APP,
+    channel: CHANNEL,
+    filters: { '*': { borne: bornes } },
+    exp: Math.floor(Date.now() / 1000) + ttlSecs,
+  });
+  return { class: 'subscribe', app_id: APP, channels: { [CHANNEL]: { filters: token } } };
+}
+
+/** A gateway process on fixed ports (so that it can be restarted on the same ones). */
+export class Gateway {
+  constructor() {
+    this.dir = mkdtempSync(join(tmpdir(), 'chouquette-e2e-'));
+    this.pages = join(this.dir, 'pages');
+    mkdirSync(this.pages);
+    copyFileSync(join(JS_ROOT, 'dist', 'chouquette.js'), join(this.pages, 'chouquette.js'));
+    copyFileSync(join(here, 'pages', 'index.html'), join(this.pages, 'index.html'));
+    this.binary = process.env.CHOUQUETTE_BIN ?? join(REPO, 'target', 'debug', 'chouquette');
+    if (!existsSync(this.binary)) throw new Error(`no gateway binary at ${this.binary}: run cargo build -p chouquette`);
+    this.logs = [];
+  }
+
+  async start() {
+    if (!this.public) {
+      this.public = await freePort();
+      this.internal = await freePort();
+      this.config = join(this.dir, 'chouquette.toml');
+      writeFileSync(this.config, [
+        '[listen]',
+        `public = "127.0.0.1:${this.public}"`,
+        `internal = "127.0.0.1:${this.internal}"`,
+        '[static]',
+        `dir = ${JSON.stringify(this.pages)}`,
+        '[[apps]]',
+        `id = "${APP}"`,
+        `secrets = ["${SECRET}"]`,
+        `api_key = "${API_KEY}"`,
+        `[apps.channels.${CHANNEL}]`,
+        'history = 1000',
+        'keep_state = true',
+        '',
+      ].join('\n'));
+    }
+    this.process = spawn(this.binary, ['serve', '--config', this.config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const keep = (chunk) => {
+      this.logs.push(chunk.toString());
+      if (this.logs.length > 200) this.logs.shift();
+    };
+    this.process.stdout.on('data', keep);
+    this.process.stderr.on('data', keep);
+    this.exited = new Promise((r) => this.process.once('exit', (code, signal) => r({ code, signal })));
+    await waitFor('the gateway to be ready', async () => {
+      if (this.process.exitCode !== null) throw new Error(`gateway exited: ${this.logs.join('')}`);
+      try {
+        return (await fetch(`http://127.0.0.1:${this.internal}/healthz`)).ok;
+      } catch {
+        return false;
+      }
+    }, 20_000);
+  }
+
+  get origin() {
+    return `http://127.0.0.1:${this.public}`;
+  }
+
+  /** SIGTERM, and the exit status. */
+  async stop() {
+    if (!this.process || this.process.exitCode !== null || this.process.signalCode !== null) return this.exited;
+    this.process.kill('SIGTERM');
+    const timer = setTimeout(() => this.process.kill('SIGKILL'), 10_000);
+    const status = await this.exited;
+    clearTimeout(timer);
+    return status;
+  }
+
+  async dispose() {
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** Publishes one event to `borne`; returns its offset. */
+  async publish(borne, data = {}, { key } = {}) {
+    const res = await fetch(`http://127.0.0.1:${this.internal}/api/v1/publish`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        app_id: APP, channel: CHANNEL, event_kind: 'status', keywords: [`borne:${borne}`],
+        ...(key ? { key } : {}), data: { uid: borne, ...data },
+      }),
+    });
+    if (!res.ok) throw new Error(`publish: HTTP ${res.status} ${await res.text()}`);
+    return (await res.json()).offset;
+  }
+
+  async metric(name) {
+    const text = await (await fetch(`http://127.0.0.1:${this.internal}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    return line === undefined ? undefined : Number(line.split(' ')[1]);
+  }
+}
+
+/**
+ * Headless Chromium with a fresh profile. playwright-core refuses
+ * `--user-data-dir` in `launch()`: it always gives the browser a new temporary
+ * profile of its own (and removes it on close). The temp folder below is
+ * where it goes (TMPDIR), so nothing is left behind.
+ */
+export async function launchBrowser() {
+  if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: run scripts/install-browser.sh`);
+  const profile = mkdtempSync(join(tmpdir(), 'chouquette-chromium-'));
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+    ],
+    env: { ...process.env, TMPDIR: profile },
+    timeout: 30_000,
+  });
+  return {
+    browser,
+    async close() {
+      await browser.close().catch(() => {});
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A page of `context` running the client from the gateway's origin. The
+ * page's `getSubscription` asks this process, which signs with the given
+ * bornes and ttl (changeable through `page.sub`).
+ */
+export async function openPage(context, gateway, { bornes, ttlSecs = 600 } = {}) {
+  const page = await context.newPage();
+  page.sub = { bornes, ttlSecs, calls: 0 };
+  await page.exposeFunction('nodeGetSubscription', () => {
+    page.sub.calls += 1;
+    return subscription(page.sub.bornes, page.sub.ttlSecs);
+  });
+  page.on('pageerror', (e) => console.error('page error:', e));
+  await page.goto(`${gateway.origin}/index.html`);
+  await page.waitForFunction(() => window.ready === true);
+  return page;
+}
+
+/** Starts a client in the page; `options` go to `new Chouquette` (getSubscription is added). */
+export async function startClient(page, options = {}) {
+  await page.evaluate((o) => window.startClient(o), options);
+}
+
+export const received = (page) => page.evaluate(() => window.log.data.map((m) => m.offset));
+export const pageLog = (page) => page.evaluate(() => window.log);
