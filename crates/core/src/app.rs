@@ -32,6 +32,19 @@ impl Default for ChannelPolicy {
     }
 }
 
+/// Whether `given` equals `expected`, compared in time that does not depend
+/// on where the two differ (API and admin keys).
+pub fn keys_match(expected: &str, given: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
 /// One app (tenant).
 #[derive(Debug, Clone)]
 pub struct App {
@@ -53,17 +66,9 @@ impl App {
     /// Whether `key` is this app's publish key, compared in time that does
     /// not depend on where the two differ.
     pub fn accepts_api_key(&self, key: &str) -> bool {
-        let Some(expected) = self.api_key.as_deref() else {
-            return false;
-        };
-        let (a, b) = (expected.as_bytes(), key.as_bytes());
-        let mut diff = a.len() ^ b.len();
-        for i in 0..a.len().max(b.len()) {
-            let x = a.get(i).copied().unwrap_or(0);
-            let y = b.get(i).copied().unwrap_or(0);
-            diff |= usize::from(x ^ y);
-        }
-        diff == 0
+        self.api_key
+            .as_deref()
+            .is_some_and(|expected| keys_match(expected, key))
     }
 
     /// The policy in force for `channel`.

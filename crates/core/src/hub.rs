@@ -81,7 +81,7 @@ impl Hub {
         drop(channels);
         subs.index.insert(id, &subscriber.filter);
         subs.subscribers.insert(id, subscriber);
-        self.telemetry.subscription_added();
+        self.telemetry.subscription_added(&channel.app);
         id
     }
 
@@ -94,7 +94,7 @@ impl Hub {
         let mut guard = write(&subs);
         if let Some(sub) = guard.subscribers.remove(&id) {
             guard.index.remove(id, &sub.filter);
-            self.telemetry.subscription_removed();
+            self.telemetry.subscription_removed(&channel.app);
         }
         if guard.subscribers.is_empty() {
             channels.remove(channel);

@@ -22,6 +22,7 @@
 
 pub mod app;
 pub mod broker;
+pub mod connections;
 pub mod filter;
 pub mod history;
 pub mod hub;
@@ -31,5 +32,6 @@ pub mod outbox;
 pub mod publication;
 pub mod recovery;
 pub mod session;
+pub mod switches;
 pub mod telemetry;
 pub mod token;

@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use crate::app::Apps;
 use crate::broker::{Broker, BrokerError, PublishFailure};
+use crate::connections::Registry;
 use crate::hub::Hub;
 use crate::publication::{ChannelId, EventError, NewEvent, Position};
+use crate::switches::Switches;
 use crate::telemetry::Telemetry;
 
 /// Limits every session obeys.
@@ -76,6 +78,8 @@ impl PublishError {
 
 /// One node's shared state.
 pub struct Node {
+    /// This node's id (config `[node] id`, or hostname-pid).
+    pub id: Arc<str>,
     /// Configured apps.
     pub apps: Apps,
     /// This node's subscriptions.
@@ -86,11 +90,16 @@ pub struct Node {
     pub telemetry: Arc<Telemetry>,
     /// Per-session limits.
     pub limits: SessionLimits,
+    /// Kill switches in force. Publishing ignores them.
+    pub switches: Switches,
+    /// Open connections, for operators.
+    pub connections: Registry,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
+            .field("id", &self.id)
             .field("broker", &self.broker.kind())
             .field("limits", &self.limits)
             .finish_non_exhaustive()

@@ -16,6 +16,14 @@ use tokio::sync::Notify;
 /// `slot` value for frames that are not a channel's event (no dedup).
 pub const NO_SLOT: u32 = u32::MAX;
 
+/// A control signal to the connection, beside its frames (see
+/// [`Outbox::signal`]): bits, so several may wait at once.
+pub type Signals = u8;
+/// Re-check every subscription against the kill switches.
+pub const SIGNAL_SWITCHES: Signals = 1;
+/// Close the connection (an operator's disconnect).
+pub const SIGNAL_DISCONNECT: Signals = 2;
+
 /// One queued frame.
 #[derive(Debug, Clone)]
 pub struct Outbound {
@@ -52,6 +60,7 @@ struct Inner {
     queue: VecDeque<Outbound>,
     overflowed: bool,
     closed: bool,
+    signals: Signals,
 }
 
 /// A bounded multi-producer, single-consumer frame queue.
@@ -98,6 +107,23 @@ impl Outbox {
             self.notify.notify_one();
         }
         Pushed::Queued
+    }
+
+    /// Raises control signals and wakes the connection. Signals never take
+    /// a queue slot, so a full outbox cannot lose them.
+    pub fn signal(&self, signals: Signals) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        inner.signals |= signals;
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// Takes the signals raised since the last call.
+    pub fn take_signals(&self) -> Signals {
+        std::mem::take(&mut self.lock().signals)
     }
 
     /// Moves up to `max` queued frames into `out` and says whether the queue overflowed.
@@ -164,6 +190,10 @@ mod tests {
     #[tokio::test]
     async fn drain_in_order_and_wake() {
         let outbox = std::sync::Arc::new(Outbox::new(10));
+        outbox.signal(SIGNAL_SWITCHES);
+        outbox.ready().await;
+        assert_eq!(outbox.take_signals(), SIGNAL_SWITCHES);
+        assert_eq!(outbox.take_signals(), 0);
         let o2 = outbox.clone();
         let waiter = tokio::spawn(async move { o2.ready().await });
         outbox.push(item(1));

@@ -6,6 +6,11 @@
 //! already sent. Replies to a subscribe are ordered: per channel an `error`,
 //! or a `reset` (resume impossible) or the replayed events / snapshots; then
 //! one `ack` for the message; then live events.
+//!
+//! Each session registers a [`Connection`] with the node: the holders of its
+//! subscriptions (token `sub` and `groups`) and its identity, so operators
+//! can find it. Kill switches and disconnects reach the session as outbox
+//! signals, handled in [`Session::take_live`] before any queued frame.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,12 +22,15 @@ use chouquette_protocol::server::{self, AckChannel, ErrorContext};
 use chouquette_protocol::{CloseCode, ErrorCode, ResetReason};
 
 use crate::app::App;
+pub use crate::connections::Identity;
+use crate::connections::{Connection, Holder, Transport};
 use crate::filter::Filter;
 use crate::hub::{SubId, Subscriber};
 use crate::node::Node;
-use crate::outbox::{NO_SLOT, Outbound, Outbox};
+use crate::outbox::{NO_SLOT, Outbound, Outbox, SIGNAL_DISCONNECT, SIGNAL_SWITCHES};
 use crate::publication::{ChannelId, valid_name};
 use crate::recovery::Cursor;
+use crate::switches::Switch;
 use crate::token::{self, Claims, Requirements, TokenError};
 
 /// Seconds since the Unix epoch, now.
@@ -39,19 +47,6 @@ pub enum Verdict {
     Continue,
     /// Write the replies, then close with this code and reason.
     Close(CloseCode, &'static str),
-}
-
-/// The identity given by a `connect` token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The app.
-    pub app: Arc<str>,
-    /// The user or device id.
-    pub user: String,
-    /// Its groups.
-    pub groups: Vec<String>,
-    /// When the identity expires.
-    pub exp: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -75,17 +70,28 @@ pub struct Position {
     pub offset: u64,
 }
 
-/// The outbox overflowed: close the connection as a slow consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflowed;
+/// Why the connection must close, found while taking live frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The outbox overflowed: close as a slow consumer.
+    Overflowed,
+    /// An operator disconnected this connection, with this reason.
+    Disconnected(Box<str>),
+}
 
 /// One connection's protocol state.
 #[derive(Debug)]
 pub struct Session {
     node: Arc<Node>,
     outbox: Arc<Outbox>,
+    connection: Arc<Connection>,
     slots: Vec<Option<Slot>>,
-    identity: Option<Identity>,
+    /// Where subscriptions ended by the gateway (token expiry, a switch)
+    /// stood, so a URL transport's cursor still lets them resume once the
+    /// client subscribes again. At most one per channel; bounded by the
+    /// subscription limit.
+    ended: Vec<Position>,
+    identity: Option<Arc<Identity>>,
     bad_messages: u32,
 }
 
@@ -112,13 +118,18 @@ fn token_refusal(e: TokenError) -> Refusal {
 }
 
 impl Session {
-    /// A session for a new connection.
-    pub fn new(node: Arc<Node>) -> Session {
+    /// A session for a new connection over `transport`.
+    pub fn new(node: Arc<Node>, transport: Transport) -> Session {
         let outbox = Arc::new(Outbox::new(node.limits.outbox_capacity));
+        let connection = node
+            .connections
+            .open(transport, outbox.clone(), node.telemetry.clone());
         Session {
             node,
             outbox,
+            connection,
             slots: Vec::new(),
+            ended: Vec::new(),
             identity: None,
             bad_messages: 0,
         }
@@ -131,7 +142,7 @@ impl Session {
 
     /// The connection's identity, once a `connect` succeeded.
     pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_ref()
+        self.identity.as_deref()
     }
 
     /// Active subscriptions.
@@ -235,8 +246,12 @@ impl Session {
             })
         }) {
             Ok(identity) => {
-                self.identity = Some(identity);
+                let identity = Arc::new(identity);
+                self.identity = Some(identity.clone());
+                self.connection.set_identity(Some(identity));
                 out.push(server::ack(reference, None));
+                // The identity may bring existing subscriptions into a switch's scope.
+                self.apply_switches(out);
             }
             Err(r) => self.error(out, r.code, &r.message, ctx),
         }
@@ -321,6 +336,22 @@ impl Session {
         }
         let channel = ChannelId::new(&app.id, name);
         let slot = self.free_slot();
+        // Recorded before the switches are read: a switch put in force after
+        // this check finds the holder and signals this session.
+        self.connection.add(Holder {
+            slot,
+            channel: channel.clone(),
+            user: claims.sub.as_deref().map(Into::into),
+            groups: claims.groups.clone().into_boxed_slice(),
+        });
+        if let Some(switch) = self.blocking(slot) {
+            self.connection.remove(slot);
+            self.node.telemetry.disabled_refusal();
+            return Err(Refusal::new(
+                ErrorCode::Disabled,
+                format!("switched off by an operator ({switch})"),
+            ));
+        }
         let filter = Arc::new(filter);
         // Registered before history is read: see the recovery module.
         let sub_id = self.node.hub.subscribe(
@@ -342,6 +373,7 @@ impl Session {
             Ok(r) => r,
             Err(e) => {
                 self.node.hub.unsubscribe(&channel, sub_id);
+                self.connection.remove(slot);
                 return Err(Refusal::new(ErrorCode::Unavailable, e.to_string()));
             }
         };
@@ -357,6 +389,7 @@ impl Session {
                 });
             }
         }
+        self.ended.retain(|p| p.channel != channel);
         self.slots[slot as usize] = Some(Slot {
             channel,
             sub_id,
@@ -383,11 +416,47 @@ impl Session {
     }
 
     fn drop_channel(&mut self, name: &str) {
-        for entry in &mut self.slots {
-            if entry.as_ref().is_some_and(|s| &*s.channel.name == name)
-                && let Some(slot) = entry.take()
+        self.ended.retain(|p| &*p.channel.name != name);
+        for i in 0..self.slots.len() {
+            if self.slots[i]
+                .as_ref()
+                .is_some_and(|s| &*s.channel.name == name)
             {
-                self.node.hub.unsubscribe(&slot.channel, slot.sub_id);
+                self.release(i);
+            }
+        }
+    }
+
+    /// Ends the subscription in slot `i` (hub and connection), returning it.
+    fn release(&mut self, i: usize) -> Option<Slot> {
+        let slot = self.slots.get_mut(i)?.take()?;
+        self.node.hub.unsubscribe(&slot.channel, slot.sub_id);
+        self.connection.remove(i as u32);
+        Some(slot)
+    }
+
+    /// The switch in force that covers the subscription in `slot`, if any.
+    fn blocking(&self, slot: u32) -> Option<Switch> {
+        let switches = &self.node.switches;
+        self.connection
+            .with_subject(slot, |subject| switches.blocking(subject))
+            .flatten()
+    }
+
+    /// Ends every subscription a switch in force covers, each with a
+    /// `reset` reason `disabled` naming its channel.
+    pub fn apply_switches(&mut self, out: &mut Vec<Bytes>) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].is_none() || self.blocking(i as u32).is_none() {
+                continue;
+            }
+            if let Some(slot) = self.release(i) {
+                self.remember_end(&slot);
+                self.node.telemetry.disabled_reset();
+                out.push(server::reset(
+                    Some(&slot.channel.name),
+                    ResetReason::Disabled,
+                ));
             }
         }
     }
@@ -404,14 +473,24 @@ impl Session {
         }
     }
 
-    /// Moves up to `max` live frames that are new to their subscription from
-    /// the outbox into `out`; returns how many frames were taken.
-    pub fn take_live(&mut self, out: &mut Vec<Bytes>, max: usize) -> Result<usize, Overflowed> {
+    /// Handles the outbox's signals, then moves up to `max` live frames that
+    /// are new to their subscription from the outbox into `out`; returns how
+    /// many frames were taken or produced (`reset`s of switched-off channels).
+    pub fn take_live(&mut self, out: &mut Vec<Bytes>, max: usize) -> Result<usize, Stop> {
+        let signals = self.outbox.take_signals();
+        if signals & SIGNAL_DISCONNECT != 0 {
+            return Err(Stop::Disconnected(self.connection.disconnect_reason()));
+        }
+        let before = out.len();
+        if signals & SIGNAL_SWITCHES != 0 {
+            self.apply_switches(out);
+        }
+        let produced = out.len() - before;
         let mut batch = Vec::new();
         if self.outbox.drain(&mut batch, max) == crate::outbox::State::Overflowed {
-            return Err(Overflowed);
+            return Err(Stop::Overflowed);
         }
-        let taken = batch.len();
+        let taken = batch.len() + produced;
         out.extend(
             batch
                 .into_iter()
@@ -421,13 +500,27 @@ impl Session {
         Ok(taken)
     }
 
-    /// Where every active subscription stands.
+    /// Where every subscription stands: the active ones, and those the
+    /// gateway ended (expired token, switch) that the client may renew.
     pub fn positions(&self) -> impl Iterator<Item = Position> + '_ {
-        self.slots.iter().flatten().map(|s| Position {
-            channel: s.channel.clone(),
-            epoch: s.epoch.clone(),
-            offset: s.cursor.last(),
-        })
+        self.slots
+            .iter()
+            .flatten()
+            .map(|s| Position {
+                channel: s.channel.clone(),
+                epoch: s.epoch.clone(),
+                offset: s.cursor.last(),
+            })
+            .chain(self.ended.iter().cloned())
+    }
+
+    fn remember_end(&mut self, slot: &Slot) {
+        self.ended.retain(|p| p.channel != slot.channel);
+        self.ended.push(Position {
+            channel: slot.channel.clone(),
+            epoch: slot.epoch.clone(),
+            offset: slot.cursor.last(),
+        });
     }
 
     /// The earliest `exp` among subscriptions, if any.
@@ -441,8 +534,8 @@ impl Session {
             let expired = self.slots[i]
                 .as_ref()
                 .is_some_and(|s| s.exp.is_some_and(|exp| exp <= now));
-            if expired && let Some(slot) = self.slots[i].take() {
-                self.node.hub.unsubscribe(&slot.channel, slot.sub_id);
+            if expired && let Some(slot) = self.release(i) {
+                self.remember_end(&slot);
                 let ctx = ErrorContext {
                     channel: Some(&slot.channel.name),
                     ..ErrorContext::default()
@@ -463,6 +556,7 @@ impl Session {
         for slot in self.slots.drain(..).flatten() {
             self.node.hub.unsubscribe(&slot.channel, slot.sub_id);
         }
+        self.node.connections.close(&self.connection);
     }
 }
 

@@ -59,6 +59,8 @@ pub enum ConfigError {
 pub struct Config {
     /// Listener addresses.
     pub listen: Listen,
+    /// This node.
+    pub node: NodeConfig,
     /// Admin API settings.
     pub admin: Admin,
     /// The broker.
@@ -99,12 +101,44 @@ impl Default for Listen {
     }
 }
 
+/// `[node]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// The node's id in admin answers and logs; default `hostname-pid`.
+    pub id: Option<String>,
+}
+
+impl NodeConfig {
+    /// The configured id, or `hostname-pid`.
+    pub fn id_or_default(&self) -> String {
+        match &self.id {
+            Some(id) => id.clone(),
+            None => format!("{}-{}", hostname(), std::process::id()),
+        }
+    }
+}
+
+/// The host's name, as the kernel knows it (or `$HOSTNAME`, or `localhost`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// `[admin]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
-    /// Bearer key for `/admin` routes; without it they are disabled.
+    /// Bearer key for `/admin` routes; without it they answer 404.
     pub key: Option<String>,
+    /// Where kill switches are kept across restarts; none: in memory only.
+    pub state_file: Option<std::path::PathBuf>,
+    /// Where admin actions are appended as JSON lines; none: log only.
+    pub audit_file: Option<std::path::PathBuf>,
 }
 
 /// Which broker implementation.
@@ -494,6 +528,22 @@ impl Config {
         if self.admin.key.as_deref().is_some_and(str::is_empty) {
             push(Some("key"), "admin.key must not be empty".into());
         }
+        if let Some(id) = &self.node.id
+            && !valid_name(id)
+        {
+            push(
+                Some("id"),
+                format!("node.id `{id}` must be letters, digits and `_-.:@/`"),
+            );
+        }
+        for (name, path) in [
+            ("state_file", &self.admin.state_file),
+            ("audit_file", &self.admin.audit_file),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                push(Some(name), format!("admin.{name} must not be empty"));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for app in &self.apps {
             let at = format!("\"{}\"", app.id);
@@ -567,8 +617,13 @@ mod tests {
 public = "127.0.0.1:8080"
 internal = "127.0.0.1:8081"
 
+[node]
+id = "gw-1"
+
 [admin]
 key = "admin-key"
+state_file = "/var/lib/chouquette/switches.json"
+audit_file = "/var/log/chouquette/audit.jsonl"
 
 [broker]
 kind = "memory"
@@ -605,6 +660,17 @@ keep_state = true
         assert!(app.channel_policy("bornes").keep_state);
         assert!(!app.channel_policy("other").keep_state);
         assert_eq!(app.secrets.len(), 2);
+        assert_eq!(c.node.id_or_default(), "gw-1");
+        assert!(c.admin.state_file.is_some());
+    }
+
+    #[test]
+    fn node_id_defaults_to_host_and_pid() {
+        let c = load("", &[]).expect("valid");
+        let id = c.node.id_or_default();
+        assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+        let p = problems("[node]\nid = \"two words\"\n");
+        assert_eq!(p[0].line, Some(2), "{p:?}");
     }
 
     #[test]

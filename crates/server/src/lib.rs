@@ -5,6 +5,7 @@
 //! binary is a thin command line over this library.
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -13,5 +14,6 @@ pub mod logging;
 pub mod serve;
 pub mod shutdown;
 pub mod static_files;
+pub mod switch_store;
 pub mod testkit;
 pub mod transport;

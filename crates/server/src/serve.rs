@@ -18,12 +18,16 @@ use axum::serve::ListenerExt;
 use chouquette_core::broker::MemoryBroker;
 use chouquette_core::hub::Hub;
 use chouquette_core::node::Node;
+use chouquette_core::switches::{Switch, Switches};
 use chouquette_core::telemetry::{CloseReason, Telemetry};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::api::admin::AdminState;
+use crate::audit::{Audit, AuditError};
 use crate::config::Config;
 use crate::shutdown::{Shutdown, Trigger};
+use crate::switch_store::{StoreError, SwitchStore};
 use crate::transport::{Settings, poll, sse, ws};
 use crate::{api, static_files};
 
@@ -38,6 +42,8 @@ pub struct Shared {
     pub shutdown: Shutdown,
     /// Publish body limit.
     pub max_publish_bytes: usize,
+    /// The admin API's key, state file and audit log.
+    pub admin: Arc<AdminState>,
 }
 
 impl Shared {
@@ -74,6 +80,12 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The kill switch state file (`[admin] state_file`) cannot be used.
+    #[error("kill switch state: {0}")]
+    State(#[from] StoreError),
+    /// The audit file (`[admin] audit_file`) cannot be opened.
+    #[error("{0}")]
+    Audit(#[from] AuditError),
 }
 
 /// A started node.
@@ -156,15 +168,25 @@ pub async fn start_with(
     config: Config,
     extra: impl FnOnce(&Arc<Node>) -> Option<Router>,
 ) -> Result<Running, StartError> {
-    let telemetry = Arc::new(Telemetry::default());
+    let apps = config.apps();
+    let telemetry = Arc::new(Telemetry::with_apps(apps.iter().map(|a| a.id.clone())));
     let hub = Arc::new(Hub::new(telemetry.clone()));
     let broker = Arc::new(MemoryBroker::new(hub.clone(), config.broker.max_channels));
+    let store = config.admin.state_file.clone().map(SwitchStore::new);
+    let switches: Vec<Switch> = match &store {
+        Some(store) => store.load()?,
+        None => Vec::new(),
+    };
+    let audit = Audit::open(config.admin.audit_file.clone())?;
     let node = Arc::new(Node {
-        apps: config.apps(),
+        id: config.node.id_or_default().into(),
+        apps,
         hub,
         broker,
         telemetry: telemetry.clone(),
         limits: config.session_limits(),
+        switches: Switches::new(switches),
+        connections: Default::default(),
     });
     let extra_routes = extra(&node);
     let (trigger, shutdown) = Shutdown::new(telemetry);
@@ -179,6 +201,7 @@ pub async fn start_with(
         }),
         shutdown: shutdown.clone(),
         max_publish_bytes: config.limits.max_publish_bytes,
+        admin: Arc::new(AdminState::new(config.admin.key.clone(), store, audit)),
     };
     let public_listener = bind(config.listen.public).await?;
     let internal_listener = bind(config.listen.internal).await?;
@@ -198,7 +221,8 @@ pub async fn start_with(
         grace,
         public_routes,
     ));
-    tracing::info!(%public, %internal, broker = node.broker.kind(), "chouquette listening");
+    tracing::info!(%public, %internal, node = %node.id, broker = node.broker.kind(),
+        switches = node.switches.len(), "chouquette listening");
     Ok(Running {
         public,
         internal,

@@ -23,6 +23,8 @@ pub const SECRET: &str = "s3cret-current";
 pub const OLD_SECRET: &str = "s3cret-previous";
 /// API key of [`BASE_CONFIG`].
 pub const API_KEY: &str = "pub-key";
+/// Admin key of [`BASE_CONFIG`].
+pub const ADMIN_KEY: &str = "admin-key";
 
 /// A config with one app, `bornes` keeping state and 1000 events of history.
 pub const BASE_CONFIG: &str = r#"
@@ -187,6 +189,63 @@ impl TestNode {
         })
     }
 
+    /// GETs an admin path with `key` (none: no `Authorization`); status and JSON body.
+    pub async fn admin_get_with(&self, key: Option<&str>, path: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.internal_url());
+        let (status, text) = self.http.get(&url, key).await.expect("admin get");
+        (status, parse_body(text))
+    }
+
+    /// GETs an admin path with [`ADMIN_KEY`].
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        self.admin_get_with(Some(ADMIN_KEY), path).await
+    }
+
+    /// POSTs a JSON body to an admin path with `key`; status and JSON body.
+    pub async fn admin_post_with(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.internal_url());
+        let (status, text) = self
+            .http
+            .post_json(&url, key, body.to_string().into_bytes())
+            .await
+            .expect("admin post");
+        (status, parse_body(text))
+    }
+
+    /// POSTs a JSON body to an admin path with [`ADMIN_KEY`].
+    pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.admin_post_with(ADMIN_KEY, path, body).await
+    }
+
+    /// GETs a path (with its query) on the public listener.
+    pub async fn get_public(&self, path_and_query: &str) -> (u16, String) {
+        self.http
+            .get(
+                &format!("http://{}{path_and_query}", self.running.public),
+                None,
+            )
+            .await
+            .expect("get")
+    }
+
+    /// One long-poll: `/poll?sub=..&cursor=..&timeout=..`; the parsed answer.
+    pub async fn poll(
+        &self,
+        tokens: &[&str],
+        cursor: Option<&str>,
+        timeout_secs: u64,
+    ) -> (u16, Value) {
+        let mut query: Vec<(&str, &str)> = tokens.iter().map(|t| ("sub", *t)).collect();
+        if let Some(c) = cursor {
+            query.push(("cursor", c));
+        }
+        let timeout = timeout_secs.to_string();
+        query.push(("timeout", &timeout));
+        let query = serde_urlencoded::to_string(&query).expect("query");
+        let (status, body) = self.get_public(&format!("/poll?{query}")).await;
+        (status, parse_body(body))
+    }
+
     /// GETs a path on the internal listener.
     pub async fn get(&self, path: &str) -> (u16, String) {
         self.http
@@ -194,6 +253,10 @@ impl TestNode {
             .await
             .expect("get")
     }
+}
+
+fn parse_body(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
 fn position(answer: &Value) -> (String, u64) {

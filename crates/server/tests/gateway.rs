@@ -12,6 +12,8 @@
 #[path = "gateway/common.rs"]
 mod common;
 
+#[path = "gateway/admin.rs"]
+mod admin;
 #[path = "gateway/events.rs"]
 mod events;
 #[path = "gateway/filters.rs"]
@@ -32,5 +34,9 @@ mod shutdown;
 mod slow_consumer;
 #[path = "gateway/subscribe.rs"]
 mod subscribe;
+#[path = "gateway/switches.rs"]
+mod switches;
 #[path = "gateway/tokens.rs"]
 mod tokens;
+#[path = "gateway/url_transports.rs"]
+mod url_transports;

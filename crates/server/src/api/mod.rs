@@ -1,15 +1,17 @@
-//! The internal listener: publish API, health and metrics.
+//! The internal listener: publish API, admin API, health and metrics.
 //!
 //! `/api/v1/...` requires `Authorization: Bearer <api_key>` of the app named
-//! in the request; `/metrics`, `/healthz` and `/readyz` are open on this
-//! listener, which must not be exposed publicly.
+//! in the request; `/admin/...` the admin key (see `admin`); `/metrics`,
+//! `/healthz` and `/readyz` are open on this listener, which must not be
+//! exposed publicly.
 
+pub mod admin;
 mod publish;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -37,13 +39,22 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
         .into_response()
 }
 
+/// The key of an `Authorization: Bearer <key>` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
 /// The internal router.
 pub fn router(shared: Shared) -> Router {
+    let body_limit = DefaultBodyLimit::max(shared.max_publish_bytes);
     Router::new()
-        .route(
-            "/api/v1/publish",
-            post(publish::publish).layer(DefaultBodyLimit::max(shared.max_publish_bytes)),
-        )
+        .route("/api/v1/publish", post(publish::publish).layer(body_limit))
+        .merge(admin::router(body_limit))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -5,19 +5,22 @@
 //! per event, or a JSON error: 400 `bad_message`, 401/403 `not_allowed`,
 //! 404 `unknown_app`, 413 `bad_message` (body too large), 503 `unavailable`
 //! (never accepted-then-dropped), 507 when a channel bound is hit.
+//!
+//! `POST /admin/publish` runs the same code with the admin key standing in
+//! for every app's API key ([`Caller::Admin`]).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chouquette_core::broker::BrokerError;
 use chouquette_core::node::PublishError;
 use chouquette_core::publication::NewEvent;
 use serde_json::value::RawValue;
 
-use super::{ErrorBody, error_response};
+use super::{ErrorBody, bearer, error_response};
 use crate::serve::Shared;
 
 fn indexed(status: StatusCode, code: &str, message: &str, index: usize) -> Response {
@@ -32,13 +35,13 @@ fn indexed(status: StatusCode, code: &str, message: &str, index: usize) -> Respo
         .into_response()
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+/// On whose authority events are published.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    /// A backend, with this key: it must be the API key of every event's app.
+    Backend(&'a str),
+    /// An operator, already authorized by the admin key.
+    Admin,
 }
 
 /// Parses the body as one event or an array of events; says which it was.
@@ -67,29 +70,38 @@ pub async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let telemetry = &shared.node.telemetry;
-    let response = match body {
-        Ok(body) => answer(&shared, &headers, &body).await,
-        Err(rejection) => error_response(rejection.status(), "bad_message", &rejection.body_text()),
-    };
-    if !response.status().is_success() {
-        telemetry.publish_rejected();
-    }
-    response
-}
-
-async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
-    if body.len() > shared.max_publish_bytes {
-        let message = format!("body larger than {} bytes", shared.max_publish_bytes);
-        return error_response(StatusCode::PAYLOAD_TOO_LARGE, "bad_message", &message);
-    }
-    let Some(key) = bearer(headers) else {
+    let Some(key) = bearer(&headers) else {
+        shared.node.telemetry.publish_rejected();
         return error_response(
             StatusCode::UNAUTHORIZED,
             "not_allowed",
             "missing `Authorization: Bearer <api key>`",
         );
     };
+    publish_as(&shared, Caller::Backend(key), body).await
+}
+
+/// Publishes `body` on behalf of `caller`; counts refusals.
+pub async fn publish_as(
+    shared: &Shared,
+    caller: Caller<'_>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let response = match body {
+        Ok(body) => answer(shared, caller, &body).await,
+        Err(rejection) => error_response(rejection.status(), "bad_message", &rejection.body_text()),
+    };
+    if !response.status().is_success() {
+        shared.node.telemetry.publish_rejected();
+    }
+    response
+}
+
+async fn answer(shared: &Shared, caller: Caller<'_>, body: &[u8]) -> Response {
+    if body.len() > shared.max_publish_bytes {
+        let message = format!("body larger than {} bytes", shared.max_publish_bytes);
+        return error_response(StatusCode::PAYLOAD_TOO_LARGE, "bad_message", &message);
+    }
     let (events, batch) = match parse(body) {
         Ok(parsed) => parsed,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
@@ -98,7 +110,9 @@ async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
         let Some(app) = shared.node.apps.get(&event.app_id) else {
             return indexed(StatusCode::NOT_FOUND, "unknown_app", "unknown app", index);
         };
-        if !app.accepts_api_key(key) {
+        if let Caller::Backend(key) = caller
+            && !app.accepts_api_key(key)
+        {
             return indexed(
                 StatusCode::FORBIDDEN,
                 "not_allowed",

@@ -14,7 +14,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use chouquette_core::session::{Overflowed, Session};
+use chouquette_core::connections::Transport;
+use chouquette_core::session::{Session, unix_now};
 use chouquette_protocol::{ResetReason, server};
 
 use super::url;
@@ -31,7 +32,7 @@ pub async fn poll(State(shared): State<Shared>, RawQuery(query): RawQuery) -> Re
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
     };
     let _guard = shared.shutdown.connection();
-    let mut session = Session::new(shared.node.clone());
+    let mut session = Session::new(shared.node.clone(), Transport::Poll);
     let mut messages = Vec::new();
     url::subscribe_all(&mut session, &request, &mut messages).await;
     if request.cursor.is_some() {
@@ -66,6 +67,7 @@ async fn wait_for_live(
     let mut stop = shared.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        let expiry = session.next_expiry().map(super::deadline);
         tokio::select! {
             biased;
             _ = stop.stopped() => {
@@ -73,7 +75,14 @@ async fn wait_for_live(
                 return;
             }
             _ = outbox.ready() => {
-                if session.take_live(messages, usize::MAX) == Err(Overflowed) || !messages.is_empty() {
+                // Overflowed or disconnected: answer with what there is.
+                if session.take_live(messages, usize::MAX).is_err() || !messages.is_empty() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(expiry.unwrap_or(deadline)), if expiry.is_some() => {
+                session.expire(unix_now(), messages);
+                if !messages.is_empty() {
                     return;
                 }
             }

@@ -18,7 +18,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use chouquette_core::session::{Overflowed, Session, unix_now};
+use chouquette_core::connections::Transport;
+use chouquette_core::session::{Session, Stop, unix_now};
 use chouquette_core::telemetry::{CloseReason, Telemetry};
 use chouquette_protocol::{ResetReason, server};
 use tokio::sync::mpsc;
@@ -115,7 +116,7 @@ impl Sender {
 async fn run(shared: Shared, request: UrlRequest, tx: mpsc::Sender<Bytes>) {
     let _guard = shared.shutdown.connection();
     let mut stop = shared.shutdown.clone();
-    let mut session = Session::new(shared.node.clone());
+    let mut session = Session::new(shared.node.clone(), Transport::Sse);
     let outbox = session.outbox().clone();
     let telemetry = shared.node.telemetry.clone();
     let sender = Sender {
@@ -145,11 +146,20 @@ async fn run(shared: Shared, request: UrlRequest, tx: mpsc::Sender<Bytes>) {
                 break;
             }
             _ = outbox.ready() => {
-                if session.take_live(&mut messages, usize::MAX) == Err(Overflowed)
-                    || !sender.batch(&session, &mut messages).await
-                {
-                    telemetry.closed_by_gateway(CloseReason::SlowConsumer);
-                    break;
+                match session.take_live(&mut messages, usize::MAX) {
+                    Err(Stop::Disconnected(_)) => {
+                        telemetry.closed_by_gateway(CloseReason::Disconnected);
+                        break;
+                    }
+                    Err(Stop::Overflowed) => {
+                        telemetry.closed_by_gateway(CloseReason::SlowConsumer);
+                        break;
+                    }
+                    Ok(_) if !sender.batch(&session, &mut messages).await => {
+                        telemetry.closed_by_gateway(CloseReason::SlowConsumer);
+                        break;
+                    }
+                    Ok(_) => {}
                 }
             }
             _ = sleep_until(next_beat) => {

@@ -5,7 +5,8 @@
 //! once), the socket (client messages), and the next token expiry. Every
 //! write has a deadline; a client that cannot take its frames in time, or
 //! whose outbox overflows, is closed with 1013 `slow_consumer` and resumes
-//! with `since` on reconnect.
+//! with `since` on reconnect. An operator's disconnect closes with 1008 and
+//! the operator's reason.
 
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use chouquette_core::session::{Overflowed, Session, Verdict, unix_now};
+use chouquette_core::connections::Transport;
+use chouquette_core::session::{Session, Stop, Verdict, unix_now};
 use chouquette_core::telemetry::CloseReason;
 use chouquette_protocol::server::ErrorContext;
 use chouquette_protocol::{CloseCode, ErrorCode, ResetReason, server};
@@ -41,6 +43,8 @@ enum End {
     Misbehaving(CloseCode, &'static str),
     /// A frame over the hard limit.
     TooLarge,
+    /// An operator disconnected the user, with this reason.
+    Disconnected(Box<str>),
 }
 
 /// Upgrades to WebSocket, unless the node is full or stopping.
@@ -61,7 +65,7 @@ pub async fn upgrade(State(shared): State<Shared>, ws: WebSocketUpgrade) -> Resp
 async fn run(mut socket: WebSocket, shared: Shared) {
     let _guard = shared.shutdown.connection();
     let mut stop = shared.shutdown.clone();
-    let mut session = Session::new(shared.node.clone());
+    let mut session = Session::new(shared.node.clone(), Transport::Ws);
     let outbox = session.outbox().clone();
     let write_timeout = shared.settings.write_timeout;
     let mut replies: Vec<Bytes> = Vec::new();
@@ -121,7 +125,8 @@ async fn flush_outbox(
     let mut frames: Vec<Bytes> = Vec::new();
     loop {
         match session.take_live(&mut frames, BATCH) {
-            Err(Overflowed) => return Err(End::SlowConsumer),
+            Err(Stop::Overflowed) => return Err(End::SlowConsumer),
+            Err(Stop::Disconnected(reason)) => return Err(End::Disconnected(reason)),
             Ok(0) => return Ok(()),
             Ok(_) => write(socket, frames.drain(..), shared, limit).await?,
         }
@@ -162,6 +167,7 @@ async fn write(
 async fn finish(mut socket: WebSocket, mut session: Session, end: End, shared: &Shared) {
     let telemetry = &shared.node.telemetry;
     let short = Duration::from_secs(1);
+    let disconnect_reason;
     let (code, reason, last): (CloseCode, &str, Vec<Bytes>) = match end {
         End::Gone => {
             session.end();
@@ -183,6 +189,11 @@ async fn finish(mut socket: WebSocket, mut session: Session, end: End, shared: &
         End::SlowConsumer => {
             telemetry.closed_by_gateway(CloseReason::SlowConsumer);
             (CloseCode::TryAgainLater, "slow_consumer", Vec::new())
+        }
+        End::Disconnected(reason) => {
+            telemetry.closed_by_gateway(CloseReason::Disconnected);
+            disconnect_reason = reason;
+            (CloseCode::PolicyViolation, &*disconnect_reason, Vec::new())
         }
         End::Misbehaving(code, reason) => {
             telemetry.closed_by_gateway(CloseReason::Misbehaving);
@@ -207,7 +218,7 @@ async fn finish(mut socket: WebSocket, mut session: Session, end: End, shared: &
     // rest of a frame over the size limit).
     let close = Message::Close(Some(CloseFrame {
         code: code.code(),
-        reason: Utf8Bytes::from(reason),
+        reason: Utf8Bytes::from(reason.to_string()),
     }));
     let frames = last
         .into_iter()

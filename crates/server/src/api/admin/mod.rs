@@ -1,0 +1,198 @@
+//! The admin API (`/admin/...` on the internal listener): status, kill
+//! switches, disconnects, connection listings and test publishes.
+//!
+//! Every route requires `Authorization: Bearer <[admin] key>`, compared in
+//! constant time: no header is 401, a wrong key 403 (`not_allowed`). Without
+//! `[admin] key` configured, every `/admin` route answers 404 with a JSON
+//! error saying so. Each action is audited (`crate::audit`) and counted.
+
+mod status;
+mod switches;
+mod users;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chouquette_core::app::keys_match;
+use chouquette_core::telemetry::AdminAction;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::error_response;
+use crate::audit::{Actor, Audit, fingerprint};
+use crate::serve::Shared;
+use crate::switch_store::SwitchStore;
+
+/// What the admin routes share.
+#[derive(Debug)]
+pub struct AdminState {
+    key: Option<String>,
+    fingerprint: String,
+    store: Option<SwitchStore>,
+    audit: Audit,
+    started: Instant,
+    /// Switch changes one at a time: compute, persist, apply.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl AdminState {
+    /// The admin state: key, state file (already loaded into the node), audit log.
+    pub fn new(key: Option<String>, store: Option<SwitchStore>, audit: Audit) -> AdminState {
+        AdminState {
+            fingerprint: key.as_deref().map(fingerprint).unwrap_or_default(),
+            key,
+            store,
+            audit,
+            started: Instant::now(),
+            changes: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// The admin routes; `body_limit` bounds `/admin/publish` like `/api/v1/publish`.
+pub fn router(body_limit: DefaultBodyLimit) -> Router<Shared> {
+    Router::new()
+        .route("/admin/status", get(status::status))
+        .route(
+            "/admin/switches",
+            get(switches::list).post(switches::change),
+        )
+        .route("/admin/disconnect", post(users::disconnect))
+        .route("/admin/connections", get(users::connections))
+        .route("/admin/publish", post(publish).layer(body_limit))
+}
+
+/// A refused admin request: status, error code and message, answered as
+/// the internal API's JSON error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refused {
+        Refused {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_message(message: impl Into<String>) -> Refused {
+        Refused::new(StatusCode::BAD_REQUEST, "bad_message", message)
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        error_response(self.status, self.code, &self.message)
+    }
+}
+
+/// An authorized operator: the extractor that guards every admin route.
+pub struct Operator(pub Actor);
+
+impl FromRequestParts<Shared> for Operator {
+    type Rejection = Refused;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Operator, Refused> {
+        let admin = &shared.admin;
+        let Some(expected) = admin.key.as_deref() else {
+            return Err(Refused::new(
+                StatusCode::NOT_FOUND,
+                "not_allowed",
+                "the admin API is off: no `[admin] key` is configured",
+            ));
+        };
+        let refuse = |status, message| {
+            shared.node.telemetry.admin_denied();
+            Err(Refused::new(status, "not_allowed", message))
+        };
+        match super::bearer(&parts.headers) {
+            None => refuse(
+                StatusCode::UNAUTHORIZED,
+                "missing `Authorization: Bearer <admin key>`",
+            ),
+            Some(key) if !keys_match(expected, key) => {
+                refuse(StatusCode::FORBIDDEN, "wrong admin key")
+            }
+            Some(_) => {
+                let remote = parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+                Ok(Operator(Actor {
+                    who: admin.fingerprint.clone(),
+                    remote,
+                }))
+            }
+        }
+    }
+}
+
+/// Parses a JSON body strictly; a bad one is 400 `bad_message`.
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Refused> {
+    let body = body.map_err(|r| Refused::new(r.status(), "bad_message", r.body_text()))?;
+    serde_json::from_slice(&body).map_err(|e| Refused::bad_message(e.to_string()))
+}
+
+/// Refuses an app that is not configured: 404 `unknown_app`.
+fn known_app(shared: &Shared, app: &str) -> Result<(), Refused> {
+    match shared.node.apps.get(app) {
+        Some(_) => Ok(()),
+        None => Err(Refused::new(
+            StatusCode::NOT_FOUND,
+            "unknown_app",
+            "unknown app",
+        )),
+    }
+}
+
+/// Counts and audits one action.
+async fn record(shared: &Shared, actor: &Actor, action: AdminAction, detail: &Value) {
+    shared.node.telemetry.admin_action(action);
+    shared.admin.audit.record(actor, action, detail).await;
+}
+
+/// `POST /admin/publish`: a test publish, same body and answer as
+/// `/api/v1/publish`, authorized by the admin key instead of the app's.
+async fn publish(
+    Operator(actor): Operator,
+    State(shared): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let summary = body
+        .as_ref()
+        .ok()
+        .map_or(Value::Null, |b| publish_summary(b));
+    let response = super::publish::publish_as(&shared, super::publish::Caller::Admin, body).await;
+    let detail = json!({"status": response.status().as_u16(), "events": summary});
+    record(&shared, &actor, AdminAction::Publish, &detail).await;
+    response
+}
+
+/// For the audit line: app, channel and kind of (at most 16 of) the events.
+fn publish_summary(body: &[u8]) -> Value {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return Value::Null;
+    };
+    let events = match value {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    events
+        .iter()
+        .take(16)
+        .map(|e| json!({"app_id": e["app_id"], "channel": e["channel"], "event_kind": e["event_kind"]}))
+        .collect()
+}

@@ -1,0 +1,127 @@
+//! One user's connections on this node: `GET /admin/connections?app=&user=`
+//! lists them, `POST /admin/disconnect` closes them.
+//!
+//! A connection belongs to a user of an app when its `connect` identity is
+//! that user, or any of its subscriptions' tokens has that `sub`. Finding
+//! them scans the node's connections (operator actions are rare).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use chouquette_core::connections::Connection;
+use chouquette_core::telemetry::AdminAction;
+use chouquette_protocol::server::timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Operator, Refused, json_body, known_app, record};
+use crate::serve::Shared;
+
+/// Longest close reason sent, in bytes (a close frame holds 123).
+pub const MAX_REASON_BYTES: usize = 120;
+
+const DEFAULT_REASON: &str = "disconnected by an operator";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    app: String,
+    user: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserQuery {
+    app: String,
+    user: String,
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn checked_user(shared: &Shared, app: &str, user: &str) -> Result<(), Refused> {
+    known_app(shared, app)?;
+    if user.is_empty() {
+        return Err(Refused::bad_message("`user` must not be empty"));
+    }
+    Ok(())
+}
+
+fn user_connections(shared: &Shared, app: &str, user: &str) -> Vec<Arc<Connection>> {
+    let mut found: Vec<_> = shared
+        .node
+        .connections
+        .snapshot()
+        .into_iter()
+        .filter(|c| c.held_by(app, user))
+        .collect();
+    found.sort_by_key(|c| c.id());
+    found
+}
+
+/// `POST /admin/disconnect`: answers `{"disconnected": N}`.
+pub async fn disconnect(
+    Operator(actor): Operator,
+    State(shared): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Refused> {
+    let body: DisconnectBody = json_body(body)?;
+    checked_user(&shared, &body.app, &body.user)?;
+    let reason = truncate(
+        body.reason.as_deref().unwrap_or(DEFAULT_REASON),
+        MAX_REASON_BYTES,
+    );
+    let found = user_connections(&shared, &body.app, &body.user);
+    for connection in &found {
+        connection.disconnect(reason);
+    }
+    let detail = json!({"app": body.app, "user": body.user, "reason": reason,
+                        "disconnected": found.len()});
+    record(&shared, &actor, AdminAction::Disconnect, &detail).await;
+    Ok(Json(json!({"disconnected": found.len()})).into_response())
+}
+
+/// `GET /admin/connections?app=...&user=...`.
+pub async fn connections(
+    _: Operator,
+    State(shared): State<Shared>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Refused> {
+    let query: UserQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| Refused::bad_message(format!("expected `?app=...&user=...`: {e}")))?;
+    checked_user(&shared, &query.app, &query.user)?;
+    let node = &shared.node.id;
+    let list: Vec<Value> = user_connections(&shared, &query.app, &query.user)
+        .iter()
+        .map(|c| {
+            let s = c.summary(&query.app);
+            json!({"id": s.id, "node": node, "transport": s.transport.as_str(),
+                   "since": timestamp(s.since), "subscriptions": s.channels})
+        })
+        .collect();
+    Ok(Json(json!({"node": node, "connections": list})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("abc", 2), "ab");
+        assert_eq!(truncate("é", 1), "");
+        assert_eq!(truncate(&"x".repeat(300), MAX_REASON_BYTES).len(), 120);
+    }
+}
