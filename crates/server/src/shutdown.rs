@@ -18,6 +18,7 @@ pub struct Shutdown {
 #[derive(Debug)]
 struct Live {
     count: AtomicUsize,
+    next_id: std::sync::atomic::AtomicU64,
     drained: Notify,
     telemetry: Arc<Telemetry>,
 }
@@ -26,10 +27,17 @@ struct Live {
 #[derive(Debug)]
 pub struct ConnectionGuard {
     live: Arc<Live>,
+    id: u64,
+    transport: &'static str,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        tracing::debug!(
+            id = self.id,
+            transport = self.transport,
+            "connection closed"
+        );
         self.live.telemetry.connection_closed();
         if self.live.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.live.drained.notify_waiters();
@@ -56,6 +64,7 @@ impl Shutdown {
         let (tx, stop) = watch::channel(false);
         let live = Arc::new(Live {
             count: AtomicUsize::new(0),
+            next_id: std::sync::atomic::AtomicU64::new(1),
             drained: Notify::new(),
             telemetry,
         });
@@ -73,12 +82,16 @@ impl Shutdown {
         let _ = self.stop.wait_for(|s| *s).await;
     }
 
-    /// Counts a connection until the guard drops.
-    pub fn connection(&self) -> ConnectionGuard {
+    /// Counts a connection of `transport` until the guard drops.
+    pub fn connection(&self, transport: &'static str) -> ConnectionGuard {
         self.live.count.fetch_add(1, Ordering::AcqRel);
         self.live.telemetry.connection_opened();
+        let id = self.live.next_id.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(id, transport, "connection opened");
         ConnectionGuard {
             live: self.live.clone(),
+            id,
+            transport,
         }
     }
 

@@ -31,7 +31,7 @@ pub async fn poll(State(shared): State<Shared>, RawQuery(query): RawQuery) -> Re
         Ok(r) => r,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
     };
-    let _guard = shared.shutdown.connection();
+    let _guard = shared.shutdown.connection("poll");
     let mut session = Session::new(shared.node.clone(), Transport::Poll);
     let mut messages = Vec::new();
     url::subscribe_all(&mut session, &request, &mut messages).await;

@@ -114,7 +114,7 @@ impl Sender {
 }
 
 async fn run(shared: Shared, request: UrlRequest, tx: mpsc::Sender<Bytes>) {
-    let _guard = shared.shutdown.connection();
+    let _guard = shared.shutdown.connection("sse");
     let mut stop = shared.shutdown.clone();
     let mut session = Session::new(shared.node.clone(), Transport::Sse);
     let outbox = session.outbox().clone();

@@ -35,6 +35,8 @@ const BATCH: usize = 256;
 enum End {
     /// The client closed, or the socket failed.
     Gone,
+    /// The client sent a close frame: answer it, completing the handshake.
+    ClientClosed,
     /// The node is stopping.
     Shutdown,
     /// Outbox overflow or a write past its deadline.
@@ -63,7 +65,7 @@ pub async fn upgrade(State(shared): State<Shared>, ws: WebSocketUpgrade) -> Resp
 }
 
 async fn run(mut socket: WebSocket, shared: Shared) {
-    let _guard = shared.shutdown.connection();
+    let _guard = shared.shutdown.connection("websocket");
     let mut stop = shared.shutdown.clone();
     let mut session = Session::new(shared.node.clone(), Transport::Ws);
     let outbox = session.outbox().clone();
@@ -81,7 +83,8 @@ async fn run(mut socket: WebSocket, shared: Shared) {
             }
             message = socket.recv() => {
                 let verdict = match message {
-                    None | Some(Ok(Message::Close(_))) => break End::Gone,
+                    None => break End::Gone,
+                    Some(Ok(Message::Close(_))) => break End::ClientClosed,
                     Some(Err(e)) => break if is_capacity(e) { End::TooLarge } else { End::Gone },
                     // Boxed: handling a message is rare next to idling, and its future is
                     // large; inline, it would sit in every idle connection's task.
@@ -171,6 +174,13 @@ async fn finish(mut socket: WebSocket, mut session: Session, end: End, shared: &
     let (code, reason, last): (CloseCode, &str, Vec<Bytes>) = match end {
         End::Gone => {
             session.end();
+            return;
+        }
+        End::ClientClosed => {
+            session.end();
+            // The reply to the client's close frame is queued by the
+            // WebSocket layer; flushing sends it, so the client sees a clean close.
+            let _ = timeout(short, socket.flush()).await;
             return;
         }
         End::Shutdown => {
