@@ -57,6 +57,12 @@ export interface ErrorEvent {
     channel?: string;
     ref?: string;
 }
+/**
+ * `open`: the subscription is in effect, so every event published from then
+ * on reaches the client (over WebSocket, once the gateway has answered the
+ * subscribe message; for a tab joining a shared connection, once its
+ * snapshots are in).
+ */
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
 /** `state`: where the connection stands, and over which transport. */
 export interface StateEvent {

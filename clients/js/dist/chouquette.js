@@ -211,6 +211,12 @@ var Link = class {
     this.state = { state: "connecting" };
     this.wanted = /* @__PURE__ */ new Map();
     this.isOpen = false;
+    /**
+     * The WebSocket is open but its subscribe message not answered yet: the
+     * subscription is not in effect (events published meanwhile are not for
+     * it), so the state stays `connecting` until the gateway answers it (`ack`, or `error`).
+     */
+    this.awaitingAnswer = false;
     this.paused = false;
     this.stopped = false;
     this.shutdown = false;
@@ -289,6 +295,7 @@ var Link = class {
     const factory = this.options.factories[name];
     if (!factory) throw new Error(`transport ${name} is not available`);
     this.isOpen = false;
+    this.awaitingAnswer = false;
     this.setState({ state: "connecting", transport: name });
     let transport;
     const mine = () => transport !== void 0 && this.transport === transport;
@@ -297,9 +304,17 @@ var Link = class {
         if (!mine()) return;
         this.isOpen = true;
         this.chooser.opened();
-        this.setState({ state: "open", transport: name });
+        if (name === "websocket") this.awaitingAnswer = true;
+        else this.setState({ state: "open", transport: name });
       },
-      message: (m) => mine() && this.handle(m),
+      message: (m) => {
+        if (!mine()) return;
+        if (this.awaitingAnswer && (m.class === "ack" || m.class === "error")) {
+          this.awaitingAnswer = false;
+          this.setState({ state: "open", transport: name });
+        }
+        this.handle(m);
+      },
       cursor: (cursor) => {
         if (!mine()) return;
         const seen = this.positions.absorbCursor(this.app, cursor);
@@ -310,6 +325,7 @@ var Link = class {
         this.transport = void 0;
         if (!this.isOpen) this.chooser.failed();
         this.isOpen = false;
+        this.awaitingAnswer = false;
         const delay = this.backoff.next();
         this.setState({
           state: "reconnecting",
@@ -362,6 +378,7 @@ var Link = class {
     this.transport?.close();
     this.transport = void 0;
     this.isOpen = false;
+    this.awaitingAnswer = false;
   }
   setState(s) {
     this.state = s;
@@ -461,7 +478,8 @@ var Hub = class {
           m.app_id,
           this.options,
           (message) => this.route(g, message),
-          (s) => this.out.state([...tabs], s)
+          // A tab waiting for its snapshots learns the state once it has them.
+          (s) => this.out.state([...tabs].filter((t) => !g.priming.has(t)), s)
         )
       };
       group = g;
@@ -471,8 +489,8 @@ var Hub = class {
     let channels = m.channels;
     if (!group.tabs.has(tab) && group.tabs.size) {
       const link = group.link;
-      this.out.state([tab], link.state);
       if (Object.values(m.channels).some((c) => !c.since)) this.prime(group, tab, m);
+      else this.out.state([tab], link.state);
       channels = Object.fromEntries(
         Object.entries(m.channels).map(([name, c]) => [name, { ...c, filters: link.token(name) ?? c.filters }])
       );
@@ -532,6 +550,7 @@ var Hub = class {
       g.priming.delete(tab);
       if (!g.tabs.has(tab)) return;
       for (const message of [...first, ...waiting]) this.out.message([tab], message);
+      this.out.state([tab], g.link.state);
     });
   }
   leave(tab) {

@@ -66,6 +66,12 @@ export class Link {
   private backoff: Backoff;
   private transport?: Transport;
   private isOpen = false;
+  /**
+   * The WebSocket is open but its subscribe message not answered yet: the
+   * subscription is not in effect (events published meanwhile are not for
+   * it), so the state stays `connecting` until the gateway answers it (`ack`, or `error`).
+   */
+  private awaitingAnswer = false;
   private timer?: ReturnType<typeof setTimeout>;
   private paused = false;
   private stopped = false;
@@ -158,6 +164,7 @@ export class Link {
     const factory = this.options.factories[name];
     if (!factory) throw new Error(`transport ${name} is not available`);
     this.isOpen = false;
+    this.awaitingAnswer = false;
     this.setState({ state: 'connecting', transport: name });
     let transport: Transport | undefined;
     const mine = () => transport !== undefined && this.transport === transport;
@@ -166,9 +173,19 @@ export class Link {
         if (!mine()) return;
         this.isOpen = true;
         this.chooser.opened();
-        this.setState({ state: 'open', transport: name });
+        // SSE and long-polling carry the subscription in the request: it is in
+        // effect once they open. A WebSocket sends it after opening.
+        if (name === 'websocket') this.awaitingAnswer = true;
+        else this.setState({ state: 'open', transport: name });
       },
-      message: (m) => mine() && this.handle(m),
+      message: (m) => {
+        if (!mine()) return;
+        if (this.awaitingAnswer && (m.class === 'ack' || m.class === 'error')) {
+          this.awaitingAnswer = false;
+          this.setState({ state: 'open', transport: name });
+        }
+        this.handle(m);
+      },
       cursor: (cursor) => {
         if (!mine()) return;
         const seen = this.positions.absorbCursor(this.app, cursor);
@@ -179,6 +196,7 @@ export class Link {
         this.transport = undefined;
         if (!this.isOpen) this.chooser.failed();
         this.isOpen = false;
+        this.awaitingAnswer = false;
         const delay = this.backoff.next();
         this.setState({
           state: 'reconnecting',
@@ -237,6 +255,7 @@ export class Link {
     this.transport?.close();
     this.transport = undefined;
     this.isOpen = false;
+    this.awaitingAnswer = false;
   }
 
   private setState(s: StateEvent): void {

@@ -56,7 +56,8 @@ export class Hub {
           m.app_id,
           this.options,
           (message) => this.route(g, message),
-          (s) => this.out.state([...tabs], s),
+          // A tab waiting for its snapshots learns the state once it has them.
+          (s) => this.out.state([...tabs].filter((t) => !g.priming.has(t)), s),
         ),
       };
       group = g;
@@ -68,8 +69,11 @@ export class Hub {
       // Joining a running connection: keep its tokens (same filters), only
       // move its resume point back if this tab needs earlier events.
       const link = group.link;
-      this.out.state([tab], link.state);
+      // Without `since`, the tab is told the state (`open`) only once its
+      // snapshots are in: its subscription starts at their position, so
+      // what is published before that is not for it.
       if (Object.values(m.channels).some((c) => !c.since)) this.prime(group, tab, m);
+      else this.out.state([tab], link.state);
       channels = Object.fromEntries(
         Object.entries(m.channels).map(([name, c]) => [name, { ...c, filters: link.token(name) ?? c.filters }]),
       );
@@ -138,6 +142,7 @@ export class Hub {
         g.priming.delete(tab);
         if (!g.tabs.has(tab)) return;
         for (const message of [...first, ...waiting]) this.out.message([tab], message);
+        this.out.state([tab], g.link.state);
       });
   }
 

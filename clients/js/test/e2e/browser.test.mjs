@@ -20,9 +20,16 @@ after(async () => {
   await gateway?.dispose();
 });
 
-/** A page in a context of its own. */
-async function soloPage(options) {
+/** A browser context closed when test `t` ends, pass or fail (a leftover connection would upset the next tests). */
+async function newContext(t) {
   const context = await chrome.browser.newContext();
+  t.after(() => context.close().catch(() => {}));
+  return context;
+}
+
+/** A page in a context of its own (closed when `t` ends). */
+async function soloPage(t, options) {
+  const context = await newContext(t);
   const page = await openPage(context, gateway, options);
   return { context, page };
 }
@@ -49,9 +56,9 @@ async function connectionsBecome(n) {
   await waitFor(`chouquette_connections ${n}`, async () => (await gateway.metric('chouquette_connections')) === n);
 }
 
-test('delivers snapshots, then live events in order, over WebSocket', T, async () => {
+test('delivers snapshots, then live events in order, over WebSocket', T, async (t) => {
   const kept = await gateway.publish('D1', { status: 'charging' }, { key: 'borne:D1' });
-  const { context, page } = await soloPage({ bornes: ['D1'] });
+  const { page } = await soloPage(t, { bornes: ['D1'] });
   await startClient(page);
   await waitOpen(page, 'websocket');
   await waitFor('the snapshot', async () => (await pageLog(page)).snapshot.length === 1);
@@ -61,12 +68,11 @@ test('delivers snapshots, then live events in order, over WebSocket', T, async (
   const offsets = await publishMany('D1', 5);
   assert.deepEqual(await waitReceived(page, offsets), offsets);
   assert.deepEqual((await pageLog(page)).error, []);
-  await context.close();
 });
 
-test('a page subscribed to B1 never gets B2 events', T, async () => {
-  const one = await soloPage({ bornes: ['F-B1'] });
-  const two = await soloPage({ bornes: ['F-B2'] });
+test('a page subscribed to B1 never gets B2 events', T, async (t) => {
+  const one = await soloPage(t, { bornes: ['F-B1'] });
+  const two = await soloPage(t, { bornes: ['F-B2'] });
   await startClient(one.page);
   await startClient(two.page);
   await waitOpen(one.page, 'websocket');
@@ -83,12 +89,10 @@ test('a page subscribed to B1 never gets B2 events', T, async () => {
   const uids = (await pageLog(one.page)).data.map((m) => m.data.uid);
   assert.deepEqual([...new Set(uids)], ['F-B1']);
   assert.deepEqual(await received(two.page), b2);
-  await one.context.close();
-  await two.context.close();
 });
 
-test('a dropped WebSocket resumes with since: contiguous, no duplicate', T, async () => {
-  const { context, page } = await soloPage({ bornes: ['R1'] });
+test('a dropped WebSocket resumes with since: contiguous, no duplicate', T, async (t) => {
+  const { page } = await soloPage(t, { bornes: ['R1'] });
   await startClient(page, { backoff: { base: 1500, max: 3000 } });
   await waitOpen(page, 'websocket');
   const before = await publishMany('R1', 5);
@@ -103,11 +107,10 @@ test('a dropped WebSocket resumes with since: contiguous, no duplicate', T, asyn
   assert.equal(await page.evaluate(() => window.sockets.length), 2);
   const after = await publishMany('R1', 3);
   assert.deepEqual(await waitReceived(page, [...all, ...after]), [...all, ...after]);
-  await context.close();
 });
 
-test('falls back to SSE when WebSocket is refused, and resumes over it', T, async () => {
-  const { context, page } = await soloPage({ bornes: ['E1'] });
+test('falls back to SSE when WebSocket is refused, and resumes over it', T, async (t) => {
+  const { page } = await soloPage(t, { bornes: ['E1'] });
   // The gateway answers 404 to an upgrade on a path it does not serve: a real
   // refusal of the WebSocket handshake, as a proxy blocking WebSocket gives.
   const wsUrl = `${gateway.origin.replace('http', 'ws')}/blocked-ws`;
@@ -118,22 +121,20 @@ test('falls back to SSE when WebSocket is refused, and resumes over it', T, asyn
   const offsets = await publishMany('E1', 5);
   assert.deepEqual(await waitReceived(page, offsets), offsets);
   assert.deepEqual((await pageLog(page)).error, []);
-  await context.close();
 });
 
-test('long-polling delivers in order when forced', T, async () => {
-  const { context, page } = await soloPage({ bornes: ['P1'] });
+test('long-polling delivers in order when forced', T, async (t) => {
+  const { page } = await soloPage(t, { bornes: ['P1'] });
   await startClient(page, { transports: ['poll'], pollTimeout: 5 });
   await waitOpen(page, 'poll');
   const offsets = await publishMany('P1', 6, 50);
   assert.deepEqual(await waitReceived(page, offsets), offsets);
-  await context.close();
 });
 
 for (const transport of ['websocket', 'sse', 'poll']) {
-  test(`an expiring token is refreshed with no gap (${transport})`, T, async () => {
+  test(`an expiring token is refreshed with no gap (${transport})`, T, async (t) => {
     // The first token lives 2-3 s; the ones after it, ten minutes.
-    const { context, page } = await soloPage({ bornes: [`X-${transport}`], ttlSecs: 3 });
+    const { page } = await soloPage(t, { bornes: [`X-${transport}`], ttlSecs: 3 });
     await startClient(page, { transports: [transport] });
     await waitOpen(page, transport);
     page.sub.ttlSecs = 600;
@@ -143,13 +144,12 @@ for (const transport of ['websocket', 'sse', 'poll']) {
     const log = await pageLog(page);
     assert.deepEqual(log.error, []);
     assert.deepEqual(log.reset, []);
-    await context.close();
   });
 }
 
-test('tabs share one connection, and a new leader resumes when the first tab closes', T, async () => {
+test('tabs share one connection, and a new leader resumes when the first tab closes', T, async (t) => {
   await connectionsBecome(0);
-  const context = await chrome.browser.newContext();
+  const context = await newContext(t);
   const first = await openPage(context, gateway, { bornes: ['S1'] });
   const second = await openPage(context, gateway, { bornes: ['S1'] });
   await startClient(first, { shared: 'e2e' });
@@ -172,12 +172,11 @@ test('tabs share one connection, and a new leader resumes when the first tab clo
   assert.deepEqual(await waitReceived(second, all), all);
   assert.equal(await sockets(second), 1);
   await connectionsBecome(1);
-  await context.close();
 });
 
-test('a page hidden long enough closes its connection, and resumes when shown', T, async () => {
+test('a page hidden long enough closes its connection, and resumes when shown', T, async (t) => {
   await connectionsBecome(0);
-  const { context, page } = await soloPage({ bornes: ['H1'] });
+  const { page } = await soloPage(t, { bornes: ['H1'] });
   await startClient(page, { hiddenTimeout: 300 });
   await waitOpen(page, 'websocket');
   const before = await publishMany('H1', 3);
@@ -191,11 +190,10 @@ test('a page hidden long enough closes its connection, and resumes when shown', 
   await page.evaluate(() => window.setVisibility('visible'));
   const all = [...before, ...during];
   assert.deepEqual(await waitReceived(page, all), all);
-  await context.close();
 });
 
-test('a gateway restart: reset history_gap (new epoch), then new events flow', T, async () => {
-  const { context, page } = await soloPage({ bornes: ['G1'] });
+test('a gateway restart: reset history_gap (new epoch), then new events flow', T, async (t) => {
+  const { page } = await soloPage(t, { bornes: ['G1'] });
   await startClient(page, { backoff: { base: 200, max: 1000 } });
   await waitOpen(page, 'websocket');
   const before = await publishMany('G1', 3);
@@ -218,5 +216,4 @@ test('a gateway restart: reset history_gap (new epoch), then new events flow', T
   assert.deepEqual(await waitReceived(page, all), all);
   const order = (await pageLog(page)).order.filter((o) => o.startsWith('data') || o.startsWith('reset'));
   assert.equal(order.indexOf('reset:history_gap'), before.length, 'the reset comes between the old and the new events');
-  await context.close();
 });

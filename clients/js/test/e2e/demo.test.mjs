@@ -40,8 +40,10 @@ after(async () => {
   }
 });
 
-async function view(user) {
+/** A page (in a context of its own) closed when test `t` ends, pass or fail. */
+async function view(t, user) {
   const page = await browser.browser.newPage({ viewport: { width: 1400, height: 900 } });
+  t.after(() => page.close().catch(() => {}));
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(`${origin}/?user=${user}`);
@@ -50,8 +52,8 @@ async function view(user) {
 
 const received = (page) => page.evaluate(() => window.__demo.received);
 
-test("Roger only ever receives borne B1, and only its critical alarms", async () => {
-  const { page, errors } = await view('roger');
+test("Roger only ever receives borne B1, and only its critical alarms", async (t) => {
+  const { page, errors } = await view(t, 'roger');
   // Live (not snapshot) events for B1 arrive at ~1/8 of the demo's rate.
   await waitFor('Roger to receive live events', async () =>
     (await received(page)).filter((m) => !m.snapshot).length >= 8, 30_000);
@@ -67,16 +69,14 @@ test("Roger only ever receives borne B1, and only its critical alarms", async ()
   assert.equal(await page.locator('#bornes tbody tr').count(), 1, 'one row: B1');
   await page.screenshot({ path: join(ARTIFACTS, 'demo-roger.png') });
   assert.deepEqual(errors, []);
-  await page.close();
 });
 
-test('VB receives the whole fleet', async () => {
-  const { page, errors } = await view('vb');
+test('VB receives the whole fleet', async (t) => {
+  const { page, errors } = await view(t, 'vb');
   await waitFor('the fleet snapshot', async () =>
     (await page.locator('#bornes tbody tr').count()) === 200, 20_000);
   await waitFor('events of other bornes', async () =>
     (await received(page)).some((m) => !m.snapshot && !m.keywords.includes('borne:B1')), 20_000);
   await page.screenshot({ path: join(ARTIFACTS, 'demo-vb.png') });
   assert.deepEqual(errors, []);
-  await page.close();
 });

@@ -84,6 +84,12 @@ export class Gateway {
         '[listen]',
         `public = "127.0.0.1:${this.public}"`,
         `internal = "127.0.0.1:${this.internal}"`,
+        // A stream whose browser went away is noticed at the next write:
+        // short heartbeats and poll waits let the tests see connections
+        // close within seconds (production defaults: 15 s and 25 s).
+        '[transports]',
+        'sse_heartbeat = "1s"',
+        'poll_wait = "3s"',
         '[static]',
         `dir = ${JSON.stringify(this.pages)}`,
         '[[apps]]',
@@ -96,10 +102,10 @@ export class Gateway {
         '',
       ].join('\n'));
     }
-    this.process = spawn(this.binary, ['serve', '--config', this.config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.process = spawn(this.binary, ['serve', '--config', this.config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' } });
     const keep = (chunk) => {
       this.logs.push(chunk.toString());
-      if (this.logs.length > 200) this.logs.shift();
+      if (this.logs.length > 2000) this.logs.shift();
     };
     this.process.stdout.on('data', keep);
     this.process.stderr.on('data', keep);
