@@ -112,3 +112,25 @@ async fn readyz_turns_503_during_shutdown() {
     assert_eq!(status, 503, "{body}");
     node.running.wait().await;
 }
+
+/// A client's ping is answered at once (the WebSocket layer flushes the
+/// pong while reading; this pins that behaviour).
+#[tokio::test]
+async fn websocket_ping_gets_a_pong() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let node = TestNode::base().await;
+    let mut client = node.client().await;
+    let stream = client.stream_mut();
+    stream
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .expect("ping");
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(2), stream.next())
+        .await
+        .expect("a reply within 2 s")
+        .expect("stream open")
+        .expect("a frame");
+    assert_eq!(reply, Message::Pong(b"are you there".to_vec().into()));
+}
