@@ -26,16 +26,19 @@ pub enum CloseReason {
     Full,
     /// An operator disconnected the user (`POST /admin/disconnect`).
     Disconnected,
+    /// Nothing came from the client, not even a pong, for the idle timeout.
+    Idle,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 6] = [
+    const ALL: [CloseReason; 7] = [
         CloseReason::SlowConsumer,
         CloseReason::Misbehaving,
         CloseReason::TooLarge,
         CloseReason::Shutdown,
         CloseReason::Full,
         CloseReason::Disconnected,
+        CloseReason::Idle,
     ];
 
     fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::Full => "full",
             CloseReason::Disconnected => "disconnected",
+            CloseReason::Idle => "idle",
         }
     }
 }

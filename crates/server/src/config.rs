@@ -195,6 +195,13 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Largest publish request body.
     pub max_publish_bytes: usize,
+    /// The gateway pings a WebSocket client this often (`0s`: never).
+    #[serde(deserialize_with = "duration")]
+    pub ping_interval: Duration,
+    /// A WebSocket client silent this long (no frame, not even a pong) is
+    /// closed as dead (`0s`: never); checked at each ping.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -209,6 +216,8 @@ impl Default for Limits {
             max_frame_bytes: 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             max_publish_bytes: 4 * 1024 * 1024,
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -196,6 +196,8 @@ pub async fn start_with(
             max_connections: connection_limit(config.limits.max_connections),
             max_frame_bytes: config.limits.max_frame_bytes,
             write_timeout: config.limits.write_timeout,
+            ping_interval: config.limits.ping_interval,
+            idle_timeout: config.limits.idle_timeout,
             sse_heartbeat: config.transports.sse_heartbeat,
             poll_wait: config.transports.poll_wait,
         }),

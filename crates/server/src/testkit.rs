@@ -345,8 +345,11 @@ impl WsClient {
 
     /// Next message within `wait`, or `None` on timeout.
     pub async fn next_within(&mut self, wait: Duration) -> Option<Received> {
+        // One deadline for the whole wait: control frames (the gateway's
+        // pings) are skipped without restarting the clock.
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let message = match tokio::time::timeout(wait, self.stream.next()).await {
+            let message = match tokio::time::timeout_at(deadline, self.stream.next()).await {
                 Err(_) => return None,
                 Ok(None) | Ok(Some(Err(_))) => return Some(Received::Closed(None)),
                 Ok(Some(Ok(m))) => m,

@@ -22,6 +22,10 @@ pub struct Settings {
     pub max_frame_bytes: usize,
     /// Deadline of one write batch.
     pub write_timeout: Duration,
+    /// WebSocket ping period (zero: no pings).
+    pub ping_interval: Duration,
+    /// WebSocket silence after which the client is closed (zero: never).
+    pub idle_timeout: Duration,
     /// Interval of SSE comment heartbeats.
     pub sse_heartbeat: Duration,
     /// Longest wait of one long-poll request.

@@ -45,6 +45,8 @@ enum End {
     Misbehaving(CloseCode, &'static str),
     /// A frame over the hard limit.
     TooLarge,
+    /// Nothing heard from the client for the idle timeout.
+    Idle,
     /// An operator disconnected the user, with this reason.
     Disconnected(Box<str>),
 }
@@ -71,8 +73,10 @@ async fn run(mut socket: WebSocket, shared: Shared) {
     let outbox = session.outbox().clone();
     let write_timeout = shared.settings.write_timeout;
     let mut replies: Vec<Bytes> = Vec::new();
+    let mut heartbeat = Heartbeat::new(&shared.settings);
     let end = loop {
         let expiry = session.next_expiry().map(super::deadline);
+        let next_ping = heartbeat.next_ping();
         tokio::select! {
             biased;
             _ = stop.stopped() => break End::Shutdown,
@@ -82,6 +86,7 @@ async fn run(mut socket: WebSocket, shared: Shared) {
                 }
             }
             message = socket.recv() => {
+                heartbeat.heard();
                 let verdict = match message {
                     None => break End::Gone,
                     Some(Ok(Message::Close(_))) => break End::ClientClosed,
@@ -101,6 +106,16 @@ async fn run(mut socket: WebSocket, shared: Shared) {
                     break End::Misbehaving(code, reason);
                 }
             }
+            _ = sleep_until(next_ping.unwrap_or_else(Instant::now)), if next_ping.is_some() => {
+                if heartbeat.is_dead() {
+                    break End::Idle;
+                }
+                heartbeat.pinged();
+                let ping = socket.send(Message::Ping(Bytes::new()));
+                if !matches!(timeout(write_timeout, ping).await, Ok(Ok(()))) {
+                    break End::SlowConsumer;
+                }
+            }
             _ = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
                 session.expire(unix_now(), &mut replies);
                 if let Err(end) = write(&mut socket, replies.drain(..), &shared, write_timeout).await {
@@ -110,6 +125,43 @@ async fn run(mut socket: WebSocket, shared: Shared) {
         }
     };
     Box::pin(finish(socket, session, end, &shared)).await;
+}
+
+/// Server pings, and the silence after which a client counts as dead.
+struct Heartbeat {
+    interval: Duration,
+    idle: Duration,
+    last_heard: Instant,
+    last_ping: Instant,
+}
+
+impl Heartbeat {
+    fn new(settings: &super::Settings) -> Heartbeat {
+        let now = Instant::now();
+        Heartbeat {
+            interval: settings.ping_interval,
+            idle: settings.idle_timeout,
+            last_heard: now,
+            last_ping: now,
+        }
+    }
+
+    /// When the next ping (and liveness check) is due, if pings are on.
+    fn next_ping(&self) -> Option<Instant> {
+        (!self.interval.is_zero()).then(|| self.last_ping + self.interval)
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+    }
+
+    fn pinged(&mut self) {
+        self.last_ping = Instant::now();
+    }
+
+    fn is_dead(&self) -> bool {
+        !self.idle.is_zero() && self.last_heard.elapsed() >= self.idle
+    }
 }
 
 fn is_capacity(e: axum::Error) -> bool {
@@ -208,6 +260,10 @@ async fn finish(mut socket: WebSocket, mut session: Session, end: End, shared: &
         End::Misbehaving(code, reason) => {
             telemetry.closed_by_gateway(CloseReason::Misbehaving);
             (code, reason, Vec::new())
+        }
+        End::Idle => {
+            telemetry.closed_by_gateway(CloseReason::Idle);
+            (CloseCode::GoingAway, "idle_timeout", Vec::new())
         }
         End::TooLarge => {
             telemetry.closed_by_gateway(CloseReason::TooLarge);

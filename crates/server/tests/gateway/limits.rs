@@ -106,3 +106,52 @@ async fn past_max_subscriptions_per_connection_a_channel_is_refused() {
     assert_eq!(node.metric("chouquette_subscriptions").await, Some(2.0));
     node.running.shutdown().await;
 }
+
+const HEARTBEAT: &str = "ping_interval = \"200ms\"\nidle_timeout = \"500ms\"";
+
+/// A client that stops answering (no frame, not even a pong) is closed as
+/// dead with 1001 `idle_timeout`, and counted.
+#[tokio::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let node = TestNode::start(&config_with(HEARTBEAT, "")).await;
+    let mut client = node.client().await;
+    client.subscribe("bornes", json!({"*": {}})).await;
+    // Not reading: the client's WebSocket layer cannot answer pings.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The gateway sent close 1001 `idle_timeout` and dropped the socket; the
+    // client may see that frame, or (when its own late pongs draw a reset
+    // that discards unread data) just the end of the stream.
+    let close = client.expect_close().await;
+    assert!(
+        close.is_none() || close == Some((1001, "idle_timeout".to_string())),
+        "{close:?}"
+    );
+    assert_eq!(
+        node.metric("chouquette_closes_total{reason=\"idle\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(node.metric("chouquette_connections").await, Some(0.0));
+}
+
+/// A client that keeps reading answers the pings and stays connected well
+/// past the idle timeout.
+#[tokio::test]
+async fn a_client_answering_pings_stays_connected() {
+    let node = TestNode::start(&config_with(HEARTBEAT, "")).await;
+    let mut client = node.client().await;
+    client.subscribe("bornes", json!({"*": {}})).await;
+    // Reading processes the pings and sends the pongs.
+    client
+        .expect_silence(std::time::Duration::from_millis(1500))
+        .await;
+    let offset = node
+        .publish("bornes", "status", &["borne:B1"], json!({}))
+        .await;
+    assert_eq!(client.recv().await["offset"], offset);
+    assert_eq!(
+        node.metric("chouquette_closes_total{reason=\"idle\"}")
+            .await,
+        Some(0.0)
+    );
+}
