@@ -126,14 +126,15 @@ impl Outbox {
         std::mem::take(&mut self.lock().signals)
     }
 
-    /// Moves up to `max` queued frames into `out` and says whether the queue overflowed.
-    pub fn drain(&self, out: &mut Vec<Outbound>, max: usize) -> State {
+    /// Hands up to `max` queued frames to `each`, in order, and says whether
+    /// the queue overflowed. `each` runs under the queue's lock: keep it short.
+    pub fn drain(&self, max: usize, each: impl FnMut(Outbound)) -> State {
         let mut inner = self.lock();
         if inner.overflowed {
             return State::Overflowed;
         }
         let n = inner.queue.len().min(max);
-        out.extend(inner.queue.drain(..n));
+        inner.queue.drain(..n).for_each(each);
         if inner.queue.is_empty() && inner.queue.capacity() > 64 {
             inner.queue = VecDeque::new();
         }
@@ -184,7 +185,7 @@ mod tests {
         assert_eq!(outbox.push(item(4)), Pushed::Refused);
         assert_eq!(outbox.len(), 0);
         let mut out = Vec::new();
-        assert_eq!(outbox.drain(&mut out, 10), State::Overflowed);
+        assert_eq!(outbox.drain(10, |o| out.push(o)), State::Overflowed);
     }
 
     #[tokio::test]
@@ -200,8 +201,8 @@ mod tests {
         outbox.push(item(2));
         waiter.await.expect("woken");
         let mut out = Vec::new();
-        assert_eq!(outbox.drain(&mut out, 1), State::Open);
-        assert_eq!(outbox.drain(&mut out, 10), State::Open);
+        assert_eq!(outbox.drain(1, |o| out.push(o)), State::Open);
+        assert_eq!(outbox.drain(10, |o| out.push(o)), State::Open);
         assert_eq!(out.iter().map(|o| o.offset).collect::<Vec<_>>(), vec![1, 2]);
     }
 }

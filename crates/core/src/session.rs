@@ -464,13 +464,7 @@ impl Session {
     /// Whether a live frame from the outbox should be written (drops what
     /// recovery already delivered, and frames of ended subscriptions).
     pub fn admit(&mut self, item: &Outbound) -> bool {
-        if item.slot == NO_SLOT {
-            return true;
-        }
-        match self.slots.get_mut(item.slot as usize) {
-            Some(Some(slot)) => slot.cursor.admit(item.offset),
-            _ => false,
-        }
+        admitted(&mut self.slots, item)
     }
 
     /// Handles the outbox's signals, then moves up to `max` live frames that
@@ -485,18 +479,17 @@ impl Session {
         if signals & SIGNAL_SWITCHES != 0 {
             self.apply_switches(out);
         }
-        let produced = out.len() - before;
-        let mut batch = Vec::new();
-        if self.outbox.drain(&mut batch, max) == crate::outbox::State::Overflowed {
+        let mut taken = out.len() - before;
+        let slots = &mut self.slots;
+        let state = self.outbox.drain(max, |item| {
+            taken += 1;
+            if admitted(slots, &item) {
+                out.push(item.frame);
+            }
+        });
+        if state == crate::outbox::State::Overflowed {
             return Err(Stop::Overflowed);
         }
-        let taken = batch.len() + produced;
-        out.extend(
-            batch
-                .into_iter()
-                .filter(|item| self.admit(item))
-                .map(|item| item.frame),
-        );
         Ok(taken)
     }
 
@@ -557,6 +550,18 @@ impl Session {
             self.node.hub.unsubscribe(&slot.channel, slot.sub_id);
         }
         self.node.connections.close(&self.connection);
+    }
+}
+
+/// Whether a live frame is new to its subscription (advancing its cursor);
+/// frames of ended subscriptions are not.
+fn admitted(slots: &mut [Option<Slot>], item: &Outbound) -> bool {
+    if item.slot == NO_SLOT {
+        return true;
+    }
+    match slots.get_mut(item.slot as usize) {
+        Some(Some(slot)) => slot.cursor.admit(item.offset),
+        _ => false,
     }
 }
 
