@@ -50,31 +50,12 @@ api_key = "other-key"
 /// the [`APP`] app (e.g. `[apps.channels.short]` tables), for tests that
 /// need other limits or channel policies.
 pub fn config_with(limits: &str, app_extra: &str) -> String {
-    format!(
-        r#"
-[admin]
-key = "admin-key"
-
-[limits]
-{limits}
-
-[[apps]]
-id = "bluelib"
-secrets = ["s3cret-current", "s3cret-previous"]
-api_key = "pub-key"
-
-[apps.channels.bornes]
-history = 1000
-keep_state = true
-
-{app_extra}
-
-[[apps]]
-id = "other"
-secrets = ["other-secret"]
-api_key = "other-key"
-"#
-    )
+    // `app_extra` tables belong to the first app: they go before the second.
+    let second = "\n[[apps]]\nid = \"other\"";
+    let (first, rest) = BASE_CONFIG
+        .split_once(second)
+        .expect("BASE_CONFIG has the `other` app");
+    format!("[limits]\n{limits}\n{first}\n{app_extra}\n{second}{rest}")
 }
 
 /// Channel every [`WsClient::join_sync`] client listens to for markers.
