@@ -15,7 +15,7 @@ use crate::filter::Filter;
 use crate::index::FilterIndex;
 use crate::outbox::{Outbound, Outbox, Pushed};
 use crate::publication::{ChannelId, Publication};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{DropReason, Telemetry};
 
 /// A hub-wide subscription id.
 pub type SubId = u64;
@@ -133,14 +133,20 @@ impl Hub {
                     frame: publication.frame().clone(),
                     slot: sub.slot,
                     offset: publication.offset,
+                    received: publication.received,
                 });
                 match pushed {
                     Pushed::Queued => delivered += 1,
-                    Pushed::Overflowed => self.telemetry.slow_consumer(),
-                    Pushed::Refused => {}
+                    Pushed::Overflowed => {
+                        self.telemetry.slow_consumer();
+                        // The queue held exactly its capacity: all of it and this one are gone.
+                        self.telemetry
+                            .dropped(DropReason::SlowConsumer, sub.outbox.capacity() + 1);
+                    }
+                    Pushed::Refused => self.telemetry.dropped(DropReason::Closed, 1),
                 }
             }
-            self.telemetry.queued(delivered);
+            self.telemetry.delivered_on(&publication.channel, delivered);
             delivered
         })
     }

@@ -5,6 +5,7 @@
 //! any source (HTTP API now; Redis inbox, Postgres, MQTT later).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::app::Apps;
 use crate::broker::{Broker, BrokerError, PublishFailure};
@@ -12,7 +13,7 @@ use crate::connections::Registry;
 use crate::hub::Hub;
 use crate::publication::{ChannelId, EventError, NewEvent, Position};
 use crate::switches::Switches;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{BrokerOp, Telemetry};
 
 /// Limits every session obeys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,13 +136,18 @@ impl Node {
                 continue; // checked above
             };
             let policy = app.channel_policy(&channel.name);
-            match self.broker.publish(&channel, policy, run).await {
+            let asked = Instant::now();
+            let published = self.broker.publish(&channel, policy, run).await;
+            self.telemetry
+                .broker_call(BrokerOp::Publish, asked.elapsed());
+            match published {
                 Ok(p) => {
-                    self.telemetry.published(p.len());
+                    self.telemetry.published_on(&channel, p.len());
                     positions.extend(p);
                 }
                 Err(mut failure) => {
-                    self.telemetry.published(failure.published.len());
+                    self.telemetry
+                        .published_on(&channel, failure.published.len());
                     positions.append(&mut failure.published);
                     failure.published = positions;
                     return Err(failure.into());

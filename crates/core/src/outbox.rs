@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -33,6 +34,9 @@ pub struct Outbound {
     pub slot: u32,
     /// The event's offset in its channel (0 if none).
     pub offset: u64,
+    /// When its publication reached this node, for the publish-to-write
+    /// latency the transport records once the frame is written.
+    pub received: Instant,
 }
 
 /// What happened to a pushed frame.
@@ -129,16 +133,29 @@ impl Outbox {
     /// Hands up to `max` queued frames to `each`, in order, and says whether
     /// the queue overflowed. `each` runs under the queue's lock: keep it short.
     pub fn drain(&self, max: usize, each: impl FnMut(Outbound)) -> State {
+        self.drain_counted(max, each).0
+    }
+
+    /// Like [`Outbox::drain`], also saying how many frames were waiting
+    /// (read under the same lock, for the queue-depth histogram).
+    pub fn drain_counted(&self, max: usize, each: impl FnMut(Outbound)) -> (State, usize) {
         let mut inner = self.lock();
         if inner.overflowed {
-            return State::Overflowed;
+            return (State::Overflowed, 0);
         }
-        let n = inner.queue.len().min(max);
+        let depth = inner.queue.len();
+        let n = depth.min(max);
         inner.queue.drain(..n).for_each(each);
         if inner.queue.is_empty() && inner.queue.capacity() > 64 {
             inner.queue = VecDeque::new();
         }
-        State::Open
+        (State::Open, depth)
+    }
+
+    /// Most frames it holds; an overflow discards this many plus the one
+    /// that did not fit (counted as drops).
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Frames waiting.
@@ -173,6 +190,7 @@ mod tests {
             frame: Bytes::from_static(b"x"),
             slot: 0,
             offset,
+            received: Instant::now(),
         }
     }
 

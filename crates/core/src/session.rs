@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chouquette_protocol::client::{self, ChannelRequest, ClientBody, Connect, Subscribe};
@@ -31,6 +31,7 @@ use crate::outbox::{NO_SLOT, Outbound, Outbox, SIGNAL_DISCONNECT, SIGNAL_SWITCHE
 use crate::publication::{ChannelId, valid_name};
 use crate::recovery::Cursor;
 use crate::switches::Switch;
+use crate::telemetry::{BrokerOp, DropReason};
 use crate::token::{self, Claims, Requirements, TokenError};
 
 /// Seconds since the Unix epoch, now.
@@ -93,6 +94,10 @@ pub struct Session {
     ended: Vec<Position>,
     identity: Option<Arc<Identity>>,
     bad_messages: u32,
+    /// When the publications of the live frames handed out by
+    /// [`Session::take_live`] and not yet reported written reached the
+    /// node: [`Session::written`] turns them into publish-to-write latency.
+    unwritten: Vec<Instant>,
 }
 
 /// A refusal of one channel of a subscribe.
@@ -132,6 +137,7 @@ impl Session {
             ended: Vec::new(),
             identity: None,
             bad_messages: 0,
+            unwritten: Vec::new(),
         }
     }
 
@@ -364,12 +370,16 @@ impl Session {
         );
         let policy = app.channel_policy(name);
         let since = request.since.as_ref().map(|s| (s.epoch.as_str(), s.offset));
-        let recovered = match self
+        let asked = Instant::now();
+        let recovered = self
             .node
             .broker
             .recover(&channel, policy, since, since.is_none())
-            .await
-        {
+            .await;
+        self.node
+            .telemetry
+            .broker_call(BrokerOp::Recover, asked.elapsed());
+        let recovered = match recovered {
             Ok(r) => r,
             Err(e) => {
                 self.node.hub.unsubscribe(&channel, sub_id);
@@ -481,16 +491,50 @@ impl Session {
         }
         let mut taken = out.len() - before;
         let slots = &mut self.slots;
-        let state = self.outbox.drain(max, |item| {
+        let unwritten = &mut self.unwritten;
+        let (mut ended, mut duplicates) = (0, 0);
+        let (state, depth) = self.outbox.drain_counted(max, |item| {
             taken += 1;
             if admitted(slots, &item) {
+                unwritten.push(item.received);
                 out.push(item.frame);
+            } else if matches!(slots.get(item.slot as usize), Some(Some(_))) {
+                duplicates += 1;
+            } else {
+                ended += 1;
             }
         });
+        let telemetry = &self.node.telemetry;
+        if depth > 0 {
+            telemetry.outbox_depth(depth);
+        }
+        telemetry.dropped(DropReason::Ended, ended);
+        telemetry.dropped(DropReason::Duplicate, duplicates);
         if state == crate::outbox::State::Overflowed {
             return Err(Stop::Overflowed);
         }
         Ok(taken)
+    }
+
+    /// The transport wrote (`ok`) or failed to write the frames
+    /// [`Session::take_live`] handed out since the last call: records their
+    /// publish-to-write latency with one clock read, or counts them as
+    /// `write_failed` drops.
+    pub fn written(&mut self, ok: bool) {
+        if self.unwritten.is_empty() {
+            return;
+        }
+        let telemetry = &self.node.telemetry;
+        if ok {
+            telemetry.written(Instant::now(), &self.unwritten);
+        } else {
+            telemetry.dropped(DropReason::WriteFailed, self.unwritten.len());
+        }
+        self.unwritten.clear();
+        // A burst's buffer is not kept by an idle connection.
+        if self.unwritten.capacity() > 256 {
+            self.unwritten = Vec::new();
+        }
     }
 
     /// Where every subscription stands: the active ones, and those the

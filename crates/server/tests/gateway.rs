@@ -14,6 +14,8 @@ mod common;
 
 #[path = "gateway/admin.rs"]
 mod admin;
+#[path = "gateway/console.rs"]
+mod console;
 #[path = "gateway/events.rs"]
 mod events;
 #[path = "gateway/filters.rs"]

@@ -15,6 +15,7 @@ export const APP = 'bluelib';
 export const CHANNEL = 'bornes';
 export const SECRET = 's3cret-current';
 export const API_KEY = 'pub-key';
+export const ADMIN_KEY = 'admin-key';
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -90,6 +91,8 @@ export class Gateway {
         '[transports]',
         'sse_heartbeat = "1s"',
         'poll_wait = "3s"',
+        '[admin]',
+        `key = "${ADMIN_KEY}"`,
         '[static]',
         `dir = ${JSON.stringify(this.pages)}`,
         '[[apps]]',
@@ -122,6 +125,11 @@ export class Gateway {
 
   get origin() {
     return `http://127.0.0.1:${this.public}`;
+  }
+
+  /** The internal listener (publish API, admin API and console, metrics). */
+  get internalOrigin() {
+    return `http://127.0.0.1:${this.internal}`;
   }
 
   /** SIGTERM, and the exit status. */

@@ -47,6 +47,8 @@ pub async fn poll(State(shared): State<Shared>, RawQuery(query): RawQuery) -> Re
     }
     shared.node.telemetry.messages_out(messages.len());
     let body = answer(&messages, &url::encode_cursor(session.positions()));
+    // The answer is built: its live frames count as written now.
+    session.written(true);
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     h.insert(

@@ -94,7 +94,8 @@ struct Sender {
 
 impl Sender {
     /// Sends a batch with the session's cursor; false when the client is gone or too slow.
-    async fn batch(&self, session: &Session, messages: &mut Vec<Bytes>) -> bool {
+    /// The live frames in it are reported to the session as written (or not).
+    async fn batch(&self, session: &mut Session, messages: &mut Vec<Bytes>) -> bool {
         if messages.is_empty() {
             return true;
         }
@@ -105,6 +106,7 @@ impl Sender {
         if sent {
             self.telemetry.messages_out(count);
         }
+        session.written(sent);
         sent
     }
 
@@ -131,7 +133,7 @@ async fn run(shared: Shared, request: UrlRequest, tx: mpsc::Sender<Bytes>) {
         return;
     }
     url::subscribe_all(&mut session, &request, &mut messages).await;
-    if !sender.batch(&session, &mut messages).await {
+    if !sender.batch(&mut session, &mut messages).await {
         return;
     }
     let mut next_beat = Instant::now() + heartbeat;
@@ -142,7 +144,7 @@ async fn run(shared: Shared, request: UrlRequest, tx: mpsc::Sender<Bytes>) {
             _ = stop.stopped() => {
                 let _ = session.take_live(&mut messages, usize::MAX);
                 messages.push(server::reset(None, ResetReason::Shutdown));
-                let _ = sender.batch(&session, &mut messages).await;
+                let _ = sender.batch(&mut session, &mut messages).await;
                 break;
             }
             _ = outbox.ready() => {
@@ -155,7 +157,7 @@ async fn run(shared: Shared, request: UrlRequest, tx: mpsc::Sender<Bytes>) {
                         telemetry.closed_by_gateway(CloseReason::SlowConsumer);
                         break;
                     }
-                    Ok(_) if !sender.batch(&session, &mut messages).await => {
+                    Ok(_) if !sender.batch(&mut session, &mut messages).await => {
                         telemetry.closed_by_gateway(CloseReason::SlowConsumer);
                         break;
                     }
@@ -170,7 +172,7 @@ async fn run(shared: Shared, request: UrlRequest, tx: mpsc::Sender<Bytes>) {
             }
             _ = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
                 session.expire(unix_now(), &mut messages);
-                if !sender.batch(&session, &mut messages).await {
+                if !sender.batch(&mut session, &mut messages).await {
                     break;
                 }
             }

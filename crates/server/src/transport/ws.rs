@@ -183,7 +183,11 @@ async fn flush_outbox(
             Err(Stop::Overflowed) => return Err(End::SlowConsumer),
             Err(Stop::Disconnected(reason)) => return Err(End::Disconnected(reason)),
             Ok(0) => return Ok(()),
-            Ok(_) => write(socket, frames.drain(..), shared, limit).await?,
+            Ok(_) => {
+                let written = write(socket, frames.drain(..), shared, limit).await;
+                session.written(written.is_ok());
+                written?;
+            }
         }
     }
 }

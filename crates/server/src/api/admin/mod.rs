@@ -1,11 +1,14 @@
-//! The admin API (`/admin/...` on the internal listener): status, kill
-//! switches, disconnects, connection listings and test publishes.
+//! The admin API (`/admin/...` on the internal listener): status, stats, kill
+//! switches, disconnects, connection listings and test publishes, and the
+//! operator console page that drives them (`console`).
 //!
-//! Every route requires `Authorization: Bearer <[admin] key>`, compared in
-//! constant time: no header is 401, a wrong key 403 (`not_allowed`). Without
-//! `[admin] key` configured, every `/admin` route answers 404 with a JSON
-//! error saying so. Each action is audited (`crate::audit`) and counted.
+//! Every route but the console's static files requires `Authorization:
+//! Bearer <[admin] key>`, compared in constant time: no header is 401, a
+//! wrong key 403 (`not_allowed`). Without `[admin] key` configured, every
+//! `/admin` data route answers 404 with a JSON error saying so. Each action
+//! is audited (`crate::audit`) and counted.
 
+mod console;
 mod status;
 mod switches;
 mod users;
@@ -60,7 +63,12 @@ impl AdminState {
 /// The admin routes; `body_limit` bounds `/admin/publish` like `/api/v1/publish`.
 pub fn router(body_limit: DefaultBodyLimit) -> Router<Shared> {
     Router::new()
+        .route("/admin", get(console::redirect))
+        .route("/admin/", get(console::index))
+        .route("/admin/console.js", get(console::script))
+        .route("/admin/console.css", get(console::style))
         .route("/admin/status", get(status::status))
+        .route("/admin/stats", get(console::stats))
         .route(
             "/admin/switches",
             get(switches::list).post(switches::change),
