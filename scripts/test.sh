@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== Python packages of the examples (the Redis inbox test runs one)"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    -r examples/python/requirements.txt
+
 echo "== Rust: unit, property and integration tests"
 cargo test --workspace --locked
 

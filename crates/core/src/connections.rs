@@ -224,6 +224,11 @@ impl Connection {
         self.outbox.signal(SIGNAL_SWITCHES);
     }
 
+    /// Raises outbox signals for its session (broker link changes).
+    pub fn signal(&self, signals: crate::outbox::Signals) {
+        self.outbox.signal(signals);
+    }
+
     /// Asks its session to close the connection, telling the client `reason`.
     pub fn disconnect(&self, reason: &str) {
         self.info().disconnect = Some(reason.into());

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::filter::Filter;
@@ -42,6 +42,7 @@ struct ChannelSubs {
 pub struct Hub {
     channels: RwLock<HashMap<ChannelId, Arc<RwLock<ChannelSubs>>>>,
     next_id: AtomicU64,
+    era: AtomicU32,
     telemetry: Arc<Telemetry>,
 }
 
@@ -65,8 +66,29 @@ impl Hub {
         Hub {
             channels: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            era: AtomicU32::new(0),
             telemetry,
         }
+    }
+
+    /// The broker era: how many times the broker's link was restored after
+    /// a loss. Offsets seen before a loss say nothing about those after it
+    /// (the broker may have restarted empty, with a new epoch), so every
+    /// queued frame carries the era it was delivered in and a subscription
+    /// restarts its dedup cursor when the era moves on.
+    pub fn era(&self) -> u32 {
+        self.era.load(Ordering::Acquire)
+    }
+
+    /// Starts a new broker era; called by a broker before it delivers again
+    /// after its link was restored.
+    pub fn next_era(&self) -> u32 {
+        self.era.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Channels with at least one subscriber on this node.
+    pub fn channels(&self) -> Vec<ChannelId> {
+        read(&self.channels).keys().cloned().collect()
     }
 
     /// Registers a subscriber; from now on it receives matching publications.
@@ -114,6 +136,7 @@ impl Hub {
             return 0;
         };
         let subs = read(&subs);
+        let era = self.era();
         CANDIDATES.with_borrow_mut(|candidates| {
             candidates.clear();
             subs.index
@@ -132,6 +155,7 @@ impl Hub {
                 let pushed = sub.outbox.push(Outbound {
                     frame: publication.frame().clone(),
                     slot: sub.slot,
+                    era,
                     offset: publication.offset,
                     received: publication.received,
                 });

@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use crate::app::Apps;
 use crate::broker::{Broker, BrokerError, PublishFailure};
-use crate::connections::Registry;
+use crate::connections::{Connection, Registry};
 use crate::hub::Hub;
+use crate::outbox::{SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED};
 use crate::publication::{ChannelId, EventError, NewEvent, Position};
-use crate::switches::Switches;
+use crate::switches::{Switch, Switches};
 use crate::telemetry::{BrokerOp, Telemetry};
 
 /// Limits every session obeys.
@@ -108,19 +109,91 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    /// Whether `event` (at `index` of its batch) may be published: a
+    /// configured app, and fields within their bounds.
+    pub fn check(&self, index: usize, event: &NewEvent) -> Result<(), PublishError> {
+        if self.apps.get(&event.app_id).is_none() {
+            return Err(PublishError::UnknownApp {
+                index,
+                app: event.app_id.chars().take(64).collect(),
+            });
+        }
+        event
+            .validate()
+            .map_err(|error| PublishError::Invalid { index, error })
+    }
+
+    /// Tells every connection when the broker link is lost and when it is
+    /// back (`reset` `broker_unavailable`, then `broker_restored`); runs
+    /// until the broker is dropped.
+    pub async fn follow_broker(self: Arc<Self>) {
+        let mut link = self.broker.link();
+        let mut up = *link.borrow_and_update();
+        self.telemetry.link.link_up(up);
+        while link.changed().await.is_ok() {
+            let now = *link.borrow_and_update();
+            if now == up {
+                continue;
+            }
+            up = now;
+            let signal = if up {
+                SIGNAL_BROKER_RESTORED
+            } else {
+                SIGNAL_BROKER_LOST
+            };
+            for connection in self.connections.snapshot() {
+                connection.signal(signal);
+            }
+        }
+    }
+
+    /// Puts `switch` in force (`enabled: false`) or lifts it; on a change
+    /// that switches off, signals every connection holding a subscription it
+    /// covers (each ends them with `reset` `disabled`). Returns whether it
+    /// changed anything and how many connections were signalled.
+    pub fn apply_switch(&self, switch: &Switch, enabled: bool) -> (bool, usize) {
+        if !self.switches.set(switch.clone(), enabled) {
+            return (false, 0);
+        }
+        let mut affected = 0;
+        if !enabled {
+            for connection in self.connections.snapshot() {
+                if connection.affected_by(switch) {
+                    connection.recheck_switches();
+                    affected += 1;
+                }
+            }
+        }
+        (true, affected)
+    }
+
+    /// This node's connections held by `user` of `app`, oldest first.
+    pub fn user_connections(&self, app: &str, user: &str) -> Vec<Arc<Connection>> {
+        let mut found: Vec<_> = self
+            .connections
+            .snapshot()
+            .into_iter()
+            .filter(|c| c.held_by(app, user))
+            .collect();
+        found.sort_by_key(|c| c.id());
+        found
+    }
+
+    /// Closes every connection of `user` of `app` on this node, telling the
+    /// client `reason`; returns how many.
+    pub fn disconnect_user(&self, app: &str, user: &str, reason: &str) -> usize {
+        let found = self.user_connections(app, user);
+        for connection in &found {
+            connection.disconnect(reason);
+        }
+        found.len()
+    }
+
     /// Validates every event, then publishes them in order. Consecutive
     /// events of one channel go to the broker together.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Position>, PublishError> {
         for (index, event) in events.iter().enumerate() {
-            if self.apps.get(&event.app_id).is_none() {
-                return Err(PublishError::UnknownApp {
-                    index,
-                    app: event.app_id.chars().take(64).collect(),
-                });
-            }
-            event
-                .validate()
-                .map_err(|error| PublishError::Invalid { index, error })?;
+            self.check(index, event)?;
         }
         let mut positions = Vec::with_capacity(events.len());
         let mut events = events.into_iter().peekable();

@@ -24,6 +24,10 @@ pub type Signals = u8;
 pub const SIGNAL_SWITCHES: Signals = 1;
 /// Close the connection (an operator's disconnect).
 pub const SIGNAL_DISCONNECT: Signals = 2;
+/// The broker is unreachable: tell the client `reset` `broker_unavailable`.
+pub const SIGNAL_BROKER_LOST: Signals = 4;
+/// The broker is back: tell the client `reset` `broker_restored`.
+pub const SIGNAL_BROKER_RESTORED: Signals = 8;
 
 /// One queued frame.
 #[derive(Debug, Clone)]
@@ -32,6 +36,10 @@ pub struct Outbound {
     pub frame: Bytes,
     /// The session's subscription slot it was queued for ([`NO_SLOT`] if none).
     pub slot: u32,
+    /// The hub's broker era when it was delivered (see [`Hub::era`]).
+    ///
+    /// [`Hub::era`]: crate::hub::Hub::era
+    pub era: u32,
     /// The event's offset in its channel (0 if none).
     pub offset: u64,
     /// When its publication reached this node, for the publish-to-write
@@ -189,6 +197,7 @@ mod tests {
         Outbound {
             frame: Bytes::from_static(b"x"),
             slot: 0,
+            era: 0,
             offset,
             received: Instant::now(),
         }

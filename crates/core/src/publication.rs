@@ -148,8 +148,18 @@ pub struct Publication {
 impl Publication {
     /// Gives `event` its offset and serializes its `data` message.
     pub fn new(channel: ChannelId, offset: u64, event: NewEvent) -> Publication {
+        Publication::restore(channel, offset, event, Envelope::now())
+    }
+
+    /// Rebuilds a publication stamped elsewhere (another node, the broker's
+    /// history): the same `uuid` and `timestamp` on every node.
+    pub fn restore(
+        channel: ChannelId,
+        offset: u64,
+        event: NewEvent,
+        envelope: Envelope,
+    ) -> Publication {
         let keywords: Box<[Box<str>]> = event.keywords.into_iter().map(Into::into).collect();
-        let envelope = Envelope::now();
         let mut publication = Publication {
             channel,
             offset,
@@ -190,6 +200,11 @@ impl Publication {
     /// The payload as published.
     pub fn data(&self) -> &RawValue {
         &self.data
+    }
+
+    /// The `uuid` and `timestamp` every node sends with it.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
     }
 }
 

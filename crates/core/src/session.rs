@@ -27,7 +27,10 @@ use crate::connections::{Connection, Holder, Transport};
 use crate::filter::Filter;
 use crate::hub::{SubId, Subscriber};
 use crate::node::Node;
-use crate::outbox::{NO_SLOT, Outbound, Outbox, SIGNAL_DISCONNECT, SIGNAL_SWITCHES};
+use crate::outbox::{
+    NO_SLOT, Outbound, Outbox, SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED, SIGNAL_DISCONNECT,
+    SIGNAL_SWITCHES,
+};
 use crate::publication::{ChannelId, valid_name};
 use crate::recovery::Cursor;
 use crate::switches::Switch;
@@ -56,6 +59,8 @@ struct Slot {
     sub_id: SubId,
     epoch: Arc<str>,
     cursor: Cursor,
+    /// The hub's broker era the cursor counts in.
+    era: u32,
     exp: Option<u64>,
 }
 
@@ -359,6 +364,7 @@ impl Session {
             ));
         }
         let filter = Arc::new(filter);
+        let era = self.node.hub.era();
         // Registered before history is read: see the recovery module.
         let sub_id = self.node.hub.subscribe(
             &channel,
@@ -405,6 +411,7 @@ impl Session {
             sub_id,
             epoch: recovered.epoch.clone(),
             cursor: Cursor::at(recovered.top),
+            era,
             exp: claims.exp,
         });
         Ok(AckChannel {
@@ -488,6 +495,14 @@ impl Session {
         let before = out.len();
         if signals & SIGNAL_SWITCHES != 0 {
             self.apply_switches(out);
+        }
+        if signals & SIGNAL_BROKER_LOST != 0 && self.subscription_count() > 0 {
+            self.node.telemetry.link.reset_sent();
+            out.push(server::reset(None, ResetReason::BrokerUnavailable));
+        }
+        if signals & SIGNAL_BROKER_RESTORED != 0 && self.subscription_count() > 0 {
+            self.node.telemetry.link.reset_sent();
+            out.push(server::reset(None, ResetReason::BrokerRestored));
         }
         let mut taken = out.len() - before;
         let slots = &mut self.slots;
@@ -598,15 +613,24 @@ impl Session {
 }
 
 /// Whether a live frame is new to its subscription (advancing its cursor);
-/// frames of ended subscriptions are not.
+/// frames of ended subscriptions are not. A frame from a later broker era
+/// restarts the cursor (offsets may have restarted with a new epoch); one
+/// from an earlier era is stale: the client was told `reset` since.
 fn admitted(slots: &mut [Option<Slot>], item: &Outbound) -> bool {
     if item.slot == NO_SLOT {
         return true;
     }
-    match slots.get_mut(item.slot as usize) {
-        Some(Some(slot)) => slot.cursor.admit(item.offset),
-        _ => false,
+    let Some(Some(slot)) = slots.get_mut(item.slot as usize) else {
+        return false;
+    };
+    if item.era != slot.era {
+        if item.era < slot.era {
+            return false;
+        }
+        slot.era = item.era;
+        slot.cursor = Cursor::default();
     }
+    slot.cursor.admit(item.offset)
 }
 
 impl Drop for Session {

@@ -459,6 +459,8 @@ pub struct Telemetry {
     broker: [Histogram<Nanos>; BrokerOp::ALL.len()],
     /// The labelled channels (at most [`MAX_CHANNEL_SERIES`]), of configured apps.
     channels: RwLock<HashMap<ChannelId, ChannelRates>>,
+    /// The broker link and the sources riding on it.
+    pub link: crate::broker::LinkTelemetry,
 }
 
 impl Telemetry {
@@ -854,6 +856,7 @@ impl Telemetry {
         }
         self.render_admin(&mut out);
         self.render_flow(&mut out);
+        self.link.render(&mut out);
         out
     }
 

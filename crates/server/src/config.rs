@@ -16,6 +16,9 @@ use chouquette_core::node::SessionLimits;
 use chouquette_core::publication::valid_name;
 use serde::{Deserialize, Deserializer};
 
+use crate::broker::redis::{RedisSettings, Target};
+use crate::source::redis_inbox::InboxSettings;
+
 /// The environment prefix for overrides.
 pub const ENV_PREFIX: &str = "CHOUQUETTE_";
 
@@ -158,10 +161,51 @@ pub enum BrokerKind {
 pub struct BrokerConfig {
     /// `memory` or `redis`.
     pub kind: BrokerKind,
-    /// Redis URL, for `redis`.
+    /// Redis URL, for `redis` without Sentinel.
     pub url: Option<String>,
-    /// Most channels tracked (memory broker).
+    /// Sentinels that know the Redis master, instead of `url`.
+    pub sentinel: Option<SentinelConfig>,
+    /// Most channels tracked (memory broker) or listened on (redis).
     pub max_channels: usize,
+    /// Prefix of every Redis key and topic.
+    pub prefix: String,
+    /// A channel nobody publishes to or joins for this long is forgotten
+    /// in Redis (its next events start a new epoch).
+    #[serde(deserialize_with = "duration")]
+    pub key_ttl: Duration,
+    /// Longest wait for a Redis connection.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Longest wait for a Redis answer before the link counts as lost.
+    #[serde(deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// Longest wait between reconnection attempts (backoff cap).
+    #[serde(deserialize_with = "duration")]
+    pub reconnect_max: Duration,
+    /// The Redis inbox stream backends may `XADD` events to (`""`: none).
+    pub inbox: String,
+    /// The consumer group the gateways share on the inbox.
+    pub inbox_group: String,
+    /// Inbox entries pending this long on a silent gateway are taken over.
+    #[serde(deserialize_with = "duration")]
+    pub inbox_claim_after: Duration,
+    /// How long an inbox entry id is remembered, so that an entry taken
+    /// over is not published twice.
+    #[serde(deserialize_with = "duration")]
+    pub dedup_window: Duration,
+}
+
+/// `[broker.sentinel]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// Sentinel addresses, `host:port`, tried in order.
+    pub addresses: Vec<String>,
+    /// The master's name in the Sentinels' configuration.
+    pub master_name: String,
+    /// Database number.
+    #[serde(default)]
+    pub db: i64,
 }
 
 impl Default for BrokerConfig {
@@ -169,7 +213,110 @@ impl Default for BrokerConfig {
         BrokerConfig {
             kind: BrokerKind::Memory,
             url: None,
+            sentinel: None,
             max_channels: 1_000_000,
+            prefix: "chq".into(),
+            key_ttl: Duration::from_secs(7 * 24 * 3600),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+            reconnect_max: Duration::from_secs(5),
+            inbox: "chq:inbox".into(),
+            inbox_group: "chouquette".into(),
+            inbox_claim_after: Duration::from_secs(30),
+            dedup_window: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The Redis broker's settings (for `kind = "redis"`).
+    pub fn redis_settings(&self) -> RedisSettings {
+        let target = match &self.sentinel {
+            Some(s) => Target::Sentinel {
+                addresses: s.addresses.clone(),
+                master: s.master_name.clone(),
+                db: s.db,
+            },
+            None => Target::Url(
+                self.url
+                    .clone()
+                    .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            ),
+        };
+        RedisSettings {
+            target,
+            prefix: self.prefix.clone(),
+            key_ttl: self.key_ttl,
+            connect_timeout: self.connect_timeout,
+            command_timeout: self.command_timeout,
+            reconnect_max: self.reconnect_max,
+            max_channels: self.max_channels,
+            dedup_window: self.dedup_window,
+        }
+    }
+
+    /// The inbox consumer's settings, when an inbox is configured.
+    pub fn inbox_settings(&self, node_id: &str) -> Option<InboxSettings> {
+        (self.kind == BrokerKind::Redis && !self.inbox.is_empty()).then(|| InboxSettings {
+            stream: self.inbox.clone(),
+            group: self.inbox_group.clone(),
+            consumer: node_id.to_string(),
+            batch: 256,
+            block: Duration::from_secs(2),
+            claim_after: self.inbox_claim_after,
+            dead_max_len: 100_000,
+        })
+    }
+
+    fn problems(&self, push: &mut impl FnMut(Option<&str>, String)) {
+        if self.kind != BrokerKind::Redis {
+            return;
+        }
+        if self.url.is_some() && self.sentinel.is_some() {
+            push(
+                Some("sentinel"),
+                "broker: set `url` or `[broker.sentinel]`, not both".into(),
+            );
+        }
+        if let Some(url) = &self.url
+            && redis::Client::open(url.as_str()).is_err()
+        {
+            push(
+                Some("url"),
+                format!("broker.url `{url}` is not a Redis URL"),
+            );
+        }
+        if let Some(s) = &self.sentinel
+            && (s.addresses.is_empty() || s.master_name.is_empty())
+        {
+            push(
+                Some("sentinel"),
+                "broker.sentinel needs `addresses` and `master_name`".into(),
+            );
+        }
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            push(
+                Some("prefix"),
+                "broker.prefix must be non-empty, without `{` or `}`".into(),
+            );
+        }
+        for (name, value) in [
+            ("key_ttl", self.key_ttl),
+            ("connect_timeout", self.connect_timeout),
+            ("command_timeout", self.command_timeout),
+            ("reconnect_max", self.reconnect_max),
+            ("inbox_claim_after", self.inbox_claim_after),
+            ("dedup_window", self.dedup_window),
+        ] {
+            if value.is_zero() {
+                push(Some(name), format!("broker.{name} must be more than 0s"));
+            }
+        }
+        if self.dedup_window < self.inbox_claim_after * 2 {
+            push(
+                Some("dedup_window"),
+                "broker.dedup_window must be at least twice inbox_claim_after".into(),
+            );
         }
     }
 }
@@ -499,12 +646,7 @@ impl Config {
                 message,
             });
         };
-        if self.broker.kind == BrokerKind::Redis {
-            push(
-                Some("kind"),
-                "broker kind `redis` is not available in this build; use `memory`".into(),
-            );
-        }
+        self.broker.problems(&mut push);
         let limits = &self.limits;
         for (name, value) in [
             (

@@ -6,13 +6,16 @@
 
 pub mod api;
 pub mod audit;
+pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod http_client;
 pub mod logging;
 pub mod serve;
 pub mod shutdown;
+pub mod source;
 pub mod static_files;
 pub mod switch_store;
 pub mod testkit;

@@ -15,7 +15,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use chouquette_core::broker::MemoryBroker;
+use chouquette_core::broker::{Broker, MemoryBroker};
 use chouquette_core::hub::Hub;
 use chouquette_core::node::Node;
 use chouquette_core::switches::{Switch, Switches};
@@ -25,8 +25,11 @@ use tokio::task::JoinHandle;
 
 use crate::api::admin::AdminState;
 use crate::audit::{Audit, AuditError};
-use crate::config::Config;
+use crate::broker::redis::RedisBroker;
+use crate::cluster::Cluster;
+use crate::config::{BrokerKind, Config};
 use crate::shutdown::{Shutdown, Trigger};
+use crate::source::redis_inbox;
 use crate::switch_store::{StoreError, SwitchStore};
 use crate::transport::{Settings, poll, sse, ws};
 use crate::{api, static_files};
@@ -171,7 +174,18 @@ pub async fn start_with(
     let apps = config.apps();
     let telemetry = Arc::new(Telemetry::with_apps(apps.iter().map(|a| a.id.clone())));
     let hub = Arc::new(Hub::new(telemetry.clone()));
-    let broker = Arc::new(MemoryBroker::new(hub.clone(), config.broker.max_channels));
+    let (broker, redis): (Arc<dyn Broker>, Option<Arc<RedisBroker>>) = match config.broker.kind {
+        BrokerKind::Memory => (
+            Arc::new(MemoryBroker::new(hub.clone(), config.broker.max_channels)),
+            None,
+        ),
+        BrokerKind::Redis => {
+            let settings = config.broker.redis_settings();
+            let redis =
+                Arc::new(RedisBroker::start(settings, hub.clone(), telemetry.clone()).await);
+            (redis.clone(), Some(redis))
+        }
+    };
     let store = config.admin.state_file.clone().map(SwitchStore::new);
     let switches: Vec<Switch> = match &store {
         Some(store) => store.load()?,
@@ -203,7 +217,12 @@ pub async fn start_with(
         }),
         shutdown: shutdown.clone(),
         max_publish_bytes: config.limits.max_publish_bytes,
-        admin: Arc::new(AdminState::new(config.admin.key.clone(), store, audit)),
+        admin: Arc::new(AdminState::new(
+            config.admin.key.clone(),
+            store,
+            audit,
+            redis.as_ref().map(|r| Cluster::join(r.clone(), &node)),
+        )),
     };
     let public_listener = bind(config.listen.public).await?;
     let internal_listener = bind(config.listen.internal).await?;
@@ -223,6 +242,14 @@ pub async fn start_with(
         grace,
         public_routes,
     ));
+    let mut background = vec![tokio::spawn(node.clone().follow_broker()).abort_handle()];
+    if let Some(redis) = redis {
+        background.push(redis.stop_handle());
+        if let Some(inbox) = config.broker.inbox_settings(&node.id) {
+            let consume = redis_inbox::run(node.clone(), redis, inbox);
+            background.push(tokio::spawn(consume).abort_handle());
+        }
+    }
     tracing::info!(%public, %internal, node = %node.id, broker = node.broker.kind(),
         switches = node.switches.len(), "chouquette listening");
     Ok(Running {
@@ -231,7 +258,7 @@ pub async fn start_with(
         node,
         trigger,
         task,
-        background: std::sync::Mutex::new(Vec::new()),
+        background: std::sync::Mutex::new(background),
     })
 }
 

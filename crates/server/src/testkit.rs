@@ -15,6 +15,9 @@ use crate::config::Config;
 use crate::http_client::HttpClient;
 use crate::serve::{self, Running};
 
+mod redis;
+pub use redis::{RedisServer, answers_ping, free_port, redis_config};
+
 /// App id of [`BASE_CONFIG`].
 pub const APP: &str = "bluelib";
 /// Current secret of [`BASE_CONFIG`].

@@ -22,6 +22,8 @@ pub struct MemoryBroker {
     hub: Arc<Hub>,
     channels: Mutex<HashMap<ChannelId, Arc<Mutex<ChannelLog>>>>,
     max_channels: usize,
+    /// Always up: nothing external to lose.
+    link: tokio::sync::watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -37,6 +39,7 @@ impl MemoryBroker {
             hub,
             channels: Mutex::new(HashMap::new()),
             max_channels,
+            link: tokio::sync::watch::Sender::new(true),
         }
     }
 
@@ -91,6 +94,10 @@ impl Broker for MemoryBroker {
 
     fn connected(&self) -> bool {
         true
+    }
+
+    fn link(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.link.subscribe()
     }
 
     fn publish<'a>(

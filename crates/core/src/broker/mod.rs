@@ -8,11 +8,13 @@
 //!
 //! [`Hub`]: crate::hub::Hub
 
+mod link;
 mod memory;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use link::LinkTelemetry;
 pub use memory::MemoryBroker;
 
 use crate::app::ChannelPolicy;
@@ -63,6 +65,10 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker is reachable now.
     fn connected(&self) -> bool;
+
+    /// Follows [`Broker::connected`]: the node tells every client when the
+    /// link is lost and when it is back.
+    fn link(&self) -> tokio::sync::watch::Receiver<bool>;
 
     /// Gives each event the next offset of `channel`, stores it, and delivers
     /// it to every node, in order. A refused event stops the batch: those

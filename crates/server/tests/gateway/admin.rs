@@ -215,7 +215,7 @@ async fn disconnect_closes_that_users_connections_only() {
         )
         .await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer, json!({"disconnected": 3}));
+    assert_eq!(answer, json!({"disconnected": 3, "nodes": 1}));
     for client in [&mut by_token, &mut by_identity] {
         let (code, why) = client.expect_close().await.expect("a close frame");
         assert_eq!(code, 1008);

@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 
 use super::error_response;
 use crate::audit::{Actor, Audit, fingerprint};
+use crate::cluster::Cluster;
 use crate::serve::Shared;
 use crate::switch_store::SwitchStore;
 
@@ -44,12 +45,20 @@ pub struct AdminState {
     started: Instant,
     /// Switch changes one at a time: compute, persist, apply.
     changes: tokio::sync::Mutex<()>,
+    /// Other nodes, when they share a Redis broker.
+    cluster: Option<Cluster>,
 }
 
 impl AdminState {
     /// The admin state: key, state file (already loaded into the node), audit log.
-    pub fn new(key: Option<String>, store: Option<SwitchStore>, audit: Audit) -> AdminState {
+    pub fn new(
+        key: Option<String>,
+        store: Option<SwitchStore>,
+        audit: Audit,
+        cluster: Option<Cluster>,
+    ) -> AdminState {
         AdminState {
+            cluster,
             fingerprint: key.as_deref().map(fingerprint).unwrap_or_default(),
             key,
             store,

@@ -1,12 +1,14 @@
 //! `GET /admin/switches` (those in force) and `POST /admin/switches` (switch
 //! one off, `enabled: false`, or lift it, `enabled: true`).
 //!
-//! A change is computed, written to the state file (when configured) and
-//! only then applied, one change at a time; a file that cannot be written
-//! leaves the switches as they were (500 `unavailable`). Switching off then
-//! scans every connection of the node (switches are rare) and signals those
-//! holding a covered subscription; each ends them in its own task with
-//! `reset` reason `disabled`.
+//! A change is computed, recorded in Redis and announced to the other nodes
+//! (with the Redis broker: see the cluster module), written to the state
+//! file (when configured) and only then applied, one change at a time;
+//! Redis away (503) or a file that cannot be written (500) leaves the
+//! switches as they were. Switching off then scans every connection of the
+//! node (switches are rare) and signals those holding a covered
+//! subscription; each ends them in its own task with `reset` reason
+//! `disabled`. `affected_connections` counts this node's.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -49,12 +51,7 @@ pub async fn change(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Refused> {
     let (switch, enabled) = parse(&shared, body)?;
-    let changed = apply(&shared, &switch, enabled).await?;
-    let affected = if changed && !enabled {
-        signal_affected(&shared, &switch)
-    } else {
-        0
-    };
+    let (changed, affected) = apply(&shared, &switch, enabled).await?;
     let action = if enabled {
         AdminAction::SwitchOn
     } else {
@@ -86,12 +83,23 @@ fn parse(shared: &Shared, body: Result<Bytes, BytesRejection>) -> Result<(Switch
     Ok((switch, body.enabled))
 }
 
-/// Persists then applies the change; false when it changes nothing.
-async fn apply(shared: &Shared, switch: &Switch, enabled: bool) -> Result<bool, Refused> {
+/// Persists then applies the change (Redis and the other nodes first, when
+/// shared; then the state file); false when it changes nothing here.
+async fn apply(shared: &Shared, switch: &Switch, enabled: bool) -> Result<(bool, usize), Refused> {
     let _one_at_a_time = shared.admin.changes.lock().await;
     let switches = &shared.node.switches;
-    let Some(next) = switches.with_change(switch, enabled) else {
-        return Ok(false);
+    let next = switches.with_change(switch, enabled);
+    if let Some(cluster) = &shared.admin.cluster
+        && let Err(e) = cluster.switch(switch, enabled).await
+    {
+        return Err(Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("cannot reach the other nodes through Redis, nothing changed: {e}"),
+        ));
+    }
+    let Some(next) = next else {
+        return Ok((false, 0));
     };
     if let Some(store) = &shared.admin.store
         && let Err(e) = store.save(next).await
@@ -103,18 +111,5 @@ async fn apply(shared: &Shared, switch: &Switch, enabled: bool) -> Result<bool, 
             format!("cannot write the state file, nothing changed: {e}"),
         ));
     }
-    switches.set(switch.clone(), enabled);
-    Ok(true)
-}
-
-/// Signals every connection holding a subscription `switch` covers; how many.
-fn signal_affected(shared: &Shared, switch: &Switch) -> usize {
-    let mut affected = 0;
-    for connection in shared.node.connections.snapshot() {
-        if connection.affected_by(switch) {
-            connection.recheck_switches();
-            affected += 1;
-        }
-    }
-    affected
+    Ok(shared.node.apply_switch(switch, enabled))
 }

@@ -5,14 +5,12 @@
 //! that user, or any of its subscriptions' tokens has that `sub`. Finding
 //! them scans the node's connections (operator actions are rare).
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chouquette_core::connections::Connection;
 use chouquette_core::telemetry::AdminAction;
 use chouquette_protocol::server::timestamp;
 use serde::Deserialize;
@@ -59,18 +57,6 @@ fn checked_user(shared: &Shared, app: &str, user: &str) -> Result<(), Refused> {
     Ok(())
 }
 
-fn user_connections(shared: &Shared, app: &str, user: &str) -> Vec<Arc<Connection>> {
-    let mut found: Vec<_> = shared
-        .node
-        .connections
-        .snapshot()
-        .into_iter()
-        .filter(|c| c.held_by(app, user))
-        .collect();
-    found.sort_by_key(|c| c.id());
-    found
-}
-
 /// `POST /admin/disconnect`: answers `{"disconnected": N}`.
 pub async fn disconnect(
     Operator(actor): Operator,
@@ -83,14 +69,24 @@ pub async fn disconnect(
         body.reason.as_deref().unwrap_or(DEFAULT_REASON),
         MAX_REASON_BYTES,
     );
-    let found = user_connections(&shared, &body.app, &body.user);
-    for connection in &found {
-        connection.disconnect(reason);
-    }
+    let nodes = match &shared.admin.cluster {
+        Some(cluster) => cluster
+            .disconnect(&body.app, &body.user, reason)
+            .await
+            .map_err(|e| {
+                Refused::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("cannot reach the other nodes through Redis: {e}"),
+                )
+            })?,
+        None => 1,
+    };
+    let disconnected = shared.node.disconnect_user(&body.app, &body.user, reason);
     let detail = json!({"app": body.app, "user": body.user, "reason": reason,
-                        "disconnected": found.len()});
+                        "disconnected": disconnected, "nodes": nodes});
     record(&shared, &actor, AdminAction::Disconnect, &detail).await;
-    Ok(Json(json!({"disconnected": found.len()})).into_response())
+    Ok(Json(json!({"disconnected": disconnected, "nodes": nodes})).into_response())
 }
 
 /// `GET /admin/connections?app=...&user=...`.
@@ -103,7 +99,9 @@ pub async fn connections(
         .map_err(|e| Refused::bad_message(format!("expected `?app=...&user=...`: {e}")))?;
     checked_user(&shared, &query.app, &query.user)?;
     let node = &shared.node.id;
-    let list: Vec<Value> = user_connections(&shared, &query.app, &query.user)
+    let list: Vec<Value> = shared
+        .node
+        .user_connections(&query.app, &query.user)
         .iter()
         .map(|c| {
             let s = c.summary(&query.app);

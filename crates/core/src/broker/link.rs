@@ -1,0 +1,123 @@
+//! The health of a broker's link to its backing service, as counted and
+//! as announced to the node.
+//!
+//! A broker that can lose its service (Redis) flips [`LinkTelemetry`]'s
+//! gauge and bumps its counters; the node watches [`Broker::link`] to tell
+//! every client `reset` `broker_unavailable`, then `broker_restored`.
+//!
+//! [`Broker::link`]: super::Broker::link
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Counters of the broker link and of the sources that ride on it.
+#[derive(Debug, Default)]
+pub struct LinkTelemetry {
+    up: AtomicI64,
+    losses: AtomicU64,
+    connect_failures: AtomicU64,
+    resets_sent: AtomicU64,
+    inbox_published: AtomicU64,
+    inbox_duplicates: AtomicU64,
+    inbox_dead: AtomicU64,
+    inbox_claimed: AtomicU64,
+}
+
+impl LinkTelemetry {
+    /// The link came up (`true`) or went down.
+    pub fn link_up(&self, up: bool) {
+        self.up.store(i64::from(up), Ordering::Relaxed);
+        if !up {
+            self.losses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection attempt to the broker's service failed.
+    pub fn connect_failed(&self) {
+        self.connect_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A session told its client `broker_unavailable` or `broker_restored`.
+    pub fn reset_sent(&self) {
+        self.resets_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Inbox entries published (`published`), skipped as already published
+    /// (`duplicates`), or refused and moved to the dead-letter stream.
+    pub fn inbox(&self, published: usize, duplicates: usize, dead: usize) {
+        self.inbox_published
+            .fetch_add(published as u64, Ordering::Relaxed);
+        self.inbox_duplicates
+            .fetch_add(duplicates as u64, Ordering::Relaxed);
+        self.inbox_dead.fetch_add(dead as u64, Ordering::Relaxed);
+    }
+
+    /// Inbox entries taken over from a consumer that stopped acknowledging.
+    pub fn inbox_claimed(&self, n: usize) {
+        self.inbox_claimed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Appends these series in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let series: [(&str, &str, &str, i64); 8] = [
+            (
+                "chouquette_broker_up",
+                "gauge",
+                "1 while the broker link is up (always 1 for the memory broker).",
+                self.up.load(Ordering::Relaxed),
+            ),
+            (
+                "chouquette_broker_losses_total",
+                "counter",
+                "Times the broker link was lost.",
+                load(&self.losses),
+            ),
+            (
+                "chouquette_broker_connect_failures_total",
+                "counter",
+                "Failed attempts to (re)connect to the broker.",
+                load(&self.connect_failures),
+            ),
+            (
+                "chouquette_broker_resets_total",
+                "counter",
+                "reset broker_unavailable / broker_restored messages sent.",
+                load(&self.resets_sent),
+            ),
+            (
+                "chouquette_inbox_published_total",
+                "counter",
+                "Redis inbox entries published.",
+                load(&self.inbox_published),
+            ),
+            (
+                "chouquette_inbox_duplicates_total",
+                "counter",
+                "Redis inbox entries skipped because they were already published.",
+                load(&self.inbox_duplicates),
+            ),
+            (
+                "chouquette_inbox_dead_total",
+                "counter",
+                "Redis inbox entries refused and moved to the dead-letter stream.",
+                load(&self.inbox_dead),
+            ),
+            (
+                "chouquette_inbox_claimed_total",
+                "counter",
+                "Redis inbox entries taken over from a silent consumer.",
+                load(&self.inbox_claimed),
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
+}
+
+fn load(a: &AtomicU64) -> i64 {
+    i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+}

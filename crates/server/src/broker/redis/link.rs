@@ -1,0 +1,361 @@
+//! The link to Redis: connecting (directly or through Sentinel), listening
+//! on this node's topics, noticing a loss, reconnecting with backoff.
+//!
+//! One task owns the link. It connects a multiplexed command connection and
+//! a pub/sub connection, listens again on every watched topic in batches of
+//! [`SUBSCRIBE_BATCH`] (a reconnect costs a handful of commands, not one per
+//! channel or client), starts a new hub era and announces the link up. It
+//! then hands each message to the hub in arrival order (which is offset
+//! order per channel), pings Redis every second, and every
+//! [`SWEEP_EVERY`] stops listening on topics this node no longer needs.
+//! A closed stream, a failed ping or a caller's report ends the link: it is
+//! announced down and the task retries after a capped, jittered backoff.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, Client, RedisError};
+use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
+
+use super::{Control, RedisSettings, Shared, wire};
+
+/// Topics per SUBSCRIBE or UNSUBSCRIBE command.
+const SUBSCRIBE_BATCH: usize = 1000;
+/// How often unneeded topics are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How often the link is checked with a PING.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A server URL, `redis://[user:password@]host:port[/db]`.
+    Url(String),
+    /// Ask these Sentinels (`host:port`) for the master named `master`.
+    Sentinel {
+        /// Sentinel addresses, tried in order.
+        addresses: Vec<String>,
+        /// The monitored master's name.
+        master: String,
+        /// Database number on the master.
+        db: i64,
+    },
+}
+
+/// A live link: what callers use to send commands and to listen.
+#[derive(Clone)]
+pub(super) struct Link {
+    /// Distinguishes links, so a subscription confirmed on an old one is
+    /// made again on the new one.
+    pub id: u64,
+    pub commands: MultiplexedConnection,
+    pub subscriptions: PubSubSink,
+}
+
+static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Redis refused or failed.
+    #[error("{0}")]
+    Redis(#[from] RedisError),
+    /// No answer in time.
+    #[error("timed out connecting to Redis")]
+    Timeout,
+    /// No Sentinel knew a master that answers as one.
+    #[error("no Sentinel named a reachable master `{0}`")]
+    NoMaster(String),
+}
+
+async fn within<T>(
+    limit: Duration,
+    f: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, ConnectError> {
+    timeout(limit, f)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map_err(Into::into)
+}
+
+fn config(settings: &RedisSettings, response: Option<Duration>) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(response)
+}
+
+/// The client of the current master: the URL, or what a Sentinel says.
+async fn resolve(settings: &RedisSettings) -> Result<Client, ConnectError> {
+    let (addresses, master, db) = match &settings.target {
+        Target::Url(url) => return Ok(Client::open(url.as_str())?),
+        Target::Sentinel {
+            addresses,
+            master,
+            db,
+        } => (addresses, master, *db),
+    };
+    let quick = config(settings, Some(settings.command_timeout));
+    for address in addresses {
+        let asked = async {
+            let sentinel = Client::open(format!("redis://{address}/"))?;
+            let mut con = sentinel
+                .get_multiplexed_async_connection_with_config(&quick)
+                .await?;
+            let named: Option<(String, u16)> = redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(master)
+                .query_async(&mut con)
+                .await?;
+            let Some((host, port)) = named else {
+                return Ok::<_, RedisError>(None);
+            };
+            let client = Client::open(format!("redis://{host}:{port}/{db}"))?;
+            let mut con = client
+                .get_multiplexed_async_connection_with_config(&quick)
+                .await?;
+            // A Sentinel may name a master that was just demoted.
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut con).await?;
+            let is_master =
+                matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
+            Ok(is_master.then_some(client))
+        };
+        match timeout(settings.connect_timeout, asked).await {
+            Ok(Ok(Some(client))) => return Ok(client),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(sentinel = %address, error = %e, "sentinel did not answer")
+            }
+            Err(_) => tracing::debug!(sentinel = %address, "sentinel timed out"),
+        }
+    }
+    Err(ConnectError::NoMaster(master.clone()))
+}
+
+/// A connection without response timeout, for blocking stream reads.
+pub(super) async fn dedicated(
+    settings: &RedisSettings,
+) -> Result<MultiplexedConnection, ConnectError> {
+    let client = resolve(settings).await?;
+    within(
+        settings.connect_timeout,
+        client.get_multiplexed_async_connection_with_config(&config(settings, None)),
+    )
+    .await
+}
+
+async fn connect(shared: &Shared) -> Result<(Link, PubSubStream), ConnectError> {
+    let settings = &shared.settings;
+    let client = resolve(settings).await?;
+    let commands = within(
+        settings.connect_timeout,
+        client.get_multiplexed_async_connection_with_config(&config(
+            settings,
+            Some(settings.command_timeout),
+        )),
+    )
+    .await?;
+    let pubsub = within(settings.connect_timeout, client.get_async_pubsub()).await?;
+    let (mut sink, stream) = pubsub.split();
+    let id = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
+    let mut watched = shared.watched.lock().await;
+    let mut topics: Vec<Arc<str>> = watched.keys().cloned().collect();
+    topics.push(shared.control_topic().into());
+    for batch in topics.chunks(SUBSCRIBE_BATCH) {
+        let names: Vec<&str> = batch.iter().map(|t| &**t).collect();
+        within(settings.command_timeout, sink.subscribe(&names)).await?;
+    }
+    for (_, confirmed) in watched.values_mut() {
+        *confirmed = id;
+    }
+    // A new era before the first message of this link reaches the hub:
+    // sessions restart their cursors, offsets may have restarted.
+    shared.hub.next_era();
+    let link = Link {
+        id,
+        commands,
+        subscriptions: sink,
+    };
+    *shared.link.write().unwrap_or_else(|p| p.into_inner()) = Some(link.clone());
+    drop(watched);
+    Ok((link, stream))
+}
+
+/// Runs the link until the broker is dropped.
+pub(super) async fn supervise(shared: Weak<Shared>) {
+    let mut failures: u32 = 0;
+    loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        match connect(&strong).await {
+            Ok((link, stream)) => {
+                failures = 0;
+                announce(&strong, true);
+                strong.on_control(Control::Connected);
+                let reconnect_max = strong.settings.reconnect_max;
+                drop(strong);
+                listen(&shared, link, stream).await;
+                let Some(strong) = shared.upgrade() else {
+                    return;
+                };
+                *strong.link.write().unwrap_or_else(|p| p.into_inner()) = None;
+                announce(&strong, false);
+                sleep(backoff(0, reconnect_max)).await;
+                continue;
+            }
+            Err(e) => {
+                strong.telemetry.link.connect_failed();
+                if failures == 0 {
+                    tracing::warn!(error = %e, "cannot connect to Redis; retrying");
+                } else {
+                    tracing::debug!(error = %e, failures, "cannot connect to Redis");
+                }
+                failures = failures.saturating_add(1);
+                let wait = backoff(failures, strong.settings.reconnect_max);
+                drop(strong);
+                sleep(wait).await;
+            }
+        }
+    }
+}
+
+fn announce(shared: &Shared, up: bool) {
+    shared.telemetry.link.link_up(up);
+    if up {
+        tracing::info!("connected to Redis");
+    } else {
+        tracing::warn!("lost the link to Redis; clients are told `broker_unavailable`");
+    }
+    shared.status.send_replace(up);
+}
+
+/// Delivers messages until the link breaks or the broker is dropped.
+async fn listen(shared: &Weak<Shared>, link: Link, mut stream: PubSubStream) {
+    let mut ping = interval(PING_EVERY);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sweep = interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    sweep.reset();
+    let Some((broken, control)) = shared
+        .upgrade()
+        .map(|s| (s.broken_signal(), s.control_topic()))
+    else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                let Some(message) = message else { return };
+                let Some(shared) = shared.upgrade() else { return };
+                if message.get_channel_name() == control {
+                    shared.on_control(Control::Message(message.get_payload_bytes()));
+                } else {
+                    deliver(&shared, message.get_payload_bytes());
+                }
+            }
+            _ = ping.tick() => {
+                let Some(shared) = shared.upgrade() else { return };
+                let mut sink = link.subscriptions.clone();
+                let answered = timeout(shared.settings.command_timeout, sink.ping::<redis::Value>()).await;
+                if !matches!(answered, Ok(Ok(_))) {
+                    return;
+                }
+            }
+            _ = sweep.tick() => {
+                let Some(shared) = shared.upgrade() else { return };
+                if drop_unneeded(&shared, &link).await.is_err() {
+                    return;
+                }
+            }
+            _ = broken.notified() => return,
+        }
+    }
+}
+
+impl Shared {
+    /// A handle on `broken` that outlives a borrow of the whole state.
+    fn broken_signal(self: &Arc<Self>) -> BrokenSignal {
+        BrokenSignal(Arc::downgrade(self))
+    }
+}
+
+/// Waits for [`Shared::broken`] without keeping the broker alive.
+struct BrokenSignal(Weak<Shared>);
+
+impl BrokenSignal {
+    async fn notified(&self) {
+        match self.0.upgrade() {
+            Some(shared) => shared.broken.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn deliver(shared: &Shared, payload: &[u8]) {
+    match wire::decode_message(payload) {
+        Ok(publication) => {
+            shared.hub.deliver(&Arc::new(publication));
+        }
+        Err(e) => tracing::warn!(error = %e, "unreadable message on a Chouquette topic"),
+    }
+}
+
+/// Stops listening on topics of channels without subscribers on this node.
+async fn drop_unneeded(shared: &Shared, link: &Link) -> Result<(), RedisError> {
+    let mut watched = shared.watched.lock().await;
+    let idle: Vec<Arc<str>> = watched
+        .iter()
+        .filter(|(_, (channel, _))| shared.hub.subscriber_count(channel) == 0)
+        .map(|(topic, _)| topic.clone())
+        .collect();
+    for topic in &idle {
+        watched.remove(topic);
+    }
+    let mut sink = link.subscriptions.clone();
+    for batch in idle.chunks(SUBSCRIBE_BATCH) {
+        let names: Vec<&str> = batch.iter().map(|t| &**t).collect();
+        match timeout(shared.settings.command_timeout, sink.unsubscribe(&names)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(RedisError::from(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// 100 ms doubled per failure, capped at `max`, then jittered down to
+/// between half and all of it, so that nodes do not reconnect in step.
+pub fn backoff(failures: u32, max: Duration) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1 << failures.min(16));
+    let capped = base.min(max);
+    let random = RandomState::new().build_hasher().finish();
+    let fraction = (random % 1000) as f64 / 2000.0;
+    capped / 2 + capped.mul_f64(fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let max = Duration::from_secs(5);
+        for failures in 0..40 {
+            let wait = backoff(failures, max);
+            let base = Duration::from_millis(100)
+                .saturating_mul(1 << failures.min(16))
+                .min(max);
+            assert!(wait >= base / 2 && wait <= base, "{failures}: {wait:?}");
+        }
+        let waits: std::collections::HashSet<_> = (0..20).map(|_| backoff(10, max)).collect();
+        assert!(waits.len() > 1, "jitter");
+    }
+}

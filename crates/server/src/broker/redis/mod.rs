@@ -1,0 +1,468 @@
+//! The Redis broker: offsets, history, state and delivery shared by every
+//! gateway node on one Redis (direct or through Sentinel).
+//!
+//! One Lua script per publish gives the events their offsets, appends them
+//! to history and state, and PUBLISHes them on the channel's topic in one
+//! atomic step, so nodes never share an offset and each node receives a
+//! channel in offset order on its single pub/sub connection. A node listens
+//! only on the topics of channels it has subscribers for; it subscribes
+//! before it reads history (see the recovery module), and drops idle topics
+//! in a periodic sweep. When the link breaks, the node tells its clients
+//! (`reset` `broker_unavailable`), refuses publishes and subscribes with
+//! `unavailable`, and reconnects with capped exponential backoff and
+//! jitter; once back, it listens again on all its topics in a few batched
+//! commands and tells clients `broker_restored`.
+
+mod link;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chouquette_core::app::ChannelPolicy;
+use chouquette_core::broker::{BoxFuture, Broker, BrokerError, PublishFailure};
+use chouquette_core::history::{LogError, Recovered};
+use chouquette_core::hub::Hub;
+use chouquette_core::publication::{ChannelId, NewEvent, Position};
+use chouquette_core::recovery::{self, Plan};
+use chouquette_core::telemetry::Telemetry;
+use redis::Script;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use link::Link;
+pub use link::{Target, backoff};
+use wire::ChannelKeys;
+
+const PUBLISH_LUA: &str = concat!(include_str!("common.lua"), include_str!("publish.lua"));
+const RECOVER_LUA: &str = concat!(include_str!("common.lua"), include_str!("recover.lua"));
+
+/// How to reach Redis and how to keep channels there.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// The server, or the Sentinels that know it.
+    pub target: Target,
+    /// Prefix of every key and topic.
+    pub prefix: String,
+    /// A channel nobody publishes to or joins for this long is forgotten.
+    pub key_ttl: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for a command's answer before the link counts as lost.
+    pub command_timeout: Duration,
+    /// Longest wait between reconnection attempts.
+    pub reconnect_max: Duration,
+    /// Most channels this node listens on.
+    pub max_channels: usize,
+    /// How long an inbox id is remembered to publish it only once.
+    pub dedup_window: Duration,
+}
+
+/// The state the broker, its link task and its callers share.
+struct Shared {
+    settings: RedisSettings,
+    hub: Arc<Hub>,
+    telemetry: Arc<Telemetry>,
+    /// The current link, when up.
+    link: RwLock<Option<Link>>,
+    /// Topics this node listens on → (channel, id of the link that
+    /// confirmed the subscription; 0 while pending).
+    watched: tokio::sync::Mutex<HashMap<Arc<str>, (ChannelId, u64)>>,
+    status: watch::Sender<bool>,
+    /// Raised by a caller that saw the link fail, so the task reconnects.
+    broken: Notify,
+    publish: Script,
+    recover: Script,
+    /// Where control messages and link-up events go (see [`Control`]).
+    control: RwLock<Option<ControlHandler>>,
+}
+
+/// What the broker tells the node's control handler.
+#[derive(Debug, Clone, Copy)]
+pub enum Control<'a> {
+    /// A message another node (or this one) broadcast.
+    Message(&'a [u8]),
+    /// The link is up again: state kept in Redis may have changed meanwhile.
+    Connected,
+}
+
+/// Receives [`Control`] events, on the link task: must not block.
+pub type ControlHandler = Arc<dyn Fn(Control<'_>) + Send + Sync>;
+
+impl Shared {
+    fn control_topic(&self) -> String {
+        format!("{}:control", self.settings.prefix)
+    }
+
+    fn switches_key(&self) -> String {
+        format!("{}:switches", self.settings.prefix)
+    }
+
+    fn on_control(&self, event: Control<'_>) {
+        let handler = self
+            .control
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(handler) = handler {
+            handler(event);
+        }
+    }
+
+    fn current(&self) -> Option<Link> {
+        self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn keys(&self, channel: &ChannelId) -> ChannelKeys {
+        ChannelKeys::new(&self.settings.prefix, channel)
+    }
+
+    /// Maps a Redis error to the broker's, asking for a reconnect when the
+    /// connection itself failed.
+    fn failed(&self, e: &redis::RedisError) -> BrokerError {
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            self.broken.notify_one();
+        }
+        BrokerError::Unavailable(e.to_string())
+    }
+}
+
+/// The Redis broker (see the module docs).
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("target", &self.shared.settings.target)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+impl RedisBroker {
+    /// Starts the link task; waits up to the connect timeout for the first
+    /// connection, and keeps trying in the background after that (the node
+    /// is not ready meanwhile).
+    pub async fn start(
+        settings: RedisSettings,
+        hub: Arc<Hub>,
+        telemetry: Arc<Telemetry>,
+    ) -> RedisBroker {
+        let wait = settings.connect_timeout * 2;
+        let shared = Arc::new(Shared {
+            settings,
+            hub,
+            telemetry,
+            link: RwLock::new(None),
+            watched: tokio::sync::Mutex::new(HashMap::new()),
+            status: watch::Sender::new(false),
+            broken: Notify::new(),
+            publish: Script::new(PUBLISH_LUA),
+            recover: Script::new(RECOVER_LUA),
+            control: RwLock::new(None),
+        });
+        let mut up = shared.status.subscribe();
+        let task = tokio::spawn(link::supervise(Arc::downgrade(&shared)));
+        let _ = tokio::time::timeout(wait, up.wait_for(|up| *up)).await;
+        RedisBroker { shared, task }
+    }
+
+    /// Sets where control messages and link-up events go.
+    pub fn on_control(&self, handler: ControlHandler) {
+        *self
+            .shared
+            .control
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// Sends `payload` to every node's control handler (this one's too);
+    /// returns how many nodes listen.
+    pub async fn broadcast(&self, payload: &str) -> Result<usize, BrokerError> {
+        let link = self.shared.current().ok_or_else(not_connected)?;
+        let mut commands = link.commands.clone();
+        redis::cmd("PUBLISH")
+            .arg(self.shared.control_topic())
+            .arg(payload)
+            .query_async(&mut commands)
+            .await
+            .map_err(|e| self.shared.failed(&e))
+    }
+
+    /// Records (`Some`) or forgets (`None`) one kill switch under `field`
+    /// in Redis, where every node reads the switches in force.
+    pub async fn store_switch(&self, field: &str, value: Option<&str>) -> Result<(), BrokerError> {
+        let link = self.shared.current().ok_or_else(not_connected)?;
+        let key = self.shared.switches_key();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match value {
+            Some(value) => pipe.hset(&key, field, value).ignore(),
+            None => pipe.hdel(&key, field).ignore(),
+        };
+        pipe.set(format!("{key}:known"), 1).ignore();
+        let mut commands = link.commands.clone();
+        pipe.query_async::<()>(&mut commands)
+            .await
+            .map_err(|e| self.shared.failed(&e))
+    }
+
+    /// The kill switches recorded in Redis, or `None` when Redis has no
+    /// record at all (a new or emptied Redis).
+    pub async fn stored_switches(&self) -> Result<Option<Vec<String>>, BrokerError> {
+        let link = self.shared.current().ok_or_else(not_connected)?;
+        let key = self.shared.switches_key();
+        let mut commands = link.commands.clone();
+        let (known, values): (Option<String>, Vec<String>) = redis::pipe()
+            .atomic()
+            .get(format!("{key}:known"))
+            .hvals(&key)
+            .query_async(&mut commands)
+            .await
+            .map_err(|e| self.shared.failed(&e))?;
+        Ok(known.map(|_| values))
+    }
+
+    /// Ends the link task when the node stops.
+    pub fn stop_handle(&self) -> tokio::task::AbortHandle {
+        self.task.abort_handle()
+    }
+
+    /// A connection of its own to the same Redis (resolved through Sentinel
+    /// when configured), without a response timeout: for blocking reads.
+    pub async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection, BrokerError> {
+        link::dedicated(&self.shared.settings)
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))
+    }
+
+    /// Publishes `events` of one channel, each with an inbox id ("" for
+    /// none): an id already published within the dedup window is skipped.
+    /// A refused event stops the batch: the outcome covers the events
+    /// before it, and says so.
+    pub async fn publish_once(
+        &self,
+        channel: &ChannelId,
+        policy: &ChannelPolicy,
+        events: &[(String, NewEvent)],
+    ) -> Result<Outcome, BrokerError> {
+        let published = self.run_publish(channel, policy, events).await?;
+        let positions = published
+            .offsets
+            .iter()
+            .map(|o| {
+                o.map(|offset| Position {
+                    epoch: published.epoch.clone(),
+                    offset,
+                })
+            })
+            .collect();
+        Ok(Outcome {
+            positions,
+            refused: published
+                .state_full
+                .then_some(LogError::StateFull(policy.max_state_keys)),
+        })
+    }
+
+    async fn run_publish(
+        &self,
+        channel: &ChannelId,
+        policy: &ChannelPolicy,
+        events: &[(String, NewEvent)],
+    ) -> Result<wire::Published, BrokerError> {
+        let shared = &self.shared;
+        let link = shared.current().ok_or_else(not_connected)?;
+        let keys = shared.keys(channel);
+        let mut invocation = shared.publish.prepare_invoke();
+        invocation
+            .key(&keys.meta)
+            .key(&keys.hist)
+            .key(&keys.state)
+            .key(&keys.seen)
+            .arg(new_epoch())
+            .arg(policy.history)
+            .arg(u8::from(policy.keep_state))
+            .arg(policy.max_state_keys)
+            .arg(policy.history_ttl.map_or(0, ms))
+            .arg(ms(shared.settings.key_ttl))
+            .arg(&keys.topic)
+            .arg(ms(shared.settings.dedup_window));
+        for (id, event) in events {
+            invocation
+                .arg(id)
+                .arg(event.key.as_deref().unwrap_or(""))
+                .arg(wire::encode(event));
+        }
+        let mut commands = link.commands.clone();
+        let reply: redis::Value = invocation
+            .invoke_async(&mut commands)
+            .await
+            .map_err(|e| shared.failed(&e))?;
+        wire::published(reply)
+    }
+
+    /// Makes this node listen on `channel`'s topic before its history is
+    /// read, so that nothing published in between is missed.
+    async fn watch(&self, channel: &ChannelId) -> Result<Link, BrokerError> {
+        let shared = &self.shared;
+        let link = shared.current().ok_or_else(not_connected)?;
+        let topic: Arc<str> = shared.keys(channel).topic.into();
+        let mut watched = shared.watched.lock().await;
+        match watched.get(&topic) {
+            Some((_, confirmed)) if *confirmed == link.id => return Ok(link),
+            None if watched.len() >= shared.settings.max_channels => {
+                return Err(BrokerError::TooManyChannels(shared.settings.max_channels));
+            }
+            _ => {}
+        }
+        watched.insert(topic.clone(), (channel.clone(), 0));
+        let mut sink = link.subscriptions.clone();
+        match tokio::time::timeout(shared.settings.command_timeout, sink.subscribe(&*topic)).await {
+            Ok(Ok(())) => {
+                watched.insert(topic, (channel.clone(), link.id));
+                Ok(link)
+            }
+            Ok(Err(e)) => Err(shared.failed(&e)),
+            Err(_) => {
+                shared.broken.notify_one();
+                Err(BrokerError::Unavailable(
+                    "Redis did not confirm a subscribe".into(),
+                ))
+            }
+        }
+    }
+
+    async fn read(
+        &self,
+        channel: &ChannelId,
+        policy: &ChannelPolicy,
+        since: Option<(&str, u64)>,
+        snapshot: bool,
+    ) -> Result<Recovered, BrokerError> {
+        let link = self.watch(channel).await?;
+        let shared = &self.shared;
+        let keys = shared.keys(channel);
+        let mode = match since {
+            Some(_) => "since",
+            None if snapshot && policy.keep_state => "snapshot",
+            None => "none",
+        };
+        let (since_epoch, since_offset) = since.unwrap_or(("", 0));
+        let mut commands = link.commands.clone();
+        let reply: redis::Value = shared
+            .recover
+            .key(&keys.meta)
+            .key(&keys.hist)
+            .key(&keys.state)
+            .key(&keys.seen)
+            .arg(new_epoch())
+            .arg(mode)
+            .arg(since_epoch)
+            .arg(since_offset)
+            .arg(policy.history_ttl.map_or(0, ms))
+            .arg(ms(shared.settings.key_ttl))
+            .invoke_async(&mut commands)
+            .await
+            .map_err(|e| shared.failed(&e))?;
+        let read = wire::read(reply)?;
+        let mut out = Recovered {
+            epoch: read.epoch.clone(),
+            top: read.top,
+            events: Vec::new(),
+            gap: false,
+        };
+        let mut items: Vec<_> = read.items.into_iter().map(Arc::new).collect();
+        match since {
+            Some((epoch, offset)) => {
+                match recovery::plan(offset, epoch == &*read.epoch, read.first, read.top) {
+                    Plan::Gap => out.gap = true,
+                    Plan::Replay { after } => {
+                        items.retain(|p| p.offset > after && p.offset <= read.top);
+                        out.events = items;
+                    }
+                }
+            }
+            None => {
+                items.sort_unstable_by_key(|p| p.offset);
+                out.events = items;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What [`RedisBroker::publish_once`] did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Per event handled, in order: its position, or `None` for an id
+    /// already published.
+    pub positions: Vec<Option<Position>>,
+    /// Why the event after those was refused, if one was.
+    pub refused: Option<LogError>,
+}
+
+fn not_connected() -> BrokerError {
+    BrokerError::Unavailable("not connected to Redis".into())
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Broker for RedisBroker {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn connected(&self) -> bool {
+        *self.shared.status.borrow()
+    }
+
+    fn link(&self) -> watch::Receiver<bool> {
+        self.shared.status.subscribe()
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+        policy: &'a ChannelPolicy,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Vec<Position>, PublishFailure>> {
+        Box::pin(async move {
+            let events: Vec<_> = events.into_iter().map(|e| (String::new(), e)).collect();
+            let outcome = self.publish_once(channel, policy, &events).await?;
+            let published = outcome.positions.into_iter().flatten().collect();
+            match outcome.refused {
+                None => Ok(published),
+                Some(error) => Err(PublishFailure {
+                    published,
+                    error: error.into(),
+                }),
+            }
+        })
+    }
+
+    fn recover<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+        policy: &'a ChannelPolicy,
+        since: Option<(&'a str, u64)>,
+        snapshot: bool,
+    ) -> BoxFuture<'a, Result<Recovered, BrokerError>> {
+        Box::pin(self.read(channel, policy, since, snapshot))
+    }
+}

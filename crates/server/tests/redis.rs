@@ -1,0 +1,72 @@
+//! Several gateways on one Redis (`[broker] kind = "redis"`), each test on
+//! a `redis-server` of its own that it may kill and restart: cross-node
+//! delivery in offset order, resume on another node, outages told to
+//! clients, the Redis inbox published exactly once across gateways, and the
+//! key layout on a Redis Cluster and failover through Sentinel.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "redis/admin.rs"]
+mod admin;
+#[path = "redis/inbox.rs"]
+mod inbox;
+#[path = "redis/nodes.rs"]
+mod nodes;
+#[path = "redis/outage.rs"]
+mod outage;
+#[path = "redis/topology.rs"]
+mod topology;
+
+use std::time::Duration;
+
+use chouquette::testkit::{APP, RedisServer, TestNode, WsClient, redis_config};
+use serde_json::{Value, json};
+
+/// Starts `n` nodes on `redis`, named `node-0`…
+pub async fn nodes(redis: &RedisServer, n: usize) -> Vec<TestNode> {
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        nodes.push(TestNode::start(&redis_config(&redis.url(), &format!("node-{i}"))).await);
+    }
+    nodes
+}
+
+/// An event of [`APP`] on `channel` carrying `data`.
+pub fn event(channel: &str, data: Value) -> Value {
+    json!({"app_id": APP, "channel": channel, "event_kind": "alarm",
+           "keywords": ["borne:B1"], "data": data})
+}
+
+/// Reads `n` data messages of `channel`, skipping other classes; returns them.
+pub async fn data(client: &mut WsClient, channel: &str, n: usize) -> Vec<Value> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let m = client.recv().await;
+        if m["class"] == "data" && m["channel"] == channel {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Offsets of data messages.
+pub fn offsets_of(messages: &[Value]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| m["offset"].as_u64().expect("offset"))
+        .collect()
+}
+
+/// Waits until `check` holds, up to `limit`.
+pub async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut check: F) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,105 @@
+//! Redis killed mid-stream and started again.
+
+use std::time::Duration;
+
+use chouquette::testkit::{API_KEY, RedisServer, token};
+use serde_json::json;
+
+use crate::{data, event, eventually, nodes, offsets_of};
+
+#[tokio::test]
+async fn clients_are_told_publishes_refused_and_delivery_resumes_when_redis_returns() {
+    let mut redis = RedisServer::start().await;
+    let nodes = nodes(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut client = b.client().await;
+    let (ack, _) = client.subscribe("bornes", json!({"alarm": {}})).await;
+    let epoch = ack["channels"]["bornes"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..5 {
+        a.publish_event(&event("bornes", json!(i))).await;
+    }
+    assert_eq!(
+        offsets_of(&data(&mut client, "bornes", 5).await),
+        vec![1, 2, 3, 4, 5]
+    );
+
+    redis.kill().await;
+    let reset = client.recv().await;
+    assert_eq!(reset["class"], "reset", "{reset}");
+    assert_eq!(reset["reason"], "broker_unavailable");
+    assert!(
+        reset.get("channel").is_none(),
+        "concerns every subscription: {reset}"
+    );
+    for node in [a, b] {
+        let (status, _) = node.get("/readyz").await;
+        assert_eq!(status, 503);
+        assert_eq!(node.metric("chouquette_broker_up").await, Some(0.0));
+    }
+    // Refused, never accepted and then dropped.
+    let (status, answer) = a
+        .publish_raw(API_KEY, &event("bornes", json!("lost")))
+        .await;
+    assert_eq!(status, 503, "{answer}");
+    // A new subscribe is refused while the broker is away.
+    let mut late = b.client().await;
+    let tok = token("bornes", json!({"alarm": {}}), 600);
+    late.send_json(&chouquette::testkit::subscribe("bornes", &tok))
+        .await;
+    let refused = late.recv().await;
+    assert_eq!(refused["class"], "error", "{refused}");
+    assert_eq!(refused["code"], "unavailable");
+
+    redis.restart().await;
+    let restored = client.recv().await;
+    assert_eq!(restored["class"], "reset", "{restored}");
+    assert_eq!(restored["reason"], "broker_restored");
+    assert!(
+        eventually(Duration::from_secs(10), async || a.get("/readyz").await.0
+            == 200)
+        .await,
+        "node A ready again"
+    );
+    // Redis came back empty: a new epoch, offsets from 1, delivered live.
+    let (new_epoch, offset) = a.publish_event(&event("bornes", json!("after"))).await;
+    assert_eq!(offset, 1);
+    assert_ne!(new_epoch, epoch);
+    let after = data(&mut client, "bornes", 1).await;
+    assert_eq!(after[0]["data"], "after");
+    assert_eq!(after[0]["offset"], 1);
+
+    // A client resuming from before the outage learns of the gap.
+    let mut resumer = b.client().await;
+    resumer
+        .send_json(
+            &json!({"class": "subscribe", "app_id": "bluelib", "uuid": "r",
+            "channels": {"bornes": {"filters": tok, "since": {"epoch": epoch, "offset": 5}}}}),
+        )
+        .await;
+    let (_, before) = resumer.recv_until("ack").await;
+    assert_eq!(before[0]["reason"], "history_gap", "{before:?}");
+    assert!(b.metric("chouquette_broker_losses_total").await >= Some(1.0));
+}
+
+#[tokio::test]
+async fn a_node_started_while_redis_is_down_becomes_ready_when_it_appears() {
+    let mut redis = RedisServer::start().await;
+    redis.kill().await;
+    let node = &nodes(&redis, 1).await[0];
+    let (status, _) = node.get("/readyz").await;
+    assert_eq!(status, 503);
+    redis.restart().await;
+    assert!(
+        eventually(Duration::from_secs(10), async || node
+            .get("/readyz")
+            .await
+            .0
+            == 200)
+        .await,
+        "ready once Redis answers"
+    );
+    node.publish_event(&event("bornes", json!(1))).await;
+}
