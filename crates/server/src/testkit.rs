@@ -16,7 +16,7 @@ use crate::http_client::HttpClient;
 use crate::serve::{self, Running};
 
 mod redis;
-pub use redis::{RedisServer, answers_ping, free_port, redis_config};
+pub use redis::{RedisServer, answers_ping, free_port, redis_config, redis_config_with};
 
 /// App id of [`BASE_CONFIG`].
 pub const APP: &str = "bluelib";

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use super::BASE_CONFIG;
+use super::{BASE_CONFIG, config_with};
 
 /// A Redis server process, killed when dropped. Nothing is kept on disk.
 #[derive(Debug)]
@@ -134,9 +134,22 @@ impl Drop for RedisServer {
 /// [`BASE_CONFIG`] for a node named `node_id` on the Redis at `url`, with
 /// short timeouts so that tests see losses and returns quickly.
 pub fn redis_config(url: &str, node_id: &str) -> String {
+    format!("{}{BASE_CONFIG}", redis_header(url, node_id))
+}
+
+/// Like [`redis_config`], with [`config_with`]'s `limits` and `app_extra`.
+pub fn redis_config_with(url: &str, node_id: &str, limits: &str, app_extra: &str) -> String {
+    format!(
+        "{}{}",
+        redis_header(url, node_id),
+        config_with(limits, app_extra)
+    )
+}
+
+fn redis_header(url: &str, node_id: &str) -> String {
     format!(
         "[node]\nid = \"{node_id}\"\n\n[broker]\nkind = \"redis\"\nurl = \"{url}\"\n\
          connect_timeout = \"1s\"\ncommand_timeout = \"1s\"\nreconnect_max = \"500ms\"\n\
-         inbox_claim_after = \"2s\"\n{BASE_CONFIG}"
+         inbox_claim_after = \"2s\"\n"
     )
 }

@@ -149,3 +149,31 @@ async fn a_thousand_clients_over_three_nodes_each_get_every_event_exactly_once()
         assert_eq!(reader.await.unwrap(), expected);
     }
 }
+
+#[tokio::test]
+async fn history_in_redis_is_bounded_by_length_and_by_age() {
+    let redis = RedisServer::start().await;
+    let extra = "[apps.channels.brief]\nhistory = 3\nhistory_ttl = \"1s\"\n";
+    let config = chouquette::testkit::redis_config_with(&redis.url(), "h", "", extra);
+    let node = chouquette::testkit::TestNode::start(&config).await;
+    let mut epoch = String::new();
+    for i in 0..5 {
+        epoch = node.publish_event(&event("brief", json!(i))).await.0;
+    }
+    let resume = async |since: u64| {
+        let mut client = node.client().await;
+        let tok = token("brief", json!({"alarm": {}}), 600);
+        client
+            .send_json(&json!({"class": "subscribe", "app_id": "bluelib", "uuid": "r",
+                "channels": {"brief": {"filters": tok, "since": {"epoch": epoch, "offset": since}}}}))
+            .await;
+        client.recv_until("ack").await.1
+    };
+    // Three kept: from 2 on, a gap; from 3 on, 4 and 5.
+    assert_eq!(resume(1).await[0]["reason"], "history_gap");
+    assert_eq!(offsets_of(&resume(2).await), vec![3, 4, 5]);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let after = resume(4).await;
+    assert_eq!(after[0]["reason"], "history_gap", "aged out: {after:?}");
+    assert_eq!(offsets_of(&resume(5).await), Vec::<u64>::new());
+}

@@ -70,7 +70,10 @@ struct Shared {
     /// confirmed the subscription; 0 while pending).
     watched: tokio::sync::Mutex<HashMap<Arc<str>, (ChannelId, u64)>>,
     status: watch::Sender<bool>,
-    /// Raised by a caller that saw the link fail, so the task reconnects.
+    /// Raised by a caller that saw the link fail, so the task reconnects at
+    /// once. `notify_waiters` stores no permit: a report about an old link
+    /// cannot tear down the next one (a missed report is caught by the
+    /// next ping, within a second).
     broken: Notify,
     publish: Script,
     recover: Script,
@@ -122,7 +125,7 @@ impl Shared {
     /// connection itself failed.
     fn failed(&self, e: &redis::RedisError) -> BrokerError {
         if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-            self.broken.notify_one();
+            self.broken.notify_waiters();
         }
         BrokerError::Unavailable(e.to_string())
     }
@@ -336,7 +339,7 @@ impl RedisBroker {
             }
             Ok(Err(e)) => Err(shared.failed(&e)),
             Err(_) => {
-                shared.broken.notify_one();
+                shared.broken.notify_waiters();
                 Err(BrokerError::Unavailable(
                     "Redis did not confirm a subscribe".into(),
                 ))
