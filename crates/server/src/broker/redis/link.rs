@@ -31,8 +31,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// How often the link is checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(1);
 
-/// Where Redis is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where Redis is. Its `Debug` hides a URL's password, so it is safe in logs.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Target {
     /// A server URL, `redis://[user:password@]host:port[/db]`.
     Url(String),
@@ -45,6 +45,30 @@ pub enum Target {
         /// Database number on the master.
         db: i64,
     },
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Url(url) => {
+                // `scheme://user:password@host...` → `scheme://***@host...`
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(scheme), Some(at)) if at > scheme => {
+                        format!("{}***{}", &url[..scheme + 3], &url[at..])
+                    }
+                    _ => url.clone(),
+                };
+                f.debug_tuple("Url").field(&shown).finish()
+            }
+            Target::Sentinel {
+                addresses, master, ..
+            } => f
+                .debug_struct("Sentinel")
+                .field("addresses", addresses)
+                .field("master", master)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// A live link: what callers use to send commands and to listen.
@@ -344,6 +368,14 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_never_shows_its_password() {
+        let target = Target::Url("redis://app:s3cret@10.0.0.5:6379/0".into());
+        let shown = format!("{target:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("10.0.0.5:6379"), "{shown}");
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
