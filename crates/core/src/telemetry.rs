@@ -461,6 +461,8 @@ pub struct Telemetry {
     channels: RwLock<HashMap<ChannelId, ChannelRates>>,
     /// The broker link and the sources riding on it.
     pub link: crate::broker::LinkTelemetry,
+    /// TLS on the public listener.
+    pub tls: TlsTelemetry,
 }
 
 impl Telemetry {
@@ -857,6 +859,7 @@ impl Telemetry {
         self.render_admin(&mut out);
         self.render_flow(&mut out);
         self.link.render(&mut out);
+        self.tls.render(&mut out);
         out
     }
 
@@ -987,6 +990,67 @@ impl Telemetry {
                 let _ = writeln!(out, "{name}{{app=\"{app}\"}} {}", pick(c));
             }
         }
+    }
+}
+
+/// TLS on the public listener: certificate reloads (SIGHUP) and handshakes
+/// that never became a connection. Kept apart from the hot-path counters:
+/// these move once per reload or per failed client, never per delivery.
+#[derive(Debug, Default)]
+pub struct TlsTelemetry {
+    reloads_ok: AtomicU64,
+    reloads_error: AtomicU64,
+    handshakes_failed: AtomicU64,
+    handshakes_timed_out: AtomicU64,
+}
+
+impl TlsTelemetry {
+    /// A certificate reload finished: `ok`, or refused (the old one stays).
+    pub fn reloaded(&self, ok: bool) {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_error
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reloads so far that succeeded (`ok`) or were refused.
+    pub fn reloads(&self, ok: bool) -> u64 {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_error
+        };
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// A client's handshake failed, or did not finish in time (`timed_out`).
+    pub fn handshake_failed(&self, timed_out: bool) {
+        let counter = if timed_out {
+            &self.handshakes_timed_out
+        } else {
+            &self.handshakes_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let name = "chouquette_tls_reloads_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Certificate reloads of the public listener (SIGHUP), by result.\n# TYPE {name} counter\n{name}{{result=\"ok\"}} {}\n{name}{{result=\"error\"}} {}",
+            load(&self.reloads_ok),
+            load(&self.reloads_error)
+        );
+        let name = "chouquette_tls_handshake_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} TLS handshakes on the public listener that did not become a connection, by reason.\n# TYPE {name} counter\n{name}{{reason=\"error\"}} {}\n{name}{{reason=\"timeout\"}} {}",
+            load(&self.handshakes_failed),
+            load(&self.handshakes_timed_out)
+        );
     }
 }
 

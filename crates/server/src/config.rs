@@ -93,6 +93,10 @@ pub struct Listen {
     /// Backends and operators: `/api/v1`, `/metrics`, `/healthz`, `/readyz`.
     #[serde(deserialize_with = "socket_addr")]
     pub internal: SocketAddr,
+    /// TLS on the public listener; none: plain (e.g. behind a proxy that
+    /// terminates TLS). The internal listener is always plain: it belongs
+    /// on loopback or a private network, and its clients are our backends.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Listen {
@@ -100,8 +104,91 @@ impl Default for Listen {
         Listen {
             public: SocketAddr::from(([0, 0, 0, 0], 8080)),
             internal: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            tls: None,
         }
     }
+}
+
+/// `[listen.tls]`: the public listener's certificate, reloaded on SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file: the certificate, then its intermediates.
+    pub cert: std::path::PathBuf,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+    /// A client that has not finished its handshake by then is dropped.
+    #[serde(default = "TlsConfig::default_handshake_timeout")]
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once; further connections wait in the
+    /// kernel's accept queue, so a flood of slow handshakes is bounded.
+    #[serde(default = "TlsConfig::default_max_handshakes")]
+    pub max_handshakes: usize,
+}
+
+impl TlsConfig {
+    fn default_handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    fn default_max_handshakes() -> usize {
+        1024
+    }
+
+    /// The listener's settings.
+    pub fn settings(&self) -> crate::tls::TlsSettings {
+        crate::tls::TlsSettings {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            handshake_timeout: self.handshake_timeout,
+            max_handshakes: self.max_handshakes,
+        }
+    }
+
+    /// Problems with the files (missing, unreadable, not PEM, key not the
+    /// certificate's) and the bounds, each at its line in `[listen.tls]`.
+    fn problems(&self, text: &str, push: &mut impl FnMut(Option<usize>, String)) {
+        let line = |key: &str| tls_line(text, key);
+        if self.handshake_timeout.is_zero() {
+            push(
+                line("handshake_timeout"),
+                "listen.tls.handshake_timeout must be more than 0s".into(),
+            );
+        }
+        if self.max_handshakes == 0 {
+            push(
+                line("max_handshakes"),
+                "listen.tls.max_handshakes must be at least 1".into(),
+            );
+        }
+        if let Err(e) = crate::tls::load_key_pair(&self.cert, &self.key) {
+            let at = if e.is_about_key() { "key" } else { "cert" };
+            push(line(at), format!("listen.tls: {e}"));
+        }
+    }
+}
+
+/// The line of `key = ...` inside the `[listen.tls]` table (or of the
+/// table's header when the key is not in the file).
+fn tls_line(text: &str, key: &str) -> Option<usize> {
+    let mut lines = text.lines().enumerate();
+    let (header, _) = lines.find(|(_, l)| {
+        let l = l.trim();
+        l.starts_with('[') && l.trim_matches(['[', ']', ' ']) == "listen.tls"
+    })?;
+    for (i, l) in lines {
+        let l = l.trim();
+        if l.starts_with('[') {
+            break;
+        }
+        if l.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    Some(header + 1)
 }
 
 /// `[node]`.
@@ -725,6 +812,11 @@ impl Config {
                     );
                 }
             }
+        }
+        if let Some(tls) = &self.listen.tls {
+            tls.problems(text, &mut |line, message| {
+                problems.push(Problem { line, message })
+            });
         }
         problems
     }

@@ -32,6 +32,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let config = cli::serve_config(config)?;
+            // Before any TLS is set up, whatever provider features the
+            // build happens to unify (see tls.rs).
+            chouquette::tls::install_provider();
             logging::init(config.log.format, &config.log.level);
             runtime()?.block_on(serve_until_signal(config))
         }
@@ -86,10 +89,37 @@ async fn demo(options: DemoOptions) -> anyhow::Result<()> {
 
 async fn serve_until_signal(config: chouquette::config::Config) -> anyhow::Result<()> {
     let running = serve::start(config).await?;
-    wait_for_signal().await?;
+    wait_for_signal_reloading(&running).await?;
     tracing::info!("stop requested");
     running.shutdown().await;
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT; each SIGHUP meanwhile reloads the public
+/// listener's TLS certificate (a failed reload keeps the old one: logged
+/// and counted by `reload_tls`, never fatal).
+#[cfg(unix)]
+async fn wait_for_signal_reloading(running: &serve::Running) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            stopped = &mut stop => return stopped,
+            _ = hup.recv() => {
+                // A failed reload is logged and counted where it happened.
+                if let Err(chouquette::tls::TlsError::NotConfigured) = running.reload_tls() {
+                    tracing::info!("SIGHUP: no TLS on the public listener, nothing to reload");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal_reloading(_running: &serve::Running) -> anyhow::Result<()> {
+    wait_for_signal().await
 }
 
 #[cfg(unix)]

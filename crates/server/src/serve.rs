@@ -31,6 +31,7 @@ use crate::config::{BrokerKind, Config};
 use crate::shutdown::{Shutdown, Trigger};
 use crate::source::redis_inbox;
 use crate::switch_store::{StoreError, SwitchStore};
+use crate::tls::{Certificates, TlsError, TlsListener};
 use crate::transport::{Settings, poll, sse, ws};
 use crate::{api, static_files};
 
@@ -89,6 +90,9 @@ pub enum StartError {
     /// The audit file (`[admin] audit_file`) cannot be opened.
     #[error("{0}")]
     Audit(#[from] AuditError),
+    /// The certificate or key of `[listen.tls]` cannot be used.
+    #[error("TLS on the public listener: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A started node.
@@ -103,9 +107,23 @@ pub struct Running {
     trigger: Trigger,
     task: JoinHandle<()>,
     background: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    tls: Option<Arc<Certificates>>,
 }
 
 impl Running {
+    /// Reads `[listen.tls]`'s certificate and key again (what SIGHUP does):
+    /// new connections get the new pair, open ones keep theirs; on error
+    /// the old pair stays (logged, counted in `chouquette_tls_reloads_total`).
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.tls.as_ref().ok_or(TlsError::NotConfigured)?.reload()
+    }
+
+    /// SHA-256 fingerprint of the certificate new connections get, when the
+    /// public listener has TLS.
+    pub fn tls_fingerprint(&self) -> Option<String> {
+        self.tls.as_ref().map(|c| c.fingerprint())
+    }
+
     /// Asks the node to stop (idempotent); background tasks tied to the
     /// node (see [`Running::on_stop`]) are ended.
     pub fn stop(&self) {
@@ -173,6 +191,15 @@ pub async fn start_with(
 ) -> Result<Running, StartError> {
     let apps = config.apps();
     let telemetry = Arc::new(Telemetry::with_apps(apps.iter().map(|a| a.id.clone())));
+    // Before anything connects or binds: a bad certificate stops the start.
+    let tls = match &config.listen.tls {
+        Some(tls) => {
+            crate::tls::install_provider();
+            let certificates = Certificates::load(&tls.cert, &tls.key, telemetry.clone())?;
+            Some((certificates, tls.settings()))
+        }
+        None => None,
+    };
     let hub = Arc::new(Hub::new(telemetry.clone()));
     let (broker, redis): (Arc<dyn Broker>, Option<Arc<RedisBroker>>) = match config.broker.kind {
         BrokerKind::Memory => (
@@ -230,6 +257,14 @@ pub async fn start_with(
     let internal = internal_listener
         .local_addr()
         .unwrap_or(config.listen.internal);
+    let public_listener = match &tls {
+        Some((certificates, settings)) => PublicListener::Tls(TlsListener::new(
+            public_listener,
+            certificates.clone(),
+            settings,
+        )?),
+        None => PublicListener::Plain(public_listener),
+    };
     let grace = config.shutdown.grace;
     let mut public_routes = public_router(shared.clone(), config.static_files.dir.clone());
     if let Some(extra) = extra_routes {
@@ -259,7 +294,48 @@ pub async fn start_with(
         trigger,
         task,
         background: std::sync::Mutex::new(background),
+        tls: tls.map(|(certificates, _)| certificates),
     })
+}
+
+/// The public listener: plain TCP, or TLS when `[listen.tls]` is set.
+enum PublicListener {
+    Plain(TcpListener),
+    Tls(TlsListener),
+}
+
+/// The public app, whichever the listener.
+type PublicApp = axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>;
+
+impl PublicListener {
+    /// Serves `app` until `stop`; the two listener types give two server
+    /// types, hence the box (one per node, not per connection).
+    fn serve(
+        self,
+        app: PublicApp,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> {
+        match self {
+            PublicListener::Plain(tcp) => {
+                // Events are small and latency-bound: never hold them back for Nagle.
+                let tcp = tcp.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                Box::pin(
+                    axum::serve(tcp, app)
+                        .with_graceful_shutdown(stop)
+                        .into_future(),
+                )
+            }
+            // TlsListener sets nodelay before the handshake; the empty tap
+            // is what gives a custom listener axum's `ConnectInfo<SocketAddr>`.
+            PublicListener::Tls(tls) => Box::pin(
+                axum::serve(tls.tap_io(|_| {}), app)
+                    .with_graceful_shutdown(stop)
+                    .into_future(),
+            ),
+        }
+    }
 }
 
 /// The public routes: transports, then static files when a folder is set.
@@ -282,7 +358,7 @@ fn public_router(shared: Shared, static_dir: Option<PathBuf>) -> Router {
 }
 
 async fn serve(
-    public: TcpListener,
+    public: PublicListener,
     internal: TcpListener,
     shared: Shared,
     grace: Duration,
@@ -299,11 +375,7 @@ async fn serve(
     };
     let public_app = public_routes.into_make_service_with_connect_info::<SocketAddr>();
     let internal_app = api::router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    // Events are small and latency-bound: never hold them back for Nagle.
-    let public = public.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let public_server = axum::serve(public, public_app).with_graceful_shutdown(stop_public);
+    let public_server = public.serve(public_app, stop_public);
     // The internal listener stays up while clients drain, so probes see
     // `/readyz` 503 and metrics stay readable until the end.
     let internal_server = axum::serve(internal, internal_app).with_graceful_shutdown(stop_internal);

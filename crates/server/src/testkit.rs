@@ -17,6 +17,7 @@ use crate::serve::{self, Running};
 
 mod redis;
 pub use redis::{RedisServer, answers_ping, free_port, redis_config, redis_config_with};
+pub mod tls;
 
 /// App id of [`BASE_CONFIG`].
 pub const APP: &str = "bluelib";
@@ -272,10 +273,11 @@ pub fn subscribe(channel: &str, token: &str) -> Value {
            "channels": {channel: {"filters": token}}})
 }
 
-/// A WebSocket test client.
+/// A WebSocket test client: plain TCP by default, or any stream (over TLS
+/// see [`tls::connect_wss`]) with the same helpers.
 #[derive(Debug)]
-pub struct WsClient {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+pub struct WsClient<S = MaybeTlsStream<TcpStream>> {
+    stream: WebSocketStream<S>,
 }
 
 /// What a client read.
@@ -293,6 +295,13 @@ impl WsClient {
         let (stream, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connects");
+        WsClient { stream }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> WsClient<S> {
+    /// Wraps a WebSocket already open over any stream.
+    pub fn from_stream(stream: WebSocketStream<S>) -> WsClient<S> {
         WsClient { stream }
     }
 
@@ -313,7 +322,7 @@ impl WsClient {
     }
 
     /// The underlying stream, for tests that need raw access.
-    pub fn stream_mut(&mut self) -> &mut WebSocketStream<MaybeTlsStream<TcpStream>> {
+    pub fn stream_mut(&mut self) -> &mut WebSocketStream<S> {
         &mut self.stream
     }
 

@@ -408,3 +408,169 @@ async fn serve_refuses_a_bad_config_with_a_one_line_reason() {
         );
     }
 }
+
+/// One series of `GET /metrics` on `internal`.
+async fn metric(http: &HttpClient, internal: u16, series: &str) -> Option<f64> {
+    let (_, text) = http
+        .get(&format!("http://127.0.0.1:{internal}/metrics"), None)
+        .await
+        .ok()?;
+    text.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// Waits up to 10 s for `series` to read `value` (a signal is handled
+/// asynchronously: poll rather than sleep a guessed time).
+async fn await_metric(http: &HttpClient, internal: u16, series: &str, value: f64, server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(http, internal, series).await != Some(value) {
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {value}: {}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn signal(server: &Server, name: &str) {
+    let pid = server.child.id().to_string();
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+}
+
+#[tokio::test]
+async fn serve_over_tls_reloads_the_certificate_on_sighup() {
+    use chouquette::testkit::tls::{self, TestCert};
+
+    let dir = TempDir::new("tls");
+    let first = TestCert::generate(&dir.0, "first");
+    let second = TestCert::generate(&dir.0, "second");
+    let live = TestCert {
+        cert: dir.0.join("live.crt"),
+        key: dir.0.join("live.key"),
+        der: first.der.clone(),
+    };
+    first.copy_over(&live);
+    let (public, internal) = (free_port(), free_port());
+    let tls_table = format!(
+        "[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        live.cert.display(),
+        live.key.display()
+    );
+    let config = dir.file(
+        "chouquette.toml",
+        &format!(
+            "[listen]\npublic = \"127.0.0.1:{public}\"\ninternal = \"127.0.0.1:{internal}\"\n\n{tls_table}{BASE_CONFIG}"
+        ),
+    );
+    let check = bin()
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert!(check.status.success(), "{check:?}");
+    let server = Server::start(&dir, &config);
+    let http = HttpClient::default();
+    let series = |result: &str| format!("chouquette_tls_reloads_total{{result=\"{result}\"}}");
+    await_metric(&http, internal, &series("ok"), 0.0, &server).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], public));
+
+    let (mut open, presented) = tls::connect_wss(addr, &first).await;
+    assert_eq!(presented, first.der);
+    open.subscribe("bornes", json!({"alarm": {"borne": "B1"}}))
+        .await;
+
+    // Renewal on disk, then SIGHUP: new connections get the new certificate.
+    second.copy_over(&live);
+    signal(&server, "HUP");
+    await_metric(&http, internal, &series("ok"), 1.0, &server).await;
+    let (_, presented) = tls::connect_wss(addr, &second).await;
+    assert_eq!(presented, second.der);
+    assert!(tls::connect(addr, &first).await.is_err());
+
+    // A broken file on the next SIGHUP: logged, counted, old pair kept,
+    // the process keeps serving.
+    std::fs::write(&live.key, "not a key\n").expect("write");
+    signal(&server, "HUP");
+    await_metric(&http, internal, &series("error"), 1.0, &server).await;
+    let (_, presented) = tls::connect_wss(addr, &second).await;
+    assert_eq!(presented, second.der);
+    assert!(
+        server.stderr().contains("TLS certificate reload refused"),
+        "{}",
+        server.stderr()
+    );
+
+    // The connection opened before both reloads still gets events.
+    let body = json!({"app_id": "bluelib", "channel": "bornes", "event_kind": "alarm",
+                      "keywords": ["borne:B1"], "data": {"status": "still here"}});
+    let (status, answer) = http
+        .post_json(
+            &format!("http://127.0.0.1:{internal}/api/v1/publish"),
+            "pub-key",
+            body.to_string().into_bytes(),
+        )
+        .await
+        .expect("publish");
+    assert_eq!(status, 200, "{answer}");
+    let data = open.recv().await;
+    assert_eq!(data["data"]["status"], "still here", "{data}");
+
+    let mut server = server;
+    signal(&server, "TERM");
+    let status = server
+        .exit_within(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("still running 10 s after SIGTERM: {}", server.stderr()));
+    assert!(status.success(), "{status}: {}", server.stderr());
+}
+
+#[tokio::test]
+async fn tls_files_are_checked_by_check_config_and_serve() {
+    use chouquette::testkit::tls::TestCert;
+
+    let dir = TempDir::new("tls-check");
+    let first = TestCert::generate(&dir.0, "first");
+    let second = TestCert::generate(&dir.0, "second");
+    let port = free_port();
+    let table = |cert: &Path, key: &Path| {
+        format!(
+            "[listen]\npublic = \"127.0.0.1:{port}\"\n\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let missing = dir.0.join("missing.crt");
+    let problems = check_problems(&dir, "missing.toml", &table(&missing, &first.key));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, 5, "{problems:?}");
+    assert!(
+        problems[0].1.contains("cannot read certificate"),
+        "{problems:?}"
+    );
+
+    // A key that is not the certificate's: serve refuses with one line,
+    // and nothing listens.
+    let config = dir.file("mismatch.toml", &table(&first.cert, &second.key));
+    let mut server = Server::start(&dir, &config);
+    let status = server
+        .exit_within(Duration::from_secs(10))
+        .await
+        .expect("serve must not start on a mismatched pair");
+    assert!(!status.success(), "{status}");
+    let lines: Vec<String> = server
+        .stderr()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("does not fit"), "{lines:?}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}

@@ -38,6 +38,8 @@ mod slow_consumer;
 mod subscribe;
 #[path = "gateway/switches.rs"]
 mod switches;
+#[path = "gateway/tls.rs"]
+mod tls;
 #[path = "gateway/tokens.rs"]
 mod tokens;
 #[path = "gateway/url_transports.rs"]
