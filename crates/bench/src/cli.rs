@@ -37,6 +37,10 @@ pub enum Scenario {
     Broadcast,
     /// Each subscriber is filtered to its own key; each event reaches one.
     Filtered,
+    /// Broadcast, measured in phases: without abuse, with a client flooding
+    /// messages, again without, with a client reconnecting in a loop, and
+    /// with a process burning a core without touching the gateway (control).
+    Abuse,
 }
 
 /// Options of a benchmark run.
@@ -78,6 +82,10 @@ pub struct Options {
     /// Publish period: events due are sent as one batch this often.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     pub publish_every: Duration,
+    /// `abuse` scenario: the abusive client's niceness (0: same priority as
+    /// everything else; it shares the machine's cores with the gateway).
+    #[arg(long, default_value_t = 0)]
+    pub abuser_nice: i32,
     /// Print the gateway PID and pause this long before the measured window
     /// (time to attach a profiler).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -96,7 +104,9 @@ impl Options {
     pub fn event_rate(&self) -> f64 {
         match (self.rate, self.scenario) {
             (Some(rate), _) => rate,
-            (None, Scenario::Broadcast) => 100_000.0 / self.connections.max(1) as f64,
+            (None, Scenario::Broadcast | Scenario::Abuse) => {
+                100_000.0 / self.connections.max(1) as f64
+            }
             (None, Scenario::Filtered) => 20_000.0,
             (None, Scenario::Idle) => 0.0,
         }

@@ -31,10 +31,14 @@ pub struct Gateway {
 
 impl Gateway {
     /// Writes the config, starts the binary and waits for `/readyz`.
+    /// `default_limits`: keep the gateway's default rate limits; otherwise
+    /// the per-address connection rate is lifted, since the load generator
+    /// opens thousands of connections per second from each source address.
     pub async fn start(
         binary: &Path,
         app: &AppSpec,
         outbox_capacity: usize,
+        default_limits: bool,
     ) -> anyhow::Result<Gateway> {
         if !binary.is_file() {
             bail!(
@@ -47,7 +51,8 @@ impl Gateway {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let (public, internal) = (free_port()?, free_port()?);
         let config = dir.join("chouquette.toml");
-        std::fs::write(&config, config_text(public, internal, app, outbox_capacity))
+        let text = config_text(public, internal, app, outbox_capacity, default_limits);
+        std::fs::write(&config, text)
             .with_context(|| format!("cannot write {}", config.display()))?;
         let child = Command::new(binary)
             .arg("serve")
@@ -148,7 +153,18 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-fn config_text(public: SocketAddr, internal: SocketAddr, app: &AppSpec, outbox: usize) -> String {
+fn config_text(
+    public: SocketAddr,
+    internal: SocketAddr,
+    app: &AppSpec,
+    outbox: usize,
+    default_limits: bool,
+) -> String {
+    let per_address = if default_limits {
+        ""
+    } else {
+        "new_connections_per_address = 0\n"
+    };
     format!(
         r#"[listen]
 public = "{public}"
@@ -159,7 +175,7 @@ kind = "memory"
 
 [limits]
 outbox_capacity = {outbox}
-
+{per_address}
 [shutdown]
 grace = "2s"
 

@@ -87,6 +87,19 @@ impl Histogram {
         }
     }
 
+    /// What was counted after `earlier` (a previous snapshot of the same
+    /// cumulative counts).
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .zip(&earlier.counts)
+            .map(|(now, before)| now.saturating_sub(*before))
+            .collect();
+        let total = counts.iter().sum();
+        Histogram { counts, total }
+    }
+
     /// Values counted.
     #[cfg(test)]
     pub fn total(&self) -> u64 {

@@ -2,6 +2,7 @@
 //! worker processes (this binary re-executed) and reports memory, delivery
 //! rate, latency and the gateway's CPU cost per delivered message.
 
+mod abuse;
 mod cli;
 mod client;
 mod gateway;

@@ -10,7 +10,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command as Process};
 use tokio::time::{Instant, timeout_at};
 
 use crate::procfs;
-use crate::wire::{Command, PLAN_VAR, Plan, Report, Results};
+use crate::wire::{AbuseResults, Command, PLAN_VAR, Plan, Report, Results};
 
 /// Totals of the workers' [`Report::Connected`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -57,10 +57,22 @@ pub fn split(plan: &Plan, k: usize) -> Vec<Plan> {
 impl Pool {
     /// Starts one worker per plan.
     pub fn spawn(plans: &[Plan]) -> anyhow::Result<Pool> {
+        Pool::spawn_nice(plans, 0)
+    }
+
+    /// Starts one worker per plan, at niceness `nice` (through `nice(1)`).
+    pub fn spawn_nice(plans: &[Plan], nice: i32) -> anyhow::Result<Pool> {
         let me = std::env::current_exe().context("cannot locate this executable")?;
         let mut workers = Vec::new();
         for plan in plans {
-            let mut child = Process::new(&me)
+            let mut command = if nice == 0 {
+                Process::new(&me)
+            } else {
+                let mut c = Process::new("nice");
+                c.arg("-n").arg(nice.to_string()).arg(&me);
+                c
+            };
+            let mut child = command
                 .arg("worker")
                 .env(PLAN_VAR, serde_json::to_string(plan)?)
                 .stdin(Stdio::piped())
@@ -127,6 +139,20 @@ impl Pool {
             match next_report(worker, deadline).await? {
                 Report::Result(results) => all.push(results),
                 other => bail!("worker {}: expected `result`, got {other:?}", worker.pid),
+            }
+        }
+        Ok(all)
+    }
+
+    /// Asks every (abusive) worker for its counters.
+    pub async fn abuse_results(&mut self, within: Duration) -> anyhow::Result<Vec<AbuseResults>> {
+        self.broadcast(&Command::Report).await?;
+        let deadline = Instant::now() + within;
+        let mut all = Vec::new();
+        for worker in &mut self.workers {
+            match next_report(worker, deadline).await? {
+                Report::Abuse(results) => all.push(results),
+                other => bail!("worker {}: expected `abuse`, got {other:?}", worker.pid),
             }
         }
         Ok(all)

@@ -75,6 +75,23 @@ pub struct Load {
     pub publish_errors: u64,
 }
 
+/// One phase of the abuse scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    /// `none`, `flood` or `reconnect`.
+    pub abuse: String,
+    /// Deliveries to the subscribers of events sent in the phase's window.
+    pub deliveries: u64,
+    /// Their publish-to-receive latency.
+    pub latency: Option<Latency>,
+    /// Gateway CPU use in the window, percent of one core.
+    pub gateway_cpu_percent: f64,
+    /// The abusive client's CPU use in the window, percent of one core.
+    pub abuser_cpu_percent: Option<f64>,
+    /// What the abusive client did and had refused (whole phase).
+    pub abuser: Option<crate::wire::AbuseResults>,
+}
+
 /// Everything measured in one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -102,6 +119,8 @@ pub struct Summary {
     pub rss_peak: u64,
     /// Delivery figures (broadcast, filtered).
     pub load: Option<Load>,
+    /// The phases of the abuse scenario.
+    pub phases: Option<Vec<Phase>>,
     /// The gateway was alive and ready at the end.
     pub gateway_ok: bool,
 }
@@ -151,12 +170,65 @@ fn table(s: &Summary) -> String {
     if let Some(load) = &s.load {
         rows.extend(load_rows(load));
     }
+    if let Some(phases) = &s.phases {
+        rows.extend(phase_rows(phases));
+    }
     rows.push(("gateway ok at end", s.gateway_ok.to_string()));
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("  {k:<width$}  {v}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn phase_rows(phases: &[Phase]) -> Vec<(&'static str, String)> {
+    let p99 = |p: &Phase| p.latency.as_ref().map(|l| l.p99_ms);
+    let quiet: Vec<f64> = phases
+        .iter()
+        .filter(|p| p.abuse == "none")
+        .filter_map(p99)
+        .collect();
+    let baseline = (!quiet.is_empty()).then(|| quiet.iter().sum::<f64>() / quiet.len() as f64);
+    phases
+        .iter()
+        .map(|p| {
+            let latency = p.latency.as_ref().map_or("none".into(), |l| {
+                format!(
+                    "p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms",
+                    l.p50_ms, l.p99_ms, l.p999_ms
+                )
+            });
+            let ratio = match (p99(p), baseline) {
+                (Some(v), Some(b)) if b > 0.0 => format!(", p99 x{:.2} of no-abuse mean", v / b),
+                _ => String::new(),
+            };
+            let abuser = p.abuser.map_or(String::new(), |a| {
+                format!(
+                    "; abuser: {} msgs, {} rate_limited, {} upgrades, {} refused, {} closed, {} failed, {:.0} % CPU",
+                    a.messages,
+                    a.rate_limited,
+                    a.connections,
+                    a.refused,
+                    a.closed,
+                    a.failed,
+                    p.abuser_cpu_percent.unwrap_or(0.0)
+                )
+            });
+            let label: &'static str = match p.abuse.as_str() {
+                "flood" => "phase flood",
+                "reconnect" => "phase reconnect",
+                "burn" => "phase burn (control)",
+                _ => "phase none",
+            };
+            (
+                label,
+                format!(
+                    "{} deliveries, {latency}{ratio}, gateway {:.0} % CPU{abuser}",
+                    p.deliveries, p.gateway_cpu_percent
+                ),
+            )
+        })
+        .collect()
 }
 
 fn load_rows(load: &Load) -> Vec<(&'static str, String)> {

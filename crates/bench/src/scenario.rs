@@ -9,12 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::time::{Instant, sleep};
 
+use crate::abuse::Abuse;
 use crate::cli::{Options, Scenario};
 use crate::gateway::{self, Gateway};
 use crate::histogram::Histogram;
 use crate::pool::{self, Connected, Pool};
 use crate::publisher::{self, Published};
-use crate::report::{Latency, Load, Memory, Summary};
+use crate::report::{Latency, Load, Memory, Phase, Summary};
 use crate::wire::{AppSpec, Command, Plan, Results, unix_nanos};
 use crate::workload;
 
@@ -30,7 +31,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
         Some(path) => path.clone(),
         None => gateway::default_binary()?,
     };
-    let gateway = Gateway::start(&binary, &app, options.outbox_capacity).await?;
+    let default_limits = options.scenario == Scenario::Abuse;
+    let gateway = Gateway::start(&binary, &app, options.outbox_capacity, default_limits).await?;
     eprintln!("gateway pid {} on {}", gateway.pid, gateway.public);
     let summary = measure(options, &app, &gateway).await;
     let mut gateway = gateway;
@@ -79,6 +81,7 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Gateway) -> anyhow:
         per_source: options.per_source,
         connect_rate: options.connect_rate,
         lifetime: lifetime(options),
+        abuse: None,
     };
     let workers = options.worker_count();
     let mut pool = Pool::spawn(&pool::split(&plan, workers))?;
@@ -93,10 +96,15 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Gateway) -> anyhow:
     );
     sleep(options.settle).await;
     let rss_connected = gateway.rss()?;
+    let mut phases = None;
     let window = match options.scenario {
         Scenario::Idle => None,
         Scenario::Broadcast | Scenario::Filtered => {
             Some(publish_window(options, app, gateway, &mut pool).await?)
+        }
+        Scenario::Abuse => {
+            phases = Some(abuse_phases(options, app, gateway, &mut pool, &plan).await?);
+            None
         }
     };
     let results = pool.results(Duration::from_secs(30)).await?;
@@ -119,6 +127,7 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Gateway) -> anyhow:
         memory,
         rss_peak: gateway.peak_rss()?,
         load: window.map(|w| load(options, &w, connected, &results)),
+        phases,
         gateway_ok: gateway.ready().await,
     })
 }
@@ -185,6 +194,122 @@ async fn publish_window(
         gateway_user_cpu_s: gateway_cpu1.0 - gateway_cpu0.0,
         loadgen_cpu_s: loadgen_cpu1 - loadgen_cpu0,
     })
+}
+
+/// The phases of `--scenario abuse`, in order: `None` is no abuse.
+const PHASES: [Option<Abuse>; 5] = [
+    None,
+    Some(Abuse::Flood),
+    None,
+    Some(Abuse::Reconnect),
+    Some(Abuse::Burn),
+];
+
+/// Publishes through every phase of the abuse scenario; measures each
+/// phase's subscriber latency separately (histogram deltas between reports).
+async fn abuse_phases(
+    options: &Options,
+    app: &AppSpec,
+    gateway: &Gateway,
+    pool: &mut Pool,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Phase>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher_plan = publisher::Plan {
+        internal: gateway.internal,
+        app: app.clone(),
+        scenario: options.scenario,
+        connections: options.connections,
+        rate: options.event_rate(),
+        every: options.publish_every,
+    };
+    let publishing = tokio::spawn(publisher::run(publisher_plan, stop.clone()));
+    eprintln!(
+        "publishing {:.1} events/s; warming up",
+        options.event_rate()
+    );
+    sleep(options.warmup).await;
+    let mut before = Histogram::default();
+    let mut delivered_before = 0;
+    let mut phases = Vec::new();
+    for abuse in PHASES {
+        let mut abuser = match abuse {
+            None => None,
+            Some(abuse) => {
+                let abuser_plan = Plan {
+                    abuse: Some(abuse),
+                    count: 0,
+                    ..plan.clone()
+                };
+                let mut p = Pool::spawn_nice(&[abuser_plan], options.abuser_nice)?;
+                p.wait_connected(Duration::from_secs(10)).await?;
+                // Let the abuse reach its steady state before measuring.
+                sleep(Duration::from_secs(1)).await;
+                Some(p)
+            }
+        };
+        let name = abuse.map_or("none", |a| match a {
+            Abuse::Flood => "flood",
+            Abuse::Reconnect => "reconnect",
+            Abuse::Burn => "burn",
+        });
+        eprintln!("phase `{name}`: measuring for {:?}", options.duration);
+        let start_ns = unix_nanos() + WINDOW_LEAD.as_nanos() as u64;
+        let end_ns = start_ns + options.duration.as_nanos() as u64;
+        pool.broadcast(&Command::Window { start_ns, end_ns })
+            .await?;
+        sleep(WINDOW_LEAD).await;
+        let cpu0 = (
+            gateway.cpu_seconds()?,
+            abuser.as_ref().map(Pool::cpu_seconds),
+        );
+        sleep(options.duration).await;
+        let cpu1 = (
+            gateway.cpu_seconds()?,
+            abuser.as_ref().map(Pool::cpu_seconds),
+        );
+        let abuse_results = match abuser.as_mut() {
+            Some(p) => p
+                .abuse_results(Duration::from_secs(10))
+                .await?
+                .first()
+                .copied(),
+            None => None,
+        };
+        if let Some(p) = abuser.take() {
+            p.exit().await;
+        }
+        sleep(DRAIN).await;
+        let results = pool.results(Duration::from_secs(30)).await?;
+        let mut now = Histogram::default();
+        for r in &results {
+            now.merge(&r.histogram);
+        }
+        let delivered: u64 = results.iter().map(|r| r.in_window).sum();
+        let window_s = options.duration.as_secs_f64();
+        phases.push(Phase {
+            abuse: name.to_string(),
+            deliveries: delivered.saturating_sub(delivered_before),
+            latency: Latency::from_histogram(&now.since(&before)),
+            gateway_cpu_percent: (cpu1.0 - cpu0.0) * 100.0 / window_s,
+            abuser_cpu_percent: match (cpu0.1, cpu1.1) {
+                (Some(a), Some(b)) => Some((b - a) * 100.0 / window_s),
+                _ => None,
+            },
+            abuser: abuse_results,
+        });
+        before = now;
+        delivered_before = delivered;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let published = publishing.await.context("publisher failed")?;
+    if published.errors > 0 {
+        eprintln!(
+            "{} publish batches failed; last: {:?}",
+            published.errors, published.last_error
+        );
+    }
+    Ok(phases)
 }
 
 fn load(options: &Options, window: &Window, connected: Connected, results: &[Results]) -> Load {

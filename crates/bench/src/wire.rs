@@ -49,6 +49,9 @@ pub struct Plan {
     pub connect_rate: u32,
     /// The worker exits by itself after this long, whatever happens.
     pub lifetime: Duration,
+    /// Instead of subscribers, one abusive client (`--scenario abuse`).
+    #[serde(default)]
+    pub abuse: Option<crate::abuse::Abuse>,
 }
 
 impl Plan {
@@ -101,6 +104,25 @@ pub enum Report {
     },
     /// Counts and latencies.
     Result(Results),
+    /// What an abusive client did and had refused.
+    Abuse(AbuseResults),
+}
+
+/// What an abusive client did, and what the gateway refused it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct AbuseResults {
+    /// Messages sent.
+    pub messages: u64,
+    /// `rate_limited` errors received.
+    pub rate_limited: u64,
+    /// WebSocket upgrades accepted.
+    pub connections: u64,
+    /// Upgrades refused with an HTTP status (429, 503).
+    pub refused: u64,
+    /// Connections that ended (closed by the gateway, for the flood).
+    pub closed: u64,
+    /// Connect or upgrade failures without an HTTP answer.
+    pub failed: u64,
 }
 
 /// What a worker measured.
@@ -145,6 +167,7 @@ mod tests {
             per_source: 10_000,
             connect_rate: 1,
             lifetime: Duration::from_secs(1),
+            abuse: None,
         };
         assert_eq!(plan.source(0).to_string(), "127.0.0.2:10000");
         assert_eq!(plan.source(9_999).to_string(), "127.0.0.2:19999");

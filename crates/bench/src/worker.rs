@@ -92,6 +92,9 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 async fn run(plan: Plan) -> anyhow::Result<()> {
+    if let Some(abuse) = plan.abuse {
+        return run_abuser(plan, abuse).await;
+    }
     let counters = Arc::new(Counters::default());
     let lifetime = sleep(plan.lifetime);
     tokio::pin!(lifetime);
@@ -125,6 +128,47 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+}
+
+/// The abusive client: abuses until told to exit, reports its counters.
+async fn run_abuser(plan: Plan, abuse: crate::abuse::Abuse) -> anyhow::Result<()> {
+    let counters = Arc::new(crate::abuse::Counters::default());
+    let exp = chouquette_core::session::unix_now() + plan.lifetime.as_secs() + 3600;
+    let message = Arc::<str>::from(workload::subscribe(&plan.app, plan.scenario, 0, exp));
+    let abusing = tokio::spawn(crate::abuse::run(
+        abuse,
+        plan.target,
+        message,
+        counters.clone(),
+    ));
+    let _abort = AbortOnDrop(abusing);
+    send(&Report::Connected {
+        connected: 0,
+        refused: 0,
+        failed: 0,
+    })?;
+    let lifetime = sleep(plan.lifetime);
+    tokio::pin!(lifetime);
+    let mut commands = commands();
+    loop {
+        tokio::select! {
+            _ = &mut lifetime => return Ok(()),
+            command = commands.recv() => match command {
+                None | Some(Command::Exit) => return Ok(()),
+                Some(Command::Report) => send(&Report::Abuse(counters.results()))?,
+                Some(Command::Window { .. }) => {}
+            },
+        }
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

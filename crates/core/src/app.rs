@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::limits::AppLimits;
+
 /// How one channel keeps history and state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelPolicy {
@@ -60,6 +62,8 @@ pub struct App {
     pub default_channel: ChannelPolicy,
     /// Per-channel policies.
     pub channels: HashMap<String, ChannelPolicy>,
+    /// Its limits (`[apps.limits]` over `[limits]`).
+    pub limits: AppLimits,
 }
 
 impl App {

@@ -27,6 +27,7 @@ pub mod filter;
 pub mod history;
 pub mod hub;
 pub mod index;
+pub mod limits;
 pub mod node;
 pub mod outbox;
 pub mod publication;

@@ -11,6 +11,7 @@ use crate::app::Apps;
 use crate::broker::{Broker, BrokerError, PublishFailure};
 use crate::connections::{Connection, Registry};
 use crate::hub::Hub;
+use crate::limits::{Limiters, Rate};
 use crate::outbox::{SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED};
 use crate::publication::{ChannelId, EventError, NewEvent, Position};
 use crate::switches::{Switch, Switches};
@@ -27,6 +28,11 @@ pub struct SessionLimits {
     pub max_bad_messages: u32,
     /// Largest client message handled; larger ones get `bad_message`.
     pub max_message_bytes: usize,
+    /// Client messages per connection until it holds an app (then the app's).
+    pub client_messages: Rate,
+    /// Messages refused as `rate_limited` (one forgiven per second) before
+    /// the connection is closed as abusive (1008).
+    pub max_rate_limited: u32,
 }
 
 impl Default for SessionLimits {
@@ -36,6 +42,8 @@ impl Default for SessionLimits {
             outbox_capacity: 4096,
             max_bad_messages: 20,
             max_message_bytes: 64 * 1024,
+            client_messages: Rate::new(50, 100),
+            max_rate_limited: 50,
         }
     }
 }
@@ -96,6 +104,8 @@ pub struct Node {
     pub switches: Switches,
     /// Open connections, for operators.
     pub connections: Registry,
+    /// Rate and connection limits' state, and their refusal counters.
+    pub limiters: Limiters,
 }
 
 impl std::fmt::Debug for Node {

@@ -26,6 +26,7 @@ pub use crate::connections::Identity;
 use crate::connections::{Connection, Holder, Transport};
 use crate::filter::Filter;
 use crate::hub::{SubId, Subscriber};
+use crate::limits::{ABUSE_CLOSE_REASON, Gate, Limit, MessageGate};
 use crate::node::Node;
 use crate::outbox::{
     NO_SLOT, Outbound, Outbox, SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED, SIGNAL_DISCONNECT,
@@ -103,6 +104,12 @@ pub struct Session {
     /// [`Session::take_live`] and not yet reported written reached the
     /// node: [`Session::written`] turns them into publish-to-write latency.
     unwritten: Vec<Instant>,
+    /// Client-message rate (the first app's once one is held).
+    gate: MessageGate,
+    /// Whether the gate runs at an app's rate yet.
+    gate_app: bool,
+    /// The (app, user) pairs this connection counts for, released at the end.
+    users: Vec<(Arc<str>, Box<str>)>,
 }
 
 /// A refusal of one channel of a subscribe.
@@ -134,6 +141,11 @@ impl Session {
         let connection = node
             .connections
             .open(transport, outbox.clone(), node.telemetry.clone());
+        let gate = MessageGate::new(
+            node.limits.client_messages,
+            node.limits.max_rate_limited,
+            std::time::Instant::now(),
+        );
         Session {
             node,
             outbox,
@@ -143,6 +155,9 @@ impl Session {
             identity: None,
             bad_messages: 0,
             unwritten: Vec::new(),
+            gate,
+            gate_app: false,
+            users: Vec::new(),
         }
     }
 
@@ -166,9 +181,24 @@ impl Session {
         out.push(server::error(code, message, ctx));
     }
 
-    /// Handles one client text message, appending replies to `out`.
+    /// Handles one client text message, appending replies to `out`. The
+    /// rate is checked first, before any parsing, so a flood costs little.
     pub async fn handle(&mut self, text: &str, out: &mut Vec<Bytes>) -> Verdict {
+        match self.gate.admit(std::time::Instant::now()) {
+            Gate::Pass => {}
+            Gate::Refuse => {
+                self.node.limiters.counters.hit(Limit::ClientMessages);
+                let why = "too many messages: slow down";
+                self.error(out, ErrorCode::RateLimited, why, ErrorContext::default());
+                return Verdict::Continue;
+            }
+            Gate::Close => {
+                self.node.limiters.counters.hit(Limit::ClientMessages);
+                return Verdict::Close(CloseCode::PolicyViolation, ABUSE_CLOSE_REASON);
+            }
+        }
         if text.len() > self.node.limits.max_message_bytes {
+            self.node.limiters.counters.hit(Limit::MessageSize);
             let limit = self.node.limits.max_message_bytes;
             return self.bad_message(&format!("message larger than {limit} bytes"), None, out);
         }
@@ -244,6 +274,7 @@ impl Session {
             self.error(out, ErrorCode::UnknownApp, "unknown app", ctx);
             return;
         };
+        self.hold_app(&app);
         match verify(&app, &c.token).and_then(|claims| {
             let user = claims
                 .sub
@@ -257,6 +288,10 @@ impl Session {
             })
         }) {
             Ok(identity) => {
+                if let Err(r) = self.hold_user(&app, &identity.user) {
+                    self.error(out, r.code, &r.message, ctx);
+                    return;
+                }
                 let identity = Arc::new(identity);
                 self.identity = Some(identity.clone());
                 self.connection.set_identity(Some(identity));
@@ -337,9 +372,14 @@ impl Session {
         };
         let filter = Filter::parse(filters)
             .map_err(|e| Refusal::new(ErrorCode::InvalidToken, e.to_string()))?;
+        self.hold_app(app);
+        if let Some(user) = claims.sub.as_deref() {
+            self.hold_user(app, user)?;
+        }
         self.drop_channel(name);
-        if self.subscription_count() >= self.node.limits.max_subscriptions {
-            let limit = self.node.limits.max_subscriptions;
+        if self.subscription_count() >= app.limits.max_subscriptions {
+            let limit = app.limits.max_subscriptions;
+            self.node.limiters.counters.hit(Limit::Subscriptions);
             return Err(Refusal::new(
                 ErrorCode::TooManySubscriptions,
                 format!("at most {limit} subscriptions per connection"),
@@ -419,6 +459,32 @@ impl Session {
             offset: recovered.top,
             recovered: since.is_some() && !recovered.gap,
         })
+    }
+
+    /// The first app a connection uses sets its client-message rate.
+    fn hold_app(&mut self, app: &App) {
+        if !self.gate_app {
+            self.gate_app = true;
+            self.gate.set_rate(app.limits.client_messages);
+        }
+    }
+
+    /// Counts this connection for `user` of `app` (once per pair), unless
+    /// the user already holds the app's limit of connections on this node.
+    fn hold_user(&mut self, app: &App, user: &str) -> Result<(), Refusal> {
+        if self.users.iter().any(|(a, u)| *a == app.id && &**u == user) {
+            return Ok(());
+        }
+        let max = app.limits.max_connections_per_user;
+        if !self.node.limiters.users.acquire(&app.id, user, max) {
+            self.node.limiters.counters.hit(Limit::ConnectionsPerUser);
+            return Err(Refusal::new(
+                ErrorCode::RateLimited,
+                format!("this user already holds {max} connections"),
+            ));
+        }
+        self.users.push((app.id.clone(), user.into()));
+        Ok(())
     }
 
     fn free_slot(&mut self) -> u32 {
@@ -609,6 +675,9 @@ impl Session {
             self.node.hub.unsubscribe(&slot.channel, slot.sub_id);
         }
         self.node.connections.close(&self.connection);
+        for (app, user) in self.users.drain(..) {
+            self.node.limiters.users.release(&app, &user);
+        }
     }
 }
 

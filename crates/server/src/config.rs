@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use chouquette_core::app::{App, Apps, ChannelPolicy};
+use chouquette_core::app::{App, AppLimits, Apps, ChannelPolicy};
+use chouquette_core::limits::Rate;
 use chouquette_core::node::SessionLimits;
 use chouquette_core::publication::valid_name;
 use serde::{Deserialize, Deserializer};
@@ -436,11 +437,36 @@ pub struct Limits {
     /// closed as dead (`0s`: never); checked at each ping.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// Client messages per second per connection (0: no limit); over it,
+    /// error `rate_limited`. Overridable per app.
+    pub client_messages_per_second: u32,
+    /// Client messages a connection may send at once after a quiet period.
+    pub client_messages_burst: u32,
+    /// Messages refused as `rate_limited` (one forgiven per second) before
+    /// the connection is closed with 1008 as abusive.
+    pub max_rate_limited_messages: u32,
+    /// Connections one user (token `sub`) may hold per app on this node
+    /// (0: no limit); over it, error `rate_limited`. Overridable per app.
+    pub max_connections_per_user: usize,
+    /// New connections per second from one address (IPv6: one /64) (0: no
+    /// limit); over it, HTTP 429 before any upgrade.
+    pub new_connections_per_address: u32,
+    /// New connections one address may open at once.
+    pub new_connections_burst: u32,
+    /// Addresses tracked by the per-address limit; at the bound, once the
+    /// quiet ones are pruned, new addresses are refused (429).
+    pub max_tracked_addresses: usize,
+    /// Events published per second per app (0: no limit); over it, 429.
+    /// Overridable per app.
+    pub publishes_per_second: u32,
+    /// Events an app may publish at once after a quiet period.
+    pub publish_burst: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         let session = SessionLimits::default();
+        let app = AppLimits::default();
         Limits {
             max_connections: 0,
             max_subscriptions_per_connection: session.max_subscriptions,
@@ -452,6 +478,15 @@ impl Default for Limits {
             max_publish_bytes: 4 * 1024 * 1024,
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
+            client_messages_per_second: session.client_messages.per_second,
+            client_messages_burst: session.client_messages.burst,
+            max_rate_limited_messages: session.max_rate_limited,
+            max_connections_per_user: app.max_connections_per_user,
+            new_connections_per_address: 100,
+            new_connections_burst: 1000,
+            max_tracked_addresses: 100_000,
+            publishes_per_second: app.publishes.per_second,
+            publish_burst: app.publishes.burst,
         }
     }
 }
@@ -552,6 +587,61 @@ pub struct AppConfig {
     /// Per-channel settings.
     #[serde(default)]
     pub channels: HashMap<String, ChannelConfig>,
+    /// This app's limits; unset keys take `[limits]`.
+    #[serde(default)]
+    pub limits: AppLimitsConfig,
+}
+
+/// `[apps.limits]`: the per-app limits, each over its `[limits]` default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppLimitsConfig {
+    /// Client messages per second per connection holding this app.
+    pub client_messages_per_second: Option<u32>,
+    /// Their burst.
+    pub client_messages_burst: Option<u32>,
+    /// Connections per user of this app on this node (0: no limit).
+    pub max_connections_per_user: Option<usize>,
+    /// Subscriptions per connection, checked when subscribing to this app.
+    pub max_subscriptions_per_connection: Option<usize>,
+    /// Events published per second for this app (0: no limit).
+    pub publishes_per_second: Option<u32>,
+    /// Their burst.
+    pub publish_burst: Option<u32>,
+}
+
+impl AppLimitsConfig {
+    fn over(&self, base: &Limits) -> AppLimits {
+        AppLimits {
+            client_messages: Rate::new(
+                self.client_messages_per_second
+                    .unwrap_or(base.client_messages_per_second),
+                self.client_messages_burst
+                    .unwrap_or(base.client_messages_burst),
+            ),
+            max_connections_per_user: self
+                .max_connections_per_user
+                .unwrap_or(base.max_connections_per_user),
+            max_subscriptions: self
+                .max_subscriptions_per_connection
+                .unwrap_or(base.max_subscriptions_per_connection),
+            publishes: Rate::new(
+                self.publishes_per_second
+                    .unwrap_or(base.publishes_per_second),
+                self.publish_burst.unwrap_or(base.publish_burst),
+            ),
+        }
+    }
+}
+
+/// Problems of one rate: a limited rate needs a burst of at least 1.
+fn rate_problem(scope: &str, rate: &str, burst: &str, r: Rate) -> Option<(String, String)> {
+    (r.is_limited() && r.burst == 0).then(|| {
+        (
+            burst.to_string(),
+            format!("{scope}.{burst} must be at least 1 when {scope}.{rate} is set"),
+        )
+    })
 }
 
 /// `[apps.channels.NAME]` and `[apps.channel_defaults]`; unset keys inherit.
@@ -749,6 +839,39 @@ impl Config {
                 push(Some(name), format!("limits.{name} must be at least 1"));
             }
         }
+        for (rate, burst, r) in [
+            (
+                "client_messages_per_second",
+                "client_messages_burst",
+                Rate::new(
+                    limits.client_messages_per_second,
+                    limits.client_messages_burst,
+                ),
+            ),
+            (
+                "new_connections_per_address",
+                "new_connections_burst",
+                Rate::new(
+                    limits.new_connections_per_address,
+                    limits.new_connections_burst,
+                ),
+            ),
+            (
+                "publishes_per_second",
+                "publish_burst",
+                Rate::new(limits.publishes_per_second, limits.publish_burst),
+            ),
+        ] {
+            if let Some((needle, message)) = rate_problem("limits", rate, burst, r) {
+                push(Some(&needle), message);
+            }
+        }
+        if limits.new_connections_per_address > 0 && limits.max_tracked_addresses == 0 {
+            push(
+                Some("max_tracked_addresses"),
+                "limits.max_tracked_addresses must be at least 1".into(),
+            );
+        }
         if limits.max_frame_bytes < limits.max_message_bytes {
             push(
                 Some("max_frame_bytes"),
@@ -804,6 +927,28 @@ impl Config {
             if app.api_key.as_deref().is_some_and(str::is_empty) {
                 push(at, format!("app `{}`: api_key must not be empty", app.id));
             }
+            let own = app.limits.over(limits);
+            for (rate, burst, r) in [
+                (
+                    "client_messages_per_second",
+                    "client_messages_burst",
+                    own.client_messages,
+                ),
+                ("publishes_per_second", "publish_burst", own.publishes),
+            ] {
+                if let Some((_, message)) = rate_problem("limits", rate, burst, r) {
+                    push(at, format!("app `{}`: apps.{message}", app.id));
+                }
+            }
+            if own.max_subscriptions == 0 {
+                push(
+                    at,
+                    format!(
+                        "app `{}`: limits.max_subscriptions_per_connection must be at least 1",
+                        app.id
+                    ),
+                );
+            }
             for name in app.channels.keys() {
                 if !valid_name(name) {
                     push(
@@ -828,6 +973,11 @@ impl Config {
             outbox_capacity: self.limits.outbox_capacity,
             max_bad_messages: self.limits.max_bad_messages,
             max_message_bytes: self.limits.max_message_bytes,
+            client_messages: Rate::new(
+                self.limits.client_messages_per_second,
+                self.limits.client_messages_burst,
+            ),
+            max_rate_limited: self.limits.max_rate_limited_messages,
         }
     }
 
@@ -846,6 +996,7 @@ impl Config {
                     .map(|(name, c)| (name.clone(), c.over(&default_channel)))
                     .collect(),
                 default_channel,
+                limits: a.limits.over(&self.limits),
             }
         }))
     }
@@ -932,6 +1083,43 @@ keep_state = true
         let p = problems("[[apps]]\nid = \"a\"\nsecrets = []\n");
         assert_eq!(p[0].line, Some(2));
         assert!(p[0].message.contains("secret"));
+    }
+
+    #[test]
+    fn app_limits_inherit_and_override_the_defaults() {
+        let text = "[limits]\nmax_connections_per_user = 7\npublishes_per_second = 10\n\
+                    publish_burst = 20\n\n[[apps]]\nid = \"a\"\nsecrets = [\"s\"]\n\n\
+                    [apps.limits]\npublishes_per_second = 0\nclient_messages_burst = 9\n\n\
+                    [[apps]]\nid = \"b\"\nsecrets = [\"s\"]\n";
+        let c = load(text, &[]).expect("valid");
+        let apps = c.apps();
+        let a = &apps.get("a").expect("a").limits;
+        assert_eq!(a.publishes, Rate::new(0, 20));
+        assert_eq!(a.client_messages, Rate::new(50, 9));
+        assert_eq!(a.max_connections_per_user, 7);
+        let b = &apps.get("b").expect("b").limits;
+        assert_eq!(b.publishes, Rate::new(10, 20));
+        assert_eq!(b.max_subscriptions, 256);
+        let c = load(
+            text,
+            &[("CHOUQUETTE_APPS__1__LIMITS__MAX_CONNECTIONS_PER_USER", "1")],
+        )
+        .expect("valid");
+        let apps = c.apps();
+        assert_eq!(apps.get("b").expect("b").limits.max_connections_per_user, 1);
+    }
+
+    #[test]
+    fn bad_limits_are_problems() {
+        let p = problems("[limits]\nnew_connections_per_address = 5\nnew_connections_burst = 0\n");
+        assert_eq!(p[0].line, Some(3), "{p:?}");
+        assert!(p[0].message.contains("new_connections_burst"), "{p:?}");
+        let p =
+            problems("[[apps]]\nid = \"a\"\nsecrets = [\"s\"]\n[apps.limits]\npublish_burst = 0\n");
+        assert!(p[0].message.contains("publish_burst"), "{p:?}");
+        assert_eq!(p[0].line, Some(2), "{p:?}");
+        let p = problems("[[apps]]\nid = \"a\"\nsecrets = [\"s\"]\n[apps.limits]\nbogus = 1\n");
+        assert!(p[0].message.contains("bogus"), "{p:?}");
     }
 
     #[test]

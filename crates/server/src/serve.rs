@@ -5,7 +5,7 @@
 //! `reset`/`shutdown` to every client, flushes, and waits for connections to
 //! close within the grace time.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use chouquette_core::broker::{Broker, MemoryBroker};
 use chouquette_core::hub::Hub;
+use chouquette_core::limits::{Limit, Limiters, Rate, address_key};
 use chouquette_core::node::Node;
 use chouquette_core::switches::{Switch, Switches};
 use chouquette_core::telemetry::{CloseReason, Telemetry};
@@ -51,8 +52,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A response refusing a new client connection, when full or stopping.
-    pub fn refuse_connection(&self) -> Option<Response> {
+    /// A response refusing a new client connection from `peer`: 503 when
+    /// full or stopping, 429 with `Retry-After` when the address opens
+    /// connections faster than `limits.new_connections_per_address`. Checked
+    /// before any upgrade, so a refused attempt costs no session.
+    pub fn refuse_connection(&self, peer: Option<IpAddr>) -> Option<Response> {
         if self.shutdown.is_stopping() {
             return Some(api::error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -67,6 +71,17 @@ impl Shared {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the gateway is at its connection limit",
+            ));
+        }
+        let limiters = &self.node.limiters;
+        let now = std::time::Instant::now();
+        if let Some(peer) = peer
+            && let Err(limited) = limiters.addresses.check(address_key(peer), now)
+        {
+            limiters.counters.hit(Limit::ConnectionsPerAddress);
+            return Some(api::too_many_requests(
+                "too many new connections from this address",
+                limited,
             ));
         }
         None
@@ -219,6 +234,15 @@ pub async fn start_with(
         None => Vec::new(),
     };
     let audit = Audit::open(config.admin.audit_file.clone())?;
+    let limiters = Limiters::new(
+        Rate::new(
+            config.limits.new_connections_per_address,
+            config.limits.new_connections_burst,
+        ),
+        config.limits.max_tracked_addresses,
+        apps.iter().map(|a| (a.id.clone(), a.limits.publishes)),
+        std::time::Instant::now(),
+    );
     let node = Arc::new(Node {
         id: config.node.id_or_default().into(),
         apps,
@@ -228,6 +252,7 @@ pub async fn start_with(
         limits: config.session_limits(),
         switches: Switches::new(switches),
         connections: Default::default(),
+        limiters,
     });
     let extra_routes = extra(&node);
     let (trigger, shutdown) = Shutdown::new(telemetry);

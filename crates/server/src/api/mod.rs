@@ -39,6 +39,17 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
         .into_response()
 }
 
+/// 429 `rate_limited` with `Retry-After` (whole seconds): a limit refused
+/// the request; the client may retry after that long.
+pub fn too_many_requests(message: &str, limited: chouquette_core::limits::Limited) -> Response {
+    let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(limited.retry_after_secs()),
+    );
+    response
+}
+
 /// The key of an `Authorization: Bearer <key>` header.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -89,7 +100,11 @@ async fn metrics(State(shared): State<Shared>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        shared.node.telemetry.render(),
+        {
+            let mut text = shared.node.telemetry.render();
+            shared.node.limiters.counters.render(&mut text);
+            text
+        },
     )
         .into_response()
 }

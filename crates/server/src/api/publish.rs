@@ -3,7 +3,9 @@
 //! Every event is checked (shape, app, API key, names, bounds) before any is
 //! published, so a bad batch publishes nothing. Answers `{"epoch","offset"}`
 //! per event, or a JSON error: 400 `bad_message`, 401/403 `not_allowed`,
-//! 404 `unknown_app`, 413 `bad_message` (body too large), 503 `unavailable`
+//! 404 `unknown_app`, 413 `bad_message` (body too large), 429
+//! `rate_limited` with `Retry-After` (the app's `publishes_per_second`; every
+//! event of a batch counts, nothing of it is published), 503 `unavailable`
 //! (never accepted-then-dropped), 507 when a channel bound is hit.
 //!
 //! `POST /admin/publish` runs the same code with the admin key standing in
@@ -20,7 +22,7 @@ use chouquette_core::node::PublishError;
 use chouquette_core::publication::NewEvent;
 use serde_json::value::RawValue;
 
-use super::{ErrorBody, bearer, error_response};
+use super::{ErrorBody, bearer, error_response, too_many_requests};
 use crate::serve::Shared;
 
 fn indexed(status: StatusCode, code: &str, message: &str, index: usize) -> Response {
@@ -121,6 +123,11 @@ async fn answer(shared: &Shared, caller: Caller<'_>, body: &[u8]) -> Response {
             );
         }
     }
+    if let Caller::Backend(_) = caller
+        && let Some(refusal) = rate_limit(shared, &events)
+    {
+        return refusal;
+    }
     match shared.node.publish(events).await {
         Ok(positions) if batch => Json(positions).into_response(),
         Ok(positions) => match positions.into_iter().next() {
@@ -133,6 +140,30 @@ async fn answer(shared: &Shared, caller: Caller<'_>, body: &[u8]) -> Response {
         },
         Err(e) => publish_error(e),
     }
+}
+
+/// Takes each app's publish tokens for its events in the batch (operators'
+/// test publishes are not limited); the 429 answer when one app is over.
+fn rate_limit(shared: &Shared, events: &[NewEvent]) -> Option<Response> {
+    let mut per_app: Vec<(&str, u32)> = Vec::new();
+    for event in events {
+        match per_app.iter_mut().find(|(app, _)| *app == &*event.app_id) {
+            Some((_, n)) => *n = n.saturating_add(1),
+            None => per_app.push((&event.app_id, 1)),
+        }
+    }
+    let now = std::time::Instant::now();
+    let limiters = &shared.node.limiters;
+    for (app, n) in per_app {
+        if let Err(limited) = limiters.publish(app, n, now) {
+            limiters
+                .counters
+                .hit(chouquette_core::limits::Limit::Publishes);
+            let message = format!("app `{app}` publishes faster than its limit");
+            return Some(too_many_requests(&message, limited));
+        }
+    }
+    None
 }
 
 fn publish_error(e: PublishError) -> Response {

@@ -160,6 +160,7 @@ fn demo_config(options: &DemoOptions, secret: &str) -> Config {
         api_key: Some(uuid::Uuid::new_v4().simple().to_string()),
         allow_tokens_without_exp: false,
         channel_defaults: Default::default(),
+        limits: Default::default(),
         channels: [(
             CHANNEL.to_string(),
             crate::config::ChannelConfig {

@@ -8,10 +8,32 @@ pub mod sse;
 pub mod url;
 pub mod ws;
 
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use chouquette_core::session::unix_now;
 use tokio::time::Instant;
+
+/// The client's address, when the listener records it (`ConnectInfo`); the
+/// per-address connection limit applies only when it is known.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        ))
+    }
+}
 
 /// Settings the transports need, derived from the config.
 #[derive(Debug, Clone)]

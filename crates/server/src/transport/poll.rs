@@ -23,8 +23,12 @@ use crate::api::error_response;
 use crate::serve::Shared;
 
 /// Answers one poll.
-pub async fn poll(State(shared): State<Shared>, RawQuery(query): RawQuery) -> Response {
-    if let Some(refusal) = shared.refuse_connection() {
+pub async fn poll(
+    State(shared): State<Shared>,
+    super::Peer(peer): super::Peer,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(refusal) = shared.refuse_connection(peer) {
         return refusal;
     }
     let request = match url::parse_query(query.as_deref()) {

@@ -35,10 +35,11 @@ const CHUNKS: usize = 8;
 /// Opens an event stream, unless the node is full or stopping.
 pub async fn stream(
     State(shared): State<Shared>,
+    super::Peer(peer): super::Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Some(refusal) = shared.refuse_connection() {
+    if let Some(refusal) = shared.refuse_connection(peer) {
         return refusal;
     }
     let mut request = match url::parse_query(query.as_deref()) {

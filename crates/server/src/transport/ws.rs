@@ -15,6 +15,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chouquette_core::connections::Transport;
+use chouquette_core::limits;
 use chouquette_core::session::{Session, Stop, Verdict, unix_now};
 use chouquette_core::telemetry::CloseReason;
 use chouquette_protocol::server::ErrorContext;
@@ -52,8 +53,12 @@ enum End {
 }
 
 /// Upgrades to WebSocket, unless the node is full or stopping.
-pub async fn upgrade(State(shared): State<Shared>, ws: WebSocketUpgrade) -> Response {
-    if let Some(refusal) = shared.refuse_connection() {
+pub async fn upgrade(
+    State(shared): State<Shared>,
+    super::Peer(peer): super::Peer,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Some(refusal) = shared.refuse_connection(peer) {
         return refusal;
     }
     let limits = &shared.settings;
@@ -62,11 +67,11 @@ pub async fn upgrade(State(shared): State<Shared>, ws: WebSocketUpgrade) -> Resp
         .max_write_buffer_size(limits.max_frame_bytes.saturating_mul(4))
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| run(socket, shared))
+        .on_upgrade(move |socket| run(socket, shared, peer))
         .into_response()
 }
 
-async fn run(mut socket: WebSocket, shared: Shared) {
+async fn run(mut socket: WebSocket, shared: Shared, peer: Option<std::net::IpAddr>) {
     let _guard = shared.shutdown.connection("websocket");
     let mut stop = shared.shutdown.clone();
     let mut session = Session::new(shared.node.clone(), Transport::Ws);
@@ -103,6 +108,11 @@ async fn run(mut socket: WebSocket, shared: Shared) {
                     break end;
                 }
                 if let Verdict::Close(code, reason) = verdict {
+                    if reason == limits::ABUSE_CLOSE_REASON && let Some(ip) = peer {
+                        // Its reconnections get a cheap 429 for a while.
+                        let key = limits::address_key(ip);
+                        shared.node.limiters.addresses.penalize(key, std::time::Instant::now());
+                    }
                     break End::Misbehaving(code, reason);
                 }
             }
@@ -271,6 +281,8 @@ async fn finish(mut socket: WebSocket, mut session: Session, end: End, shared: &
         }
         End::TooLarge => {
             telemetry.closed_by_gateway(CloseReason::TooLarge);
+            let limit = limits::Limit::FrameSize;
+            shared.node.limiters.counters.hit(limit);
             telemetry.error(ErrorCode::BadMessage);
             let limit = shared.settings.max_frame_bytes;
             let error = server::error(

@@ -155,3 +155,217 @@ async fn a_client_answering_pings_stays_connected() {
         Some(0.0)
     );
 }
+
+/// A token for `channel` of [`APP`] carrying the user `sub`.
+fn user_token(channel: &str, sub: &str) -> String {
+    let mut claims = chouquette::testkit::claims(channel, json!({"*": {}}), 3600);
+    claims["sub"] = json!(sub);
+    chouquette::testkit::sign(&claims, chouquette::testkit::SECRET)
+}
+
+/// Over its app's message rate a connection gets `rate_limited` (the
+/// message is not handled, the connection stays); past
+/// `max_rate_limited_messages` refusals it is closed with 1008. The rate is
+/// the app's once the connection holds it, the `[limits]` one before.
+#[tokio::test]
+async fn a_flooding_client_is_refused_then_closed() {
+    let limits = "client_messages_per_second = 1000\nclient_messages_burst = 1000\n\
+                  max_rate_limited_messages = 3";
+    let app = "[apps.limits]\nclient_messages_per_second = 1\nclient_messages_burst = 3";
+    let node = TestNode::start(&config_with(limits, app)).await;
+    let mut bystander = node.client().await;
+    bystander.subscribe("bornes", json!({"*": {}})).await;
+    let mut client = node.client().await;
+    // The subscribe passes at the node's rate and moves the connection to
+    // the app's: 3 at once, then 1 per second.
+    client.subscribe("bornes", json!({"*": {}})).await;
+    let unsubscribe = |uuid: &str| json!({"class": "unsubscribe", "uuid": uuid, "channels": ["x"]});
+    for i in 0..3 {
+        client.send_json(&unsubscribe(&format!("u{i}"))).await;
+        assert_eq!(client.recv().await["class"], "ack");
+    }
+    for _ in 0..3 {
+        client.send_json(&unsubscribe("over")).await;
+        let refused = client.recv().await;
+        assert_eq!(refused["class"], "error", "{refused}");
+        assert_eq!(refused["code"], "rate_limited", "{refused}");
+    }
+    client.send_json(&unsubscribe("last")).await;
+    assert_eq!(
+        client.expect_close().await,
+        Some((1008, "rate_limited".to_string()))
+    );
+    assert_eq!(
+        node.metric("chouquette_limited_total{limit=\"client_messages\"}")
+            .await,
+        Some(4.0)
+    );
+    assert_eq!(
+        node.metric("chouquette_errors_total{code=\"rate_limited\"}")
+            .await,
+        Some(3.0)
+    );
+    assert_eq!(
+        node.metric("chouquette_closes_total{reason=\"misbehaving\"}")
+            .await,
+        Some(1.0)
+    );
+    // Others are untouched.
+    let offset = node.publish("bornes", "k", &[], json!("still here")).await;
+    assert_eq!(bystander.recv().await["offset"], offset);
+    node.running.shutdown().await;
+}
+
+/// A user (token `sub`) holds at most `max_connections_per_user` connections
+/// of an app on the node: one more gets `rate_limited` for that channel;
+/// other users are not affected, and a closed connection frees its place.
+#[tokio::test]
+async fn connections_per_user_are_limited() {
+    let app = "[apps.limits]\nmax_connections_per_user = 2";
+    let node = TestNode::start(&config_with("", app)).await;
+    let tok = user_token("bornes", "roger");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = node.client().await;
+        c.send_json(&chouquette::testkit::subscribe("bornes", &tok))
+            .await;
+        assert_eq!(c.recv().await["class"], "ack");
+        held.push(c);
+    }
+    let mut third = node.client().await;
+    third
+        .send_json(&chouquette::testkit::subscribe("bornes", &tok))
+        .await;
+    let refused = third.recv().await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert_eq!(refused["channel"], "bornes", "{refused}");
+    // Another user is not limited by roger's connections.
+    let mut vb = node.client().await;
+    vb.send_json(&chouquette::testkit::subscribe(
+        "bornes",
+        &user_token("bornes", "vb"),
+    ))
+    .await;
+    assert_eq!(vb.recv().await["class"], "ack");
+    assert_eq!(
+        node.metric("chouquette_limited_total{limit=\"connections_per_user\"}")
+            .await,
+        Some(1.0)
+    );
+    // Once one of roger's connections is gone, the third may subscribe.
+    held.pop().expect("held").close().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        third
+            .send_json(&chouquette::testkit::subscribe("bornes", &tok))
+            .await;
+        let reply = third.recv().await;
+        if reply["class"] == "ack" {
+            break;
+        }
+        assert_eq!(reply["code"], "rate_limited", "{reply}");
+        assert!(tokio::time::Instant::now() < deadline, "never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    node.running.shutdown().await;
+}
+
+/// New connections from one address over `new_connections_per_address` (with
+/// its burst) get HTTP 429 with `Retry-After` before any upgrade, on every
+/// transport; the connections already open are not affected.
+#[tokio::test]
+async fn new_connections_per_address_are_limited_at_upgrade() {
+    let limits = "new_connections_per_address = 1\nnew_connections_burst = 3";
+    let node = TestNode::start(&config_with(limits, "")).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(node.client().await);
+    }
+    match tokio_tungstenite::connect_async(node.ws_url()).await {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429, "{response:?}");
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            assert_eq!(retry, Some(1), "{response:?}");
+            let body = response.body().as_deref().unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(body).expect("JSON body");
+            assert_eq!(body["code"], "rate_limited");
+        }
+        Err(other) => panic!("expected HTTP 429, got {other}"),
+        Ok(_) => panic!("a fourth connection was accepted at once"),
+    }
+    let tok = token("bornes", json!({"*": {}}), 60);
+    let (status, body) = node.get_public(&format!("/poll?sub={tok}&timeout=0")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        node.metric("chouquette_limited_total{limit=\"connections_per_address\"}")
+            .await,
+        Some(2.0)
+    );
+    // The open ones still work; after a second the address has a token again.
+    let (ack, _) = open[0].subscribe("bornes", json!({"*": {}})).await;
+    assert_eq!(ack["class"], "ack");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut later = node.client().await;
+    later.subscribe("bornes", json!({"*": {}})).await;
+    node.running.shutdown().await;
+}
+
+/// An app publishing faster than its `publishes_per_second` (every event of
+/// a batch counts) gets 429 `rate_limited` and nothing of that request is
+/// published; other apps keep their own budget.
+#[tokio::test]
+async fn publishes_per_app_are_limited() {
+    let app = "[apps.limits]\npublishes_per_second = 1\npublish_burst = 3";
+    let node = TestNode::start(&config_with("", app)).await;
+    let batch: Vec<_> = (0..3)
+        .map(|i| event("bornes", "k", &[], json!(i)))
+        .collect();
+    assert_eq!(node.publish_batch(&batch).await.len(), 3);
+    let (status, body) = node
+        .publish_raw(
+            chouquette::testkit::API_KEY,
+            &event("bornes", "k", &[], json!("over")),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    let other = json!({"app_id": "other", "channel": "c", "event_kind": "k",
+                       "keywords": [], "data": null});
+    let (status, body) = node.publish_raw("other-key", &other).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        node.metric("chouquette_limited_total{limit=\"publishes\"}")
+            .await,
+        Some(1.0)
+    );
+    // Nothing of the refused request went out: the next offset is 4.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(node.publish("bornes", "k", &[], json!("later")).await, 4);
+    node.running.shutdown().await;
+}
+
+/// `max_subscriptions_per_connection` can be set per app, and refusals are
+/// counted as `limit="subscriptions"`.
+#[tokio::test]
+async fn subscriptions_per_connection_per_app() {
+    let app = "[apps.limits]\nmax_subscriptions_per_connection = 1";
+    let node = TestNode::start(&config_with("", app)).await;
+    let mut client = node.client().await;
+    client.subscribe("a", json!({"*": {}})).await;
+    let tb = token("b", json!({"*": {}}), 60);
+    client
+        .send_json(&subscribe_msg("s", APP, &[("b", &tb)]))
+        .await;
+    let refused = client.recv().await;
+    assert_eq!(refused["code"], "too_many_subscriptions", "{refused}");
+    assert_eq!(
+        node.metric("chouquette_limited_total{limit=\"subscriptions\"}")
+            .await,
+        Some(1.0)
+    );
+    node.running.shutdown().await;
+}
