@@ -43,6 +43,16 @@ pub enum Scenario {
     Abuse,
 }
 
+/// Which broker the gateways use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerChoice {
+    /// In-process (one node only).
+    Memory,
+    /// A `redis-server` the bench starts, shared by every node.
+    Redis,
+}
+
 /// Options of a benchmark run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
@@ -86,6 +96,14 @@ pub struct Options {
     /// everything else; it shares the machine's cores with the gateway).
     #[arg(long, default_value_t = 0)]
     pub abuser_nice: i32,
+    /// The gateways' broker.
+    #[arg(long, value_enum, default_value = "memory")]
+    pub broker: BrokerChoice,
+    /// Gateway nodes (more than 1 needs `--broker redis`). With several,
+    /// node 0 takes the publishes and the subscribers are spread over the
+    /// others, so every event crosses Redis to reach them.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
     /// Print the gateway PID and pause this long before the measured window
     /// (time to attach a profiler).
     #[arg(long, value_parser = humantime::parse_duration)]

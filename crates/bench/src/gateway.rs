@@ -1,6 +1,7 @@
-//! The gateway under test: a child process running the release binary with
-//! a generated config (memory broker, free loopback ports, one app). It is
-//! killed when dropped, so every exit path stops it.
+//! A gateway under test: a child process running the release binary with a
+//! generated config (memory broker, or one of several nodes on a shared
+//! Redis; free loopback ports, one app). It is killed when dropped, so every
+//! exit path stops it.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ impl Gateway {
         app: &AppSpec,
         outbox_capacity: usize,
         default_limits: bool,
+        broker: &BrokerSpec,
     ) -> anyhow::Result<Gateway> {
         if !binary.is_file() {
             bail!(
@@ -46,12 +48,23 @@ impl Gateway {
                 binary.display()
             );
         }
-        let dir = std::env::temp_dir().join(format!("chouquette-bench-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "chouquette-bench-{}-{}",
+            std::process::id(),
+            broker.node()
+        ));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let (public, internal) = (free_port()?, free_port()?);
         let config = dir.join("chouquette.toml");
-        let text = config_text(public, internal, app, outbox_capacity, default_limits);
+        let text = config_text(
+            public,
+            internal,
+            app,
+            outbox_capacity,
+            default_limits,
+            broker,
+        );
         std::fs::write(&config, text)
             .with_context(|| format!("cannot write {}", config.display()))?;
         let child = Command::new(binary)
@@ -141,6 +154,38 @@ impl Drop for Gateway {
     }
 }
 
+/// The `[broker]` (and `[node]`) of one gateway's config.
+#[derive(Debug, Clone)]
+pub enum BrokerSpec {
+    /// In-process.
+    Memory,
+    /// The shared Redis at `url`, as node `node`.
+    Redis {
+        /// `redis://...`.
+        url: String,
+        /// The node's index.
+        node: usize,
+    },
+}
+
+impl BrokerSpec {
+    fn node(&self) -> usize {
+        match self {
+            BrokerSpec::Memory => 0,
+            BrokerSpec::Redis { node, .. } => *node,
+        }
+    }
+
+    fn toml(&self) -> String {
+        match self {
+            BrokerSpec::Memory => "[broker]\nkind = \"memory\"\n".into(),
+            BrokerSpec::Redis { url, node } => format!(
+                "[node]\nid = \"bench-{node}\"\n\n[broker]\nkind = \"redis\"\nurl = \"{url}\"\ninbox = \"\"\n"
+            ),
+        }
+    }
+}
+
 /// The default gateway binary: `chouquette` next to this executable.
 pub fn default_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("cannot locate this executable")?;
@@ -159,6 +204,7 @@ fn config_text(
     app: &AppSpec,
     outbox: usize,
     default_limits: bool,
+    broker: &BrokerSpec,
 ) -> String {
     let per_address = if default_limits {
         ""
@@ -170,9 +216,7 @@ fn config_text(
 public = "{public}"
 internal = "{internal}"
 
-[broker]
-kind = "memory"
-
+{broker}
 [limits]
 outbox_capacity = {outbox}
 {per_address}
@@ -190,5 +234,6 @@ api_key = "{api_key}"
         app_id = app.app,
         secret = app.secret,
         api_key = app.api_key,
+        broker = broker.toml(),
     )
 }

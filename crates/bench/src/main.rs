@@ -5,12 +5,14 @@
 mod abuse;
 mod cli;
 mod client;
+mod fleet;
 mod gateway;
 mod histogram;
 mod http;
 mod pool;
 mod procfs;
 mod publisher;
+mod redis_server;
 mod report;
 mod scenario;
 mod wire;

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::cli::Scenario;
+use crate::cli::{BrokerChoice, Scenario};
 use crate::histogram::Histogram;
 
 /// Connection and memory figures, measured in every scenario.
@@ -73,6 +73,8 @@ pub struct Load {
     pub loadgen_cpu_percent: f64,
     /// Publish batches that failed.
     pub publish_errors: u64,
+    /// Redis CPU per delivered message, µs (`--broker redis`).
+    pub redis_cpu_us_per_delivery: Option<f64>,
 }
 
 /// One phase of the abuse scenario.
@@ -97,6 +99,10 @@ pub struct Phase {
 pub struct Summary {
     /// The scenario.
     pub scenario: Scenario,
+    /// The broker.
+    pub broker: BrokerChoice,
+    /// Gateway nodes (node 0 publishes; subscribers on the others when several).
+    pub nodes: usize,
     /// Connections asked for.
     pub connections: usize,
     /// Subscribed connections.
@@ -141,6 +147,20 @@ fn mib(bytes: u64) -> String {
 fn table(s: &Summary) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("scenario", format!("{:?}", s.scenario).to_lowercase()),
+        (
+            "gateways",
+            format!(
+                "{} ({:?} broker{})",
+                s.nodes,
+                s.broker,
+                if s.nodes > 1 {
+                    "; node 0 publishes, subscribers on the others; figures summed"
+                } else {
+                    ""
+                }
+            )
+            .to_lowercase(),
+        ),
         (
             "connections",
             format!(
@@ -272,5 +292,10 @@ fn load_rows(load: &Load) -> Vec<(&'static str, String)> {
             format!("{:.0} % of a core", load.loadgen_cpu_percent),
         ),
         ("publish errors", load.publish_errors.to_string()),
+        (
+            "Redis CPU",
+            load.redis_cpu_us_per_delivery
+                .map_or("no Redis".into(), |us| format!("{us:.2} µs per delivery")),
+        ),
     ]
 }

@@ -11,7 +11,8 @@ use tokio::time::{Instant, sleep};
 
 use crate::abuse::Abuse;
 use crate::cli::{Options, Scenario};
-use crate::gateway::{self, Gateway};
+use crate::fleet::Fleet;
+use crate::gateway;
 use crate::histogram::Histogram;
 use crate::pool::{self, Connected, Pool};
 use crate::publisher::{self, Published};
@@ -32,12 +33,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
         None => gateway::default_binary()?,
     };
     let default_limits = options.scenario == Scenario::Abuse;
-    let gateway = Gateway::start(&binary, &app, options.outbox_capacity, default_limits).await?;
-    eprintln!("gateway pid {} on {}", gateway.pid, gateway.public);
-    let summary = measure(options, &app, &gateway).await;
-    let mut gateway = gateway;
-    let alive = gateway.alive();
-    gateway.stop(Duration::from_secs(30)).await;
+    let fleet = Fleet::start(options, &binary, &app, default_limits).await?;
+    let summary = measure(options, &app, &fleet).await;
+    let alive = fleet.stop(Duration::from_secs(30)).await;
     let mut summary = summary?;
     summary.gateway_ok &= alive;
     Ok(summary)
@@ -69,12 +67,13 @@ fn connect_budget(options: &Options) -> Duration {
     Duration::from_secs_f64(at_rate * 3.0 + 60.0)
 }
 
-async fn measure(options: &Options, app: &AppSpec, gateway: &Gateway) -> anyhow::Result<Summary> {
+async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::Result<Summary> {
     sleep(Duration::from_millis(500)).await;
     let rss_baseline = gateway.rss()?;
+    let targets = gateway.subscriber_targets();
     let plan = Plan {
         scenario: options.scenario,
-        target: gateway.public,
+        target: targets[0],
         app: app.clone(),
         first: 0,
         count: options.connections,
@@ -84,7 +83,11 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Gateway) -> anyhow:
         abuse: None,
     };
     let workers = options.worker_count();
-    let mut pool = Pool::spawn(&pool::split(&plan, workers))?;
+    let mut plans = pool::split(&plan, workers);
+    for (i, part) in plans.iter_mut().enumerate() {
+        part.target = targets[i % targets.len()];
+    }
+    let mut pool = Pool::spawn(&plans)?;
     let started = Instant::now();
     let cpu_before = gateway.cpu_seconds()?;
     let connected = pool.wait_connected(connect_budget(options)).await?;
@@ -116,6 +119,8 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Gateway) -> anyhow:
     };
     Ok(Summary {
         scenario: options.scenario,
+        broker: options.broker,
+        nodes: options.nodes.max(1),
         connections: options.connections,
         connected: connected.connected,
         refused: connected.refused,
@@ -144,12 +149,13 @@ struct Window {
     gateway_cpu_s: f64,
     gateway_user_cpu_s: f64,
     loadgen_cpu_s: f64,
+    redis_cpu_s: Option<f64>,
 }
 
 async fn publish_window(
     options: &Options,
     app: &AppSpec,
-    gateway: &Gateway,
+    gateway: &Fleet,
     pool: &mut Pool,
 ) -> anyhow::Result<Window> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -180,9 +186,11 @@ async fn publish_window(
         .await?;
     sleep(WINDOW_LEAD).await;
     let (gateway_cpu0, loadgen_cpu0) = (gateway.cpu_split()?, pool.cpu_seconds());
+    let redis_cpu0 = gateway.redis_cpu_seconds()?;
     eprintln!("measuring for {:?}", options.duration);
     sleep(options.duration).await;
     let (gateway_cpu1, loadgen_cpu1) = (gateway.cpu_split()?, pool.cpu_seconds());
+    let redis_cpu1 = gateway.redis_cpu_seconds()?;
     stop.store(true, Ordering::Relaxed);
     let published = publishing.await.context("publisher failed")?;
     sleep(DRAIN).await;
@@ -193,6 +201,7 @@ async fn publish_window(
         gateway_cpu_s: (gateway_cpu1.0 + gateway_cpu1.1) - (gateway_cpu0.0 + gateway_cpu0.1),
         gateway_user_cpu_s: gateway_cpu1.0 - gateway_cpu0.0,
         loadgen_cpu_s: loadgen_cpu1 - loadgen_cpu0,
+        redis_cpu_s: redis_cpu1.zip(redis_cpu0).map(|(b, a)| b - a),
     })
 }
 
@@ -210,7 +219,7 @@ const PHASES: [Option<Abuse>; 5] = [
 async fn abuse_phases(
     options: &Options,
     app: &AppSpec,
-    gateway: &Gateway,
+    gateway: &Fleet,
     pool: &mut Pool,
     plan: &Plan,
 ) -> anyhow::Result<Vec<Phase>> {
@@ -342,5 +351,8 @@ fn load(options: &Options, window: &Window, connected: Connected, results: &[Res
         gateway_cpu_percent: window.gateway_cpu_s * 100.0 / window_s,
         loadgen_cpu_percent: window.loadgen_cpu_s * 100.0 / window_s,
         publish_errors: window.published.errors,
+        redis_cpu_us_per_delivery: window
+            .redis_cpu_s
+            .map(|s| s * 1e6 / deliveries.max(1) as f64),
     }
 }
