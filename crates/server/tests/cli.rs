@@ -574,3 +574,91 @@ async fn tls_files_are_checked_by_check_config_and_serve() {
     assert!(lines[0].contains("does not fit"), "{lines:?}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// Logs at `trace`, in JSON, while every kind of credential goes by: a
+/// subscription token (good and forged), the app secret behind it, the API
+/// key (good and wrong) and the admin key (good and wrong). None of them
+/// may appear in a log line.
+#[tokio::test]
+async fn no_secret_or_token_reaches_the_logs_even_at_trace() {
+    let dir = TempDir::new("nosecrets");
+    let (public, internal) = (free_port(), free_port());
+    let config = dir.file(
+        "chouquette.toml",
+        &format!(
+            "[listen]\npublic = \"127.0.0.1:{public}\"\ninternal = \"127.0.0.1:{internal}\"\n\
+             [log]\nformat = \"json\"\nlevel = \"trace\"\n{BASE_CONFIG}"
+        ),
+    );
+    let mut server = Server::start(&dir, &config);
+    let http = HttpClient::default();
+    let base = format!("http://127.0.0.1:{internal}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(
+        http.get(&format!("{base}/readyz"), None).await,
+        Ok((200, _))
+    ) {
+        assert!(Instant::now() < deadline, "not ready: {}", server.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let good = chouquette::testkit::token("bornes", json!({"alarm": {}}), 600);
+    let forged = chouquette::testkit::sign(
+        &chouquette::testkit::claims("bornes", json!({"*": {}}), 600),
+        "not-the-secret-0123456789",
+    );
+    let mut client = WsClient::connect(&format!("ws://127.0.0.1:{public}/ws")).await;
+    for (i, token) in [&good, &forged].into_iter().enumerate() {
+        client
+            .send_json(
+                &json!({"class": "subscribe", "app_id": "bluelib", "uuid": format!("s{i}"),
+                               "channels": {"bornes": {"filters": token}}}),
+            )
+            .await;
+        client.recv().await;
+    }
+    let sse = format!("http://127.0.0.1:{public}/sse?app_id=bluelib&channel=bornes&token={good}");
+    // An SSE stream does not end: read it for a moment.
+    let _ = tokio::time::timeout(Duration::from_millis(500), http.get(&sse, None)).await;
+    let event = json!({"app_id": "bluelib", "channel": "bornes", "event_kind": "alarm"});
+    for key in ["pub-key", "wrong-api-key-0123456789"] {
+        let body = event.to_string().into_bytes();
+        let _ = http
+            .post_json(&format!("{base}/api/v1/publish"), key, body)
+            .await;
+    }
+    let _ = http
+        .get(&format!("{base}/admin/status"), Some("admin-key"))
+        .await;
+    let _ = http
+        .get(
+            &format!("{base}/admin/status"),
+            Some("wrong-admin-key-0123456789"),
+        )
+        .await;
+    client.close().await;
+    let pid = server.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    server.exit_within(Duration::from_secs(10)).await;
+
+    let logs = server.stderr();
+    assert!(
+        logs.contains(r#""level":"DEBUG""#),
+        "debug logging is on: {logs}"
+    );
+    let signature = |t: &str| t.rsplit('.').next().unwrap_or_default().to_string();
+    for secret in [
+        good.as_str(),
+        &signature(&good),
+        forged.as_str(),
+        &signature(&forged),
+        "s3cret-current",
+        "s3cret-previous",
+        "not-the-secret-0123456789",
+        "pub-key",
+        "wrong-api-key-0123456789",
+        "admin-key",
+        "wrong-admin-key-0123456789",
+    ] {
+        assert!(!logs.contains(secret), "`{secret}` is in the logs:\n{logs}");
+    }
+}
