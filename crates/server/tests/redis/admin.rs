@@ -61,14 +61,17 @@ async fn a_switch_set_on_one_node_acts_on_every_node_and_on_nodes_started_later(
 
     // Redis restarted empty: the nodes record their switches again.
     redis.restart().await;
-    assert!(
-        eventually(Duration::from_secs(10), async || nodes[0]
-            .get("/readyz")
-            .await
-            .0
-            == 200)
-        .await
-    );
+    for node in [&nodes[0], &nodes[1], &late] {
+        assert!(
+            eventually(Duration::from_secs(10), async || node
+                .get("/readyz")
+                .await
+                .0
+                == 200)
+            .await,
+            "every node reconnects"
+        );
+    }
     let (_, refused) = join(&nodes[0], "vb").await;
     assert_eq!(refused["code"], "disabled", "still in force: {refused}");
 
