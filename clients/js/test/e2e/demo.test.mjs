@@ -16,7 +16,7 @@ let origin;
 let browser;
 
 before(async () => {
-  const binary = process.env.CHOUQUETTE_BIN ?? join(REPO, 'target', 'debug', 'chouquette');
+  const binary = process.env.CHOUQUETTE_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'debug', 'chouquette');
   if (!existsSync(binary)) throw new Error(`no gateway binary at ${binary}: run cargo build -p chouquette`);
   const [pub, internal] = [await freePort(), await freePort()];
   demo = spawn(binary, ['demo', '--public', `127.0.0.1:${pub}`, '--internal', `127.0.0.1:${internal}`,

@@ -71,7 +71,8 @@ export class Gateway {
     mkdirSync(this.pages);
     copyFileSync(join(JS_ROOT, 'dist', 'chouquette.js'), join(this.pages, 'chouquette.js'));
     copyFileSync(join(here, 'pages', 'index.html'), join(this.pages, 'index.html'));
-    this.binary = process.env.CHOUQUETTE_BIN ?? join(REPO, 'target', 'debug', 'chouquette');
+    // Cargo's own CARGO_TARGET_DIR is honoured, as `cargo build` honours it.
+    this.binary = process.env.CHOUQUETTE_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'debug', 'chouquette');
     if (!existsSync(this.binary)) throw new Error(`no gateway binary at ${this.binary}: run cargo build -p chouquette`);
     this.logs = [];
   }
