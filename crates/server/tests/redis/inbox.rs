@@ -191,3 +191,102 @@ async fn the_python_example_publishes_through_the_inbox() {
     assert_eq!(got[0]["data"]["status"], "oh, oh...");
     assert_eq!(got[1]["offset"], 2);
 }
+
+/// A gateway *process* killed (SIGKILL) while it consumes the inbox: the
+/// entries it had taken are taken over by the others and every entry is
+/// published exactly once.
+#[tokio::test]
+async fn a_gateway_process_killed_mid_stream_loses_and_repeats_nothing() {
+    const ENTRIES: usize = 400;
+    let redis = RedisServer::start().await;
+    let mut con = redis_client(&redis).await;
+    let watcher = TestNode::start(&redis_config(&redis.url(), "watcher")).await;
+    let mut client = watcher.client().await;
+    client.subscribe("inbox", json!({"alarm": {}})).await;
+    let mut victims = Vec::new();
+    for name in ["victim-1", "victim-2"] {
+        let internal = chouquette::testkit::free_port();
+        let config = format!(
+            "[listen]\npublic = \"127.0.0.1:{}\"\ninternal = \"127.0.0.1:{internal}\"\n{}",
+            chouquette::testkit::free_port(),
+            redis_config(&redis.url(), name)
+        );
+        let path = std::env::temp_dir().join(format!("chq-{name}-{internal}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chouquette"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let http = chouquette::http_client::HttpClient::default();
+        let ready = format!("http://127.0.0.1:{internal}/readyz");
+        assert!(
+            eventually(Duration::from_secs(20), async || {
+                matches!(http.get(&ready, None).await, Ok((200, _)))
+            })
+            .await,
+            "{name} ready"
+        );
+        victims.push((child, path));
+    }
+    // Entries in bursts; the first victim is frozen (SIGSTOP) after a burst
+    // until Redis shows it holding entries it has not acknowledged, then
+    // killed (SIGKILL): the way a crashed or hung host looks to the others.
+    let pending_of = async |con: &mut redis::aio::MultiplexedConnection, consumer: &str| {
+        let reply: redis::streams::StreamPendingCountReply = con
+            .xpending_consumer_count(STREAM, "chouquette", "-", "+", 1000, consumer)
+            .await
+            .unwrap();
+        reply.ids.len()
+    };
+    let signal = |sig: &str, pid: u32| {
+        std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+    };
+    let victim = victims[0].0.id().unwrap();
+    let mut stranded = 0;
+    for i in 0..ENTRIES {
+        let e = event("inbox", json!(i)).to_string();
+        let _: String = con.xadd(STREAM, "*", &[("event", e)]).await.unwrap();
+        if stranded == 0 && i >= 50 && i % 10 == 0 {
+            signal("-STOP", victim);
+            stranded = pending_of(&mut con, "victim-1").await;
+            if stranded > 0 {
+                signal("-KILL", victim);
+                let _ = victims[0].0.wait().await;
+            } else {
+                signal("-CONT", victim);
+            }
+        }
+    }
+    assert!(stranded > 0, "the victim died holding entries");
+    let got = tokio::time::timeout(Duration::from_secs(30), data(&mut client, "inbox", ENTRIES))
+        .await
+        .expect("every inbox entry arrives");
+    let mut counts = BTreeMap::new();
+    for m in &got {
+        *counts.entry(m["data"].as_u64().unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), ENTRIES, "missing entries");
+    assert!(counts.values().all(|n| *n == 1), "duplicates: {counts:?}");
+    // The survivors take the dead one's entries over (after
+    // `inbox_claim_after`), skip what it had published, and ack them all.
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            pending_of(&mut con, "victim-1").await == 0
+        })
+        .await,
+        "the dead gateway's entries were taken over"
+    );
+    client.expect_silence(Duration::from_millis(500)).await;
+    for (mut child, path) in victims {
+        let _ = child.kill().await;
+        let _ = std::fs::remove_file(path);
+    }
+}
