@@ -291,6 +291,23 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
         bucket.tokens = -rate.capacity();
     }
 
+    /// Whether `key` is serving a penalty (in debt after
+    /// [`KeyedLimiter::penalize`]) at `now`; takes no token. Cheap enough to
+    /// ask for every accepted socket, before any byte is read.
+    pub fn penalized(&self, key: &K, now: Instant) -> bool {
+        if !self.rate.is_limited() {
+            return false;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match inner.buckets.get_mut(key) {
+            Some(bucket) => {
+                bucket.refill(self.rate, now);
+                bucket.tokens < 0.0
+            }
+            None => false,
+        }
+    }
+
     /// Keys tracked now.
     pub fn len(&self) -> usize {
         self.inner
@@ -647,6 +664,22 @@ mod tests {
         assert!(keyed.check("b", t0).is_ok(), "others keep their budget");
         keyed.penalize("c", t0);
         assert_eq!(keyed.len(), 2, "a full map takes no new key");
+    }
+
+    #[test]
+    fn a_penalty_is_seen_without_taking_a_token() {
+        let t0 = Instant::now();
+        let keyed = KeyedLimiter::new(Rate::new(10, 5), 8);
+        assert!(!keyed.penalized(&"a", t0), "unknown key");
+        keyed.check("b", t0).expect("fresh");
+        assert!(!keyed.penalized(&"b", t0), "spending is no penalty");
+        keyed.penalize("a", t0);
+        assert!(keyed.penalized(&"a", t0 + ms(300)));
+        assert!(!keyed.penalized(&"a", t0 + ms(700)), "paid back");
+        assert!(keyed.check("a", t0 + ms(700)).is_ok());
+        let open = KeyedLimiter::<&str>::new(Rate::new(0, 0), 8);
+        open.penalize("a", t0);
+        assert!(!open.penalized(&"a", t0), "no limit, no penalty");
     }
 
     #[test]

@@ -329,6 +329,44 @@ enum PublicListener {
     Tls(TlsListener),
 }
 
+/// Drops, as soon as they are accepted, the sockets of addresses serving a
+/// penalty (closed as abusive: see `limits.rs`): a client reconnecting in a
+/// loop then costs an accept and a close, not an HTTP exchange per attempt.
+/// Counted as `connections_per_address` refusals.
+struct Admission<L> {
+    inner: L,
+    node: Arc<Node>,
+}
+
+impl<L> axum::serve::Listener for Admission<L>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    type Io = L::Io;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (io, addr) = self.inner.accept().await;
+            let limiters = &self.node.limiters;
+            let key = address_key(addr.ip());
+            if limiters
+                .addresses
+                .penalized(&key, std::time::Instant::now())
+            {
+                limiters.counters.hit(Limit::ConnectionsPerAddress);
+                drop(io);
+                continue;
+            }
+            return (io, addr);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
 /// The public app, whichever the listener.
 type PublicApp = axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>;
 
@@ -338,10 +376,12 @@ impl PublicListener {
     fn serve(
         self,
         app: PublicApp,
+        node: Arc<Node>,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> {
         match self {
             PublicListener::Plain(tcp) => {
+                let tcp = Admission { inner: tcp, node };
                 // Events are small and latency-bound: never hold them back for Nagle.
                 let tcp = tcp.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
@@ -355,7 +395,7 @@ impl PublicListener {
             // TlsListener sets nodelay before the handshake; the empty tap
             // is what gives a custom listener axum's `ConnectInfo<SocketAddr>`.
             PublicListener::Tls(tls) => Box::pin(
-                axum::serve(tls.tap_io(|_| {}), app)
+                axum::serve(Admission { inner: tls, node }.tap_io(|_| {}), app)
                     .with_graceful_shutdown(stop)
                     .into_future(),
             ),
@@ -399,8 +439,9 @@ async fn serve(
         let _ = drained_rx.wait_for(|d| *d).await;
     };
     let public_app = public_routes.into_make_service_with_connect_info::<SocketAddr>();
+    let node = shared.node.clone();
     let internal_app = api::router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    let public_server = public.serve(public_app, stop_public);
+    let public_server = public.serve(public_app, node, stop_public);
     // The internal listener stays up while clients drain, so probes see
     // `/readyz` 503 and metrics stay readable until the end.
     let internal_server = axum::serve(internal, internal_app).with_graceful_shutdown(stop_internal);

@@ -213,6 +213,15 @@ async fn a_flooding_client_is_refused_then_closed() {
     // Others are untouched.
     let offset = node.publish("bornes", "k", &[], json!("still here")).await;
     assert_eq!(bystander.recv().await["offset"], offset);
+    // Its address serves a penalty: a new socket from it is dropped as soon
+    // as it is accepted, before any HTTP (cheap for the gateway).
+    let again = tokio_tungstenite::connect_async(node.ws_url()).await;
+    assert!(again.is_err(), "dropped at accept");
+    assert!(
+        node.metric("chouquette_limited_total{limit=\"connections_per_address\"}")
+            .await
+            >= Some(1.0)
+    );
     node.running.shutdown().await;
 }
 
