@@ -24,12 +24,16 @@ import json
 import redis
 
 
-def event(app, channel, kind, keywords=(), key=None, data=None):
-    """One event, as the gateway's publish API takes it."""
+def event(app, channel, kind, keywords=(), key=None, data=None, id=None):
+    """One event, as the gateway's publish API takes it. With an `id`, the
+    event is published once however many times it is sent (within the
+    gateway's dedup window), over the inbox or over HTTP."""
     e = {"app_id": app, "channel": channel, "event_kind": kind,
          "keywords": list(keywords), "data": data}
     if key is not None:
         e["key"] = key
+    if id is not None:
+        e["id"] = id
     return e
 
 
@@ -51,13 +55,14 @@ def main():
     parser.add_argument("--event-kind", required=True)
     parser.add_argument("--keyword", action="append", default=[])
     parser.add_argument("--key")
+    parser.add_argument("--id", help="idempotency id: a repeat is published once")
     parser.add_argument("--data", default="null", help="JSON payload")
     parser.add_argument("--count", type=int, default=1,
                         help="publish this many copies in one entry (a batch)")
     args = parser.parse_args()
     client = redis.Redis.from_url(args.url)
     one = event(args.app, args.channel, args.event_kind, args.keyword,
-                args.key, json.loads(args.data))
+                args.key, json.loads(args.data), args.id)
     entry_id = publish(client, [one] * args.count, args.inbox)
     print(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
 

@@ -2,7 +2,9 @@
 //!
 //! This is the in-memory form used by the memory broker. History is bounded
 //! by length and by age; the state map by its number of keys (a publish that
-//! would add a key past the bound is refused, never silently evicted).
+//! would add a key past the bound is refused, never silently evicted). The
+//! idempotency ids of the events in history are remembered with them, so a
+//! retried publish is recognized while its original is in history.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -34,6 +36,15 @@ pub struct Recovered {
     pub gap: bool,
 }
 
+/// What an append did.
+#[derive(Debug, Clone)]
+pub enum Appended {
+    /// The event got the next offset.
+    New(Arc<Publication>),
+    /// Its `id` was published already, at this offset: nothing changed.
+    Duplicate(u64),
+}
+
 /// One channel's offsets, history and state.
 #[derive(Debug)]
 pub struct ChannelLog {
@@ -42,6 +53,8 @@ pub struct ChannelLog {
     top: u64,
     history: VecDeque<Arc<Publication>>,
     state: HashMap<Box<str>, Arc<Publication>>,
+    /// Idempotency id → offset, for the events in `history`.
+    ids: HashMap<Box<str>, u64>,
 }
 
 impl ChannelLog {
@@ -53,6 +66,7 @@ impl ChannelLog {
             top: 0,
             history: VecDeque::new(),
             state: HashMap::new(),
+            ids: HashMap::new(),
         }
     }
 
@@ -61,13 +75,17 @@ impl ChannelLog {
         &self.epoch
     }
 
-    /// Gives `event` the next offset and records it in history and state.
+    /// Gives `event` the next offset and records it in history and state,
+    /// unless its `id` is that of an event still in history.
     pub fn append(
         &mut self,
         event: NewEvent,
         policy: &ChannelPolicy,
         now: Instant,
-    ) -> Result<Arc<Publication>, LogError> {
+    ) -> Result<Appended, LogError> {
+        if let Some(offset) = event.id.as_deref().and_then(|id| self.ids.get(id)) {
+            return Ok(Appended::Duplicate(*offset));
+        }
         let keeps_key = policy.keep_state && event.key.is_some();
         if keeps_key
             && self.state.len() >= policy.max_state_keys
@@ -84,15 +102,18 @@ impl ChannelLog {
             self.state.insert(key.clone(), publication.clone());
         }
         if policy.history > 0 {
+            if let Some(id) = &publication.id {
+                self.ids.insert(id.clone(), publication.offset);
+            }
             self.history.push_back(publication.clone());
         }
         self.trim(policy, now);
-        Ok(publication)
+        Ok(Appended::New(publication))
     }
 
     fn trim(&mut self, policy: &ChannelPolicy, now: Instant) {
         while self.history.len() > policy.history {
-            self.history.pop_front();
+            self.drop_oldest();
         }
         if let Some(ttl) = policy.history_ttl {
             while self
@@ -100,8 +121,16 @@ impl ChannelLog {
                 .front()
                 .is_some_and(|p| now.saturating_duration_since(p.received) > ttl)
             {
-                self.history.pop_front();
+                self.drop_oldest();
             }
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(p) = self.history.pop_front()
+            && let Some(id) = &p.id
+        {
+            self.ids.remove(id);
         }
     }
 
@@ -159,6 +188,7 @@ mod tests {
             keywords: vec![],
             key: key.map(String::from),
             data: serde_json::value::RawValue::NULL.to_owned(),
+            id: None,
         }
     }
 
@@ -212,6 +242,31 @@ mod tests {
             vec![2, 3]
         );
         assert_eq!(r.top, 3);
+    }
+
+    #[test]
+    fn an_id_in_history_is_published_once() {
+        let now = Instant::now();
+        let p = policy(2);
+        let mut log = ChannelLog::new(ChannelId::new("a", "c"), "e".into());
+        let with_id = |id: &str| NewEvent {
+            id: Some(id.into()),
+            ..event(None)
+        };
+        let offset = |a: Appended| match a {
+            Appended::New(p) => (p.offset, false),
+            Appended::Duplicate(o) => (o, true),
+        };
+        let first = log.append(with_id("x"), &p, now).expect("x");
+        assert_eq!(offset(first), (1, false));
+        let again = log.append(with_id("x"), &p, now).expect("x again");
+        assert_eq!(offset(again), (1, true));
+        log.append(event(None), &p, now).expect("2");
+        log.append(event(None), &p, now).expect("3");
+        // `x` left history: it is forgotten, a retry now publishes.
+        let late = log.append(with_id("x"), &p, now).expect("x late");
+        assert_eq!(offset(late), (4, false));
+        assert_eq!(log.ids.len(), 1);
     }
 
     #[test]

@@ -223,14 +223,15 @@ impl Node {
             let published = self.broker.publish(&channel, policy, run).await;
             self.telemetry
                 .broker_call(BrokerOp::Publish, asked.elapsed());
+            let fresh = |p: &[Position]| p.iter().filter(|p| !p.duplicate).count();
             match published {
                 Ok(p) => {
-                    self.telemetry.published_on(&channel, p.len());
+                    self.telemetry.published_on(&channel, fresh(&p));
                     positions.extend(p);
                 }
                 Err(mut failure) => {
                     self.telemetry
-                        .published_on(&channel, failure.published.len());
+                        .published_on(&channel, fresh(&failure.published));
                     positions.append(&mut failure.published);
                     failure.published = positions;
                     return Err(failure.into());

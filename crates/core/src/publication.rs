@@ -19,6 +19,8 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_KEYWORDS: usize = 64;
 /// Longest keyword, in bytes.
 pub const MAX_KEYWORD_LEN: usize = 512;
+/// Longest idempotency `id`, in bytes.
+pub const MAX_ID_LEN: usize = 128;
 
 /// A channel, named within its app.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,6 +66,12 @@ pub struct NewEvent {
     /// The payload, passed through untouched.
     #[serde(default = "null_data")]
     pub data: Box<RawValue>,
+    /// An idempotency id chosen by the backend: publishing an event whose
+    /// `id` its channel already published (while the broker remembers it)
+    /// publishes nothing and answers the first one's position, so a backend
+    /// may retry a publish whose answer it did not get.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 fn null_data() -> Box<RawValue> {
@@ -85,6 +93,9 @@ pub enum EventError {
     /// `key` is empty or too long.
     #[error("`key` must be 1 to {MAX_NAME_LEN} bytes")]
     BadKey,
+    /// `id` is empty or too long.
+    #[error("`id` must be 1 to {MAX_ID_LEN} bytes")]
+    BadId,
 }
 
 /// Whether `name` is acceptable as a channel name or event kind.
@@ -120,6 +131,13 @@ impl NewEvent {
         {
             return Err(EventError::BadKey);
         }
+        if self
+            .id
+            .as_ref()
+            .is_some_and(|id| id.is_empty() || id.len() > MAX_ID_LEN)
+        {
+            return Err(EventError::BadId);
+        }
         Ok(())
     }
 }
@@ -137,6 +155,8 @@ pub struct Publication {
     pub keywords: Box<[Box<str>]>,
     /// The last-known-state key, if any.
     pub key: Option<Box<str>>,
+    /// The backend's idempotency id, if any (never sent to clients).
+    pub id: Option<Box<str>>,
     /// When this node first saw it (latency metrics, history age).
     pub received: Instant,
     data: Box<RawValue>,
@@ -166,6 +186,7 @@ impl Publication {
             event_kind: event.event_kind.into(),
             keywords,
             key: event.key.map(Into::into),
+            id: event.id.map(Into::into),
             received: Instant::now(),
             data: event.data,
             envelope,
@@ -215,6 +236,10 @@ pub struct Position {
     pub epoch: Arc<str>,
     /// The publication's offset.
     pub offset: u64,
+    /// True when the event's `id` had been published already: this is the
+    /// first one's position, and nothing was published (omitted when false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 #[cfg(test)]

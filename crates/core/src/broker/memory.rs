@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::{BoxFuture, Broker, BrokerError, PublishFailure};
 use crate::app::ChannelPolicy;
-use crate::history::{ChannelLog, Recovered};
+use crate::history::{Appended, ChannelLog, Recovered};
 use crate::hub::Hub;
 use crate::publication::{ChannelId, NewEvent, Position};
 
@@ -68,8 +68,8 @@ impl MemoryBroker {
         let now = Instant::now();
         let mut positions = Vec::with_capacity(events.len());
         for event in events {
-            let publication = match log.append(event, policy, now) {
-                Ok(p) => p,
+            let appended = match log.append(event, policy, now) {
+                Ok(appended) => appended,
                 Err(e) => {
                     return Err(PublishFailure {
                         published: positions,
@@ -77,11 +77,18 @@ impl MemoryBroker {
                     });
                 }
             };
+            let (offset, duplicate) = match appended {
+                Appended::New(publication) => {
+                    self.hub.deliver(&publication);
+                    (publication.offset, false)
+                }
+                Appended::Duplicate(offset) => (offset, true),
+            };
             positions.push(Position {
                 epoch: log.epoch().clone(),
-                offset: publication.offset,
+                offset,
+                duplicate,
             });
-            self.hub.deliver(&publication);
         }
         Ok(positions)
     }

@@ -204,6 +204,7 @@ fn event(change: &Change) -> Option<NewEvent> {
         keywords,
         key,
         data: RawValue::from_string(data).ok()?,
+        id: None,
     })
 }
 

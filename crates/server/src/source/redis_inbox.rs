@@ -185,10 +185,19 @@ fn field(entry: &StreamId, name: &str) -> Option<String> {
         .and_then(|v| <String as redis::FromRedisValue>::from_redis_value_ref(v).ok())
 }
 
+/// The id an event is published once under: the backend's own `id` when it
+/// set one (shared with HTTP publishes), else one derived from the entry.
+fn dedup_id(event: &NewEvent, entry: &str) -> String {
+    match &event.id {
+        Some(id) => id.clone(),
+        None => format!("inbox:{entry}"),
+    }
+}
+
 fn parse(node: &Node, entry: &StreamId) -> Entry {
     let (raw, events) = if let Some(one) = field(entry, "event") {
         let events = serde_json::from_str::<NewEvent>(&one)
-            .map(|e| vec![(entry.id.clone(), e)])
+            .map(|e| vec![(dedup_id(&e, &entry.id), e)])
             .map_err(|e| format!("field `event`: {e}"));
         (one, events)
     } else if let Some(many) = field(entry, "events") {
@@ -197,7 +206,7 @@ fn parse(node: &Node, entry: &StreamId) -> Entry {
                 events
                     .into_iter()
                     .enumerate()
-                    .map(|(i, e)| (format!("{}/{i}", entry.id), e))
+                    .map(|(i, e)| (dedup_id(&e, &format!("{}/{i}", entry.id)), e))
                     .collect()
             })
             .map_err(|e| format!("field `events`: {e}"));
@@ -304,8 +313,8 @@ async fn publish_run(
     let mut start = 0;
     while start < run.len() {
         let outcome = broker.publish_once(channel, policy, &run[start..]).await?;
-        let published = outcome.positions.iter().flatten().count();
-        let duplicates = outcome.positions.len() - published;
+        let duplicates = outcome.positions.iter().filter(|p| p.duplicate).count();
+        let published = outcome.positions.len() - duplicates;
         node.telemetry.published_on(channel, published);
         node.telemetry.link.inbox(published, duplicates, 0);
         start += outcome.positions.len();

@@ -160,3 +160,43 @@ async fn bad_bodies_are_refused_and_publish_nothing() {
     assert_eq!(got.len(), 1, "{got:?}");
     node.running.shutdown().await;
 }
+
+/// An event with an `id` is published once however often it is sent while
+/// its first copy is in history: a retry answers the first position with
+/// `"duplicate": true`, and subscribers see it once.
+#[tokio::test]
+async fn a_retried_publish_with_an_id_is_published_once() {
+    let node = TestNode::base().await;
+    let mut client = node.client().await;
+    client.join_sync().await;
+    client.subscribe("bornes", json!({"alarm": {}})).await;
+    let mut with_id = event("bornes", "alarm", &["borne:B1"], json!("once"));
+    with_id["id"] = json!("backend-42");
+    let (status, first) = node.publish_raw(API_KEY, &with_id).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first.get("duplicate").is_none(), "{first}");
+    let (status, retry) = node.publish_raw(API_KEY, &with_id).await;
+    assert_eq!(status, 200, "{retry}");
+    assert_eq!(retry["offset"], first["offset"], "{retry}");
+    assert_eq!(retry["epoch"], first["epoch"]);
+    assert_eq!(retry["duplicate"], true, "{retry}");
+    // In a batch too, and beside new events.
+    let other = event("bornes", "alarm", &[], json!("new"));
+    let (status, batch) = node
+        .publish_raw(API_KEY, &json!([with_id.clone(), other]))
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch[0]["duplicate"], true, "{batch}");
+    assert!(batch[1].get("duplicate").is_none(), "{batch}");
+    let marker = node.publish_marker().await;
+    let got = client.until_marker(marker).await;
+    assert_eq!(offsets(&got, "bornes"), vec![1, 2], "{got:?}");
+    // Bounds: an empty or overlong id is refused, nothing published.
+    for bad in [json!(""), json!("x".repeat(129))] {
+        let mut e = event("bornes", "alarm", &[], json!(null));
+        e["id"] = bad;
+        let (status, body) = node.publish_raw(API_KEY, &e).await;
+        assert_error(status, &body, 400, "bad_message");
+    }
+    assert_eq!(next_offset(&node, "bornes").await, 3);
+}

@@ -177,3 +177,46 @@ async fn history_in_redis_is_bounded_by_length_and_by_age() {
     assert_eq!(after[0]["reason"], "history_gap", "aged out: {after:?}");
     assert_eq!(offsets_of(&resume(5).await), Vec::<u64>::new());
 }
+
+#[tokio::test]
+async fn an_id_is_published_once_across_nodes_and_through_the_inbox() {
+    use redis::AsyncCommands;
+    let redis = RedisServer::start().await;
+    let nodes = nodes(&redis, 3).await;
+    let mut client = nodes[2].client().await;
+    client.join_sync().await;
+    client.subscribe("bornes", json!({"alarm": {}})).await;
+    let mut e = event("bornes", json!("once"));
+    e["id"] = json!("order-7");
+    let (status, first) = nodes[0].publish_raw(chouquette::testkit::API_KEY, &e).await;
+    assert_eq!(status, 200, "{first}");
+    // The backend did not get its answer and retries on another node.
+    let (status, retry) = nodes[1].publish_raw(chouquette::testkit::API_KEY, &e).await;
+    assert_eq!(status, 200, "{retry}");
+    assert_eq!(retry["duplicate"], true, "{retry}");
+    assert_eq!(retry["offset"], first["offset"]);
+    // Or through the inbox: the same id.
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = con
+        .xadd("chq:inbox", "*", &[("event", e.to_string())])
+        .await
+        .unwrap();
+    let fresh = event("bornes", json!("fresh"));
+    let _: String = con
+        .xadd("chq:inbox", "*", &[("event", fresh.to_string())])
+        .await
+        .unwrap();
+    let got = data(&mut client, "bornes", 2).await;
+    assert_eq!(got[0]["data"], "once");
+    assert_eq!(
+        got[1]["data"], "fresh",
+        "the inbox copy was skipped: {got:?}"
+    );
+    let marker = nodes[0].publish_marker().await;
+    let rest = client.until_marker(marker).await;
+    assert!(rest.is_empty(), "nothing twice: {rest:?}");
+}

@@ -1,9 +1,10 @@
 -- Shared head of publish.lua and recover.lua (concatenated before each).
 -- KEYS: meta (hash: epoch, top), hist (stream, ids `<offset>-0`, fields
 -- t = ms time, b = body), state (hash: key -> `<offset> <body>`), seen
--- (sorted set of inbox ids already published, scored by ms time). All four
--- share one hash tag, so a channel lives on one Cluster slot.
-local meta, hist, state, seen = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- (sorted set of idempotency ids published within the dedup window, scored
+-- by ms time) and seenoff (hash: id -> offset). All five share one hash
+-- tag, so a channel lives on one Cluster slot.
+local meta, hist, state, seen, seenoff = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -17,7 +18,7 @@ local function epoch_of(candidate)
   if epoch then
     return epoch
   end
-  redis.call('DEL', hist, state, seen)
+  redis.call('DEL', hist, state, seen, seenoff)
   redis.call('HSET', meta, 'epoch', candidate, 'top', 0)
   return candidate
 end
@@ -50,7 +51,7 @@ end
 
 -- A channel nobody publishes to for key_ttl_ms is forgotten.
 local function touch(key_ttl_ms)
-  for _, k in ipairs({ meta, hist, state, seen }) do
+  for _, k in ipairs({ meta, hist, state, seen, seenoff }) do
     redis.call('PEXPIRE', k, key_ttl_ms)
   end
 end

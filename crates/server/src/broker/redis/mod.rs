@@ -250,8 +250,9 @@ impl RedisBroker {
             .map_err(|e| BrokerError::Unavailable(e.to_string()))
     }
 
-    /// Publishes `events` of one channel, each with an inbox id ("" for
-    /// none): an id already published within the dedup window is skipped.
+    /// Publishes `events` of one channel, each with an idempotency id (""
+    /// for none): an id already published within the dedup window publishes
+    /// nothing and gets the first one's position.
     /// A refused event stops the batch: the outcome covers the events
     /// before it, and says so.
     pub async fn publish_once(
@@ -264,11 +265,10 @@ impl RedisBroker {
         let positions = published
             .offsets
             .iter()
-            .map(|o| {
-                o.map(|offset| Position {
-                    epoch: published.epoch.clone(),
-                    offset,
-                })
+            .map(|&(offset, duplicate)| Position {
+                epoch: published.epoch.clone(),
+                offset,
+                duplicate,
             })
             .collect();
         Ok(Outcome {
@@ -294,6 +294,7 @@ impl RedisBroker {
             .key(&keys.hist)
             .key(&keys.state)
             .key(&keys.seen)
+            .key(&keys.seenoff)
             .arg(new_epoch())
             .arg(policy.history)
             .arg(u8::from(policy.keep_state))
@@ -370,6 +371,7 @@ impl RedisBroker {
             .key(&keys.hist)
             .key(&keys.state)
             .key(&keys.seen)
+            .key(&keys.seenoff)
             .arg(new_epoch())
             .arg(mode)
             .arg(since_epoch)
@@ -409,9 +411,9 @@ impl RedisBroker {
 /// What [`RedisBroker::publish_once`] did.
 #[derive(Debug)]
 pub struct Outcome {
-    /// Per event handled, in order: its position, or `None` for an id
-    /// already published.
-    pub positions: Vec<Option<Position>>,
+    /// Per event handled, in order: its position (the first one's, marked
+    /// `duplicate`, for an id already published).
+    pub positions: Vec<Position>,
     /// Why the event after those was refused, if one was.
     pub refused: Option<LogError>,
 }
@@ -446,9 +448,12 @@ impl Broker for RedisBroker {
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<Vec<Position>, PublishFailure>> {
         Box::pin(async move {
-            let events: Vec<_> = events.into_iter().map(|e| (String::new(), e)).collect();
+            let events: Vec<_> = events
+                .into_iter()
+                .map(|e| (e.id.clone().unwrap_or_default(), e))
+                .collect();
             let outcome = self.publish_once(channel, policy, &events).await?;
-            let published = outcome.positions.into_iter().flatten().collect();
+            let published = outcome.positions;
             match outcome.refused {
                 None => Ok(published),
                 Some(error) => Err(PublishFailure {

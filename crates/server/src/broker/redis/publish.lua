@@ -4,8 +4,10 @@
 -- ARGV: candidate epoch, history length, keep state (1/0), max state keys,
 -- history ttl ms, key ttl ms, topic, dedup window ms, then per event:
 -- dedup id ('' for none), key ('' for none), body.
--- Returns {epoch, error ('' or 'state_full'), offset or 0 (duplicate)...};
--- an error stops the batch after the events before it.
+-- Returns {epoch, error ('' or 'state_full'), offset...}, where an event
+-- whose id was published within the window gets minus the first one's
+-- offset and publishes nothing; an error stops the batch after the events
+-- before it.
 local epoch = epoch_of(ARGV[1])
 local history = tonumber(ARGV[2])
 local keep = ARGV[3] == '1'
@@ -17,8 +19,9 @@ local out = { epoch, '' }
 local deduplicated = false
 for i = 9, #ARGV - 2, 3 do
   local id, key, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if id ~= '' and redis.call('ZSCORE', seen, id) then
-    out[#out + 1] = 0
+  local prior = id ~= '' and redis.call('HGET', seenoff, id)
+  if prior then
+    out[#out + 1] = -tonumber(prior)
   else
     local keeps = keep and key ~= ''
     if keeps and redis.call('HEXISTS', state, key) == 0
@@ -38,6 +41,7 @@ for i = 9, #ARGV - 2, 3 do
     redis.call('PUBLISH', topic, epoch .. ' ' .. top .. ' ' .. body)
     if id ~= '' then
       redis.call('ZADD', seen, now, id)
+      redis.call('HSET', seenoff, id, top)
       deduplicated = true
     end
     out[#out + 1] = top
@@ -45,7 +49,12 @@ for i = 9, #ARGV - 2, 3 do
 end
 trim_by_age(tonumber(ARGV[5]), now)
 if deduplicated then
-  redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - tonumber(ARGV[8]))
+  -- Forget ids older than the window, a bounded number per publish.
+  local old = redis.call('ZRANGEBYSCORE', seen, '-inf', now - tonumber(ARGV[8]), 'LIMIT', 0, 1000)
+  if #old > 0 then
+    redis.call('ZREM', seen, unpack(old))
+    redis.call('HDEL', seenoff, unpack(old))
+  end
 end
 touch(tonumber(ARGV[6]))
 return out

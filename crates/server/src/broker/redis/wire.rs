@@ -26,8 +26,10 @@ pub struct ChannelKeys {
     pub hist: String,
     /// Hash: last known state by key.
     pub state: String,
-    /// Sorted set: inbox ids already published.
+    /// Sorted set: idempotency ids published within the dedup window.
     pub seen: String,
+    /// Hash: idempotency id → offset.
+    pub seenoff: String,
     /// Pub/sub topic every node subscribed to the channel listens on.
     pub topic: String,
 }
@@ -41,6 +43,7 @@ impl ChannelKeys {
             hist: format!("{tag}:hist"),
             state: format!("{tag}:state"),
             seen: format!("{tag}:seen"),
+            seenoff: format!("{tag}:seenoff"),
             topic: tag,
         }
     }
@@ -116,6 +119,7 @@ fn publication(offset: u64, body: &[u8]) -> Result<Publication, DecodeError> {
         keywords: stored.keywords,
         key: stored.key,
         data: stored.data,
+        id: None,
     };
     Ok(Publication::restore(channel, offset, event, envelope))
 }
@@ -148,8 +152,9 @@ pub struct Published {
     pub epoch: Arc<str>,
     /// Whether the batch stopped because the state was full.
     pub state_full: bool,
-    /// Per event handled, its offset, or `None` for an inbox duplicate.
-    pub offsets: Vec<Option<u64>>,
+    /// Per event handled, its offset, and whether its id had been published
+    /// already (the offset is then the first one's).
+    pub offsets: Vec<(u64, bool)>,
 }
 
 /// The reply of `recover.lua`.
@@ -201,7 +206,10 @@ pub fn published(reply: Value) -> Result<Published, BrokerError> {
     let offsets = items
         .iter()
         .skip(2)
-        .map(|v| number(v).map(|o| (o > 0).then_some(o)))
+        .map(|v| match v {
+            Value::Int(i) if *i < 0 => Some((i.unsigned_abs(), true)),
+            other => number(other).map(|o| (o, false)),
+        })
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| bad_reply("offsets"))?;
     Ok(Published {
@@ -298,11 +306,11 @@ mod tests {
             Value::BulkString(b"e1".to_vec()),
             Value::BulkString(b"state_full".to_vec()),
             Value::Int(7),
-            Value::Int(0),
+            Value::Int(-3),
         ]);
         let p = published(reply).expect("published");
         assert_eq!(&*p.epoch, "e1");
         assert!(p.state_full);
-        assert_eq!(p.offsets, vec![Some(7), None]);
+        assert_eq!(p.offsets, vec![(7, false), (3, true)]);
     }
 }
