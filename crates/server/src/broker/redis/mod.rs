@@ -27,7 +27,7 @@ use chouquette_core::hub::Hub;
 use chouquette_core::publication::{ChannelId, NewEvent, Position};
 use chouquette_core::recovery::{self, Plan};
 use chouquette_core::telemetry::Telemetry;
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -288,13 +288,8 @@ impl RedisBroker {
         let shared = &self.shared;
         let link = shared.current().ok_or_else(not_connected)?;
         let keys = shared.keys(channel);
-        let mut invocation = shared.publish.prepare_invoke();
+        let mut invocation = keyed(&shared.publish, &keys);
         invocation
-            .key(&keys.meta)
-            .key(&keys.hist)
-            .key(&keys.state)
-            .key(&keys.seen)
-            .key(&keys.seenoff)
             .arg(new_epoch())
             .arg(policy.history)
             .arg(u8::from(policy.keep_state))
@@ -365,13 +360,7 @@ impl RedisBroker {
         };
         let (since_epoch, since_offset) = since.unwrap_or(("", 0));
         let mut commands = link.commands.clone();
-        let reply: redis::Value = shared
-            .recover
-            .key(&keys.meta)
-            .key(&keys.hist)
-            .key(&keys.state)
-            .key(&keys.seen)
-            .key(&keys.seenoff)
+        let reply: redis::Value = keyed(&shared.recover, &keys)
             .arg(new_epoch())
             .arg(mode)
             .arg(since_epoch)
@@ -416,6 +405,19 @@ pub struct Outcome {
     pub positions: Vec<Position>,
     /// Why the event after those was refused, if one was.
     pub refused: Option<LogError>,
+}
+
+/// An invocation of `script` naming `keys`, in the order both scripts
+/// (`common.lua`) take them.
+fn keyed<'a>(script: &'a Script, keys: &ChannelKeys) -> ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(&keys.meta)
+        .key(&keys.hist)
+        .key(&keys.state)
+        .key(&keys.seen)
+        .key(&keys.seenoff);
+    invocation
 }
 
 fn not_connected() -> BrokerError {
