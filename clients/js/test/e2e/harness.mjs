@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,9 +63,16 @@ export function subscription(bornes, ttlSecs = 600) {
   return { class: 'subscribe', app_id: APP, channels: { [CHANNEL]: { filters: token } } };
 }
 
-/** A gateway process on fixed ports (so that it can be restarted on the same ones). */
+/**
+ * A gateway process on fixed ports (so that it can be restarted on the same
+ * ones); with `redis` (a URL), one node of several sharing that Redis.
+ */
 export class Gateway {
-  constructor() {
+  constructor({ redis, node } = {}) {
+    this.broker = redis
+      ? ['[node]', `id = "${node ?? 'e2e'}"`, '[broker]', 'kind = "redis"', `url = "${redis}"`,
+        'connect_timeout = "1s"', 'command_timeout = "1s"', 'reconnect_max = "500ms"']
+      : [];
     this.dir = mkdtempSync(join(tmpdir(), 'chouquette-e2e-'));
     this.pages = join(this.dir, 'pages');
     mkdirSync(this.pages);
@@ -83,6 +90,7 @@ export class Gateway {
       this.internal = await freePort();
       this.config = join(this.dir, 'chouquette.toml');
       writeFileSync(this.config, [
+        ...this.broker,
         '[listen]',
         `public = "127.0.0.1:${this.public}"`,
         `internal = "127.0.0.1:${this.internal}"`,
@@ -166,6 +174,42 @@ export class Gateway {
     const text = await (await fetch(`http://127.0.0.1:${this.internal}/metrics`)).text();
     const line = text.split('\n').find((l) => l.startsWith(`${name} `));
     return line === undefined ? undefined : Number(line.split(' ')[1]);
+  }
+}
+
+/** A `redis-server` of the tests' own on a free port, nothing on disk; kill and restart it at will. */
+export class RedisServer {
+  async start() {
+    if (!this.port) {
+      this.port = await freePort();
+      this.dir = mkdtempSync(join(tmpdir(), 'chouquette-e2e-redis-'));
+    }
+    this.process = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1',
+      '--save', '', '--appendonly', 'no', '--dir', this.dir], { stdio: 'ignore' });
+    this.exited = new Promise((r) => this.process.once('exit', r));
+    this.process.once('error', (e) => { throw new Error(`redis-server (Debian package redis-server): ${e.message}`); });
+    await waitFor('redis-server to answer', () => new Promise((ok) => {
+      const socket = createConnection(this.port, '127.0.0.1');
+      socket.once('connect', () => { socket.end(); ok(true); });
+      socket.once('error', () => ok(false));
+    }), 10_000);
+  }
+
+  get url() {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** SIGKILL: a crash, as clients see it. */
+  async kill() {
+    if (this.process && this.process.exitCode === null && this.process.signalCode === null) {
+      this.process.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+
+  async dispose() {
+    await this.kill();
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
