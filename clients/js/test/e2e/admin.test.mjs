@@ -2,17 +2,19 @@
 // against a real gateway: the key is asked for and kept in the tab, the
 // numbers and charts move while events are published, a channel is switched
 // off only once the confirmation is accepted (and then listed), a user
-// disconnect goes through its confirmation. Saves docs/images/admin-console.png.
+// disconnect goes through its confirmation. Saves a screenshot in
+// test/artifacts/ (copy it over docs/images/admin-console.png to refresh the
+// docs, as with the demo's), so that a test run leaves the tree clean.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  ADMIN_KEY, API_KEY, APP, CHANNEL, Gateway, REPO, launchBrowser, openPage, sleep, startClient, waitFor,
+  ADMIN_KEY, API_KEY, APP, CHANNEL, Gateway, JS_ROOT, launchBrowser, openPage, sleep, startClient, waitFor,
 } from './harness.mjs';
 
-const IMAGES = join(REPO, 'docs', 'images');
+const IMAGES = join(JS_ROOT, 'test', 'artifacts');
 let gateway;
 let browser;
 let publishing;
