@@ -281,6 +281,10 @@ pub struct BrokerConfig {
     /// over is not published twice.
     #[serde(deserialize_with = "duration")]
     pub dedup_window: Duration,
+    /// A node whose pub/sub messages arrive later than this after Redis
+    /// published them (it is not keeping up) drops and remakes its link.
+    #[serde(deserialize_with = "duration")]
+    pub max_lag: Duration,
 }
 
 /// `[broker.sentinel]`.
@@ -312,6 +316,7 @@ impl Default for BrokerConfig {
             inbox_group: "chouquette".into(),
             inbox_claim_after: Duration::from_secs(30),
             dedup_window: Duration::from_secs(3600),
+            max_lag: Duration::from_secs(30),
         }
     }
 }
@@ -340,6 +345,7 @@ impl BrokerConfig {
             reconnect_max: self.reconnect_max,
             max_channels: self.max_channels,
             dedup_window: self.dedup_window,
+            max_lag: self.max_lag,
         }
     }
 
@@ -395,6 +401,7 @@ impl BrokerConfig {
             ("reconnect_max", self.reconnect_max),
             ("inbox_claim_after", self.inbox_claim_after),
             ("dedup_window", self.dedup_window),
+            ("max_lag", self.max_lag),
         ] {
             if value.is_zero() {
                 push(Some(name), format!("broker.{name} must be more than 0s"));

@@ -21,6 +21,7 @@ pub struct LinkTelemetry {
     inbox_duplicates: AtomicU64,
     inbox_dead: AtomicU64,
     inbox_claimed: AtomicU64,
+    lagged: AtomicU64,
 }
 
 impl LinkTelemetry {
@@ -52,6 +53,11 @@ impl LinkTelemetry {
         self.inbox_dead.fetch_add(dead as u64, Ordering::Relaxed);
     }
 
+    /// The link was dropped because this node fell behind its messages.
+    pub fn lagged(&self) {
+        self.lagged.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Inbox entries taken over from a consumer that stopped acknowledging.
     pub fn inbox_claimed(&self, n: usize) {
         self.inbox_claimed.fetch_add(n as u64, Ordering::Relaxed);
@@ -59,7 +65,7 @@ impl LinkTelemetry {
 
     /// Appends these series in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let series: [(&str, &str, &str, i64); 8] = [
+        let series: [(&str, &str, &str, i64); 9] = [
             (
                 "chouquette_broker_up",
                 "gauge",
@@ -77,6 +83,12 @@ impl LinkTelemetry {
                 "counter",
                 "Failed attempts to (re)connect to the broker.",
                 load(&self.connect_failures),
+            ),
+            (
+                "chouquette_broker_lag_drops_total",
+                "counter",
+                "Times the broker link was dropped because this node fell behind by more than broker.max_lag.",
+                load(&self.lagged),
             ),
             (
                 "chouquette_broker_resets_total",

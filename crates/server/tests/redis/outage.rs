@@ -103,3 +103,44 @@ async fn a_node_started_while_redis_is_down_becomes_ready_when_it_appears() {
     );
     node.publish_event(&event("bornes", json!(1))).await;
 }
+
+/// A message that reaches a node long after Redis published it means the
+/// node is not keeping up: it drops its link (and the buffer behind it)
+/// rather than pile messages up, and its clients are told.
+#[tokio::test]
+async fn a_node_that_falls_behind_drops_its_link_and_tells_its_clients() {
+    let redis = RedisServer::start().await;
+    let node = &nodes(&redis, 1).await[0];
+    let mut client = node.client().await;
+    client.subscribe("bornes", json!({"alarm": {}})).await;
+    // A message Redis "published" a minute ago (broker.max_lag is 30 s).
+    let minute_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 60_000;
+    let body = json!({"app_id": "bluelib", "channel": "bornes", "event_kind": "alarm",
+                      "keywords": [], "uuid": "u", "timestamp": "t", "data": null});
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("chq:{bluelib|bornes}")
+        .arg(format!("e 1 {minute_ago} {body}"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let lost = client.recv().await;
+    assert_eq!(lost["reason"], "broker_unavailable", "{lost}");
+    let back = client.recv().await;
+    assert_eq!(back["reason"], "broker_restored", "{back}");
+    assert_eq!(
+        node.metric("chouquette_broker_lag_drops_total").await,
+        Some(1.0)
+    );
+    // Delivery goes on.
+    node.publish_event(&event("bornes", json!("after"))).await;
+    assert_eq!(data(&mut client, "bornes", 1).await[0]["data"], "after");
+}

@@ -278,8 +278,11 @@ async fn listen(shared: &Weak<Shared>, link: Link, mut stream: PubSubStream) {
                 let Some(shared) = shared.upgrade() else { return };
                 if message.get_channel_name() == control {
                     shared.on_control(Control::Message(message.get_payload_bytes()));
-                } else {
-                    deliver(&shared, message.get_payload_bytes());
+                } else if let Err(lag) = deliver(&shared, message.get_payload_bytes()) {
+                    shared.telemetry.link.lagged();
+                    tracing::warn!(lag_ms = lag.as_millis() as u64,
+                        "this node fell behind Redis by more than broker.max_lag; reconnecting");
+                    return;
                 }
             }
             _ = ping.tick() => {
@@ -320,13 +323,29 @@ impl BrokenSignal {
     }
 }
 
-fn deliver(shared: &Shared, payload: &[u8]) {
+/// Hands one message to the hub. `Err` when it comes later than
+/// `max_lag` after Redis published it: this node is not keeping up, and the
+/// messages waiting in the pub/sub buffer (which redis-rs does not bound)
+/// must not pile up; the link is dropped, its buffer with it, and clients
+/// are told `broker_unavailable`, then `broker_restored`.
+fn deliver(shared: &Shared, payload: &[u8]) -> Result<(), Duration> {
     match wire::decode_message(payload) {
-        Ok(publication) => {
+        Ok((publication, sent_ms)) => {
+            let lag = Duration::from_millis(unix_ms().saturating_sub(sent_ms));
+            if lag > shared.settings.max_lag {
+                return Err(lag);
+            }
             shared.hub.deliver(&Arc::new(publication));
         }
         Err(e) => tracing::warn!(error = %e, "unreadable message on a Chouquette topic"),
     }
+    Ok(())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Stops listening on topics of channels without subscribers on this node.

@@ -57,6 +57,9 @@ pub struct RedisSettings {
     pub max_channels: usize,
     /// How long an inbox id is remembered to publish it only once.
     pub dedup_window: Duration,
+    /// A message reaching this node later than this after Redis published
+    /// it drops the link (this node is not keeping up; see `link.rs`).
+    pub max_lag: Duration,
 }
 
 /// The state the broker, its link task and its callers share.

@@ -38,7 +38,7 @@ for i = 9, #ARGV - 2, 3 do
       redis.call('HSET', state, key, top .. ' ' .. body)
     end
     redis.call('HSET', meta, 'top', top)
-    redis.call('PUBLISH', topic, epoch .. ' ' .. top .. ' ' .. body)
+    redis.call('PUBLISH', topic, epoch .. ' ' .. top .. ' ' .. now .. ' ' .. body)
     if id ~= '' then
       redis.call('ZADD', seen, now, id)
       redis.call('HSET', seenoff, id, top)

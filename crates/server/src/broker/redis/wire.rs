@@ -139,10 +139,15 @@ pub fn decode_item(item: &[u8]) -> Result<Publication, DecodeError> {
     publication(parse_offset(offset).ok_or(DecodeError::Shape)?, body)
 }
 
-/// A pub/sub message: `<epoch> <offset> <body>`.
-pub fn decode_message(message: &[u8]) -> Result<Publication, DecodeError> {
+/// A pub/sub message: `<epoch> <offset> <ms> <body>`, where `ms` is Redis's
+/// clock when it published (Unix milliseconds); returns both.
+pub fn decode_message(message: &[u8]) -> Result<(Publication, u64), DecodeError> {
     let (_epoch, rest) = split_word(message).ok_or(DecodeError::Shape)?;
-    decode_item(rest)
+    let (offset, rest) = split_word(rest).ok_or(DecodeError::Shape)?;
+    let (sent_ms, body) = split_word(rest).ok_or(DecodeError::Shape)?;
+    let offset = parse_offset(offset).ok_or(DecodeError::Shape)?;
+    let sent_ms = parse_offset(sent_ms).ok_or(DecodeError::Shape)?;
+    Ok((publication(offset, body)?, sent_ms))
 }
 
 /// The reply of `publish.lua`.
@@ -272,8 +277,9 @@ mod tests {
     #[test]
     fn an_event_round_trips_with_its_envelope() {
         let body = encode(&event());
-        let message = format!("e1 42 {body}");
-        let p = decode_message(message.as_bytes()).expect("decode");
+        let message = format!("e1 42 1795668097187 {body}");
+        let (p, sent) = decode_message(message.as_bytes()).expect("decode");
+        assert_eq!(sent, 1_795_668_097_187);
         assert_eq!(p.offset, 42);
         assert_eq!(&*p.channel.app, "a/b");
         assert_eq!(&*p.event_kind, "alarm");
@@ -296,6 +302,7 @@ mod tests {
         ] {
             assert!(decode_item(bad).is_err(), "{bad:?}");
         }
+        assert!(decode_message(b"e1 42 {}").is_err(), "no time");
         assert!(published(Value::Nil).is_err());
         assert!(read(Value::Array(vec![Value::Int(1)])).is_err());
     }
