@@ -253,6 +253,8 @@ pub struct BrokerConfig {
     pub url: Option<String>,
     /// Sentinels that know the Redis master, instead of `url`.
     pub sentinel: Option<SentinelConfig>,
+    /// A Redis Cluster, instead of `url` or `sentinel`.
+    pub cluster: Option<ClusterConfig>,
     /// Most channels tracked (memory broker) or listened on (redis).
     pub max_channels: usize,
     /// Prefix of every Redis key and topic.
@@ -300,12 +302,21 @@ pub struct SentinelConfig {
     pub db: i64,
 }
 
+/// `[broker.cluster]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Seed nodes, `host:port`; the rest of the Cluster is learned from them.
+    pub nodes: Vec<String>,
+}
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             kind: BrokerKind::Memory,
             url: None,
             sentinel: None,
+            cluster: None,
             max_channels: 1_000_000,
             prefix: "chq".into(),
             key_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -324,13 +335,16 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     /// The Redis broker's settings (for `kind = "redis"`).
     pub fn redis_settings(&self) -> RedisSettings {
-        let target = match &self.sentinel {
-            Some(s) => Target::Sentinel {
+        let target = match (&self.sentinel, &self.cluster) {
+            (_, Some(c)) => Target::Cluster {
+                nodes: c.nodes.clone(),
+            },
+            (Some(s), None) => Target::Sentinel {
                 addresses: s.addresses.clone(),
                 master: s.master_name.clone(),
                 db: s.db,
             },
-            None => Target::Url(
+            (None, None) => Target::Url(
                 self.url
                     .clone()
                     .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
@@ -366,10 +380,23 @@ impl BrokerConfig {
         if self.kind != BrokerKind::Redis {
             return;
         }
-        if self.url.is_some() && self.sentinel.is_some() {
+        let targets = [
+            self.url.is_some(),
+            self.sentinel.is_some(),
+            self.cluster.is_some(),
+        ];
+        if targets.iter().filter(|t| **t).count() > 1 {
             push(
-                Some("sentinel"),
-                "broker: set `url` or `[broker.sentinel]`, not both".into(),
+                Some("[broker."),
+                "broker: set one of `url`, `[broker.sentinel]` or `[broker.cluster]`".into(),
+            );
+        }
+        if let Some(c) = &self.cluster
+            && c.nodes.is_empty()
+        {
+            push(
+                Some("nodes"),
+                "broker.cluster needs at least one node".into(),
             );
         }
         if let Some(url) = &self.url

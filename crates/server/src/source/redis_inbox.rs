@@ -18,11 +18,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::broker::redis::Commands;
 use chouquette_core::broker::BrokerError;
 use chouquette_core::node::Node;
 use chouquette_core::publication::{ChannelId, NewEvent};
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
@@ -115,7 +115,7 @@ async fn consume(
 }
 
 async fn read(
-    con: &mut MultiplexedConnection,
+    con: &mut Commands,
     settings: &InboxSettings,
     from: &str,
     block: Option<Duration>,
@@ -138,7 +138,7 @@ async fn read(
 async fn claim(
     node: &Node,
     broker: &RedisBroker,
-    con: &mut MultiplexedConnection,
+    con: &mut Commands,
     settings: &InboxSettings,
 ) -> Result<(), InboxError> {
     let idle = u64::try_from(settings.claim_after.as_millis()).unwrap_or(u64::MAX);
@@ -232,7 +232,7 @@ fn parse(node: &Node, entry: &StreamId) -> Entry {
 async fn handle(
     node: &Node,
     broker: &RedisBroker,
-    con: &mut MultiplexedConnection,
+    con: &mut Commands,
     settings: &InboxSettings,
     entries: Vec<StreamId>,
 ) -> Result<(), InboxError> {

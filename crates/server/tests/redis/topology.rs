@@ -192,3 +192,163 @@ async fn the_gateway_follows_a_sentinel_failover() {
     assert_eq!(offsets_of(&data(&mut client, "bornes", 1).await), vec![4]);
     drop(replica);
 }
+
+/// Three masters sharing the 16,384 slots, on loopback.
+async fn cluster_of_three() -> (Vec<RedisServer>, std::path::PathBuf) {
+    let dir = scratch_dir("shards");
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        let conf = dir.join(format!("nodes-{i}.conf"));
+        servers.push(
+            RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                conf.to_str().unwrap(),
+                "--cluster-node-timeout",
+                "2000",
+            ])
+            .await,
+        );
+    }
+    for (server, (from, to)) in servers
+        .iter()
+        .zip([(0, 5460), (5461, 10922), (10923, 16383)])
+    {
+        query(
+            server.port(),
+            redis::cmd("CLUSTER").arg("ADDSLOTSRANGE").arg(from).arg(to),
+        )
+        .await
+        .unwrap();
+    }
+    for other in &servers[1..] {
+        query(
+            servers[0].port(),
+            redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(other.port()),
+        )
+        .await
+        .unwrap();
+    }
+    for server in &servers {
+        assert!(
+            eventually(Duration::from_secs(20), async || {
+                let info = query(server.port(), redis::cmd("CLUSTER").arg("INFO")).await;
+                let text = match info {
+                    Ok(redis::Value::VerbatimString { text, .. }) => text,
+                    Ok(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+                    _ => String::new(),
+                };
+                text.contains("cluster_state:ok") && text.contains("cluster_known_nodes:3")
+            })
+            .await,
+            "the cluster forms"
+        );
+    }
+    (servers, dir)
+}
+
+/// Several gateways on a Cluster of three shards: channels spread over the
+/// shards, each still one stream of offsets; resume, last state, the inbox
+/// and kill switches work across shards and nodes.
+#[tokio::test]
+async fn gateways_on_a_three_shard_cluster() {
+    let (shards, dir) = cluster_of_three().await;
+    let seeds: Vec<String> = shards
+        .iter()
+        .map(|s| format!("\"127.0.0.1:{}\"", s.port()))
+        .collect();
+    let config = |id: &str| {
+        format!(
+            "[node]\nid = \"{id}\"\n\n[broker]\nkind = \"redis\"\nconnect_timeout = \"2s\"\n\
+             command_timeout = \"2s\"\nreconnect_max = \"500ms\"\n\n[broker.cluster]\n\
+             nodes = [{}]\n{BASE_CONFIG}",
+            seeds.join(", ")
+        )
+    };
+    let a = TestNode::start(&config("a")).await;
+    let b = TestNode::start(&config("b")).await;
+    let channels: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    let mut client = b.client().await;
+    for channel in &channels {
+        let (ack, _) = client.subscribe(channel, json!({"alarm": {}})).await;
+        assert_eq!(ack["class"], "ack", "{ack}");
+    }
+    for round in 0..3 {
+        for channel in &channels {
+            let (_, offset) = a.publish_event(&event(channel, json!(round))).await;
+            assert_eq!(offset, round + 1, "{channel}");
+        }
+    }
+    let mut seen = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for _ in 0..channels.len() * 3 {
+        let m = loop {
+            let m = client.recv().await;
+            if m["class"] == "data" {
+                break m;
+            }
+        };
+        seen.entry(m["channel"].as_str().unwrap().to_string())
+            .or_default()
+            .push(m["offset"].as_u64().unwrap());
+    }
+    for channel in &channels {
+        assert_eq!(seen[channel], vec![1, 2, 3], "{channel}");
+    }
+    // The channels' keys really are on several shards.
+    let mut shards_used = 0;
+    for shard in &shards {
+        let size = query(shard.port(), &mut redis::cmd("DBSIZE")).await;
+        if matches!(size, Ok(redis::Value::Int(n)) if n > 0) {
+            shards_used += 1;
+        }
+    }
+    assert!(shards_used >= 2, "keys on {shards_used} shard(s)");
+
+    // Resume on node A from what node B delivered.
+    let epoch = {
+        let mut probe = a.client().await;
+        let (ack, _) = probe.subscribe("c3", json!({"alarm": {}})).await;
+        ack["channels"]["c3"]["epoch"].as_str().unwrap().to_string()
+    };
+    let tok = token("c3", json!({"alarm": {}}), 600);
+    let mut resumer = a.client().await;
+    resumer
+        .send_json(
+            &json!({"class": "subscribe", "app_id": "bluelib", "uuid": "r",
+            "channels": {"c3": {"filters": tok, "since": {"epoch": epoch, "offset": 1}}}}),
+        )
+        .await;
+    let (ack, before) = resumer.recv_until("ack").await;
+    assert_eq!(offsets_of(&before), vec![2, 3], "{ack}");
+
+    // Through the inbox (its own slot), and a kill switch (another).
+    let mut inbox =
+        redis::cluster::ClusterClient::new(shards.iter().map(|s| s.url()).collect::<Vec<_>>())
+            .unwrap()
+            .get_async_connection()
+            .await
+            .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("chq:inbox")
+        .arg("*")
+        .arg("event")
+        .arg(event("c5", json!("inbox")).to_string())
+        .query_async(&mut inbox)
+        .await
+        .unwrap();
+    let via_inbox = data(&mut client, "c5", 1).await;
+    assert_eq!(via_inbox[0]["data"], "inbox");
+    assert_eq!(via_inbox[0]["offset"], 4);
+    let off = json!({"scope": "channel", "app": "bluelib", "channel": "c1", "enabled": false});
+    let (status, answer) = a.admin_post("/admin/switches", &off).await;
+    assert_eq!(status, 200, "{answer}");
+    let (reset, _) = client.recv_until("reset").await;
+    assert_eq!(reset["reason"], "disabled", "{reset}");
+    assert_eq!(reset["channel"], "c1");
+    drop(shards);
+    let _ = std::fs::remove_dir_all(dir);
+}

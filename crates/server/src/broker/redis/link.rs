@@ -18,11 +18,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, Client, RedisError};
+use redis::RedisError;
+use redis::aio::{PubSubSink, PubSubStream};
 use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
 
-use super::{Control, RedisSettings, Shared, wire};
+use super::commands::{self, Commands, ConnectError};
+use super::{Control, Shared, wire};
 
 /// Topics per SUBSCRIBE or UNSUBSCRIBE command.
 const SUBSCRIBE_BATCH: usize = 1000;
@@ -31,159 +32,22 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// How often the link is checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(1);
 
-/// Where Redis is. Its `Debug` hides a URL's password, so it is safe in logs.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A server URL, `redis://[user:password@]host:port[/db]`.
-    Url(String),
-    /// Ask these Sentinels (`host:port`) for the master named `master`.
-    Sentinel {
-        /// Sentinel addresses, tried in order.
-        addresses: Vec<String>,
-        /// The monitored master's name.
-        master: String,
-        /// Database number on the master.
-        db: i64,
-    },
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Url(url) => {
-                // `scheme://user:password@host...` → `scheme://***@host...`
-                let shown = match (url.find("://"), url.rfind('@')) {
-                    (Some(scheme), Some(at)) if at > scheme => {
-                        format!("{}***{}", &url[..scheme + 3], &url[at..])
-                    }
-                    _ => url.clone(),
-                };
-                f.debug_tuple("Url").field(&shown).finish()
-            }
-            Target::Sentinel {
-                addresses, master, ..
-            } => f
-                .debug_struct("Sentinel")
-                .field("addresses", addresses)
-                .field("master", master)
-                .finish_non_exhaustive(),
-        }
-    }
-}
-
 /// A live link: what callers use to send commands and to listen.
 #[derive(Clone)]
 pub(super) struct Link {
     /// Distinguishes links, so a subscription confirmed on an old one is
     /// made again on the new one.
     pub id: u64,
-    pub commands: MultiplexedConnection,
+    pub commands: Commands,
     pub subscriptions: PubSubSink,
 }
 
 static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
-/// Why a connection could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// Redis refused or failed.
-    #[error("{0}")]
-    Redis(#[from] RedisError),
-    /// No answer in time.
-    #[error("timed out connecting to Redis")]
-    Timeout,
-    /// No Sentinel knew a master that answers as one.
-    #[error("no Sentinel named a reachable master `{0}`")]
-    NoMaster(String),
-}
-
-async fn within<T>(
-    limit: Duration,
-    f: impl Future<Output = Result<T, RedisError>>,
-) -> Result<T, ConnectError> {
-    timeout(limit, f)
-        .await
-        .map_err(|_| ConnectError::Timeout)?
-        .map_err(Into::into)
-}
-
-fn config(settings: &RedisSettings, response: Option<Duration>) -> AsyncConnectionConfig {
-    AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(settings.connect_timeout))
-        .set_response_timeout(response)
-}
-
-/// The client of the current master: the URL, or what a Sentinel says.
-async fn resolve(settings: &RedisSettings) -> Result<Client, ConnectError> {
-    let (addresses, master, db) = match &settings.target {
-        Target::Url(url) => return Ok(Client::open(url.as_str())?),
-        Target::Sentinel {
-            addresses,
-            master,
-            db,
-        } => (addresses, master, *db),
-    };
-    let quick = config(settings, Some(settings.command_timeout));
-    for address in addresses {
-        let asked = async {
-            let sentinel = Client::open(format!("redis://{address}/"))?;
-            let mut con = sentinel
-                .get_multiplexed_async_connection_with_config(&quick)
-                .await?;
-            let named: Option<(String, u16)> = redis::cmd("SENTINEL")
-                .arg("get-master-addr-by-name")
-                .arg(master)
-                .query_async(&mut con)
-                .await?;
-            let Some((host, port)) = named else {
-                return Ok::<_, RedisError>(None);
-            };
-            let client = Client::open(format!("redis://{host}:{port}/{db}"))?;
-            let mut con = client
-                .get_multiplexed_async_connection_with_config(&quick)
-                .await?;
-            // A Sentinel may name a master that was just demoted.
-            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut con).await?;
-            let is_master =
-                matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
-            Ok(is_master.then_some(client))
-        };
-        match timeout(settings.connect_timeout, asked).await {
-            Ok(Ok(Some(client))) => return Ok(client),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(sentinel = %address, error = %e, "sentinel did not answer")
-            }
-            Err(_) => tracing::debug!(sentinel = %address, "sentinel timed out"),
-        }
-    }
-    Err(ConnectError::NoMaster(master.clone()))
-}
-
-/// A connection without response timeout, for blocking stream reads.
-pub(super) async fn dedicated(
-    settings: &RedisSettings,
-) -> Result<MultiplexedConnection, ConnectError> {
-    let client = resolve(settings).await?;
-    within(
-        settings.connect_timeout,
-        client.get_multiplexed_async_connection_with_config(&config(settings, None)),
-    )
-    .await
-}
-
 async fn connect(shared: &Shared) -> Result<(Link, PubSubStream), ConnectError> {
     let settings = &shared.settings;
-    let client = resolve(settings).await?;
-    let commands = within(
-        settings.connect_timeout,
-        client.get_multiplexed_async_connection_with_config(&config(
-            settings,
-            Some(settings.command_timeout),
-        )),
-    )
-    .await?;
-    let pubsub = within(settings.connect_timeout, client.get_async_pubsub()).await?;
+    let (commands, listen_on) = commands::open(settings, Some(settings.command_timeout)).await?;
+    let pubsub = commands::pubsub(settings, &listen_on).await?;
     let (mut sink, stream) = pubsub.split();
     let id = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
     let mut watched = shared.watched.lock().await;
@@ -191,7 +55,7 @@ async fn connect(shared: &Shared) -> Result<(Link, PubSubStream), ConnectError> 
     topics.push(shared.control_topic().into());
     for batch in topics.chunks(SUBSCRIBE_BATCH) {
         let names: Vec<&str> = batch.iter().map(|t| &**t).collect();
-        within(settings.command_timeout, sink.subscribe(&names)).await?;
+        commands::within(settings.command_timeout, sink.subscribe(&names)).await?;
     }
     for (_, confirmed) in watched.values_mut() {
         *confirmed = id;
@@ -387,14 +251,6 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_target_never_shows_its_password() {
-        let target = Target::Url("redis://app:s3cret@10.0.0.5:6379/0".into());
-        let shown = format!("{target:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("10.0.0.5:6379"), "{shown}");
-    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

@@ -13,6 +13,7 @@
 //! jitter; once back, it listens again on all its topics in a few batched
 //! commands and tells clients `broker_restored`.
 
+mod commands;
 mod link;
 mod wire;
 
@@ -31,8 +32,9 @@ use redis::{Script, ScriptInvocation};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+pub use commands::{Commands, Target};
 use link::Link;
-pub use link::{Target, backoff};
+pub use link::backoff;
 use wire::ChannelKeys;
 
 const PUBLISH_LUA: &str = concat!(include_str!("common.lua"), include_str!("publish.lua"));
@@ -101,8 +103,10 @@ impl Shared {
         format!("{}:control", self.settings.prefix)
     }
 
+    /// The hash of kill switches; its `:known` marker shares the hash tag,
+    /// so both sit on one Cluster slot.
     fn switches_key(&self) -> String {
-        format!("{}:switches", self.settings.prefix)
+        format!("{}:{{switches}}", self.settings.prefix)
     }
 
     fn on_control(&self, event: Control<'_>) {
@@ -247,9 +251,10 @@ impl RedisBroker {
 
     /// A connection of its own to the same Redis (resolved through Sentinel
     /// when configured), without a response timeout: for blocking reads.
-    pub async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection, BrokerError> {
-        link::dedicated(&self.shared.settings)
+    pub async fn dedicated(&self) -> Result<Commands, BrokerError> {
+        commands::open(&self.shared.settings, None)
             .await
+            .map(|(commands, _)| commands)
             .map_err(|e| BrokerError::Unavailable(e.to_string()))
     }
 
