@@ -287,6 +287,10 @@ pub struct BrokerConfig {
     /// published them (it is not keeping up) drops and remakes its link.
     #[serde(deserialize_with = "duration")]
     pub max_lag: Duration,
+    /// How often a node stops listening on the Redis topics of channels it
+    /// no longer has subscribers for.
+    #[serde(deserialize_with = "duration")]
+    pub topic_sweep: Duration,
 }
 
 /// `[broker.sentinel]`.
@@ -328,6 +332,7 @@ impl Default for BrokerConfig {
             inbox_claim_after: Duration::from_secs(30),
             dedup_window: Duration::from_secs(3600),
             max_lag: Duration::from_secs(30),
+            topic_sweep: Duration::from_secs(30),
         }
     }
 }
@@ -360,6 +365,7 @@ impl BrokerConfig {
             max_channels: self.max_channels,
             dedup_window: self.dedup_window,
             max_lag: self.max_lag,
+            topic_sweep: self.topic_sweep,
         }
     }
 
@@ -429,6 +435,7 @@ impl BrokerConfig {
             ("inbox_claim_after", self.inbox_claim_after),
             ("dedup_window", self.dedup_window),
             ("max_lag", self.max_lag),
+            ("topic_sweep", self.topic_sweep),
         ] {
             if value.is_zero() {
                 push(Some(name), format!("broker.{name} must be more than 0s"));

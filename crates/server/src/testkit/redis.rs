@@ -150,6 +150,6 @@ fn redis_header(url: &str, node_id: &str) -> String {
     format!(
         "[node]\nid = \"{node_id}\"\n\n[broker]\nkind = \"redis\"\nurl = \"{url}\"\n\
          connect_timeout = \"1s\"\ncommand_timeout = \"1s\"\nreconnect_max = \"500ms\"\n\
-         inbox_claim_after = \"2s\"\n"
+         inbox_claim_after = \"2s\"\ntopic_sweep = \"1s\"\n"
     )
 }

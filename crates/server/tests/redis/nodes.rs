@@ -220,3 +220,53 @@ async fn an_id_is_published_once_across_nodes_and_through_the_inbox() {
     let rest = client.until_marker(marker).await;
     assert!(rest.is_empty(), "nothing twice: {rest:?}");
 }
+
+/// A node listens only on the topics of channels it has subscribers for:
+/// Redis sends each event to the nodes that serve its channel, not to all.
+#[tokio::test]
+async fn a_node_receives_only_the_channels_it_serves() {
+    let redis = RedisServer::start().await;
+    let nodes = nodes(&redis, 3).await;
+    let mut on_a = nodes[0].client().await;
+    on_a.subscribe("only-a", json!({"alarm": {}})).await;
+    let mut on_b = nodes[1].client().await;
+    on_b.subscribe("a-and-b", json!({"alarm": {}})).await;
+    let mut also_a = nodes[0].client().await;
+    also_a.subscribe("a-and-b", json!({"alarm": {}})).await;
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let numsub: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("chq:{bluelib|only-a}")
+        .arg("chq:{bluelib|a-and-b}")
+        .arg("chq:{bluelib|nobody}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let listeners: Vec<i64> = numsub.into_iter().map(|(_, n)| n).collect();
+    assert_eq!(listeners, vec![1, 2, 0], "one node, two nodes, none");
+
+    // Its last subscriber gone, node B stops listening at its next sweep
+    // (`topic_sweep`, 1 s in tests); node A keeps its own.
+    on_b.close().await;
+    assert!(
+        crate::eventually(std::time::Duration::from_secs(10), async || {
+            let numsub: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("chq:{bluelib|a-and-b}")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            numsub[0].1 == 1
+        })
+        .await,
+        "node B let go of the topic"
+    );
+    let offset = nodes[2]
+        .publish("a-and-b", "alarm", &[], json!("still"))
+        .await;
+    assert_eq!(data(&mut also_a, "a-and-b", 1).await[0]["offset"], offset);
+}

@@ -7,7 +7,8 @@
 //! channel or client), starts a new hub era and announces the link up. It
 //! then hands each message to the hub in arrival order (which is offset
 //! order per channel), pings Redis every second, and every
-//! [`SWEEP_EVERY`] stops listening on topics this node no longer needs.
+//! `topic_sweep` (30 s by default) stops listening on topics this node no
+//! longer needs.
 //! A closed stream, a failed ping or a caller's report ends the link: it is
 //! announced down and the task retries after a capped, jittered backoff.
 
@@ -27,8 +28,6 @@ use super::{Control, Shared, wire};
 
 /// Topics per SUBSCRIBE or UNSUBSCRIBE command.
 const SUBSCRIBE_BATCH: usize = 1000;
-/// How often unneeded topics are dropped.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// How often the link is checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(1);
 
@@ -126,15 +125,15 @@ fn announce(shared: &Shared, up: bool) {
 async fn listen(shared: &Weak<Shared>, link: Link, mut stream: PubSubStream) {
     let mut ping = interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut sweep = interval(SWEEP_EVERY);
-    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    sweep.reset();
-    let Some((broken, control)) = shared
+    let Some((broken, control, every)) = shared
         .upgrade()
-        .map(|s| (s.broken_signal(), s.control_topic()))
+        .map(|s| (s.broken_signal(), s.control_topic(), s.settings.topic_sweep))
     else {
         return;
     };
+    let mut sweep = interval(every);
+    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    sweep.reset();
     loop {
         tokio::select! {
             message = stream.next() => {

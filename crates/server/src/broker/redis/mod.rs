@@ -62,6 +62,8 @@ pub struct RedisSettings {
     /// A message reaching this node later than this after Redis published
     /// it drops the link (this node is not keeping up; see `link.rs`).
     pub max_lag: Duration,
+    /// How often the node stops listening on channels it no longer serves.
+    pub topic_sweep: Duration,
 }
 
 /// The state the broker, its link task and its callers share.
