@@ -65,34 +65,41 @@ pub enum Command {
         ttl: Duration,
     },
     /// Publish one event through the internal API (key from `CHOUQUETTE_API_KEY`).
-    Publish {
-        /// App id.
-        #[arg(long)]
-        app: String,
-        /// Channel.
-        #[arg(long)]
-        channel: String,
-        /// Event kind.
-        #[arg(long = "event-kind")]
-        event_kind: String,
-        /// A `name:value` keyword (repeatable).
-        #[arg(long = "keyword")]
-        keywords: Vec<String>,
-        /// Last-known-state key.
-        #[arg(long)]
-        key: Option<String>,
-        /// Payload, JSON.
-        #[arg(long)]
-        data: Option<String>,
-        /// Internal listener URL.
-        #[arg(long, default_value = "http://127.0.0.1:8081")]
-        url: String,
-    },
+    Publish(PublishArgs),
     /// Validate a config file and print each problem with its line.
     CheckConfig {
         /// The file.
         file: PathBuf,
     },
+}
+
+/// `chouquette publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// App id.
+    #[arg(long)]
+    pub app: String,
+    /// Channel.
+    #[arg(long)]
+    pub channel: String,
+    /// Event kind.
+    #[arg(long = "event-kind")]
+    pub event_kind: String,
+    /// A `name:value` keyword (repeatable).
+    #[arg(long = "keyword")]
+    pub keywords: Vec<String>,
+    /// Last-known-state key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Payload, JSON.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Idempotency id: sending the same event again publishes it once.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Internal listener URL.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub url: String,
 }
 
 /// Loads the config `serve` should run with.

@@ -64,15 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Publish {
-            app,
-            channel,
-            event_kind,
-            keywords,
-            key,
-            data,
-            url,
-        } => runtime()?.block_on(publish(app, channel, event_kind, keywords, key, data, url)),
+        Command::Publish(args) => runtime()?.block_on(publish(args)),
         Command::CheckConfig { file } => cli::check_config(&file),
     }
 }
@@ -139,15 +131,17 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")
 }
 
-async fn publish(
-    app: String,
-    channel: String,
-    event_kind: String,
-    keywords: Vec<String>,
-    key: Option<String>,
-    data: Option<String>,
-    url: String,
-) -> anyhow::Result<()> {
+async fn publish(args: cli::PublishArgs) -> anyhow::Result<()> {
+    let cli::PublishArgs {
+        app,
+        channel,
+        event_kind,
+        keywords,
+        key,
+        data,
+        id,
+        url,
+    } = args;
     let api_key = std::env::var("CHOUQUETTE_API_KEY")
         .context("set CHOUQUETTE_API_KEY to the app's API key")?;
     let data: serde_json::Value = match data {
@@ -160,6 +154,9 @@ async fn publish(
     });
     if let Some(key) = key {
         event["key"] = key.into();
+    }
+    if let Some(id) = id {
+        event["id"] = id.into();
     }
     let endpoint = format!("{}/api/v1/publish", url.trim_end_matches('/'));
     let (status, body) = HttpClient::default()

@@ -355,6 +355,27 @@ async fn serve_publish_and_stop_on_sigterm() {
     assert_eq!(data["keywords"], json!(["borne:B1", "level:critical"]));
     assert_eq!(data["data"]["status"], "oh, oh...");
 
+    // `--id`: the same event sent twice is published once.
+    let with_id = || {
+        bin()
+            .env("CHOUQUETTE_API_KEY", "pub-key")
+            .args(["publish", "--app", "bluelib", "--channel", "bornes"])
+            .args(["--event-kind", "alarm", "--keyword", "borne:B1"])
+            .args(["--id", "cli-retry-1", "--url", &url])
+            .output()
+            .expect("runs")
+    };
+    let (first, again) = (with_id(), with_id());
+    assert!(
+        first.status.success() && again.status.success(),
+        "{again:?}"
+    );
+    let first: Value = serde_json::from_slice(&first.stdout).expect("JSON");
+    let again: Value = serde_json::from_slice(&again.stdout).expect("JSON");
+    assert_eq!(again["offset"], first["offset"], "{again}");
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(client.recv().await["offset"], first["offset"]);
+
     let refused = publish(Some("wrong-key"));
     let reason = one_line_failure(&refused);
     assert!(reason.contains("403"), "{reason}");
