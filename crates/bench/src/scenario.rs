@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
 use crate::abuse::Abuse;
@@ -152,12 +153,13 @@ struct Window {
     redis_cpu_s: Option<f64>,
 }
 
-async fn publish_window(
+/// Starts publishing to node 0 at the run's rate and waits out the warmup;
+/// returns the stop flag and the publisher's task.
+async fn start_publishing(
     options: &Options,
     app: &AppSpec,
     gateway: &Fleet,
-    pool: &mut Pool,
-) -> anyhow::Result<Window> {
+) -> (Arc<AtomicBool>, JoinHandle<Published>) {
     let stop = Arc::new(AtomicBool::new(false));
     let plan = publisher::Plan {
         internal: gateway.internal,
@@ -173,6 +175,16 @@ async fn publish_window(
         options.event_rate()
     );
     sleep(options.warmup).await;
+    (stop, publishing)
+}
+
+async fn publish_window(
+    options: &Options,
+    app: &AppSpec,
+    gateway: &Fleet,
+    pool: &mut Pool,
+) -> anyhow::Result<Window> {
+    let (stop, publishing) = start_publishing(options, app, gateway).await;
     if let Some(pause) = options.pause_before_window {
         eprintln!(
             "gateway pid {}: attach a profiler now ({pause:?})",
@@ -223,21 +235,7 @@ async fn abuse_phases(
     pool: &mut Pool,
     plan: &Plan,
 ) -> anyhow::Result<Vec<Phase>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher_plan = publisher::Plan {
-        internal: gateway.internal,
-        app: app.clone(),
-        scenario: options.scenario,
-        connections: options.connections,
-        rate: options.event_rate(),
-        every: options.publish_every,
-    };
-    let publishing = tokio::spawn(publisher::run(publisher_plan, stop.clone()));
-    eprintln!(
-        "publishing {:.1} events/s; warming up",
-        options.event_rate()
-    );
-    sleep(options.warmup).await;
+    let (stop, publishing) = start_publishing(options, app, gateway).await;
     let mut before = Histogram::default();
     let mut delivered_before = 0;
     let mut phases = Vec::new();

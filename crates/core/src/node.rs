@@ -13,7 +13,7 @@ use crate::connections::{Connection, Registry};
 use crate::hub::Hub;
 use crate::limits::{Limiters, Rate};
 use crate::outbox::{SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED};
-use crate::publication::{ChannelId, EventError, NewEvent, Position};
+use crate::publication::{EventError, NewEvent, Position, channel_runs};
 use crate::switches::{Switch, Switches};
 use crate::telemetry::{BrokerOp, Telemetry};
 
@@ -206,15 +206,7 @@ impl Node {
             self.check(index, event)?;
         }
         let mut positions = Vec::with_capacity(events.len());
-        let mut events = events.into_iter().peekable();
-        while let Some(first) = events.next() {
-            let channel = ChannelId::new(&first.app_id, &first.channel);
-            let mut run = vec![first];
-            while let Some(next) =
-                events.next_if(|e| *e.app_id == *channel.app && *e.channel == *channel.name)
-            {
-                run.push(next);
-            }
+        for (channel, run) in channel_runs(events, |e| e) {
             let Some(app) = self.apps.get(&channel.app) else {
                 continue; // checked above
             };

@@ -78,6 +78,26 @@ fn null_data() -> Box<RawValue> {
     RawValue::NULL.to_owned()
 }
 
+/// `items` split into runs of consecutive events of one channel, in order:
+/// each run goes to the broker as one batch (one offset step, one round
+/// trip). `event` finds the event in an item.
+pub fn channel_runs<T>(items: Vec<T>, event: impl Fn(&T) -> &NewEvent) -> Vec<(ChannelId, Vec<T>)> {
+    let mut runs: Vec<(ChannelId, Vec<T>)> = Vec::new();
+    for item in items {
+        let e = event(&item);
+        match runs.last_mut() {
+            Some((channel, run)) if *channel.app == *e.app_id && *channel.name == *e.channel => {
+                run.push(item);
+            }
+            _ => {
+                let channel = ChannelId::new(&e.app_id, &e.channel);
+                runs.push((channel, vec![item]));
+            }
+        }
+    }
+    runs
+}
+
 /// Why an event was refused before publishing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -266,6 +286,25 @@ mod tests {
                 r#"{"app_id":"a","channel":"c","event_kind":"a","x":1}"#
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn runs_group_consecutive_events_of_one_channel() {
+        let on = |app: &str, channel: &str| {
+            event(&format!(
+                r#"{{"app_id":"{app}","channel":"{channel}","event_kind":"k"}}"#
+            ))
+        };
+        let items = vec![on("a", "x"), on("a", "x"), on("b", "x"), on("a", "x")];
+        let runs = channel_runs(items, |e| e);
+        let shape: Vec<(String, usize)> = runs
+            .iter()
+            .map(|(c, run)| (c.to_string(), run.len()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![("a/x".into(), 2), ("b/x".into(), 1), ("a/x".into(), 1)]
         );
     }
 

@@ -48,12 +48,16 @@ impl Drop for TempDir {
     }
 }
 
-fn stderr_lines(output: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
+/// The non-empty lines of `text`.
+fn lines_of(text: &str) -> Vec<String> {
+    text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
         .collect()
+}
+
+fn stderr_lines(output: &Output) -> Vec<String> {
+    lines_of(&String::from_utf8_lossy(&output.stderr))
 }
 
 /// Asserts a failure with exactly one non-empty line on stderr; returns it.
@@ -415,12 +419,7 @@ async fn serve_refuses_a_bad_config_with_a_one_line_reason() {
             .await
             .expect("serve must not start on a bad config");
         assert!(!status.success(), "{status}");
-        let lines: Vec<String> = server
-            .stderr()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
-            .collect();
+        let lines = lines_of(&server.stderr());
         assert_eq!(lines.len(), 1, "{lines:?}");
         // Nothing listens on the configured port.
         assert!(
@@ -585,12 +584,7 @@ async fn tls_files_are_checked_by_check_config_and_serve() {
         .await
         .expect("serve must not start on a mismatched pair");
     assert!(!status.success(), "{status}");
-    let lines: Vec<String> = server
-        .stderr()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect();
+    let lines = lines_of(&server.stderr());
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("does not fit"), "{lines:?}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());

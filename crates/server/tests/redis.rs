@@ -57,6 +57,14 @@ pub fn offsets_of(messages: &[Value]) -> Vec<u64> {
         .collect()
 }
 
+/// Whether `node` answers `/readyz` 200 within 10 s (its Redis link is up).
+pub async fn becomes_ready(node: &TestNode) -> bool {
+    eventually(Duration::from_secs(10), async || {
+        node.get("/readyz").await.0 == 200
+    })
+    .await
+}
+
 /// Waits until `check` holds, up to `limit`.
 pub async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut check: F) -> bool {
     let deadline = tokio::time::Instant::now() + limit;

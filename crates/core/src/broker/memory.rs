@@ -51,7 +51,7 @@ impl MemoryBroker {
         if channels.len() >= self.max_channels {
             return Err(BrokerError::TooManyChannels(self.max_channels));
         }
-        let epoch: Arc<str> = uuid::Uuid::new_v4().simple().to_string()[..8].into();
+        let epoch: Arc<str> = super::new_epoch().into();
         let log = Arc::new(Mutex::new(ChannelLog::new(channel.clone(), epoch)));
         channels.insert(channel.clone(), log.clone());
         Ok(log)

@@ -21,6 +21,13 @@ use crate::app::ChannelPolicy;
 use crate::history::{LogError, Recovered};
 use crate::publication::{ChannelId, NewEvent, Position};
 
+/// A fresh channel epoch: 8 random hex digits, so that a channel created
+/// again (a restarted memory broker, keys expired in Redis) never reuses
+/// one and resuming clients are told `history_gap`.
+pub fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
 /// A boxed future, so that brokers can sit behind `dyn Broker`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::broker::redis::Commands;
 use chouquette_core::broker::BrokerError;
 use chouquette_core::node::Node;
-use chouquette_core::publication::{ChannelId, NewEvent};
+use chouquette_core::publication::{ChannelId, NewEvent, channel_runs};
 use redis::AsyncCommands;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
@@ -240,9 +240,6 @@ async fn handle(
         return Ok(());
     }
     let mut parsed: Vec<Entry> = entries.iter().map(|e| parse(node, e)).collect();
-    // Consecutive events of one channel, across entries, go out together.
-    let mut run: Vec<(String, NewEvent)> = Vec::new();
-    let mut owners: Vec<usize> = Vec::new();
     let mut dead: BTreeMap<usize, String> = BTreeMap::new();
     let flat: Vec<(usize, (String, NewEvent))> = parsed
         .iter_mut()
@@ -253,19 +250,9 @@ async fn handle(
         })
         .flatten()
         .collect();
-    let mut flat = flat.into_iter().peekable();
-    while let Some((owner, first)) = flat.next() {
-        let channel = ChannelId::new(&first.1.app_id, &first.1.channel);
-        run.clear();
-        owners.clear();
-        run.push(first);
-        owners.push(owner);
-        while let Some((owner, next)) =
-            flat.next_if(|(_, (_, e))| *e.app_id == *channel.app && *e.channel == *channel.name)
-        {
-            run.push(next);
-            owners.push(owner);
-        }
+    // Consecutive events of one channel, across entries, go out together.
+    for (channel, items) in channel_runs(flat, |(_, (_, e))| e) {
+        let (owners, run): (Vec<usize>, Vec<(String, NewEvent)>) = items.into_iter().unzip();
         publish_run(node, broker, &channel, &run, &owners, &mut dead).await?;
     }
     for (i, entry) in parsed.iter().enumerate() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chouquette::testkit::{RedisServer, SECRET, TestNode, claims, redis_config, sign, subscribe};
 use serde_json::{Value, json};
 
-use crate::{eventually, nodes};
+use crate::{becomes_ready, eventually, nodes};
 
 fn off(enabled: bool) -> Value {
     json!({"scope": "channel", "app": "bluelib", "channel": "bornes", "enabled": enabled})
@@ -62,15 +62,7 @@ async fn a_switch_set_on_one_node_acts_on_every_node_and_on_nodes_started_later(
     // Redis restarted empty: the nodes record their switches again.
     redis.restart().await;
     for node in [&nodes[0], &nodes[1], &late] {
-        assert!(
-            eventually(Duration::from_secs(10), async || node
-                .get("/readyz")
-                .await
-                .0
-                == 200)
-            .await,
-            "every node reconnects"
-        );
+        assert!(becomes_ready(node).await, "every node reconnects");
     }
     let (_, refused) = join(&nodes[0], "vb").await;
     assert_eq!(refused["code"], "disabled", "still in force: {refused}");

@@ -1,11 +1,9 @@
 //! Redis killed mid-stream and started again.
 
-use std::time::Duration;
-
 use chouquette::testkit::{API_KEY, RedisServer, token};
 use serde_json::json;
 
-use crate::{data, event, eventually, nodes, offsets_of};
+use crate::{becomes_ready, data, event, nodes, offsets_of};
 
 #[tokio::test]
 async fn clients_are_told_publishes_refused_and_delivery_resumes_when_redis_returns() {
@@ -57,12 +55,7 @@ async fn clients_are_told_publishes_refused_and_delivery_resumes_when_redis_retu
     let restored = client.recv().await;
     assert_eq!(restored["class"], "reset", "{restored}");
     assert_eq!(restored["reason"], "broker_restored");
-    assert!(
-        eventually(Duration::from_secs(10), async || a.get("/readyz").await.0
-            == 200)
-        .await,
-        "node A ready again"
-    );
+    assert!(becomes_ready(a).await, "node A ready again");
     // Redis came back empty: a new epoch, offsets from 1, delivered live.
     let (new_epoch, offset) = a.publish_event(&event("bornes", json!("after"))).await;
     assert_eq!(offset, 1);
@@ -92,15 +85,7 @@ async fn a_node_started_while_redis_is_down_becomes_ready_when_it_appears() {
     let (status, _) = node.get("/readyz").await;
     assert_eq!(status, 503);
     redis.restart().await;
-    assert!(
-        eventually(Duration::from_secs(10), async || node
-            .get("/readyz")
-            .await
-            .0
-            == 200)
-        .await,
-        "ready once Redis answers"
-    );
+    assert!(becomes_ready(node).await, "ready once Redis answers");
     node.publish_event(&event("bornes", json!(1))).await;
 }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chouquette_core::app::ChannelPolicy;
-use chouquette_core::broker::{BoxFuture, Broker, BrokerError, PublishFailure};
+use chouquette_core::broker::{BoxFuture, Broker, BrokerError, PublishFailure, new_epoch};
 use chouquette_core::history::{LogError, Recovered};
 use chouquette_core::hub::Hub;
 use chouquette_core::publication::{ChannelId, NewEvent, Position};
@@ -156,10 +156,6 @@ impl std::fmt::Debug for RedisBroker {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn new_epoch() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
 }
 
 impl RedisBroker {
