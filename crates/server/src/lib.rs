@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod gateway;
 pub mod http_client;
 pub mod logging;
 pub mod serve;

@@ -5,14 +5,13 @@
 //! `reset`/`shutdown` to every client, flushes, and waits for connections to
 //! close within the grace time.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::Uri;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use chouquette_core::broker::{Broker, MemoryBroker};
@@ -20,7 +19,7 @@ use chouquette_core::hub::Hub;
 use chouquette_core::limits::{Limit, Limiters, Rate, address_key};
 use chouquette_core::node::Node;
 use chouquette_core::switches::{Switch, Switches};
-use chouquette_core::telemetry::{CloseReason, Telemetry};
+use chouquette_core::telemetry::Telemetry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -29,64 +28,13 @@ use crate::audit::{Audit, AuditError};
 use crate::broker::redis::RedisBroker;
 use crate::cluster::Cluster;
 use crate::config::{BrokerKind, Config};
+use crate::gateway::Gateway;
 use crate::shutdown::{Shutdown, Trigger};
 use crate::source::redis_inbox;
 use crate::switch_store::{StoreError, SwitchStore};
 use crate::tls::{Certificates, TlsError, TlsListener};
 use crate::transport::{Settings, poll, sse, ws};
 use crate::{api, static_files};
-
-/// What every handler shares: the node, the transport settings, the stop signal.
-#[derive(Debug, Clone)]
-pub struct Shared {
-    /// The node.
-    pub node: Arc<Node>,
-    /// Transport settings.
-    pub settings: Arc<Settings>,
-    /// The stop signal and live connection count.
-    pub shutdown: Shutdown,
-    /// Publish body limit.
-    pub max_publish_bytes: usize,
-    /// The admin API's key, state file and audit log.
-    pub admin: Arc<AdminState>,
-}
-
-impl Shared {
-    /// A response refusing a new client connection from `peer`: 503 when
-    /// full or stopping, 429 with `Retry-After` when the address opens
-    /// connections faster than `limits.new_connections_per_address`. Checked
-    /// before any upgrade, so a refused attempt costs no session.
-    pub fn refuse_connection(&self, peer: Option<IpAddr>) -> Option<Response> {
-        if self.shutdown.is_stopping() {
-            return Some(api::error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the gateway is shutting down",
-            ));
-        }
-        let open = usize::try_from(self.node.telemetry.connections()).unwrap_or(0);
-        if open >= self.settings.max_connections {
-            self.node.telemetry.closed_by_gateway(CloseReason::Full);
-            return Some(api::error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the gateway is at its connection limit",
-            ));
-        }
-        let limiters = &self.node.limiters;
-        let now = std::time::Instant::now();
-        if let Some(peer) = peer
-            && let Err(limited) = limiters.addresses.check(address_key(peer), now)
-        {
-            limiters.counters.hit(Limit::ConnectionsPerAddress);
-            return Some(api::too_many_requests(
-                "too many new connections from this address",
-                limited,
-            ));
-        }
-        None
-    }
-}
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -256,7 +204,7 @@ pub async fn start_with(
     });
     let extra_routes = extra(&node);
     let (trigger, shutdown) = Shutdown::new(telemetry);
-    let shared = Shared {
+    let shared = Gateway {
         node: node.clone(),
         settings: Arc::new(Settings {
             max_connections: connection_limit(config.limits.max_connections),
@@ -404,7 +352,7 @@ impl PublicListener {
 }
 
 /// The public routes: transports, then static files when a folder is set.
-fn public_router(shared: Shared, static_dir: Option<PathBuf>) -> Router {
+fn public_router(shared: Gateway, static_dir: Option<PathBuf>) -> Router {
     let router = Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/sse", get(sse::stream))
@@ -425,7 +373,7 @@ fn public_router(shared: Shared, static_dir: Option<PathBuf>) -> Router {
 async fn serve(
     public: PublicListener,
     internal: TcpListener,
-    shared: Shared,
+    shared: Gateway,
     grace: Duration,
     public_routes: Router,
 ) {
@@ -459,9 +407,4 @@ async fn serve(
         tracing::error!(error = %e, "internal listener failed");
     }
     tracing::info!("chouquette stopped");
-}
-
-/// Plain-text 200, for health routes.
-pub fn ok() -> impl IntoResponse {
-    (StatusCode::OK, "ok\n")
 }

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use crate::serve::Shared;
+use crate::gateway::Gateway;
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -61,7 +61,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The internal router.
-pub fn router(shared: Shared) -> Router {
+pub fn router(shared: Gateway) -> Router {
     let body_limit = DefaultBodyLimit::max(shared.max_publish_bytes);
     Router::new()
         .route("/api/v1/publish", post(publish::publish).layer(body_limit))
@@ -73,10 +73,10 @@ pub fn router(shared: Shared) -> Router {
 }
 
 async fn healthz() -> impl IntoResponse {
-    crate::serve::ok()
+    ok()
 }
 
-async fn readyz(State(shared): State<Shared>) -> Response {
+async fn readyz(State(shared): State<Gateway>) -> Response {
     if shared.shutdown.is_stopping() {
         error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -90,11 +90,11 @@ async fn readyz(State(shared): State<Shared>) -> Response {
             "broker not connected",
         )
     } else {
-        crate::serve::ok().into_response()
+        ok().into_response()
     }
 }
 
-async fn metrics(State(shared): State<Shared>) -> Response {
+async fn metrics(State(shared): State<Gateway>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -107,4 +107,9 @@ async fn metrics(State(shared): State<Shared>) -> Response {
         },
     )
         .into_response()
+}
+
+/// Plain-text 200, for health routes.
+fn ok() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
 }

@@ -23,7 +23,7 @@ use chouquette_core::publication::NewEvent;
 use serde_json::value::RawValue;
 
 use super::{ErrorBody, bearer, error_response, too_many_requests};
-use crate::serve::Shared;
+use crate::gateway::Gateway;
 
 fn indexed(status: StatusCode, code: &str, message: &str, index: usize) -> Response {
     (
@@ -68,7 +68,7 @@ fn parse(body: &[u8]) -> Result<(Vec<NewEvent>, bool), String> {
 
 /// The handler.
 pub async fn publish(
-    State(shared): State<Shared>,
+    State(shared): State<Gateway>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -85,7 +85,7 @@ pub async fn publish(
 
 /// Publishes `body` on behalf of `caller`; counts refusals.
 pub async fn publish_as(
-    shared: &Shared,
+    shared: &Gateway,
     caller: Caller<'_>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -99,7 +99,7 @@ pub async fn publish_as(
     response
 }
 
-async fn answer(shared: &Shared, caller: Caller<'_>, body: &[u8]) -> Response {
+async fn answer(shared: &Gateway, caller: Caller<'_>, body: &[u8]) -> Response {
     if body.len() > shared.max_publish_bytes {
         let message = format!("body larger than {} bytes", shared.max_publish_bytes);
         return error_response(StatusCode::PAYLOAD_TOO_LARGE, "bad_message", &message);
@@ -144,7 +144,7 @@ async fn answer(shared: &Shared, caller: Caller<'_>, body: &[u8]) -> Response {
 
 /// Takes each app's publish tokens for its events in the batch (operators'
 /// test publishes are not limited); the 429 answer when one app is over.
-fn rate_limit(shared: &Shared, events: &[NewEvent]) -> Option<Response> {
+fn rate_limit(shared: &Gateway, events: &[NewEvent]) -> Option<Response> {
     let mut per_app: Vec<(&str, u32)> = Vec::new();
     for event in events {
         match per_app.iter_mut().find(|(app, _)| *app == &*event.app_id) {

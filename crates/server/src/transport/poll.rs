@@ -20,11 +20,11 @@ use chouquette_protocol::{ResetReason, server};
 
 use super::url;
 use crate::api::error_response;
-use crate::serve::Shared;
+use crate::gateway::Gateway;
 
 /// Answers one poll.
 pub async fn poll(
-    State(shared): State<Shared>,
+    State(shared): State<Gateway>,
     super::Peer(peer): super::Peer,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -64,7 +64,7 @@ pub async fn poll(
 }
 
 async fn wait_for_live(
-    shared: &Shared,
+    shared: &Gateway,
     session: &mut Session,
     messages: &mut Vec<Bytes>,
     wait: Duration,

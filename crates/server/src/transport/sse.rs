@@ -27,14 +27,14 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::url::{self, UrlRequest};
 use crate::api::error_response;
-use crate::serve::Shared;
+use crate::gateway::Gateway;
 
 /// Chunks buffered between the session task and the HTTP body.
 const CHUNKS: usize = 8;
 
 /// Opens an event stream, unless the node is full or stopping.
 pub async fn stream(
-    State(shared): State<Shared>,
+    State(shared): State<Gateway>,
     super::Peer(peer): super::Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -116,7 +116,7 @@ impl Sender {
     }
 }
 
-async fn run(shared: Shared, request: UrlRequest, tx: mpsc::Sender<Bytes>) {
+async fn run(shared: Gateway, request: UrlRequest, tx: mpsc::Sender<Bytes>) {
     let _guard = shared.shutdown.connection("sse");
     let mut stop = shared.shutdown.clone();
     let mut session = Session::new(shared.node.clone(), Transport::Sse);

@@ -23,7 +23,7 @@ use chouquette_protocol::{CloseCode, ErrorCode, ResetReason, server};
 use futures_util::SinkExt;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::serve::Shared;
+use crate::gateway::Gateway;
 
 /// Read buffer per connection: client messages are small (a subscribe with
 /// its tokens is well under 1 KiB); larger ones are read in several chunks.
@@ -54,7 +54,7 @@ enum End {
 
 /// Upgrades to WebSocket, unless the node is full or stopping.
 pub async fn upgrade(
-    State(shared): State<Shared>,
+    State(shared): State<Gateway>,
     super::Peer(peer): super::Peer,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -71,7 +71,7 @@ pub async fn upgrade(
         .into_response()
 }
 
-async fn run(mut socket: WebSocket, shared: Shared, peer: Option<std::net::IpAddr>) {
+async fn run(mut socket: WebSocket, shared: Gateway, peer: Option<std::net::IpAddr>) {
     let _guard = shared.shutdown.connection("websocket");
     let mut stop = shared.shutdown.clone();
     let mut session = Session::new(shared.node.clone(), Transport::Ws);
@@ -184,7 +184,7 @@ fn is_capacity(e: axum::Error) -> bool {
 async fn flush_outbox(
     socket: &mut WebSocket,
     session: &mut Session,
-    shared: &Shared,
+    shared: &Gateway,
     limit: Duration,
 ) -> Result<(), End> {
     let mut frames: Vec<Bytes> = Vec::new();
@@ -206,7 +206,7 @@ async fn flush_outbox(
 async fn write(
     socket: &mut WebSocket,
     frames: impl Iterator<Item = Bytes>,
-    shared: &Shared,
+    shared: &Gateway,
     limit: Duration,
 ) -> Result<(), End> {
     let mut count: usize = 0;
@@ -233,7 +233,7 @@ async fn write(
     }
 }
 
-async fn finish(mut socket: WebSocket, mut session: Session, end: End, shared: &Shared) {
+async fn finish(mut socket: WebSocket, mut session: Session, end: End, shared: &Gateway) {
     let telemetry = &shared.node.telemetry;
     let short = Duration::from_secs(1);
     let disconnect_reason;

@@ -18,7 +18,7 @@ use chouquette_core::telemetry::Stats;
 use serde::Serialize;
 
 use super::Operator;
-use crate::serve::Shared;
+use crate::gateway::Gateway;
 
 const INDEX_HTML: &str = include_str!("../../../assets/admin/index.html");
 const CONSOLE_JS: &str = include_str!("../../../assets/admin/console.js");
@@ -89,7 +89,7 @@ struct StatsAnswer {
 
 /// `GET /admin/stats`: every counter and histogram as JSON (the same
 /// numbers as `/metrics`), for the console's charts and tables.
-pub async fn stats(_: Operator, State(shared): State<Shared>) -> Response {
+pub async fn stats(_: Operator, State(shared): State<Gateway>) -> Response {
     let node = &shared.node;
     Json(StatsAnswer {
         node: node.id.clone(),

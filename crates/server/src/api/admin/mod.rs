@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use super::error_response;
 use crate::audit::{Actor, Audit, fingerprint};
 use crate::cluster::Cluster;
-use crate::serve::Shared;
+use crate::gateway::Gateway;
 use crate::switch_store::SwitchStore;
 
 /// What the admin routes share.
@@ -70,7 +70,7 @@ impl AdminState {
 }
 
 /// The admin routes; `body_limit` bounds `/admin/publish` like `/api/v1/publish`.
-pub fn router(body_limit: DefaultBodyLimit) -> Router<Shared> {
+pub fn router(body_limit: DefaultBodyLimit) -> Router<Gateway> {
     Router::new()
         .route("/admin", get(console::redirect))
         .route("/admin/", get(console::index))
@@ -119,10 +119,10 @@ impl IntoResponse for Refused {
 /// An authorized operator: the extractor that guards every admin route.
 pub struct Operator(pub Actor);
 
-impl FromRequestParts<Shared> for Operator {
+impl FromRequestParts<Gateway> for Operator {
     type Rejection = Refused;
 
-    async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Operator, Refused> {
+    async fn from_request_parts(parts: &mut Parts, shared: &Gateway) -> Result<Operator, Refused> {
         let admin = &shared.admin;
         let Some(expected) = admin.key.as_deref() else {
             return Err(Refused::new(
@@ -164,7 +164,7 @@ fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
 }
 
 /// Refuses an app that is not configured: 404 `unknown_app`.
-fn known_app(shared: &Shared, app: &str) -> Result<(), Refused> {
+fn known_app(shared: &Gateway, app: &str) -> Result<(), Refused> {
     match shared.node.apps.get(app) {
         Some(_) => Ok(()),
         None => Err(Refused::new(
@@ -176,7 +176,7 @@ fn known_app(shared: &Shared, app: &str) -> Result<(), Refused> {
 }
 
 /// Counts and audits one action.
-async fn record(shared: &Shared, actor: &Actor, action: AdminAction, detail: &Value) {
+async fn record(shared: &Gateway, actor: &Actor, action: AdminAction, detail: &Value) {
     shared.node.telemetry.admin_action(action);
     shared.admin.audit.record(actor, action, detail).await;
 }
@@ -185,7 +185,7 @@ async fn record(shared: &Shared, actor: &Actor, action: AdminAction, detail: &Va
 /// `/api/v1/publish`, authorized by the admin key instead of the app's.
 async fn publish(
     Operator(actor): Operator,
-    State(shared): State<Shared>,
+    State(shared): State<Gateway>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let summary = body

@@ -12,7 +12,7 @@ use chouquette_core::telemetry::AppCounts;
 use serde::Serialize;
 
 use super::Operator;
-use crate::serve::Shared;
+use crate::gateway::Gateway;
 
 #[derive(Serialize)]
 struct Broker {
@@ -33,7 +33,7 @@ struct Status {
 }
 
 /// The handler.
-pub async fn status(_: Operator, State(shared): State<Shared>) -> Response {
+pub async fn status(_: Operator, State(shared): State<Gateway>) -> Response {
     let node = &shared.node;
     Json(Status {
         version: env!("CARGO_PKG_VERSION"),

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Operator, Refused, json_body, known_app, record};
-use crate::serve::Shared;
+use crate::gateway::Gateway;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,14 +40,14 @@ struct Body {
 }
 
 /// `GET /admin/switches`.
-pub async fn list(_: Operator, State(shared): State<Shared>) -> Response {
+pub async fn list(_: Operator, State(shared): State<Gateway>) -> Response {
     Json(json!({"switches": shared.node.switches.list()})).into_response()
 }
 
 /// `POST /admin/switches`.
 pub async fn change(
     Operator(actor): Operator,
-    State(shared): State<Shared>,
+    State(shared): State<Gateway>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Refused> {
     let (switch, enabled) = parse(&shared, body)?;
@@ -67,7 +67,7 @@ pub async fn change(
     Ok(Json(answer).into_response())
 }
 
-fn parse(shared: &Shared, body: Result<Bytes, BytesRejection>) -> Result<(Switch, bool), Refused> {
+fn parse(shared: &Gateway, body: Result<Bytes, BytesRejection>) -> Result<(Switch, bool), Refused> {
     let body: Body = json_body(body)?;
     let switch = Switch::parse(&SwitchSpec {
         scope: &body.scope,
@@ -85,7 +85,7 @@ fn parse(shared: &Shared, body: Result<Bytes, BytesRejection>) -> Result<(Switch
 
 /// Persists then applies the change (Redis and the other nodes first, when
 /// shared; then the state file); false when it changes nothing here.
-async fn apply(shared: &Shared, switch: &Switch, enabled: bool) -> Result<(bool, usize), Refused> {
+async fn apply(shared: &Gateway, switch: &Switch, enabled: bool) -> Result<(bool, usize), Refused> {
     let _one_at_a_time = shared.admin.changes.lock().await;
     let switches = &shared.node.switches;
     let next = switches.with_change(switch, enabled);

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Operator, Refused, json_body, known_app, record};
-use crate::serve::Shared;
+use crate::gateway::Gateway;
 
 /// Longest close reason sent, in bytes (a close frame holds 123).
 pub const MAX_REASON_BYTES: usize = 120;
@@ -49,7 +49,7 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn checked_user(shared: &Shared, app: &str, user: &str) -> Result<(), Refused> {
+fn checked_user(shared: &Gateway, app: &str, user: &str) -> Result<(), Refused> {
     known_app(shared, app)?;
     if user.is_empty() {
         return Err(Refused::bad_message("`user` must not be empty"));
@@ -60,7 +60,7 @@ fn checked_user(shared: &Shared, app: &str, user: &str) -> Result<(), Refused> {
 /// `POST /admin/disconnect`: answers `{"disconnected": N}`.
 pub async fn disconnect(
     Operator(actor): Operator,
-    State(shared): State<Shared>,
+    State(shared): State<Gateway>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Refused> {
     let body: DisconnectBody = json_body(body)?;
@@ -92,7 +92,7 @@ pub async fn disconnect(
 /// `GET /admin/connections?app=...&user=...`.
 pub async fn connections(
     _: Operator,
-    State(shared): State<Shared>,
+    State(shared): State<Gateway>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Refused> {
     let query: UserQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))

@@ -1,0 +1,70 @@
+//! The gateway state every handler and transport shares: the node, the
+//! transport settings, the stop signal and the admin state. Defined below
+//! the handlers and `serve`, which builds it, so that neither imports the
+//! other.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use chouquette_core::limits::{Limit, address_key};
+use chouquette_core::node::Node;
+use chouquette_core::telemetry::CloseReason;
+
+use crate::api;
+use crate::api::admin::AdminState;
+use crate::shutdown::Shutdown;
+use crate::transport::Settings;
+
+/// What every handler shares: the node, the transport settings, the stop signal.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Transport settings.
+    pub settings: Arc<Settings>,
+    /// The stop signal and live connection count.
+    pub shutdown: Shutdown,
+    /// Publish body limit.
+    pub max_publish_bytes: usize,
+    /// The admin API's key, state file and audit log.
+    pub admin: Arc<AdminState>,
+}
+
+impl Gateway {
+    /// A response refusing a new client connection from `peer`: 503 when
+    /// full or stopping, 429 with `Retry-After` when the address opens
+    /// connections faster than `limits.new_connections_per_address`. Checked
+    /// before any upgrade, so a refused attempt costs no session.
+    pub fn refuse_connection(&self, peer: Option<IpAddr>) -> Option<Response> {
+        if self.shutdown.is_stopping() {
+            return Some(api::error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the gateway is shutting down",
+            ));
+        }
+        let open = usize::try_from(self.node.telemetry.connections()).unwrap_or(0);
+        if open >= self.settings.max_connections {
+            self.node.telemetry.closed_by_gateway(CloseReason::Full);
+            return Some(api::error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the gateway is at its connection limit",
+            ));
+        }
+        let limiters = &self.node.limiters;
+        let now = std::time::Instant::now();
+        if let Some(peer) = peer
+            && let Err(limited) = limiters.addresses.check(address_key(peer), now)
+        {
+            limiters.counters.hit(Limit::ConnectionsPerAddress);
+            return Some(api::too_many_requests(
+                "too many new connections from this address",
+                limited,
+            ));
+        }
+        None
+    }
+}
