@@ -134,7 +134,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
 /// The abusive client: abuses until told to exit, reports its counters.
 async fn run_abuser(plan: Plan, abuse: crate::abuse::Abuse) -> anyhow::Result<()> {
     let counters = Arc::new(crate::abuse::Counters::default());
-    let exp = chouquette_core::session::unix_now() + plan.lifetime.as_secs() + 3600;
+    let exp = chouquette_core::clock::unix_now() + plan.lifetime.as_secs() + 3600;
     let message = Arc::<str>::from(workload::subscribe(&plan.app, plan.scenario, 0, exp));
     let abusing = tokio::spawn(crate::abuse::run(
         abuse,
@@ -208,7 +208,7 @@ fn commands() -> mpsc::UnboundedReceiver<Command> {
 /// has ended (subscribed, refused or failed).
 async fn open_all(plan: Plan, counters: Arc<Counters>) {
     let plan = Arc::new(plan);
-    let exp = chouquette_core::session::unix_now() + plan.lifetime.as_secs() + 3600;
+    let exp = chouquette_core::clock::unix_now() + plan.lifetime.as_secs() + 3600;
     let shared_message = workload::shared_filter(plan.scenario)
         .then(|| Arc::<str>::from(workload::subscribe(&plan.app, plan.scenario, 0, exp)));
     let per_tick = (f64::from(plan.connect_rate) * TICK.as_secs_f64())

@@ -22,6 +22,7 @@
 
 pub mod app;
 pub mod broker;
+pub mod clock;
 pub mod connections;
 pub mod filter;
 pub mod history;

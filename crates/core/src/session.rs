@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use chouquette_protocol::client::{self, ChannelRequest, ClientBody, Connect, Subscribe};
@@ -22,6 +22,7 @@ use chouquette_protocol::server::{self, AckChannel, ErrorContext};
 use chouquette_protocol::{CloseCode, ErrorCode, ResetReason};
 
 use crate::app::App;
+use crate::clock::unix_now;
 pub use crate::connections::Identity;
 use crate::connections::{Connection, Holder, Transport};
 use crate::filter::Filter;
@@ -37,13 +38,6 @@ use crate::recovery::Cursor;
 use crate::switches::Switch;
 use crate::telemetry::{BrokerOp, DropReason};
 use crate::token::{self, Claims, Requirements, TokenError};
-
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// What the transport must do after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +62,7 @@ struct Slot {
 /// Where one subscription stands: what a stateless transport puts in its
 /// resume cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
+pub struct ResumePoint {
     /// The channel.
     pub channel: ChannelId,
     /// Its epoch.
@@ -97,7 +91,7 @@ pub struct Session {
     /// stood, so a URL transport's cursor still lets them resume once the
     /// client subscribes again. At most one per channel; bounded by the
     /// subscription limit.
-    ended: Vec<Position>,
+    ended: Vec<ResumePoint>,
     identity: Option<Arc<Identity>>,
     bad_messages: u32,
     /// When the publications of the live frames handed out by
@@ -620,11 +614,11 @@ impl Session {
 
     /// Where every subscription stands: the active ones, and those the
     /// gateway ended (expired token, switch) that the client may renew.
-    pub fn positions(&self) -> impl Iterator<Item = Position> + '_ {
+    pub fn positions(&self) -> impl Iterator<Item = ResumePoint> + '_ {
         self.slots
             .iter()
             .flatten()
-            .map(|s| Position {
+            .map(|s| ResumePoint {
                 channel: s.channel.clone(),
                 epoch: s.epoch.clone(),
                 offset: s.cursor.last(),
@@ -634,7 +628,7 @@ impl Session {
 
     fn remember_end(&mut self, slot: &Slot) {
         self.ended.retain(|p| p.channel != slot.channel);
-        self.ended.push(Position {
+        self.ended.push(ResumePoint {
             channel: slot.channel.clone(),
             epoch: slot.epoch.clone(),
             offset: slot.cursor.last(),

@@ -153,7 +153,7 @@ pub fn token(
     let filters: serde_json::Value =
         serde_json::from_str(filters).context("--filters is not JSON")?;
     chouquette_core::filter::Filter::parse(&filters).context("--filters is not a valid filter")?;
-    let exp = chouquette_core::session::unix_now() + ttl.as_secs();
+    let exp = chouquette_core::clock::unix_now() + ttl.as_secs();
     let mut claims = serde_json::json!({
         "app_id": app, "channel": channel, "filters": filters, "exp": exp,
     });

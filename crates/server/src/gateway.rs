@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -15,7 +16,6 @@ use chouquette_core::telemetry::CloseReason;
 use crate::api;
 use crate::api::admin::AdminState;
 use crate::shutdown::Shutdown;
-use crate::transport::Settings;
 
 /// What every handler shares: the node, the transport settings, the stop signal.
 #[derive(Debug, Clone)]
@@ -67,4 +67,23 @@ impl Gateway {
         }
         None
     }
+}
+
+/// Settings the transports need, derived from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Most open connections (WebSocket, SSE and waiting polls together).
+    pub max_connections: usize,
+    /// Largest WebSocket frame read.
+    pub max_frame_bytes: usize,
+    /// Deadline of one write batch.
+    pub write_timeout: Duration,
+    /// WebSocket ping period (zero: no pings).
+    pub ping_interval: Duration,
+    /// WebSocket silence after which the client is closed (zero: never).
+    pub idle_timeout: Duration,
+    /// Interval of SSE comment heartbeats.
+    pub sse_heartbeat: Duration,
+    /// Longest wait of one long-poll request.
+    pub poll_wait: Duration,
 }

@@ -29,11 +29,12 @@ use crate::broker::redis::RedisBroker;
 use crate::cluster::Cluster;
 use crate::config::{BrokerKind, Config};
 use crate::gateway::Gateway;
+use crate::gateway::Settings;
 use crate::shutdown::{Shutdown, Trigger};
 use crate::source::redis_inbox;
 use crate::switch_store::{StoreError, SwitchStore};
 use crate::tls::{Certificates, TlsError, TlsListener};
-use crate::transport::{Settings, poll, sse, ws};
+use crate::transport::{poll, sse, ws};
 use crate::{api, static_files};
 
 /// Why the node could not start.

@@ -253,7 +253,7 @@ fn position(answer: &Value) -> (String, u64) {
 
 /// Subscription claims for [`APP`], expiring `ttl_secs` from now.
 pub fn claims(channel: &str, filters: Value, ttl_secs: i64) -> Value {
-    let exp = chouquette_core::session::unix_now() as i64 + ttl_secs;
+    let exp = chouquette_core::clock::unix_now() as i64 + ttl_secs;
     json!({"app_id": APP, "channel": channel, "filters": filters, "exp": exp})
 }
 

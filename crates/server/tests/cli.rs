@@ -221,7 +221,7 @@ async fn token_prints_a_jwt_the_gateway_accepts() {
     assert_eq!(claims["sub"], "roger");
     assert_eq!(claims["groups"], json!(["g1", "g2"]));
     let exp = claims["exp"].as_u64().expect("exp");
-    let now = chouquette_core::session::unix_now();
+    let now = chouquette_core::clock::unix_now();
     assert!(
         (now + 100..=now + 130).contains(&exp),
         "exp {exp}, now {now}"

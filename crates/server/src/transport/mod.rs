@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use chouquette_core::session::unix_now;
+use chouquette_core::clock::unix_now;
 use tokio::time::Instant;
 
 /// The client's address, when the listener records it (`ConnectInfo`); the
@@ -33,25 +33,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
                 .map(|ConnectInfo(addr)| addr.ip()),
         ))
     }
-}
-
-/// Settings the transports need, derived from the config.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Most open connections (WebSocket, SSE and waiting polls together).
-    pub max_connections: usize,
-    /// Largest WebSocket frame read.
-    pub max_frame_bytes: usize,
-    /// Deadline of one write batch.
-    pub write_timeout: Duration,
-    /// WebSocket ping period (zero: no pings).
-    pub ping_interval: Duration,
-    /// WebSocket silence after which the client is closed (zero: never).
-    pub idle_timeout: Duration,
-    /// Interval of SSE comment heartbeats.
-    pub sse_heartbeat: Duration,
-    /// Longest wait of one long-poll request.
-    pub poll_wait: Duration,
 }
 
 /// The instant a Unix time (seconds) is reached.

@@ -14,8 +14,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
+use chouquette_core::clock::unix_now;
 use chouquette_core::connections::Transport;
-use chouquette_core::session::{Session, unix_now};
+use chouquette_core::session::Session;
 use chouquette_protocol::{ResetReason, server};
 
 use super::url;

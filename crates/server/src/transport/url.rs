@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use chouquette_core::session::{Position, Session};
+use chouquette_core::session::{ResumePoint, Session};
 use chouquette_core::token;
 use chouquette_protocol::ErrorCode;
 use chouquette_protocol::client::{ChannelRequest, Since, Subscribe};
@@ -58,8 +58,8 @@ pub fn parse_query(query: Option<&str>) -> Result<UrlRequest, String> {
 }
 
 /// Encodes every subscription's position.
-pub fn encode_cursor(positions: impl Iterator<Item = Position>) -> String {
-    let owned: Vec<Position> = positions.collect();
+pub fn encode_cursor(positions: impl Iterator<Item = ResumePoint>) -> String {
+    let owned: Vec<ResumePoint> = positions.collect();
     let entries: Vec<(&str, &str, &str, u64)> = owned
         .iter()
         .map(|p| (&*p.channel.app, &*p.channel.name, &*p.epoch, p.offset))
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn cursor_round_trip() {
-        let positions = vec![Position {
+        let positions = vec![ResumePoint {
             channel: ChannelId::new("bluelib", "bornes"),
             epoch: "e1".into(),
             offset: 41,

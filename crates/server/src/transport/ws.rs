@@ -14,9 +14,10 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use chouquette_core::clock::unix_now;
 use chouquette_core::connections::Transport;
 use chouquette_core::limits;
-use chouquette_core::session::{Session, Stop, Verdict, unix_now};
+use chouquette_core::session::{Session, Stop, Verdict};
 use chouquette_core::telemetry::CloseReason;
 use chouquette_protocol::server::ErrorContext;
 use chouquette_protocol::{CloseCode, ErrorCode, ResetReason, server};
@@ -146,7 +147,7 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn new(settings: &super::Settings) -> Heartbeat {
+    fn new(settings: &crate::gateway::Settings) -> Heartbeat {
         let now = Instant::now();
         Heartbeat {
             interval: settings.ping_interval,

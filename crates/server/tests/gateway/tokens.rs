@@ -218,7 +218,7 @@ async fn an_active_subscription_ends_with_token_expired_when_its_token_does() {
         Some(chouquette::testkit::Received::Json(m)) => m,
         other => panic!("expected token_expired, got {other:?}"),
     };
-    let now = chouquette_core::session::unix_now();
+    let now = chouquette_core::clock::unix_now();
     assert_eq!(expired["class"], "error", "{expired}");
     assert_eq!(expired["code"], "token_expired", "{expired}");
     assert_eq!(expired["channel"], "bornes", "{expired}");
