@@ -14,6 +14,8 @@ mod common;
 
 #[path = "gateway/admin.rs"]
 mod admin;
+#[path = "gateway/backend_quickstart.rs"]
+mod backend_quickstart;
 #[path = "gateway/console.rs"]
 mod console;
 #[path = "gateway/events.rs"]
