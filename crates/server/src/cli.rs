@@ -145,6 +145,9 @@ pub fn token(
     groups: &[String],
     ttl: Duration,
 ) -> anyhow::Result<String> {
+    if ttl < Duration::from_secs(1) {
+        bail!("--ttl must be at least 1s: a token that expires at once is refused by the gateway");
+    }
     let secret = std::env::var("CHOUQUETTE_SECRET")
         .context("set CHOUQUETTE_SECRET to the app's signing secret")?;
     if secret.is_empty() {

@@ -161,7 +161,10 @@ async fn publish(args: cli::PublishArgs) -> anyhow::Result<()> {
     let endpoint = format!("{}/api/v1/publish", url.trim_end_matches('/'));
     let (status, body) = HttpClient::default()
         .post_json(&endpoint, &api_key, event.to_string().into_bytes())
-        .await?;
+        .await
+        .with_context(|| {
+            format!("cannot publish to {endpoint} (set --url to the gateway's internal listener)")
+        })?;
     if status != 200 {
         bail!("publish refused ({status}): {}", body.trim());
     }

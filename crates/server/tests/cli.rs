@@ -677,3 +677,38 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace() {
         assert!(!logs.contains(secret), "`{secret}` is in the logs:\n{logs}");
     }
 }
+
+/// `token --ttl 0s` used to print a token already expired and exit 0.
+#[test]
+fn token_with_a_ttl_under_one_second_is_refused() {
+    for ttl in ["0s", "500ms"] {
+        let output = bin()
+            .env("CHOUQUETTE_SECRET", "s")
+            .args(["token", "--app", "bluelib", "--channel", "bornes"])
+            .args(["--filters", "{}", "--ttl", ttl])
+            .output()
+            .expect("runs");
+        let reason = one_line_failure(&output);
+        assert!(reason.contains("--ttl must be at least 1s"), "{reason}");
+        assert!(output.stdout.is_empty(), "{output:?}");
+    }
+}
+
+/// `publish` to a gateway that is not there used to say only "request
+/// failed: client error (Connect)": the reason names the address it tried.
+#[test]
+fn publish_to_an_unreachable_gateway_names_the_address_tried() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let output = bin()
+        .env("CHOUQUETTE_API_KEY", "pub-key")
+        .args(["publish", "--app", "bluelib", "--channel", "bornes"])
+        .args(["--event-kind", "alarm", "--url", &url])
+        .output()
+        .expect("runs");
+    let reason = one_line_failure(&output);
+    assert!(
+        reason.contains(&format!("{url}/api/v1/publish")),
+        "{reason}"
+    );
+    assert!(reason.contains("--url"), "{reason}");
+}
