@@ -40,6 +40,9 @@ pub enum TokenError {
     /// `exp` has passed.
     #[error("token expired")]
     Expired,
+    /// `nbf` ("not before", RFC 7519 section 4.1.5) is still to come.
+    #[error("token not valid yet (`nbf` is in the future)")]
+    NotYetValid,
     /// A required claim is missing, or has the wrong type.
     #[error("claim `{0}` is missing or invalid")]
     Claim(&'static str),
@@ -56,6 +59,8 @@ pub struct Claims {
     pub filters: Option<serde_json::Value>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: Option<u64>,
+    /// Not valid before this time, seconds since the Unix epoch.
+    pub nbf: Option<u64>,
     /// The user or device id.
     pub sub: Option<String>,
     /// Groups of the user (establishment, role), for kill switches.
@@ -76,15 +81,18 @@ impl Claims {
         let app_id = string("app_id")?.ok_or(TokenError::Claim("app_id"))?;
         let channel = string("channel")?;
         let sub = string("sub")?;
-        let exp = match map.remove("exp") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(
-                n.as_u64()
-                    .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-                    .ok_or(TokenError::Claim("exp"))?,
-            ),
-            Some(_) => return Err(TokenError::Claim("exp")),
+        // RFC 7519 NumericDate: seconds, possibly with a fraction.
+        let mut date = |name: &'static str| match map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                .map(Some)
+                .ok_or(TokenError::Claim(name)),
+            Some(_) => Err(TokenError::Claim(name)),
         };
+        let exp = date("exp")?;
+        let nbf = date("nbf")?;
         let groups = match map.remove("groups") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(list)) => list
@@ -101,6 +109,7 @@ impl Claims {
             channel,
             filters: map.remove("filters"),
             exp,
+            nbf,
             sub,
             groups,
         })
@@ -121,7 +130,9 @@ pub struct Requirements {
     pub now: u64,
     /// Whether a token without `exp` is refused.
     pub require_exp: bool,
-    /// Seconds of clock skew tolerated on `exp`.
+    /// Seconds of clock skew tolerated on `exp` and `nbf`: a backend whose
+    /// clock runs a little ahead of the gateway's must not see its fresh
+    /// tokens refused.
     pub leeway: u64,
 }
 
@@ -158,6 +169,12 @@ pub fn verify<S: AsRef<[u8]>>(
         return Err(TokenError::Signature);
     }
     let claims = Claims::from_object(decode_json(claims_b64, "claims")?)?;
+    if claims
+        .nbf
+        .is_some_and(|nbf| nbf > req.now.saturating_add(req.leeway))
+    {
+        return Err(TokenError::NotYetValid);
+    }
     match claims.exp {
         Some(exp) if exp.saturating_add(req.leeway) <= req.now => Err(TokenError::Expired),
         None if req.require_exp => Err(TokenError::Claim("exp")),
@@ -311,6 +328,40 @@ mod tests {
             ..req()
         };
         assert!(verify(&sign(&c, b"k"), &["k"], lax).is_ok());
+    }
+
+    #[test]
+    fn a_token_used_before_its_nbf_is_refused() {
+        let mut c = claims();
+        c["nbf"] = json!(NOW + 10);
+        let tok = sign(&c, b"k");
+        assert_eq!(verify(&tok, &["k"], req()), Err(TokenError::NotYetValid));
+        // Within the tolerated clock skew, or once its time has come, it is good.
+        let skewed = Requirements {
+            leeway: 10,
+            ..req()
+        };
+        assert!(verify(&tok, &["k"], skewed).is_ok());
+        c["nbf"] = json!(NOW);
+        assert!(verify(&sign(&c, b"k"), &["k"], req()).is_ok());
+        c["nbf"] = json!("soon");
+        assert_eq!(
+            verify(&sign(&c, b"k"), &["k"], req()),
+            Err(TokenError::Claim("nbf"))
+        );
+    }
+
+    #[test]
+    fn leeway_tolerates_a_recently_expired_token() {
+        let mut c = claims();
+        c["exp"] = json!(NOW - 5);
+        let tok = sign(&c, b"k");
+        assert_eq!(verify(&tok, &["k"], req()), Err(TokenError::Expired));
+        let skewed = Requirements {
+            leeway: 10,
+            ..req()
+        };
+        assert!(verify(&tok, &["k"], skewed).is_ok());
     }
 
     #[test]

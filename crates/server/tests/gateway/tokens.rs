@@ -247,3 +247,21 @@ async fn an_active_subscription_ends_with_token_expired_when_its_token_does() {
     assert_eq!(reply["channels"]["bornes"]["offset"], 2, "{reply}");
     node.running.shutdown().await;
 }
+
+/// `nbf` was ignored: a token signed for later opened the channel at once.
+#[tokio::test]
+async fn a_token_before_its_nbf_is_refused() {
+    let node = TestNode::base().await;
+    let mut client = node.client().await;
+    let mut later = claims("bornes", filters(), 3600);
+    later["nbf"] = json!(chouquette_core::clock::unix_now() + 600);
+    let reply = answer(&mut client, APP, &sign(&later, SECRET)).await;
+    assert_refused(&reply, "invalid_token");
+    assert!(
+        reply["message"].as_str().unwrap().contains("nbf"),
+        "{reply}"
+    );
+    later["nbf"] = json!(chouquette_core::clock::unix_now().saturating_sub(1));
+    let reply = answer(&mut client, APP, &sign(&later, SECRET)).await;
+    assert_eq!(reply["class"], "ack", "{reply}");
+}
