@@ -105,17 +105,56 @@ pub enum EventError {
     /// A name is empty, too long, or has characters outside the allowed set.
     #[error("`{0}` must be 1 to {MAX_NAME_LEN} bytes of letters, digits and `_-.:@/`")]
     BadName(&'static str),
-    /// Too many keywords, or one is too long or lacks a `name:` prefix.
-    #[error(
-        "keywords: at most {MAX_KEYWORDS}, each `name:value` of at most {MAX_KEYWORD_LEN} bytes"
-    )]
-    BadKeywords,
+    /// More than [`MAX_KEYWORDS`] keywords.
+    #[error("keywords: {0} given, at most {MAX_KEYWORDS}")]
+    TooManyKeywords(usize),
+    /// Keyword `index` is not `name:value` with a valid name, or too long.
+    #[error("keyword {index} (`{shown}`): {problem}")]
+    BadKeyword {
+        /// Its position in `keywords`.
+        index: usize,
+        /// The keyword, cut to 64 characters.
+        shown: String,
+        /// What is wrong with it.
+        problem: KeywordProblem,
+    },
     /// `key` is empty or too long.
     #[error("`key` must be 1 to {MAX_NAME_LEN} bytes")]
     BadKey,
     /// `id` is empty or too long.
     #[error("`id` must be 1 to {MAX_ID_LEN} bytes")]
     BadId,
+}
+
+/// What is wrong with one keyword.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeywordProblem {
+    /// No colon: filters match `name:value`, so it could never match.
+    #[error("must be `name:value`, e.g. `borne:B1`")]
+    NoColon,
+    /// The part before the first colon is empty or has other characters.
+    #[error("the name before the colon must be 1 or more letters, digits or `_-.@/`")]
+    BadName,
+    /// Longer than [`MAX_KEYWORD_LEN`].
+    #[error("longer than {MAX_KEYWORD_LEN} bytes")]
+    TooLong,
+}
+
+/// Checks one keyword: `name:value`, the name in the name alphabet (the
+/// value is anything: it is compared, never interpreted).
+fn check_keyword(keyword: &str) -> Result<(), KeywordProblem> {
+    if keyword.len() > MAX_KEYWORD_LEN {
+        return Err(KeywordProblem::TooLong);
+    }
+    let Some((name, _value)) = keyword.split_once(':') else {
+        return Err(KeywordProblem::NoColon);
+    };
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_-.@/".contains(&b);
+    if name.is_empty() || !name.bytes().all(allowed) {
+        return Err(KeywordProblem::BadName);
+    }
+    Ok(())
 }
 
 /// Whether `name` is acceptable as a channel name or event kind.
@@ -136,13 +175,15 @@ impl NewEvent {
         if !valid_name(&self.event_kind) || self.event_kind == "*" {
             return Err(EventError::BadName("event_kind"));
         }
-        if self.keywords.len() > MAX_KEYWORDS
-            || self
-                .keywords
-                .iter()
-                .any(|k| k.len() > MAX_KEYWORD_LEN || !k.contains(':'))
-        {
-            return Err(EventError::BadKeywords);
+        if self.keywords.len() > MAX_KEYWORDS {
+            return Err(EventError::TooManyKeywords(self.keywords.len()));
+        }
+        for (index, keyword) in self.keywords.iter().enumerate() {
+            check_keyword(keyword).map_err(|problem| EventError::BadKeyword {
+                index,
+                shown: keyword.chars().take(64).collect(),
+                problem,
+            })?;
         }
         if self
             .key
@@ -279,8 +320,35 @@ mod tests {
         assert_eq!(ok.data.get(), "null");
         let bad = event(r#"{"app_id":"a","channel":"","event_kind":"alarm"}"#);
         assert_eq!(bad.validate(), Err(EventError::BadName("channel")));
-        let bad = event(r#"{"app_id":"a","channel":"c","event_kind":"a","keywords":["nocolon"]}"#);
-        assert_eq!(bad.validate(), Err(EventError::BadKeywords));
+        let keyword = |k: &str| {
+            let json = serde_json::json!({"app_id": "a", "channel": "c", "event_kind": "a",
+                                          "keywords": ["ok:1", k]});
+            event(&json.to_string()).validate()
+        };
+        let problem = |p| {
+            move |shown: &str| EventError::BadKeyword {
+                index: 1,
+                shown: shown.into(),
+                problem: p,
+            }
+        };
+        assert_eq!(keyword("B1"), Err(problem(KeywordProblem::NoColon)("B1")));
+        assert_eq!(keyword(":B1"), Err(problem(KeywordProblem::BadName)(":B1")));
+        let spaced = "bo rne:B1";
+        assert_eq!(
+            keyword(spaced),
+            Err(problem(KeywordProblem::BadName)(spaced))
+        );
+        assert_eq!(keyword("borne:B1 and more: yes"), Ok(()));
+        assert_eq!(keyword("user.id:"), Ok(()));
+        let long = format!("k:{}", "x".repeat(MAX_KEYWORD_LEN));
+        assert!(matches!(
+            keyword(&long),
+            Err(EventError::BadKeyword {
+                problem: KeywordProblem::TooLong,
+                ..
+            })
+        ));
         assert!(
             serde_json::from_str::<NewEvent>(
                 r#"{"app_id":"a","channel":"c","event_kind":"a","x":1}"#

@@ -200,3 +200,32 @@ async fn a_retried_publish_with_an_id_is_published_once() {
     }
     assert_eq!(next_offset(&node, "bornes").await, 3);
 }
+
+/// A keyword without a colon got "at most 64, each `name:value`…", which
+/// does not say which keyword or what is wrong, while `:B1` and `bo rne:B1`
+/// (which no filter can match) were accepted.
+#[tokio::test]
+async fn a_bad_keyword_is_named_with_what_is_wrong() {
+    let node = TestNode::base().await;
+    let before = next_offset(&node, "bornes").await;
+    for (keyword, says) in [
+        ("B1", "must be `name:value`"),
+        (":B1", "name before the colon"),
+        ("bo rne:B1", "name before the colon"),
+    ] {
+        let bad = event("bornes", "alarm", &["level:critical", keyword], json!(1));
+        let (status, body) = node.publish_raw(API_KEY, &bad).await;
+        assert_error(status, &body, 400, "bad_message");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("keyword 1 (`{keyword}`)")),
+            "{message}"
+        );
+        assert!(message.contains(says), "{message}");
+    }
+    assert_eq!(
+        next_offset(&node, "bornes").await,
+        before + 1,
+        "nothing published"
+    );
+}
