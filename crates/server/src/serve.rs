@@ -403,9 +403,24 @@ async fn serve(
         }
         drained_tx.send_replace(true);
     };
-    let (_, internal_result) = tokio::join!(public_then_drain, internal_server.into_future());
-    if let Err(e) = internal_result {
-        tracing::error!(error = %e, "internal listener failed");
+    let serving = async {
+        let (_, internal) = tokio::join!(public_then_drain, internal_server.into_future());
+        if let Err(e) = internal {
+            tracing::error!(error = %e, "internal listener failed");
+        }
+    };
+    // The grace time counts from the stop, whatever the servers wait for:
+    // axum's graceful shutdown waits for every HTTP connection, and a client
+    // that stopped reading would hold it forever. Past it, what is left is
+    // dropped and the process exits.
+    let mut stop = shutdown.clone();
+    let deadline = async move {
+        stop.stopped().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        () = serving => {}
+        () = deadline => tracing::warn!(?grace, "grace time passed: closing what is still open"),
     }
     tracing::info!("chouquette stopped");
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chouquette::testkit::TestNode;
+use chouquette::testkit::{BASE_CONFIG, TestNode, token};
 use serde_json::json;
 
 use crate::common::{assert_envelope, event, offsets};
@@ -84,4 +84,31 @@ async fn events_queued_when_the_stop_comes_are_delivered_before_the_reset() {
         assert_eq!(code, 1001);
     }
     node.running.wait().await;
+}
+
+/// SIGTERM could hang past the grace time: the grace timer started only
+/// after axum's graceful shutdown, which waits for every HTTP connection,
+/// and an SSE client that stops reading keeps its response pending forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_stops_within_its_grace_time_despite_a_client_that_stopped_reading() {
+    use tokio::io::AsyncWriteExt;
+    let config = format!("{BASE_CONFIG}\n[shutdown]\ngrace = \"1s\"\n");
+    let node = TestNode::start(&config).await;
+    let sub = token("bornes", json!({"*": {}}), 3600);
+    let mut stalled = tokio::net::TcpStream::connect(node.running.public)
+        .await
+        .expect("connect");
+    let head = format!("GET /sse?sub={sub} HTTP/1.1\r\nHost: test\r\n\r\n");
+    stalled.write_all(head.as_bytes()).await.expect("request");
+    // Far more than the socket buffers hold: the gateway's writes block.
+    let big = "x".repeat(60_000);
+    for _ in 0..300 {
+        node.publish_event(&event("bornes", "big", &[], json!(big)))
+            .await;
+    }
+    node.running.stop();
+    tokio::time::timeout(Duration::from_secs(5), node.running.wait())
+        .await
+        .expect("the node stops within its grace time (1 s), and a margin");
+    drop(stalled);
 }
