@@ -313,6 +313,7 @@ var Link = class {
     this.isOpen = false;
     this.awaitingAnswer = false;
     this.asked = Object.keys(request.channels);
+    this.lastError = void 0;
     if (!(seamless && this.state.state === "open")) this.setState({ state: "connecting", transport: name });
     let transport;
     const mine = () => transport !== void 0 && this.transport === transport;
@@ -337,13 +338,16 @@ var Link = class {
         let refused = false;
         for (const channel of this.asked) {
           const w = this.wanted.get(channel);
-          if (w?.active && !(channel in seen)) {
+          if (w?.active && !Object.prototype.hasOwnProperty.call(seen, channel)) {
             w.active = false;
             w.ended = this.lastError ?? "invalid_token";
             refused = true;
           }
         }
-        if (refused && !this.settle()) return;
+        if (refused) {
+          if (!this.settle()) return;
+          if (name === "poll") this.restartSoon();
+        }
         this.answered(name);
       },
       closed: (info) => {
@@ -455,14 +459,16 @@ var Link = class {
           w.ended = code;
         }
         this.onMessage(m);
-        if (ended.length && this.settle() && this.transport?.name === "poll") {
-          const transport = this.transport;
-          queueMicrotask(() => transport === this.transport && this.restart());
-        }
+        if (ended.length && this.settle() && this.transport?.name === "poll") this.restartSoon();
         return;
       }
     }
     this.onMessage(m);
+  }
+  /** Polls carry their tokens: once this one's answer is handled, poll again without the ended channels. */
+  restartSoon() {
+    const transport = this.transport;
+    queueMicrotask(() => transport && transport === this.transport && this.restart());
   }
   /** Reconnects at once with the current request (not a failure: no backoff, and an open state stays open). */
   restart() {

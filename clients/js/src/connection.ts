@@ -194,6 +194,7 @@ export class Link {
     this.isOpen = false;
     this.awaitingAnswer = false;
     this.asked = Object.keys(request.channels);
+    this.lastError = undefined;
     if (!(seamless && this.state.state === 'open')) this.setState({ state: 'connecting', transport: name });
     let transport: Transport | undefined;
     const mine = () => transport !== undefined && this.transport === transport;
@@ -222,13 +223,16 @@ export class Link {
         let refused = false;
         for (const channel of this.asked) {
           const w = this.wanted.get(channel);
-          if (w?.active && !(channel in seen)) {
+          if (w?.active && !Object.prototype.hasOwnProperty.call(seen, channel)) {
             w.active = false;
             w.ended = this.lastError ?? 'invalid_token';
             refused = true;
           }
         }
-        if (refused && !this.settle()) return;
+        if (refused) {
+          if (!this.settle()) return;
+          if (name === 'poll') this.restartSoon();
+        }
         this.answered(name);
       },
       closed: (info) => {
@@ -355,15 +359,17 @@ export class Link {
         }
         // The error first, then what it does to the state.
         this.onMessage(m);
-        if (ended.length && this.settle() && this.transport?.name === 'poll') {
-          // Polls carry their tokens: leave the ended ones out of the next.
-          const transport = this.transport;
-          queueMicrotask(() => transport === this.transport && this.restart());
-        }
+        if (ended.length && this.settle() && this.transport?.name === 'poll') this.restartSoon();
         return;
       }
     }
     this.onMessage(m);
+  }
+
+  /** Polls carry their tokens: once this one's answer is handled, poll again without the ended channels. */
+  private restartSoon(): void {
+    const transport = this.transport;
+    queueMicrotask(() => transport && transport === this.transport && this.restart());
   }
 
   /** Reconnects at once with the current request (not a failure: no backoff, and an open state stays open). */

@@ -158,7 +158,7 @@ test('link: a subscribe whose every channel is refused is not reported open (web
   app.l.close();
 });
 
-test('link: a refused SSE or poll subscription is not reported open (its first cursor names no channel)', () => {
+test('link: a refused SSE or poll subscription is not reported open (its first cursor names no channel)', async () => {
   const sse = link({ order: ['sse'] });
   sse.l.want({ bornes: { filters: 'GARBAGE' } });
   sse.sse[0].open();
@@ -179,6 +179,17 @@ test('link: a refused SSE or poll subscription is not reported open (its first c
   assert.ok(!poll.states.some((s) => s.state === 'open'));
   assert.equal(poll.poll.length, 1, 'no more polls with a refused token');
   poll.l.close();
+
+  // One token unreadable, the other taken: open, and later polls leave the refused one out.
+  const partial = link({ order: ['poll'] });
+  partial.l.want({ bornes: { filters: 'GARBAGE' }, other: { filters: 'OK' } });
+  partial.poll[0].open();
+  partial.poll[0].push({ class: 'error', code: 'invalid_token' }, ack('e1', 2, 'other'));
+  partial.poll[0].sink.cursor(cursorOf(['bluelib', 'other', 'e1', 2]));
+  assert.deepEqual(partial.states.at(-1), { state: 'open', transport: 'poll' });
+  await tick(1);
+  assert.deepEqual(Object.keys(partial.poll[1].request.channels), ['other']);
+  partial.l.close();
 });
 
 // Issue 10: long-polling said \`closed\` (\`no active subscription\`) at every
