@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The browser client (clients/js): dependencies from the lockfile, type check,
-# unit tests, the committed dist/ against a fresh build, then the gateway and
+# unit tests, the committed dist/ against a fresh build, the package installed
+# from its packed tarball (as the README says), then the gateway and
 # the end-to-end tests in headless Chromium. Any failure fails the script;
 # nothing is skipped (no Chromium is a failure).
 set -euo pipefail
@@ -27,6 +28,9 @@ npm run test:unit
 
 echo "== dist/ is up to date (it is committed: the demo embeds dist/chouquette.js)"
 npm run check-dist
+
+echo "== install as the README says (npm pack, then npm install the tarball offline)"
+npm run check-install
 
 echo "== gateway build"
 (cd "$ROOT" && cargo build -p chouquette --locked)

@@ -50,29 +50,52 @@ export interface ResetEvent {
     channel?: string;
     message: ServerMessage;
 }
-/** `error`: from the gateway (its `code`), or from the client itself. */
+/** How one transport last failed before opening (see the `unreachable` error). */
+export interface TransportFailure {
+    transport: TransportName;
+    /** HTTP status, or WebSocket close code (1006: refused or cut before opening). */
+    code?: number;
+    /** What the browser said, e.g. `TypeError: Failed to fetch (...)` or `HTTP 403`. */
+    reason?: string;
+}
+/**
+ * `error`: from the gateway (its `code`: `invalid_token`, `not_allowed`,
+ * ...), or from the client itself: `subscription_failed` (`getSubscription`
+ * failed) and `unreachable` (no transport could open: `failures` says how
+ * each failed).
+ */
 export interface ErrorEvent {
     code: string;
     message: string;
     channel?: string;
     ref?: string;
+    /** With `unreachable`: each transport's last failure, in the order tried. */
+    failures?: TransportFailure[];
 }
 /**
- * `open`: the subscription is in effect, so every event published from then
- * on reaches the client (over WebSocket, once the gateway has answered the
- * subscribe message; for a tab joining a shared connection, once its
- * snapshots are in).
+ * `open`: the subscription is in effect (the gateway took at least one of
+ * its channels), so every event published from then on reaches the client
+ * (once the gateway has answered the subscription; for a tab joining a
+ * shared connection, once its snapshots are in). It stays `open` through a
+ * token refresh.
+ *
+ * `refused`: the gateway refused every channel of the subscription
+ * (`reason`: the `error` code, e.g. `invalid_token`); the connection is
+ * dropped. With `getSubscription` the client asks it again after `delay` ms
+ * and subscribes with what it gives; with a fixed `subscription` it tries
+ * again only for a passing refusal (`rate_limited`, `unavailable`,
+ * `disabled`, `too_many_subscriptions`), else `refused` is final.
  */
-export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'refused' | 'closed';
 /** `state`: where the connection stands, and over which transport. */
 export interface StateEvent {
     state: ConnectionState;
     transport?: TransportName;
-    /** Why it closed or reconnects (`shutdown`, `hidden`, a close reason...). */
+    /** Why it closed, reconnects or was refused (`shutdown`, `hidden`, a close reason, the refusal's error code...). */
     reason?: string;
     /** WebSocket close code or HTTP status, when there was one. */
     code?: number;
-    /** Reconnection attempt (1, 2, ...) and the delay before it, in ms. */
+    /** Reconnection attempt (1, 2, ...) and the delay before it, in ms (after `refused`: before asking again). */
     attempt?: number;
     delay?: number;
 }
@@ -154,6 +177,7 @@ export declare class Chouquette extends Emitter<ClientEvents> {
     private closed;
     private refreshing;
     private refreshBackoff;
+    private retryTimer?;
     private cleanup;
     constructor(options?: ChouquetteOptions);
     /** Fetches the subscription (if needed) and connects; resolves once it is sent on its way. */
@@ -164,6 +188,13 @@ export declare class Chouquette extends Emitter<ClientEvents> {
     since(channel: string): import("./types").Since | undefined;
     private deliver;
     private setState;
+    /**
+     * Every channel was refused. With `getSubscription`, ask the backend again
+     * after a backoff delay (a refused token is usually one the backend must
+     * replace: rotated secret, revoked rights); with a fixed subscription, try
+     * it again only when the refusal may pass.
+     */
+    private afterRefusal;
     private resubscribe;
     /** The subscription to send: the backend's, with `since` for every channel this client has a position for. */
     private request;

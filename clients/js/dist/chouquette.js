@@ -180,6 +180,8 @@ var TransportChooser = class {
   constructor(order, threshold) {
     this.order = order;
     this.threshold = threshold;
+    /** Full rounds of the order in which no transport opened. */
+    this.cycles = 0;
     this.index = 0;
     this.failures = 0;
     this.proven = /* @__PURE__ */ new Set();
@@ -197,10 +199,12 @@ var TransportChooser = class {
     if (!this.proven.has(this.current) && ++this.failures >= this.threshold) {
       this.failures = 0;
       this.index = (this.index + 1) % this.order.length;
+      if (this.index === 0) this.cycles += 1;
     }
     return this.current;
   }
 };
+var UNREACHABLE = "unreachable";
 var Link = class {
   constructor(app, options, onMessage, onState) {
     this.app = app;
@@ -212,11 +216,24 @@ var Link = class {
     this.wanted = /* @__PURE__ */ new Map();
     this.isOpen = false;
     /**
-     * The WebSocket is open but its subscribe message not answered yet: the
-     * subscription is not in effect (events published meanwhile are not for
-     * it), so the state stays `connecting` until the gateway answers it (`ack`, or `error`).
+     * The transport is open but the gateway has not answered its subscription
+     * yet: it is not in effect (events published meanwhile are not for it),
+     * so the state stays `connecting`. A WebSocket's answer ends with the
+     * `ack` (none when every channel is refused: only errors); an SSE or
+     * long-poll answer ends with its first cursor, which lists the channels
+     * subscribed.
      */
     this.awaitingAnswer = false;
+    /** The channels the current transport asked for. */
+    this.asked = [];
+    /**
+     * The next connection replaces an open one for the same subscription (new
+     * tokens, resumed with `since`/cursor): nothing is lost, the state stays
+     * `open` (no `connecting`), unless it fails.
+     */
+    this.seamless = false;
+    /** The last failure of each transport since one last opened (for `unreachable`). */
+    this.failures = /* @__PURE__ */ new Map();
     this.paused = false;
     this.stopped = false;
     this.shutdown = false;
@@ -234,7 +251,7 @@ var Link = class {
       const old = this.wanted.get(name);
       let needed = !old || !old.active || old.request.filters !== request.filters;
       if (since && this.positions.lower(name, since)) needed = true;
-      this.wanted.set(name, { request, fresh: old ? old.fresh && !since : !since, active: true });
+      this.wanted.set(name, { request, fresh: old ? old.fresh && !since : !since, active: true, ended: void 0 });
       if (needed) changed.push(name);
     }
     if (!changed.length || this.stopped || this.paused) return;
@@ -285,18 +302,19 @@ var Link = class {
   }
   connect() {
     this.timer = void 0;
+    const seamless = this.seamless;
+    this.seamless = false;
     if (this.stopped || this.paused) return;
     const request = this.request();
-    if (!Object.keys(request.channels).length) {
-      this.setState({ state: "closed", reason: "no active subscription" });
-      return;
-    }
+    if (!Object.keys(request.channels).length) return;
     const name = this.chooser.current;
     const factory = this.options.factories[name];
     if (!factory) throw new Error(`transport ${name} is not available`);
     this.isOpen = false;
     this.awaitingAnswer = false;
-    this.setState({ state: "connecting", transport: name });
+    this.asked = Object.keys(request.channels);
+    this.lastError = void 0;
+    if (!(seamless && this.state.state === "open")) this.setState({ state: "connecting", transport: name });
     let transport;
     const mine = () => transport !== void 0 && this.transport === transport;
     const sink = {
@@ -304,28 +322,47 @@ var Link = class {
         if (!mine()) return;
         this.isOpen = true;
         this.chooser.opened();
-        if (name === "websocket") this.awaitingAnswer = true;
-        else this.setState({ state: "open", transport: name });
+        this.failures.clear();
+        this.awaitingAnswer = true;
       },
       message: (m) => {
         if (!mine()) return;
-        if (this.awaitingAnswer && (m.class === "ack" || m.class === "error")) {
-          this.awaitingAnswer = false;
-          this.setState({ state: "open", transport: name });
-        }
         this.handle(m);
+        if (mine() && this.awaitingAnswer && name === "websocket" && m.class === "ack") this.answered(name);
       },
       cursor: (cursor) => {
         if (!mine()) return;
         const seen = this.positions.absorbCursor(this.app, cursor);
         if (seen && Object.keys(seen).length) this.onMessage({ class: "_position", channels: seen });
+        if (!mine() || !this.awaitingAnswer || !seen) return;
+        let refused = false;
+        for (const channel of this.asked) {
+          const w = this.wanted.get(channel);
+          if (w?.active && !Object.prototype.hasOwnProperty.call(seen, channel)) {
+            w.active = false;
+            w.ended = this.lastError ?? "invalid_token";
+            refused = true;
+          }
+        }
+        if (refused) {
+          if (!this.settle()) return;
+          if (name === "poll") this.restartSoon();
+        }
+        this.answered(name);
       },
       closed: (info) => {
         if (!mine()) return;
         this.transport = void 0;
-        if (!this.isOpen) this.chooser.failed();
+        let cycled = false;
+        if (!this.isOpen) {
+          this.failures.set(name, { transport: name, code: info.code, reason: info.reason || void 0 });
+          const cycles = this.chooser.cycles;
+          this.chooser.failed();
+          cycled = this.chooser.cycles > cycles;
+        }
         this.isOpen = false;
         this.awaitingAnswer = false;
+        if (cycled) this.unreachable();
         const delay = this.backoff.next();
         this.setState({
           state: "reconnecting",
@@ -342,6 +379,52 @@ var Link = class {
     transport = factory(request, sink);
     this.transport = transport;
   }
+  /** The gateway answered the subscription and took at least one channel: it is in effect. */
+  answered(name) {
+    this.awaitingAnswer = false;
+    this.lastError = void 0;
+    if (this.state.state !== "open" || this.state.transport !== name) this.setState({ state: "open", transport: name });
+  }
+  /**
+   * After channels were ended or refused: true while some channel is still
+   * active. When none is, either every one expired and a fresh token is on
+   * its way (nothing to report: SSE and long-polling stop and reopen with the
+   * cursor when it comes, a WebSocket sends it on the same socket), or the
+   * subscription was refused: the connection is dropped and the state says
+   * `refused` with the code, until `want()` brings new tokens.
+   */
+  settle() {
+    const wanted = [...this.wanted.values()];
+    if (wanted.some((w) => w.active)) return true;
+    const codes = wanted.map((w) => w.ended ?? "refused");
+    if (this.options.refreshable && codes.every((c) => c === "token_expired")) {
+      if (this.transport && this.transport.name !== "websocket") {
+        this.seamless = this.state.state === "open";
+        this.drop();
+      }
+      return false;
+    }
+    const transport = this.transport?.name ?? this.chooser.current;
+    this.drop();
+    this.setState({ state: "refused", transport, reason: codes.find((c) => c !== "token_expired") ?? codes[0] });
+    return false;
+  }
+  /**
+   * A whole round of the transports failed before any opened: tell the app
+   * (an `error` `unreachable`), with each transport's last failure as far as
+   * the browser lets it know (a CORS refusal and a network error look alike
+   * to a page); the reconnection goes on with backoff.
+   */
+  unreachable() {
+    const failures = this.options.order.flatMap((t) => this.failures.get(t) ?? []);
+    const what = (f) => `${f.transport}: ${f.reason ?? (f.code !== void 0 ? `closed (code ${f.code})` : "failed")}${f.transport === "websocket" && f.code === 1006 && !f.reason ? " before opening (refused, or blocked on the way)" : ""}`;
+    this.onMessage({
+      class: "error",
+      code: UNREACHABLE,
+      message: `the gateway cannot be reached from this page (${failures.map(what).join("; ")}); retrying with backoff`,
+      failures
+    });
+  }
   handle(m) {
     switch (m.class) {
       case "data":
@@ -357,18 +440,39 @@ var Link = class {
         if (m.reason === "shutdown") this.shutdown = true;
         break;
       case "error": {
-        const w = m.channel === void 0 ? void 0 : this.wanted.get(m.channel);
-        if (w) {
-          w.active = false;
-          if (this.transport?.name === "poll") queueMicrotask(() => this.restart());
+        const code = String(m.code ?? "error");
+        const ended = [];
+        if (m.channel !== void 0) {
+          const w = this.wanted.get(m.channel);
+          if (w?.active) ended.push(w);
+        } else if (this.awaitingAnswer) {
+          this.lastError = code;
+          if (this.transport?.name === "websocket") {
+            for (const name of this.asked) {
+              const w = this.wanted.get(name);
+              if (w?.active) ended.push(w);
+            }
+          }
         }
-        break;
+        for (const w of ended) {
+          w.active = false;
+          w.ended = code;
+        }
+        this.onMessage(m);
+        if (ended.length && this.settle() && this.transport?.name === "poll") this.restartSoon();
+        return;
       }
     }
     this.onMessage(m);
   }
-  /** Reconnects at once with the current request (not a failure: no backoff). */
+  /** Polls carry their tokens: once this one's answer is handled, poll again without the ended channels. */
+  restartSoon() {
+    const transport = this.transport;
+    queueMicrotask(() => transport && transport === this.transport && this.restart());
+  }
+  /** Reconnects at once with the current request (not a failure: no backoff, and an open state stays open). */
   restart() {
+    this.seamless = this.state.state === "open";
     this.drop();
     this.connect();
   }
@@ -450,6 +554,20 @@ function urlWith(base, request, extra = {}) {
   if (request.cursor) url.searchParams.set("cursor", request.cursor);
   for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, v);
   return url.toString();
+}
+function fetchFailure(url, e) {
+  const what = String(e);
+  if (!(e instanceof TypeError)) return what;
+  const page = globalThis.location;
+  let target;
+  try {
+    target = new URL(url, page?.href).origin;
+  } catch {
+  }
+  if (page && target && target !== page.origin) {
+    return `${what} (a cross-origin request from ${page.origin} to ${target}: blocked unless the gateway allows this origin (CORS); or the network or the gateway is down)`;
+  }
+  return `${what} (the network or the gateway is down, or a proxy refused the request)`;
 }
 
 // src/hub.ts
@@ -768,8 +886,8 @@ function pollTransport(url, timeoutSecs = 25, fetchFn = (...a) => globalThis.fet
       done = true;
       sink.closed(info);
     };
+    let opened = false;
     (async () => {
-      let opened = false;
       while (!done) {
         abort = new AbortController();
         const guard = setTimeout(() => abort?.abort(), (timeoutSecs + 15) * 1e3);
@@ -801,7 +919,7 @@ function pollTransport(url, timeoutSecs = 25, fetchFn = (...a) => globalThis.fet
           sink.cursor(cursor);
         }
       }
-    })().catch((e) => finish({ reason: String(e) }));
+    })().catch((e) => finish({ reason: opened ? String(e) : fetchFailure(url, e) }));
     return {
       name: "poll",
       close() {
@@ -853,6 +971,7 @@ function sseTransport(url, idleTimeout = 45e3, fetchFn = (...a) => globalThis.fe
     const abort = new AbortController();
     let done = false;
     let idle;
+    let opened = false;
     const finish = (info) => {
       clearTimeout(idle);
       if (done) return;
@@ -875,6 +994,7 @@ function sseTransport(url, idleTimeout = 45e3, fetchFn = (...a) => globalThis.fe
         return finish({ code: res.status, reason: `HTTP ${res.status}` });
       }
       if (done) return;
+      opened = true;
       sink.opened();
       watchdog();
       const reader = res.body.getReader();
@@ -896,7 +1016,7 @@ function sseTransport(url, idleTimeout = 45e3, fetchFn = (...a) => globalThis.fe
           if (event.id) sink.cursor(event.id);
         }
       }
-    })().catch((e) => finish({ reason: String(e) }));
+    })().catch((e) => finish({ reason: opened ? String(e) : fetchFailure(url, e) }));
     return {
       name: "sse",
       close() {
@@ -940,7 +1060,7 @@ function websocketTransport(url, Socket = globalThis.WebSocket) {
     };
     ws.onclose = (e) => finish({ code: e.code, reason: e.reason });
     ws.onerror = () => {
-      if (ws.readyState === ws.CLOSED) finish({});
+      if (ws.readyState === ws.CLOSED) setTimeout(() => finish({}), 0);
     };
     return {
       name: "websocket",
@@ -962,6 +1082,7 @@ function websocketTransport(url, Socket = globalThis.WebSocket) {
 }
 
 // src/client.ts
+var PASSING_REFUSALS = /* @__PURE__ */ new Set(["rate_limited", "unavailable", "disabled", "too_many_subscriptions"]);
 function transportUrls(options) {
   const loc = globalThis.location;
   const ws = options.url ?? (loc ? `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws` : void 0);
@@ -1009,6 +1130,7 @@ var Chouquette = class extends Emitter {
   close() {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.retryTimer);
     for (const undo of this.cleanup) undo();
     this.port?.close();
     this.state = { state: "closed", reason: "closed" };
@@ -1030,7 +1152,7 @@ var Chouquette = class extends Emitter {
       case "ack":
       case "_position":
         this.seen.acknowledge(m);
-        if (m.class === "ack") this.refreshBackoff.reset();
+        this.refreshBackoff.reset();
         return;
       case "reset": {
         const reason = String(m.reason ?? "");
@@ -1044,7 +1166,8 @@ var Chouquette = class extends Emitter {
           this.refresh();
           return;
         }
-        this.emit("error", { code, message: String(m.message ?? ""), channel: m.channel, ref: m.ref });
+        const failures = Array.isArray(m.failures) ? { failures: m.failures } : {};
+        this.emit("error", { code, message: String(m.message ?? ""), channel: m.channel, ref: m.ref, ...failures });
         return;
       }
       default:
@@ -1052,8 +1175,33 @@ var Chouquette = class extends Emitter {
     }
   }
   setState(s) {
+    if (s.state === "refused" && !this.closed) s = this.afterRefusal(s);
     this.state = s;
     this.emit("state", s);
+  }
+  /**
+   * Every channel was refused. With `getSubscription`, ask the backend again
+   * after a backoff delay (a refused token is usually one the backend must
+   * replace: rotated secret, revoked rights); with a fixed subscription, try
+   * it again only when the refusal may pass.
+   */
+  afterRefusal(s) {
+    const { getSubscription } = this.options;
+    if (!getSubscription && !PASSING_REFUSALS.has(s.reason ?? "")) return s;
+    clearTimeout(this.retryTimer);
+    const delay = this.refreshBackoff.next();
+    this.retryTimer = setTimeout(async () => {
+      if (this.closed || this.refreshing) return;
+      if (getSubscription) {
+        this.refreshing = true;
+        const m = await this.obtain();
+        this.refreshing = false;
+        if (!m || this.closed) return;
+        this.message = m;
+      }
+      this.port?.put(this.request(), this.visible());
+    }, delay);
+    return { ...s, attempt: this.refreshBackoff.attempt, delay };
   }
   resubscribe() {
     if (this.message && !this.closed) this.port?.put(this.request(), this.visible());
@@ -1113,7 +1261,8 @@ var Chouquette = class extends Emitter {
       fallbackAfter: o.fallbackAfter ?? 2,
       backoff: o.backoff ?? DEFAULT_BACKOFF,
       hiddenTimeout: o.hiddenTimeout,
-      pollUrl: urls.poll
+      pollUrl: urls.poll,
+      refreshable: !!o.getSubscription
     };
     const owner = {
       tab: this.tab,

@@ -14,11 +14,18 @@ import type {
   ChouquetteOptions,
   ClientEvents,
   DataMessage,
+  ErrorEvent,
   ServerMessage,
   StateEvent,
   SubscribeMessage,
   TransportName,
 } from './types';
+
+/**
+ * Refusals that may pass with time: with a fixed `subscription`, the client
+ * tries again (with backoff) after these; other refusals are final.
+ */
+const PASSING_REFUSALS = new Set(['rate_limited', 'unavailable', 'disabled', 'too_many_subscriptions']);
 
 /** The URLs of the three transports, from the WebSocket one. */
 export function transportUrls(options: Pick<ChouquetteOptions, 'url' | 'sseUrl' | 'pollUrl'>): Record<TransportName, string> {
@@ -46,6 +53,7 @@ export class Chouquette extends Emitter<ClientEvents> {
   private closed = false;
   private refreshing = false;
   private refreshBackoff: Backoff;
+  private retryTimer?: ReturnType<typeof setTimeout>;
   private cleanup: (() => void)[] = [];
 
   constructor(private options: ChouquetteOptions = {}) {
@@ -74,6 +82,7 @@ export class Chouquette extends Emitter<ClientEvents> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.retryTimer);
     for (const undo of this.cleanup) undo();
     this.port?.close();
     this.state = { state: 'closed', reason: 'closed' };
@@ -98,7 +107,8 @@ export class Chouquette extends Emitter<ClientEvents> {
       case 'ack':
       case '_position':
         this.seen.acknowledge(m);
-        if (m.class === 'ack') this.refreshBackoff.reset();
+        // The gateway took the subscription (an ack, or a cursor naming its channels).
+        this.refreshBackoff.reset();
         return;
       case 'reset': {
         const reason = String(m.reason ?? '');
@@ -113,7 +123,8 @@ export class Chouquette extends Emitter<ClientEvents> {
           this.refresh();
           return;
         }
-        this.emit('error', { code, message: String(m.message ?? ''), channel: m.channel, ref: m.ref });
+        const failures = Array.isArray(m.failures) ? { failures: m.failures as ErrorEvent['failures'] } : {};
+        this.emit('error', { code, message: String(m.message ?? ''), channel: m.channel, ref: m.ref, ...failures });
         return;
       }
       default:
@@ -122,8 +133,34 @@ export class Chouquette extends Emitter<ClientEvents> {
   }
 
   private setState(s: StateEvent): void {
+    if (s.state === 'refused' && !this.closed) s = this.afterRefusal(s);
     this.state = s;
     this.emit('state', s);
+  }
+
+  /**
+   * Every channel was refused. With `getSubscription`, ask the backend again
+   * after a backoff delay (a refused token is usually one the backend must
+   * replace: rotated secret, revoked rights); with a fixed subscription, try
+   * it again only when the refusal may pass.
+   */
+  private afterRefusal(s: StateEvent): StateEvent {
+    const { getSubscription } = this.options;
+    if (!getSubscription && !PASSING_REFUSALS.has(s.reason ?? '')) return s;
+    clearTimeout(this.retryTimer);
+    const delay = this.refreshBackoff.next();
+    this.retryTimer = setTimeout(async () => {
+      if (this.closed || this.refreshing) return;
+      if (getSubscription) {
+        this.refreshing = true;
+        const m = await this.obtain();
+        this.refreshing = false;
+        if (!m || this.closed) return;
+        this.message = m;
+      }
+      this.port?.put(this.request(), this.visible());
+    }, delay);
+    return { ...s, attempt: this.refreshBackoff.attempt, delay };
   }
 
   private resubscribe(): void {
@@ -190,6 +227,7 @@ export class Chouquette extends Emitter<ClientEvents> {
       backoff: o.backoff ?? DEFAULT_BACKOFF,
       hiddenTimeout: o.hiddenTimeout,
       pollUrl: urls.poll,
+      refreshable: !!o.getSubscription,
     };
     const owner: PortOwner = {
       tab: this.tab,

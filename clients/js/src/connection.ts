@@ -6,7 +6,7 @@
 import { Backoff } from './backoff';
 import { ResumeState } from './resume';
 import type { Transport, TransportFactory, TransportRequest, TransportSink } from './transports/transport';
-import type { BackoffOptions, ChannelRequest, ServerMessage, StateEvent, TransportName } from './types';
+import type { BackoffOptions, ChannelRequest, ServerMessage, StateEvent, TransportFailure, TransportName } from './types';
 
 /**
  * Which transport to try next. A transport that never opened is given up
@@ -15,6 +15,8 @@ import type { BackoffOptions, ChannelRequest, ServerMessage, StateEvent, Transpo
  * opened once is kept: its failures mean the gateway is away, not blocked.
  */
 export class TransportChooser {
+  /** Full rounds of the order in which no transport opened. */
+  cycles = 0;
   private index = 0;
   private failures = 0;
   private proven = new Set<TransportName>();
@@ -37,6 +39,7 @@ export class TransportChooser {
     if (!this.proven.has(this.current) && ++this.failures >= this.threshold) {
       this.failures = 0;
       this.index = (this.index + 1) % this.order.length;
+      if (this.index === 0) this.cycles += 1;
     }
     return this.current;
   }
@@ -48,6 +51,12 @@ export interface LinkOptions {
   fallbackAfter: number;
   backoff: BackoffOptions;
   random?: () => number;
+  /**
+   * A fresh token follows a `token_expired` (the client has
+   * `getSubscription`): a connection whose every channel expired waits for
+   * it quietly. Otherwise an expiry ends the subscription like a refusal.
+   */
+  refreshable?: boolean;
 }
 
 interface Wanted {
@@ -56,7 +65,12 @@ interface Wanted {
   fresh: boolean;
   /** False after an error ended it (e.g. `token_expired`) until a new token comes. */
   active: boolean;
+  /** The error code that ended it. */
+  ended?: string;
 }
+
+/** Error codes a client may see that the gateway does not send (see `unreachable()`). */
+export const UNREACHABLE = 'unreachable';
 
 export class Link {
   readonly positions = new ResumeState();
@@ -67,11 +81,24 @@ export class Link {
   private transport?: Transport;
   private isOpen = false;
   /**
-   * The WebSocket is open but its subscribe message not answered yet: the
-   * subscription is not in effect (events published meanwhile are not for
-   * it), so the state stays `connecting` until the gateway answers it (`ack`, or `error`).
+   * The transport is open but the gateway has not answered its subscription
+   * yet: it is not in effect (events published meanwhile are not for it),
+   * so the state stays `connecting`. A WebSocket's answer ends with the
+   * `ack` (none when every channel is refused: only errors); an SSE or
+   * long-poll answer ends with its first cursor, which lists the channels
+   * subscribed.
    */
   private awaitingAnswer = false;
+  /** The channels the current transport asked for. */
+  private asked: string[] = [];
+  /**
+   * The next connection replaces an open one for the same subscription (new
+   * tokens, resumed with `since`/cursor): nothing is lost, the state stays
+   * `open` (no `connecting`), unless it fails.
+   */
+  private seamless = false;
+  /** The last failure of each transport since one last opened (for `unreachable`). */
+  private failures = new Map<TransportName, TransportFailure>();
   private timer?: ReturnType<typeof setTimeout>;
   private paused = false;
   private stopped = false;
@@ -97,7 +124,7 @@ export class Link {
       const old = this.wanted.get(name);
       let needed = !old || !old.active || old.request.filters !== request.filters;
       if (since && this.positions.lower(name, since)) needed = true;
-      this.wanted.set(name, { request, fresh: old ? old.fresh && !since : !since, active: true });
+      this.wanted.set(name, { request, fresh: old ? old.fresh && !since : !since, active: true, ended: undefined });
       if (needed) changed.push(name);
     }
     if (!changed.length || this.stopped || this.paused) return;
@@ -154,18 +181,21 @@ export class Link {
 
   private connect(): void {
     this.timer = undefined;
+    const seamless = this.seamless;
+    this.seamless = false;
     if (this.stopped || this.paused) return;
     const request = this.request();
-    if (!Object.keys(request.channels).length) {
-      this.setState({ state: 'closed', reason: 'no active subscription' });
-      return;
-    }
+    // Nothing active: every channel waits for a fresh token (or was refused,
+    // which `settle()` reported). `want()` connects again.
+    if (!Object.keys(request.channels).length) return;
     const name = this.chooser.current;
     const factory = this.options.factories[name];
     if (!factory) throw new Error(`transport ${name} is not available`);
     this.isOpen = false;
     this.awaitingAnswer = false;
-    this.setState({ state: 'connecting', transport: name });
+    this.asked = Object.keys(request.channels);
+    this.lastError = undefined;
+    if (!(seamless && this.state.state === 'open')) this.setState({ state: 'connecting', transport: name });
     let transport: Transport | undefined;
     const mine = () => transport !== undefined && this.transport === transport;
     const sink: TransportSink = {
@@ -173,30 +203,51 @@ export class Link {
         if (!mine()) return;
         this.isOpen = true;
         this.chooser.opened();
-        // SSE and long-polling carry the subscription in the request: it is in
-        // effect once they open. A WebSocket sends it after opening.
-        if (name === 'websocket') this.awaitingAnswer = true;
-        else this.setState({ state: 'open', transport: name });
+        this.failures.clear();
+        this.awaitingAnswer = true;
       },
       message: (m) => {
         if (!mine()) return;
-        if (this.awaitingAnswer && (m.class === 'ack' || m.class === 'error')) {
-          this.awaitingAnswer = false;
-          this.setState({ state: 'open', transport: name });
-        }
         this.handle(m);
+        if (mine() && this.awaitingAnswer && name === 'websocket' && m.class === 'ack') this.answered(name);
       },
       cursor: (cursor) => {
         if (!mine()) return;
         const seen = this.positions.absorbCursor(this.app, cursor);
         if (seen && Object.keys(seen).length) this.onMessage({ class: '_position', channels: seen });
+        if (!mine() || !this.awaitingAnswer || !seen) return;
+        // The first cursor of an SSE stream or a poll closes the gateway's
+        // answer to the subscription in the URL, and names every channel it
+        // took: one missing was refused (by an error naming it, or naming no
+        // channel when the token could not even be read).
+        let refused = false;
+        for (const channel of this.asked) {
+          const w = this.wanted.get(channel);
+          if (w?.active && !Object.prototype.hasOwnProperty.call(seen, channel)) {
+            w.active = false;
+            w.ended = this.lastError ?? 'invalid_token';
+            refused = true;
+          }
+        }
+        if (refused) {
+          if (!this.settle()) return;
+          if (name === 'poll') this.restartSoon();
+        }
+        this.answered(name);
       },
       closed: (info) => {
         if (!mine()) return;
         this.transport = undefined;
-        if (!this.isOpen) this.chooser.failed();
+        let cycled = false;
+        if (!this.isOpen) {
+          this.failures.set(name, { transport: name, code: info.code, reason: info.reason || undefined });
+          const cycles = this.chooser.cycles;
+          this.chooser.failed();
+          cycled = this.chooser.cycles > cycles;
+        }
         this.isOpen = false;
         this.awaitingAnswer = false;
+        if (cycled) this.unreachable();
         const delay = this.backoff.next();
         this.setState({
           state: 'reconnecting',
@@ -215,6 +266,60 @@ export class Link {
   }
 
   private shutdown = false;
+  /** The code of the last error of the current answer that named no channel. */
+  private lastError?: string;
+
+  /** The gateway answered the subscription and took at least one channel: it is in effect. */
+  private answered(name: TransportName): void {
+    this.awaitingAnswer = false;
+    this.lastError = undefined;
+    if (this.state.state !== 'open' || this.state.transport !== name) this.setState({ state: 'open', transport: name });
+  }
+
+  /**
+   * After channels were ended or refused: true while some channel is still
+   * active. When none is, either every one expired and a fresh token is on
+   * its way (nothing to report: SSE and long-polling stop and reopen with the
+   * cursor when it comes, a WebSocket sends it on the same socket), or the
+   * subscription was refused: the connection is dropped and the state says
+   * `refused` with the code, until `want()` brings new tokens.
+   */
+  private settle(): boolean {
+    const wanted = [...this.wanted.values()];
+    if (wanted.some((w) => w.active)) return true;
+    const codes = wanted.map((w) => w.ended ?? 'refused');
+    if (this.options.refreshable && codes.every((c) => c === 'token_expired')) {
+      if (this.transport && this.transport.name !== 'websocket') {
+        this.seamless = this.state.state === 'open';
+        this.drop();
+      }
+      return false;
+    }
+    const transport = this.transport?.name ?? this.chooser.current;
+    this.drop();
+    this.setState({ state: 'refused', transport, reason: codes.find((c) => c !== 'token_expired') ?? codes[0] });
+    return false;
+  }
+
+  /**
+   * A whole round of the transports failed before any opened: tell the app
+   * (an `error` `unreachable`), with each transport's last failure as far as
+   * the browser lets it know (a CORS refusal and a network error look alike
+   * to a page); the reconnection goes on with backoff.
+   */
+  private unreachable(): void {
+    const failures = this.options.order.flatMap((t) => this.failures.get(t) ?? []);
+    const what = (f: TransportFailure) =>
+      `${f.transport}: ${f.reason ?? (f.code !== undefined ? `closed (code ${f.code})` : 'failed')}${
+        f.transport === 'websocket' && f.code === 1006 && !f.reason ? ' before opening (refused, or blocked on the way)' : ''
+      }`;
+    this.onMessage({
+      class: 'error',
+      code: UNREACHABLE,
+      message: `the gateway cannot be reached from this page (${failures.map(what).join('; ')}); retrying with backoff`,
+      failures,
+    });
+  }
 
   private handle(m: ServerMessage): void {
     switch (m.class) {
@@ -232,19 +337,44 @@ export class Link {
         break;
       case 'error': {
         // The gateway refused or ended this channel: leave it out until a new request for it.
-        const w = m.channel === undefined ? undefined : this.wanted.get(m.channel);
-        if (w) {
-          w.active = false;
-          if (this.transport?.name === 'poll') queueMicrotask(() => this.restart());
+        const code = String(m.code ?? 'error');
+        const ended: Wanted[] = [];
+        if (m.channel !== undefined) {
+          const w = this.wanted.get(m.channel);
+          if (w?.active) ended.push(w);
+        } else if (this.awaitingAnswer) {
+          this.lastError = code;
+          // A WebSocket's subscribe answered by an error naming no channel
+          // (unknown app, rate limited): the whole message was refused.
+          if (this.transport?.name === 'websocket') {
+            for (const name of this.asked) {
+              const w = this.wanted.get(name);
+              if (w?.active) ended.push(w);
+            }
+          }
         }
-        break;
+        for (const w of ended) {
+          w.active = false;
+          w.ended = code;
+        }
+        // The error first, then what it does to the state.
+        this.onMessage(m);
+        if (ended.length && this.settle() && this.transport?.name === 'poll') this.restartSoon();
+        return;
       }
     }
     this.onMessage(m);
   }
 
-  /** Reconnects at once with the current request (not a failure: no backoff). */
+  /** Polls carry their tokens: once this one's answer is handled, poll again without the ended channels. */
+  private restartSoon(): void {
+    const transport = this.transport;
+    queueMicrotask(() => transport && transport === this.transport && this.restart());
+  }
+
+  /** Reconnects at once with the current request (not a failure: no backoff, and an open state stays open). */
   private restart(): void {
+    this.seamless = this.state.state === 'open';
     this.drop();
     this.connect();
   }

@@ -3,7 +3,7 @@
  * of the previous answer, `{"messages": [...], "cursor": "..."}`.
  */
 
-import { toMessages, urlWith, type TransportFactory } from './transport';
+import { fetchFailure, toMessages, urlWith, type TransportFactory } from './transport';
 
 export function pollTransport(
   url: string,
@@ -19,8 +19,8 @@ export function pollTransport(
       done = true;
       sink.closed(info);
     };
+    let opened = false;
     (async () => {
-      let opened = false;
       while (!done) {
         abort = new AbortController();
         // A request that outlives its wait by far is a dead network.
@@ -53,7 +53,7 @@ export function pollTransport(
           sink.cursor(cursor);
         }
       }
-    })().catch((e: unknown) => finish({ reason: String(e) }));
+    })().catch((e: unknown) => finish({ reason: opened ? String(e) : fetchFailure(url, e) }));
     return {
       name: 'poll',
       close() {

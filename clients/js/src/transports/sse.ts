@@ -4,7 +4,7 @@
  * ends with an `id:` holding the gateway's cursor.
  */
 
-import { parseMessages, urlWith, type TransportFactory } from './transport';
+import { fetchFailure, parseMessages, urlWith, type TransportFactory } from './transport';
 
 export interface SseEvent {
   /** The joined `data:` lines; undefined for a block with only an `id:`. */
@@ -60,6 +60,7 @@ export function sseTransport(
     const abort = new AbortController();
     let done = false;
     let idle: ReturnType<typeof setTimeout> | undefined;
+    let opened = false;
     const finish = (info: { code?: number; reason?: string }) => {
       clearTimeout(idle);
       if (done) return;
@@ -82,6 +83,7 @@ export function sseTransport(
         return finish({ code: res.status, reason: `HTTP ${res.status}` });
       }
       if (done) return;
+      opened = true;
       sink.opened();
       watchdog();
       const reader = res.body.getReader();
@@ -104,7 +106,7 @@ export function sseTransport(
           if (event.id) sink.cursor(event.id);
         }
       }
-    })().catch((e: unknown) => finish({ reason: String(e) }));
+    })().catch((e: unknown) => finish({ reason: opened ? String(e) : fetchFailure(url, e) }));
     return {
       name: 'sse',
       close() {

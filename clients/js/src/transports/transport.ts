@@ -53,3 +53,26 @@ export function urlWith(base: string, request: TransportRequest, extra: Record<s
   for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, v);
   return url.toString();
 }
+
+/**
+ * Why a `fetch` of `url` failed, as far as the page can tell. A browser
+ * answers a request its CORS rules block with the same bare `TypeError` as a
+ * network failure ("Failed to fetch", "NetworkError when attempting to fetch
+ * resource", "Load failed"), and shows the details only in its console: so
+ * say what it may be, and whether the request was cross-origin.
+ */
+export function fetchFailure(url: string, e: unknown): string {
+  const what = String(e);
+  if (!(e instanceof TypeError)) return what;
+  const page = globalThis.location;
+  let target: string | undefined;
+  try {
+    target = new URL(url, page?.href).origin;
+  } catch {
+    /* not a URL: the TypeError says so */
+  }
+  if (page && target && target !== page.origin) {
+    return `${what} (a cross-origin request from ${page.origin} to ${target}: blocked unless the gateway allows this origin (CORS); or the network or the gateway is down)`;
+  }
+  return `${what} (the network or the gateway is down, or a proxy refused the request)`;
+}

@@ -37,8 +37,9 @@ export function websocketTransport(url: string, Socket: SocketClass | undefined 
     };
     ws.onclose = (e: CloseEvent) => finish({ code: e.code, reason: e.reason });
     ws.onerror = () => {
-      // A close event follows; some environments only fire error: close anyway.
-      if (ws.readyState === ws.CLOSED) finish({});
+      // A close event follows (with its code: let it come first); some
+      // environments only fire error: close anyway.
+      if (ws.readyState === ws.CLOSED) setTimeout(() => finish({}), 0);
     };
     return {
       name: 'websocket',

@@ -131,8 +131,11 @@ test('long-polling delivers in order when forced', T, async (t) => {
   assert.deepEqual(await waitReceived(page, offsets), offsets);
 });
 
+// Issue 10: long-polling said `closed` (`no active subscription`) at every
+// token refresh before reopening. A refresh is now seamless on every
+// transport: no gap, and the state stays `open`.
 for (const transport of ['websocket', 'sse', 'poll']) {
-  test(`an expiring token is refreshed with no gap (${transport})`, T, async (t) => {
+  test(`a token refresh is seamless: no gap, no closed state (${transport})`, T, async (t) => {
     // The first token lives 2-3 s; the ones after it, ten minutes.
     const { page } = await soloPage(t, { bornes: [`X-${transport}`], ttlSecs: 3 });
     await startClient(page, { transports: [transport] });
@@ -144,6 +147,9 @@ for (const transport of ['websocket', 'sse', 'poll']) {
     const log = await pageLog(page);
     assert.deepEqual(log.error, []);
     assert.deepEqual(log.reset, []);
+    const opened = log.state.findIndex((s) => s.state === 'open');
+    assert.deepEqual(log.state.slice(opened).map((s) => `${s.state}:${s.transport}`),
+      [`open:${transport}`], 'open once, and never anything else after it');
   });
 }
 

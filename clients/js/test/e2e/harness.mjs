@@ -1,7 +1,8 @@
 // Helpers of the browser tests: a real gateway process, tokens, publishing, Chromium.
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -52,14 +53,18 @@ export function sign(claims, secret = SECRET) {
   return `${head}.${body}.${mac}`;
 }
 
-/** The subscribe message a backend would give a page watching `bornes` (by their uid keyword). */
-export function subscription(bornes, ttlSecs = 600) {
+/**
+ * The subscribe message a backend would give a page watching `bornes` (by
+ * their uid keyword); signed with `secret` (another than the gateway's makes
+ * tokens it refuses, `invalid_token`).
+ */
+export function subscription(bornes, ttlSecs = 600, secret = SECRET) {
   const token = sign({
     app_id: APP,
     channel: CHANNEL,
     filters: { '*': { borne: bornes } },
     exp: Math.floor(Date.now() / 1000) + ttlSecs,
-  });
+  }, secret);
   return { class: 'subscribe', app_id: APP, channels: { [CHANNEL]: { filters: token } } };
 }
 
@@ -177,6 +182,39 @@ export class Gateway {
   }
 }
 
+/**
+ * The test page on an origin of its own (another port than the gateway's),
+ * as an app's page would be: its requests to the gateway are cross-origin.
+ * Anything under `/forbidden/` is answered 403, as a proxy refusing a path.
+ */
+export class PageServer {
+  constructor(gateway) {
+    this.files = {
+      '/index.html': ['text/html', readFileSync(join(gateway.pages, 'index.html'))],
+      '/chouquette.js': ['text/javascript', readFileSync(join(gateway.pages, 'chouquette.js'))],
+    };
+    this.requests = [];
+  }
+
+  async start() {
+    this.server = createHttpServer((req, res) => {
+      const path = new URL(req.url, 'http://x').pathname;
+      this.requests.push(path);
+      const file = this.files[path];
+      if (path.startsWith('/forbidden/')) res.writeHead(403, { 'content-type': 'text/plain' }).end('forbidden');
+      else if (file) res.writeHead(200, { 'content-type': file[0], 'cache-control': 'no-store' }).end(file[1]);
+      else res.writeHead(404).end();
+    });
+    await new Promise((ok) => this.server.listen(0, '127.0.0.1', ok));
+    this.origin = `http://127.0.0.1:${this.server.address().port}`;
+  }
+
+  async dispose() {
+    this.server?.closeAllConnections();
+    await new Promise((ok) => (this.server ? this.server.close(ok) : ok()));
+  }
+}
+
 /** A `redis-server` of the tests' own on a free port, nothing on disk; kill and restart it at will. */
 export class RedisServer {
   async start() {
@@ -241,19 +279,20 @@ export async function launchBrowser() {
 }
 
 /**
- * A page of `context` running the client from the gateway's origin. The
- * page's `getSubscription` asks this process, which signs with the given
- * bornes and ttl (changeable through `page.sub`).
+ * A page of `context` running the client from the gateway's origin (or from
+ * `origin`, e.g. a `PageServer`'s). The page's `getSubscription` asks this
+ * process, which signs with the given bornes, ttl and secret (changeable
+ * through `page.sub`).
  */
-export async function openPage(context, gateway, { bornes, ttlSecs = 600 } = {}) {
+export async function openPage(context, gateway, { bornes, ttlSecs = 600, secret = SECRET, origin = gateway.origin } = {}) {
   const page = await context.newPage();
-  page.sub = { bornes, ttlSecs, calls: 0 };
+  page.sub = { bornes, ttlSecs, secret, calls: 0 };
   await page.exposeFunction('nodeGetSubscription', () => {
     page.sub.calls += 1;
-    return subscription(page.sub.bornes, page.sub.ttlSecs);
+    return subscription(page.sub.bornes, page.sub.ttlSecs, page.sub.secret);
   });
   page.on('pageerror', (e) => console.error('page error:', e));
-  await page.goto(`${gateway.origin}/index.html`);
+  await page.goto(`${origin}/index.html`);
   await page.waitForFunction(() => window.ready === true);
   return page;
 }

@@ -116,3 +116,79 @@ test('on() returns an unsubscribe function', async () => {
   assert.deepEqual(got, [1]);
   c.close();
 });
+
+// Issue 10: a token signed with the wrong secret got `error` `invalid_token`,
+// then the client said `open` for good.
+test('a refused subscription is not reported open: error, state refused, the backend asked again, then open', async () => {
+  let calls = 0;
+  const { c, seen } = client({
+    backoff: { base: 20, max: 20 },
+    getSubscription: async () => subscribe({ '*': {} }, 1000 + ++calls),
+  });
+  const states = [];
+  c.on('state', (s) => states.push(s));
+  await c.connect();
+  const s1 = FakeSocket.last();
+  s1.accept();
+  s1.push({ class: 'error', code: 'invalid_token', channel: 'bornes', message: 'no secret gives this signature' });
+  assert.deepEqual(seen, ['error:invalid_token']);
+  const refused = states.at(-1);
+  assert.equal(refused.state, 'refused');
+  assert.equal(refused.reason, 'invalid_token');
+  assert.equal(refused.attempt, 1);
+  assert.ok(refused.delay >= 0 && refused.delay < 20);
+  assert.equal(c.state, refused);
+  assert.ok(!states.some((s) => s.state === 'open'), 'never open');
+  assert.equal(s1.readyState, 3, 'the socket is let go');
+  await tick(40);
+  assert.equal(calls, 2, 'getSubscription asked again');
+  const s2 = FakeSocket.last();
+  assert.notEqual(s2, s1);
+  s2.accept();
+  assert.notEqual(s2.subscribes()[0].channels.bornes.filters, s1.subscribes()[0].channels.bornes.filters);
+  s2.push(ack('e1', 0), data(1));
+  assert.deepEqual(states.at(-1), { state: 'open', transport: 'websocket' });
+  assert.deepEqual(seen, ['error:invalid_token', 'data:1']);
+  c.close();
+});
+
+test('a fixed subscription refused is refused for good; a passing refusal (rate_limited) is tried again', async () => {
+  const { c } = client({ subscription: subscribe() });
+  await c.connect();
+  FakeSocket.last().accept();
+  FakeSocket.last().push({ class: 'error', code: 'invalid_token', channel: 'bornes' });
+  assert.deepEqual(c.state, { state: 'refused', transport: 'websocket', reason: 'invalid_token' }, 'no delay: final');
+  await tick(20);
+  assert.equal(FakeSocket.all.length, 1, 'no new attempt');
+  c.close();
+
+  const passing = client({ subscription: subscribe() });
+  await passing.c.connect();
+  FakeSocket.last().accept();
+  FakeSocket.last().push({ class: 'error', code: 'rate_limited', channel: 'bornes' });
+  assert.equal(passing.c.state.state, 'refused');
+  assert.equal(typeof passing.c.state.delay, 'number');
+  await tick(20);
+  assert.equal(FakeSocket.all.length, 2, 'tried again');
+  FakeSocket.last().accept();
+  FakeSocket.last().push(ack('e1', 0));
+  assert.equal(passing.c.state.state, 'open');
+  passing.c.close();
+});
+
+test('an unreachable gateway is an error event (code unreachable, with each failure), while retries go on', async () => {
+  const { c, seen } = client({ subscription: subscribe(), transports: ['websocket'], fallbackAfter: 2 });
+  let error;
+  c.on('error', (e) => (error = e));
+  await c.connect();
+  FakeSocket.last().refuse();
+  await tick(10);
+  assert.deepEqual(seen, []);
+  FakeSocket.last().refuse();
+  assert.deepEqual(seen, ['error:unreachable']);
+  assert.deepEqual(error.failures, [{ transport: 'websocket', code: 1006, reason: undefined }]);
+  assert.match(error.message, /cannot be reached from this page/);
+  await tick(10);
+  assert.equal(FakeSocket.all.length, 3, 'still retrying');
+  c.close();
+});

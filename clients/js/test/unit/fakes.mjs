@@ -85,3 +85,5 @@ export function subscribe(filters = { '*': {} }, exp = 2e9, channel = 'bornes') 
 
 export const data = (offset, extra = {}) => ({ class: 'data', channel: 'bornes', offset, event_kind: 'status', keywords: [], data: null, ...extra });
 export const ack = (epoch, offset, channel = 'bornes') => ({ class: 'ack', channels: { [channel]: { epoch, offset, recovered: true } } });
+/** A cursor as the gateway writes it: base64url JSON of `[app, channel, epoch, offset]` entries. */
+export const cursorOf = (...entries) => Buffer.from(JSON.stringify(entries)).toString('base64url');

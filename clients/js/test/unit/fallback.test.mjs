@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { Link, TransportChooser } from '../../.build/connection.js';
 import { Hub } from '../../.build/hub.js';
 import { decodeCursor } from '../../.build/resume.js';
-import { ack, data, fakeTransport, subscribe, tick } from './fakes.mjs';
+import { ack, cursorOf, data, fakeTransport, subscribe, tick } from './fakes.mjs';
 
 test('chooser: a transport that never opened is left after N failures, in order, then the first again', () => {
   const c = new TransportChooser(['websocket', 'sse', 'poll'], 2);
@@ -27,7 +27,7 @@ function link(options = {}) {
   const states = [];
   const l = new Link('bluelib', {
     factories: { websocket: ws, sse, poll }, order: options.order ?? ['websocket', 'sse', 'poll'],
-    fallbackAfter: options.fallbackAfter ?? 2, backoff: { base: 1, max: 1 },
+    fallbackAfter: options.fallbackAfter ?? 2, backoff: { base: 1, max: 1 }, refreshable: options.refreshable,
   }, (m) => messages.push(m), (s) => states.push(s));
   return { l, ws: ws.log, sse: sse.log, poll: poll.log, messages, states };
 }
@@ -42,7 +42,9 @@ test('link: WebSocket refused twice, SSE next; resumes with since and the same p
   assert.equal(sse.length, 1);
   assert.deepEqual(sse[0].request, { app: 'bluelib', channels: { bornes: { filters: 'T' } }, cursor: undefined });
   sse[0].open();
-  sse[0].push(ack('e1', 10), data(11), data(12));
+  sse[0].push(ack('e1', 10));
+  sse[0].sink.cursor(cursorOf(['bluelib', 'bornes', 'e1', 10]));
+  sse[0].push(data(11), data(12));
   sse[0].fail({ reason: 'stream ended' });
   await tick(5);
   assert.equal(sse.length, 2, 'SSE opened once: kept');
@@ -95,7 +97,7 @@ test('link: an expired channel is left out of polls until a new token comes', as
 
 // Race: \`open\` came when the socket opened, before the gateway had taken the
 // subscribe message sent then; events published in between were not for it.
-test('link: a WebSocket is open once its subscribe is answered; SSE and poll once they open', () => {
+test('link: a WebSocket is open once its subscribe is acked; SSE and poll once their first cursor is in', () => {
   const { l, ws, states } = link({ order: ['websocket', 'sse'], fallbackAfter: 1 });
   l.want({ bornes: { filters: 'T' } });
   ws[0].open();
@@ -108,18 +110,170 @@ test('link: a WebSocket is open once its subscribe is answered; SSE and poll onc
   assert.equal(states.filter((s) => s.state === 'open').length, 1);
   l.close();
 
-  const refused = link({ order: ['websocket', 'sse'], fallbackAfter: 1 });
-  refused.l.want({ bornes: { filters: 'T' } });
-  refused.ws[0].open();
-  refused.ws[0].push({ class: 'error', code: 'forbidden', channel: 'bornes' });
-  assert.deepEqual(refused.states.at(-1), { state: 'open', transport: 'websocket' }, 'an error answers it too');
-  refused.l.close();
-
   const sse = link({ order: ['sse'] });
   sse.l.want({ bornes: { filters: 'T' } });
   sse.sse[0].open();
+  assert.deepEqual(sse.states.at(-1), { state: 'connecting', transport: 'sse' }, 'the stream is open, its answer not in');
+  sse.sse[0].push(ack('e1', 4));
+  sse.sse[0].sink.cursor(cursorOf(['bluelib', 'bornes', 'e1', 4]));
   assert.deepEqual(sse.states.at(-1), { state: 'open', transport: 'sse' });
   sse.l.close();
+});
+
+// Issue 10: a token signed with the wrong secret was answered \`error\`
+// \`invalid_token\` (no ack), and the client said \`open\` for good.
+test('link: a subscribe whose every channel is refused is not reported open (websocket): error, then refused', () => {
+  const { l, ws, states, messages } = link({ order: ['websocket'] });
+  l.want({ bornes: { filters: 'BAD' } });
+  ws[0].open();
+  ws[0].push({ class: 'error', code: 'invalid_token', channel: 'bornes', message: 'bad signature' });
+  assert.equal(messages.at(-1).code, 'invalid_token', 'the error is passed on');
+  assert.deepEqual(states.at(-1), { state: 'refused', transport: 'websocket', reason: 'invalid_token' });
+  assert.ok(!states.some((s) => s.state === 'open'));
+  assert.equal(ws[0].closedByClient, true, 'nothing left to listen to: the socket is closed');
+  // New tokens: a new connection, and open once acked.
+  l.want({ bornes: { filters: 'GOOD' } });
+  assert.equal(ws.length, 2);
+  ws[1].open();
+  ws[1].push(ack('e1', 0));
+  assert.deepEqual(states.at(-1), { state: 'open', transport: 'websocket' });
+  l.close();
+
+  // Some channels refused, one taken: open (the errors name the others).
+  const partial = link({ order: ['websocket'] });
+  partial.l.want({ bornes: { filters: 'BAD' }, other: { filters: 'OK' } });
+  partial.ws[0].open();
+  partial.ws[0].push({ class: 'error', code: 'invalid_token', channel: 'bornes' });
+  assert.equal(partial.states.at(-1).state, 'connecting');
+  partial.ws[0].push(ack('e1', 0, 'other'));
+  assert.deepEqual(partial.states.at(-1), { state: 'open', transport: 'websocket' });
+  partial.l.close();
+
+  // An error naming no channel (unknown app) refuses the whole message.
+  const app = link({ order: ['websocket'] });
+  app.l.want({ bornes: { filters: 'T' } });
+  app.ws[0].open();
+  app.ws[0].push({ class: 'error', code: 'unknown_app', ref: 'x' });
+  assert.deepEqual(app.states.at(-1), { state: 'refused', transport: 'websocket', reason: 'unknown_app' });
+  app.l.close();
+});
+
+test('link: a refused SSE or poll subscription is not reported open (its first cursor names no channel)', async () => {
+  const sse = link({ order: ['sse'] });
+  sse.l.want({ bornes: { filters: 'GARBAGE' } });
+  sse.sse[0].open();
+  // A token whose claims cannot be read is refused without a channel name.
+  sse.sse[0].push({ class: 'error', code: 'invalid_token', message: 'token has no readable claims' });
+  sse.sse[0].sink.cursor(cursorOf());
+  assert.deepEqual(sse.states.at(-1), { state: 'refused', transport: 'sse', reason: 'invalid_token' });
+  assert.ok(!sse.states.some((s) => s.state === 'open'));
+  assert.equal(sse.sse[0].closedByClient, true);
+  sse.l.close();
+
+  const poll = link({ order: ['poll'] });
+  poll.l.want({ bornes: { filters: 'BAD' } });
+  poll.poll[0].open();
+  poll.poll[0].push({ class: 'error', code: 'invalid_token', channel: 'bornes' });
+  poll.poll[0].sink.cursor(cursorOf());
+  assert.deepEqual(poll.states.at(-1), { state: 'refused', transport: 'poll', reason: 'invalid_token' });
+  assert.ok(!poll.states.some((s) => s.state === 'open'));
+  assert.equal(poll.poll.length, 1, 'no more polls with a refused token');
+  poll.l.close();
+
+  // One token unreadable, the other taken: open, and later polls leave the refused one out.
+  const partial = link({ order: ['poll'] });
+  partial.l.want({ bornes: { filters: 'GARBAGE' }, other: { filters: 'OK' } });
+  partial.poll[0].open();
+  partial.poll[0].push({ class: 'error', code: 'invalid_token' }, ack('e1', 2, 'other'));
+  partial.poll[0].sink.cursor(cursorOf(['bluelib', 'other', 'e1', 2]));
+  assert.deepEqual(partial.states.at(-1), { state: 'open', transport: 'poll' });
+  await tick(1);
+  assert.deepEqual(Object.keys(partial.poll[1].request.channels), ['other']);
+  partial.l.close();
+});
+
+// Issue 10: long-polling said \`closed\` (\`no active subscription\`) at every
+// token refresh before reopening.
+for (const transport of ['websocket', 'sse', 'poll']) {
+  test(`link: a token refresh is seamless, no closed state (${transport})`, async () => {
+    const t = link({ order: [transport], refreshable: true });
+    const log = t[transport === 'websocket' ? 'ws' : transport];
+    t.l.want({ bornes: { filters: 'T1' } });
+    log[0].open();
+    log[0].push(ack('e1', 3));
+    if (transport !== 'websocket') log[0].sink.cursor(cursorOf(['bluelib', 'bornes', 'e1', 3]));
+    assert.deepEqual(t.states.at(-1), { state: 'open', transport });
+    const before = t.states.length;
+    log[0].push(data(4), { class: 'error', code: 'token_expired', channel: 'bornes' });
+    await tick(5);
+    t.l.want({ bornes: { filters: 'T2', since: { epoch: 'e1', offset: 4 } } });
+    const last = log.at(-1);
+    if (transport === 'websocket') {
+      assert.equal(log.length, 1, 'the same socket');
+      assert.equal(last.resubscribes[0].channels.bornes.filters, 'T2');
+    } else {
+      assert.equal(log[0].closedByClient, true);
+      assert.equal(log.length, 2, 'one new request, with the cursor');
+      assert.deepEqual(last.request.channels.bornes, { filters: 'T2', since: { epoch: 'e1', offset: 4 } });
+      last.open();
+      last.push(data(5));
+      last.sink.cursor(cursorOf(['bluelib', 'bornes', 'e1', 5]));
+    }
+    assert.deepEqual(t.states.slice(before), [], 'no state change at all: still open');
+    t.l.close();
+  });
+}
+
+test('link: token_expired with no refresh to come ends the subscription: refused', () => {
+  const { l, poll, states } = link({ order: ['poll'], refreshable: false });
+  l.want({ bornes: { filters: 'T1' } });
+  poll[0].open();
+  poll[0].push(ack('e1', 3));
+  poll[0].sink.cursor(cursorOf(['bluelib', 'bornes', 'e1', 3]));
+  poll[0].push({ class: 'error', code: 'token_expired', channel: 'bornes' });
+  assert.deepEqual(states.at(-1), { state: 'refused', transport: 'poll', reason: 'token_expired' });
+  assert.ok(!states.some((s) => s.state === 'closed'));
+  l.close();
+});
+
+// Issue 10: with every transport blocked (CORS, HTTP 403) the client retried
+// silently on "TypeError: Failed to fetch".
+test('link: every transport failing before opening gives an error unreachable with each cause; retries go on', async () => {
+  const { l, ws, sse, poll, messages, states } = link({ fallbackAfter: 1 });
+  l.want({ bornes: { filters: 'T' } });
+  ws[0].fail({ code: 1006, reason: '' });
+  await tick(5);
+  sse[0].fail({ reason: 'TypeError: Failed to fetch (a cross-origin request ...)' });
+  await tick(5);
+  assert.equal(messages.filter((m) => m.code === 'unreachable').length, 0, 'not before every transport failed');
+  poll[0].fail({ code: 403, reason: 'HTTP 403' });
+  const errors = messages.filter((m) => m.code === 'unreachable');
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].class, 'error');
+  assert.deepEqual(errors[0].failures, [
+    { transport: 'websocket', code: 1006, reason: undefined },
+    { transport: 'sse', code: undefined, reason: 'TypeError: Failed to fetch (a cross-origin request ...)' },
+    { transport: 'poll', code: 403, reason: 'HTTP 403' },
+  ]);
+  assert.match(errors[0].message, /cannot be reached from this page/);
+  assert.match(errors[0].message, /websocket: closed \(code 1006\).*sse: TypeError: Failed to fetch.*poll: HTTP 403/);
+  assert.equal(states.at(-1).state, 'reconnecting', 'and it goes on');
+  await tick(5);
+  assert.equal(ws.length, 2, 'retrying from the first transport');
+  l.close();
+
+  // A gateway that was reached once and is now away is not "unreachable".
+  const away = link({ order: ['websocket'], fallbackAfter: 1 });
+  away.l.want({ bornes: { filters: 'T' } });
+  away.ws[0].open();
+  away.ws[0].push(ack('e1', 0));
+  away.ws[0].fail({ code: 1006 });
+  for (let i = 1; i < 4; i++) {
+    await tick(5);
+    away.ws[i].fail({ code: 1006 });
+  }
+  assert.equal(away.messages.filter((m) => m.code === 'unreachable').length, 0);
+  away.l.close();
 });
 
 test('link: pause closes, resume reconnects with since', async () => {

@@ -98,3 +98,29 @@ test('pollTransport: each request sends the cursor of the previous answer', asyn
   assert.deepEqual(urls, ['http://gw/poll?sub=T&timeout=7', 'http://gw/poll?sub=T&cursor=C1&timeout=7', 'http://gw/poll?sub=T&cursor=C2&timeout=7']);
   assert.deepEqual(sink.events, ['opened', 'message:1', 'message:ack', 'cursor:C1', 'message:2', 'cursor:C2']);
 });
+
+// Issue 10: a page on another origin than the gateway (no CORS) only saw
+// "TypeError: Failed to fetch", over and over.
+test('a fetch blocked cross-origin says it may be CORS (poll and SSE)', async () => {
+  const page = { href: 'http://app.example/page', origin: 'http://app.example' };
+  Object.defineProperty(globalThis, 'location', { value: page, configurable: true });
+  try {
+    const blocked = async () => {
+      throw new TypeError('Failed to fetch');
+    };
+    const poll = recorder();
+    pollTransport('http://gw.example/poll', 5, blocked)({ app: 'a', channels: { x: { filters: 'T' } } }, poll);
+    const sse = recorder();
+    sseTransport('http://gw.example/sse', 45_000, blocked)({ app: 'a', channels: { x: { filters: 'T' } } }, sse);
+    const same = recorder();
+    sseTransport('http://app.example/sse', 45_000, blocked)({ app: 'a', channels: { x: { filters: 'T' } } }, same);
+    await tick(10);
+    for (const sink of [poll, sse]) {
+      assert.equal(sink.events.length, 1);
+      assert.match(sink.events[0], /^closed:TypeError: Failed to fetch \(a cross-origin request from http:\/\/app\.example to http:\/\/gw\.example: .*CORS/);
+    }
+    assert.match(same.events[0], /^closed:TypeError: Failed to fetch \(the network or the gateway is down/);
+  } finally {
+    delete globalThis.location;
+  }
+});
