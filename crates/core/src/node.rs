@@ -160,7 +160,9 @@ impl Node {
     /// Puts `switch` in force (`enabled: false`) or lifts it; on a change
     /// that switches off, signals every connection holding a subscription it
     /// covers (each ends them with `reset` `disabled`). Returns whether it
-    /// changed anything and how many connections were signalled.
+    /// changed anything and how many connections were signalled. The only
+    /// way switches change: a change that skipped the signal would leave
+    /// covered subscriptions running.
     pub fn apply_switch(&self, switch: &Switch, enabled: bool) -> (bool, usize) {
         if !self.switches.set(switch.clone(), enabled) {
             return (false, 0);

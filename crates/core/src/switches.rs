@@ -7,9 +7,12 @@
 //! subscriptions it covers are ended with `reset` reason `disabled` and new
 //! ones are refused with error `disabled`; publishing is never blocked.
 //!
-//! This module is the pure rule: parsing, matching, the set in force. Finding
-//! the affected connections is `connections.rs`; ending subscriptions is the
-//! session's job; persistence and the HTTP routes live in the server.
+//! This module is the pure rule: parsing, matching, the set in force. The
+//! set changes only through `Node::apply_switch` (the local application,
+//! which signals the connections a new switch covers: see `connections.rs`
+//! for finding them); ending subscriptions is the session's job. The
+//! operator actions that decide a change, persist it and carry it to the
+//! other nodes live in the server (`operator`).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -292,7 +295,8 @@ impl Switches {
     }
 
     /// The list after switching `switch` off (`enabled` false) or on, or
-    /// `None` when that changes nothing. Nothing changes until [`Switches::set`].
+    /// `None` when that changes nothing. Nothing changes until the switch is
+    /// applied (`Node::apply_switch`).
     pub fn with_change(&self, switch: &Switch, enabled: bool) -> Option<Vec<Switch>> {
         let set = self.read();
         if set.contains(switch) != enabled {
@@ -307,8 +311,11 @@ impl Switches {
         Some(next.into_iter().collect())
     }
 
-    /// Switches `switch` off (`enabled` false: in force) or on; true if that changed anything.
-    pub fn set(&self, switch: Switch, enabled: bool) -> bool {
+    /// Switches `switch` off (`enabled` false: in force) or on; true if that
+    /// changed anything. Private to the core: outside it, switches change
+    /// only through `Node::apply_switch`, which also signals the
+    /// connections a new switch covers.
+    pub(crate) fn set(&self, switch: Switch, enabled: bool) -> bool {
         let mut set = self.set.write().unwrap_or_else(|p| p.into_inner());
         if enabled {
             set.remove(&switch)

@@ -1,7 +1,8 @@
 //! The gateway state every handler and transport shares: the node, the
-//! transport settings, the stop signal and the admin state. Defined below
-//! the handlers and `serve`, which builds it, so that neither imports the
-//! other.
+//! transport settings, the stop signal, the admin state and the operator
+//! actions. Defined below the handlers, the transports and `serve`, which
+//! builds it, so that none of them imports another: it imports nothing from
+//! `api`, `transport` or `serve`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use chouquette_core::limits::{Limit, address_key};
 use chouquette_core::node::Node;
 use chouquette_core::telemetry::CloseReason;
 
-use crate::api;
-use crate::api::admin::AdminState;
+use crate::http_error::{error_response, too_many_requests};
+use crate::operator::{AdminState, OperatorActions};
 use crate::shutdown::Shutdown;
 
 /// What every handler shares: the node, the transport settings, the stop signal.
@@ -28,8 +29,10 @@ pub struct Gateway {
     pub shutdown: Shutdown,
     /// Publish body limit.
     pub max_publish_bytes: usize,
-    /// The admin API's key, state file and audit log.
+    /// The admin API's key, audit log and start time.
     pub admin: Arc<AdminState>,
+    /// Kill switches and disconnects, here and on the other nodes.
+    pub operator: Arc<OperatorActions>,
 }
 
 impl Gateway {
@@ -39,7 +42,7 @@ impl Gateway {
     /// before any upgrade, so a refused attempt costs no session.
     pub fn refuse_connection(&self, peer: Option<IpAddr>) -> Option<Response> {
         if self.shutdown.is_stopping() {
-            return Some(api::error_response(
+            return Some(error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the gateway is shutting down",
@@ -48,7 +51,7 @@ impl Gateway {
         let open = usize::try_from(self.node.telemetry.connections()).unwrap_or(0);
         if open >= self.settings.max_connections {
             self.node.telemetry.closed_by_gateway(CloseReason::Full);
-            return Some(api::error_response(
+            return Some(error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the gateway is at its connection limit",
@@ -60,7 +63,7 @@ impl Gateway {
             && let Err(limited) = limiters.addresses.check(address_key(peer), now)
         {
             limiters.counters.hit(Limit::ConnectionsPerAddress);
-            return Some(api::too_many_requests(
+            return Some(too_many_requests(
                 "too many new connections from this address",
                 limited,
             ));

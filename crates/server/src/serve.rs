@@ -23,16 +23,15 @@ use chouquette_core::telemetry::Telemetry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::api::admin::AdminState;
 use crate::audit::{Audit, AuditError};
 use crate::broker::redis::RedisBroker;
-use crate::cluster::Cluster;
 use crate::config::{BrokerKind, Config};
 use crate::gateway::Gateway;
 use crate::gateway::Settings;
+use crate::operator::store::{StoreError, SwitchStore};
+use crate::operator::{AdminState, OperatorActions};
 use crate::shutdown::{Shutdown, Trigger};
 use crate::source::redis_inbox;
-use crate::switch_store::{StoreError, SwitchStore};
 use crate::tls::{Certificates, TlsError, TlsListener};
 use crate::transport::{poll, sse, ws};
 use crate::{api, static_files};
@@ -218,12 +217,8 @@ pub async fn start_with(
         }),
         shutdown: shutdown.clone(),
         max_publish_bytes: config.limits.max_publish_bytes,
-        admin: Arc::new(AdminState::new(
-            config.admin.key.clone(),
-            store,
-            audit,
-            redis.as_ref().map(|r| Cluster::join(r.clone(), &node)),
-        )),
+        admin: Arc::new(AdminState::new(config.admin.key.clone(), audit)),
+        operator: Arc::new(OperatorActions::new(node.clone(), redis.clone(), store)),
     };
     let public_listener = bind(config.listen.public).await?;
     let internal_listener = bind(config.listen.internal).await?;

@@ -8,47 +8,15 @@
 pub mod admin;
 mod publish;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
 
 use crate::gateway::Gateway;
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    index: Option<usize>,
-}
-
-/// A JSON error answer: `{"code": ..., "message": ...}`.
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            code,
-            message,
-            index: None,
-        }),
-    )
-        .into_response()
-}
-
-/// 429 `rate_limited` with `Retry-After` (whole seconds): a limit refused
-/// the request; the client may retry after that long.
-pub fn too_many_requests(message: &str, limited: chouquette_core::limits::Limited) -> Response {
-    let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        header::HeaderValue::from(limited.retry_after_secs()),
-    );
-    response
-}
+use crate::http_error::ErrorBody;
+pub use crate::http_error::{error_response, too_many_requests};
 
 /// The key of an `Authorization: Bearer <key>` header.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chouquette_core::telemetry::Stats;
 use serde::Serialize;
 
-use super::Operator;
+use super::{BrokerAnswer, Operator};
 use crate::gateway::Gateway;
 
 const INDEX_HTML: &str = include_str!("../../../assets/admin/index.html");
@@ -70,18 +70,12 @@ pub async fn style() -> Response {
 }
 
 #[derive(Serialize)]
-struct Broker {
-    kind: &'static str,
-    connected: bool,
-}
-
-#[derive(Serialize)]
 struct StatsAnswer {
     node: Arc<str>,
     /// Milliseconds since start: the console divides counter differences by
     /// the difference of this, not by its own clock (requests queue).
     uptime_ms: u64,
-    broker: Broker,
+    broker: BrokerAnswer,
     switches: usize,
     #[serde(flatten)]
     stats: Stats,
@@ -93,11 +87,8 @@ pub async fn stats(_: Operator, State(shared): State<Gateway>) -> Response {
     let node = &shared.node;
     Json(StatsAnswer {
         node: node.id.clone(),
-        uptime_ms: u64::try_from(shared.admin.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        broker: Broker {
-            kind: node.broker.kind(),
-            connected: node.broker.connected(),
-        },
+        uptime_ms: u64::try_from(shared.admin.uptime().as_millis()).unwrap_or(u64::MAX),
+        broker: BrokerAnswer::of(node),
         switches: node.switches.len(),
         stats: node.telemetry.stats(),
     })

@@ -7,6 +7,10 @@
 //! wrong key 403 (`not_allowed`). Without `[admin] key` configured, every
 //! `/admin` data route answers 404 with a JSON error saying so. Each action
 //! is audited (`crate::audit`) and counted.
+//!
+//! The handlers only parse, call the operator actions (`crate::operator`,
+//! which own the checks, the order and the propagation to other nodes), map
+//! an `OperatorError` to an answer, audit and answer.
 
 mod console;
 mod status;
@@ -14,7 +18,6 @@ mod switches;
 mod users;
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -24,50 +27,16 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chouquette_core::app::keys_match;
+use chouquette_core::node::Node;
 use chouquette_core::telemetry::AdminAction;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::error_response;
-use crate::audit::{Actor, Audit, fingerprint};
-use crate::cluster::Cluster;
+use crate::audit::Actor;
 use crate::gateway::Gateway;
-use crate::switch_store::SwitchStore;
-
-/// What the admin routes share.
-#[derive(Debug)]
-pub struct AdminState {
-    key: Option<String>,
-    fingerprint: String,
-    store: Option<SwitchStore>,
-    audit: Audit,
-    started: Instant,
-    /// Switch changes one at a time: compute, persist, apply.
-    changes: tokio::sync::Mutex<()>,
-    /// Other nodes, when they share a Redis broker.
-    cluster: Option<Cluster>,
-}
-
-impl AdminState {
-    /// The admin state: key, state file (already loaded into the node), audit log.
-    pub fn new(
-        key: Option<String>,
-        store: Option<SwitchStore>,
-        audit: Audit,
-        cluster: Option<Cluster>,
-    ) -> AdminState {
-        AdminState {
-            cluster,
-            fingerprint: key.as_deref().map(fingerprint).unwrap_or_default(),
-            key,
-            store,
-            audit,
-            started: Instant::now(),
-            changes: tokio::sync::Mutex::new(()),
-        }
-    }
-}
+use crate::operator::{Access, OperatorError};
 
 /// The admin routes; `body_limit` bounds `/admin/publish` like `/api/v1/publish`.
 pub fn router(body_limit: DefaultBodyLimit) -> Router<Gateway> {
@@ -110,6 +79,20 @@ impl Refused {
     }
 }
 
+impl From<OperatorError> for Refused {
+    fn from(error: OperatorError) -> Refused {
+        let (status, code) = match &error {
+            OperatorError::UnknownApp => (StatusCode::NOT_FOUND, "unknown_app"),
+            OperatorError::EmptyUser => (StatusCode::BAD_REQUEST, "bad_message"),
+            OperatorError::SwitchNotShared(_) | OperatorError::DisconnectNotShared(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            OperatorError::StateFile(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unavailable"),
+        };
+        Refused::new(status, code, error.to_string())
+    }
+}
+
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         error_response(self.status, self.code, &self.message)
@@ -123,35 +106,27 @@ impl FromRequestParts<Gateway> for Operator {
     type Rejection = Refused;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Gateway) -> Result<Operator, Refused> {
-        let admin = &shared.admin;
-        let Some(expected) = admin.key.as_deref() else {
-            return Err(Refused::new(
-                StatusCode::NOT_FOUND,
-                "not_allowed",
-                "the admin API is off: no `[admin] key` is configured",
-            ));
-        };
         let refuse = |status, message| {
             shared.node.telemetry.admin_denied();
             Err(Refused::new(status, "not_allowed", message))
         };
-        match super::bearer(&parts.headers) {
-            None => refuse(
+        match shared.admin.check(super::bearer(&parts.headers)) {
+            Access::Off => Err(Refused::new(
+                StatusCode::NOT_FOUND,
+                "not_allowed",
+                "the admin API is off: no `[admin] key` is configured",
+            )),
+            Access::Missing => refuse(
                 StatusCode::UNAUTHORIZED,
                 "missing `Authorization: Bearer <admin key>`",
             ),
-            Some(key) if !keys_match(expected, key) => {
-                refuse(StatusCode::FORBIDDEN, "wrong admin key")
-            }
-            Some(_) => {
+            Access::Wrong => refuse(StatusCode::FORBIDDEN, "wrong admin key"),
+            Access::Granted(who) => {
                 let remote = parts
                     .extensions
                     .get::<ConnectInfo<SocketAddr>>()
                     .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-                Ok(Operator(Actor {
-                    who: admin.fingerprint.clone(),
-                    remote,
-                }))
+                Ok(Operator(Actor { who, remote }))
             }
         }
     }
@@ -163,22 +138,26 @@ fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
     serde_json::from_slice(&body).map_err(|e| Refused::bad_message(e.to_string()))
 }
 
-/// Refuses an app that is not configured: 404 `unknown_app`.
-fn known_app(shared: &Gateway, app: &str) -> Result<(), Refused> {
-    match shared.node.apps.get(app) {
-        Some(_) => Ok(()),
-        None => Err(Refused::new(
-            StatusCode::NOT_FOUND,
-            "unknown_app",
-            "unknown app",
-        )),
+/// The broker as the status and stats answers show it.
+#[derive(Serialize)]
+struct BrokerAnswer {
+    kind: &'static str,
+    connected: bool,
+}
+
+impl BrokerAnswer {
+    fn of(node: &Node) -> BrokerAnswer {
+        BrokerAnswer {
+            kind: node.broker.kind(),
+            connected: node.broker.connected(),
+        }
     }
 }
 
 /// Counts and audits one action.
 async fn record(shared: &Gateway, actor: &Actor, action: AdminAction, detail: &Value) {
     shared.node.telemetry.admin_action(action);
-    shared.admin.audit.record(actor, action, detail).await;
+    shared.admin.audit().record(actor, action, detail).await;
 }
 
 /// `POST /admin/publish`: a test publish, same body and answer as

@@ -11,21 +11,15 @@ use axum::response::{IntoResponse, Response};
 use chouquette_core::telemetry::AppCounts;
 use serde::Serialize;
 
-use super::Operator;
+use super::{BrokerAnswer, Operator};
 use crate::gateway::Gateway;
-
-#[derive(Serialize)]
-struct Broker {
-    kind: &'static str,
-    connected: bool,
-}
 
 #[derive(Serialize)]
 struct Status {
     version: &'static str,
     node: Arc<str>,
     uptime_s: u64,
-    broker: Broker,
+    broker: BrokerAnswer,
     connections: i64,
     subscriptions: i64,
     switches: usize,
@@ -38,11 +32,8 @@ pub async fn status(_: Operator, State(shared): State<Gateway>) -> Response {
     Json(Status {
         version: env!("CARGO_PKG_VERSION"),
         node: node.id.clone(),
-        uptime_s: shared.admin.started.elapsed().as_secs(),
-        broker: Broker {
-            kind: node.broker.kind(),
-            connected: node.broker.connected(),
-        },
+        uptime_s: shared.admin.uptime().as_secs(),
+        broker: BrokerAnswer::of(node),
         connections: node.telemetry.connections(),
         subscriptions: node.telemetry.subscriptions(),
         switches: node.switches.len(),

@@ -3,20 +3,20 @@
 //!
 //! A connection belongs to a user of an app when its `connect` identity is
 //! that user, or any of its subscriptions' tokens has that `sub`. Finding
-//! them scans the node's connections (operator actions are rare).
+//! them scans the node's connections (operator actions are rare); a
+//! disconnect reaches the other nodes first (`crate::operator`).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chouquette_core::telemetry::AdminAction;
 use chouquette_protocol::server::timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Operator, Refused, json_body, known_app, record};
+use super::{Operator, Refused, json_body, record};
 use crate::gateway::Gateway;
 
 /// Longest close reason sent, in bytes (a close frame holds 123).
@@ -49,14 +49,6 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn checked_user(shared: &Gateway, app: &str, user: &str) -> Result<(), Refused> {
-    known_app(shared, app)?;
-    if user.is_empty() {
-        return Err(Refused::bad_message("`user` must not be empty"));
-    }
-    Ok(())
-}
-
 /// `POST /admin/disconnect`: answers `{"disconnected": N}`.
 pub async fn disconnect(
     Operator(actor): Operator,
@@ -64,25 +56,15 @@ pub async fn disconnect(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Refused> {
     let body: DisconnectBody = json_body(body)?;
-    checked_user(&shared, &body.app, &body.user)?;
     let reason = truncate(
         body.reason.as_deref().unwrap_or(DEFAULT_REASON),
         MAX_REASON_BYTES,
     );
-    let nodes = match &shared.admin.cluster {
-        Some(cluster) => cluster
-            .disconnect(&body.app, &body.user, reason)
-            .await
-            .map_err(|e| {
-                Refused::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    format!("cannot reach the other nodes through Redis: {e}"),
-                )
-            })?,
-        None => 1,
-    };
-    let disconnected = shared.node.disconnect_user(&body.app, &body.user, reason);
+    let done = shared
+        .operator
+        .disconnect(&body.app, &body.user, reason)
+        .await?;
+    let (disconnected, nodes) = (done.here, done.nodes);
     let detail = json!({"app": body.app, "user": body.user, "reason": reason,
                         "disconnected": disconnected, "nodes": nodes});
     record(&shared, &actor, AdminAction::Disconnect, &detail).await;
@@ -97,11 +79,9 @@ pub async fn connections(
 ) -> Result<Response, Refused> {
     let query: UserQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
         .map_err(|e| Refused::bad_message(format!("expected `?app=...&user=...`: {e}")))?;
-    checked_user(&shared, &query.app, &query.user)?;
+    let found = shared.operator.user_connections(&query.app, &query.user)?;
     let node = &shared.node.id;
-    let list: Vec<Value> = shared
-        .node
-        .user_connections(&query.app, &query.user)
+    let list: Vec<Value> = found
         .iter()
         .map(|c| {
             let s = c.summary(&query.app);

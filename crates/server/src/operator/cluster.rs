@@ -1,4 +1,4 @@
-//! Admin actions that act on every node.
+//! Operator actions carried to every node sharing one Redis.
 //!
 //! With the Redis broker, a kill switch is recorded in Redis (the set every
 //! node reads again each time its link comes up, so a node that was away
@@ -9,6 +9,10 @@
 //! The set in Redis is authoritative once it exists. A Redis that has no
 //! record at all (new, or restarted without persistence) is seeded with the
 //! switches this node holds, so a Redis restart does not lift them.
+//!
+//! What a node hears is applied with `Node::apply_switch` and
+//! `Node::disconnect_user`, as local actions are; a message from this node
+//! itself is ignored (it applied the action already).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
@@ -43,7 +47,7 @@ struct Envelope {
 }
 
 /// Shares admin actions between the nodes on one Redis.
-pub struct Cluster {
+pub(super) struct Cluster {
     redis: Arc<RedisBroker>,
     origin: String,
 }
