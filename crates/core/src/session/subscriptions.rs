@@ -315,3 +315,98 @@ fn admission(slots: &mut [Option<Slot>], item: &Outbound) -> Admission {
         Admission::Duplicate
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::connections::{Registry, Transport};
+    use crate::filter::Filter;
+    use crate::switches::{Switch, SwitchSpec};
+    use crate::telemetry::Telemetry;
+
+    fn grant(user: &str, exp: Option<u64>) -> Grant {
+        let filter = Filter::parse(&serde_json::json!({"*": {}})).expect("filter");
+        Grant {
+            filter: Arc::new(filter),
+            user: Some(user.into()),
+            groups: Box::new([]),
+            exp,
+        }
+    }
+
+    fn frame(slot: u32, era: Era, offset: u64) -> Outbound {
+        Outbound {
+            frame: Bytes::from_static(b"x"),
+            slot,
+            era,
+            offset,
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn hub_holder_and_slot_come_and_go_together() {
+        let telemetry = Arc::new(Telemetry::default());
+        let hub = Arc::new(Hub::new(telemetry.clone()));
+        let registry = Registry::default();
+        let connection = registry.open(Transport::Ws, Arc::new(Outbox::new(8)), telemetry);
+        let mut subs = Subscriptions::new(hub.clone(), connection.clone());
+        let switches = Switches::default();
+        let channel = ChannelId::new("a", "c");
+        let slot = subs
+            .register(channel.clone(), grant("u", Some(10)), 1, None, &switches)
+            .expect("registered");
+        assert_eq!((hub.subscriber_count(&channel), subs.count()), (1, 1));
+        assert!(connection.held_by("a", "u"));
+        // Held back until recovery says where history ended.
+        assert!(!subs.admit(&frame(slot, hub.era(), 1)));
+        assert_eq!(subs.positions().count(), 0);
+        let again = subs.register(
+            ChannelId::new("a", "d"),
+            grant("u", None),
+            1,
+            None,
+            &switches,
+        );
+        assert_eq!(again, Err(RegisterError::TooMany(1)));
+
+        subs.recovered(slot, "e".into(), 3);
+        assert!(!subs.admit(&frame(slot, hub.era(), 3)));
+        assert!(subs.admit(&frame(slot, hub.era(), 4)));
+        let later = hub.next_era();
+        assert!(subs.admit(&frame(slot, later, 1)));
+        assert!(!subs.admit(&frame(slot, Era::default(), 5)));
+
+        subs.end_expired(10, |c| assert_eq!(*c, channel));
+        assert_eq!((hub.subscriber_count(&channel), subs.count()), (0, 0));
+        assert!(!connection.held_by("a", "u"));
+        assert!(!subs.admit(&frame(slot, later, 2)));
+        let ended: Vec<_> = subs.positions().map(|p| p.offset).collect();
+        assert_eq!(ended, vec![1]);
+    }
+
+    #[test]
+    fn a_switch_in_force_refuses_without_leaving_a_trace() {
+        let telemetry = Arc::new(Telemetry::default());
+        let hub = Arc::new(Hub::new(telemetry.clone()));
+        let registry = Registry::default();
+        let connection = registry.open(Transport::Sse, Arc::new(Outbox::new(8)), telemetry);
+        let mut subs = Subscriptions::new(hub.clone(), connection.clone());
+        let user = SwitchSpec {
+            scope: "user",
+            user: Some("u"),
+            ..SwitchSpec::default()
+        };
+        let switch = Switch::parse(&user).expect("valid");
+        let switches = Switches::new([switch.clone()]);
+        let channel = ChannelId::new("a", "c");
+        let refused = subs.register(channel.clone(), grant("u", None), 4, None, &switches);
+        assert_eq!(refused, Err(RegisterError::Disabled(switch)));
+        assert_eq!((hub.subscriber_count(&channel), subs.count()), (0, 0));
+        assert!(!connection.held_by("a", "u"));
+    }
+}
