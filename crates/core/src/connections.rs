@@ -2,9 +2,10 @@
 //! (token `sub` and `groups` per subscription, the `connect` identity), what
 //! it subscribes to, and a way to signal it.
 //!
-//! The session owns its subscriptions; a [`Connection`] mirrors the little
-//! the admin API needs to find connections (kill switches, disconnects,
-//! listings) without touching the session. Operators' actions are rare, so
+//! The session's subscription registry owns its subscriptions; a
+//! [`Connection`] shares each one's [`Holder`] with it, the little the admin
+//! API needs to find connections (kill switches, disconnects, listings)
+//! without touching the session. Operators' actions are rare, so
 //! finding the affected connections scans them all ([`Registry::snapshot`]);
 //! the hot paths (delivery) never look here. The affected connection is
 //! then signalled through its outbox and acts in its own task.
@@ -54,7 +55,8 @@ impl Transport {
     }
 }
 
-/// Who holds one subscription.
+/// Who holds one subscription. Shared (one allocation) between the
+/// session's subscription registry and its [`Connection`].
 #[derive(Debug, Clone)]
 pub struct Holder {
     /// The session's slot.
@@ -67,10 +69,24 @@ pub struct Holder {
     pub groups: Box<[String]>,
 }
 
+impl Holder {
+    /// What a kill switch is checked against: the token's `sub` and
+    /// `groups`, and the connection's `identity` when it is of the same app.
+    pub fn subject<'a>(&'a self, identity: Option<&'a Identity>) -> Subject<'a> {
+        let identity = identity.filter(|i| *i.app == *self.channel.app);
+        Subject {
+            app: &self.channel.app,
+            channel: &self.channel.name,
+            users: [self.user.as_deref(), identity.map(|i| i.user.as_str())],
+            groups: [&self.groups, identity.map_or(&[], |i| i.groups.as_slice())],
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Info {
     identity: Option<Arc<Identity>>,
-    holders: Vec<Holder>,
+    holders: Vec<Arc<Holder>>,
     /// Per app, how many subscriptions (and the identity) hold it.
     apps: Vec<(Arc<str>, u32)>,
     disconnect: Option<Box<str>>,
@@ -78,16 +94,7 @@ struct Info {
 
 impl Info {
     fn subject<'a>(&'a self, h: &'a Holder) -> Subject<'a> {
-        let identity = self
-            .identity
-            .as_deref()
-            .filter(|i| *i.app == *h.channel.app);
-        Subject {
-            app: &h.channel.app,
-            channel: &h.channel.name,
-            users: [h.user.as_deref(), identity.map(|i| i.user.as_str())],
-            groups: [&h.groups, identity.map_or(&[], |i| i.groups.as_slice())],
-        }
+        h.subject(self.identity.as_deref())
     }
 
     fn hold(&mut self, app: &Arc<str>, telemetry: &Telemetry) {
@@ -146,8 +153,14 @@ impl Connection {
         self.id
     }
 
+    /// The queue of its live frames and signals.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
     /// Records a subscription's holder.
-    pub fn add(&self, holder: Holder) {
+    pub fn add(&self, holder: impl Into<Arc<Holder>>) {
+        let holder = holder.into();
         let mut info = self.info();
         info.hold(&holder.channel.app, &self.telemetry);
         info.holders.push(holder);

@@ -8,9 +8,10 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::era::{Era, EraClock};
 use crate::filter::Filter;
 use crate::index::FilterIndex;
 use crate::outbox::{Outbound, Outbox, Pushed};
@@ -42,7 +43,7 @@ struct ChannelSubs {
 pub struct Hub {
     channels: RwLock<HashMap<ChannelId, Arc<RwLock<ChannelSubs>>>>,
     next_id: AtomicU64,
-    era: AtomicU32,
+    era: EraClock,
     telemetry: Arc<Telemetry>,
 }
 
@@ -66,24 +67,20 @@ impl Hub {
         Hub {
             channels: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            era: AtomicU32::new(0),
+            era: EraClock::default(),
             telemetry,
         }
     }
 
-    /// The broker era: how many times the broker's link was restored after
-    /// a loss. Offsets seen before a loss say nothing about those after it
-    /// (the broker may have restarted empty, with a new epoch), so every
-    /// queued frame carries the era it was delivered in and a subscription
-    /// restarts its dedup cursor when the era moves on.
-    pub fn era(&self) -> u32 {
-        self.era.load(Ordering::Acquire)
+    /// The broker era frames are delivered in now (see [`crate::era`]).
+    pub fn era(&self) -> Era {
+        self.era.now()
     }
 
     /// Starts a new broker era; called by a broker before it delivers again
     /// after its link was restored.
-    pub fn next_era(&self) -> u32 {
-        self.era.fetch_add(1, Ordering::AcqRel) + 1
+    pub fn next_era(&self) -> Era {
+        self.era.advance()
     }
 
     /// Channels with at least one subscriber on this node.

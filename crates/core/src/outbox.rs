@@ -14,6 +14,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::era::Era;
+
 /// `slot` value for frames that are not a channel's event (no dedup).
 pub const NO_SLOT: u32 = u32::MAX;
 
@@ -36,10 +38,8 @@ pub struct Outbound {
     pub frame: Bytes,
     /// The session's subscription slot it was queued for ([`NO_SLOT`] if none).
     pub slot: u32,
-    /// The hub's broker era when it was delivered (see [`Hub::era`]).
-    ///
-    /// [`Hub::era`]: crate::hub::Hub::era
-    pub era: u32,
+    /// The broker era it was delivered in (see [`crate::era`]).
+    pub era: Era,
     /// The event's offset in its channel (0 if none).
     pub offset: u64,
     /// When its publication reached this node, for the publish-to-write
@@ -197,7 +197,7 @@ mod tests {
         Outbound {
             frame: Bytes::from_static(b"x"),
             slot: 0,
-            era: 0,
+            era: Era::default(),
             offset,
             received: Instant::now(),
         }

@@ -6,7 +6,15 @@
 //! before it is in the history read. The two overlap; a per-subscription
 //! [`Cursor`] drops from the live queue whatever history (or a snapshot)
 //! already covered. [`plan`] decides from offsets alone whether history can
-//! bridge the gap.
+//! bridge the gap; [`catch_up`] turns what the broker read into the frames
+//! sent before the subscription's `ack`.
+
+use bytes::Bytes;
+use chouquette_protocol::ResetReason;
+use chouquette_protocol::server;
+
+use crate::filter::Filter;
+use crate::history::Recovered;
 
 /// What history can give a client that resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +36,31 @@ pub fn plan(since: u64, same_epoch: bool, first_retained: u64, top: u64) -> Plan
         Plan::Gap
     } else {
         Plan::Replay { after: since }
+    }
+}
+
+/// Appends to `out` what a subscriber to channel `name` gets from
+/// `recovered`: a `reset` when its resume was impossible, then the events
+/// its `filter` lets it see, replayed as they were (`resumed`) or as
+/// snapshots of the last state (a fresh subscribe).
+pub fn catch_up(
+    name: &str,
+    recovered: &Recovered,
+    filter: &Filter,
+    resumed: bool,
+    out: &mut Vec<Bytes>,
+) {
+    if recovered.gap {
+        out.push(server::reset(Some(name), ResetReason::HistoryGap));
+    }
+    for p in &recovered.events {
+        if filter.matches(&p.event_kind, &p.keywords) {
+            out.push(if resumed {
+                p.frame().clone()
+            } else {
+                p.snapshot_frame().clone()
+            });
+        }
     }
 }
 

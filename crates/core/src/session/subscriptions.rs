@@ -1,0 +1,412 @@
+//! One connection's subscriptions: the single record of each, and the only
+//! code that adds or removes one.
+//!
+//! A subscription lives in three places that must agree: the session's
+//! slot (its cursor, epoch, broker era and token `exp`), the hub's entry
+//! (which queues its frames, tagged with the slot's index) and the
+//! [`Holder`] the operators' connection registry sees. [`Subscriptions`]
+//! keeps them together: [`Subscriptions::register`] creates all three and
+//! [`Subscriptions::release`] removes all three; a slot is filled exactly
+//! while its hub entry and holder exist. The holder is shared with the
+//! connection registry, so a kill-switch check reads it here, without going
+//! through the registry's lock.
+//!
+//! Admitting a live frame ([`Subscriptions::admit`]) is an index lookup by
+//! the slot the frame carries: no lock, no allocation.
+
+use std::sync::Arc;
+
+use crate::connections::{Connection, Holder, Identity};
+use crate::era::{Era, Meeting};
+use crate::hub::{Hub, SubId, Subscriber};
+use crate::outbox::{NO_SLOT, Outbound, Outbox, State};
+use crate::publication::ChannelId;
+use crate::recovery::Cursor;
+use crate::switches::{Switch, Switches};
+
+use super::ResumePoint;
+use super::authorize::Grant;
+
+/// Why a subscription could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The connection holds the app's limit of subscriptions.
+    #[error("at most {0} subscriptions per connection")]
+    TooMany(usize),
+    /// A kill switch in force covers it.
+    #[error("switched off by an operator ({0})")]
+    Disabled(Switch),
+}
+
+/// What becomes of a live frame taken from the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// New to its subscription (or not a channel's event): write it.
+    New,
+    /// Recovery (or an earlier frame) already covered it, or it is of a
+    /// stale broker era.
+    Duplicate,
+    /// Its subscription has ended.
+    Ended,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// Shared with the connection registry.
+    holder: Arc<Holder>,
+    sub_id: SubId,
+    /// Known once recovery read the channel; `None` while it is pending.
+    epoch: Option<Arc<str>>,
+    cursor: Cursor,
+    /// The broker era the cursor counts in.
+    era: Era,
+    exp: Option<u64>,
+}
+
+impl Slot {
+    /// Whether the event at `offset`, delivered in `era`, is new (advancing
+    /// the cursor). A later era restarts the cursor: offsets may have
+    /// restarted with a new epoch.
+    fn admit(&mut self, era: Era, offset: u64) -> bool {
+        match self.era.meet(era) {
+            Meeting::Same => {}
+            Meeting::Later => {
+                self.era = era;
+                self.cursor = Cursor::default();
+            }
+            Meeting::Stale => return false,
+        }
+        self.cursor.admit(offset)
+    }
+
+    fn point(&self) -> Option<ResumePoint> {
+        Some(ResumePoint {
+            channel: self.holder.channel.clone(),
+            epoch: self.epoch.clone()?,
+            offset: self.cursor.last(),
+        })
+    }
+}
+
+/// One connection's subscriptions, by slot.
+#[derive(Debug)]
+pub struct Subscriptions {
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+    slots: Vec<Option<Slot>>,
+    /// Where subscriptions ended by the gateway (token expiry, a switch)
+    /// stood, so a URL transport's cursor still lets them resume once the
+    /// client subscribes again. At most one per channel; bounded by the
+    /// subscription limit.
+    ended: Vec<ResumePoint>,
+}
+
+impl Subscriptions {
+    /// No subscriptions yet, for `connection` on the node of `hub`.
+    pub fn new(hub: Arc<Hub>, connection: Arc<Connection>) -> Subscriptions {
+        Subscriptions {
+            hub,
+            connection,
+            slots: Vec::new(),
+            ended: Vec::new(),
+        }
+    }
+
+    /// The connection, as the operators' registry sees it.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+
+    /// The connection's queue of live frames.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        self.connection.outbox()
+    }
+
+    /// Active subscriptions (those being recovered included).
+    pub fn count(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    /// Registers a subscription to `channel` as `grant` allows, unless the
+    /// connection holds `max` already or a switch in `switches` covers it
+    /// (seen with the connection's `identity`). From now on the hub queues
+    /// its frames; they are held back until [`Subscriptions::recovered`].
+    /// Returns its slot.
+    pub fn register(
+        &mut self,
+        channel: ChannelId,
+        grant: Grant,
+        max: usize,
+        identity: Option<&Identity>,
+        switches: &Switches,
+    ) -> Result<u32, RegisterError> {
+        if self.count() >= max {
+            return Err(RegisterError::TooMany(max));
+        }
+        let slot = self.free_slot();
+        let holder = Arc::new(Holder {
+            slot,
+            channel,
+            user: grant.user,
+            groups: grant.groups,
+        });
+        // Recorded before the switches are read: a switch put in force after
+        // this check finds the holder and signals this session.
+        self.connection.add(holder.clone());
+        if let Some(switch) = switches.blocking(&holder.subject(identity)) {
+            self.connection.remove(slot);
+            return Err(RegisterError::Disabled(switch));
+        }
+        let era = self.hub.era();
+        // Registered before history is read: see the recovery module.
+        let subscriber = Subscriber {
+            outbox: self.connection.outbox().clone(),
+            slot,
+            filter: grant.filter,
+        };
+        let sub_id = self.hub.subscribe(&holder.channel, subscriber);
+        self.slots[slot as usize] = Some(Slot {
+            holder,
+            sub_id,
+            epoch: None,
+            // Admits nothing until recovery says where history ended.
+            cursor: Cursor::at(u64::MAX),
+            era,
+            exp: grant.exp,
+        });
+        Ok(slot)
+    }
+
+    /// Recovery read the subscription in `slot` up to offset `top` of
+    /// `epoch`: live frames after it are new.
+    pub fn recovered(&mut self, slot: u32, epoch: Arc<str>, top: u64) {
+        if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
+            s.epoch = Some(epoch);
+            s.cursor = Cursor::at(top);
+        }
+    }
+
+    /// Ends the subscription in `slot`: slot, hub entry and holder at once.
+    pub fn release(&mut self, slot: u32) {
+        self.take(slot as usize);
+    }
+
+    fn take(&mut self, i: usize) -> Option<Slot> {
+        let slot = self.slots.get_mut(i)?.take()?;
+        self.hub.unsubscribe(&slot.holder.channel, slot.sub_id);
+        self.connection.remove(i as u32);
+        Some(slot)
+    }
+
+    fn free_slot(&mut self) -> u32 {
+        match self.slots.iter().position(Option::is_none) {
+            Some(i) => i as u32,
+            None => {
+                self.slots.reserve_exact(1);
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Leaves every channel named `name` (of any app), forgetting where an
+    /// ended one stood: the client unsubscribed, or subscribes again.
+    pub fn drop_channel(&mut self, name: &str) {
+        self.ended.retain(|p| &*p.channel.name != name);
+        for i in 0..self.slots.len() {
+            let named = self.slots[i]
+                .as_ref()
+                .is_some_and(|s| &*s.holder.channel.name == name);
+            if named {
+                self.take(i);
+            }
+        }
+    }
+
+    /// Ends every subscription a switch in `switches` covers (seen with the
+    /// connection's `identity`), remembering where each stood; calls
+    /// `each` with each one's channel.
+    pub fn end_switched(
+        &mut self,
+        switches: &Switches,
+        identity: Option<&Identity>,
+        each: impl FnMut(&ChannelId),
+    ) {
+        let covered = |s: &Slot| switches.blocking(&s.holder.subject(identity)).is_some();
+        self.end_where(covered, each);
+    }
+
+    /// Ends every subscription whose token expired at `now`, remembering
+    /// where each stood; calls `each` with each one's channel.
+    pub fn end_expired(&mut self, now: u64, each: impl FnMut(&ChannelId)) {
+        self.end_where(|s| s.exp.is_some_and(|exp| exp <= now), each);
+    }
+
+    fn end_where(&mut self, ends: impl Fn(&Slot) -> bool, mut each: impl FnMut(&ChannelId)) {
+        for i in 0..self.slots.len() {
+            if !self.slots[i].as_ref().is_some_and(&ends) {
+                continue;
+            }
+            if let Some(slot) = self.take(i) {
+                let channel = &slot.holder.channel;
+                self.ended.retain(|p| p.channel != *channel);
+                self.ended.extend(slot.point());
+                each(channel);
+            }
+        }
+    }
+
+    /// Leaves every channel; the connection is done.
+    pub fn end(&mut self) {
+        for i in 0..self.slots.len() {
+            self.take(i);
+        }
+        self.slots = Vec::new();
+        self.ended = Vec::new();
+    }
+
+    /// Whether a live frame should be written (see [`Admission`]).
+    pub fn admit(&mut self, item: &Outbound) -> bool {
+        admission(&mut self.slots, item) == Admission::New
+    }
+
+    /// Hands up to `max` queued live frames to `each` with what becomes of
+    /// them, in order; says whether the outbox overflowed and how many
+    /// frames were waiting. `each` runs under the outbox's lock.
+    pub fn drain(
+        &mut self,
+        max: usize,
+        mut each: impl FnMut(Outbound, Admission),
+    ) -> (State, usize) {
+        let slots = &mut self.slots;
+        self.connection.outbox().drain_counted(max, |item| {
+            let admission = admission(slots, &item);
+            each(item, admission);
+        })
+    }
+
+    /// Where every subscription stands: the active ones, and those the
+    /// gateway ended that the client may renew.
+    pub fn positions(&self) -> impl Iterator<Item = ResumePoint> + '_ {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(Slot::point)
+            .chain(self.ended.iter().cloned())
+    }
+
+    /// The earliest `exp` among subscriptions, if any.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.slots.iter().flatten().filter_map(|s| s.exp).min()
+    }
+}
+
+/// What becomes of a live frame, advancing its subscription's cursor if new.
+fn admission(slots: &mut [Option<Slot>], item: &Outbound) -> Admission {
+    if item.slot == NO_SLOT {
+        return Admission::New;
+    }
+    let Some(Some(slot)) = slots.get_mut(item.slot as usize) else {
+        return Admission::Ended;
+    };
+    if slot.admit(item.era, item.offset) {
+        Admission::New
+    } else {
+        Admission::Duplicate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::connections::{Registry, Transport};
+    use crate::filter::Filter;
+    use crate::switches::{Switch, SwitchSpec};
+    use crate::telemetry::Telemetry;
+
+    fn grant(user: &str, exp: Option<u64>) -> Grant {
+        let filter = Filter::parse(&serde_json::json!({"*": {}})).expect("filter");
+        Grant {
+            filter: Arc::new(filter),
+            user: Some(user.into()),
+            groups: Box::new([]),
+            exp,
+        }
+    }
+
+    fn frame(slot: u32, era: Era, offset: u64) -> Outbound {
+        Outbound {
+            frame: Bytes::from_static(b"x"),
+            slot,
+            era,
+            offset,
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn hub_holder_and_slot_come_and_go_together() {
+        let telemetry = Arc::new(Telemetry::default());
+        let hub = Arc::new(Hub::new(telemetry.clone()));
+        let registry = Registry::default();
+        let connection = registry.open(Transport::Ws, Arc::new(Outbox::new(8)), telemetry);
+        let mut subs = Subscriptions::new(hub.clone(), connection.clone());
+        let switches = Switches::default();
+        let channel = ChannelId::new("a", "c");
+        let slot = subs
+            .register(channel.clone(), grant("u", Some(10)), 1, None, &switches)
+            .expect("registered");
+        assert_eq!((hub.subscriber_count(&channel), subs.count()), (1, 1));
+        assert!(connection.held_by("a", "u"));
+        // Held back until recovery says where history ended.
+        assert!(!subs.admit(&frame(slot, hub.era(), 1)));
+        assert_eq!(subs.positions().count(), 0);
+        let again = subs.register(
+            ChannelId::new("a", "d"),
+            grant("u", None),
+            1,
+            None,
+            &switches,
+        );
+        assert_eq!(again, Err(RegisterError::TooMany(1)));
+
+        subs.recovered(slot, "e".into(), 3);
+        assert!(!subs.admit(&frame(slot, hub.era(), 3)));
+        assert!(subs.admit(&frame(slot, hub.era(), 4)));
+        let later = hub.next_era();
+        assert!(subs.admit(&frame(slot, later, 1)));
+        assert!(!subs.admit(&frame(slot, Era::default(), 5)));
+
+        subs.end_expired(10, |c| assert_eq!(*c, channel));
+        assert_eq!((hub.subscriber_count(&channel), subs.count()), (0, 0));
+        assert!(!connection.held_by("a", "u"));
+        assert!(!subs.admit(&frame(slot, later, 2)));
+        let ended: Vec<_> = subs.positions().map(|p| p.offset).collect();
+        assert_eq!(ended, vec![1]);
+    }
+
+    #[test]
+    fn a_switch_in_force_refuses_without_leaving_a_trace() {
+        let telemetry = Arc::new(Telemetry::default());
+        let hub = Arc::new(Hub::new(telemetry.clone()));
+        let registry = Registry::default();
+        let connection = registry.open(Transport::Sse, Arc::new(Outbox::new(8)), telemetry);
+        let mut subs = Subscriptions::new(hub.clone(), connection.clone());
+        let user = SwitchSpec {
+            scope: "user",
+            user: Some("u"),
+            ..SwitchSpec::default()
+        };
+        let switch = Switch::parse(&user).expect("valid");
+        let switches = Switches::new([switch.clone()]);
+        let channel = ChannelId::new("a", "c");
+        let refused = subs.register(channel.clone(), grant("u", None), 4, None, &switches);
+        assert_eq!(refused, Err(RegisterError::Disabled(switch)));
+        assert_eq!((hub.subscriber_count(&channel), subs.count()), (0, 0));
+        assert!(!connection.held_by("a", "u"));
+    }
+}
