@@ -19,6 +19,5 @@ pub mod shutdown;
 pub mod source;
 pub mod static_files;
 pub mod switch_store;
-pub mod testkit;
 pub mod tls;
 pub mod transport;
