@@ -19,6 +19,5 @@ pub mod serve;
 pub mod shutdown;
 pub mod source;
 pub mod static_files;
-pub mod testkit;
 pub mod tls;
 pub mod transport;

@@ -1,5 +1,5 @@
-//! The `chouquette` binary as an operator drives it (OPERATING.md "Command
-//! line"): exit 0 on success, non-zero with a one-line reason on stderr.
+//! The `chouquette` binary as an operator drives it (docs/operations.md
+//! "Running"): exit 0 on success, non-zero with a one-line reason on stderr.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chouquette::http_client::HttpClient;
-use chouquette::testkit::{BASE_CONFIG, WsClient};
+use chouquette_testkit::{BASE_CONFIG, WsClient};
 use serde_json::{Value, json};
 
 fn bin() -> Command {
@@ -165,9 +165,9 @@ fn check_config_names_the_line_of_each_problem() {
     assert!(lines.contains(&6), "{p:?}");
 }
 
-/// OPERATING.md: check-config "prints each problem with its line". Type
-/// errors are found by deserializing, which stops at the first one, so a
-/// file with two of them gets one line today.
+/// docs/configuration.md: check-config "prints every problem as
+/// `FILE:LINE: message`". Type errors are found by deserializing, which
+/// stops at the first one, so a file with two of them gets one line today.
 #[test]
 #[ignore = "known gap: check-config stops at the first type error (config.rs)"]
 fn check_config_reports_every_type_error_in_one_pass() {
@@ -201,7 +201,7 @@ fn token_without_the_secret_fails_with_a_one_line_reason() {
 #[tokio::test]
 async fn token_prints_a_jwt_the_gateway_accepts() {
     let output = bin()
-        .env("CHOUQUETTE_SECRET", chouquette::testkit::SECRET)
+        .env("CHOUQUETTE_SECRET", chouquette_testkit::SECRET)
         .args(["token", "--app", "bluelib", "--channel", "bornes"])
         .args(["--filters", "{\"alarm\": {\"borne\": \"B1\"}}"])
         .args(["--sub", "roger", "--groups", "g1,g2", "--ttl", "2m"])
@@ -227,10 +227,10 @@ async fn token_prints_a_jwt_the_gateway_accepts() {
         "exp {exp}, now {now}"
     );
 
-    let node = chouquette::testkit::TestNode::base().await;
+    let node = chouquette_testkit::TestNode::base().await;
     let mut client = node.client().await;
     client
-        .send_json(&chouquette::testkit::subscribe("bornes", &jwt))
+        .send_json(&chouquette_testkit::subscribe("bornes", &jwt))
         .await;
     let ack = client.recv().await;
     assert_eq!(ack["class"], "ack", "{ack}");
@@ -466,7 +466,7 @@ fn signal(server: &Server, name: &str) {
 
 #[tokio::test]
 async fn serve_over_tls_reloads_the_certificate_on_sighup() {
-    use chouquette::testkit::tls::{self, TestCert};
+    use chouquette_testkit::tls::{self, TestCert};
 
     let dir = TempDir::new("tls");
     let first = TestCert::generate(&dir.0, "first");
@@ -553,7 +553,7 @@ async fn serve_over_tls_reloads_the_certificate_on_sighup() {
 
 #[tokio::test]
 async fn tls_files_are_checked_by_check_config_and_serve() {
-    use chouquette::testkit::tls::TestCert;
+    use chouquette_testkit::tls::TestCert;
 
     let dir = TempDir::new("tls-check");
     let first = TestCert::generate(&dir.0, "first");
@@ -616,9 +616,9 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace() {
         assert!(Instant::now() < deadline, "not ready: {}", server.stderr());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let good = chouquette::testkit::token("bornes", json!({"alarm": {}}), 600);
-    let forged = chouquette::testkit::sign(
-        &chouquette::testkit::claims("bornes", json!({"*": {}}), 600),
+    let good = chouquette_testkit::token("bornes", json!({"alarm": {}}), 600);
+    let forged = chouquette_testkit::sign(
+        &chouquette_testkit::claims("bornes", json!({"*": {}}), 600),
         "not-the-secret-0123456789",
     );
     let mut client = WsClient::connect(&format!("ws://127.0.0.1:{public}/ws")).await;

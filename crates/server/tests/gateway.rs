@@ -1,6 +1,6 @@
-//! The gateway held to PROTOCOL.md and OPERATING.md over real loopback
-//! sockets: every test starts its own node on 127.0.0.1:0 and drives it
-//! with real WebSocket and HTTP clients.
+//! The gateway held to docs/protocol.md and docs/operations.md over real
+//! loopback sockets: every test starts its own node on 127.0.0.1:0 and drives
+//! it with real WebSocket and HTTP clients.
 //!
 //! Where a test must show that something was *not* delivered, it publishes a
 //! marker on another channel afterwards and reads up to it: one connection's

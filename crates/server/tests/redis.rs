@@ -19,7 +19,7 @@ mod topology;
 
 use std::time::Duration;
 
-use chouquette::testkit::{APP, RedisServer, TestNode, WsClient, redis_config};
+use chouquette_testkit::{APP, RedisServer, TestNode, WsClient, redis_config};
 use serde_json::{Value, json};
 
 /// Starts `n` nodes on `redis`, named `node-0`…

@@ -1,6 +1,6 @@
 //! A first end-to-end check: subscribe, publish, receive.
 
-use chouquette::testkit::TestNode;
+use chouquette_testkit::TestNode;
 use serde_json::json;
 
 #[tokio::test]

@@ -1,10 +1,10 @@
-//! The admin API (OPERATING.md "Admin API"): authorization, status,
-//! connection listings, disconnects, test publishes and the audit log.
+//! The admin API (docs/admin.md): authorization, status, connection listings,
+//! disconnects, test publishes and the audit log.
 
 use std::time::Duration;
 
 use chouquette::audit::fingerprint;
-use chouquette::testkit::{ADMIN_KEY, API_KEY, APP, SECRET, TestNode, WsClient, claims, sign};
+use chouquette_testkit::{ADMIN_KEY, API_KEY, APP, SECRET, TestNode, WsClient, claims, sign};
 use serde_json::{Value, json};
 
 use crate::common::{event, raw_http, subscribe_msg};
@@ -96,7 +96,7 @@ async fn every_route_needs_the_admin_key() {
 
 #[tokio::test]
 async fn without_an_admin_key_the_routes_are_off() {
-    let config = chouquette::testkit::BASE_CONFIG.replace("key = \"admin-key\"", "");
+    let config = chouquette_testkit::BASE_CONFIG.replace("key = \"admin-key\"", "");
     let node = TestNode::start(&config).await;
     let (status, body) = node.admin_get("/admin/status").await;
     assert_eq!(status, 404, "{body}");
@@ -110,7 +110,7 @@ async fn without_an_admin_key_the_routes_are_off() {
 async fn status_shape_and_counts() {
     let config = format!(
         "[node]\nid = \"gw-test\"\n{}",
-        chouquette::testkit::BASE_CONFIG
+        chouquette_testkit::BASE_CONFIG
     );
     let node = TestNode::start(&config).await;
     let mut a = subscribed(&node, "bornes", "roger").await;

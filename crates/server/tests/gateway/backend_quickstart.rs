@@ -3,7 +3,7 @@
 //! WebSocket client forwards unchanged, then publishes with plain HTTP; the
 //! user sees its borne's critical alarms and nothing else.
 
-use chouquette::testkit::{API_KEY, SECRET, TestNode};
+use chouquette_testkit::{API_KEY, SECRET, TestNode};
 use serde_json::Value;
 
 const SCRIPT: &str = concat!(

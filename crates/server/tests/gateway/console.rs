@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chouquette::testkit::{API_KEY, TestNode};
+use chouquette_testkit::{API_KEY, TestNode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -85,7 +85,7 @@ async fn stats_need_the_admin_key() {
     assert_eq!(status, 401, "{body}");
     let (status, _) = node.admin_get_with(Some(API_KEY), "/admin/stats").await;
     assert_eq!(status, 403);
-    let no_admin = chouquette::testkit::BASE_CONFIG.replace("[admin]\nkey = \"admin-key\"", "");
+    let no_admin = chouquette_testkit::BASE_CONFIG.replace("[admin]\nkey = \"admin-key\"", "");
     let node = TestNode::start(&no_admin).await;
     let (status, _) = node.admin_get("/admin/stats").await;
     assert_eq!(status, 404);
@@ -195,7 +195,7 @@ async fn stats_and_metrics_count_the_flow_per_app_and_channel() {
 #[tokio::test]
 async fn sse_and_long_poll_writes_count_in_the_latency() {
     let node = TestNode::base().await;
-    let token = chouquette::testkit::token("bornes", json!({"*": {}}), 3600);
+    let token = chouquette_testkit::token("bornes", json!({"*": {}}), 3600);
     // The first poll answers at once (snapshot and ack); the second waits for live events.
     let (status, first) = node.poll(&[&token], None, 0).await;
     assert_eq!(status, 200, "{first}");

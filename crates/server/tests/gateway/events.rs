@@ -1,9 +1,9 @@
-//! Events (PROTOCOL.md sections 2 and 4): the `data` message, offsets per
-//! (app, channel) from 1, batches in order.
+//! Events (docs/protocol.md "Messages" and "Publishing"): the `data` message,
+//! offsets per (app, channel) from 1, batches in order.
 
 use std::collections::HashSet;
 
-use chouquette::testkit::TestNode;
+use chouquette_testkit::TestNode;
 use serde_json::json;
 
 use crate::common::{assert_envelope, event, offsets};

@@ -1,9 +1,9 @@
-//! Filters exactly as PROTOCOL.md section 3: entries by event kind (`"*"`
-//! for any), every constraint met by some `name:value` keyword, one met
-//! entry suffices, `{}` takes every event of its kind, an empty filter
-//! object nothing; the value is everything after the first colon.
+//! Filters exactly as docs/protocol.md "Filters": entries by event kind (`"*"`
+//! for any), every constraint met by some `name:value` keyword, one met entry
+//! suffices, `{}` takes every event of its kind, an empty filter object
+//! nothing; the value is everything after the first colon.
 
-use chouquette::testkit::TestNode;
+use chouquette_testkit::TestNode;
 use serde_json::{Value, json};
 
 use crate::common::{event, offsets};

@@ -1,6 +1,7 @@
-//! Health and metrics on the internal listener (OPERATING.md "Health").
+//! Health and metrics on the internal listener (docs/operations.md "Health and
+//! metrics").
 
-use chouquette::testkit::{APP, TestNode, claims, sign};
+use chouquette_testkit::{APP, TestNode, claims, sign};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

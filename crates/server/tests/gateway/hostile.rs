@@ -1,10 +1,10 @@
-//! Hostile input (PROTOCOL.md section 7): a bad message gets `bad_message`
-//! and the connection stays open; past the limits the gateway closes with
-//! 1008 (or 1009 for size); no input crashes the node.
+//! Hostile input (docs/protocol.md "Errors and closes"): a bad message gets
+//! `bad_message` and the connection stays open; past the limits the gateway
+//! closes with 1008 (or 1009 for size); no input crashes the node.
 
 use std::time::Duration;
 
-use chouquette::testkit::{APP, TestNode, WsClient, config_with, token};
+use chouquette_testkit::{APP, TestNode, WsClient, config_with, token};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -225,8 +225,8 @@ async fn raw_after_handshake(node: &TestNode, bytes: &[u8]) {
     let _ = tcp.shutdown().await;
     loop {
         match client.next_within(Duration::from_secs(10)).await {
-            Some(chouquette::testkit::Received::Closed(_)) => return,
-            Some(chouquette::testkit::Received::Json(_)) => continue,
+            Some(chouquette_testkit::Received::Closed(_)) => return,
+            Some(chouquette_testkit::Received::Json(_)) => continue,
             None => panic!("the gateway kept a connection sending garbage frames"),
         }
     }

@@ -1,6 +1,6 @@
 //! Configured limits: connections per node, subscriptions per connection.
 
-use chouquette::testkit::{APP, TestNode, config_with, token};
+use chouquette_testkit::{APP, TestNode, config_with, token};
 use serde_json::json;
 use tokio_tungstenite::tungstenite;
 
@@ -158,9 +158,9 @@ async fn a_client_answering_pings_stays_connected() {
 
 /// A token for `channel` of [`APP`] carrying the user `sub`.
 fn user_token(channel: &str, sub: &str) -> String {
-    let mut claims = chouquette::testkit::claims(channel, json!({"*": {}}), 3600);
+    let mut claims = chouquette_testkit::claims(channel, json!({"*": {}}), 3600);
     claims["sub"] = json!(sub);
-    chouquette::testkit::sign(&claims, chouquette::testkit::SECRET)
+    chouquette_testkit::sign(&claims, chouquette_testkit::SECRET)
 }
 
 /// Over its app's message rate a connection gets `rate_limited` (the
@@ -236,21 +236,21 @@ async fn connections_per_user_are_limited() {
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut c = node.client().await;
-        c.send_json(&chouquette::testkit::subscribe("bornes", &tok))
+        c.send_json(&chouquette_testkit::subscribe("bornes", &tok))
             .await;
         assert_eq!(c.recv().await["class"], "ack");
         held.push(c);
     }
     let mut third = node.client().await;
     third
-        .send_json(&chouquette::testkit::subscribe("bornes", &tok))
+        .send_json(&chouquette_testkit::subscribe("bornes", &tok))
         .await;
     let refused = third.recv().await;
     assert_eq!(refused["code"], "rate_limited", "{refused}");
     assert_eq!(refused["channel"], "bornes", "{refused}");
     // Another user is not limited by roger's connections.
     let mut vb = node.client().await;
-    vb.send_json(&chouquette::testkit::subscribe(
+    vb.send_json(&chouquette_testkit::subscribe(
         "bornes",
         &user_token("bornes", "vb"),
     ))
@@ -266,7 +266,7 @@ async fn connections_per_user_are_limited() {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         third
-            .send_json(&chouquette::testkit::subscribe("bornes", &tok))
+            .send_json(&chouquette_testkit::subscribe("bornes", &tok))
             .await;
         let reply = third.recv().await;
         if reply["class"] == "ack" {
@@ -336,7 +336,7 @@ async fn publishes_per_app_are_limited() {
     assert_eq!(node.publish_batch(&batch).await.len(), 3);
     let (status, body) = node
         .publish_raw(
-            chouquette::testkit::API_KEY,
+            chouquette_testkit::API_KEY,
             &event("bornes", "k", &[], json!("over")),
         )
         .await;

@@ -1,7 +1,7 @@
 //! `POST /api/v1/publish` errors: authentication per app, bad input refused
 //! as a whole, nothing published by a refused request.
 
-use chouquette::testkit::{API_KEY, TestNode};
+use chouquette_testkit::{API_KEY, TestNode};
 use serde_json::{Value, json};
 
 use crate::common::{event, offsets, raw_http};

@@ -1,9 +1,10 @@
-//! Resume and reset (PROTOCOL.md section 5) and last known state (section 6).
+//! Resume and reset, and last known state (docs/protocol.md "Subscribing":
+//! `since`, `reset` `history_gap`, snapshots).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chouquette::testkit::{TestNode, config_with, token};
+use chouquette_testkit::{TestNode, config_with, token};
 use serde_json::{Value, json};
 
 use crate::common::{event, offsets, resume_msg};

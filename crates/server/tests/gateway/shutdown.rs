@@ -1,10 +1,10 @@
-//! Stopping (OPERATING.md "Stopping", PROTOCOL.md section 5): what is
-//! queued is delivered, then `reset` with reason `shutdown` and no channel,
-//! then close 1001.
+//! Stopping (docs/operations.md "Stopping", docs/protocol.md "Errors and
+//! closes"): what is queued is delivered, then `reset` with reason `shutdown`
+//! and no channel, then close 1001.
 
 use std::time::Duration;
 
-use chouquette::testkit::{BASE_CONFIG, TestNode, token};
+use chouquette_testkit::{BASE_CONFIG, TestNode, token};
 use serde_json::json;
 
 use crate::common::{assert_envelope, event, offsets};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chouquette::testkit::{Received, TestNode, config_with, token};
+use chouquette_testkit::{Received, TestNode, config_with, token};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 

@@ -1,7 +1,7 @@
-//! PROTOCOL.md section 3: one `ack` per subscribe, per channel; channels of
-//! one message succeed or fail each on its own.
+//! docs/protocol.md "Subscribing": one `ack` per subscribe, per channel;
+//! channels of one message succeed or fail each on its own.
 
-use chouquette::testkit::{APP, TestNode, claims, sign, token};
+use chouquette_testkit::{APP, TestNode, claims, sign, token};
 use serde_json::json;
 
 use crate::common::{assert_envelope, event, offsets, subscribe_msg};

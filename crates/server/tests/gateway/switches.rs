@@ -1,11 +1,11 @@
-//! Kill switches (OPERATING.md "Admin API", PROTOCOL.md reset reason and
+//! Kill switches (docs/admin.md "`POST /admin/switches`": reset reason and
 //! error code `disabled`): each scope ends what it covers with `reset`
 //! `disabled`, refuses new subscribes in it, leaves the rest alone, and once
 //! lifted lets clients resume with no gap; switches survive a restart.
 
 use std::time::Duration;
 
-use chouquette::testkit::{
+use chouquette_testkit::{
     APP, BASE_CONFIG, SECRET, SYNC_CHANNEL, TestNode, WsClient, claims, sign,
 };
 use serde_json::{Value, json};
@@ -123,7 +123,7 @@ fn event_of(app: &str, channel: &str) -> Value {
 /// Publishes one event; returns its offset.
 async fn publish_on(node: &TestNode, app: &str, channel: &str) -> u64 {
     let key = if app == APP {
-        chouquette::testkit::API_KEY
+        chouquette_testkit::API_KEY
     } else {
         OTHER_KEY
     };

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use chouquette::config::{Config, ConfigError};
 use chouquette::serve::{self, StartError};
-use chouquette::testkit::tls::{self, TestCert};
-use chouquette::testkit::{BASE_CONFIG, TestNode};
 use chouquette::tls::TlsError;
+use chouquette_testkit::tls::{self, TestCert};
+use chouquette_testkit::{BASE_CONFIG, TestNode};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -56,7 +56,7 @@ async fn tls_node(cert: &TestCert, extra: &str) -> TestNode {
 /// arrives: the connection is alive end to end.
 async fn publish_and_receive<S>(
     node: &TestNode,
-    client: &mut chouquette::testkit::WsClient<S>,
+    client: &mut chouquette_testkit::WsClient<S>,
     status: &str,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

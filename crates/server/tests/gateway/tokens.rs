@@ -1,7 +1,7 @@
-//! Subscription tokens (PROTOCOL.md section 3): HS256 with one of the app's
+//! Subscription tokens (docs/protocol.md "Tokens"): HS256 with one of the app's
 //! secrets, claims checked, everything else refused per channel.
 
-use chouquette::testkit::{APP, OLD_SECRET, SECRET, TestNode, WsClient, claims, sign};
+use chouquette_testkit::{APP, OLD_SECRET, SECRET, TestNode, WsClient, claims, sign};
 use serde_json::{Value, json};
 
 use crate::common::{b64url, event, subscribe_msg};
@@ -215,7 +215,7 @@ async fn an_active_subscription_ends_with_token_expired_when_its_token_does() {
     assert_eq!(client.recv().await["data"], "before");
 
     let expired = match client.next_within(std::time::Duration::from_secs(10)).await {
-        Some(chouquette::testkit::Received::Json(m)) => m,
+        Some(chouquette_testkit::Received::Json(m)) => m,
         other => panic!("expected token_expired, got {other:?}"),
     };
     let now = chouquette_core::clock::unix_now();

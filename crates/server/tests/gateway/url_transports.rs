@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chouquette::testkit::{TestNode, token};
+use chouquette_testkit::{TestNode, token};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chouquette::testkit::{RedisServer, SECRET, TestNode, claims, redis_config, sign, subscribe};
+use chouquette_testkit::{RedisServer, SECRET, TestNode, claims, redis_config, sign, subscribe};
 use serde_json::{Value, json};
 
 use crate::{becomes_ready, eventually, nodes};
@@ -13,7 +13,7 @@ fn off(enabled: bool) -> Value {
 }
 
 /// Subscribes a new client to `bornes` as `user`; returns it and the first answer.
-async fn join(node: &TestNode, user: &str) -> (chouquette::testkit::WsClient, Value) {
+async fn join(node: &TestNode, user: &str) -> (chouquette_testkit::WsClient, Value) {
     let mut c = claims("bornes", json!({"alarm": {}}), 600);
     c["sub"] = json!(user);
     let mut client = node.client().await;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chouquette::testkit::{RedisServer, TestNode, redis_config};
+use chouquette_testkit::{RedisServer, TestNode, redis_config};
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -221,10 +221,10 @@ async fn a_gateway_process_killed_mid_stream_loses_and_repeats_nothing() {
     client.subscribe("inbox", json!({"alarm": {}})).await;
     let mut victims = Vec::new();
     for name in ["victim-1", "victim-2"] {
-        let internal = chouquette::testkit::free_port();
+        let internal = chouquette_testkit::free_port();
         let config = format!(
             "[listen]\npublic = \"127.0.0.1:{}\"\ninternal = \"127.0.0.1:{internal}\"\n{}",
-            chouquette::testkit::free_port(),
+            chouquette_testkit::free_port(),
             redis_config(&redis.url(), name)
         );
         let path = std::env::temp_dir().join(format!("chq-{name}-{internal}.toml"));

@@ -1,6 +1,6 @@
 //! Three gateways on one Redis.
 
-use chouquette::testkit::{RedisServer, token};
+use chouquette_testkit::{RedisServer, token};
 use serde_json::json;
 
 use crate::{data, event, nodes, offsets_of};
@@ -154,8 +154,8 @@ async fn a_thousand_clients_over_three_nodes_each_get_every_event_exactly_once()
 async fn history_in_redis_is_bounded_by_length_and_by_age() {
     let redis = RedisServer::start().await;
     let extra = "[apps.channels.brief]\nhistory = 3\nhistory_ttl = \"1s\"\n";
-    let config = chouquette::testkit::redis_config_with(&redis.url(), "h", "", extra);
-    let node = chouquette::testkit::TestNode::start(&config).await;
+    let config = chouquette_testkit::redis_config_with(&redis.url(), "h", "", extra);
+    let node = chouquette_testkit::TestNode::start(&config).await;
     let mut epoch = String::new();
     for i in 0..5 {
         epoch = node.publish_event(&event("brief", json!(i))).await.0;
@@ -188,10 +188,10 @@ async fn an_id_is_published_once_across_nodes_and_through_the_inbox() {
     client.subscribe("bornes", json!({"alarm": {}})).await;
     let mut e = event("bornes", json!("once"));
     e["id"] = json!("order-7");
-    let (status, first) = nodes[0].publish_raw(chouquette::testkit::API_KEY, &e).await;
+    let (status, first) = nodes[0].publish_raw(chouquette_testkit::API_KEY, &e).await;
     assert_eq!(status, 200, "{first}");
     // The backend did not get its answer and retries on another node.
-    let (status, retry) = nodes[1].publish_raw(chouquette::testkit::API_KEY, &e).await;
+    let (status, retry) = nodes[1].publish_raw(chouquette_testkit::API_KEY, &e).await;
     assert_eq!(status, 200, "{retry}");
     assert_eq!(retry["duplicate"], true, "{retry}");
     assert_eq!(retry["offset"], first["offset"]);

@@ -1,6 +1,6 @@
 //! Redis killed mid-stream and started again.
 
-use chouquette::testkit::{API_KEY, RedisServer, token};
+use chouquette_testkit::{API_KEY, RedisServer, token};
 use serde_json::json;
 
 use crate::{becomes_ready, data, event, nodes, offsets_of};
@@ -45,7 +45,7 @@ async fn clients_are_told_publishes_refused_and_delivery_resumes_when_redis_retu
     // A new subscribe is refused while the broker is away.
     let mut late = b.client().await;
     let tok = token("bornes", json!({"alarm": {}}), 600);
-    late.send_json(&chouquette::testkit::subscribe("bornes", &tok))
+    late.send_json(&chouquette_testkit::subscribe("bornes", &tok))
         .await;
     let refused = late.recv().await;
     assert_eq!(refused["class"], "error", "{refused}");

@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use chouquette::testkit::{BASE_CONFIG, RedisServer, TestNode, answers_ping, free_port, token};
+use chouquette_testkit::{BASE_CONFIG, RedisServer, TestNode, answers_ping, free_port, token};
 use serde_json::json;
 use tokio::process::Command;
 
@@ -63,7 +63,7 @@ async fn every_script_and_command_keeps_to_one_cluster_slot() {
     .await;
     assert!(crossed.is_err(), "a cluster refuses cross-slot scripts");
 
-    let node = TestNode::start(&chouquette::testkit::redis_config(&redis.url(), "c")).await;
+    let node = TestNode::start(&chouquette_testkit::redis_config(&redis.url(), "c")).await;
     let mut client = node.client().await;
     client
         .subscribe("bornes", json!({"alarm": {}, "status": {}}))

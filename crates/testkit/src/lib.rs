@@ -1,5 +1,11 @@
 //! Test helpers, kept as product code: spawn a node on 127.0.0.1:0, drive it
 //! with a real WebSocket client, publish through the real HTTP API.
+//!
+//! A crate of its own, a dev-dependency only, so none of it is in the
+//! shipped `chouquette` library or binary. It drives the gateway through its
+//! public library API (`config`, `serve`, `http_client`) like any embedder;
+//! [`BASE_CONFIG`] is the one config the tests build on, the gateway's own
+//! config tests included.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,9 +17,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::config::Config;
-use crate::http_client::HttpClient;
-use crate::serve::{self, Running};
+use chouquette::config::Config;
+use chouquette::http_client::HttpClient;
+use chouquette::serve::{self, Running};
 
 mod redis;
 pub use redis::{RedisServer, answers_ping, free_port, redis_config, redis_config_with};

@@ -1,0 +1,199 @@
+//! `[[apps]]`: the tenants, each with its token secrets, API key, channel
+//! policies (`[apps.channel_defaults]`, `[apps.channels.NAME]`) and limits
+//! (`[apps.limits]`). Unset keys inherit: a channel from the app's channel
+//! defaults, those from the core's; an app's limits from `[limits]`.
+//! Builds the [`Apps`] registry. App ids are unique; a problem of an app
+//! points at the line of its id.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chouquette_core::app::{App, AppLimits, Apps, ChannelPolicy};
+use chouquette_core::limits::Rate;
+use chouquette_core::publication::valid_name;
+use serde::Deserialize;
+
+use super::limits::{Limits, rate_problem};
+use super::problem::Problems;
+use super::value::opt_duration;
+
+/// `[[apps]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The app id.
+    pub id: String,
+    /// Token secrets: any verifies, the first signs.
+    pub secrets: Vec<String>,
+    /// Bearer key for `/api/v1` on behalf of this app.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Accept subscription tokens without `exp`.
+    #[serde(default)]
+    pub allow_tokens_without_exp: bool,
+    /// Defaults for channels not listed under `channels`.
+    #[serde(default)]
+    pub channel_defaults: ChannelConfig,
+    /// Per-channel settings.
+    #[serde(default)]
+    pub channels: HashMap<String, ChannelConfig>,
+    /// This app's limits; unset keys take `[limits]`.
+    #[serde(default)]
+    pub limits: AppLimitsConfig,
+}
+
+/// `[apps.limits]`: the per-app limits, each over its `[limits]` default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppLimitsConfig {
+    /// Client messages per second per connection holding this app.
+    pub client_messages_per_second: Option<u32>,
+    /// Their burst.
+    pub client_messages_burst: Option<u32>,
+    /// Connections per user of this app on this node (0: no limit).
+    pub max_connections_per_user: Option<usize>,
+    /// Subscriptions per connection, checked when subscribing to this app.
+    pub max_subscriptions_per_connection: Option<usize>,
+    /// Events published per second for this app (0: no limit).
+    pub publishes_per_second: Option<u32>,
+    /// Their burst.
+    pub publish_burst: Option<u32>,
+}
+
+impl AppLimitsConfig {
+    fn over(&self, base: &Limits) -> AppLimits {
+        AppLimits {
+            client_messages: Rate::new(
+                self.client_messages_per_second
+                    .unwrap_or(base.client_messages_per_second),
+                self.client_messages_burst
+                    .unwrap_or(base.client_messages_burst),
+            ),
+            max_connections_per_user: self
+                .max_connections_per_user
+                .unwrap_or(base.max_connections_per_user),
+            max_subscriptions: self
+                .max_subscriptions_per_connection
+                .unwrap_or(base.max_subscriptions_per_connection),
+            publishes: Rate::new(
+                self.publishes_per_second
+                    .unwrap_or(base.publishes_per_second),
+                self.publish_burst.unwrap_or(base.publish_burst),
+            ),
+        }
+    }
+}
+
+/// `[apps.channels.NAME]` and `[apps.channel_defaults]`; unset keys inherit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Events kept for resume.
+    pub history: Option<usize>,
+    /// Events older than this leave history (`0s`: no age limit).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub history_ttl: Option<Duration>,
+    /// Keep the last event per key.
+    pub keep_state: Option<bool>,
+    /// Most keys kept.
+    pub max_state_keys: Option<usize>,
+}
+
+impl ChannelConfig {
+    fn over(&self, base: &ChannelPolicy) -> ChannelPolicy {
+        ChannelPolicy {
+            history: self.history.unwrap_or(base.history),
+            history_ttl: match self.history_ttl {
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+                None => base.history_ttl,
+            },
+            keep_state: self.keep_state.unwrap_or(base.keep_state),
+            max_state_keys: self.max_state_keys.unwrap_or(base.max_state_keys),
+        }
+    }
+}
+
+/// The apps registry, each app's unset settings taken from `limits` and the
+/// core's channel defaults.
+pub(super) fn registry(apps: &[AppConfig], limits: &Limits) -> Apps {
+    Apps::new(apps.iter().map(|a| a.build(limits)))
+}
+
+/// Every app's problems, and ids defined twice.
+pub(super) fn problems(apps: &[AppConfig], limits: &Limits, out: &mut Problems<'_>) {
+    let mut seen = HashSet::new();
+    for app in apps {
+        let at = format!("\"{}\"", app.id);
+        if !valid_name(&app.id) {
+            out.at(
+                &at,
+                format!("app id `{}` must be letters, digits and `_-.:@/`", app.id),
+            );
+        }
+        if !seen.insert(app.id.as_str()) {
+            out.at(&at, format!("app `{}` is defined twice", app.id));
+        }
+        app.problems(&at, limits, out);
+    }
+}
+
+impl AppConfig {
+    fn build(&self, limits: &Limits) -> App {
+        let default_channel = self.channel_defaults.over(&ChannelPolicy::default());
+        App {
+            id: self.id.as_str().into(),
+            secrets: self.secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            api_key: self.api_key.clone(),
+            allow_no_exp: self.allow_tokens_without_exp,
+            channels: self
+                .channels
+                .iter()
+                .map(|(name, c)| (name.clone(), c.over(&default_channel)))
+                .collect(),
+            default_channel,
+            limits: self.limits.over(limits),
+        }
+    }
+
+    /// This app's own problems; `at` finds the line of its id.
+    fn problems(&self, at: &str, limits: &Limits, out: &mut Problems<'_>) {
+        let id = &self.id;
+        if self.secrets.is_empty() || self.secrets.iter().any(String::is_empty) {
+            out.at(
+                at,
+                format!("app `{id}` needs at least one non-empty secret"),
+            );
+        }
+        if self.api_key.as_deref().is_some_and(str::is_empty) {
+            out.at(at, format!("app `{id}`: api_key must not be empty"));
+        }
+        let own = self.limits.over(limits);
+        for (rate, burst, r) in [
+            (
+                "client_messages_per_second",
+                "client_messages_burst",
+                own.client_messages,
+            ),
+            ("publishes_per_second", "publish_burst", own.publishes),
+        ] {
+            if let Some((_, message)) = rate_problem("limits", rate, burst, r) {
+                out.at(at, format!("app `{id}`: apps.{message}"));
+            }
+        }
+        if own.max_subscriptions == 0 {
+            out.at(
+                at,
+                format!("app `{id}`: limits.max_subscriptions_per_connection must be at least 1"),
+            );
+        }
+        for name in self.channels.keys() {
+            if !valid_name(name) {
+                out.at(
+                    name,
+                    format!("app `{id}`: channel name `{name}` is not valid"),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Environment overrides, merged over the file before it is deserialized.
+//!
+//! `CHOUQUETTE_<SECTION>__<KEY>`: double underscore between levels,
+//! lower-cased, array items by index (`CHOUQUETTE_APPS__0__API_KEY`).
+//! Values are read as TOML when they parse, as strings otherwise. Variables
+//! without a double underscore (`CHOUQUETTE_SECRET`) belong to the CLI and
+//! are not overrides. Overrides apply in variable-name order, so the result
+//! does not depend on the order the environment lists them in.
+
+use super::ConfigError;
+
+/// The environment prefix for overrides.
+pub const ENV_PREFIX: &str = "CHOUQUETTE_";
+
+/// One override: the variable, the lower-cased path it sets, its raw value.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Override {
+    var: String,
+    path: Vec<String>,
+    raw: String,
+}
+
+/// The overrides among `vars`, sorted by variable name.
+pub(super) fn overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<Override> {
+    let mut out: Vec<_> = vars
+        .filter_map(|(var, raw)| {
+            let rest = var.strip_prefix(ENV_PREFIX)?;
+            rest.contains("__").then(|| Override {
+                path: rest.split("__").map(str::to_lowercase).collect(),
+                var: var.clone(),
+                raw,
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The names of `overrides`, for messages about their combined result.
+pub(super) fn names(overrides: &[Override]) -> Vec<&str> {
+    overrides.iter().map(|o| o.var.as_str()).collect()
+}
+
+/// Sets every override in `table`; the first that cannot be set is the error.
+pub(super) fn apply(table: &mut toml::Value, overrides: &[Override]) -> Result<(), ConfigError> {
+    for o in overrides {
+        set(table, &o.path, value(&o.raw))
+            .map_err(|e| ConfigError::unplaced(format!("{}: {e}", o.var)))?;
+    }
+    Ok(())
+}
+
+/// A variable's value as TOML when it parses (`8192`, `true`, `["a"]`),
+/// else as the string it is.
+fn value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Sets `value` at `path` below `node`, creating tables on the way.
+fn set(node: &mut toml::Value, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((key, rest)) = path.split_first() else {
+        *node = value;
+        return Ok(());
+    };
+    let child = match node {
+        toml::Value::Table(t) => t
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+        toml::Value::Array(a) => {
+            let i: usize = key
+                .parse()
+                .map_err(|_| format!("`{key}` is not an index"))?;
+            a.get_mut(i).ok_or_else(|| format!("no item {i}"))?
+        }
+        _ => return Err(format!("`{key}` is under a value that is not a table")),
+    };
+    set(child, rest, value)
+}

@@ -1,0 +1,133 @@
+//! `[listen]` and `[listen.tls]`: the two listeners' addresses and the
+//! public listener's certificate. The internal listener is always plain: it
+//! belongs on loopback or a private network, and its clients are our
+//! backends. A TLS problem points at its key inside `[listen.tls]`, since
+//! `cert` and `key` are common words elsewhere in the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::problem::Problems;
+use super::value::{duration, socket_addr};
+use crate::tls::TlsSettings;
+
+/// `[listen]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Clients: `/ws`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub public: SocketAddr,
+    /// Backends and operators: `/api/v1`, `/metrics`, `/healthz`, `/readyz`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub internal: SocketAddr,
+    /// TLS on the public listener; none: plain (e.g. behind a proxy that
+    /// terminates TLS). The internal listener is always plain: it belongs
+    /// on loopback or a private network, and its clients are our backends.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            public: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            internal: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            tls: None,
+        }
+    }
+}
+
+impl Listen {
+    /// Addresses were checked while parsing; what is left is TLS.
+    pub(super) fn problems(&self, out: &mut Problems<'_>) {
+        if let Some(tls) = &self.tls {
+            tls.problems(out);
+        }
+    }
+}
+
+/// `[listen.tls]`: the public listener's certificate, reloaded on SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file: the certificate, then its intermediates.
+    pub cert: PathBuf,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// A client that has not finished its handshake by then is dropped.
+    #[serde(default = "TlsConfig::default_handshake_timeout")]
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once; further connections wait in the
+    /// kernel's accept queue, so a flood of slow handshakes is bounded.
+    #[serde(default = "TlsConfig::default_max_handshakes")]
+    pub max_handshakes: usize,
+}
+
+impl TlsConfig {
+    fn default_handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    fn default_max_handshakes() -> usize {
+        1024
+    }
+
+    /// The listener's settings.
+    pub fn settings(&self) -> TlsSettings {
+        TlsSettings {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            handshake_timeout: self.handshake_timeout,
+            max_handshakes: self.max_handshakes,
+        }
+    }
+
+    /// Problems with the files (missing, unreadable, not PEM, key not the
+    /// certificate's) and the bounds, each at its line in `[listen.tls]`.
+    fn problems(&self, out: &mut Problems<'_>) {
+        let text = out.text();
+        let line = |key: &str| tls_line(text, key);
+        if self.handshake_timeout.is_zero() {
+            out.at_line(
+                line("handshake_timeout"),
+                "listen.tls.handshake_timeout must be more than 0s".into(),
+            );
+        }
+        if self.max_handshakes == 0 {
+            out.at_line(
+                line("max_handshakes"),
+                "listen.tls.max_handshakes must be at least 1".into(),
+            );
+        }
+        if let Err(e) = crate::tls::load_key_pair(&self.cert, &self.key) {
+            let at = if e.is_about_key() { "key" } else { "cert" };
+            out.at_line(line(at), format!("listen.tls: {e}"));
+        }
+    }
+}
+
+/// The line of `key = ...` inside the `[listen.tls]` table (or of the
+/// table's header when the key is not in the file).
+fn tls_line(text: &str, key: &str) -> Option<usize> {
+    let mut lines = text.lines().enumerate();
+    let (header, _) = lines.find(|(_, l)| {
+        let l = l.trim();
+        l.starts_with('[') && l.trim_matches(['[', ']', ' ']) == "listen.tls"
+    })?;
+    for (i, l) in lines {
+        let l = l.trim();
+        if l.starts_with('[') {
+            break;
+        }
+        if l.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    Some(header + 1)
+}
