@@ -17,12 +17,13 @@
 //! dependencies, and the bound on keyed state is ours to choose and document.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::telemetry::prometheus::Family;
 
 /// A rate: `per_second` sustained, up to `burst` at once. `per_second == 0`
 /// means no limit.
@@ -452,6 +453,11 @@ impl Limit {
     }
 }
 
+const LIMITED: Family = Family::counter(
+    "chouquette_limited_total",
+    "Requests, messages and connections refused by a limit.",
+);
+
 /// Refusals counted by limit.
 #[derive(Debug, Default)]
 pub struct LimitCounters {
@@ -471,17 +477,9 @@ impl LimitCounters {
 
     /// `chouquette_limited_total{limit=...}` in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP chouquette_limited_total Requests, messages and connections refused by a limit.\n# TYPE chouquette_limited_total counter"
-        );
+        let mut samples = LIMITED.render(out);
         for limit in Limit::ALL {
-            let _ = writeln!(
-                out,
-                "chouquette_limited_total{{limit=\"{}\"}} {}",
-                limit.as_str(),
-                self.get(limit)
-            );
+            samples.sample(&[("limit", limit.as_str())], self.get(limit));
         }
     }
 }
