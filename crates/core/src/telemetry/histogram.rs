@@ -61,6 +61,7 @@ impl Buckets for Frames {
 
 /// A duration in whole nanoseconds, saturating (584 years): what a
 /// [`Histogram<Nanos>`] observes.
+#[inline]
 pub(super) fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -220,3 +220,60 @@ impl Telemetry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dashboards and alerts name these families: their names, types and
+    /// order are a contract, whatever moves in the code behind them.
+    #[test]
+    fn families_keep_their_names_types_and_order() {
+        let expected = [
+            ("chouquette_connections", "gauge"),
+            ("chouquette_connections_total", "counter"),
+            ("chouquette_subscriptions", "gauge"),
+            ("chouquette_publications_total", "counter"),
+            ("chouquette_publish_rejected_total", "counter"),
+            ("chouquette_deliveries_queued_total", "counter"),
+            ("chouquette_messages_out_total", "counter"),
+            ("chouquette_slow_consumer_drops_total", "counter"),
+            ("chouquette_errors_total", "counter"),
+            ("chouquette_closes_total", "counter"),
+            ("chouquette_disabled_resets_total", "counter"),
+            ("chouquette_disabled_refusals_total", "counter"),
+            ("chouquette_admin_denied_total", "counter"),
+            ("chouquette_admin_actions_total", "counter"),
+            ("chouquette_app_connections", "gauge"),
+            ("chouquette_app_subscriptions", "gauge"),
+            ("chouquette_drops_total", "counter"),
+            ("chouquette_publish_to_write_seconds", "histogram"),
+            ("chouquette_outbox_depth", "histogram"),
+            ("chouquette_broker_roundtrip_seconds", "histogram"),
+            ("chouquette_app_published_total", "counter"),
+            ("chouquette_app_delivered_total", "counter"),
+            ("chouquette_channel_published_total", "counter"),
+            ("chouquette_channel_delivered_total", "counter"),
+            ("chouquette_broker_up", "gauge"),
+            ("chouquette_broker_losses_total", "counter"),
+            ("chouquette_broker_connect_failures_total", "counter"),
+            ("chouquette_broker_lag_drops_total", "counter"),
+            ("chouquette_broker_resets_total", "counter"),
+            ("chouquette_inbox_published_total", "counter"),
+            ("chouquette_inbox_duplicates_total", "counter"),
+            ("chouquette_inbox_dead_total", "counter"),
+            ("chouquette_inbox_claimed_total", "counter"),
+            ("chouquette_tls_reloads_total", "counter"),
+            ("chouquette_tls_handshake_failures_total", "counter"),
+        ];
+        let text = Telemetry::default().render();
+        let families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect();
+        assert_eq!(families, expected);
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(helps, expected.len(), "one HELP line per family");
+    }
+}
