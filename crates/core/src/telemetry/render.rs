@@ -3,13 +3,16 @@
 //! totals, errors and closes, admin, flow (drops, histograms), per app,
 //! per channel; then the broker link and TLS, which own their families.
 
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chouquette_protocol::ErrorCode;
 
 use super::channels::AppGauges;
 use super::prometheus::Family;
-use super::{AdminAction, AppCounts, BrokerOp, ChannelCounts, CloseReason, DropReason, Telemetry};
+use super::{AdminAction, BrokerOp, ChannelCounts, CloseReason, DropReason, Telemetry};
 
 const CONNECTIONS: Family = Family::gauge("chouquette_connections", "Open client connections.");
 const CONNECTIONS_TOTAL: Family = Family::counter(
@@ -155,16 +158,8 @@ impl Telemetry {
             actions.sample(&[("action", action.as_str())], n);
         }
         let counts = self.app_counts();
-        let gauges: [(Family, fn(&AppCounts) -> i64); 2] = [
-            (APP_CONNECTIONS, |c| c.connections),
-            (APP_SUBSCRIPTIONS, |c| c.subscriptions),
-        ];
-        for (family, pick) in gauges {
-            let mut samples = family.render(out);
-            for (app, c) in &counts {
-                samples.sample(&[("app", app)], pick(c));
-            }
-        }
+        per_app(out, APP_CONNECTIONS, &counts, |c| c.connections);
+        per_app(out, APP_SUBSCRIPTIONS, &counts, |c| c.subscriptions);
     }
 
     /// Drops and the latency and depth histograms.
@@ -191,33 +186,42 @@ impl Telemetry {
 
     /// Events published and delivered per configured app, by app id.
     fn render_apps(&self, out: &mut String) {
-        let mut apps: Vec<_> = self.apps.iter().collect();
-        apps.sort_by(|a, b| a.0.cmp(b.0));
-        let counters: [(Family, fn(&AppGauges) -> &AtomicU64); 2] = [
-            (APP_PUBLISHED, |g| &g.published),
-            (APP_DELIVERED, |g| &g.delivered),
-        ];
-        for (family, pick) in counters {
-            let mut samples = family.render(out);
-            for (app, g) in &apps {
-                samples.sample(&[("app", app)], load(pick(g)));
-            }
-        }
+        let apps: BTreeMap<&Arc<str>, &AppGauges> = self.apps.iter().collect();
+        per_app(out, APP_PUBLISHED, &apps, |g| load(&g.published));
+        per_app(out, APP_DELIVERED, &apps, |g| load(&g.delivered));
     }
 
     /// Events published and delivered per labelled channel, then `_other`.
     fn render_channels(&self, out: &mut String) {
         let channels = self.channel_counts();
-        let counters: [(Family, fn(&ChannelCounts) -> u64); 2] = [
-            (CHANNEL_PUBLISHED, |c| c.published),
-            (CHANNEL_DELIVERED, |c| c.delivered),
-        ];
-        for (family, pick) in counters {
-            let mut samples = family.render(out);
-            for c in &channels {
-                samples.sample(&[("app", &c.app), ("channel", &c.channel)], pick(c));
-            }
-        }
+        per_channel(out, CHANNEL_PUBLISHED, &channels, |c| c.published);
+        per_channel(out, CHANNEL_DELIVERED, &channels, |c| c.delivered);
+    }
+}
+
+/// One family with a series per app, in app id order.
+fn per_app<K: AsRef<str>, T, V: Display>(
+    out: &mut String,
+    family: Family,
+    apps: &BTreeMap<K, T>,
+    pick: impl Fn(&T) -> V,
+) {
+    let mut samples = family.render(out);
+    for (app, value) in apps {
+        samples.sample(&[("app", app.as_ref())], pick(value));
+    }
+}
+
+/// One family with a series per labelled channel, in the given order.
+fn per_channel(
+    out: &mut String,
+    family: Family,
+    channels: &[ChannelCounts],
+    pick: impl Fn(&ChannelCounts) -> u64,
+) {
+    let mut samples = family.render(out);
+    for c in channels {
+        samples.sample(&[("app", &c.app), ("channel", &c.channel)], pick(c));
     }
 }
 
