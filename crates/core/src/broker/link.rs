@@ -7,8 +7,46 @@
 //!
 //! [`Broker::link`]: super::Broker::link
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::telemetry::prometheus::Family;
+
+const UP: Family = Family::gauge(
+    "chouquette_broker_up",
+    "1 while the broker link is up (always 1 for the memory broker).",
+);
+const LOSSES: Family = Family::counter(
+    "chouquette_broker_losses_total",
+    "Times the broker link was lost.",
+);
+const CONNECT_FAILURES: Family = Family::counter(
+    "chouquette_broker_connect_failures_total",
+    "Failed attempts to (re)connect to the broker.",
+);
+const LAG_DROPS: Family = Family::counter(
+    "chouquette_broker_lag_drops_total",
+    "Times the broker link was dropped because this node fell behind by more than broker.max_lag.",
+);
+const RESETS: Family = Family::counter(
+    "chouquette_broker_resets_total",
+    "reset broker_unavailable / broker_restored messages sent.",
+);
+const INBOX_PUBLISHED: Family = Family::counter(
+    "chouquette_inbox_published_total",
+    "Redis inbox entries published.",
+);
+const INBOX_DUPLICATES: Family = Family::counter(
+    "chouquette_inbox_duplicates_total",
+    "Redis inbox entries skipped because they were already published.",
+);
+const INBOX_DEAD: Family = Family::counter(
+    "chouquette_inbox_dead_total",
+    "Redis inbox entries refused and moved to the dead-letter stream.",
+);
+const INBOX_CLAIMED: Family = Family::counter(
+    "chouquette_inbox_claimed_total",
+    "Redis inbox entries taken over from a silent consumer.",
+);
 
 /// Counters of the broker link and of the sources that ride on it.
 #[derive(Debug, Default)]
@@ -63,73 +101,21 @@ impl LinkTelemetry {
         self.inbox_claimed.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Appends these series in the Prometheus text format.
+    /// Appends the link's and the inbox's families.
     pub fn render(&self, out: &mut String) {
-        let series: [(&str, &str, &str, i64); 9] = [
-            (
-                "chouquette_broker_up",
-                "gauge",
-                "1 while the broker link is up (always 1 for the memory broker).",
-                self.up.load(Ordering::Relaxed),
-            ),
-            (
-                "chouquette_broker_losses_total",
-                "counter",
-                "Times the broker link was lost.",
-                load(&self.losses),
-            ),
-            (
-                "chouquette_broker_connect_failures_total",
-                "counter",
-                "Failed attempts to (re)connect to the broker.",
-                load(&self.connect_failures),
-            ),
-            (
-                "chouquette_broker_lag_drops_total",
-                "counter",
-                "Times the broker link was dropped because this node fell behind by more than broker.max_lag.",
-                load(&self.lagged),
-            ),
-            (
-                "chouquette_broker_resets_total",
-                "counter",
-                "reset broker_unavailable / broker_restored messages sent.",
-                load(&self.resets_sent),
-            ),
-            (
-                "chouquette_inbox_published_total",
-                "counter",
-                "Redis inbox entries published.",
-                load(&self.inbox_published),
-            ),
-            (
-                "chouquette_inbox_duplicates_total",
-                "counter",
-                "Redis inbox entries skipped because they were already published.",
-                load(&self.inbox_duplicates),
-            ),
-            (
-                "chouquette_inbox_dead_total",
-                "counter",
-                "Redis inbox entries refused and moved to the dead-letter stream.",
-                load(&self.inbox_dead),
-            ),
-            (
-                "chouquette_inbox_claimed_total",
-                "counter",
-                "Redis inbox entries taken over from a silent consumer.",
-                load(&self.inbox_claimed),
-            ),
+        UP.render_value(out, self.up.load(Ordering::Relaxed));
+        let counters = [
+            (LOSSES, &self.losses),
+            (CONNECT_FAILURES, &self.connect_failures),
+            (LAG_DROPS, &self.lagged),
+            (RESETS, &self.resets_sent),
+            (INBOX_PUBLISHED, &self.inbox_published),
+            (INBOX_DUPLICATES, &self.inbox_duplicates),
+            (INBOX_DEAD, &self.inbox_dead),
+            (INBOX_CLAIMED, &self.inbox_claimed),
         ];
-        for (name, kind, help, value) in series {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+        for (family, counter) in counters {
+            family.render_value(out, counter.load(Ordering::Relaxed));
         }
     }
-}
-
-fn load(a: &AtomicU64) -> i64 {
-    i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
 }
