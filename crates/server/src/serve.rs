@@ -31,7 +31,7 @@ use crate::config::{BrokerKind, Config};
 use crate::gateway::Gateway;
 use crate::gateway::Settings;
 use crate::shutdown::{Shutdown, Trigger};
-use crate::source::redis_inbox;
+use crate::source::{self, redis_inbox::RedisInbox};
 use crate::switch_store::{StoreError, SwitchStore};
 use crate::tls::{Certificates, TlsError, TlsListener};
 use crate::transport::{poll, sse, ws};
@@ -255,8 +255,8 @@ pub async fn start_with(
     if let Some(redis) = redis {
         background.push(redis.stop_handle());
         if let Some(inbox) = config.broker.inbox_settings(&node.id) {
-            let consume = redis_inbox::run(node.clone(), redis, inbox);
-            background.push(tokio::spawn(consume).abort_handle());
+            let inbox = RedisInbox::new(redis, inbox);
+            background.push(source::spawn(inbox, node.clone(), shutdown.clone()));
         }
     }
     tracing::info!(%public, %internal, node = %node.id, broker = node.broker.kind(),

@@ -6,7 +6,6 @@
 //! exposed publicly.
 
 pub mod admin;
-mod publish;
 
 use axum::Json;
 use axum::Router;
@@ -39,6 +38,20 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
         .into_response()
 }
 
+/// A JSON error answer about the event at `index` of a batch:
+/// `{"code": ..., "message": ..., "index": ...}`.
+pub(crate) fn error_at(status: StatusCode, code: &str, message: &str, index: usize) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            code,
+            message,
+            index: Some(index),
+        }),
+    )
+        .into_response()
+}
+
 /// 429 `rate_limited` with `Retry-After` (whole seconds): a limit refused
 /// the request; the client may retry after that long.
 pub fn too_many_requests(message: &str, limited: chouquette_core::limits::Limited) -> Response {
@@ -64,7 +77,10 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub fn router(shared: Gateway) -> Router {
     let body_limit = DefaultBodyLimit::max(shared.max_publish_bytes);
     Router::new()
-        .route("/api/v1/publish", post(publish::publish).layer(body_limit))
+        .route(
+            "/api/v1/publish",
+            post(crate::source::http::publish).layer(body_limit),
+        )
         .merge(admin::router(body_limit))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
