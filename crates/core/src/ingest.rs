@@ -167,7 +167,8 @@ pub async fn publish(
                     published,
                 });
             }
-            Outcome::NotAttempted(_) => break,
+            // Behind the refused event, or stopped by the broker.
+            Outcome::NotAttempted(_) => {}
         }
     }
     match report.unavailable {
@@ -530,6 +531,21 @@ mod tests {
             report.groups[2][0],
             Outcome::Refused(Refusal::Invalid(EventError::BadName("channel")))
         ));
+    }
+
+    #[test]
+    fn a_one_group_publish_names_the_refused_event_and_publishes_nothing() {
+        let node = plain();
+        let batch = vec![event("c", None), event("c", None), event("has space", None)];
+        match block_on(publish(&node, Caller::Trusted, batch)) {
+            Err(PublishError::Refused {
+                index: 2,
+                refusal: Refusal::Invalid(_),
+                published,
+            }) => assert!(published.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(node.telemetry.stats().publications_total, 0);
     }
 
     #[test]
