@@ -1,8 +1,9 @@
 //! Chouquette's logic without sockets.
 //!
-//! The flow of one event: a source hands a [`NewEvent`] to
-//! [`Node::publish`]; the [`broker`] gives it its offset, keeps it in history
-//! and delivers it to every node's [`Hub`]; the hub finds the subscriptions
+//! The flow of one event: a source hands a [`NewEvent`] to the one
+//! [`ingest`] pipeline, which checks it against its app and rate; the
+//! [`broker`] gives it its offset, keeps it in history and delivers it to
+//! every node's [`Hub`]; the hub finds the subscriptions
 //! whose [`Filter`] matches through its keyword [`index`] and queues the
 //! event's shared bytes in each connection's [`Outbox`]; the transport drains
 //! the outbox through its [`Session`], which also answers client messages.
@@ -14,7 +15,6 @@
 //! ```
 //!
 //! [`NewEvent`]: publication::NewEvent
-//! [`Node::publish`]: node::Node::publish
 //! [`Hub`]: hub::Hub
 //! [`Filter`]: filter::Filter
 //! [`Outbox`]: outbox::Outbox
@@ -29,6 +29,7 @@ pub mod filter;
 pub mod history;
 pub mod hub;
 pub mod index;
+pub mod ingest;
 pub mod limits;
 pub mod node;
 pub mod outbox;

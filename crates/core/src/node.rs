@@ -1,21 +1,21 @@
 //! The shared state of one gateway node that sessions and sources use.
 //!
 //! Wiring only: the apps, the hub, the broker, telemetry and the limits every
-//! session obeys. [`Node::publish`] is the one entry point for events from
-//! any source (HTTP API now; Redis inbox, Postgres, MQTT later).
+//! session obeys. Events from any source enter through the one pipeline in
+//! [`crate::ingest`].
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::app::Apps;
-use crate::broker::{Broker, BrokerError, PublishFailure};
+use crate::broker::Broker;
 use crate::connections::{Connection, Registry};
 use crate::hub::Hub;
+use crate::ingest::{self, Caller, PublishError};
 use crate::limits::{Limiters, Rate};
 use crate::outbox::{SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED};
-use crate::publication::{EventError, NewEvent, Position, channel_runs};
+use crate::publication::{NewEvent, Position};
 use crate::switches::{Switch, Switches};
-use crate::telemetry::{BrokerOp, Telemetry};
+use crate::telemetry::Telemetry;
 
 /// Limits every session obeys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,44 +45,6 @@ impl Default for SessionLimits {
             client_messages: Rate::new(50, 100),
             max_rate_limited: 50,
         }
-    }
-}
-
-/// Why a publish was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// Event `index` names an app that is not configured.
-    #[error("event {index}: unknown app `{app}`")]
-    UnknownApp {
-        /// Position in the batch.
-        index: usize,
-        /// The app named.
-        app: String,
-    },
-    /// Event `index` is malformed; nothing was published.
-    #[error("event {index}: {error}")]
-    Invalid {
-        /// Position in the batch.
-        index: usize,
-        /// What is wrong with it.
-        error: EventError,
-    },
-    /// The broker stopped the batch; `published` events went out before it.
-    #[error("{0}")]
-    Broker(#[from] PublishFailure),
-}
-
-impl PublishError {
-    /// Whether the failure is on the gateway's side (retry later) rather than the input's.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            PublishError::Broker(PublishFailure {
-                error: BrokerError::Unavailable(_),
-                ..
-            })
-        )
     }
 }
 
@@ -119,20 +81,6 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Whether `event` (at `index` of its batch) may be published: a
-    /// configured app, and fields within their bounds.
-    pub fn check(&self, index: usize, event: &NewEvent) -> Result<(), PublishError> {
-        if self.apps.get(&event.app_id).is_none() {
-            return Err(PublishError::UnknownApp {
-                index,
-                app: event.app_id.chars().take(64).collect(),
-            });
-        }
-        event
-            .validate()
-            .map_err(|error| PublishError::Invalid { index, error })
-    }
-
     /// Tells every connection when the broker link is lost and when it is
     /// back (`reset` `broker_unavailable`, then `broker_restored`); runs
     /// until the broker is dropped.
@@ -201,37 +149,12 @@ impl Node {
         found.len()
     }
 
-    /// Validates every event, then publishes them in order. Consecutive
-    /// events of one channel go to the broker together.
+    /// Publishes `events` as one batch on the gateway's own authority (no
+    /// API key, no rate limit): a thin call into the [`ingest`] pipeline,
+    /// which every source goes through.
+    ///
+    /// [`ingest`]: crate::ingest
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Position>, PublishError> {
-        for (index, event) in events.iter().enumerate() {
-            self.check(index, event)?;
-        }
-        let mut positions = Vec::with_capacity(events.len());
-        for (channel, run) in channel_runs(events, |e| e) {
-            let Some(app) = self.apps.get(&channel.app) else {
-                continue; // checked above
-            };
-            let policy = app.channel_policy(&channel.name);
-            let asked = Instant::now();
-            let published = self.broker.publish(&channel, policy, run).await;
-            self.telemetry
-                .broker_call(BrokerOp::Publish, asked.elapsed());
-            let fresh = |p: &[Position]| p.iter().filter(|p| !p.duplicate).count();
-            match published {
-                Ok(p) => {
-                    self.telemetry.published_on(&channel, fresh(&p));
-                    positions.extend(p);
-                }
-                Err(mut failure) => {
-                    self.telemetry
-                        .published_on(&channel, fresh(&failure.published));
-                    positions.append(&mut failure.published);
-                    failure.published = positions;
-                    return Err(failure.into());
-                }
-            }
-        }
-        Ok(positions)
+        ingest::publish(self, Caller::Trusted, events).await
     }
 }

@@ -33,6 +33,20 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
         .into_response()
 }
 
+/// A JSON error answer about the event at `index` of a batch:
+/// `{"code": ..., "message": ..., "index": ...}`.
+pub(crate) fn error_at(status: StatusCode, code: &str, message: &str, index: usize) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            code,
+            message,
+            index: Some(index),
+        }),
+    )
+        .into_response()
+}
+
 /// 429 `rate_limited` with `Retry-After` (whole seconds): a limit refused
 /// the request; the client may retry after that long.
 pub fn too_many_requests(message: &str, limited: Limited) -> Response {

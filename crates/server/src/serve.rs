@@ -31,7 +31,7 @@ use crate::gateway::Settings;
 use crate::operator::store::{StoreError, SwitchStore};
 use crate::operator::{AdminState, OperatorActions};
 use crate::shutdown::{Shutdown, Trigger};
-use crate::source::redis_inbox;
+use crate::source::{self, redis_inbox::RedisInbox};
 use crate::tls::{Certificates, TlsError, TlsListener};
 use crate::transport::{poll, sse, ws};
 use crate::{api, static_files};
@@ -250,8 +250,8 @@ pub async fn start_with(
     if let Some(redis) = redis {
         background.push(redis.stop_handle());
         if let Some(inbox) = config.broker.inbox_settings(&node.id) {
-            let consume = redis_inbox::run(node.clone(), redis, inbox);
-            background.push(tokio::spawn(consume).abort_handle());
+            let inbox = RedisInbox::new(redis, inbox);
+            background.push(source::spawn(inbox, node.clone(), shutdown.clone()));
         }
     }
     tracing::info!(%public, %internal, node = %node.id, broker = node.broker.kind(),

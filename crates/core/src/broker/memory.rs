@@ -67,13 +67,15 @@ impl MemoryBroker {
         let mut log = lock(&log);
         let now = Instant::now();
         let mut positions = Vec::with_capacity(events.len());
-        for event in events {
+        let mut events = events.into_iter();
+        while let Some(event) = events.next() {
             let appended = match log.append(event, policy, now) {
                 Ok(appended) => appended,
                 Err(e) => {
                     return Err(PublishFailure {
                         published: positions,
                         error: e.into(),
+                        rest: events.collect(),
                     });
                 }
             };

@@ -47,13 +47,18 @@ pub enum BrokerError {
 }
 
 /// A publish that stopped part-way: what was published, and why it stopped.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{error} (after {} published)", published.len())]
 pub struct PublishFailure {
     /// Positions of the events published before the failure.
     pub published: Vec<Position>,
     /// Why the next event was not published.
     pub error: BrokerError,
+    /// The events after the refused one, handed back untouched: a batch may
+    /// mix events of several submitters, and the others' events still have
+    /// to go out without being cloned up front. Empty when the broker is
+    /// unavailable (nothing more will be tried then).
+    pub rest: Vec<NewEvent>,
 }
 
 impl From<BrokerError> for PublishFailure {
@@ -61,6 +66,7 @@ impl From<BrokerError> for PublishFailure {
         PublishFailure {
             published: Vec::new(),
             error,
+            rest: Vec::new(),
         }
     }
 }
@@ -78,8 +84,11 @@ pub trait Broker: Send + Sync + 'static {
     fn link(&self) -> tokio::sync::watch::Receiver<bool>;
 
     /// Gives each event the next offset of `channel`, stores it, and delivers
-    /// it to every node, in order. A refused event stops the batch: those
-    /// before it stay published and are named in the failure.
+    /// it to every node, in order. An event whose `id` the channel already
+    /// published is not published again: its position is the first one's,
+    /// marked `duplicate`. A refused event stops the batch: those before it
+    /// stay published and are named in the failure, those after it are
+    /// handed back in it.
     fn publish<'a>(
         &'a self,
         channel: &'a ChannelId,

@@ -6,7 +6,6 @@
 //! exposed publicly.
 
 pub mod admin;
-mod publish;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -15,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::gateway::Gateway;
-use crate::http_error::ErrorBody;
+pub(crate) use crate::http_error::error_at;
 pub use crate::http_error::{error_response, too_many_requests};
 
 /// The key of an `Authorization: Bearer <key>` header.
@@ -32,7 +31,10 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub fn router(shared: Gateway) -> Router {
     let body_limit = DefaultBodyLimit::max(shared.max_publish_bytes);
     Router::new()
-        .route("/api/v1/publish", post(publish::publish).layer(body_limit))
+        .route(
+            "/api/v1/publish",
+            post(crate::source::http::publish).layer(body_limit),
+        )
         .merge(admin::router(body_limit))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chouquette_testkit::{RedisServer, TestNode, redis_config};
+use chouquette_testkit::{RedisServer, TestNode, redis_config, redis_config_with};
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -206,6 +206,43 @@ async fn add_burst(con: &mut redis::aio::MultiplexedConnection, from: usize, n: 
     }
     let () = pipe.query_async(con).await.unwrap();
     from + n
+}
+
+/// The app's publish rate holds the inbox back instead of refusing: the
+/// entries over it wait for the app's tokens, in order, and none goes to
+/// the dead letters.
+#[tokio::test]
+async fn an_app_over_its_publish_rate_slows_the_inbox_and_loses_nothing() {
+    let redis = RedisServer::start().await;
+    let mut con = redis_client(&redis).await;
+    let app = "[apps.limits]\npublishes_per_second = 4\npublish_burst = 2";
+    let node = TestNode::start(&redis_config_with(&redis.url(), "slow", "", app)).await;
+    let mut client = node.client().await;
+    client.subscribe("inbox", json!({"alarm": {}})).await;
+    let started = std::time::Instant::now();
+    add_burst(&mut con, 0, 10).await;
+    let got = tokio::time::timeout(Duration::from_secs(20), data(&mut client, "inbox", 10))
+        .await
+        .expect("every inbox entry arrives");
+    let values: Vec<u64> = got.iter().map(|m| m["data"].as_u64().unwrap()).collect();
+    assert_eq!(values, (0..10).collect::<Vec<u64>>());
+    // 8 events over the burst of 2, at 4 per second: 2 s.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        node.metric("chouquette_limited_total{limit=\"publishes\"}")
+            .await
+            >= Some(1.0)
+    );
+    assert_eq!(
+        node.metric("chouquette_inbox_dead_total")
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
 }
 
 /// A gateway *process* killed (SIGKILL) while it consumes the inbox: the

@@ -256,19 +256,20 @@ impl RedisBroker {
             .map_err(|e| BrokerError::Unavailable(e.to_string()))
     }
 
-    /// Publishes `events` of one channel, each with an idempotency id (""
-    /// for none): an id already published within the dedup window publishes
-    /// nothing and gets the first one's position.
-    /// A refused event stops the batch: the outcome covers the events
-    /// before it, and says so.
-    pub async fn publish_once(
+    /// Publishes `events` of one channel in one script call. An event's
+    /// `id` (the backend's, or one a source derived) is its dedup id: one
+    /// already published within the dedup window publishes nothing and gets
+    /// the first one's position. A refused event stops the batch: the
+    /// failure names the positions before it and hands back the events
+    /// after it.
+    async fn publish_events(
         &self,
         channel: &ChannelId,
         policy: &ChannelPolicy,
-        events: &[(String, NewEvent)],
-    ) -> Result<Outcome, BrokerError> {
-        let published = self.run_publish(channel, policy, events).await?;
-        let positions = published
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Position>, PublishFailure> {
+        let published = self.run_publish(channel, policy, &events).await?;
+        let positions: Vec<Position> = published
             .offsets
             .iter()
             .map(|&(offset, duplicate)| Position {
@@ -277,11 +278,14 @@ impl RedisBroker {
                 duplicate,
             })
             .collect();
-        Ok(Outcome {
-            positions,
-            refused: published
-                .state_full
-                .then_some(LogError::StateFull(policy.max_state_keys)),
+        if !published.state_full {
+            return Ok(positions);
+        }
+        let rest = events.into_iter().skip(positions.len() + 1).collect();
+        Err(PublishFailure {
+            published: positions,
+            error: LogError::StateFull(policy.max_state_keys).into(),
+            rest,
         })
     }
 
@@ -289,7 +293,7 @@ impl RedisBroker {
         &self,
         channel: &ChannelId,
         policy: &ChannelPolicy,
-        events: &[(String, NewEvent)],
+        events: &[NewEvent],
     ) -> Result<wire::Published, BrokerError> {
         let shared = &self.shared;
         let link = shared.current().ok_or_else(not_connected)?;
@@ -304,9 +308,9 @@ impl RedisBroker {
             .arg(ms(shared.settings.key_ttl))
             .arg(&keys.topic)
             .arg(ms(shared.settings.dedup_window));
-        for (id, event) in events {
+        for event in events {
             invocation
-                .arg(id)
+                .arg(event.id.as_deref().unwrap_or(""))
                 .arg(event.key.as_deref().unwrap_or(""))
                 .arg(wire::encode(event));
         }
@@ -403,16 +407,6 @@ impl RedisBroker {
     }
 }
 
-/// What [`RedisBroker::publish_once`] did.
-#[derive(Debug)]
-pub struct Outcome {
-    /// Per event handled, in order: its position (the first one's, marked
-    /// `duplicate`, for an id already published).
-    pub positions: Vec<Position>,
-    /// Why the event after those was refused, if one was.
-    pub refused: Option<LogError>,
-}
-
 /// An invocation of `script` naming `keys`, in the order both scripts
 /// (`common.lua`) take them.
 fn keyed<'a>(script: &'a Script, keys: &ChannelKeys) -> ScriptInvocation<'a> {
@@ -455,21 +449,7 @@ impl Broker for RedisBroker {
         policy: &'a ChannelPolicy,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<Vec<Position>, PublishFailure>> {
-        Box::pin(async move {
-            let events: Vec<_> = events
-                .into_iter()
-                .map(|e| (e.id.clone().unwrap_or_default(), e))
-                .collect();
-            let outcome = self.publish_once(channel, policy, &events).await?;
-            let published = outcome.positions;
-            match outcome.refused {
-                None => Ok(published),
-                Some(error) => Err(PublishFailure {
-                    published,
-                    error: error.into(),
-                }),
-            }
-        })
+        Box::pin(self.publish_events(channel, policy, events))
     }
 
     fn recover<'a>(

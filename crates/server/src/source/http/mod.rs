@@ -1,7 +1,8 @@
-//! `POST /api/v1/publish`: one event (an object) or a batch (an array).
+//! The HTTP source, `POST /api/v1/publish`: one event (an object) or a
+//! batch (an array), submitted to the ingest pipeline as one group.
 //!
-//! Every event is checked (shape, app, API key, names, bounds) before any is
-//! published, so a bad batch publishes nothing. Answers `{"epoch","offset"}`
+//! Every event is checked (shape, app, API key, rate, names, bounds) before
+//! any is published, so a bad batch publishes nothing. Answers `{"epoch","offset"}`
 //! per event, or a JSON error: 400 `bad_message`, 401/403 `not_allowed`,
 //! 404 `unknown_app`, 413 `bad_message` (body too large), 429
 //! `rate_limited` with `Retry-After` (the app's `publishes_per_second`; every
@@ -9,7 +10,7 @@
 //! (never accepted-then-dropped), 507 when a channel bound is hit.
 //!
 //! `POST /admin/publish` runs the same code with the admin key standing in
-//! for every app's API key ([`Caller::Admin`]).
+//! for every app's API key ([`Caller::Trusted`], not rate limited).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -17,34 +18,14 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chouquette_core::broker::BrokerError;
-use chouquette_core::node::PublishError;
-use chouquette_core::publication::NewEvent;
+use chouquette_core::ingest::{self, PublishError, Refusal};
+use chouquette_core::publication::{NewEvent, Position};
 use serde_json::value::RawValue;
 
-use super::{ErrorBody, bearer, error_response, too_many_requests};
+pub use chouquette_core::ingest::Caller;
+
+use crate::api::{bearer, error_at, error_response, too_many_requests};
 use crate::gateway::Gateway;
-
-fn indexed(status: StatusCode, code: &str, message: &str, index: usize) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            code,
-            message,
-            index: Some(index),
-        }),
-    )
-        .into_response()
-}
-
-/// On whose authority events are published.
-#[derive(Debug, Clone, Copy)]
-pub enum Caller<'a> {
-    /// A backend, with this key: it must be the API key of every event's app.
-    Backend(&'a str),
-    /// An operator, already authorized by the admin key.
-    Admin,
-}
 
 /// Parses the body as one event or an array of events; says which it was.
 fn parse(body: &[u8]) -> Result<(Vec<NewEvent>, bool), String> {
@@ -108,27 +89,7 @@ async fn answer(shared: &Gateway, caller: Caller<'_>, body: &[u8]) -> Response {
         Ok(parsed) => parsed,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
     };
-    for (index, event) in events.iter().enumerate() {
-        let Some(app) = shared.node.apps.get(&event.app_id) else {
-            return indexed(StatusCode::NOT_FOUND, "unknown_app", "unknown app", index);
-        };
-        if let Caller::Backend(key) = caller
-            && !app.accepts_api_key(key)
-        {
-            return indexed(
-                StatusCode::FORBIDDEN,
-                "not_allowed",
-                "wrong API key for this app",
-                index,
-            );
-        }
-    }
-    if let Caller::Backend(_) = caller
-        && let Some(refusal) = rate_limit(shared, &events)
-    {
-        return refusal;
-    }
-    match shared.node.publish(events).await {
+    match ingest::publish(&shared.node, caller, events).await {
         Ok(positions) if batch => Json(positions).into_response(),
         Ok(positions) => match positions.into_iter().next() {
             Some(p) => Json(p).into_response(),
@@ -142,51 +103,49 @@ async fn answer(shared: &Gateway, caller: Caller<'_>, body: &[u8]) -> Response {
     }
 }
 
-/// Takes each app's publish tokens for its events in the batch (operators'
-/// test publishes are not limited); the 429 answer when one app is over.
-fn rate_limit(shared: &Gateway, events: &[NewEvent]) -> Option<Response> {
-    let mut per_app: Vec<(&str, u32)> = Vec::new();
-    for event in events {
-        match per_app.iter_mut().find(|(app, _)| *app == &*event.app_id) {
-            Some((_, n)) => *n = n.saturating_add(1),
-            None => per_app.push((&event.app_id, 1)),
-        }
-    }
-    let now = std::time::Instant::now();
-    let limiters = &shared.node.limiters;
-    for (app, n) in per_app {
-        if let Err(limited) = limiters.publish(app, n, now) {
-            limiters
-                .counters
-                .hit(chouquette_core::limits::Limit::Publishes);
-            let message = format!("app `{app}` publishes faster than its limit");
-            return Some(too_many_requests(&message, limited));
-        }
-    }
-    None
-}
-
 fn publish_error(e: PublishError) -> Response {
     let message = e.to_string();
     match e {
-        PublishError::UnknownApp { index, .. } => {
-            indexed(StatusCode::NOT_FOUND, "unknown_app", &message, index)
-        }
-        PublishError::Invalid { index, .. } => {
-            indexed(StatusCode::BAD_REQUEST, "bad_message", &message, index)
-        }
-        PublishError::Broker(failure) => {
-            let status = match failure.error {
-                BrokerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INSUFFICIENT_STORAGE,
-            };
-            let body = serde_json::json!({
-                "code": "unavailable",
-                "message": message,
-                "published": failure.published,
-            });
-            (status, Json(body)).into_response()
+        PublishError::Refused {
+            index,
+            refusal,
+            published,
+        } => refused(index, refusal, published, &message),
+        PublishError::Unavailable { published, .. } => {
+            stopped(StatusCode::SERVICE_UNAVAILABLE, &message, published)
         }
         _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", &message),
     }
+}
+
+/// The answer to a refused event; `message` names it.
+fn refused(index: usize, refusal: Refusal, published: Vec<Position>, message: &str) -> Response {
+    match refusal {
+        Refusal::UnknownApp(_) => {
+            error_at(StatusCode::NOT_FOUND, "unknown_app", "unknown app", index)
+        }
+        Refusal::WrongKey => error_at(
+            StatusCode::FORBIDDEN,
+            "not_allowed",
+            "wrong API key for this app",
+            index,
+        ),
+        Refusal::RateLimited { limited, .. } => too_many_requests(&refusal.to_string(), limited),
+        Refusal::Invalid(_) => error_at(StatusCode::BAD_REQUEST, "bad_message", message, index),
+        refusal if refusal.by_broker() => {
+            let message = format!("{refusal} (after {} published)", published.len());
+            stopped(StatusCode::INSUFFICIENT_STORAGE, &message, published)
+        }
+        _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", message),
+    }
+}
+
+/// The broker stopped the batch: what went out before it, and why not more.
+fn stopped(status: StatusCode, message: &str, published: Vec<Position>) -> Response {
+    let body = serde_json::json!({
+        "code": "unavailable",
+        "message": message,
+        "published": published,
+    });
+    (status, Json(body)).into_response()
 }
