@@ -196,13 +196,15 @@ impl From<Stop> for End {
 /// Runs a connection until it ends: writes `opening` (the replies to a
 /// subscription carried in the request), then serves the session, then says
 /// goodbye and ends the session.
-pub(crate) async fn drive<W: Wire>(
-    wire: &mut W,
-    session: &mut Session,
-    shared: &Gateway,
+pub(crate) fn drive<'a, W: Wire>(
+    wire: &'a mut W,
+    session: &'a mut Session,
+    shared: &'a Gateway,
     peer: Option<IpAddr>,
     opening: Vec<Bytes>,
-) {
+) -> impl Future<Output = ()> + 'a {
+    // Built outside the `async` block, which then holds it once: an `async
+    // fn` would keep its arguments and their moved copies side by side.
     let now = Instant::now();
     let mut driver = Driver {
         wire,
@@ -213,13 +215,15 @@ pub(crate) async fn drive<W: Wire>(
         last_heard: now,
         last_ping: now,
     };
-    let end = match driver.write().await {
-        Ok(()) => driver.serve().await,
-        Err(end) => end,
-    };
-    // Boxed: closing runs once, and its future would otherwise sit in every
-    // idle connection's task.
-    Box::pin(driver.finish(end)).await;
+    async move {
+        let end = match driver.write().await {
+            Ok(()) => driver.serve().await,
+            Err(end) => end,
+        };
+        // Boxed: closing runs once, and its future would otherwise sit in
+        // every idle connection's task.
+        Box::pin(driver.finish(end)).await;
+    }
 }
 
 /// The instant a Unix time (seconds) is reached.
