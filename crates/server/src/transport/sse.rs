@@ -77,20 +77,32 @@ pub async fn stream(
     response
 }
 
-async fn run(shared: Gateway, peer: Option<IpAddr>, request: UrlRequest, tx: mpsc::Sender<Bytes>) {
-    let _guard = shared.shutdown.connection("sse");
+/// The stream's task. Built outside its `async` block, which then holds each
+/// part once: every idle stream keeps this future.
+fn run(
+    shared: Gateway,
+    peer: Option<IpAddr>,
+    request: UrlRequest,
+    tx: mpsc::Sender<Bytes>,
+) -> impl Future<Output = ()> {
+    let guard = shared.shutdown.connection("sse");
     let mut session = Session::new(shared.node.clone(), Transport::Sse);
     let mut wire = SseWire { tx };
-    let retry = wire.send(Bytes::from_static(RETRY));
-    if !matches!(
-        timeout(shared.settings.write_timeout, retry).await,
-        Ok(Ok(()))
-    ) {
-        return;
+    async move {
+        let retry = wire.send(Bytes::from_static(RETRY));
+        if !matches!(
+            timeout(shared.settings.write_timeout, retry).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        let mut opening = Vec::new();
+        // Boxed: subscribing runs once, and its future is large.
+        Box::pin(url::subscribe_all(&mut session, &request, &mut opening)).await;
+        drop(request);
+        driver::drive(&mut wire, &mut session, &shared, peer, opening).await;
+        drop(guard);
     }
-    let mut opening = Vec::new();
-    url::subscribe_all(&mut session, &request, &mut opening).await;
-    driver::drive(&mut wire, &mut session, &shared, peer, opening).await;
 }
 
 /// The body of an event stream as the driver's wire.
