@@ -1,8 +1,11 @@
 //! Transports: thin adapters between a socket and a [`Session`]. WebSocket,
-//! SSE and long-polling share the session; only framing differs.
+//! SSE and long-polling share the session and one connection loop
+//! (`driver`); each supplies only its request handling and its framing
+//! (a `driver::Wire`).
 //!
 //! [`Session`]: chouquette_core::session::Session
 
+pub(crate) mod driver;
 pub mod poll;
 pub mod sse;
 pub mod url;
@@ -10,12 +13,9 @@ pub mod ws;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use chouquette_core::clock::unix_now;
-use tokio::time::Instant;
 
 /// The client's address, when the listener records it (`ConnectInfo`); the
 /// per-address connection limit applies only when it is known.
@@ -33,10 +33,4 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
                 .map(|ConnectInfo(addr)| addr.ip()),
         ))
     }
-}
-
-/// The instant a Unix time (seconds) is reached.
-pub(crate) fn deadline(unix: u64) -> Instant {
-    let wait = unix.saturating_sub(unix_now());
-    Instant::now() + Duration::from_secs(wait.min(365 * 24 * 3600))
 }

@@ -1,4 +1,5 @@
-//! Long-polling transport (`GET /poll?sub=<token>&cursor=<cursor>&timeout=<s>`).
+//! Long-polling transport (`GET /poll?sub=<token>&cursor=<cursor>&timeout=<s>`):
+//! the request, and its [`Wire`].
 //!
 //! Stateless between requests: each request subscribes afresh, resumes from
 //! the cursor exactly as `since` would, waits up to `transports.poll_wait`
@@ -7,6 +8,8 @@
 //! cursor back, so any node behind a load balancer can serve it. The first
 //! request (no cursor) answers at once with snapshots and the `ack`; later
 //! requests leave out the `ack`s, which only repeat what the client knows.
+//! The wait is the [`driver`](super::driver) loop: the wire collects the
+//! first batch it is given and is then done.
 
 use std::time::Duration;
 
@@ -14,14 +17,15 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use chouquette_core::clock::unix_now;
 use chouquette_core::connections::Transport;
 use chouquette_core::session::Session;
-use chouquette_protocol::{ResetReason, server};
+use chouquette_protocol::server;
+use tokio::time::Instant;
 
+use super::driver::{self, Gone, Goodbye, Inbound, Wire};
 use super::url;
 use crate::api::error_response;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Settings};
 
 /// Answers one poll.
 pub async fn poll(
@@ -36,25 +40,24 @@ pub async fn poll(
         Ok(r) => r,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
     };
+    let wait = request
+        .wait_secs
+        .map_or(shared.settings.poll_wait, Duration::from_secs)
+        .min(shared.settings.poll_wait);
     let _guard = shared.shutdown.connection("poll");
     let mut session = Session::new(shared.node.clone(), Transport::Poll);
-    let mut messages = Vec::new();
-    url::subscribe_all(&mut session, &request, &mut messages).await;
+    let mut opening = Vec::new();
+    url::subscribe_all(&mut session, &request, &mut opening).await;
     if request.cursor.is_some() {
-        messages.retain(|m| !server::is_ack(m));
+        opening.retain(|m| !server::is_ack(m));
     }
-    if messages.is_empty() {
-        let wait = request
-            .wait_secs
-            .map_or(shared.settings.poll_wait, Duration::from_secs)
-            .min(shared.settings.poll_wait);
-        wait_for_live(&shared, &mut session, &mut messages, wait).await;
-    }
-    shared.node.telemetry.messages_out(messages.len());
-    let body = answer(&messages, &url::encode_cursor(session.positions()));
-    // The answer is built: its live frames count as written now.
-    session.written(true);
-    let mut response = (StatusCode::OK, body).into_response();
+    let mut wire = PollWire {
+        messages: Vec::new(),
+        cursor: String::new(),
+        deadline: Instant::now() + wait,
+    };
+    driver::drive(&mut wire, &mut session, &shared, peer, opening).await;
+    let mut response = (StatusCode::OK, answer(&wire.messages, &wire.cursor)).into_response();
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -64,37 +67,52 @@ pub async fn poll(
     response
 }
 
-async fn wait_for_live(
-    shared: &Gateway,
-    session: &mut Session,
-    messages: &mut Vec<Bytes>,
-    wait: Duration,
-) {
-    let outbox = session.outbox().clone();
-    let mut stop = shared.shutdown.clone();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let expiry = session.next_expiry().map(super::deadline);
-        tokio::select! {
-            biased;
-            _ = stop.stopped() => {
-                messages.push(server::reset(None, ResetReason::Shutdown));
-                return;
-            }
-            _ = outbox.ready() => {
-                // Overflowed or disconnected: answer with what there is.
-                if session.take_live(messages, usize::MAX).is_err() || !messages.is_empty() {
-                    return;
-                }
-            }
-            _ = tokio::time::sleep_until(expiry.unwrap_or(deadline)), if expiry.is_some() => {
-                session.expire(unix_now(), messages);
-                if !messages.is_empty() {
-                    return;
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => return,
-        }
+/// One poll's answer being collected, as the driver's wire.
+struct PollWire {
+    /// Every message written, in order.
+    messages: Vec<Bytes>,
+    /// The cursor after the last write or the goodbye.
+    cursor: String,
+    /// When the poll answers, even with nothing.
+    deadline: Instant,
+}
+
+impl Wire for PollWire {
+    type Text = Box<str>;
+
+    const BATCH: usize = usize::MAX;
+
+    const CURSOR: bool = true;
+
+    async fn write(&mut self, batch: &mut Vec<Bytes>, cursor: &str) -> Result<(), Gone> {
+        self.messages.append(batch);
+        cursor.clone_into(&mut self.cursor);
+        Ok(())
+    }
+
+    async fn close(&mut self, goodbye: Goodbye<'_>) -> Result<(), Gone> {
+        self.write(goodbye.last, goodbye.cursor).await
+    }
+
+    /// A poll has no inbound side; a client that leaves drops the request.
+    async fn recv(&mut self) -> Inbound<Box<str>> {
+        std::future::pending().await
+    }
+
+    async fn ping(&mut self) -> Result<(), Gone> {
+        Ok(())
+    }
+
+    fn ping_interval(_settings: &Settings) -> Duration {
+        Duration::ZERO
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.deadline)
+    }
+
+    fn done(&self) -> bool {
+        !self.messages.is_empty()
     }
 }
 

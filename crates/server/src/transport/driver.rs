@@ -1,0 +1,480 @@
+//! The connection driver: the one loop every connection runs, whatever its
+//! transport.
+//!
+//! It owns what all connections share: the stop signal, the session's outbox
+//! (live frames taken in batches, each batch written then reported to the
+//! session with [`Session::written`]), client messages, token expiry, the
+//! heartbeat and idle timeout, the write deadline, the count of messages
+//! written, and why the connection ended ([`End`], mapped to telemetry's
+//! [`CloseReason`] here and nowhere else). A transport supplies only its
+//! [`Wire`]: how a batch of messages becomes bytes on its socket, how it says
+//! goodbye, what it hears from the client, and how it keeps an idle
+//! connection alive.
+//!
+//! Invariants:
+//! - Every write, ping included, has the `limits.write_timeout` deadline; a
+//!   write past it, or an outbox overflow, ends the connection as a slow
+//!   consumer.
+//! - A batch is written whole or not at all as far as the session knows: the
+//!   live frames of a batch are reported written (or failed) once, after it.
+//! - Messages taken before the connection had to stop are said before the
+//!   close, never silently dropped; on shutdown, what is queued is delivered
+//!   first, then `reset` `shutdown`.
+//! - The driver is generic over the wire (monomorphized, no `dyn`), holds one
+//!   reusable message buffer and one timer, so an idle connection costs no
+//!   more than its session, its socket and the loop's futures. Handling a
+//!   client message is boxed: it is rare, and its future is large.
+
+use std::net::IpAddr;
+use std::ops::Deref;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chouquette_core::clock::unix_now;
+use chouquette_core::limits;
+use chouquette_core::session::{Session, Stop, Verdict};
+use chouquette_core::telemetry::CloseReason;
+use chouquette_protocol::server::ErrorContext;
+use chouquette_protocol::{CloseCode, ErrorCode, ResetReason, server};
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::url;
+use crate::gateway::{Gateway, Settings};
+
+/// How long the last words and the close may take.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Past this many slots, the message buffer is let go after an outbox flush,
+/// so a burst's buffer is not kept by an idle connection.
+const KEPT_BUFFER: usize = 64;
+
+/// The socket failed or the client went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gone;
+
+/// What a transport heard from its client.
+#[derive(Debug)]
+pub(crate) enum Inbound<T> {
+    /// A text message: a protocol message for the session.
+    Text(T),
+    /// A binary message, which the protocol does not accept.
+    Binary,
+    /// A sign of life with nothing to handle (a ping or a pong).
+    Heard,
+    /// The client said it closes: answer, completing the handshake.
+    Closed,
+    /// A message over the size limit.
+    TooLarge,
+    /// The client is gone.
+    Gone,
+}
+
+/// How the connection says goodbye: its last messages, then its close.
+#[derive(Debug)]
+pub(crate) struct Goodbye<'a> {
+    /// Said before the close (a `reset`, an error), in one write with it.
+    pub last: &'a mut Vec<Bytes>,
+    /// The session's resume cursor, for the transports that carry one.
+    pub cursor: &'a str,
+    /// The close code and reason; `None` when there is nothing to announce
+    /// (the client closed first, or a long-poll answered).
+    pub close: Option<(CloseCode, &'a str)>,
+}
+
+/// A transport's framing: all the driver needs from a socket.
+///
+/// Implementations only frame and send; deadlines, accounting and the choice
+/// of when to write or close are the driver's.
+pub(crate) trait Wire {
+    /// A client message's text, as the socket hands it over.
+    type Text: Deref<Target = str>;
+
+    /// Most live frames taken from the outbox per write.
+    const BATCH: usize;
+
+    /// Whether writes carry the session's resume cursor (URL transports);
+    /// when false the driver never encodes one.
+    const CURSOR: bool;
+
+    /// Writes every message of `batch` (and empties it) as one batch;
+    /// `cursor` is the resume cursor after it when [`Wire::CURSOR`] is set.
+    async fn write(&mut self, batch: &mut Vec<Bytes>, cursor: &str) -> Result<(), Gone>;
+
+    /// Says the last messages and the close, in one write.
+    async fn close(&mut self, goodbye: Goodbye<'_>) -> Result<(), Gone>;
+
+    /// The next thing heard from the client. A transport without an inbound
+    /// side resolves only when the client is gone (or never).
+    async fn recv(&mut self) -> Inbound<Self::Text>;
+
+    /// Keeps an idle connection alive (a ping, a comment line).
+    async fn ping(&mut self) -> Result<(), Gone>;
+
+    /// How often [`Wire::ping`] runs (zero: never).
+    fn ping_interval(settings: &Settings) -> Duration;
+
+    /// Silence after which the client counts as dead (zero: never); only
+    /// for transports that hear their client.
+    fn idle_timeout(_settings: &Settings) -> Duration {
+        Duration::ZERO
+    }
+
+    /// When the connection ends anyway (a long-poll's wait).
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Whether the connection has said all it will (a long-poll, once it
+    /// has something to answer).
+    fn done(&self) -> bool {
+        false
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The client closed without a close message, or the socket failed.
+    Gone,
+    /// The client sent a close message.
+    ClientClosed,
+    /// The node is stopping.
+    Shutdown,
+    /// Outbox overflow, or a write past its deadline.
+    SlowConsumer,
+    /// Past the bad-message limit.
+    Misbehaving(CloseCode, &'static str),
+    /// A message over the size limit.
+    TooLarge,
+    /// Nothing heard from the client for the idle timeout.
+    Idle,
+    /// An operator disconnected the user, with this reason.
+    Disconnected(Box<str>),
+    /// The transport said all it will ([`Wire::done`]).
+    Answered,
+    /// The transport's deadline passed ([`Wire::deadline`]).
+    DeadlinePassed,
+}
+
+impl End {
+    /// How telemetry counts this end, if the gateway closed the connection.
+    fn close_reason(&self) -> Option<CloseReason> {
+        match self {
+            End::Shutdown => Some(CloseReason::Shutdown),
+            End::SlowConsumer => Some(CloseReason::SlowConsumer),
+            End::Misbehaving(..) => Some(CloseReason::Misbehaving),
+            End::TooLarge => Some(CloseReason::TooLarge),
+            End::Idle => Some(CloseReason::Idle),
+            End::Disconnected(_) => Some(CloseReason::Disconnected),
+            End::Gone | End::ClientClosed | End::Answered | End::DeadlinePassed => None,
+        }
+    }
+
+    /// The close code and reason the client is told.
+    fn close(&self) -> Option<(CloseCode, &str)> {
+        match self {
+            End::Shutdown => Some((CloseCode::GoingAway, "shutdown")),
+            End::SlowConsumer => Some((CloseCode::TryAgainLater, "slow_consumer")),
+            End::Misbehaving(code, reason) => Some((*code, reason)),
+            End::TooLarge => Some((CloseCode::MessageTooBig, "message too big")),
+            End::Idle => Some((CloseCode::GoingAway, "idle_timeout")),
+            End::Disconnected(reason) => Some((CloseCode::PolicyViolation, reason)),
+            End::Gone | End::ClientClosed | End::Answered | End::DeadlinePassed => None,
+        }
+    }
+}
+
+impl From<Stop> for End {
+    fn from(stop: Stop) -> End {
+        match stop {
+            Stop::Overflowed => End::SlowConsumer,
+            Stop::Disconnected(reason) => End::Disconnected(reason),
+        }
+    }
+}
+
+/// Runs a connection until it ends: writes `opening` (the replies to a
+/// subscription carried in the request), then serves the session, then says
+/// goodbye and ends the session.
+pub(crate) fn drive<'a, W: Wire>(
+    wire: &'a mut W,
+    session: &'a mut Session,
+    shared: &'a Gateway,
+    peer: Option<IpAddr>,
+    opening: Vec<Bytes>,
+) -> impl Future<Output = ()> + 'a {
+    // Built outside the `async` block, which then holds it once: an `async
+    // fn` would keep its arguments and their moved copies side by side.
+    let now = Instant::now();
+    let mut driver = Driver {
+        wire,
+        session,
+        shared,
+        peer,
+        out: opening,
+        last_heard: now,
+        last_ping: now,
+    };
+    async move {
+        let end = match driver.write().await {
+            Ok(()) => driver.serve().await,
+            Err(end) => end,
+        };
+        // Boxed: closing runs once, and its future would otherwise sit in
+        // every idle connection's task.
+        Box::pin(driver.finish(end)).await;
+    }
+}
+
+/// The instant a Unix time (seconds) is reached.
+fn instant_at(unix: u64) -> Instant {
+    let wait = unix.saturating_sub(unix_now());
+    Instant::now() + Duration::from_secs(wait.min(365 * 24 * 3600))
+}
+
+/// One running connection: its wire, its session, and the loop's state.
+struct Driver<'a, W> {
+    wire: &'a mut W,
+    session: &'a mut Session,
+    shared: &'a Gateway,
+    peer: Option<IpAddr>,
+    /// Messages to write next; empty between steps, reused across them.
+    out: Vec<Bytes>,
+    last_heard: Instant,
+    last_ping: Instant,
+}
+
+impl<W: Wire> Driver<'_, W> {
+    /// The loop: one `select!` over stop, outbox, client and the next timer.
+    async fn serve(&mut self) -> End {
+        let mut stop = self.shared.shutdown.clone();
+        let outbox = self.session.outbox().clone();
+        loop {
+            if self.wire.done() {
+                return End::Answered;
+            }
+            let next = self.next_timer();
+            let step = tokio::select! {
+                biased;
+                _ = stop.stopped() => Err(End::Shutdown),
+                _ = outbox.ready() => self.flush_outbox().await,
+                inbound = self.wire.recv() => {
+                    self.last_heard = Instant::now();
+                    self.receive(inbound).await
+                }
+                _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                    let now = next.map_or_else(Instant::now, |at| at.max(Instant::now()));
+                    self.on_timers(now).await
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// When the next ping is due, if the wire pings.
+    fn next_ping(&self) -> Option<Instant> {
+        let interval = W::ping_interval(&self.shared.settings);
+        (!interval.is_zero()).then(|| self.last_ping + interval)
+    }
+
+    /// The earliest of the next ping, token expiry and the wire's deadline.
+    /// Only this instant is kept across the wait: what is due is read again
+    /// on waking, which keeps the loop's future small.
+    fn next_timer(&self) -> Option<Instant> {
+        let expiry = self.session.next_expiry().map(instant_at);
+        [self.next_ping(), expiry, self.wire.deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Writes every live frame waiting in the outbox, in batches.
+    async fn flush_outbox(&mut self) -> Result<(), End> {
+        let flushed = loop {
+            match self.session.take_live(&mut self.out, W::BATCH) {
+                // What was taken before the stop stays in `out`: it is said
+                // before the close.
+                Err(stop) => return Err(stop.into()),
+                Ok(0) => break Ok(()),
+                Ok(_) => {
+                    let written = self.write().await;
+                    self.session.written(written.is_ok());
+                    if written.is_err() {
+                        break written;
+                    }
+                }
+            }
+        };
+        if self.out.capacity() > KEPT_BUFFER {
+            self.out = Vec::new();
+        }
+        flushed
+    }
+
+    /// Writes `out` (if anything is in it) within the write deadline, and
+    /// empties it.
+    async fn write(&mut self) -> Result<(), End> {
+        let count = self.out.len();
+        if count == 0 {
+            return Ok(());
+        }
+        let cursor = self.cursor();
+        let written = timeout(
+            self.shared.settings.write_timeout,
+            self.wire.write(&mut self.out, &cursor),
+        )
+        .await;
+        self.out.clear();
+        match written {
+            Ok(Ok(())) => {
+                self.shared.node.telemetry.messages_out(count);
+                Ok(())
+            }
+            Ok(Err(Gone)) => Err(End::Gone),
+            Err(_) => Err(End::SlowConsumer),
+        }
+    }
+
+    /// The session's resume cursor, encoded only for transports that carry it.
+    fn cursor(&self) -> String {
+        if W::CURSOR {
+            url::encode_cursor(self.session.positions())
+        } else {
+            String::new()
+        }
+    }
+
+    /// Handles what the client sent, and writes the replies.
+    async fn receive(&mut self, inbound: Inbound<W::Text>) -> Result<(), End> {
+        let verdict = match inbound {
+            Inbound::Gone => return Err(End::Gone),
+            Inbound::Closed => return Err(End::ClientClosed),
+            Inbound::TooLarge => return Err(End::TooLarge),
+            Inbound::Heard => Verdict::Continue,
+            // Boxed: handling a message is rare next to idling, and its future is
+            // large; inline, it would sit in every idle connection's task.
+            Inbound::Text(text) => Box::pin(self.session.handle(&text, &mut self.out)).await,
+            Inbound::Binary => self.session.bad_message(
+                "binary frames are not accepted: send JSON text",
+                None,
+                &mut self.out,
+            ),
+        };
+        self.write().await?;
+        match verdict {
+            Verdict::Continue => Ok(()),
+            Verdict::Close(code, reason) => {
+                if reason == limits::ABUSE_CLOSE_REASON
+                    && let Some(ip) = self.peer
+                {
+                    // Its reconnections get a cheap 429 for a while.
+                    let key = limits::address_key(ip);
+                    let addresses = &self.shared.node.limiters.addresses;
+                    addresses.penalize(key, std::time::Instant::now());
+                }
+                Err(End::Misbehaving(code, reason))
+            }
+        }
+    }
+
+    /// Runs what is due at `now`: the deadline, the heartbeat, token expiry.
+    async fn on_timers(&mut self, now: Instant) -> Result<(), End> {
+        let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+        if due(self.wire.deadline()) {
+            return Err(End::DeadlinePassed);
+        }
+        if due(self.next_ping()) {
+            let idle = W::idle_timeout(&self.shared.settings);
+            if !idle.is_zero() && self.last_heard.elapsed() >= idle {
+                return Err(End::Idle);
+            }
+            self.last_ping = Instant::now();
+            match timeout(self.shared.settings.write_timeout, self.wire.ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(Gone)) => return Err(End::Gone),
+                Err(_) => return Err(End::SlowConsumer),
+            }
+        }
+        if self
+            .session
+            .next_expiry()
+            .is_some_and(|exp| exp <= unix_now())
+        {
+            self.session.expire(unix_now(), &mut self.out);
+            self.write().await?;
+        }
+        Ok(())
+    }
+
+    /// Counts the end, delivers what is queued on shutdown, ends the session
+    /// and says goodbye: the last messages and the close in one write.
+    async fn finish(mut self, end: End) {
+        let telemetry = &self.shared.node.telemetry;
+        if let Some(reason) = end.close_reason() {
+            telemetry.closed_by_gateway(reason);
+        }
+        match end {
+            End::Gone => {
+                self.session.end();
+                return;
+            }
+            End::Shutdown => {
+                // Deliver what is already queued, then say why we go.
+                let _ = self.flush_outbox().await;
+                self.out.push(server::reset(None, ResetReason::Shutdown));
+            }
+            End::TooLarge => self.out.push(self.too_large()),
+            _ => {}
+        }
+        // The cursor is read before the session ends and lets go of its
+        // subscriptions.
+        let cursor = self.cursor();
+        self.session.end();
+        let count = self.out.len();
+        let goodbye = Goodbye {
+            last: &mut self.out,
+            cursor: &cursor,
+            close: end.close(),
+        };
+        if let Ok(Ok(())) = timeout(GOODBYE_TIMEOUT, self.wire.close(goodbye)).await {
+            telemetry.messages_out(count);
+        }
+    }
+
+    /// The error said before closing on a message over the size limit.
+    fn too_large(&self) -> Bytes {
+        let node = &self.shared.node;
+        node.limiters.counters.hit(limits::Limit::FrameSize);
+        node.telemetry.error(ErrorCode::BadMessage);
+        let limit = self.shared.settings.max_frame_bytes;
+        server::error(
+            ErrorCode::BadMessage,
+            &format!("frame larger than {limit} bytes"),
+            ErrorContext::default(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_gateway_closes_are_counted() {
+        assert_eq!(End::Gone.close_reason(), None);
+        assert_eq!(End::ClientClosed.close_reason(), None);
+        assert_eq!(End::Answered.close_reason(), None);
+        assert_eq!(End::Shutdown.close_reason(), Some(CloseReason::Shutdown));
+        let disconnected = End::Disconnected("maintenance".into());
+        assert_eq!(
+            disconnected.close(),
+            Some((CloseCode::PolicyViolation, "maintenance"))
+        );
+        assert_eq!(
+            End::from(Stop::Overflowed).close_reason(),
+            Some(CloseReason::SlowConsumer)
+        );
+    }
+}
