@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chouquette_testkit::{BASE_CONFIG, TestNode, token};
+use chouquette_testkit::{TestNode, token};
 use serde_json::json;
 
 use crate::common::{assert_envelope, event, offsets};
@@ -92,8 +92,8 @@ async fn events_queued_when_the_stop_comes_are_delivered_before_the_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_stops_within_its_grace_time_despite_a_client_that_stopped_reading() {
     use tokio::io::AsyncWriteExt;
-    let config = format!("{BASE_CONFIG}\n[shutdown]\ngrace = \"1s\"\n");
-    let node = TestNode::start(&config).await;
+    // The test kit gives every node a grace time of 5 s.
+    let node = TestNode::base().await;
     let sub = token("bornes", json!({"*": {}}), 3600);
     let mut stalled = tokio::net::TcpStream::connect(node.running.public)
         .await
@@ -107,8 +107,8 @@ async fn the_node_stops_within_its_grace_time_despite_a_client_that_stopped_read
             .await;
     }
     node.running.stop();
-    tokio::time::timeout(Duration::from_secs(5), node.running.wait())
+    tokio::time::timeout(Duration::from_secs(8), node.running.wait())
         .await
-        .expect("the node stops within its grace time (1 s), and a margin");
+        .expect("the node stops within its grace time (5 s), and a margin");
     drop(stalled);
 }
