@@ -309,7 +309,7 @@ fn admit<'a>(
     now: Instant,
 ) -> Result<(), (usize, Refusal)> {
     for (index, event) in events.iter().enumerate() {
-        let Some(app) = node.apps.get(&event.app_id) else {
+        let Some(app) = node.apps().get(&event.app_id) else {
             let name = event.app_id.chars().take(64).collect();
             return Err((index, Refusal::UnknownApp(name)));
         };
@@ -343,7 +343,7 @@ fn take_publish_tokens(
             None => per_app.push((index, &event.app_id, 1)),
         }
     }
-    let limiters = &node.limiters;
+    let limiters = &node.limiters();
     for (index, app, n) in per_app {
         if let Err(limited) = limiters.publish(app, n, now) {
             limiters.counters.hit(Limit::Publishes);
@@ -374,8 +374,8 @@ async fn publish_run(
         run.into_iter().map(|a| (a.slot, a.event)).unzip();
     while !events.is_empty() {
         let asked = Instant::now();
-        let result = node.broker.publish(channel, policy, events).await;
-        node.telemetry
+        let result = node.broker().publish(channel, policy, events).await;
+        node.telemetry()
             .broker_call(BrokerOp::Publish, asked.elapsed());
         let (positions, failure) = match result {
             Ok(positions) => (positions, None),
@@ -386,7 +386,7 @@ async fn publish_run(
             }) => (published, Some((error, rest))),
         };
         let fresh = positions.iter().filter(|p| !p.duplicate).count();
-        node.telemetry.published_on(channel, fresh);
+        node.telemetry().published_on(channel, fresh);
         let done = positions.len();
         for (slot, position) in slots.iter().zip(positions) {
             tally.set(*slot, Outcome::Published(position));
@@ -425,6 +425,7 @@ mod tests {
     use crate::broker::MemoryBroker;
     use crate::hub::Hub;
     use crate::limits::{Limiters, Rate};
+    use crate::node::NodeParts;
     use crate::telemetry::Telemetry;
 
     fn node(publishes: Rate, policy: ChannelPolicy, max_channels: usize) -> Node {
@@ -445,17 +446,16 @@ mod tests {
             [(Arc::from("a"), publishes)],
             Instant::now(),
         );
-        Node {
+        Node::new(NodeParts {
             id: "test".into(),
             apps: Apps::new(vec![app]),
             hub: hub.clone(),
             broker: Arc::new(MemoryBroker::new(hub, max_channels)),
             telemetry,
             limits: Default::default(),
-            switches: Default::default(),
-            connections: Default::default(),
+            switches: Vec::new(),
             limiters,
-        }
+        })
     }
 
     fn plain() -> Node {
@@ -502,7 +502,7 @@ mod tests {
         assert!(report.unavailable.is_none());
         assert_eq!(offsets(&report.groups[0]), [Some(1), Some(2)]);
         assert_eq!(offsets(&report.groups[1]), [Some(3), Some(1)]);
-        assert_eq!(node.telemetry.stats().publications_total, 4);
+        assert_eq!(node.telemetry().stats().publications_total, 4);
     }
 
     #[test]
@@ -545,7 +545,7 @@ mod tests {
             }) => assert!(published.is_empty()),
             other => panic!("{other:?}"),
         }
-        assert_eq!(node.telemetry.stats().publications_total, 0);
+        assert_eq!(node.telemetry().stats().publications_total, 0);
     }
 
     #[test]
@@ -595,7 +595,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(report.groups[2], [Outcome::NotAttempted(Skipped::HeldBack)]);
-        assert_eq!(node.limiters.counters.get(Limit::Publishes), 1);
+        assert_eq!(node.limiters().counters.get(Limit::Publishes), 1);
         // The refused group took no token: one is left for one event.
         let one = block_on(publish(
             &node,
@@ -674,6 +674,6 @@ mod tests {
         let (first, again) = (first.expect("published"), again.expect("answered"));
         assert_eq!(first[0].offset, again[0].offset);
         assert!(!first[0].duplicate && again[0].duplicate);
-        assert_eq!(node.telemetry.stats().publications_total, 1);
+        assert_eq!(node.telemetry().stats().publications_total, 1);
     }
 }

@@ -48,13 +48,29 @@ impl Default for SessionLimits {
     }
 }
 
-/// One node's shared state.
+/// One node's shared state. Its parts are private: each is reached through
+/// a method saying what it is for, and the only changes they allow are the
+/// ones that keep the node consistent (a kill switch changes only through
+/// [`Node::apply_switch`], which signals the connections it covers).
 pub struct Node {
+    id: Arc<str>,
+    apps: Apps,
+    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    telemetry: Arc<Telemetry>,
+    limits: SessionLimits,
+    switches: Switches,
+    connections: Registry,
+    limiters: Limiters,
+}
+
+/// What a node is built from ([`Node::new`]).
+pub struct NodeParts {
     /// This node's id (config `[node] id`, or hostname-pid).
     pub id: Arc<str>,
     /// Configured apps.
     pub apps: Apps,
-    /// This node's subscriptions.
+    /// This node's subscriptions; the broker delivers to it.
     pub hub: Arc<Hub>,
     /// Offsets, history, delivery.
     pub broker: Arc<dyn Broker>,
@@ -62,11 +78,9 @@ pub struct Node {
     pub telemetry: Arc<Telemetry>,
     /// Per-session limits.
     pub limits: SessionLimits,
-    /// Kill switches in force. Publishing ignores them.
-    pub switches: Switches,
-    /// Open connections, for operators.
-    pub connections: Registry,
-    /// Rate and connection limits' state, and their refusal counters.
+    /// Kill switches in force at start (from the state file).
+    pub switches: Vec<Switch>,
+    /// Rate and connection limits' state.
     pub limiters: Limiters,
 }
 
@@ -81,6 +95,66 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    /// A node with no connection yet.
+    pub fn new(parts: NodeParts) -> Node {
+        Node {
+            id: parts.id,
+            apps: parts.apps,
+            hub: parts.hub,
+            broker: parts.broker,
+            telemetry: parts.telemetry,
+            limits: parts.limits,
+            switches: Switches::new(parts.switches),
+            connections: Registry::default(),
+            limiters: parts.limiters,
+        }
+    }
+
+    /// This node's id (config `[node] id`, or hostname-pid).
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The configured apps.
+    pub fn apps(&self) -> &Apps {
+        &self.apps
+    }
+
+    /// This node's subscriptions, by channel.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Offsets, history and delivery across nodes.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// Every counter and histogram.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// The limits every session obeys.
+    pub fn session_limits(&self) -> &SessionLimits {
+        &self.limits
+    }
+
+    /// The kill switches in force (read only: see [`Node::apply_switch`]).
+    pub fn switches(&self) -> &Switches {
+        &self.switches
+    }
+
+    /// This node's open connections, as operators see them.
+    pub fn connections(&self) -> &Registry {
+        &self.connections
+    }
+
+    /// Rate and connection limits' state, and their refusal counters.
+    pub fn limiters(&self) -> &Limiters {
+        &self.limiters
+    }
+
     /// Tells every connection when the broker link is lost and when it is
     /// back (`reset` `broker_unavailable`, then `broker_restored`); runs
     /// until the broker is dropped.

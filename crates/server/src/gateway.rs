@@ -48,16 +48,16 @@ impl Gateway {
                 "the gateway is shutting down",
             ));
         }
-        let open = usize::try_from(self.node.telemetry.connections()).unwrap_or(0);
+        let open = usize::try_from(self.node.telemetry().connections()).unwrap_or(0);
         if open >= self.settings.max_connections {
-            self.node.telemetry.closed_by_gateway(CloseReason::Full);
+            self.node.telemetry().closed_by_gateway(CloseReason::Full);
             return Some(error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the gateway is at its connection limit",
             ));
         }
-        let limiters = &self.node.limiters;
+        let limiters = &self.node.limiters();
         let now = std::time::Instant::now();
         if let Some(peer) = peer
             && let Err(limited) = limiters.addresses.check(address_key(peer), now)

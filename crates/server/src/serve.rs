@@ -17,8 +17,8 @@ use axum::serve::ListenerExt;
 use chouquette_core::broker::{Broker, MemoryBroker};
 use chouquette_core::hub::Hub;
 use chouquette_core::limits::{Limit, Limiters, Rate, address_key};
-use chouquette_core::node::Node;
-use chouquette_core::switches::{Switch, Switches};
+use chouquette_core::node::{Node, NodeParts};
+use chouquette_core::switches::Switch;
 use chouquette_core::telemetry::Telemetry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -163,6 +163,57 @@ pub async fn start_with(
         }
         None => None,
     };
+    let store = config.admin.state_file.clone().map(SwitchStore::new);
+    let switches = match &store {
+        Some(store) => store.load()?,
+        None => Vec::new(),
+    };
+    let audit = Audit::open(config.admin.audit_file.clone())?;
+    let (node, redis) = build_node(&config, apps, telemetry.clone(), switches).await;
+    let extra_routes = extra(&node);
+    let (trigger, shutdown) = Shutdown::new(telemetry);
+    let gateway = Gateway {
+        node: node.clone(),
+        settings: Arc::new(transport_settings(&config)),
+        shutdown: shutdown.clone(),
+        max_publish_bytes: config.limits.max_publish_bytes,
+        admin: Arc::new(AdminState::new(config.admin.key.clone(), audit)),
+        operator: Arc::new(OperatorActions::new(node.clone(), redis.clone(), store)),
+    };
+    let listeners = Listeners::bind(&config, tls.as_ref()).await?;
+    let (public, internal) = (listeners.public_addr, listeners.internal_addr);
+    let mut public_routes = public_router(gateway.clone(), config.static_files.dir.clone());
+    if let Some(extra) = extra_routes {
+        public_routes = public_routes.merge(extra);
+    }
+    let task = tokio::spawn(serve(
+        listeners,
+        gateway,
+        config.shutdown.grace,
+        public_routes,
+    ));
+    let background = start_background(&config, &node, redis, &shutdown);
+    tracing::info!(%public, %internal, node = %node.id(), broker = node.broker().kind(),
+        switches = node.switches().len(), "chouquette listening");
+    Ok(Running {
+        public,
+        internal,
+        node,
+        trigger,
+        task,
+        background: std::sync::Mutex::new(background),
+        tls: tls.map(|(certificates, _)| certificates),
+    })
+}
+
+/// The node and, with the Redis broker, that broker (sources and operator
+/// actions use it beyond the `Broker` trait).
+async fn build_node(
+    config: &Config,
+    apps: chouquette_core::app::Apps,
+    telemetry: Arc<Telemetry>,
+    switches: Vec<Switch>,
+) -> (Arc<Node>, Option<Arc<RedisBroker>>) {
     let hub = Arc::new(Hub::new(telemetry.clone()));
     let (broker, redis): (Arc<dyn Broker>, Option<Arc<RedisBroker>>) = match config.broker.kind {
         BrokerKind::Memory => (
@@ -176,12 +227,6 @@ pub async fn start_with(
             (redis.clone(), Some(redis))
         }
     };
-    let store = config.admin.state_file.clone().map(SwitchStore::new);
-    let switches: Vec<Switch> = match &store {
-        Some(store) => store.load()?,
-        None => Vec::new(),
-    };
-    let audit = Audit::open(config.admin.audit_file.clone())?;
     let limiters = Limiters::new(
         Rate::new(
             config.limits.new_connections_per_address,
@@ -191,80 +236,81 @@ pub async fn start_with(
         apps.iter().map(|a| (a.id.clone(), a.limits.publishes)),
         std::time::Instant::now(),
     );
-    let node = Arc::new(Node {
+    let node = Node::new(NodeParts {
         id: config.node.id_or_default().into(),
         apps,
         hub,
         broker,
-        telemetry: telemetry.clone(),
+        telemetry,
         limits: config.session_limits(),
-        switches: Switches::new(switches),
-        connections: Default::default(),
+        switches,
         limiters,
     });
-    let extra_routes = extra(&node);
-    let (trigger, shutdown) = Shutdown::new(telemetry);
-    let shared = Gateway {
-        node: node.clone(),
-        settings: Arc::new(Settings {
-            max_connections: connection_limit(config.limits.max_connections),
-            max_frame_bytes: config.limits.max_frame_bytes,
-            write_timeout: config.limits.write_timeout,
-            ping_interval: config.limits.ping_interval,
-            idle_timeout: config.limits.idle_timeout,
-            sse_heartbeat: config.transports.sse_heartbeat,
-            poll_wait: config.transports.poll_wait,
-        }),
-        shutdown: shutdown.clone(),
-        max_publish_bytes: config.limits.max_publish_bytes,
-        admin: Arc::new(AdminState::new(config.admin.key.clone(), audit)),
-        operator: Arc::new(OperatorActions::new(node.clone(), redis.clone(), store)),
-    };
-    let public_listener = bind(config.listen.public).await?;
-    let internal_listener = bind(config.listen.internal).await?;
-    let public = public_listener.local_addr().unwrap_or(config.listen.public);
-    let internal = internal_listener
-        .local_addr()
-        .unwrap_or(config.listen.internal);
-    let public_listener = match &tls {
-        Some((certificates, settings)) => PublicListener::Tls(TlsListener::new(
-            public_listener,
-            certificates.clone(),
-            settings,
-        )?),
-        None => PublicListener::Plain(public_listener),
-    };
-    let grace = config.shutdown.grace;
-    let mut public_routes = public_router(shared.clone(), config.static_files.dir.clone());
-    if let Some(extra) = extra_routes {
-        public_routes = public_routes.merge(extra);
+    (Arc::new(node), redis)
+}
+
+/// What the transports need from the config.
+fn transport_settings(config: &Config) -> Settings {
+    Settings {
+        max_connections: connection_limit(config.limits.max_connections),
+        max_frame_bytes: config.limits.max_frame_bytes,
+        write_timeout: config.limits.write_timeout,
+        ping_interval: config.limits.ping_interval,
+        idle_timeout: config.limits.idle_timeout,
+        sse_heartbeat: config.transports.sse_heartbeat,
+        poll_wait: config.transports.poll_wait,
     }
-    let task = tokio::spawn(serve(
-        public_listener,
-        internal_listener,
-        shared,
-        grace,
-        public_routes,
-    ));
+}
+
+/// The tasks that live as long as the node: following the broker's link,
+/// the Redis link itself, and the sources.
+fn start_background(
+    config: &Config,
+    node: &Arc<Node>,
+    redis: Option<Arc<RedisBroker>>,
+    shutdown: &Shutdown,
+) -> Vec<tokio::task::AbortHandle> {
     let mut background = vec![tokio::spawn(node.clone().follow_broker()).abort_handle()];
     if let Some(redis) = redis {
         background.push(redis.stop_handle());
-        if let Some(inbox) = config.broker.inbox_settings(&node.id) {
+        if let Some(inbox) = config.broker.inbox_settings(node.id()) {
             let inbox = RedisInbox::new(redis, inbox);
             background.push(source::spawn(inbox, node.clone(), shutdown.clone()));
         }
     }
-    tracing::info!(%public, %internal, node = %node.id, broker = node.broker.kind(),
-        switches = node.switches.len(), "chouquette listening");
-    Ok(Running {
-        public,
-        internal,
-        node,
-        trigger,
-        task,
-        background: std::sync::Mutex::new(background),
-        tls: tls.map(|(certificates, _)| certificates),
-    })
+    background
+}
+
+/// Both listeners, bound, with their actual addresses (port 0 allowed).
+struct Listeners {
+    public: PublicListener,
+    internal: TcpListener,
+    public_addr: SocketAddr,
+    internal_addr: SocketAddr,
+}
+
+impl Listeners {
+    async fn bind(
+        config: &Config,
+        tls: Option<&(Arc<Certificates>, crate::tls::TlsSettings)>,
+    ) -> Result<Listeners, StartError> {
+        let public = bind(config.listen.public).await?;
+        let internal = bind(config.listen.internal).await?;
+        let public_addr = public.local_addr().unwrap_or(config.listen.public);
+        let internal_addr = internal.local_addr().unwrap_or(config.listen.internal);
+        let public = match tls {
+            Some((certificates, settings)) => {
+                PublicListener::Tls(TlsListener::new(public, certificates.clone(), settings)?)
+            }
+            None => PublicListener::Plain(public),
+        };
+        Ok(Listeners {
+            public,
+            internal,
+            public_addr,
+            internal_addr,
+        })
+    }
 }
 
 /// The public listener: plain TCP, or TLS when `[listen.tls]` is set.
@@ -292,7 +338,7 @@ where
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             let (io, addr) = self.inner.accept().await;
-            let limiters = &self.node.limiters;
+            let limiters = &self.node.limiters();
             let key = address_key(addr.ip());
             if limiters
                 .addresses
@@ -366,13 +412,10 @@ fn public_router(shared: Gateway, static_dir: Option<PathBuf>) -> Router {
     }
 }
 
-async fn serve(
-    public: PublicListener,
-    internal: TcpListener,
-    shared: Gateway,
-    grace: Duration,
-    public_routes: Router,
-) {
+async fn serve(listeners: Listeners, shared: Gateway, grace: Duration, public_routes: Router) {
+    let Listeners {
+        public, internal, ..
+    } = listeners;
     let shutdown = shared.shutdown.clone();
     let stop_public = {
         let mut s = shutdown.clone();

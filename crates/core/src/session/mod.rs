@@ -106,18 +106,18 @@ fn error(
 impl Session {
     /// A session for a new connection over `transport`.
     pub fn new(node: Arc<Node>, transport: Transport) -> Session {
-        let limits = &node.limits;
+        let limits = &node.session_limits();
         let outbox = Arc::new(Outbox::new(limits.outbox_capacity));
         let connection = node
-            .connections
-            .open(transport, outbox, node.telemetry.clone());
+            .connections()
+            .open(transport, outbox, node.telemetry().clone());
         let gate = MessageGate::new(
             limits.client_messages,
             limits.max_rate_limited,
             Instant::now(),
         );
         Session {
-            subscriptions: Subscriptions::new(node.hub.clone(), connection),
+            subscriptions: Subscriptions::new(node.hub().clone(), connection),
             node,
             identity: None,
             bad_messages: 0,
@@ -144,28 +144,28 @@ impl Session {
     }
 
     fn error(&self, out: &mut Vec<Bytes>, code: ErrorCode, message: &str, ctx: ErrorContext<'_>) {
-        error(&self.node.telemetry, out, code, message, ctx);
+        error(self.node.telemetry(), out, code, message, ctx);
     }
 
     /// Handles one client text message, appending replies to `out`. The
     /// rate is checked first, before any parsing, so a flood costs little.
     pub async fn handle(&mut self, text: &str, out: &mut Vec<Bytes>) -> Verdict {
-        let limits = &self.node.limits;
+        let limits = &self.node.session_limits();
         match self.gate.admit(Instant::now()) {
             Gate::Pass => {}
             Gate::Refuse => {
-                self.node.limiters.counters.hit(Limit::ClientMessages);
+                self.node.limiters().counters.hit(Limit::ClientMessages);
                 let why = "too many messages: slow down";
                 self.error(out, ErrorCode::RateLimited, why, ErrorContext::default());
                 return Verdict::Continue;
             }
             Gate::Close => {
-                self.node.limiters.counters.hit(Limit::ClientMessages);
+                self.node.limiters().counters.hit(Limit::ClientMessages);
                 return Verdict::Close(CloseCode::PolicyViolation, ABUSE_CLOSE_REASON);
             }
         }
         if text.len() > limits.max_message_bytes {
-            self.node.limiters.counters.hit(Limit::MessageSize);
+            self.node.limiters().counters.hit(Limit::MessageSize);
             let limit = limits.max_message_bytes;
             return self.bad_message(&format!("message larger than {limit} bytes"), None, out);
         }
@@ -216,7 +216,7 @@ impl Session {
         };
         self.error(out, ErrorCode::BadMessage, why, ctx);
         self.bad_messages += 1;
-        if self.bad_messages > self.node.limits.max_bad_messages {
+        if self.bad_messages > self.node.session_limits().max_bad_messages {
             Verdict::Close(CloseCode::PolicyViolation, "too many bad messages")
         } else {
             Verdict::Continue
@@ -228,7 +228,7 @@ impl Session {
             reference,
             ..ErrorContext::default()
         };
-        let Some(app) = self.node.apps.get(&c.app_id).cloned() else {
+        let Some(app) = self.node.apps().get(&c.app_id).cloned() else {
             self.error(out, ErrorCode::UnknownApp, "unknown app", ctx);
             return;
         };
@@ -256,7 +256,7 @@ impl Session {
         reference: Option<&str>,
         out: &mut Vec<Bytes>,
     ) -> Verdict {
-        let Some(app) = self.node.apps.get(&s.app_id).cloned() else {
+        let Some(app) = self.node.apps().get(&s.app_id).cloned() else {
             let ctx = ErrorContext {
                 reference,
                 ..ErrorContext::default()
@@ -316,15 +316,15 @@ impl Session {
         let identity = self.identity.as_deref();
         let registered =
             self.subscriptions
-                .register(channel, grant, max, identity, &self.node.switches);
+                .register(channel, grant, max, identity, self.node.switches());
         registered.map_err(|e| {
             let code = match e {
                 RegisterError::TooMany(_) => {
-                    self.node.limiters.counters.hit(Limit::Subscriptions);
+                    self.node.limiters().counters.hit(Limit::Subscriptions);
                     ErrorCode::TooManySubscriptions
                 }
                 RegisterError::Disabled(_) => {
-                    self.node.telemetry.disabled_refusal();
+                    self.node.telemetry().disabled_refusal();
                     ErrorCode::Disabled
                 }
             };
@@ -347,11 +347,11 @@ impl Session {
         let policy = app.channel_policy(&channel.name);
         let since = request.since.as_ref().map(|s| (s.epoch.as_str(), s.offset));
         let asked = Instant::now();
-        let broker = &self.node.broker;
+        let broker = &self.node.broker();
         let recovered = broker
             .recover(channel, policy, since, since.is_none())
             .await;
-        let telemetry = &self.node.telemetry;
+        let telemetry = &self.node.telemetry();
         telemetry.broker_call(BrokerOp::Recover, asked.elapsed());
         let recovered = recovered.map_err(|e| {
             self.subscriptions.release(slot);
@@ -382,7 +382,7 @@ impl Session {
             return Ok(());
         }
         let max = app.limits.max_connections_per_user;
-        let limiters = &self.node.limiters;
+        let limiters = &self.node.limiters();
         if !limiters.users.acquire(&app.id, user, max) {
             limiters.counters.hit(Limit::ConnectionsPerUser);
             return Err(Refusal::new(
@@ -397,10 +397,10 @@ impl Session {
     /// Ends every subscription a switch in force covers, each with a
     /// `reset` reason `disabled` naming its channel.
     pub fn apply_switches(&mut self, out: &mut Vec<Bytes>) {
-        let telemetry = &self.node.telemetry;
+        let telemetry = &self.node.telemetry();
         let identity = self.identity.as_deref();
         self.subscriptions
-            .end_switched(&self.node.switches, identity, |channel| {
+            .end_switched(self.node.switches(), identity, |channel| {
                 telemetry.disabled_reset();
                 out.push(server::reset(Some(&channel.name), ResetReason::Disabled));
             });
@@ -432,7 +432,7 @@ impl Session {
                 Admission::Ended => ended += 1,
             }
         });
-        let telemetry = &self.node.telemetry;
+        let telemetry = &self.node.telemetry();
         if depth > 0 {
             telemetry.outbox_depth(depth);
         }
@@ -462,7 +462,7 @@ impl Session {
         ];
         for (signal, reason) in link {
             if signals & signal != 0 && self.subscriptions.count() > 0 {
-                self.node.telemetry.link.reset_sent();
+                self.node.telemetry().link.reset_sent();
                 out.push(server::reset(None, reason));
             }
         }
@@ -477,7 +477,7 @@ impl Session {
         if self.unwritten.is_empty() {
             return;
         }
-        let telemetry = &self.node.telemetry;
+        let telemetry = &self.node.telemetry();
         if ok {
             telemetry.written(Instant::now(), &self.unwritten);
         } else {
@@ -503,7 +503,7 @@ impl Session {
 
     /// Ends every subscription whose token expired at `now`, with `token_expired`.
     pub fn expire(&mut self, now: u64, out: &mut Vec<Bytes>) {
-        let telemetry = &self.node.telemetry;
+        let telemetry = &self.node.telemetry();
         self.subscriptions.end_expired(now, |channel| {
             let ctx = ErrorContext {
                 channel: Some(&channel.name),
@@ -518,9 +518,11 @@ impl Session {
     pub fn end(&mut self) {
         self.subscriptions.outbox().close();
         self.subscriptions.end();
-        self.node.connections.close(self.subscriptions.connection());
+        self.node
+            .connections()
+            .close(self.subscriptions.connection());
         for (app, user) in self.users.drain(..) {
-            self.node.limiters.users.release(&app, &user);
+            self.node.limiters().users.release(&app, &user);
         }
     }
 }

@@ -53,7 +53,7 @@ async fn readyz(State(shared): State<Gateway>) -> Response {
             "unavailable",
             "shutting down",
         )
-    } else if !shared.node.broker.connected() {
+    } else if !shared.node.broker().connected() {
         error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -71,8 +71,8 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         {
-            let mut text = shared.node.telemetry.render();
-            shared.node.limiters.counters.render(&mut text);
+            let mut text = shared.node.telemetry().render();
+            shared.node.limiters().counters.render(&mut text);
             text
         },
     )

@@ -68,7 +68,7 @@ fn field(switch: &Switch) -> String {
 impl Cluster {
     /// Listens for other nodes' actions on `redis` and applies them to `node`.
     pub fn join(redis: Arc<RedisBroker>, node: &Arc<Node>) -> Cluster {
-        let origin = node.id.to_string();
+        let origin = node.id().to_string();
         let weak_node = Arc::downgrade(node);
         let weak_redis = Arc::downgrade(&redis);
         let me = origin.clone();
@@ -171,7 +171,7 @@ async fn resync(node: Arc<Node>, redis: Weak<RedisBroker>) {
             return;
         }
     };
-    let local: BTreeSet<Switch> = node.switches.list().into_iter().collect();
+    let local: BTreeSet<Switch> = node.switches().list().into_iter().collect();
     let Some(values) = stored else {
         for switch in &local {
             let value = field(switch);

@@ -111,7 +111,7 @@ impl OperatorActions {
 
     /// The switches in force on this node, in a stable order.
     pub fn switches(&self) -> Vec<Switch> {
-        self.node.switches.list()
+        self.node.switches().list()
     }
 
     /// Puts `switch` in force (`enabled: false`) or lifts it, everywhere:
@@ -125,7 +125,7 @@ impl OperatorActions {
             self.known_app(app)?;
         }
         let _one_at_a_time = self.changes.lock().await;
-        let next = self.node.switches.with_change(switch, enabled);
+        let next = self.node.switches().with_change(switch, enabled);
         if let Some(cluster) = &self.cluster {
             cluster
                 .switch(switch, enabled)
@@ -182,7 +182,7 @@ impl OperatorActions {
     }
 
     fn known_app(&self, app: &str) -> Result<(), OperatorError> {
-        match self.node.apps.get(app) {
+        match self.node.apps().get(app) {
             Some(_) => Ok(()),
             None => Err(OperatorError::UnknownApp),
         }

@@ -329,7 +329,7 @@ impl<W: Wire> Driver<'_, W> {
         self.out.clear();
         match written {
             Ok(Ok(())) => {
-                self.shared.node.telemetry.messages_out(count);
+                self.shared.node.telemetry().messages_out(count);
                 Ok(())
             }
             Ok(Err(Gone)) => Err(End::Gone),
@@ -371,7 +371,7 @@ impl<W: Wire> Driver<'_, W> {
                 {
                     // Its reconnections get a cheap 429 for a while.
                     let key = limits::address_key(ip);
-                    let addresses = &self.shared.node.limiters.addresses;
+                    let addresses = &self.shared.node.limiters().addresses;
                     addresses.penalize(key, std::time::Instant::now());
                 }
                 Err(End::Misbehaving(code, reason))
@@ -411,7 +411,7 @@ impl<W: Wire> Driver<'_, W> {
     /// Counts the end, delivers what is queued on shutdown, ends the session
     /// and says goodbye: the last messages and the close in one write.
     async fn finish(mut self, end: End) {
-        let telemetry = &self.shared.node.telemetry;
+        let telemetry = &self.shared.node.telemetry();
         if let Some(reason) = end.close_reason() {
             telemetry.closed_by_gateway(reason);
         }
@@ -446,8 +446,8 @@ impl<W: Wire> Driver<'_, W> {
     /// The error said before closing on a message over the size limit.
     fn too_large(&self) -> Bytes {
         let node = &self.shared.node;
-        node.limiters.counters.hit(limits::Limit::FrameSize);
-        node.telemetry.error(ErrorCode::BadMessage);
+        node.limiters().counters.hit(limits::Limit::FrameSize);
+        node.telemetry().error(ErrorCode::BadMessage);
         let limit = self.shared.settings.max_frame_bytes;
         server::error(
             ErrorCode::BadMessage,

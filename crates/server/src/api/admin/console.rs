@@ -86,11 +86,11 @@ struct StatsAnswer {
 pub async fn stats(_: Operator, State(shared): State<Gateway>) -> Response {
     let node = &shared.node;
     Json(StatsAnswer {
-        node: node.id.clone(),
+        node: node.id().clone(),
         uptime_ms: u64::try_from(shared.admin.uptime().as_millis()).unwrap_or(u64::MAX),
         broker: BrokerAnswer::of(node),
-        switches: node.switches.len(),
-        stats: node.telemetry.stats(),
+        switches: node.switches().len(),
+        stats: node.telemetry().stats(),
     })
     .into_response()
 }

@@ -107,7 +107,7 @@ impl FromRequestParts<Gateway> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, shared: &Gateway) -> Result<Operator, Refused> {
         let refuse = |status, message| {
-            shared.node.telemetry.admin_denied();
+            shared.node.telemetry().admin_denied();
             Err(Refused::new(status, "not_allowed", message))
         };
         match shared.admin.check(super::bearer(&parts.headers)) {
@@ -148,15 +148,15 @@ struct BrokerAnswer {
 impl BrokerAnswer {
     fn of(node: &Node) -> BrokerAnswer {
         BrokerAnswer {
-            kind: node.broker.kind(),
-            connected: node.broker.connected(),
+            kind: node.broker().kind(),
+            connected: node.broker().connected(),
         }
     }
 }
 
 /// Counts and audits one action.
 async fn record(shared: &Gateway, actor: &Actor, action: AdminAction, detail: &Value) {
-    shared.node.telemetry.admin_action(action);
+    shared.node.telemetry().admin_action(action);
     shared.admin.audit().record(actor, action, detail).await;
 }
 

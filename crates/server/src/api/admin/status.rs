@@ -31,13 +31,13 @@ pub async fn status(_: Operator, State(shared): State<Gateway>) -> Response {
     let node = &shared.node;
     Json(Status {
         version: env!("CARGO_PKG_VERSION"),
-        node: node.id.clone(),
+        node: node.id().clone(),
         uptime_s: shared.admin.uptime().as_secs(),
         broker: BrokerAnswer::of(node),
-        connections: node.telemetry.connections(),
-        subscriptions: node.telemetry.subscriptions(),
-        switches: node.switches.len(),
-        apps: node.telemetry.app_counts(),
+        connections: node.telemetry().connections(),
+        subscriptions: node.telemetry().subscriptions(),
+        switches: node.switches().len(),
+        apps: node.telemetry().app_counts(),
     })
     .into_response()
 }

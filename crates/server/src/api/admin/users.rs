@@ -80,7 +80,7 @@ pub async fn connections(
     let query: UserQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
         .map_err(|e| Refused::bad_message(format!("expected `?app=...&user=...`: {e}")))?;
     let found = shared.operator.user_connections(&query.app, &query.user)?;
-    let node = &shared.node.id;
+    let node = &shared.node.id();
     let list: Vec<Value> = found
         .iter()
         .map(|c| {

@@ -54,7 +54,7 @@ pub async fn publish(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(key) = bearer(&headers) else {
-        shared.node.telemetry.publish_rejected();
+        shared.node.telemetry().publish_rejected();
         return error_response(
             StatusCode::UNAUTHORIZED,
             "not_allowed",
@@ -75,7 +75,7 @@ pub async fn publish_as(
         Err(rejection) => error_response(rejection.status(), "bad_message", &rejection.body_text()),
     };
     if !response.status().is_success() {
-        shared.node.telemetry.publish_rejected();
+        shared.node.telemetry().publish_rejected();
     }
     response
 }

@@ -163,7 +163,7 @@ async fn claim(
             )
             .await?;
         if !reply.claimed.is_empty() {
-            node.telemetry.link.inbox_claimed(reply.claimed.len());
+            node.telemetry().link.inbox_claimed(reply.claimed.len());
             tracing::info!(
                 entries = reply.claimed.len(),
                 "took over inbox entries of a silent gateway"
@@ -192,7 +192,7 @@ async fn handle(
     while !pending.is_empty() {
         let round = publish(node, &pending).await?;
         settle(con, settings, &round).await?;
-        node.telemetry
+        node.telemetry()
             .link
             .inbox(round.published, round.duplicates, round.dead.len());
         let Some(wait) = round.wait else {
