@@ -134,8 +134,16 @@ impl ChannelLog {
         }
     }
 
-    /// Events after `since` (same epoch), or a gap; without `since`, the last
-    /// known state (when `snapshot`) in offset order.
+    /// The kept state, in offset order.
+    fn snapshot(&self) -> Vec<Arc<Publication>> {
+        let mut events: Vec<_> = self.state.values().cloned().collect();
+        events.sort_unstable_by_key(|p| p.offset);
+        events
+    }
+
+    /// Events after `since` (same epoch), or a gap (with the last known
+    /// state when the channel keeps one); without `since`, the last known
+    /// state (when `snapshot`) in offset order.
     pub fn recover(
         &mut self,
         since: Option<(&str, u64)>,
@@ -154,7 +162,13 @@ impl ChannelLog {
             Some((epoch, offset)) => {
                 let first = self.history.front().map_or(self.top + 1, |p| p.offset);
                 match recovery::plan(offset, epoch == &*self.epoch, first, self.top) {
-                    Plan::Gap => out.gap = true,
+                    // The state stands in for the missed history.
+                    Plan::Gap => {
+                        out.gap = true;
+                        if policy.keep_state {
+                            out.events = self.snapshot();
+                        }
+                    }
                     Plan::Replay { after } => {
                         out.events = self
                             .history
@@ -165,10 +179,7 @@ impl ChannelLog {
                     }
                 }
             }
-            None if snapshot && policy.keep_state => {
-                out.events = self.state.values().cloned().collect();
-                out.events.sort_unstable_by_key(|p| p.offset);
-            }
+            None if snapshot && policy.keep_state => out.events = self.snapshot(),
             None => {}
         }
         out

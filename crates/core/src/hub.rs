@@ -9,9 +9,11 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::era::{Era, EraClock};
+use chouquette_protocol::{ResetReason, server};
+
 use crate::filter::Filter;
 use crate::index::FilterIndex;
 use crate::outbox::{Outbound, Outbox, Pushed};
@@ -36,7 +38,15 @@ pub struct Subscriber {
 struct ChannelSubs {
     subscribers: HashMap<SubId, Subscriber>,
     index: FilterIndex<SubId>,
+    /// The epoch of the channel's last live publication (shared brokers):
+    /// a publication of another epoch means the channel was numbered anew
+    /// under its subscribers (see [`Hub::deliver_in_epoch`]).
+    epoch: Mutex<Option<Arc<str>>>,
 }
+
+/// `offset` of a frame telling a subscription that its channel was
+/// numbered anew ([`Hub::deliver_in_epoch`]): events have offsets from 1.
+pub const RENUMBERED: u64 = 0;
 
 /// This node's subscriptions, by channel.
 #[derive(Debug)]
@@ -59,6 +69,10 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hub {
@@ -127,12 +141,80 @@ impl Hub {
             .map_or(0, |s| read(s).subscribers.len())
     }
 
+    /// The epoch the channel's live publications last came in, if any.
+    pub fn channel_epoch(&self, channel: &ChannelId) -> Option<Arc<str>> {
+        let subs = read(&self.channels).get(channel).cloned()?;
+        let subs = read(&subs);
+        lock(&subs.epoch).clone()
+    }
+
+    /// Like [`Hub::deliver`], for a broker shared by several nodes, whose
+    /// channels can be numbered anew under their subscribers (their keys
+    /// expired, were evicted or deleted): offsets start again at 1 in a new
+    /// `epoch`. A subscription must not take those for events it has seen,
+    /// so before the first publication of a new epoch every subscriber gets
+    /// a [`RENUMBERED`] frame, the `reset` `history_gap` naming the channel,
+    /// built once; its session restarts its cursor there.
+    pub fn deliver_in_epoch(&self, publication: &Arc<Publication>, epoch: &Arc<str>) -> usize {
+        let Some(subs) = read(&self.channels).get(&publication.channel).cloned() else {
+            return 0;
+        };
+        let subs = read(&subs);
+        let renumbered = {
+            let mut known = lock(&subs.epoch);
+            let changed = known.as_ref().is_some_and(|k| k != epoch);
+            if known.as_ref() != Some(epoch) {
+                *known = Some(epoch.clone());
+            }
+            changed
+        };
+        if renumbered {
+            self.tell_renumbered(&subs, &publication.channel);
+        }
+        self.fan_out(&subs, publication)
+    }
+
+    fn tell_renumbered(&self, subs: &ChannelSubs, channel: &ChannelId) {
+        let reset = server::reset(Some(&channel.name), ResetReason::HistoryGap);
+        let era = self.era();
+        let now = std::time::Instant::now();
+        for sub in subs.subscribers.values() {
+            let pushed = sub.outbox.push(Outbound {
+                frame: reset.clone(),
+                slot: sub.slot,
+                era,
+                offset: RENUMBERED,
+                received: now,
+            });
+            self.count(sub, pushed);
+        }
+    }
+
+    /// Counts what became of a frame pushed to `sub`; true if queued.
+    fn count(&self, sub: &Subscriber, pushed: Pushed) -> bool {
+        match pushed {
+            Pushed::Queued => return true,
+            Pushed::Overflowed => {
+                self.telemetry.slow_consumer();
+                // The queue held exactly its capacity: all of it and this one are gone.
+                self.telemetry
+                    .dropped(DropReason::SlowConsumer, sub.outbox.capacity() + 1);
+            }
+            Pushed::Refused => self.telemetry.dropped(DropReason::Closed, 1),
+        }
+        false
+    }
+
     /// Hands `publication` to every matching subscriber; returns how many.
     pub fn deliver(&self, publication: &Arc<Publication>) -> usize {
         let Some(subs) = read(&self.channels).get(&publication.channel).cloned() else {
             return 0;
         };
         let subs = read(&subs);
+        self.fan_out(&subs, publication)
+    }
+
+    fn fan_out(&self, subs: &ChannelSubs, publication: &Arc<Publication>) -> usize {
         let era = self.era();
         CANDIDATES.with_borrow_mut(|candidates| {
             candidates.clear();
@@ -156,15 +238,8 @@ impl Hub {
                     offset: publication.offset,
                     received: publication.received,
                 });
-                match pushed {
-                    Pushed::Queued => delivered += 1,
-                    Pushed::Overflowed => {
-                        self.telemetry.slow_consumer();
-                        // The queue held exactly its capacity: all of it and this one are gone.
-                        self.telemetry
-                            .dropped(DropReason::SlowConsumer, sub.outbox.capacity() + 1);
-                    }
-                    Pushed::Refused => self.telemetry.dropped(DropReason::Closed, 1),
+                if self.count(sub, pushed) {
+                    delivered += 1;
                 }
             }
             self.telemetry.delivered_on(&publication.channel, delivered);

@@ -41,8 +41,9 @@ pub fn plan(since: u64, same_epoch: bool, first_retained: u64, top: u64) -> Plan
 
 /// Appends to `out` what a subscriber to channel `name` gets from
 /// `recovered`: a `reset` when its resume was impossible, then the events
-/// its `filter` lets it see, replayed as they were (`resumed`) or as
-/// snapshots of the last state (a fresh subscribe).
+/// its `filter` lets it see, replayed as they were (a resume that worked) or
+/// as snapshots of the last state (a fresh subscribe, or after that `reset`
+/// on a channel that keeps state: the client rebuilds its view from them).
 pub fn catch_up(
     name: &str,
     recovered: &Recovered,
@@ -55,7 +56,7 @@ pub fn catch_up(
     }
     for p in &recovered.events {
         if filter.matches(&p.event_kind, &p.keywords) {
-            out.push(if resumed {
+            out.push(if resumed && !recovered.gap {
                 p.frame().clone()
             } else {
                 p.snapshot_frame().clone()

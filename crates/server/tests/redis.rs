@@ -8,6 +8,8 @@
 
 #[path = "redis/admin.rs"]
 mod admin;
+#[path = "redis/epochs.rs"]
+mod epochs;
 #[path = "redis/inbox.rs"]
 mod inbox;
 #[path = "redis/nodes.rs"]

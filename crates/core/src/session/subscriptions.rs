@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::connections::{Connection, Holder, Identity};
 use crate::era::{Era, Meeting};
-use crate::hub::{Hub, SubId, Subscriber};
+use crate::hub::{Hub, RENUMBERED, SubId, Subscriber};
 use crate::outbox::{NO_SLOT, Outbound, Outbox, State};
 use crate::publication::ChannelId;
 use crate::recovery::Cursor;
@@ -267,7 +267,7 @@ impl Subscriptions {
 
     /// Whether a live frame should be written (see [`Admission`]).
     pub fn admit(&mut self, item: &Outbound) -> bool {
-        admission(&mut self.slots, item) == Admission::New
+        admission(&self.hub, &mut self.slots, item) == Admission::New
     }
 
     /// Hands up to `max` queued live frames to `each` with what becomes of
@@ -278,9 +278,9 @@ impl Subscriptions {
         max: usize,
         mut each: impl FnMut(Outbound, Admission),
     ) -> (State, usize) {
-        let slots = &mut self.slots;
+        let (hub, slots) = (&self.hub, &mut self.slots);
         self.connection.outbox().drain_counted(max, |item| {
-            let admission = admission(slots, &item);
+            let admission = admission(hub, slots, &item);
             each(item, admission);
         })
     }
@@ -302,17 +302,39 @@ impl Subscriptions {
 }
 
 /// What becomes of a live frame, advancing its subscription's cursor if new.
-fn admission(slots: &mut [Option<Slot>], item: &Outbound) -> Admission {
+fn admission(hub: &Hub, slots: &mut [Option<Slot>], item: &Outbound) -> Admission {
     if item.slot == NO_SLOT {
         return Admission::New;
     }
     let Some(Some(slot)) = slots.get_mut(item.slot as usize) else {
         return Admission::Ended;
     };
+    if item.offset == RENUMBERED {
+        return renumbered(hub, slot);
+    }
     if slot.admit(item.era, item.offset) {
         Admission::New
     } else {
         Admission::Duplicate
+    }
+}
+
+/// The hub says the slot's channel was numbered anew. Unless recovery
+/// already read the new epoch (a subscribe that raced the renumbering), the
+/// client is told (the frame is the `reset` `history_gap`) and the cursor
+/// starts again, so the new epoch's offsets are not taken for old ones.
+fn renumbered(hub: &Hub, slot: &mut Slot) -> Admission {
+    let Some(current) = hub.channel_epoch(&slot.holder.channel) else {
+        return Admission::Duplicate;
+    };
+    match &slot.epoch {
+        Some(epoch) if *epoch != current => {
+            slot.epoch = Some(current);
+            slot.cursor = Cursor::default();
+            Admission::New
+        }
+        // Still being recovered (recovery reads the new epoch), or already in it.
+        _ => Admission::Duplicate,
     }
 }
 

@@ -439,3 +439,39 @@ async fn subscribing_while_a_fast_publisher_runs_never_duplicates_nor_skips() {
     anchor.close().await;
     node.running.stop();
 }
+
+/// After a `reset` `history_gap` on a channel that keeps state, the client
+/// used to get live events only: the state published meanwhile (after a
+/// gateway restart, say) never reached it. It now gets the snapshots a
+/// subscribe without `since` would get, then live events.
+#[tokio::test]
+async fn a_history_gap_on_a_channel_with_state_is_followed_by_its_snapshots() {
+    let node = TestNode::base().await;
+    for (borne, status) in [("B1", "ok"), ("B2", "ok"), ("B1", "down")] {
+        let mut e = event("bornes", "status", &[], json!(status));
+        e["key"] = json!(format!("borne:{borne}"));
+        node.publish_event(&e).await;
+    }
+    let tok = token("bornes", json!({"*": {}}), 600);
+    let mut client = node.client().await;
+    client
+        .send_json(&resume_msg("r", "bornes", &tok, "not-the-epoch", 1))
+        .await;
+    let (ack, before) = client.recv_until("ack").await;
+    assert_eq!(before[0]["class"], "reset", "{before:?}");
+    assert_eq!(before[0]["reason"], "history_gap");
+    let snapshots: Vec<(u64, &Value)> = before[1..]
+        .iter()
+        .map(|m| {
+            assert_eq!(m["snapshot"], true, "{m}");
+            (m["offset"].as_u64().unwrap(), &m["data"])
+        })
+        .collect();
+    assert_eq!(snapshots, [(2, &json!("ok")), (3, &json!("down"))]);
+    assert_eq!(ack["channels"]["bornes"]["recovered"], false, "{ack}");
+    assert_eq!(ack["channels"]["bornes"]["offset"], 3, "{ack}");
+    node.publish_event(&event("bornes", "k", &[], json!("live")))
+        .await;
+    assert_eq!(client.recv().await["offset"], 4);
+    node.running.shutdown().await;
+}

@@ -134,6 +134,9 @@ async fn listen(shared: &Weak<Shared>, link: Link, mut stream: PubSubStream) {
     let mut sweep = interval(every);
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     sweep.reset();
+    let mut keep = interval(keep_every(shared));
+    keep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    keep.reset();
     loop {
         tokio::select! {
             message = stream.next() => {
@@ -162,7 +165,51 @@ async fn listen(shared: &Weak<Shared>, link: Link, mut stream: PubSubStream) {
                     return;
                 }
             }
+            _ = keep.tick() => {
+                let Some(shared) = shared.upgrade() else { return };
+                tokio::spawn(keep_alive(shared, link.commands.clone()));
+            }
             _ = broken.notified() => return,
+        }
+    }
+}
+
+/// How often the keys of channels with subscribers here are kept alive: a
+/// third of `key_ttl`, so that two refreshes may fail before one expires.
+fn keep_every(shared: &Weak<Shared>) -> Duration {
+    let ttl = shared
+        .upgrade()
+        .map_or(Duration::from_secs(3600), |s| s.settings.key_ttl);
+    (ttl / 3).max(Duration::from_millis(100))
+}
+
+/// Pushes back the expiry of the keys of every channel this node has
+/// subscribers on. `key_ttl` forgets quiet channels, but one whose keys
+/// expired under its subscribers is numbered anew: they would be told
+/// `reset`, and lose what was published meanwhile. A failure is logged,
+/// not fatal: the link's own checks notice a lost Redis.
+async fn keep_alive(shared: Arc<Shared>, mut commands: Commands) {
+    let ttl = i64::try_from(shared.settings.key_ttl.as_millis()).unwrap_or(i64::MAX);
+    for channel in shared.hub.channels() {
+        let keys = shared.keys(&channel);
+        // One hash tag per channel: one pipeline reaches one shard.
+        let mut pipe = redis::pipe();
+        for key in [
+            &keys.meta,
+            &keys.hist,
+            &keys.state,
+            &keys.seen,
+            &keys.seenoff,
+        ] {
+            pipe.pexpire(key, ttl).ignore();
+        }
+        let done = timeout(
+            shared.settings.command_timeout,
+            pipe.query_async::<()>(&mut commands),
+        );
+        if !matches!(done.await, Ok(Ok(()))) {
+            tracing::debug!(%channel, "could not keep a channel's keys alive");
+            return;
         }
     }
 }
@@ -193,12 +240,14 @@ impl BrokenSignal {
 /// are told `broker_unavailable`, then `broker_restored`.
 fn deliver(shared: &Shared, payload: &[u8]) -> Result<(), Duration> {
     match wire::decode_message(payload) {
-        Ok((publication, sent_ms)) => {
-            let lag = Duration::from_millis(unix_ms().saturating_sub(sent_ms));
+        Ok(message) => {
+            let lag = Duration::from_millis(unix_ms().saturating_sub(message.sent_ms));
             if lag > shared.settings.max_lag {
                 return Err(lag);
             }
-            shared.hub.deliver(&Arc::new(publication));
+            shared
+                .hub
+                .deliver_in_epoch(&Arc::new(message.publication), &message.epoch);
         }
         Err(e) => tracing::warn!(error = %e, "unreadable message on a Chouquette topic"),
     }

@@ -25,7 +25,7 @@ use chouquette_core::app::ChannelPolicy;
 use chouquette_core::broker::{BoxFuture, Broker, BrokerError, PublishFailure, new_epoch};
 use chouquette_core::history::{LogError, Recovered};
 use chouquette_core::hub::Hub;
-use chouquette_core::publication::{ChannelId, NewEvent, Position};
+use chouquette_core::publication::{ChannelId, NewEvent, Position, Publication};
 use chouquette_core::recovery::{self, Plan};
 use chouquette_core::telemetry::Telemetry;
 use redis::{Script, ScriptInvocation};
@@ -361,13 +361,49 @@ impl RedisBroker {
         snapshot: bool,
     ) -> Result<Recovered, BrokerError> {
         let link = self.watch(channel).await?;
-        let shared = &self.shared;
-        let keys = shared.keys(channel);
         let mode = match since {
             Some(_) => "since",
             None if snapshot && policy.keep_state => "snapshot",
             None => "none",
         };
+        let read = self
+            .run_recover(&link, channel, policy, mode, since)
+            .await?;
+        let mut items: Vec<_> = read.items.into_iter().map(Arc::new).collect();
+        let Some((epoch, offset)) = since else {
+            items.sort_unstable_by_key(|p| p.offset);
+            return Ok(recovered(read.epoch, read.top, items, false));
+        };
+        match recovery::plan(offset, epoch == &*read.epoch, read.first, read.top) {
+            Plan::Replay { after } => {
+                items.retain(|p| p.offset > after && p.offset <= read.top);
+                Ok(recovered(read.epoch, read.top, items, false))
+            }
+            // The state stands in for the missed history: read it now (the
+            // subscription is registered, so what follows it arrives live).
+            Plan::Gap if policy.keep_state => {
+                let state = self
+                    .run_recover(&link, channel, policy, "snapshot", None)
+                    .await?;
+                let mut items: Vec<_> = state.items.into_iter().map(Arc::new).collect();
+                items.sort_unstable_by_key(|p| p.offset);
+                Ok(recovered(state.epoch, state.top, items, true))
+            }
+            Plan::Gap => Ok(recovered(read.epoch, read.top, Vec::new(), true)),
+        }
+    }
+
+    /// Runs `recover.lua` in `mode` (`since`, `snapshot` or `none`).
+    async fn run_recover(
+        &self,
+        link: &Link,
+        channel: &ChannelId,
+        policy: &ChannelPolicy,
+        mode: &str,
+        since: Option<(&str, u64)>,
+    ) -> Result<wire::Read, BrokerError> {
+        let shared = &self.shared;
+        let keys = shared.keys(channel);
         let (since_epoch, since_offset) = since.unwrap_or(("", 0));
         let mut commands = link.commands.clone();
         let reply: redis::Value = keyed(&shared.recover, &keys)
@@ -380,30 +416,16 @@ impl RedisBroker {
             .invoke_async(&mut commands)
             .await
             .map_err(|e| shared.failed(&e))?;
-        let read = wire::read(reply)?;
-        let mut out = Recovered {
-            epoch: read.epoch.clone(),
-            top: read.top,
-            events: Vec::new(),
-            gap: false,
-        };
-        let mut items: Vec<_> = read.items.into_iter().map(Arc::new).collect();
-        match since {
-            Some((epoch, offset)) => {
-                match recovery::plan(offset, epoch == &*read.epoch, read.first, read.top) {
-                    Plan::Gap => out.gap = true,
-                    Plan::Replay { after } => {
-                        items.retain(|p| p.offset > after && p.offset <= read.top);
-                        out.events = items;
-                    }
-                }
-            }
-            None => {
-                items.sort_unstable_by_key(|p| p.offset);
-                out.events = items;
-            }
-        }
-        Ok(out)
+        wire::read(reply)
+    }
+}
+
+fn recovered(epoch: Arc<str>, top: u64, events: Vec<Arc<Publication>>, gap: bool) -> Recovered {
+    Recovered {
+        epoch,
+        top,
+        events,
+        gap,
     }
 }
 

@@ -139,15 +139,34 @@ pub fn decode_item(item: &[u8]) -> Result<Publication, DecodeError> {
     publication(parse_offset(offset).ok_or(DecodeError::Shape)?, body)
 }
 
-/// A pub/sub message: `<epoch> <offset> <ms> <body>`, where `ms` is Redis's
-/// clock when it published (Unix milliseconds); returns both.
-pub fn decode_message(message: &[u8]) -> Result<(Publication, u64), DecodeError> {
-    let (_epoch, rest) = split_word(message).ok_or(DecodeError::Shape)?;
+/// A pub/sub message, decoded.
+#[derive(Debug)]
+pub struct Message {
+    /// The event.
+    pub publication: Publication,
+    /// The channel's epoch it was numbered in: a new one means the channel
+    /// was numbered anew (its keys were gone) under its subscribers.
+    pub epoch: Arc<str>,
+    /// Redis's clock when it published (Unix milliseconds).
+    pub sent_ms: u64,
+}
+
+/// A pub/sub message: `<epoch> <offset> <ms> <body>`.
+pub fn decode_message(message: &[u8]) -> Result<Message, DecodeError> {
+    let (epoch, rest) = split_word(message).ok_or(DecodeError::Shape)?;
     let (offset, rest) = split_word(rest).ok_or(DecodeError::Shape)?;
     let (sent_ms, body) = split_word(rest).ok_or(DecodeError::Shape)?;
+    let epoch = std::str::from_utf8(epoch)
+        .ok()
+        .filter(|e| !e.is_empty())
+        .ok_or(DecodeError::Shape)?;
     let offset = parse_offset(offset).ok_or(DecodeError::Shape)?;
     let sent_ms = parse_offset(sent_ms).ok_or(DecodeError::Shape)?;
-    Ok((publication(offset, body)?, sent_ms))
+    Ok(Message {
+        publication: publication(offset, body)?,
+        epoch: epoch.into(),
+        sent_ms,
+    })
 }
 
 /// The reply of `publish.lua`.
@@ -278,8 +297,13 @@ mod tests {
     fn an_event_round_trips_with_its_envelope() {
         let body = encode(&event());
         let message = format!("e1 42 1795668097187 {body}");
-        let (p, sent) = decode_message(message.as_bytes()).expect("decode");
-        assert_eq!(sent, 1_795_668_097_187);
+        let Message {
+            publication: p,
+            epoch,
+            sent_ms,
+        } = decode_message(message.as_bytes()).expect("decode");
+        assert_eq!(sent_ms, 1_795_668_097_187);
+        assert_eq!(&*epoch, "e1");
         assert_eq!(p.offset, 42);
         assert_eq!(&*p.channel.app, "a/b");
         assert_eq!(&*p.event_kind, "alarm");
