@@ -161,21 +161,17 @@ impl Node {
     pub async fn follow_broker(self: Arc<Self>) {
         let mut link = self.broker.link();
         let mut up = *link.borrow_and_update();
+        let mut era = self.hub.era();
         self.telemetry.link.link_up(up);
         while link.changed().await.is_ok() {
             let now = *link.borrow_and_update();
-            if now == up {
-                continue;
+            let era_now = self.hub.era();
+            for &signal in link_signals(up, now, era != era_now) {
+                for connection in self.connections.snapshot() {
+                    connection.signal(signal);
+                }
             }
-            up = now;
-            let signal = if up {
-                SIGNAL_BROKER_RESTORED
-            } else {
-                SIGNAL_BROKER_LOST
-            };
-            for connection in self.connections.snapshot() {
-                connection.signal(signal);
-            }
+            (up, era) = (now, era_now);
         }
     }
 
@@ -230,5 +226,36 @@ impl Node {
     /// [`ingest`]: crate::ingest
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Position>, PublishError> {
         ingest::publish(self, Caller::Trusted, events).await
+    }
+}
+
+/// What to tell connections when the broker link is seen `now` after `was`.
+/// The link's watch keeps only its latest value, so a quick loss and return
+/// can look like no change at all; the hub's era moving on (each link-up
+/// starts one) says it happened, and events may have been missed meanwhile.
+fn link_signals(was: bool, now: bool, era_moved: bool) -> &'static [crate::outbox::Signals] {
+    match (was, now) {
+        (true, false) => &[SIGNAL_BROKER_LOST],
+        (false, true) => &[SIGNAL_BROKER_RESTORED],
+        (true, true) if era_moved => &[SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED],
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flap_the_watch_merged_is_still_announced() {
+        assert_eq!(link_signals(true, false, false), [SIGNAL_BROKER_LOST]);
+        assert_eq!(link_signals(false, true, true), [SIGNAL_BROKER_RESTORED]);
+        // Down and up again between two looks: same value, a new era.
+        assert_eq!(
+            link_signals(true, true, true),
+            [SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED]
+        );
+        assert!(link_signals(true, true, false).is_empty());
+        assert!(link_signals(false, false, true).is_empty());
     }
 }
