@@ -154,6 +154,8 @@ function switchUser(user) {
   client.on('state', setState);
   client.connect();
   state.client = client;
+  // For the browser tests: stop the flow before a screenshot.
+  window.__demo.client = client;
 }
 
 window.__demo = { user: null, received: [] };
