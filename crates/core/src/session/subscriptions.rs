@@ -27,6 +27,25 @@ use crate::switches::{Switch, Switches};
 use super::ResumePoint;
 use super::authorize::Grant;
 
+/// Low bits of a slot tag: the slot's index. The high bits count the
+/// index's reuses, so that a frame queued for a subscription that ended is
+/// never taken for one of the next subscription in the same slot (frames
+/// carry only the tag; the outbox may still hold the old one's).
+const INDEX_BITS: u32 = 20;
+const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+/// Most subscriptions one connection can hold, whatever its limit says:
+/// every index is below [`INDEX_MASK`], so no tag is [`NO_SLOT`].
+pub const MAX_SLOTS: usize = INDEX_MASK as usize;
+
+fn tag(index: usize, reuses: u16) -> u32 {
+    // `index` < MAX_SLOTS: see `free_slot`.
+    (index as u32 & INDEX_MASK) | (u32::from(reuses & 0xfff) << INDEX_BITS)
+}
+
+fn index_of(tag: u32) -> usize {
+    (tag & INDEX_MASK) as usize
+}
+
 /// Why a subscription could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
@@ -52,6 +71,8 @@ pub enum Admission {
 
 #[derive(Debug)]
 struct Slot {
+    /// What its frames carry: the index and how many times it was reused.
+    tag: u32,
     /// Shared with the connection registry.
     holder: Arc<Holder>,
     sub_id: SubId,
@@ -94,6 +115,8 @@ pub struct Subscriptions {
     hub: Arc<Hub>,
     connection: Arc<Connection>,
     slots: Vec<Option<Slot>>,
+    /// Per index, how many times it was reused (wrapping; see [`tag`]).
+    reuses: Vec<u16>,
     /// Where subscriptions ended by the gateway (token expiry, a switch)
     /// stood, so a URL transport's cursor still lets them resume once the
     /// client subscribes again. At most one per channel; bounded by the
@@ -108,6 +131,7 @@ impl Subscriptions {
             hub,
             connection,
             slots: Vec::new(),
+            reuses: Vec::new(),
             ended: Vec::new(),
         }
     }
@@ -131,7 +155,7 @@ impl Subscriptions {
     /// connection holds `max` already or a switch in `switches` covers it
     /// (seen with the connection's `identity`). From now on the hub queues
     /// its frames; they are held back until [`Subscriptions::recovered`].
-    /// Returns its slot.
+    /// Returns its slot's tag, which names it until it is released.
     pub fn register(
         &mut self,
         channel: ChannelId,
@@ -140,10 +164,13 @@ impl Subscriptions {
         identity: Option<&Identity>,
         switches: &Switches,
     ) -> Result<u32, RegisterError> {
+        let max = max.min(MAX_SLOTS);
         if self.count() >= max {
             return Err(RegisterError::TooMany(max));
         }
-        let slot = self.free_slot();
+        let index = self.free_slot();
+        let slot = index as u32;
+        let tag = tag(index, self.reuses[index]);
         let holder = Arc::new(Holder {
             slot,
             channel,
@@ -161,11 +188,12 @@ impl Subscriptions {
         // Registered before history is read: see the recovery module.
         let subscriber = Subscriber {
             outbox: self.connection.outbox().clone(),
-            slot,
+            slot: tag,
             filter: grant.filter,
         };
         let sub_id = self.hub.subscribe(&holder.channel, subscriber);
-        self.slots[slot as usize] = Some(Slot {
+        self.slots[index] = Some(Slot {
+            tag,
             holder,
             sub_id,
             epoch: None,
@@ -174,21 +202,26 @@ impl Subscriptions {
             era,
             exp: grant.exp,
         });
-        Ok(slot)
+        Ok(tag)
     }
 
-    /// Recovery read the subscription in `slot` up to offset `top` of
+    /// Recovery read the subscription tagged `slot` up to offset `top` of
     /// `epoch`: live frames after it are new.
     pub fn recovered(&mut self, slot: u32, epoch: Arc<str>, top: u64) {
-        if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
+        if let Some(Some(s)) = self.slots.get_mut(index_of(slot))
+            && s.tag == slot
+        {
             s.epoch = Some(epoch);
             s.cursor = Cursor::at(top);
         }
     }
 
-    /// Ends the subscription in `slot`: slot, hub entry and holder at once.
+    /// Ends the subscription tagged `slot`: slot, hub entry and holder at once.
     pub fn release(&mut self, slot: u32) {
-        self.take(slot as usize);
+        let index = index_of(slot);
+        if matches!(self.slots.get(index), Some(Some(s)) if s.tag == slot) {
+            self.take(index);
+        }
     }
 
     fn take(&mut self, i: usize) -> Option<Slot> {
@@ -198,13 +231,19 @@ impl Subscriptions {
         Some(slot)
     }
 
-    fn free_slot(&mut self) -> u32 {
+    /// A free index (below [`MAX_SLOTS`], as `register` counts first); a
+    /// reused one counts one more reuse.
+    fn free_slot(&mut self) -> usize {
         match self.slots.iter().position(Option::is_none) {
-            Some(i) => i as u32,
+            Some(i) => {
+                self.reuses[i] = self.reuses[i].wrapping_add(1);
+                i
+            }
             None => {
                 self.slots.reserve_exact(1);
                 self.slots.push(None);
-                (self.slots.len() - 1) as u32
+                self.reuses.push(0);
+                self.slots.len() - 1
             }
         }
     }
@@ -262,6 +301,7 @@ impl Subscriptions {
             self.take(i);
         }
         self.slots = Vec::new();
+        self.reuses = Vec::new();
         self.ended = Vec::new();
     }
 
@@ -306,9 +346,13 @@ fn admission(hub: &Hub, slots: &mut [Option<Slot>], item: &Outbound) -> Admissio
     if item.slot == NO_SLOT {
         return Admission::New;
     }
-    let Some(Some(slot)) = slots.get_mut(item.slot as usize) else {
+    let Some(Some(slot)) = slots.get_mut(index_of(item.slot)) else {
         return Admission::Ended;
     };
+    if slot.tag != item.slot {
+        // Queued for an earlier subscription in this slot.
+        return Admission::Ended;
+    }
     if item.offset == RENUMBERED {
         return renumbered(hub, slot);
     }
@@ -409,6 +453,48 @@ mod tests {
         assert!(!subs.admit(&frame(slot, later, 2)));
         let ended: Vec<_> = subs.positions().map(|p| p.offset).collect();
         assert_eq!(ended, vec![1]);
+    }
+
+    /// S1: a frame still queued for a subscription that ended was admitted
+    /// under the next subscription to take its slot (frames carried only the
+    /// slot's index), e.g. within one subscribe message.
+    #[test]
+    fn a_frame_of_an_ended_subscription_is_never_admitted_under_the_next_in_its_slot() {
+        let telemetry = Arc::new(Telemetry::default());
+        let hub = Arc::new(Hub::new(telemetry.clone()));
+        let registry = Registry::default();
+        let connection = registry.open(Transport::Ws, Arc::new(Outbox::new(8)), telemetry);
+        let mut subs = Subscriptions::new(hub.clone(), connection);
+        let switches = Switches::default();
+        let a = subs
+            .register(
+                ChannelId::new("a", "a"),
+                grant("u", None),
+                4,
+                None,
+                &switches,
+            )
+            .expect("a");
+        subs.recovered(a, "e".into(), 0);
+        // Queued for `a`, not yet written, when `a` ends.
+        let stale = frame(a, hub.era(), 10);
+        subs.release(a);
+        let b = subs
+            .register(
+                ChannelId::new("a", "b"),
+                grant("u", None),
+                4,
+                None,
+                &switches,
+            )
+            .expect("b");
+        assert_eq!(index_of(a), index_of(b), "the slot is reused");
+        subs.recovered(b, "e".into(), 3);
+        assert!(!subs.admit(&stale), "a's frame is not b's");
+        assert!(subs.admit(&frame(b, hub.era(), 4)));
+        // A release under an old tag does not end the new subscription.
+        subs.release(a);
+        assert_eq!(subs.count(), 1);
     }
 
     #[test]
