@@ -16,6 +16,7 @@ use chouquette_core::telemetry::CloseReason;
 
 use crate::http_error::{error_response, too_many_requests};
 use crate::operator::{AdminState, OperatorActions};
+use crate::origins::Origins;
 use crate::shutdown::Shutdown;
 
 /// What every handler shares: the node, the transport settings, the stop signal.
@@ -89,4 +90,6 @@ pub struct Settings {
     pub sse_heartbeat: Duration,
     /// Longest wait of one long-poll request.
     pub poll_wait: Duration,
+    /// `[listen] allowed_origins`; none: no `Origin` check, no CORS.
+    pub origins: Option<Origins>,
 }

@@ -15,6 +15,7 @@ pub mod http_client;
 pub mod http_error;
 pub mod logging;
 pub mod operator;
+pub mod origins;
 pub mod serve;
 pub mod shutdown;
 pub mod source;

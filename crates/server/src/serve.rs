@@ -33,7 +33,7 @@ use crate::operator::{AdminState, OperatorActions};
 use crate::shutdown::{Shutdown, Trigger};
 use crate::source::{self, redis_inbox::RedisInbox};
 use crate::tls::{Certificates, TlsError, TlsListener};
-use crate::transport::{poll, sse, ws};
+use crate::transport::{cors, poll, sse, ws};
 use crate::{api, static_files};
 
 /// Why the node could not start.
@@ -259,6 +259,7 @@ fn transport_settings(config: &Config) -> Settings {
         idle_timeout: config.limits.idle_timeout,
         sse_heartbeat: config.transports.sse_heartbeat,
         poll_wait: config.transports.poll_wait,
+        origins: config.listen.origins(),
     }
 }
 
@@ -395,10 +396,14 @@ impl PublicListener {
 
 /// The public routes: transports, then static files when a folder is set.
 fn public_router(shared: Gateway, static_dir: Option<PathBuf>) -> Router {
+    // Each layer runs once per request; without `allowed_origins` both
+    // pass every request through untouched.
+    let cors = || axum::middleware::from_fn_with_state(shared.clone(), cors::cors);
+    let ws_origin = axum::middleware::from_fn_with_state(shared.clone(), cors::check_ws_origin);
     let router = Router::new()
-        .route("/ws", get(ws::upgrade))
-        .route("/sse", get(sse::stream))
-        .route("/poll", get(poll::poll))
+        .route("/ws", get(ws::upgrade).layer(ws_origin))
+        .route("/sse", get(sse::stream).layer(cors()))
+        .route("/poll", get(poll::poll).layer(cors()))
         .with_state(shared);
     match static_dir {
         Some(dir) => {

@@ -28,6 +28,8 @@ mod health;
 mod hostile;
 #[path = "gateway/limits.rs"]
 mod limits;
+#[path = "gateway/origins.rs"]
+mod origins;
 #[path = "gateway/publish_api.rs"]
 mod publish_api;
 #[path = "gateway/resume.rs"]

@@ -99,6 +99,8 @@ export class Gateway {
         '[listen]',
         `public = "127.0.0.1:${this.public}"`,
         `internal = "127.0.0.1:${this.internal}"`,
+        // Page origins allowed from a browser (set before `start`).
+        ...(this.allowedOrigins ? [`allowed_origins = ${JSON.stringify(this.allowedOrigins)}`] : []),
         // A stream whose browser went away is noticed at the next write:
         // short heartbeats and poll waits let the tests see connections
         // close within seconds (production defaults: 15 s and 25 s).

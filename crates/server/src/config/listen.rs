@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::problem::Problems;
 use super::value::{duration, socket_addr};
+use crate::origins::Origins;
 use crate::tls::TlsSettings;
 
 /// `[listen]`.
@@ -28,6 +29,11 @@ pub struct Listen {
     /// terminates TLS). The internal listener is always plain: it belongs
     /// on loopback or a private network, and its clients are our backends.
     pub tls: Option<TlsConfig>,
+    /// Page origins (`scheme://host[:port]`, or `"*"`) allowed to use the
+    /// public listener from a browser: CORS on `/sse` and `/poll`, and the
+    /// `Origin` of `/ws` upgrades checked. None: no `Origin` is checked and
+    /// no CORS header is sent (same-origin pages and non-browser clients).
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl Default for Listen {
@@ -36,16 +42,38 @@ impl Default for Listen {
             public: SocketAddr::from(([0, 0, 0, 0], 8080)),
             internal: SocketAddr::from(([127, 0, 0, 1], 8081)),
             tls: None,
+            allowed_origins: None,
         }
     }
 }
 
 impl Listen {
-    /// Addresses were checked while parsing; what is left is TLS.
+    /// Addresses were checked while parsing; what is left is TLS and the
+    /// allowed origins, each bad origin at its own line.
     pub(super) fn problems(&self, out: &mut Problems<'_>) {
         if let Some(tls) = &self.tls {
             tls.problems(out);
         }
+        for entry in self.allowed_origins.iter().flatten() {
+            if let Err(e) = Origins::parse(&[entry]) {
+                out.at(
+                    &format!("\"{entry}\""),
+                    format!("listen.allowed_origins: {e}"),
+                );
+            }
+        }
+    }
+
+    /// The allowed origins, when the key is set (checked by `problems`, so
+    /// a bad entry here is only possible for a config never validated, and
+    /// is then left out rather than allowed).
+    pub fn origins(&self) -> Option<Origins> {
+        let entries = self.allowed_origins.as_ref()?;
+        let valid: Vec<&String> = entries
+            .iter()
+            .filter(|e| Origins::parse(&[e]).is_ok())
+            .collect();
+        Origins::parse(&valid).ok()
     }
 }
 
