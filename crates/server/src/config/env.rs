@@ -7,7 +7,8 @@
 //! Redis password) are always the variable's text as it is, so an all-digit
 //! key stays a string and quotes stay part of it; the secret lists
 //! `apps.N.secrets`, `broker.sentinel.addresses` and `broker.cluster.nodes`
-//! are comma-separated (items trimmed, empty ones dropped), and one of
+//! are comma-separated (items trimmed, empty ones dropped; a value that
+//! starts with `[` is refused, not read as a secret), and one of
 //! their items set by index is text too. Variables
 //! without a double underscore (`CHOUQUETTE_SECRET`) belong to the CLI and
 //! are not overrides. Overrides apply in variable-name order, so the result
@@ -50,7 +51,8 @@ pub(super) fn names(overrides: &[Override]) -> Vec<&str> {
 /// Sets every override in `table`; the first that cannot be set is the error.
 pub(super) fn apply(table: &mut toml::Value, overrides: &[Override]) -> Result<(), ConfigError> {
     for o in overrides {
-        set(table, &o.path, value(&o.path, &o.raw))
+        value(&o.path, &o.raw)
+            .and_then(|v| set(table, &o.path, v))
             .map_err(|e| ConfigError::unplaced(format!("{}: {e}", o.var)))?;
     }
     Ok(())
@@ -66,8 +68,10 @@ const LIST_KEYS: [&str; 3] = [
     "broker.cluster.nodes",
 ];
 
-/// The value a variable sets at `path`: see the module header.
-fn value(path: &[String], raw: &str) -> toml::Value {
+/// The value a variable sets at `path`: see the module header. A list of
+/// secrets written as a TOML array (the form these keys once took) is
+/// refused rather than read as items with brackets and quotes in them.
+fn value(path: &[String], raw: &str) -> Result<toml::Value, String> {
     let shape: Vec<&str> = path
         .iter()
         .map(|k| {
@@ -81,17 +85,20 @@ fn value(path: &[String], raw: &str) -> toml::Value {
     let key = shape.join(".");
     let item_of = key.strip_suffix(".#").unwrap_or_default();
     if TEXT_KEYS.contains(&key.as_str()) || LIST_KEYS.contains(&item_of) {
-        toml::Value::String(raw.to_string())
+        Ok(toml::Value::String(raw.to_string()))
     } else if LIST_KEYS.contains(&key.as_str()) {
-        toml::Value::Array(
+        if raw.trim_start().starts_with('[') {
+            return Err("a list of secrets is comma-separated: a,b (not a TOML array)".into());
+        }
+        Ok(toml::Value::Array(
             raw.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(|s| toml::Value::String(s.to_string()))
                 .collect(),
-        )
+        ))
     } else {
-        parsed(raw)
+        Ok(parsed(raw))
     }
 }
 
