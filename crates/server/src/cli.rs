@@ -111,7 +111,11 @@ pub fn serve_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
         None => None,
     };
     match path {
-        Some(p) => Config::load(&p).with_context(|| format!("invalid config {}", p.display())),
+        Some(p) => Config::load(&p).map_err(|e| match e {
+            // Already names the file; "invalid" would be wrong.
+            ConfigError::Read { .. } => anyhow::Error::from(e),
+            e => anyhow::Error::from(e).context(format!("invalid config {}", p.display())),
+        }),
         None => Config::defaults_with_env().context("invalid configuration from the environment"),
     }
 }

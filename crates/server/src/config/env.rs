@@ -2,7 +2,14 @@
 //!
 //! `CHOUQUETTE_<SECTION>__<KEY>`: double underscore between levels,
 //! lower-cased, array items by index (`CHOUQUETTE_APPS__0__API_KEY`).
-//! Values are read as TOML when they parse, as strings otherwise. Variables
+//! Values are read as TOML when they parse, as strings otherwise, except
+//! secrets: `apps.N.api_key`, `admin.key` and `broker.url` (it may carry the
+//! Redis password) are always the variable's text as it is, so an all-digit
+//! key stays a string and quotes stay part of it; the secret lists
+//! `apps.N.secrets`, `broker.sentinel.addresses` and `broker.cluster.nodes`
+//! are comma-separated (items trimmed, empty ones dropped; a value that
+//! starts with `[` is refused, not read as a secret), and one of
+//! their items set by index is text too. Variables
 //! without a double underscore (`CHOUQUETTE_SECRET`) belong to the CLI and
 //! are not overrides. Overrides apply in variable-name order, so the result
 //! does not depend on the order the environment lists them in.
@@ -44,15 +51,60 @@ pub(super) fn names(overrides: &[Override]) -> Vec<&str> {
 /// Sets every override in `table`; the first that cannot be set is the error.
 pub(super) fn apply(table: &mut toml::Value, overrides: &[Override]) -> Result<(), ConfigError> {
     for o in overrides {
-        set(table, &o.path, value(&o.raw))
+        value(&o.path, &o.raw)
+            .and_then(|v| set(table, &o.path, v))
             .map_err(|e| ConfigError::unplaced(format!("{}: {e}", o.var)))?;
     }
     Ok(())
 }
 
+/// Keys whose value is a secret (or holds one): taken as text.
+const TEXT_KEYS: [&str; 3] = ["apps.#.api_key", "admin.key", "broker.url"];
+
+/// Lists of secrets (or of URLs that may hold a password): comma-separated.
+const LIST_KEYS: [&str; 3] = [
+    "apps.#.secrets",
+    "broker.sentinel.addresses",
+    "broker.cluster.nodes",
+];
+
+/// The value a variable sets at `path`: see the module header. A list of
+/// secrets written as a TOML array (the form these keys once took) is
+/// refused rather than read as items with brackets and quotes in them.
+fn value(path: &[String], raw: &str) -> Result<toml::Value, String> {
+    let shape: Vec<&str> = path
+        .iter()
+        .map(|k| {
+            if k.bytes().all(|b| b.is_ascii_digit()) {
+                "#"
+            } else {
+                k.as_str()
+            }
+        })
+        .collect();
+    let key = shape.join(".");
+    let item_of = key.strip_suffix(".#").unwrap_or_default();
+    if TEXT_KEYS.contains(&key.as_str()) || LIST_KEYS.contains(&item_of) {
+        Ok(toml::Value::String(raw.to_string()))
+    } else if LIST_KEYS.contains(&key.as_str()) {
+        if raw.trim_start().starts_with('[') {
+            return Err("a list of secrets is comma-separated: a,b (not a TOML array)".into());
+        }
+        Ok(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ))
+    } else {
+        Ok(parsed(raw))
+    }
+}
+
 /// A variable's value as TOML when it parses (`8192`, `true`, `["a"]`),
 /// else as the string it is.
-fn value(raw: &str) -> toml::Value {
+fn parsed(raw: &str) -> toml::Value {
     toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))

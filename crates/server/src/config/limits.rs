@@ -1,7 +1,9 @@
 //! `[limits]`: what clients and backends may make the gateway hold, and how
 //! fast. Defaults come from the core's own defaults, so both agree. Builds
 //! the per-session limits; the per-app ones start from here (`apps.rs`).
-//! A limited rate needs a burst of at least one, or nothing would pass.
+//! A limited rate needs a burst of at least one, or nothing would pass;
+//! `max_frame_bytes` has the WebSocket layer's minimum, or every upgrade
+//! would fail.
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use serde::Deserialize;
 
 use super::problem::Problems;
 use super::value::duration;
+use crate::transport::ws::MIN_FRAME_BYTES;
 
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +31,7 @@ pub struct Limits {
     /// Largest client message handled; larger get `bad_message`.
     pub max_message_bytes: usize,
     /// Largest frame read at all; larger close the connection with 1009.
+    /// At least [`MIN_FRAME_BYTES`].
     pub max_frame_bytes: usize,
     /// A write to a client that takes longer closes it as a slow consumer.
     #[serde(deserialize_with = "duration")]
@@ -128,6 +132,15 @@ impl Limits {
             out.at(
                 "max_tracked_addresses",
                 "limits.max_tracked_addresses must be at least 1".into(),
+            );
+        }
+        if self.max_frame_bytes < MIN_FRAME_BYTES {
+            out.at(
+                "max_frame_bytes",
+                format!(
+                    "limits.max_frame_bytes must be at least {MIN_FRAME_BYTES}: \
+                     WebSocket upgrades cannot work with less"
+                ),
             );
         }
         if self.max_frame_bytes < self.max_message_bytes {

@@ -1,7 +1,8 @@
 //! `[listen]` and `[listen.tls]`: the two listeners' addresses and the
 //! public listener's certificate. The internal listener is always plain: it
 //! belongs on loopback or a private network, and its clients are our
-//! backends. A TLS problem points at its key inside `[listen.tls]`, since
+//! backends. The two must be able to bind together (not the same port on
+//! overlapping addresses). A TLS problem points at its key inside `[listen.tls]`, since
 //! `cert` and `key` are common words elsewhere in the file.
 
 use std::net::SocketAddr;
@@ -48,9 +49,20 @@ impl Default for Listen {
 }
 
 impl Listen {
-    /// Addresses were checked while parsing; what is left is TLS and the
-    /// allowed origins, each bad origin at its own line.
+    /// Addresses were checked while parsing; what is left is whether the
+    /// two listeners can both bind, TLS, and the allowed origins (each bad
+    /// one at its own line).
     pub(super) fn problems(&self, out: &mut Problems<'_>) {
+        if self.overlap() {
+            out.at(
+                "internal",
+                format!(
+                    "listen.internal ({}) and listen.public ({}) cannot both be bound: \
+                     give them different ports",
+                    self.internal, self.public
+                ),
+            );
+        }
         if let Some(tls) = &self.tls {
             tls.problems(out);
         }
@@ -74,6 +86,18 @@ impl Listen {
             .filter(|e| Origins::parse(&[e]).is_ok())
             .collect();
         Origins::parse(&valid).ok()
+    }
+}
+
+impl Listen {
+    /// Whether binding one listener would make the other's bind fail: the
+    /// same port (0, any free port, never clashes) on the same address, or
+    /// on any address when one of them is the wildcard.
+    fn overlap(&self) -> bool {
+        let (a, b) = (self.public, self.internal);
+        a.port() != 0
+            && a.port() == b.port()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
     }
 }
 

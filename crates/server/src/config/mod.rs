@@ -27,6 +27,7 @@ mod listen;
 mod log;
 mod node;
 mod problem;
+mod sections;
 mod shutdown;
 mod static_files;
 mod transports;
@@ -95,8 +96,14 @@ impl Config {
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::toml(text, &e))?;
-        // Deserializing the text itself gives every type error its line.
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::toml(text, &e))?;
+        // Section by section from the text itself: every section's type
+        // error, each at its line, plus what the sections that did parse
+        // find wrong semantically.
+        let (mut config, mut problems) = sections::read(text);
+        if !problems.is_empty() {
+            problems.extend(config.problems(text));
+            return Err(ConfigError::Invalid(problems));
+        }
         let overrides = env::overrides(env);
         if !overrides.is_empty() {
             let mut table = toml::Value::Table(table);
@@ -128,6 +135,7 @@ impl Config {
         self.node.problems(&mut out);
         apps::problems(&self.apps, &self.limits, &mut out);
         self.listen.problems(&mut out);
+        self.log.problems(&mut out);
         out.into_vec()
     }
 

@@ -21,11 +21,22 @@ impl std::fmt::Display for Problem {
     }
 }
 
+impl Problem {
+    /// A parse or type error, at the line its span starts on.
+    pub(super) fn toml(text: &str, e: &toml::de::Error) -> Problem {
+        Problem {
+            line: e.span().map(|s| line_at(text, s.start)),
+            message: e.message().trim().to_string(),
+        }
+    }
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// The file could not be read. The OS error is the source, not part of
+    /// the message, so a chain printed with `{:#}` says it once.
+    #[error("cannot read {path}")]
     Read {
         /// The path.
         path: String,
@@ -48,10 +59,7 @@ impl ConfigError {
 
     /// A parse or type error, at the line its span starts on.
     pub(super) fn toml(text: &str, e: &toml::de::Error) -> ConfigError {
-        ConfigError::Invalid(vec![Problem {
-            line: e.span().map(|s| line_at(text, s.start)),
-            message: e.message().trim().to_string(),
-        }])
+        ConfigError::Invalid(vec![Problem::toml(text, e)])
     }
 }
 
@@ -95,7 +103,7 @@ impl<'a> Problems<'a> {
 }
 
 /// 1-based line of a byte offset.
-fn line_at(text: &str, offset: usize) -> usize {
+pub(super) fn line_at(text: &str, offset: usize) -> usize {
     text.get(..offset.min(text.len()))
         .map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
 }

@@ -130,3 +130,27 @@ fn environment_overrides_the_file() {
         matches!(bad, Err(ConfigError::Invalid(p)) if p[0].message.contains("CHOUQUETTE_LISTEN__NOPE"))
     );
 }
+
+#[test]
+fn secrets_from_the_environment_are_text_and_lists_are_comma_separated() {
+    let c = load(
+        &example(),
+        &[
+            ("CHOUQUETTE_APPS__0__API_KEY", "\"007\""),
+            ("CHOUQUETTE_APPS__0__SECRETS", "0042, b,"),
+            ("CHOUQUETTE_ADMIN__KEY", "123"),
+            ("CHOUQUETTE_BROKER__URL", "12"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(c.apps[0].api_key.as_deref(), Some("\"007\""));
+    assert_eq!(c.apps[0].secrets, ["0042", "b"]);
+    assert_eq!(c.admin.key.as_deref(), Some("123"));
+    assert_eq!(c.broker.url.as_deref(), Some("12"));
+    let c = load(&example(), &[("CHOUQUETTE_APPS__0__SECRETS__1", "7")]).expect("valid");
+    assert_eq!(c.apps[0].secrets[1], "7");
+    let array = load(&example(), &[("CHOUQUETTE_APPS__0__SECRETS", "[\"a\"]")]);
+    assert!(
+        matches!(array, Err(ConfigError::Invalid(p)) if p[0].message.contains("comma-separated"))
+    );
+}

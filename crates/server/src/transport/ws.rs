@@ -25,6 +25,18 @@ use crate::gateway::{Gateway, Settings};
 /// its tokens is well under 1 KiB); larger ones are read in several chunks.
 const READ_BUFFER: usize = 1024;
 
+/// Bytes written before a flush is forced.
+const WRITE_BUFFER: usize = 8 * 1024;
+
+/// How many largest frames the write buffer may hold before a write fails.
+const WRITE_BUFFER_FRAMES: usize = 4;
+
+/// The smallest `limits.max_frame_bytes` a WebSocket upgrade accepts:
+/// tungstenite asserts (panicking in the connection's task) that the
+/// write buffer's bound, `WRITE_BUFFER_FRAMES` frames, exceeds
+/// `WRITE_BUFFER`. The config refuses anything smaller.
+pub const MIN_FRAME_BYTES: usize = WRITE_BUFFER / WRITE_BUFFER_FRAMES + 1;
+
 /// Upgrades to WebSocket, unless the node is full or stopping.
 pub async fn upgrade(
     State(shared): State<Gateway>,
@@ -36,8 +48,8 @@ pub async fn upgrade(
     }
     let limits = &shared.settings;
     ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(8 * 1024)
-        .max_write_buffer_size(limits.max_frame_bytes.saturating_mul(4))
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(limits.max_frame_bytes.saturating_mul(WRITE_BUFFER_FRAMES))
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         .on_upgrade(move |socket| run(socket, shared, peer))
