@@ -232,11 +232,13 @@ impl Session {
             self.error(out, ErrorCode::UnknownApp, "unknown app", ctx);
             return;
         };
-        self.hold_app(&app);
         let identity = match identify(&app, &c.token, unix_now()) {
             Ok(identity) => identity,
             Err(r) => return self.error(out, r.code, &r.message, ctx),
         };
+        // Only a verified token may set the connection's rate: a junk token
+        // naming the most lenient app must not get that app's rate.
+        self.hold_app(&app);
         if let Err(r) = self.hold_user(&app, &identity.user) {
             return self.error(out, r.code, &r.message, ctx);
         }
@@ -367,7 +369,8 @@ impl Session {
         })
     }
 
-    /// The first app a connection uses sets its client-message rate.
+    /// The first app a connection uses sets its client-message rate; called
+    /// only once a token of that app is verified (connect, subscribe).
     fn hold_app(&mut self, app: &App) {
         if !self.gate_app {
             self.gate_app = true;
