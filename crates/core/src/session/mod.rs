@@ -25,6 +25,7 @@ use chouquette_protocol::server::{self, AckChannel, ErrorContext};
 use chouquette_protocol::{CloseCode, ErrorCode, ResetReason};
 
 use crate::app::App;
+use crate::broker::UNAVAILABLE_MESSAGE;
 use crate::clock::unix_now;
 pub use crate::connections::Identity;
 use crate::connections::Transport;
@@ -357,7 +358,9 @@ impl Session {
         telemetry.broker_call(BrokerOp::Recover, asked.elapsed());
         let recovered = recovered.map_err(|e| {
             self.subscriptions.release(slot);
-            Refusal::new(ErrorCode::Unavailable, e.to_string())
+            // The detail is for operators; the client gets a fixed message.
+            tracing::warn!(%channel, error = %e, "subscribe refused: the broker cannot recover");
+            Refusal::new(ErrorCode::Unavailable, UNAVAILABLE_MESSAGE)
         })?;
         recovery::catch_up(&channel.name, &recovered, filter, since.is_some(), out);
         let (epoch, top) = (recovered.epoch, recovered.top);

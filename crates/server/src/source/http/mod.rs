@@ -19,6 +19,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chouquette_core::broker::UNAVAILABLE_MESSAGE;
 use chouquette_core::ingest::{self, PublishError, Refusal};
 use chouquette_core::publication::{NewEvent, Position};
 use serde_json::value::RawValue;
@@ -113,6 +114,12 @@ fn publish_error(e: PublishError) -> Response {
             published,
         } => refused(index, refusal, published, &message),
         PublishError::Unavailable { published, .. } => {
+            // The broker's error text is for the log, not for backends.
+            tracing::warn!(error = %message, "publish refused: the broker is unavailable");
+            let message = format!(
+                "{UNAVAILABLE_MESSAGE} (after {} published)",
+                published.len()
+            );
             stopped(StatusCode::SERVICE_UNAVAILABLE, &message, published)
         }
         _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", &message),
