@@ -56,11 +56,14 @@ impl Caller<'_> {
 #[non_exhaustive]
 pub enum Refusal {
     /// The event names an app that is not configured (the name, cut to 64
-    /// characters).
+    /// characters). Only trusted callers and sources are told: a backend
+    /// gets [`Refusal::WrongKey`] instead, so app ids cannot be listed
+    /// without credentials.
     #[error("unknown app `{0}`")]
     UnknownApp(String),
-    /// The caller's API key is not the app's.
-    #[error("wrong API key for this app")]
+    /// The caller's API key is not the app's, or (for a backend) the app does
+    /// not exist: the two are indistinguishable on purpose.
+    #[error("unknown app or wrong API key")]
     WrongKey,
     /// The app publishes faster than its `publishes_per_second`.
     #[error("app `{app}` publishes faster than its limit")]
@@ -310,6 +313,11 @@ fn admit<'a>(
 ) -> Result<(), (usize, Refusal)> {
     for (index, event) in events.iter().enumerate() {
         let Some(app) = node.apps().get(&event.app_id) else {
+            // A backend is authenticated before it learns anything about
+            // which apps exist: an unknown app reads as a wrong key.
+            if let Caller::Backend(_) = caller {
+                return Err((index, Refusal::WrongKey));
+            }
             let name = event.app_id.chars().take(64).collect();
             return Err((index, Refusal::UnknownApp(name)));
         };
@@ -516,7 +524,8 @@ mod tests {
             vec![event("c", None)],
             vec![invalid],
         ];
-        let report = block_on(submit(&node, Caller::Backend("key"), groups));
+        let first = groups[0].clone();
+        let report = block_on(submit(&node, Caller::Trusted, groups));
         // Apps are checked over the whole group before fields.
         assert_eq!(
             report.groups[0],
@@ -526,6 +535,9 @@ mod tests {
                 Outcome::Refused(Refusal::UnknownApp("nope".into())),
             ]
         );
+        // A backend is not told the app does not exist: it reads as a wrong key.
+        let backend = block_on(submit(&node, Caller::Backend("key"), vec![first]));
+        assert_eq!(backend.groups[0][2], Outcome::Refused(Refusal::WrongKey));
         assert_eq!(offsets(&report.groups[1]), [Some(1)]);
         assert!(matches!(
             report.groups[2][0],

@@ -5,11 +5,12 @@
 //! `[admin] audit_file` is set, one JSON line appended to that file:
 //!
 //! ```json
-//! {"at":"2025-01-31T10:00:00.000000Z","who":"6f1ed002","remote":"127.0.0.1:50412","action":"switch_off","detail":{...}}
+//! {"at":"2025-01-31T10:00:00.000000Z","who":"0f3c...(32 hex digits)","operator":"alice","remote":"127.0.0.1:50412","action":"switch_off","detail":{...}}
 //! ```
 //!
-//! `who` is the admin key's fingerprint (first 8 hex digits of its SHA-256),
-//! never the key. The file is opened for each line (so log rotation by
+//! `who` is the admin key's fingerprint (128 bits of a salted SHA-256), never
+//! the key; `operator` is the optional, self-declared `X-Operator` header
+//! (bounded and printable, see [`operator_name`]), absent when not sent. The file is opened for each line (so log rotation by
 //! renaming works) and lines are written one at a time. A line that cannot
 //! be written is reported as an ERROR event; the action itself stands.
 
@@ -28,20 +29,51 @@ use tokio::sync::Mutex;
 /// The tracing target of audit events.
 pub const TARGET: &str = "chouquette::audit";
 
-/// First 8 hex digits of the SHA-256 of `key`: names a key without revealing it.
+/// Prefixed to the key before hashing, so a fingerprint cannot be looked up
+/// in tables of plain SHA-256 digests of common keys.
+const FINGERPRINT_SALT: &[u8] = b"chouquette admin key fingerprint v1\0";
+
+/// Longest `X-Operator` value accepted, in bytes.
+pub const MAX_OPERATOR_LEN: usize = 64;
+
+/// The first 32 hex digits (128 bits) of the salted SHA-256 of `key`: names
+/// a key without revealing it, long enough not to collide between keys.
 pub fn fingerprint(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
+    let mut hash = Sha256::new();
+    hash.update(FINGERPRINT_SALT);
+    hash.update(key.as_bytes());
+    hash.finalize()
         .iter()
-        .take(4)
+        .take(16)
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-/// Who did something: the key's fingerprint and the remote address.
+/// Why an `X-Operator` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`X-Operator` must be 1 to {MAX_OPERATOR_LEN} printable ASCII characters")]
+pub struct BadOperator;
+
+/// The self-declared operator name of an `X-Operator` header: 1 to
+/// [`MAX_OPERATOR_LEN`] printable ASCII characters (spaces allowed), so a
+/// log line cannot be forged or bloated through it. It is recorded as
+/// given; the key holder could claim any name.
+pub fn operator_name(raw: &[u8]) -> Result<String, BadOperator> {
+    let printable = raw.iter().all(|b| (0x20..0x7f).contains(b));
+    if raw.is_empty() || raw.len() > MAX_OPERATOR_LEN || !printable {
+        return Err(BadOperator);
+    }
+    String::from_utf8(raw.to_vec()).map_err(|_| BadOperator)
+}
+
+/// Who did something: the key's fingerprint, the operator's self-declared
+/// name, and the remote address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
     /// [`fingerprint`] of the key used.
     pub who: String,
+    /// The `X-Operator` header, when sent (see [`operator_name`]).
+    pub operator: Option<String>,
     /// The client's address.
     pub remote: SocketAddr,
 }
@@ -50,6 +82,8 @@ pub struct Actor {
 struct Line<'a> {
     at: String,
     who: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operator: Option<&'a str>,
     remote: String,
     action: &'a str,
     detail: &'a Value,
@@ -92,6 +126,7 @@ impl Audit {
         let line = Line {
             at: timestamp(SystemTime::now()),
             who: &actor.who,
+            operator: actor.operator.as_deref(),
             remote: actor.remote.to_string(),
             action: action.as_str(),
             detail,
@@ -99,6 +134,7 @@ impl Audit {
         tracing::info!(
             target: TARGET,
             who = %line.who,
+            operator = line.operator.unwrap_or(""),
             remote = %line.remote,
             action = line.action,
             detail = %detail,
@@ -136,12 +172,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fingerprint_is_eight_hex_digits_of_sha256() {
+    fn fingerprint_is_128_bits_of_a_salted_sha256() {
         let fp = fingerprint("admin-key");
-        assert_eq!(fp.len(), 8);
+        assert_eq!(fp.len(), 32);
         assert!(fp.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(fp, fingerprint("admin-kez"));
-        // SHA-256("abc") = ba7816bf 8f01cfea ... (FIPS 180-2 test vector).
-        assert_eq!(fingerprint("abc"), "ba7816bf");
+        // Not the plain SHA-256 ("abc" = ba7816bf 8f01cfea ..., FIPS 180-2).
+        assert!(!fingerprint("abc").starts_with("ba7816bf"));
+    }
+
+    #[test]
+    fn operator_names_are_bounded_and_printable() {
+        assert_eq!(
+            operator_name(b"alice (on call)"),
+            Ok("alice (on call)".into())
+        );
+        assert_eq!(operator_name(b""), Err(BadOperator));
+        assert_eq!(operator_name(b"a\nforged line"), Err(BadOperator));
+        assert_eq!(operator_name("caf\u{e9}".as_bytes()), Err(BadOperator));
+        assert_eq!(
+            operator_name(&[b'a'; MAX_OPERATOR_LEN + 1]),
+            Err(BadOperator)
+        );
     }
 }

@@ -31,6 +31,10 @@ pub fn new_epoch() -> String {
 /// A boxed future, so that brokers can sit behind `dyn Broker`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What clients and backends are told when the broker fails: never the
+/// broker's own error text (addresses, Redis replies), which goes to the log.
+pub const UNAVAILABLE_MESSAGE: &str = "the broker is unavailable; retry";
+
 /// Why the broker could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

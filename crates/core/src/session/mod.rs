@@ -25,6 +25,7 @@ use chouquette_protocol::server::{self, AckChannel, ErrorContext};
 use chouquette_protocol::{CloseCode, ErrorCode, ResetReason};
 
 use crate::app::App;
+use crate::broker::UNAVAILABLE_MESSAGE;
 use crate::clock::unix_now;
 pub use crate::connections::Identity;
 use crate::connections::Transport;
@@ -232,11 +233,13 @@ impl Session {
             self.error(out, ErrorCode::UnknownApp, "unknown app", ctx);
             return;
         };
-        self.hold_app(&app);
         let identity = match identify(&app, &c.token, unix_now()) {
             Ok(identity) => identity,
             Err(r) => return self.error(out, r.code, &r.message, ctx),
         };
+        // Only a verified token may set the connection's rate: a junk token
+        // naming the most lenient app must not get that app's rate.
+        self.hold_app(&app);
         if let Err(r) = self.hold_user(&app, &identity.user) {
             return self.error(out, r.code, &r.message, ctx);
         }
@@ -355,7 +358,9 @@ impl Session {
         telemetry.broker_call(BrokerOp::Recover, asked.elapsed());
         let recovered = recovered.map_err(|e| {
             self.subscriptions.release(slot);
-            Refusal::new(ErrorCode::Unavailable, e.to_string())
+            // The detail is for operators; the client gets a fixed message.
+            tracing::warn!(%channel, error = %e, "subscribe refused: the broker cannot recover");
+            Refusal::new(ErrorCode::Unavailable, UNAVAILABLE_MESSAGE)
         })?;
         recovery::catch_up(&channel.name, &recovered, filter, since.is_some(), out);
         let (epoch, top) = (recovered.epoch, recovered.top);
@@ -367,7 +372,8 @@ impl Session {
         })
     }
 
-    /// The first app a connection uses sets its client-message rate.
+    /// The first app a connection uses sets its client-message rate; called
+    /// only once a token of that app is verified (connect, subscribe).
     fn hold_app(&mut self, app: &App) {
         if !self.gate_app {
             self.gate_app = true;

@@ -378,3 +378,33 @@ async fn subscriptions_per_connection_per_app() {
     );
     node.running.shutdown().await;
 }
+
+/// Issue 10, M6: `connect` set the connection's client-message rate from the
+/// claimed app before verifying the token, so a junk token naming the most
+/// lenient app got its rate. A refused `connect` leaves the `[limits]` rate.
+#[tokio::test]
+async fn a_junk_connect_naming_a_lenient_app_keeps_the_default_rate() {
+    let limits = "client_messages_per_second = 1\nclient_messages_burst = 3\n\
+                  max_rate_limited_messages = 10";
+    let lenient = "[apps.limits]\nclient_messages_per_second = 1000\nclient_messages_burst = 1000";
+    let node = TestNode::start(&config_with(limits, lenient)).await;
+    let mut client = node.client().await;
+    client
+        .send_json(&json!({"class": "connect", "app_id": APP, "token": "junk.junk.junk"}))
+        .await;
+    let refused = client.recv().await;
+    assert_eq!(refused["class"], "error", "{refused}");
+    assert_ne!(refused["code"], "rate_limited", "{refused}");
+    // The connect took one of the default burst of 3: two more pass.
+    let unsubscribe = |uuid: &str| json!({"class": "unsubscribe", "uuid": uuid, "channels": ["x"]});
+    for i in 0..2 {
+        client.send_json(&unsubscribe(&format!("u{i}"))).await;
+        let acked = client.recv().await;
+        assert_eq!(acked["class"], "ack", "{acked}");
+    }
+    client.send_json(&unsubscribe("over")).await;
+    let limited = client.recv().await;
+    assert_eq!(limited["class"], "error", "{limited}");
+    assert_eq!(limited["code"], "rate_limited", "{limited}");
+    node.running.shutdown().await;
+}

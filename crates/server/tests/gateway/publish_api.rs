@@ -66,13 +66,37 @@ async fn authentication_is_per_app() {
     let mut unknown = good.clone();
     unknown["app_id"] = json!("no-such-app");
     let (status, body) = node.publish_raw(API_KEY, &unknown).await;
-    assert_error(status, &body, 404, "unknown_app");
+    assert_error(status, &body, 403, "not_allowed");
 
     // None of the refused requests published on bluelib's channel.
     assert_eq!(next_offset(&node, "bornes").await, 1);
     let marker = node.publish_marker().await;
     let got = client.until_marker(marker).await;
     assert_eq!(offsets(&got, "bornes"), vec![1]);
+    node.running.shutdown().await;
+}
+
+/// Issue 10: the publish API answered 404 `unknown_app` before checking the
+/// key, so app ids could be listed without credentials. An unknown app now
+/// answers exactly as a wrong key does, whatever key is presented.
+#[tokio::test]
+async fn unknown_app_is_indistinguishable_from_a_wrong_key() {
+    let node = TestNode::base().await;
+    let good = event("bornes", "alarm", &["borne:B1"], json!(1));
+    let mut unknown = good.clone();
+    unknown["app_id"] = json!("no-such-app");
+    let (wrong_status, wrong_body) = node.publish_raw("guessed-key", &good).await;
+    assert_error(wrong_status, &wrong_body, 403, "not_allowed");
+    for key in ["guessed-key", API_KEY, "other-key"] {
+        let (status, body) = node.publish_raw(key, &unknown).await;
+        assert_eq!((status, &body), (wrong_status, &wrong_body), "key {key}");
+    }
+    // In a batch, the refused event is named the same way.
+    let (status, body) = node
+        .publish_raw("guessed-key", &json!([good, unknown]))
+        .await;
+    assert_error(status, &body, 403, "not_allowed");
+    assert_eq!(body["message"], wrong_body["message"], "{body}");
     node.running.shutdown().await;
 }
 

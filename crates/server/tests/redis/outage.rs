@@ -129,3 +129,34 @@ async fn a_node_that_falls_behind_drops_its_link_and_tells_its_clients() {
     node.publish_event(&event("bornes", json!("after"))).await;
     assert_eq!(data(&mut client, "bornes", 1).await[0]["data"], "after");
 }
+
+/// Issue 10: the Redis error text reached clients in `error` messages and
+/// backends in the publish API's 503 body. Both now get the fixed message;
+/// the detail goes to the log.
+#[tokio::test]
+async fn redis_error_text_does_not_reach_clients_or_backends() {
+    let mut redis = RedisServer::start().await;
+    let node = &nodes(&redis, 1).await[0];
+    let mut client = node.client().await;
+    client.subscribe("bornes", json!({"alarm": {}})).await;
+    redis.kill().await;
+    let reset = client.recv().await;
+    assert_eq!(reset["reason"], "broker_unavailable", "{reset}");
+
+    let fixed = "the broker is unavailable; retry";
+    let (status, answer) = node
+        .publish_raw(API_KEY, &event("bornes", json!("lost")))
+        .await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["code"], "unavailable", "{answer}");
+    assert_eq!(answer["message"], format!("{fixed} (after 0 published)"));
+
+    let mut late = node.client().await;
+    let tok = token("bornes", json!({"alarm": {}}), 600);
+    late.send_json(&chouquette_testkit::subscribe("bornes", &tok))
+        .await;
+    let refused = late.recv().await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert_eq!(refused["message"], fixed, "{refused}");
+    redis.restart().await;
+}

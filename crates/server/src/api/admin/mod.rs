@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::error_response;
-use crate::audit::Actor;
+use crate::audit::{Actor, operator_name};
 use crate::gateway::Gateway;
 use crate::operator::{Access, OperatorError};
 
@@ -99,6 +99,10 @@ impl IntoResponse for Refused {
     }
 }
 
+/// The optional header naming the operator, self-declared (see
+/// [`operator_name`]).
+const OPERATOR_HEADER: &str = "x-operator";
+
 /// An authorized operator: the extractor that guards every admin route.
 pub struct Operator(pub Actor);
 
@@ -126,7 +130,18 @@ impl FromRequestParts<Gateway> for Operator {
                     .extensions
                     .get::<ConnectInfo<SocketAddr>>()
                     .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-                Ok(Operator(Actor { who, remote }))
+                let operator = match parts.headers.get(OPERATOR_HEADER) {
+                    None => None,
+                    Some(value) => Some(
+                        operator_name(value.as_bytes())
+                            .map_err(|e| Refused::bad_message(e.to_string()))?,
+                    ),
+                };
+                Ok(Operator(Actor {
+                    who,
+                    operator,
+                    remote,
+                }))
             }
         }
     }

@@ -3,8 +3,9 @@
 //!
 //! Every event is checked (shape, app, API key, rate, names, bounds) before
 //! any is published, so a bad batch publishes nothing. Answers `{"epoch","offset"}`
-//! per event, or a JSON error: 400 `bad_message`, 401/403 `not_allowed`,
-//! 404 `unknown_app`, 413 `bad_message` (body too large), 429
+//! per event, or a JSON error: 400 `bad_message`, 401/403 `not_allowed`
+//! (403 for an unknown app as for a wrong key, same message, so app ids
+//! cannot be listed without a key), 404 `unknown_app` (admin only), 413 `bad_message` (body too large), 429
 //! `rate_limited` with `Retry-After` (the app's `publishes_per_second`; every
 //! event of a batch counts, nothing of it is published), 503 `unavailable`
 //! (never accepted-then-dropped), 507 when a channel bound is hit.
@@ -18,6 +19,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chouquette_core::broker::UNAVAILABLE_MESSAGE;
 use chouquette_core::ingest::{self, PublishError, Refusal};
 use chouquette_core::publication::{NewEvent, Position};
 use serde_json::value::RawValue;
@@ -112,6 +114,12 @@ fn publish_error(e: PublishError) -> Response {
             published,
         } => refused(index, refusal, published, &message),
         PublishError::Unavailable { published, .. } => {
+            // The broker's error text is for the log, not for backends.
+            tracing::warn!(error = %message, "publish refused: the broker is unavailable");
+            let message = format!(
+                "{UNAVAILABLE_MESSAGE} (after {} published)",
+                published.len()
+            );
             stopped(StatusCode::SERVICE_UNAVAILABLE, &message, published)
         }
         _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", &message),
@@ -124,12 +132,7 @@ fn refused(index: usize, refusal: Refusal, published: Vec<Position>, message: &s
         Refusal::UnknownApp(_) => {
             error_at(StatusCode::NOT_FOUND, "unknown_app", "unknown app", index)
         }
-        Refusal::WrongKey => error_at(
-            StatusCode::FORBIDDEN,
-            "not_allowed",
-            "wrong API key for this app",
-            index,
-        ),
+        Refusal::WrongKey => error_at(StatusCode::FORBIDDEN, "not_allowed", WRONG_KEY, index),
         Refusal::RateLimited { limited, .. } => too_many_requests(&refusal.to_string(), limited),
         Refusal::Invalid(_) => error_at(StatusCode::BAD_REQUEST, "bad_message", message, index),
         refusal if refusal.by_broker() => {
@@ -139,6 +142,10 @@ fn refused(index: usize, refusal: Refusal, published: Vec<Position>, message: &s
         _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", message),
     }
 }
+
+/// The one message for an unknown app and a wrong key: a backend must not
+/// be able to tell them apart (app ids are not listed without credentials).
+const WRONG_KEY: &str = "unknown app or wrong API key";
 
 /// The broker stopped the batch: what went out before it, and why not more.
 fn stopped(status: StatusCode, message: &str, published: Vec<Position>) -> Response {
