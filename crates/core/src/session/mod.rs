@@ -502,6 +502,12 @@ impl Session {
         self.subscriptions.positions()
     }
 
+    /// Keeps where a channel the session does not hold stood (see
+    /// [`Subscriptions::keep`]), so it stays in [`Session::positions`].
+    pub fn keep_position(&mut self, point: ResumePoint) {
+        self.subscriptions.keep(point);
+    }
+
     /// The earliest `exp` among subscriptions, if any.
     pub fn next_expiry(&self) -> Option<u64> {
         self.subscriptions.next_expiry()

@@ -295,6 +295,22 @@ impl Subscriptions {
         }
     }
 
+    /// Keeps `point` among the ended positions when no subscription holds
+    /// its channel: a URL transport's channel refused on resubscribe
+    /// (expired token, `unavailable`, a limit) keeps the position its
+    /// request's cursor gave, so the next request resumes without a gap.
+    /// At most one per channel, like the positions of ended subscriptions.
+    pub fn keep(&mut self, point: ResumePoint) {
+        let held = self
+            .slots
+            .iter()
+            .flatten()
+            .any(|s| s.holder.channel == point.channel);
+        if !held && !self.ended.iter().any(|p| p.channel == point.channel) {
+            self.ended.push(point);
+        }
+    }
+
     /// Leaves every channel; the connection is done.
     pub fn end(&mut self) {
         for i in 0..self.slots.len() {

@@ -139,7 +139,7 @@ impl Limits {
                 "max_frame_bytes",
                 format!(
                     "limits.max_frame_bytes must be at least {MIN_FRAME_BYTES}: \
-                     WebSocket upgrades cannot work with less"
+                     a subscribe with its token may not fit in a smaller frame"
                 ),
             );
         }

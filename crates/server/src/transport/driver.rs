@@ -17,6 +17,9 @@
 //!   consumer.
 //! - A batch is written whole or not at all as far as the session knows: the
 //!   live frames of a batch are reported written (or failed) once, after it.
+//! - One wake-up writes at most `BATCHES_PER_TURN` outbox batches, then
+//!   lets the stop signal, the client and the timers have their turn before
+//!   it comes back for the rest: sustained fan-out starves none of them.
 //! - Messages taken before the connection had to stop are said before the
 //!   close, never silently dropped; on shutdown, what is queued is delivered
 //!   first, then `reset` `shutdown`.
@@ -47,6 +50,10 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Past this many slots, the message buffer is let go after an outbox flush,
 /// so a burst's buffer is not kept by an idle connection.
 const KEPT_BUFFER: usize = 64;
+
+/// Most batches written per wake-up of the loop before it checks the stop
+/// signal, the client and the timers again.
+const BATCHES_PER_TURN: usize = 4;
 
 /// The socket failed or the client went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +256,10 @@ impl<W: Wire> Driver<'_, W> {
     async fn serve(&mut self) -> End {
         let mut stop = self.shared.shutdown.clone();
         let outbox = self.session.outbox().clone();
+        // Frames were left in the outbox after a bounded flush: the outbox
+        // wakes the loop only when it goes from empty to not, so the loop
+        // comes back for them itself, after the other branches had a turn.
+        let mut more = false;
         loop {
             if self.wire.done() {
                 return End::Answered;
@@ -257,18 +268,20 @@ impl<W: Wire> Driver<'_, W> {
             let step = tokio::select! {
                 biased;
                 _ = stop.stopped() => Err(End::Shutdown),
-                _ = outbox.ready() => self.flush_outbox().await,
+                _ = outbox.ready(), if !more => self.flush_outbox().await,
                 inbound = self.wire.recv() => {
                     self.last_heard = Instant::now();
-                    self.receive(inbound).await
+                    self.receive(inbound).await.map(|()| more)
                 }
                 _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
                     let now = next.map_or_else(Instant::now, |at| at.max(Instant::now()));
-                    self.on_timers(now).await
+                    self.on_timers(now).await.map(|()| more)
                 }
+                () = std::future::ready(()), if more => self.flush_outbox().await,
             };
-            if let Err(end) = step {
-                return end;
+            match step {
+                Ok(left) => more = left,
+                Err(end) => return end,
             }
         }
     }
@@ -290,23 +303,31 @@ impl<W: Wire> Driver<'_, W> {
             .min()
     }
 
-    /// Writes every live frame waiting in the outbox, in batches.
-    async fn flush_outbox(&mut self) -> Result<(), End> {
-        let flushed = loop {
+    /// Writes the live frames waiting in the outbox, in batches, at most
+    /// [`BATCHES_PER_TURN`] of them; says whether frames may be left. The
+    /// bound keeps a busy outbox (sustained fan-out) from starving the stop
+    /// signal, client messages and timers, which get their turn in between.
+    async fn flush_outbox(&mut self) -> Result<bool, End> {
+        let mut flushed = Ok(true);
+        for _ in 0..BATCHES_PER_TURN {
             match self.session.take_live(&mut self.out, W::BATCH) {
                 // What was taken before the stop stays in `out`: it is said
                 // before the close.
                 Err(stop) => return Err(stop.into()),
-                Ok(0) => break Ok(()),
+                Ok(0) => {
+                    flushed = Ok(false);
+                    break;
+                }
                 Ok(_) => {
                     let written = self.write().await;
                     self.session.written(written.is_ok());
-                    if written.is_err() {
-                        break written;
+                    if let Err(end) = written {
+                        flushed = Err(end);
+                        break;
                     }
                 }
             }
-        };
+        }
         if self.out.capacity() > KEPT_BUFFER {
             self.out = Vec::new();
         }
@@ -422,7 +443,7 @@ impl<W: Wire> Driver<'_, W> {
             }
             End::Shutdown => {
                 // Deliver what is already queued, then say why we go.
-                let _ = self.flush_outbox().await;
+                while let Ok(true) = self.flush_outbox().await {}
                 self.out.push(server::reset(None, ResetReason::Shutdown));
             }
             End::TooLarge => self.out.push(self.too_large()),

@@ -5,7 +5,9 @@
 //! batches (feed many, flush once); the server pings every
 //! `limits.ping_interval`, and any frame from the client counts as a sign of
 //! life for the idle timeout. The last messages and the close frame go out
-//! in one flush.
+//! in one flush. A client offering the `chouquette.v1` subprotocol
+//! (`Sec-WebSocket-Protocol`) has it selected in the answer, as browsers
+//! require; a client offering none is served all the same.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -25,17 +27,30 @@ use crate::gateway::{Gateway, Settings};
 /// its tokens is well under 1 KiB); larger ones are read in several chunks.
 const READ_BUFFER: usize = 1024;
 
-/// Bytes written before a flush is forced.
+/// Bytes gathered before the socket is written to (many small frames of a
+/// batch go out in one write).
 const WRITE_BUFFER: usize = 8 * 1024;
 
-/// How many largest frames the write buffer may hold before a write fails.
-const WRITE_BUFFER_FRAMES: usize = 4;
+/// Most bytes the WebSocket layer may hold unwritten: one write buffer plus
+/// the largest message the gateway can have to send. It is independent of
+/// `max_frame_bytes`, which bounds what the client sends: an outgoing `data`
+/// message is at most the publish body that carried it (`data` is kept as
+/// raw JSON) plus its envelope, so twice `max_publish_bytes` leaves room for
+/// any event a publish was allowed to carry. Over this, tungstenite refuses
+/// the frame (`WriteBufferFull`) and the connection could not say it, neither
+/// live nor on replay. Memory stays bounded: the sink flushes before taking
+/// another message once the write buffer is full.
+fn max_write_buffer(max_publish_bytes: usize) -> usize {
+    max_publish_bytes
+        .saturating_mul(2)
+        .saturating_add(WRITE_BUFFER)
+}
 
-/// The smallest `limits.max_frame_bytes` a WebSocket upgrade accepts:
-/// tungstenite asserts (panicking in the connection's task) that the
-/// write buffer's bound, `WRITE_BUFFER_FRAMES` frames, exceeds
-/// `WRITE_BUFFER`. The config refuses anything smaller.
-pub const MIN_FRAME_BYTES: usize = WRITE_BUFFER / WRITE_BUFFER_FRAMES + 1;
+/// The smallest `limits.max_frame_bytes` the config accepts. Under it, a
+/// subscribe carrying one ordinary token (a few hundred bytes to over a
+/// KiB with its message) may not fit in a frame, which would leave a gateway
+/// that accepts connections and can serve none of them.
+pub const MIN_FRAME_BYTES: usize = 2049;
 
 /// Upgrades to WebSocket, unless the node is full or stopping.
 pub async fn upgrade(
@@ -47,9 +62,12 @@ pub async fn upgrade(
         return refusal;
     }
     let limits = &shared.settings;
-    ws.read_buffer_size(READ_BUFFER)
+    // Selected only when the client offers it; a client offering nothing
+    // (or only other names) is served without the header, as before.
+    ws.protocols([chouquette_protocol::PROTOCOL_NAME])
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(limits.max_frame_bytes.saturating_mul(WRITE_BUFFER_FRAMES))
+        .max_write_buffer_size(max_write_buffer(shared.max_publish_bytes))
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         .on_upgrade(move |socket| run(socket, shared, peer))

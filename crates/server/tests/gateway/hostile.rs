@@ -321,3 +321,39 @@ async fn random_garbage_never_crashes_the_node() {
     still_usable(&node, &mut fresh, "fresh").await;
     node.running.shutdown().await;
 }
+
+/// M3: the write limit was four times `max_frame_bytes` (the read limit), so
+/// an accepted event larger than that cut the TCP connection without a close
+/// frame, live, and again on every replay. Now any event a publish may carry
+/// is written, live and in replay.
+#[tokio::test]
+async fn an_event_over_four_max_frame_bytes_is_delivered_live_and_in_replay() {
+    let node = TestNode::start(&config_with(
+        "max_message_bytes = 2048\nmax_frame_bytes = 4096",
+        "",
+    ))
+    .await;
+    let mut live = node.client().await;
+    live.subscribe("bornes", json!({"*": {}})).await;
+    let big = "x".repeat(64 * 1024);
+    let (epoch, offset) = node
+        .publish_event(&event("bornes", "k", &[], json!(big)))
+        .await;
+    let m = live.recv().await;
+    assert_eq!(m["offset"], offset, "live");
+    assert_eq!(m["data"].as_str().map(str::len), Some(big.len()));
+
+    let mut replayed = node.client().await;
+    let tok = token("bornes", json!({"*": {}}), 60);
+    let resume = crate::common::resume_msg("r", "bornes", &tok, &epoch, offset - 1);
+    replayed.send_json(&resume).await;
+    let (_, before) = replayed.recv_until("ack").await;
+    let data: Vec<&Value> = before.iter().filter(|m| m["class"] == "data").collect();
+    assert_eq!(data.len(), 1, "replay");
+    assert_eq!(data[0]["offset"], offset, "replay");
+    // Both connections are still open and serve what follows.
+    node.publish_event(&event("bornes", "k", &[], json!("after")))
+        .await;
+    assert_eq!(live.recv().await["data"], "after");
+    assert_eq!(replayed.recv().await["data"], "after");
+}

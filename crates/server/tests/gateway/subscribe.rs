@@ -185,3 +185,40 @@ fn a_subscription_racing_the_channels_last_unsubscribe_is_not_lost() {
     churn.join().expect("churn thread");
     assert_eq!(lost, 0, "subscriptions that never got the event");
 }
+
+/// Opens `/ws` offering `offered` as `Sec-WebSocket-Protocol` (if any) and
+/// returns the subprotocol the gateway selected.
+async fn selected_subprotocol(node: &TestNode, offered: Option<&str>) -> Option<String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = node.ws_url().into_client_request().expect("request");
+    if let Some(name) = offered {
+        let value = name.parse().expect("header value");
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", value);
+    }
+    let (stream, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the handshake succeeds");
+    let selected = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().expect("ascii").to_string());
+    // The connection serves the protocol either way.
+    let mut client = chouquette_testkit::WsClient::from_stream(stream);
+    let (ack, _) = client.subscribe("bornes", json!({"*": {}})).await;
+    assert_eq!(ack["class"], "ack", "{ack}");
+    selected
+}
+
+/// A browser opening `new WebSocket(url, "chouquette.v1")` fails the
+/// handshake unless the server selects that subprotocol.
+#[tokio::test]
+async fn subprotocol_chouquette_v1_is_selected_when_offered() {
+    let node = TestNode::base().await;
+    let selected = selected_subprotocol(&node, Some("chouquette.v1")).await;
+    assert_eq!(selected.as_deref(), Some("chouquette.v1"));
+    let among = selected_subprotocol(&node, Some("other.v9, chouquette.v1")).await;
+    assert_eq!(among.as_deref(), Some("chouquette.v1"));
+    assert_eq!(selected_subprotocol(&node, None).await, None);
+}

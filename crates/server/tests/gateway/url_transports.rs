@@ -181,3 +181,73 @@ async fn sse_streams_and_resumes_from_last_event_id() {
     assert_eq!(ack["class"], "ack");
     assert_eq!(ack["channels"]["bornes"]["recovered"], true);
 }
+
+/// M1: a channel refused on resubscribe (here an expired token) keeps the
+/// position the cursor gave it, so the poll with a renewed token resumes
+/// without a gap instead of starting over.
+#[tokio::test]
+async fn long_poll_refused_channel_keeps_its_position_in_the_cursor() {
+    let node = TestNode::base().await;
+    let all = json!({"*": {}});
+    let bornes = token("bornes", all.clone(), 3600);
+    let other = token("parkings", all.clone(), 3600);
+    let (_, first) = node.poll(&[&bornes, &other], None, 1).await;
+    let cursor = first["cursor"].as_str().expect("cursor").to_string();
+    let missed = node
+        .publish("bornes", "alarm", &["borne:B1"], json!({"n": 1}))
+        .await;
+
+    // The `bornes` token expired before this poll: that channel is refused.
+    let expired = token("bornes", all.clone(), -10);
+    let (_, refused) = node.poll(&[&expired, &other], Some(&cursor), 2).await;
+    assert!(
+        refused["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .any(|m| m["code"] == "token_expired" && m["channel"] == "bornes"),
+        "{refused}"
+    );
+    let kept = refused["cursor"].as_str().expect("cursor").to_string();
+
+    let fresh = token("bornes", all, 3600);
+    let (_, renewed) = node.poll(&[&fresh, &other], Some(&kept), 2).await;
+    assert_eq!(offsets(&renewed), vec![missed], "{renewed}");
+    assert!(
+        !classes(&renewed).contains(&"reset".to_string()),
+        "{renewed}"
+    );
+}
+
+/// A cursor carrying many long channel names is larger than the fixed
+/// cursor bound; it is still one the gateway issued for these tokens, and
+/// must be accepted rather than refused (which would start over).
+#[tokio::test]
+async fn long_poll_cursor_of_many_long_channels_is_accepted_back() {
+    let node = TestNode::base().await;
+    let names: Vec<String> = (0..50)
+        .map(|i| format!("{i:02}{}", "c".repeat(248)))
+        .collect();
+    let tokens: Vec<String> = names
+        .iter()
+        .map(|n| token(n, json!({"*": {}}), 3600))
+        .collect();
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    let (status, first) = node.poll(&refs, None, 1).await;
+    assert_eq!(status, 200, "{first}");
+    let cursor = first["cursor"].as_str().expect("cursor").to_string();
+    assert!(cursor.len() > 16 * 1024, "{} bytes: {first}", cursor.len());
+    let missed = node
+        .publish(&names[0], "alarm", &["borne:B1"], json!({}))
+        .await;
+    let (_, second) = node.poll(&refs, Some(&cursor), 2).await;
+    assert!(
+        !second["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .any(|m| m["code"] == "bad_message"),
+        "{second}"
+    );
+    assert_eq!(offsets(&second), vec![missed], "{second}");
+}
