@@ -160,15 +160,8 @@ impl Hub {
             return 0;
         };
         let subs = read(&subs);
-        let renumbered = {
-            let mut known = lock(&subs.epoch);
-            let changed = known.as_ref().is_some_and(|k| k != epoch);
-            if known.as_ref() != Some(epoch) {
-                *known = Some(epoch.clone());
-            }
-            changed
-        };
-        if renumbered {
+        let previous = lock(&subs.epoch).replace(epoch.clone());
+        if previous.is_some_and(|p| p != *epoch) {
             self.tell_renumbered(&subs, &publication.channel);
         }
         self.fan_out(&subs, publication)

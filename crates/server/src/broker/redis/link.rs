@@ -125,18 +125,20 @@ fn announce(shared: &Shared, up: bool) {
 async fn listen(shared: &Weak<Shared>, link: Link, mut stream: PubSubStream) {
     let mut ping = interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let Some((broken, control, every)) = shared
-        .upgrade()
-        .map(|s| (s.broken_signal(), s.control_topic(), s.settings.topic_sweep))
-    else {
+    let Some((broken, control, sweep_every, key_ttl)) = shared.upgrade().map(|s| {
+        let settings = &s.settings;
+        (
+            s.broken_signal(),
+            s.control_topic(),
+            settings.topic_sweep,
+            settings.key_ttl,
+        )
+    }) else {
         return;
     };
-    let mut sweep = interval(every);
-    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    sweep.reset();
-    let mut keep = interval(keep_every(shared));
-    keep.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    keep.reset();
+    let mut sweep = ticker(sweep_every);
+    // A third of `key_ttl`, so that two refreshes may fail before a key expires.
+    let mut keep = ticker((key_ttl / 3).max(Duration::from_millis(100)));
     loop {
         tokio::select! {
             message = stream.next() => {
@@ -174,13 +176,13 @@ async fn listen(shared: &Weak<Shared>, link: Link, mut stream: PubSubStream) {
     }
 }
 
-/// How often the keys of channels with subscribers here are kept alive: a
-/// third of `key_ttl`, so that two refreshes may fail before one expires.
-fn keep_every(shared: &Weak<Shared>) -> Duration {
-    let ttl = shared
-        .upgrade()
-        .map_or(Duration::from_secs(3600), |s| s.settings.key_ttl);
-    (ttl / 3).max(Duration::from_millis(100))
+/// A periodic timer whose first tick is one period away, and which does not
+/// catch up on ticks missed while the link was busy.
+fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut ticker = interval(every);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker.reset();
+    ticker
 }
 
 /// Pushes back the expiry of the keys of every channel this node has
