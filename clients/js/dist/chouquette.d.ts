@@ -202,6 +202,12 @@ export declare class Chouquette extends Emitter<ClientEvents> {
     private obtain;
     /** A token expired: get a fresh subscription and resume with `since`. */
     private refresh;
+    /**
+     * Gets the subscription again (from the backend, or the fixed one) and
+     * sends it, with `since` for every channel this client has a position
+     * for. Called with `refreshing` set; clears it.
+     */
+    private renew;
     private makePort;
     private visible;
     private watchPage;

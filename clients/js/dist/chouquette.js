@@ -1190,16 +1190,10 @@ var Chouquette = class extends Emitter {
     if (!getSubscription && !PASSING_REFUSALS.has(s.reason ?? "")) return s;
     clearTimeout(this.retryTimer);
     const delay = this.refreshBackoff.next();
-    this.retryTimer = setTimeout(async () => {
+    this.retryTimer = setTimeout(() => {
       if (this.closed || this.refreshing) return;
-      if (getSubscription) {
-        this.refreshing = true;
-        const m = await this.obtain();
-        this.refreshing = false;
-        if (!m || this.closed) return;
-        this.message = m;
-      }
-      this.port?.put(this.request(), this.visible());
+      this.refreshing = true;
+      void this.renew();
     }, delay);
     return { ...s, attempt: this.refreshBackoff.attempt, delay };
   }
@@ -1239,13 +1233,19 @@ var Chouquette = class extends Emitter {
     if (this.refreshing || this.closed) return;
     this.refreshing = true;
     const delay = this.refreshBackoff.attempt ? this.refreshBackoff.next() : (this.refreshBackoff.next(), 0);
-    setTimeout(async () => {
-      const m = await this.obtain();
-      this.refreshing = false;
-      if (!m || this.closed) return;
-      this.message = m;
-      this.port?.put(this.request(), this.visible());
-    }, delay);
+    setTimeout(() => void this.renew(), delay);
+  }
+  /**
+   * Gets the subscription again (from the backend, or the fixed one) and
+   * sends it, with `since` for every channel this client has a position
+   * for. Called with `refreshing` set; clears it.
+   */
+  async renew() {
+    const m = await this.obtain();
+    this.refreshing = false;
+    if (!m || this.closed) return;
+    this.message = m;
+    this.port?.put(this.request(), this.visible());
   }
   makePort() {
     const o = this.options;

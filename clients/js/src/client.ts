@@ -149,16 +149,10 @@ export class Chouquette extends Emitter<ClientEvents> {
     if (!getSubscription && !PASSING_REFUSALS.has(s.reason ?? '')) return s;
     clearTimeout(this.retryTimer);
     const delay = this.refreshBackoff.next();
-    this.retryTimer = setTimeout(async () => {
+    this.retryTimer = setTimeout(() => {
       if (this.closed || this.refreshing) return;
-      if (getSubscription) {
-        this.refreshing = true;
-        const m = await this.obtain();
-        this.refreshing = false;
-        if (!m || this.closed) return;
-        this.message = m;
-      }
-      this.port?.put(this.request(), this.visible());
+      this.refreshing = true;
+      void this.renew();
     }, delay);
     return { ...s, attempt: this.refreshBackoff.attempt, delay };
   }
@@ -203,13 +197,20 @@ export class Chouquette extends Emitter<ClientEvents> {
     if (this.refreshing || this.closed) return;
     this.refreshing = true;
     const delay = this.refreshBackoff.attempt ? this.refreshBackoff.next() : (this.refreshBackoff.next(), 0);
-    setTimeout(async () => {
-      const m = await this.obtain();
-      this.refreshing = false;
-      if (!m || this.closed) return;
-      this.message = m;
-      this.port?.put(this.request(), this.visible());
-    }, delay);
+    setTimeout(() => void this.renew(), delay);
+  }
+
+  /**
+   * Gets the subscription again (from the backend, or the fixed one) and
+   * sends it, with `since` for every channel this client has a position
+   * for. Called with `refreshing` set; clears it.
+   */
+  private async renew(): Promise<void> {
+    const m = await this.obtain();
+    this.refreshing = false;
+    if (!m || this.closed) return;
+    this.message = m;
+    this.port?.put(this.request(), this.visible());
   }
 
   private makePort(): Port {
