@@ -17,7 +17,7 @@ pub struct ChannelPolicy {
     pub history: usize,
     /// Events older than this are dropped from history.
     pub history_ttl: Option<Duration>,
-    /// Keep the last event per `key` (PROTOCOL.md section 6).
+    /// Keep the last event per `key` (docs/protocol.md, "Subscribing": snapshots).
     pub keep_state: bool,
     /// Most keys kept; a publish adding one more is refused.
     pub max_state_keys: usize,

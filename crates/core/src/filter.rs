@@ -1,4 +1,4 @@
-//! Subscription filters (PROTOCOL.md section 3, "Filters").
+//! Subscription filters (docs/protocol.md, "Filters").
 //!
 //! A filter maps event kinds (`"*"` for any) to constraints on keywords. An
 //! entry applies to an event when its kind is the event's kind or `"*"`; it is

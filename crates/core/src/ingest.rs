@@ -331,8 +331,17 @@ fn admit<'a>(
     if caller.rate_limited() {
         take_publish_tokens(node, events, now)?;
     }
+    let max_data = node.max_data_bytes();
     for (index, event) in events.iter().enumerate() {
         event.validate().map_err(|e| (index, e.into()))?;
+        let size = event.data.get().len();
+        if size > max_data {
+            let too_large = EventError::DataTooLarge {
+                size,
+                max: max_data,
+            };
+            return Err((index, too_large.into()));
+        }
     }
     Ok(())
 }
@@ -461,6 +470,7 @@ mod tests {
             broker: Arc::new(MemoryBroker::new(hub, max_channels)),
             telemetry,
             limits: Default::default(),
+            max_data_bytes: 1024,
             switches: Vec::new(),
             limiters,
         })
@@ -543,6 +553,26 @@ mod tests {
             report.groups[2][0],
             Outcome::Refused(Refusal::Invalid(EventError::BadName("channel")))
         ));
+    }
+
+    #[test]
+    fn data_over_the_nodes_bound_is_refused_from_every_caller() {
+        let node = plain();
+        let mut big = event("c", None);
+        let json = format!("\"{}\"", "x".repeat(1100));
+        big.data = serde_json::value::RawValue::from_string(json).expect("valid JSON");
+        match block_on(publish(&node, Caller::Trusted, vec![event("c", None), big])) {
+            Err(PublishError::Refused {
+                index: 1,
+                refusal:
+                    Refusal::Invalid(EventError::DataTooLarge {
+                        size: 1102,
+                        max: 1024,
+                    }),
+                published,
+            }) => assert!(published.is_empty()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

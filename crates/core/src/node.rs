@@ -59,6 +59,7 @@ pub struct Node {
     broker: Arc<dyn Broker>,
     telemetry: Arc<Telemetry>,
     limits: SessionLimits,
+    max_data_bytes: usize,
     switches: Switches,
     connections: Registry,
     limiters: Limiters,
@@ -78,6 +79,10 @@ pub struct NodeParts {
     pub telemetry: Arc<Telemetry>,
     /// Per-session limits.
     pub limits: SessionLimits,
+    /// The largest `data` an event may carry, whatever its source (config
+    /// `max_publish_bytes`): a client's connection is sized to write any
+    /// event that passed it, so a larger one could reach nobody.
+    pub max_data_bytes: usize,
     /// Kill switches in force at start (from the state file).
     pub switches: Vec<Switch>,
     /// Rate and connection limits' state.
@@ -104,6 +109,7 @@ impl Node {
             broker: parts.broker,
             telemetry: parts.telemetry,
             limits: parts.limits,
+            max_data_bytes: parts.max_data_bytes,
             switches: Switches::new(parts.switches),
             connections: Registry::default(),
             limiters: parts.limiters,
@@ -138,6 +144,11 @@ impl Node {
     /// The limits every session obeys.
     pub fn session_limits(&self) -> &SessionLimits {
         &self.limits
+    }
+
+    /// The largest `data` an event may carry, from any source.
+    pub fn max_data_bytes(&self) -> usize {
+        self.max_data_bytes
     }
 
     /// The kill switches in force (read only: see [`Node::apply_switch`]).

@@ -124,6 +124,15 @@ pub enum EventError {
     /// `id` is empty or too long.
     #[error("`id` must be 1 to {MAX_ID_LEN} bytes")]
     BadId,
+    /// `data` is larger than the gateway's `max_publish_bytes`: a source
+    /// other than the publish API (whose body is bounded already) brought it.
+    #[error("`data` is {size} bytes, at most {max}")]
+    DataTooLarge {
+        /// Its size in bytes, as JSON.
+        size: usize,
+        /// The bound.
+        max: usize,
+    },
 }
 
 /// What is wrong with one keyword.

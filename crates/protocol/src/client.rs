@@ -25,7 +25,7 @@ pub struct ClientMessage {
 /// The class-specific part of a client message.
 #[derive(Debug)]
 pub enum ClientBody {
-    /// `subscribe`: the Webchouquette flow (PROTOCOL.md section 3).
+    /// `subscribe`: the Webchouquette flow (docs/protocol.md, "Subscribing").
     Subscribe(Subscribe),
     /// `unsubscribe`: `{"channels": ["bornes"]}`.
     Unsubscribe(Unsubscribe),

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-/// The `code` of an `error` message (PROTOCOL.md section 7).
+/// The `code` of an `error` message (docs/protocol.md, "Errors and closes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -72,7 +72,7 @@ impl ErrorCode {
     }
 }
 
-/// The `reason` of a `reset` message (PROTOCOL.md section 5).
+/// The `reason` of a `reset` message (docs/protocol.md, "Subscribing": resume and reset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -1,6 +1,6 @@
 //! Messages the gateway sends, serialized straight to bytes.
 //!
-//! Every message carries the envelope of PROTOCOL.md section 2: `class`,
+//! Every message carries the envelope of docs/protocol.md ("Messages"): `class`,
 //! `timestamp` (ISO 8601 UTC, microseconds) and `uuid` (v4). A `data` message
 //! is built once per published event and its bytes shared by every
 //! subscriber, so its `uuid` identifies the event, not the recipient.

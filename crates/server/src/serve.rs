@@ -243,6 +243,7 @@ async fn build_node(
         broker,
         telemetry,
         limits: config.session_limits(),
+        max_data_bytes: config.limits.max_publish_bytes,
         switches,
         limiters,
     });

@@ -31,18 +31,23 @@ const READ_BUFFER: usize = 1024;
 /// batch go out in one write).
 const WRITE_BUFFER: usize = 8 * 1024;
 
+/// Room for what a `data` message adds around its `data`: names, keywords
+/// (at most 64 of 512 bytes, each escaped up to six times over), the
+/// envelope. Bounded by the event's field limits, whatever the payload.
+const ENVELOPE_ROOM: usize = 256 * 1024;
+
 /// Most bytes the WebSocket layer may hold unwritten: one write buffer plus
 /// the largest message the gateway can have to send. It is independent of
-/// `max_frame_bytes`, which bounds what the client sends: an outgoing `data`
-/// message is at most the publish body that carried it (`data` is kept as
-/// raw JSON) plus its envelope, so twice `max_publish_bytes` leaves room for
-/// any event a publish was allowed to carry. Over this, tungstenite refuses
-/// the frame (`WriteBufferFull`) and the connection could not say it, neither
-/// live nor on replay. Memory stays bounded: the sink flushes before taking
-/// another message once the write buffer is full.
+/// `max_frame_bytes`, which bounds what the client sends. Every source's
+/// events have their `data` bounded by `max_publish_bytes` (the ingest
+/// pipeline refuses larger ones), and `data` is kept as raw JSON, so an
+/// outgoing message is at most that plus [`ENVELOPE_ROOM`]. Over this,
+/// tungstenite would refuse the frame (`WriteBufferFull`) and the connection
+/// could not say it, neither live nor on replay. Memory stays bounded: the
+/// sink flushes before taking another message once the write buffer is full.
 fn max_write_buffer(max_publish_bytes: usize) -> usize {
     max_publish_bytes
-        .saturating_mul(2)
+        .saturating_add(ENVELOPE_ROOM)
         .saturating_add(WRITE_BUFFER)
 }
 

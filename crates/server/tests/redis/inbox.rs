@@ -110,24 +110,7 @@ async fn a_refused_entry_goes_to_the_dead_letters_and_the_rest_is_published() {
     assert_eq!(values, vec![json!("a"), json!("b"), json!("c")]);
     let offsets: Vec<_> = got.iter().map(|m| m["offset"].clone()).collect();
     assert_eq!(offsets, vec![json!(1), json!(2), json!(3)]);
-    let read_dead = async || -> Vec<(String, Vec<(String, String)>)> {
-        let mut con = redis_client(&redis).await;
-        let reply: redis::streams::StreamRangeReply =
-            con.xrange_all(format!("{STREAM}:dead")).await.unwrap();
-        reply
-            .ids
-            .into_iter()
-            .map(|e| {
-                let mut fields: Vec<(String, String)> = e
-                    .map
-                    .iter()
-                    .map(|(k, v)| (k.clone(), redis::from_redis_value_ref(v).unwrap()))
-                    .collect();
-                fields.sort();
-                (e.id, fields)
-            })
-            .collect()
-    };
+    let read_dead = async || dead_letters(&redis).await;
     assert!(
         eventually(Duration::from_secs(5), async || read_dead().await.len()
             == 3)
@@ -145,6 +128,59 @@ async fn a_refused_entry_goes_to_the_dead_letters_and_the_rest_is_published() {
     assert!(errors[1].contains("field `event`"), "{errors:?}");
     assert!(errors[2].contains("no `event` or `events`"), "{errors:?}");
     assert_eq!(node.metric("chouquette_inbox_dead_total").await, Some(3.0));
+}
+
+/// The dead letters: each entry's id and its fields, sorted by name.
+async fn dead_letters(redis: &RedisServer) -> Vec<(String, Vec<(String, String)>)> {
+    let mut con = redis_client(redis).await;
+    let reply: redis::streams::StreamRangeReply =
+        con.xrange_all(format!("{STREAM}:dead")).await.unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|e| {
+            let mut fields: Vec<(String, String)> = e
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), redis::from_redis_value_ref(v).unwrap()))
+                .collect();
+            fields.sort();
+            (e.id, fields)
+        })
+        .collect()
+}
+
+/// The publish API bounds its body by `max_publish_bytes`; an inbox entry
+/// has no body limit of its own, and an event larger than what a client
+/// connection is sized to write used to reach clients and break their
+/// connections. It is now refused like any invalid event.
+#[tokio::test]
+async fn an_inbox_event_larger_than_max_publish_bytes_is_a_dead_letter() {
+    let redis = RedisServer::start().await;
+    let mut con = redis_client(&redis).await;
+    let limits = "max_publish_bytes = 4096\n";
+    let node = TestNode::start(&redis_config_with(&redis.url(), "n", limits, "")).await;
+    let mut client = node.client().await;
+    client.subscribe("inbox", json!({"alarm": {}})).await;
+    let huge = event("inbox", json!("x".repeat(5000))).to_string();
+    let _: String = con.xadd(STREAM, "*", &[("event", huge)]).await.unwrap();
+    let fits = event("inbox", json!("y".repeat(3000))).to_string();
+    let _: String = con.xadd(STREAM, "*", &[("event", fits)]).await.unwrap();
+
+    let got = data(&mut client, "inbox", 1).await;
+    assert_eq!(got[0]["data"], json!("y".repeat(3000)));
+    assert_eq!(got[0]["offset"], json!(1), "the large one took no offset");
+    assert!(
+        eventually(Duration::from_secs(5), async || dead_letters(&redis)
+            .await
+            .len()
+            == 1)
+        .await,
+        "one dead letter"
+    );
+    let dead = dead_letters(&redis).await;
+    let error = &dead[0].1.iter().find(|(k, _)| k == "error").unwrap().1;
+    assert!(error.contains("at most 4096"), "{error}");
 }
 
 /// The documented Python example (redis-py) publishes through the inbox.
