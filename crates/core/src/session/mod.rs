@@ -118,7 +118,11 @@ impl Session {
             Instant::now(),
         );
         Session {
-            subscriptions: Subscriptions::new(node.hub().clone(), connection),
+            subscriptions: Subscriptions::new(
+                node.hub().clone(),
+                connection,
+                node.session_limits().max_subscriptions,
+            ),
             node,
             identity: None,
             bad_messages: 0,

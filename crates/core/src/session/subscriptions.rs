@@ -119,21 +119,39 @@ pub struct Subscriptions {
     reuses: Vec<u16>,
     /// Where subscriptions ended by the gateway (token expiry, a switch)
     /// stood, so a URL transport's cursor still lets them resume once the
-    /// client subscribes again. At most one per channel; bounded by the
-    /// subscription limit.
+    /// client subscribes again. At most one per channel, and at most
+    /// `max_ended` (the oldest forgotten first): a WebSocket client that
+    /// goes through many channels one token after another would otherwise
+    /// grow it for the life of the connection. Such a client tracks its
+    /// own positions (`since`); only a URL transport's cursor needs these,
+    /// and its request holds fewer channels than the bound.
     ended: Vec<ResumePoint>,
+    max_ended: usize,
 }
 
 impl Subscriptions {
-    /// No subscriptions yet, for `connection` on the node of `hub`.
-    pub fn new(hub: Arc<Hub>, connection: Arc<Connection>) -> Subscriptions {
+    /// No subscriptions yet, for `connection` on the node of `hub`,
+    /// remembering at most `max_ended` ended positions (the subscription
+    /// limit).
+    pub fn new(hub: Arc<Hub>, connection: Arc<Connection>, max_ended: usize) -> Subscriptions {
         Subscriptions {
             hub,
             connection,
             slots: Vec::new(),
             reuses: Vec::new(),
             ended: Vec::new(),
+            max_ended: max_ended.max(1),
         }
+    }
+
+    /// Remembers where an ended subscription stood, in place of any earlier
+    /// position of its channel, within the bound.
+    fn remember_ended(&mut self, point: ResumePoint) {
+        self.ended.retain(|p| p.channel != point.channel);
+        if self.ended.len() >= self.max_ended {
+            self.ended.remove(0);
+        }
+        self.ended.push(point);
     }
 
     /// The connection, as the operators' registry sees it.
@@ -288,8 +306,10 @@ impl Subscriptions {
             }
             if let Some(slot) = self.take(i) {
                 let channel = &slot.holder.channel;
-                self.ended.retain(|p| p.channel != *channel);
-                self.ended.extend(slot.point());
+                match slot.point() {
+                    Some(point) => self.remember_ended(point),
+                    None => self.ended.retain(|p| p.channel != *channel),
+                }
                 each(channel);
             }
         }
@@ -307,7 +327,7 @@ impl Subscriptions {
             .flatten()
             .any(|s| s.holder.channel == point.channel);
         if !held && !self.ended.iter().any(|p| p.channel == point.channel) {
-            self.ended.push(point);
+            self.remember_ended(point);
         }
     }
 
@@ -436,7 +456,7 @@ mod tests {
         let hub = Arc::new(Hub::new(telemetry.clone()));
         let registry = Registry::default();
         let connection = registry.open(Transport::Ws, Arc::new(Outbox::new(8)), telemetry);
-        let mut subs = Subscriptions::new(hub.clone(), connection.clone());
+        let mut subs = Subscriptions::new(hub.clone(), connection.clone(), 8);
         let switches = Switches::default();
         let channel = ChannelId::new("a", "c");
         let slot = subs
@@ -480,7 +500,7 @@ mod tests {
         let hub = Arc::new(Hub::new(telemetry.clone()));
         let registry = Registry::default();
         let connection = registry.open(Transport::Ws, Arc::new(Outbox::new(8)), telemetry);
-        let mut subs = Subscriptions::new(hub.clone(), connection);
+        let mut subs = Subscriptions::new(hub.clone(), connection, 8);
         let switches = Switches::default();
         let a = subs
             .register(
@@ -519,7 +539,7 @@ mod tests {
         let hub = Arc::new(Hub::new(telemetry.clone()));
         let registry = Registry::default();
         let connection = registry.open(Transport::Sse, Arc::new(Outbox::new(8)), telemetry);
-        let mut subs = Subscriptions::new(hub.clone(), connection.clone());
+        let mut subs = Subscriptions::new(hub.clone(), connection.clone(), 8);
         let user = SwitchSpec {
             scope: "user",
             user: Some("u"),
@@ -532,5 +552,28 @@ mod tests {
         assert_eq!(refused, Err(RegisterError::Disabled(switch)));
         assert_eq!((hub.subscriber_count(&channel), subs.count()), (0, 0));
         assert!(!connection.held_by("a", "u"));
+    }
+
+    /// A WebSocket client going through many channels, one short-lived
+    /// token after another, left a position per channel for the life of
+    /// the connection: the ended positions are now bounded.
+    #[test]
+    fn ended_positions_stay_bounded_on_a_long_lived_connection() {
+        let telemetry = Arc::new(Telemetry::default());
+        let hub = Arc::new(Hub::new(telemetry.clone()));
+        let registry = Registry::default();
+        let connection = registry.open(Transport::Ws, Arc::new(Outbox::new(8)), telemetry);
+        let mut subs = Subscriptions::new(hub.clone(), connection, 3);
+        let switches = Switches::default();
+        for n in 0..10u64 {
+            let channel = ChannelId::new("a", &format!("c{n}"));
+            let slot = subs
+                .register(channel, grant("u", Some(n + 1)), 3, None, &switches)
+                .expect("registered");
+            subs.recovered(slot, "e".into(), n);
+            subs.end_expired(n + 1, |_| {});
+        }
+        let kept: Vec<_> = subs.positions().map(|p| p.offset).collect();
+        assert_eq!(kept, vec![7, 8, 9], "the newest three, oldest forgotten");
     }
 }
