@@ -30,6 +30,7 @@ pub mod history;
 pub mod hub;
 pub mod index;
 pub mod ingest;
+pub mod lattice;
 pub mod limits;
 pub mod node;
 pub mod outbox;
