@@ -1,4 +1,4 @@
-//! The command line: `serve`, `token`, `publish`, `check-config`, `bench`.
+//! The command line: `serve`, `demo`, `dev`, `token`, `publish`, `check-config`.
 //!
 //! Secrets never come from flags (they would show in `ps` and shell
 //! history): `token` reads `CHOUQUETTE_SECRET`, `publish` reads
@@ -42,6 +42,23 @@ pub enum Command {
         /// Fleet changes per second.
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
+    },
+    /// Run a development gateway: a page folder, backends behind proxy
+    /// routes on the same origin, fresh secrets printed.
+    Dev {
+        /// The page's folder, served at `/`.
+        dir: PathBuf,
+        /// Proxy routes, `PREFIX=URL` (e.g. `/api/=http://localhost:8111`).
+        routes: Vec<String>,
+        /// Public listener: the page, the proxy routes and the transports.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        public: std::net::SocketAddr,
+        /// Internal listener: publish API and metrics.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        internal: std::net::SocketAddr,
+        /// The app's id.
+        #[arg(long, default_value = "dev")]
+        app: String,
     },
     /// Print a subscription token signed with `CHOUQUETTE_SECRET`.
     Token {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use chouquette::cli::{self, Cli, Command};
 use chouquette::demo::DemoOptions;
+use chouquette::dev::DevOptions;
 use chouquette::http_client::HttpClient;
 use chouquette::{logging, serve};
 use clap::Parser;
@@ -50,6 +51,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rate,
             }))
         }
+        Command::Dev {
+            dir,
+            routes,
+            public,
+            internal,
+            app,
+        } => {
+            let options = DevOptions {
+                dir,
+                routes,
+                public,
+                internal,
+                app,
+            };
+            let (config, secrets) = chouquette::dev::dev_config(&options)?;
+            logging::init(chouquette::config::LogFormat::Text, "info");
+            runtime()?.block_on(dev(config, options, secrets))
+        }
         Command::Token {
             app,
             channel,
@@ -74,6 +93,25 @@ async fn demo(options: DemoOptions) -> anyhow::Result<()> {
     println!("Chouquette demo: open http://{}/", running.public);
     println!("  ?user=roger sees borne B1 and its critical alarms; ?user=vb sees everything");
     println!("  metrics: http://{}/metrics", running.internal);
+    wait_for_signal().await?;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn dev(
+    config: chouquette::config::Config,
+    options: DevOptions,
+    secrets: chouquette::dev::DevSecrets,
+) -> anyhow::Result<()> {
+    let running = serve::start(config).await?;
+    println!("Chouquette dev: open http://{}/", running.public);
+    for route in &options.routes {
+        println!("  proxy {route}");
+    }
+    println!("  app `{}`; for your backend and the CLI:", options.app);
+    println!("    export CHOUQUETTE_SECRET={}", secrets.secret);
+    println!("    export CHOUQUETTE_API_KEY={}", secrets.api_key);
+    println!("  publish API: http://{}/api/v1/publish", running.internal);
     wait_for_signal().await?;
     running.shutdown().await;
     Ok(())

@@ -6,12 +6,12 @@
 //! close within the grace time.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::Uri;
+use axum::body::Body;
+use axum::http::Request;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use chouquette_core::broker::{Broker, MemoryBroker};
@@ -23,9 +23,11 @@ use chouquette_core::telemetry::Telemetry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::api;
 use crate::audit::{Audit, AuditError};
 use crate::broker::redis::RedisBroker;
 use crate::config::{BrokerKind, Config};
+use crate::edge::Edge;
 use crate::gateway::Gateway;
 use crate::gateway::Settings;
 use crate::operator::store::{StoreError, SwitchStore};
@@ -33,8 +35,7 @@ use crate::operator::{AdminState, OperatorActions};
 use crate::shutdown::{Shutdown, Trigger};
 use crate::source::{self, redis_inbox::RedisInbox};
 use crate::tls::{Certificates, TlsError, TlsListener};
-use crate::transport::{cors, poll, sse, ws};
-use crate::{api, static_files};
+use crate::transport::{Peer, cors, poll, sse, ws};
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +183,12 @@ pub async fn start_with(
     };
     let listeners = Listeners::bind(&config, tls.as_ref()).await?;
     let (public, internal) = (listeners.public_addr, listeners.internal_addr);
-    let mut public_routes = public_router(gateway.clone(), config.static_files.dir.clone());
+    let edge = Edge::new(
+        &config.static_files,
+        &config.proxy,
+        config.listen.tls.is_some(),
+    );
+    let mut public_routes = public_router(gateway.clone(), edge);
     if let Some(extra) = extra_routes {
         public_routes = public_routes.merge(extra);
     }
@@ -395,8 +401,9 @@ impl PublicListener {
     }
 }
 
-/// The public routes: transports, then static files when a folder is set.
-fn public_router(shared: Gateway, static_dir: Option<PathBuf>) -> Router {
+/// The public routes: transports, then the edge's proxy routes and static
+/// files when configured.
+fn public_router(shared: Gateway, edge: Option<Arc<Edge>>) -> Router {
     // Each layer runs once per request; without `allowed_origins` both
     // pass every request through untouched.
     let cors = || axum::middleware::from_fn_with_state(shared.clone(), cors::cors);
@@ -406,14 +413,12 @@ fn public_router(shared: Gateway, static_dir: Option<PathBuf>) -> Router {
         .route("/sse", get(sse::stream).layer(cors()))
         .route("/poll", get(poll::poll).layer(cors()))
         .with_state(shared);
-    match static_dir {
-        Some(dir) => {
-            let dir = Arc::new(dir);
-            router.fallback(move |uri: Uri| {
-                let dir = dir.clone();
-                async move { static_files::serve(&dir, &uri).await }
-            })
-        }
+    match edge {
+        Some(edge) => router.fallback(
+            move |Peer(client): Peer, request: Request<Body>| async move {
+                edge.handle(client, request).await
+            },
+        ),
         None => router,
     }
 }

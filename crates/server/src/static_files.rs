@@ -75,14 +75,24 @@ pub fn file_response(name: &str, body: impl Into<Body>) -> Response {
     response
 }
 
-/// Serves `uri` from `root`.
-pub async fn serve(root: &Path, uri: &Uri) -> Response {
+/// Serves `uri` from `root`, read from disk at each request (an edit
+/// shows at the next load). Without `cache_assets` (`chouquette dev`),
+/// every file is revalidated, not only HTML.
+pub async fn serve(root: &Path, uri: &Uri, cache_assets: bool) -> Response {
     let not_found = || (StatusCode::NOT_FOUND, "not found\n").into_response();
     let Some(path) = resolve(root, uri.path()) else {
         return not_found();
     };
     match tokio::fs::read(&path).await {
-        Ok(bytes) => file_response(&path.to_string_lossy(), bytes),
+        Ok(bytes) => {
+            let mut response = file_response(&path.to_string_lossy(), bytes);
+            if !cache_assets {
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            }
+            response
+        }
         Err(_) => not_found(),
     }
 }

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 #[path = "cli/config.rs"]
 mod config;
+#[path = "cli/dev.rs"]
+mod dev;
 
 fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chouquette"));

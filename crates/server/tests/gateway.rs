@@ -18,6 +18,8 @@ mod admin;
 mod backend_quickstart;
 #[path = "gateway/console.rs"]
 mod console;
+#[path = "gateway/edge.rs"]
+mod edge;
 #[path = "gateway/events.rs"]
 mod events;
 #[path = "gateway/filters.rs"]

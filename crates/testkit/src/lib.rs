@@ -21,7 +21,9 @@ use chouquette::config::Config;
 use chouquette::http_client::HttpClient;
 use chouquette::serve::{self, Running};
 
+mod backend;
 mod redis;
+pub use backend::{Backend, echo_router};
 pub use redis::{RedisServer, answers_ping, free_port, redis_config, redis_config_with};
 pub mod tls;
 

@@ -10,7 +10,7 @@
 //! of its own that owns its keys and defaults, checks itself and builds its
 //! component's settings: [`listen`] (with TLS), [`node`], [`admin`],
 //! [`broker`] (Redis, Sentinel, Cluster, inbox), [`limits`],
-//! [`transports`], [`static_files`], [`shutdown`], [`log`], [`apps`].
+//! [`transports`], [`static_files`], [`proxy`], [`shutdown`], [`log`], [`apps`].
 
 use std::path::Path;
 
@@ -27,6 +27,7 @@ mod listen;
 mod log;
 mod node;
 mod problem;
+mod proxy;
 mod sections;
 mod shutdown;
 mod static_files;
@@ -42,6 +43,7 @@ pub use listen::{Listen, TlsConfig};
 pub use log::{Log, LogFormat};
 pub use node::NodeConfig;
 pub use problem::{ConfigError, Problem};
+pub use proxy::ProxyRoute;
 pub use shutdown::Shutdown;
 pub use static_files::StaticFiles;
 pub use transports::Transports;
@@ -67,6 +69,8 @@ pub struct Config {
     /// Static files on the public listener.
     #[serde(rename = "static")]
     pub static_files: StaticFiles,
+    /// Reverse-proxy routes on the public listener.
+    pub proxy: Vec<ProxyRoute>,
     /// Graceful stop.
     pub shutdown: Shutdown,
     /// Logging.
@@ -131,6 +135,7 @@ impl Config {
         self.broker.problems(&mut out);
         self.limits.problems(&mut out);
         self.static_files.problems(&mut out);
+        proxy::problems(&self.proxy, &mut out);
         self.admin.problems(&mut out);
         self.node.problems(&mut out);
         apps::problems(&self.apps, &self.limits, &mut out);

@@ -9,11 +9,23 @@ use serde::Deserialize;
 use super::problem::Problems;
 
 /// `[static]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StaticFiles {
     /// Folder served at `/` on the public listener (e.g. an app's `public/`).
     pub dir: Option<PathBuf>,
+    /// Let browsers cache assets other than HTML for an hour; `false`
+    /// revalidates every file at each load (`chouquette dev` does).
+    pub cache_assets: bool,
+}
+
+impl Default for StaticFiles {
+    fn default() -> Self {
+        StaticFiles {
+            dir: None,
+            cache_assets: true,
+        }
+    }
 }
 
 impl StaticFiles {

@@ -200,3 +200,18 @@ async fn secrets_from_the_environment_are_strings() {
         .expect("admin answers");
     assert_eq!(status, 200);
 }
+
+#[test]
+fn check_config_refuses_proxy_routes_that_could_not_work() {
+    let dir = TempDir::new("proxy");
+    let routes = "[[proxy]]\nprefix = \"api\"\nurl = \"http://127.0.0.1:9000\"\n\n\
+                  [[proxy]]\nprefix = \"/ws/x/\"\nurl = \"https://b.example/\"\n\n\
+                  [[proxy]]\nprefix = \"/v/\"\nurl = \"http://127.0.0.1:9000/v2\"\ntimeout = \"0s\"\n";
+    let p = check_problems(&dir, "proxy.toml", &format!("{routes}\n{BASE_CONFIG}"));
+    let at = |line: usize, needle: &str| p.iter().any(|(l, m)| *l == line && m.contains(needle));
+    assert!(at(2, "must start and end with `/`"), "{p:?}");
+    assert!(at(6, "under a gateway transport"), "{p:?}");
+    assert!(at(7, "TLS to backends is not supported"), "{p:?}");
+    assert!(at(11, "must end with `/`"), "{p:?}");
+    assert!(at(10, "timeout must be more than 0s"), "{p:?}");
+}
