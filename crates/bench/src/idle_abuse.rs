@@ -210,3 +210,36 @@ fn summarize(
         close_max_s: seconds(1.0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn options(args: &[&str]) -> Options {
+        let mut all = vec!["chouquette-bench", "--scenario", "idle-abuse"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all).options
+    }
+
+    #[test]
+    fn the_config_carries_both_deadlines_unless_off() {
+        let both = options(&[]);
+        assert_eq!(
+            limits(&both),
+            "header_read_timeout = \"5000ms\"\nsubscribe_timeout = \"5000ms\"\n"
+        );
+        let one = options(&["--header-read-timeout", "off", "--subscribe-timeout", "2s"]);
+        assert_eq!(limits(&one), "subscribe_timeout = \"2000ms\"\n");
+    }
+
+    #[test]
+    fn the_watch_covers_opening_and_the_later_deadline() {
+        // 7,000 sockets at 2,000/s: 3.5 s, + 5 s + 5 s; below --duration 20s.
+        assert_eq!(held_window(&options(&[])), Duration::from_secs(20));
+        let long = options(&["--duration", "1s", "--subscribe-timeout", "30s"]);
+        assert_eq!(held_window(&long), Duration::from_millis(38_500));
+    }
+}
