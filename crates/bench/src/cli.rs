@@ -41,6 +41,12 @@ pub enum Scenario {
     /// messages, again without, with a client reconnecting in a loop, and
     /// with a process burning a core without touching the gateway (control).
     Abuse,
+    /// Broadcast, measured without then with sockets held open unused:
+    /// half-open TCP sockets and WebSockets that never subscribe. Reports
+    /// how many the gateway closed, and how soon against its deadlines.
+    #[value(name = "idle-abuse")]
+    #[serde(rename = "idle-abuse")]
+    IdleAbuse,
 }
 
 /// Which broker the gateways use.
@@ -108,6 +114,33 @@ pub struct Options {
     /// (time to attach a profiler).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub pause_before_window: Option<Duration>,
+    /// `idle-abuse`: half-open TCP sockets held (nothing or an unfinished
+    /// request head sent).
+    #[arg(long, default_value_t = 5000)]
+    pub half_open: usize,
+    /// `idle-abuse`: WebSockets upgraded that never subscribe.
+    #[arg(long, default_value_t = 2000)]
+    pub never_subscribe: usize,
+    /// `idle-abuse`: the gateway's `limits.header_read_timeout`; `off`
+    /// leaves the key out of its config (for a gateway that predates it).
+    #[arg(long, default_value = "5s", value_parser = parse_deadline)]
+    pub header_read_timeout: Deadline,
+    /// `idle-abuse`: the gateway's `limits.subscribe_timeout`; `off` leaves
+    /// the key out of its config.
+    #[arg(long, default_value = "5s", value_parser = parse_deadline)]
+    pub subscribe_timeout: Deadline,
+}
+
+/// A gateway deadline given in its config, or none (`off`: the key is left
+/// out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(pub Option<Duration>);
+
+fn parse_deadline(text: &str) -> Result<Deadline, humantime::DurationError> {
+    match text {
+        "off" => Ok(Deadline(None)),
+        _ => humantime::parse_duration(text).map(|d| Deadline(Some(d))),
+    }
 }
 
 impl Options {
@@ -126,6 +159,7 @@ impl Options {
                 100_000.0 / self.connections.max(1) as f64
             }
             (None, Scenario::Filtered) => 20_000.0,
+            (None, Scenario::IdleAbuse) => 20.0,
             (None, Scenario::Idle) => 0.0,
         }
     }

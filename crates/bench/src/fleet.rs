@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use crate::cli::{BrokerChoice, Options};
-use crate::gateway::{BrokerSpec, Gateway};
+use crate::gateway::{BrokerSpec, Gateway, LimitsSpec};
 use crate::redis_server::RedisServer;
 use crate::wire::AppSpec;
 
@@ -31,7 +31,7 @@ impl Fleet {
         options: &Options,
         binary: &Path,
         app: &AppSpec,
-        default_limits: bool,
+        limits: &LimitsSpec,
     ) -> anyhow::Result<Fleet> {
         let nodes = options.nodes.max(1);
         let redis = match options.broker {
@@ -52,7 +52,7 @@ impl Fleet {
                 None => BrokerSpec::Memory,
             };
             let gateway =
-                Gateway::start(binary, app, options.outbox_capacity, default_limits, &spec).await?;
+                Gateway::start(binary, app, options.outbox_capacity, limits, &spec).await?;
             eprintln!("gateway {node}: pid {} on {}", gateway.pid, gateway.public);
             gateways.push(gateway);
         }

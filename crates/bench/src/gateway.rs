@@ -32,14 +32,15 @@ pub struct Gateway {
 
 impl Gateway {
     /// Writes the config, starts the binary and waits for `/readyz`.
-    /// `default_limits`: keep the gateway's default rate limits; otherwise
-    /// the per-address connection rate is lifted, since the load generator
-    /// opens thousands of connections per second from each source address.
+    /// `limits.default_rates`: keep the gateway's default rate limits;
+    /// otherwise the per-address connection rate is lifted, since the load
+    /// generator opens thousands of connections per second from each source
+    /// address.
     pub async fn start(
         binary: &Path,
         app: &AppSpec,
         outbox_capacity: usize,
-        default_limits: bool,
+        limits: &LimitsSpec,
         broker: &BrokerSpec,
     ) -> anyhow::Result<Gateway> {
         if !binary.is_file() {
@@ -57,14 +58,7 @@ impl Gateway {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let (public, internal) = (free_port()?, free_port()?);
         let config = dir.join("chouquette.toml");
-        let text = config_text(
-            public,
-            internal,
-            app,
-            outbox_capacity,
-            default_limits,
-            broker,
-        );
+        let text = config_text(public, internal, app, outbox_capacity, limits, broker);
         std::fs::write(&config, text)
             .with_context(|| format!("cannot write {}", config.display()))?;
         let child = Command::new(binary)
@@ -154,6 +148,15 @@ impl Drop for Gateway {
     }
 }
 
+/// What a run sets in its gateways' `[limits]`, beyond the outbox.
+#[derive(Debug, Clone, Default)]
+pub struct LimitsSpec {
+    /// Keep the default per-address connection rate (otherwise lifted).
+    pub default_rates: bool,
+    /// More `[limits]` lines, each ending with a newline.
+    pub extra: String,
+}
+
 /// The `[broker]` (and `[node]`) of one gateway's config.
 #[derive(Debug, Clone)]
 pub enum BrokerSpec {
@@ -203,14 +206,15 @@ fn config_text(
     internal: SocketAddr,
     app: &AppSpec,
     outbox: usize,
-    default_limits: bool,
+    limits: &LimitsSpec,
     broker: &BrokerSpec,
 ) -> String {
-    let per_address = if default_limits {
+    let per_address = if limits.default_rates {
         ""
     } else {
         "new_connections_per_address = 0\n"
     };
+    let extra = &limits.extra;
     format!(
         r#"[listen]
 public = "{public}"
@@ -219,7 +223,7 @@ internal = "{internal}"
 {broker}
 [limits]
 outbox_capacity = {outbox}
-{per_address}
+{per_address}{extra}
 [shutdown]
 grace = "2s"
 

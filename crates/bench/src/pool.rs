@@ -10,7 +10,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command as Process};
 use tokio::time::{Instant, timeout_at};
 
 use crate::procfs;
-use crate::wire::{AbuseResults, Command, PLAN_VAR, Plan, Report, Results};
+use crate::wire::{AbuseResults, Command, HeldResults, PLAN_VAR, Plan, Report, Results};
 
 /// Totals of the workers' [`Report::Connected`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -153,6 +153,20 @@ impl Pool {
             match next_report(worker, deadline).await? {
                 Report::Abuse(results) => all.push(results),
                 other => bail!("worker {}: expected `abuse`, got {other:?}", worker.pid),
+            }
+        }
+        Ok(all)
+    }
+
+    /// Asks every (holding) worker what its held sockets saw.
+    pub async fn held_results(&mut self, within: Duration) -> anyhow::Result<Vec<HeldResults>> {
+        self.broadcast(&Command::Report).await?;
+        let deadline = Instant::now() + within;
+        let mut all = Vec::new();
+        for worker in &mut self.workers {
+            match next_report(worker, deadline).await? {
+                Report::Held(results) => all.push(results),
+                other => bail!("worker {}: expected `held`, got {other:?}", worker.pid),
             }
         }
         Ok(all)

@@ -94,6 +94,33 @@ pub struct Phase {
     pub abuser: Option<crate::wire::AbuseResults>,
 }
 
+/// What became of one kind of held socket (`--scenario idle-abuse`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Held {
+    /// `half-open` or `never-subscribe`.
+    pub kind: String,
+    /// Sockets asked for.
+    pub planned: usize,
+    /// Sockets set up.
+    pub opened: u64,
+    /// Sockets that could not be set up.
+    pub failed: u64,
+    /// Closed by the gateway while watched.
+    pub closed: u64,
+    /// Of those, with close code 1008 (WebSockets).
+    pub closed_1008: u64,
+    /// Still open when the watch ended: not closed in time.
+    pub still_open: u64,
+    /// The gateway's deadline for them, seconds (`None`: not configured).
+    pub deadline_s: Option<f64>,
+    /// How long they were watched, seconds.
+    pub watched_s: f64,
+    /// Median time from set-up to close, seconds.
+    pub close_p50_s: Option<f64>,
+    /// Longest time from set-up to close, seconds.
+    pub close_max_s: Option<f64>,
+}
+
 /// Everything measured in one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -127,6 +154,8 @@ pub struct Summary {
     pub load: Option<Load>,
     /// The phases of the abuse scenario.
     pub phases: Option<Vec<Phase>>,
+    /// The held sockets of the idle-abuse scenario.
+    pub held: Option<Vec<Held>>,
     /// The gateway was alive and ready at the end.
     pub gateway_ok: bool,
 }
@@ -146,7 +175,7 @@ fn mib(bytes: u64) -> String {
 
 fn table(s: &Summary) -> String {
     let mut rows: Vec<(&str, String)> = vec![
-        ("scenario", format!("{:?}", s.scenario).to_lowercase()),
+        ("scenario", scenario_name(s.scenario)),
         (
             "gateways",
             format!(
@@ -193,6 +222,9 @@ fn table(s: &Summary) -> String {
     if let Some(phases) = &s.phases {
         rows.extend(phase_rows(phases));
     }
+    if let Some(held) = &s.held {
+        rows.extend(held.iter().map(held_row));
+    }
     rows.push(("gateway ok at end", s.gateway_ok.to_string()));
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
@@ -238,6 +270,7 @@ fn phase_rows(phases: &[Phase]) -> Vec<(&'static str, String)> {
                 "flood" => "phase flood",
                 "reconnect" => "phase reconnect",
                 "burn" => "phase burn (control)",
+                "idle-abuse" => "phase idle-abuse",
                 _ => "phase none",
             };
             (
@@ -249,6 +282,51 @@ fn phase_rows(phases: &[Phase]) -> Vec<(&'static str, String)> {
             )
         })
         .collect()
+}
+
+/// The scenario as given on the command line.
+fn scenario_name(scenario: Scenario) -> String {
+    serde_json::to_value(scenario)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// One kind of held socket: how many the gateway closed and how soon, and
+/// loudly how many it did not.
+fn held_row(h: &Held) -> (&'static str, String) {
+    let label = if h.kind == "half-open" {
+        "held half-open"
+    } else {
+        "held never-subscribe"
+    };
+    let deadline = h.deadline_s.map_or("no deadline configured".into(), |d| {
+        format!("deadline {d:.1} s")
+    });
+    let timing = match (h.close_p50_s, h.close_max_s) {
+        (Some(p50), Some(max)) => format!("time to close p50 {p50:.2} s, max {max:.2} s"),
+        _ => "none closed".into(),
+    };
+    let verdict = if h.still_open > 0 || h.opened == 0 {
+        format!(
+            "NOT CLOSED: {} of {} still open after {:.1} s",
+            h.still_open, h.opened, h.watched_s
+        )
+    } else {
+        "all closed".into()
+    };
+    let policy = if h.kind == "never-subscribe" {
+        format!(" ({} with 1008)", h.closed_1008)
+    } else {
+        String::new()
+    };
+    (
+        label,
+        format!(
+            "{verdict}; {} planned, {} opened, {} failed, {} closed{policy}; {timing} ({deadline})",
+            h.planned, h.opened, h.failed, h.closed
+        ),
+    )
 }
 
 fn load_rows(load: &Load) -> Vec<(&'static str, String)> {

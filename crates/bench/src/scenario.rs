@@ -13,16 +13,17 @@ use tokio::time::{Instant, sleep};
 use crate::abuse::Abuse;
 use crate::cli::{Options, Scenario};
 use crate::fleet::Fleet;
-use crate::gateway;
+use crate::gateway::{self, LimitsSpec};
 use crate::histogram::Histogram;
+use crate::idle_abuse;
 use crate::pool::{self, Connected, Pool};
 use crate::publisher::{self, Published};
-use crate::report::{Latency, Load, Memory, Phase, Summary};
+use crate::report::{Held, Latency, Load, Memory, Phase, Summary};
 use crate::wire::{AppSpec, Command, Plan, Results, unix_nanos};
 use crate::workload;
 
 /// Time left for in-flight deliveries after the window and the publisher end.
-const DRAIN: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN: Duration = Duration::from_secs(2);
 /// Workers are told the window this long before it starts.
 const WINDOW_LEAD: Duration = Duration::from_millis(500);
 
@@ -33,8 +34,14 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
         Some(path) => path.clone(),
         None => gateway::default_binary()?,
     };
-    let default_limits = options.scenario == Scenario::Abuse;
-    let fleet = Fleet::start(options, &binary, &app, default_limits).await?;
+    let limits = LimitsSpec {
+        default_rates: options.scenario == Scenario::Abuse,
+        extra: match options.scenario {
+            Scenario::IdleAbuse => idle_abuse::limits(options),
+            _ => String::new(),
+        },
+    };
+    let fleet = Fleet::start(options, &binary, &app, &limits).await?;
     let summary = measure(options, &app, &fleet).await;
     let alive = fleet.stop(Duration::from_secs(30)).await;
     let mut summary = summary?;
@@ -60,6 +67,7 @@ fn lifetime(options: &Options) -> Duration {
         + options.warmup
         + options.duration
         + options.pause_before_window.unwrap_or_default()
+        + idle_abuse::extra_lifetime(options)
         + Duration::from_secs(120)
 }
 
@@ -82,6 +90,7 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::R
         connect_rate: options.connect_rate,
         lifetime: lifetime(options),
         abuse: None,
+        hold: None,
     };
     let workers = options.worker_count();
     let mut plans = pool::split(&plan, workers);
@@ -100,17 +109,7 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::R
     );
     sleep(options.settle).await;
     let rss_connected = gateway.rss()?;
-    let mut phases = None;
-    let window = match options.scenario {
-        Scenario::Idle => None,
-        Scenario::Broadcast | Scenario::Filtered => {
-            Some(publish_window(options, app, gateway, &mut pool).await?)
-        }
-        Scenario::Abuse => {
-            phases = Some(abuse_phases(options, app, gateway, &mut pool, &plan).await?);
-            None
-        }
-    };
+    let loaded = load_phases(options, app, gateway, &mut pool, &plan).await?;
     let results = pool.results(Duration::from_secs(30)).await?;
     pool.exit().await;
     let memory = Memory {
@@ -132,9 +131,49 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::R
         connect_us_per_connection: connect_cpu_s * 1e6 / connected.connected.max(1) as f64,
         memory,
         rss_peak: gateway.peak_rss()?,
-        load: window.map(|w| load(options, &w, connected, &results)),
-        phases,
+        load: loaded
+            .window
+            .map(|w| load(options, &w, connected, &results)),
+        phases: loaded.phases,
+        held: loaded.held,
         gateway_ok: gateway.ready().await,
+    })
+}
+
+/// What the load part of a scenario measured.
+#[derive(Default)]
+struct Loaded {
+    window: Option<Window>,
+    phases: Option<Vec<Phase>>,
+    held: Option<Vec<Held>>,
+}
+
+/// Runs the scenario's load, if it has one, once every subscriber is up.
+async fn load_phases(
+    options: &Options,
+    app: &AppSpec,
+    gateway: &Fleet,
+    pool: &mut Pool,
+    plan: &Plan,
+) -> anyhow::Result<Loaded> {
+    Ok(match options.scenario {
+        Scenario::Idle => Loaded::default(),
+        Scenario::Broadcast | Scenario::Filtered => Loaded {
+            window: Some(publish_window(options, app, gateway, pool).await?),
+            ..Loaded::default()
+        },
+        Scenario::Abuse => Loaded {
+            phases: Some(abuse_phases(options, app, gateway, pool, plan).await?),
+            ..Loaded::default()
+        },
+        Scenario::IdleAbuse => {
+            let (phases, held) = idle_abuse::phases(options, app, gateway, pool, plan).await?;
+            Loaded {
+                phases: Some(phases),
+                held: Some(held),
+                ..Loaded::default()
+            }
+        }
     })
 }
 
@@ -155,7 +194,7 @@ struct Window {
 
 /// Starts publishing to node 0 at the run's rate and waits out the warmup;
 /// returns the stop flag and the publisher's task.
-async fn start_publishing(
+pub(crate) async fn start_publishing(
     options: &Options,
     app: &AppSpec,
     gateway: &Fleet,
@@ -236,36 +275,13 @@ async fn abuse_phases(
     plan: &Plan,
 ) -> anyhow::Result<Vec<Phase>> {
     let (stop, publishing) = start_publishing(options, app, gateway).await;
-    let mut before = Histogram::default();
-    let mut delivered_before = 0;
+    let mut tally = Tally::default();
     let mut phases = Vec::new();
     for abuse in PHASES {
-        let mut abuser = match abuse {
-            None => None,
-            Some(abuse) => {
-                let abuser_plan = Plan {
-                    abuse: Some(abuse),
-                    count: 0,
-                    ..plan.clone()
-                };
-                let mut p = Pool::spawn_nice(&[abuser_plan], options.abuser_nice)?;
-                p.wait_connected(Duration::from_secs(10)).await?;
-                // Let the abuse reach its steady state before measuring.
-                sleep(Duration::from_secs(1)).await;
-                Some(p)
-            }
-        };
-        let name = abuse.map_or("none", |a| match a {
-            Abuse::Flood => "flood",
-            Abuse::Reconnect => "reconnect",
-            Abuse::Burn => "burn",
-        });
+        let mut abuser = start_abuser(options, plan, abuse).await?;
+        let name = phase_name(abuse);
         eprintln!("phase `{name}`: measuring for {:?}", options.duration);
-        let start_ns = unix_nanos() + WINDOW_LEAD.as_nanos() as u64;
-        let end_ns = start_ns + options.duration.as_nanos() as u64;
-        pool.broadcast(&Command::Window { start_ns, end_ns })
-            .await?;
-        sleep(WINDOW_LEAD).await;
+        open_window(pool, options.duration).await?;
         let cpu0 = (
             gateway.cpu_seconds()?,
             abuser.as_ref().map(Pool::cpu_seconds),
@@ -287,17 +303,12 @@ async fn abuse_phases(
             p.exit().await;
         }
         sleep(DRAIN).await;
-        let results = pool.results(Duration::from_secs(30)).await?;
-        let mut now = Histogram::default();
-        for r in &results {
-            now.merge(&r.histogram);
-        }
-        let delivered: u64 = results.iter().map(|r| r.in_window).sum();
+        let (deliveries, latency) = tally.phase(pool).await?;
         let window_s = options.duration.as_secs_f64();
         phases.push(Phase {
             abuse: name.to_string(),
-            deliveries: delivered.saturating_sub(delivered_before),
-            latency: Latency::from_histogram(&now.since(&before)),
+            deliveries,
+            latency,
             gateway_cpu_percent: (cpu1.0 - cpu0.0) * 100.0 / window_s,
             abuser_cpu_percent: match (cpu0.1, cpu1.1) {
                 (Some(a), Some(b)) => Some((b - a) * 100.0 / window_s),
@@ -305,9 +316,56 @@ async fn abuse_phases(
             },
             abuser: abuse_results,
         });
-        before = now;
-        delivered_before = delivered;
     }
+    stop_publishing(stop, publishing).await?;
+    Ok(phases)
+}
+
+/// Starts the abusive client of a phase, if it has one, and waits for its
+/// abuse to reach a steady state.
+async fn start_abuser(
+    options: &Options,
+    plan: &Plan,
+    abuse: Option<Abuse>,
+) -> anyhow::Result<Option<Pool>> {
+    let Some(abuse) = abuse else {
+        return Ok(None);
+    };
+    let abuser_plan = Plan {
+        abuse: Some(abuse),
+        count: 0,
+        ..plan.clone()
+    };
+    let mut p = Pool::spawn_nice(&[abuser_plan], options.abuser_nice)?;
+    p.wait_connected(Duration::from_secs(10)).await?;
+    sleep(Duration::from_secs(1)).await;
+    Ok(Some(p))
+}
+
+fn phase_name(abuse: Option<Abuse>) -> &'static str {
+    abuse.map_or("none", |a| match a {
+        Abuse::Flood => "flood",
+        Abuse::Reconnect => "reconnect",
+        Abuse::Burn => "burn",
+    })
+}
+
+/// Tells the subscribers the next window, `length` long from shortly after
+/// now, and waits for its start.
+pub(crate) async fn open_window(pool: &mut Pool, length: Duration) -> anyhow::Result<()> {
+    let start_ns = unix_nanos() + WINDOW_LEAD.as_nanos() as u64;
+    let end_ns = start_ns + length.as_nanos() as u64;
+    pool.broadcast(&Command::Window { start_ns, end_ns })
+        .await?;
+    sleep(WINDOW_LEAD).await;
+    Ok(())
+}
+
+/// Stops the publisher and says if some of its batches failed.
+pub(crate) async fn stop_publishing(
+    stop: Arc<AtomicBool>,
+    publishing: JoinHandle<Published>,
+) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let published = publishing.await.context("publisher failed")?;
     if published.errors > 0 {
@@ -316,7 +374,37 @@ async fn abuse_phases(
             published.errors, published.last_error
         );
     }
-    Ok(phases)
+    Ok(())
+}
+
+/// The subscribers' cumulative deliveries and latencies at the end of the
+/// last phase: a phase is measured as the difference.
+#[derive(Default)]
+pub(crate) struct Tally {
+    histogram: Histogram,
+    delivered: u64,
+}
+
+impl Tally {
+    /// The deliveries and latency of the phase that just ended.
+    pub(crate) async fn phase(
+        &mut self,
+        pool: &mut Pool,
+    ) -> anyhow::Result<(u64, Option<Latency>)> {
+        let results = pool.results(Duration::from_secs(30)).await?;
+        let mut now = Histogram::default();
+        for r in &results {
+            now.merge(&r.histogram);
+        }
+        let delivered: u64 = results.iter().map(|r| r.in_window).sum();
+        let phase = (
+            delivered.saturating_sub(self.delivered),
+            Latency::from_histogram(&now.since(&self.histogram)),
+        );
+        self.histogram = now;
+        self.delivered = delivered;
+        Ok(phase)
+    }
 }
 
 fn load(options: &Options, window: &Window, connected: Connected, results: &[Results]) -> Load {

@@ -52,6 +52,10 @@ pub struct Plan {
     /// Instead of subscribers, one abusive client (`--scenario abuse`).
     #[serde(default)]
     pub abuse: Option<crate::abuse::Abuse>,
+    /// Instead of subscribers, sockets held open without being used
+    /// (`--scenario idle-abuse`).
+    #[serde(default)]
+    pub hold: Option<crate::holders::Hold>,
 }
 
 impl Plan {
@@ -106,6 +110,25 @@ pub enum Report {
     Result(Results),
     /// What an abusive client did and had refused.
     Abuse(AbuseResults),
+    /// What held sockets saw.
+    Held(HeldResults),
+}
+
+/// What one worker's held sockets saw (`--scenario idle-abuse`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldResults {
+    /// Their kind.
+    pub hold: crate::holders::Hold,
+    /// Sockets set up (connected, and upgraded for `never-subscribe`).
+    pub opened: u64,
+    /// Sockets that could not be set up.
+    pub failed: u64,
+    /// Of the opened, closed by the gateway so far.
+    pub closed: u64,
+    /// Of the closed, with a close frame of code 1008.
+    pub closed_1008: u64,
+    /// Time from set-up to close, sparse `(bucket, count)`, µs.
+    pub histogram: Vec<(usize, u64)>,
 }
 
 /// What an abusive client did, and what the gateway refused it.
@@ -168,6 +191,7 @@ mod tests {
             connect_rate: 1,
             lifetime: Duration::from_secs(1),
             abuse: None,
+            hold: None,
         };
         assert_eq!(plan.source(0).to_string(), "127.0.0.2:10000");
         assert_eq!(plan.source(9_999).to_string(), "127.0.0.2:19999");

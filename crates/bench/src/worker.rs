@@ -95,6 +95,9 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     if let Some(abuse) = plan.abuse {
         return run_abuser(plan, abuse).await;
     }
+    if let Some(hold) = plan.hold {
+        return run_holder(plan, hold).await;
+    }
     let counters = Arc::new(Counters::default());
     let lifetime = sleep(plan.lifetime);
     tokio::pin!(lifetime);
@@ -157,6 +160,47 @@ async fn run_abuser(plan: Plan, abuse: crate::abuse::Abuse) -> anyhow::Result<()
             command = commands.recv() => match command {
                 None | Some(Command::Exit) => return Ok(()),
                 Some(Command::Report) => send(&Report::Abuse(counters.results()))?,
+                Some(Command::Window { .. }) => {}
+            },
+        }
+    }
+}
+
+/// Held sockets: opens them, reports once every attempt ended (or after
+/// `connect_budget`), then reports what they saw when asked.
+async fn run_holder(plan: Plan, hold: crate::holders::Hold) -> anyhow::Result<()> {
+    let counters = Arc::new(crate::holders::Counters::default());
+    let plan = Arc::new(plan);
+    let count = plan.count as u64;
+    let opening = tokio::spawn(crate::holders::open_all(
+        plan.clone(),
+        hold,
+        counters.clone(),
+    ));
+    let _abort = AbortOnDrop(opening);
+    let budget = Duration::from_secs_f64(count as f64 / f64::from(plan.connect_rate.max(1)))
+        + Duration::from_secs(15);
+    let _ = tokio::time::timeout(budget, async {
+        while counters.settled() < count {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let held = counters.results(hold);
+    send(&Report::Connected {
+        connected: usize::try_from(held.opened).unwrap_or(usize::MAX),
+        refused: 0,
+        failed: usize::try_from(held.failed).unwrap_or(usize::MAX),
+    })?;
+    let lifetime = sleep(plan.lifetime);
+    tokio::pin!(lifetime);
+    let mut commands = commands();
+    loop {
+        tokio::select! {
+            _ = &mut lifetime => return Ok(()),
+            command = commands.recv() => match command {
+                None | Some(Command::Exit) => return Ok(()),
+                Some(Command::Report) => send(&Report::Held(counters.results(hold)))?,
                 Some(Command::Window { .. }) => {}
             },
         }

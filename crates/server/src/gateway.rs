@@ -86,6 +86,9 @@ pub struct Settings {
     pub ping_interval: Duration,
     /// WebSocket silence after which the client is closed (zero: never).
     pub idle_timeout: Duration,
+    /// Longest a connection may hold no subscription and no identity (zero:
+    /// no limit).
+    pub subscribe_timeout: Duration,
     /// Interval of SSE comment heartbeats.
     pub sse_heartbeat: Duration,
     /// Longest wait of one long-poll request.

@@ -264,6 +264,7 @@ fn transport_settings(config: &Config) -> Settings {
         write_timeout: config.limits.write_timeout,
         ping_interval: config.limits.ping_interval,
         idle_timeout: config.limits.idle_timeout,
+        subscribe_timeout: config.limits.subscribe_timeout,
         sse_heartbeat: config.transports.sse_heartbeat,
         poll_wait: config.transports.poll_wait,
         origins: config.listen.origins(),

@@ -12,6 +12,8 @@
 #[path = "gateway/common.rs"]
 mod common;
 
+#[path = "gateway/address_penalty.rs"]
+mod address_penalty;
 #[path = "gateway/admin.rs"]
 mod admin;
 #[path = "gateway/backend_quickstart.rs"]
@@ -28,6 +30,8 @@ mod filters;
 mod health;
 #[path = "gateway/hostile.rs"]
 mod hostile;
+#[path = "gateway/idle.rs"]
+mod idle;
 #[path = "gateway/limits.rs"]
 mod limits;
 #[path = "gateway/origins.rs"]

@@ -99,11 +99,12 @@ impl TokenBucket {
         }
     }
 
-    /// Refills to `now`, then puts the bucket in debt by a whole burst: its
-    /// next token comes back after `(burst + 1) / per_second` (a penalty).
-    pub(super) fn owe_burst(&mut self, rate: Rate, now: Instant) {
+    /// Refills to `now`, then takes `n` tokens whatever is left (a
+    /// penalty): the bucket may go into debt, but never deeper than a whole
+    /// burst, so the bucket is out of debt within `burst / per_second`.
+    pub(super) fn charge(&mut self, rate: Rate, now: Instant, n: u32) {
         self.refill(rate, now);
-        self.tokens = -rate.capacity();
+        self.tokens = (self.tokens - f64::from(n)).max(-rate.capacity());
     }
 
     /// Refills to `now`; whether the bucket is still in debt (serving a

@@ -19,7 +19,8 @@ pub struct MessageGate {
 }
 
 /// The close reason of a connection closed for sustained abuse of its
-/// message rate (close code 1008); transports penalize its address.
+/// message rate (close code 1008); the driver then charges its address a
+/// share of its new-connection budget ([`super::abuse_cost`]).
 pub const ABUSE_CLOSE_REASON: &str = "rate_limited";
 
 /// What to do with one client message.

@@ -4,7 +4,17 @@
 //! A key whose bucket has refilled is indistinguishable from a new one, so
 //! it is pruned; when the map is at `max_keys` and nothing can be pruned,
 //! **new keys are refused as limited** (fail closed: known keys keep their
-//! own budget). A key closed as abusive is put in debt by a whole burst.
+//! own budget).
+//!
+//! A connection closed as abusive costs its key a tenth of the burst
+//! ([`KeyedLimiter::penalize`]), not the whole of it: one key is often many
+//! clients (a NAT, a proxy), so one abuser among them must not lock the
+//! others out. The cost is proportionate: an address absorbs
+//! `per_second / cost` abusive closes per second (one at the defaults) with
+//! no effect on its other clients; only an address that keeps being closed
+//! faster than that runs out of budget, then into debt, and while in debt
+//! ([`KeyedLimiter::penalized`]) its new sockets are refused as cheaply as
+//! possible.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -81,10 +91,13 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
         taken
     }
 
-    /// Puts `key` in debt by a whole burst: its next token comes back after
-    /// `(burst + 1) / per_second` (a connection from it was closed as
-    /// abusive, so its reconnections are refused cheaply for a while). A
-    /// key that does not fit in the map is left alone.
+    /// Charges `key` for one of its connections closed as abusive:
+    /// [`abuse_cost`] tokens, taken whatever is left, so the bucket may go
+    /// into debt (never deeper than a whole burst). One close leaves the
+    /// rest of the burst to the key's other clients; a key whose clients
+    /// keep being closed in a loop is slowed to about `per_second / cost`
+    /// connections a second, and refused outright while in debt. A key that
+    /// does not fit in the map is left alone.
     pub fn penalize(&self, key: K, now: Instant) {
         if !self.rate.is_limited() {
             return;
@@ -98,7 +111,7 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
             .buckets
             .entry(key)
             .or_insert_with(|| TokenBucket::full(rate, now));
-        bucket.owe_burst(rate, now);
+        bucket.charge(rate, now, abuse_cost(rate));
     }
 
     /// Whether `key` is serving a penalty (in debt after
@@ -128,6 +141,13 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Tokens one connection closed as abusive costs its key: a tenth of the
+/// burst (rounded up, at least one). At the defaults (100/s, burst 1,000)
+/// that is 100 tokens, one second of refill.
+pub fn abuse_cost(rate: Rate) -> u32 {
+    rate.burst.div_ceil(10).max(1)
 }
 
 /// The key a client address is limited under: IPv4 as is (and IPv4-mapped
@@ -216,16 +236,45 @@ mod tests {
     }
 
     #[test]
-    fn a_penalized_key_waits_a_whole_burst() {
+    fn one_abusive_close_costs_a_tenth_of_the_burst() {
         let t0 = Instant::now();
-        let keyed = KeyedLimiter::new(Rate::new(10, 5), 2);
+        let keyed = KeyedLimiter::new(Rate::new(10, 50), 2);
+        keyed.check("a", t0).expect("fresh");
         keyed.penalize("a", t0);
-        let refused = keyed.check("a", t0).expect_err("penalized");
-        assert_eq!(refused.retry_after, Duration::from_millis(600));
-        assert!(keyed.check("a", t0 + ms(600)).is_ok());
+        // 50 - 1 - 5 = 44 left: the address's other clients connect at once.
+        assert!(!keyed.penalized(&"a", t0));
+        for _ in 0..44 {
+            assert!(keyed.check("a", t0).is_ok());
+        }
+        assert!(keyed.check("a", t0).is_err());
         assert!(keyed.check("b", t0).is_ok(), "others keep their budget");
         keyed.penalize("c", t0);
         assert_eq!(keyed.len(), 2, "a full map takes no new key");
+    }
+
+    #[test]
+    fn a_key_abusing_in_a_loop_is_slowed_then_refused() {
+        let t0 = Instant::now();
+        let rate = Rate::new(10, 50);
+        let keyed = KeyedLimiter::new(rate, 8);
+        // Connect, get closed as abusive, again, as fast as it can.
+        let mut cycles = 0;
+        while keyed.check("a", t0).is_ok() {
+            keyed.penalize("a", t0);
+            cycles += 1;
+        }
+        // 50 tokens at 1 + 5 a cycle: 9 cycles, then in debt.
+        assert_eq!(cycles, 9);
+        assert!(keyed.penalized(&"a", t0));
+        // The debt is bounded by a burst: 50 tokens at most to pay back.
+        for _ in 0..100 {
+            keyed.penalize("a", t0);
+        }
+        assert!(keyed.penalized(&"a", t0 + ms(4_900)));
+        assert!(!keyed.penalized(&"a", t0 + ms(5_000)));
+        assert_eq!(abuse_cost(rate), 5);
+        assert_eq!(abuse_cost(Rate::new(100, 1000)), 100);
+        assert_eq!(abuse_cost(Rate::new(1, 1)), 1);
     }
 
     #[test]
@@ -235,10 +284,14 @@ mod tests {
         assert!(!keyed.penalized(&"a", t0), "unknown key");
         keyed.check("b", t0).expect("fresh");
         assert!(!keyed.penalized(&"b", t0), "spending is no penalty");
-        keyed.penalize("a", t0);
-        assert!(keyed.penalized(&"a", t0 + ms(300)));
-        assert!(!keyed.penalized(&"a", t0 + ms(700)), "paid back");
-        assert!(keyed.check("a", t0 + ms(700)).is_ok());
+        // Rate 10/s, burst 5: a close costs 1 token; 6 of them leave "a"
+        // one in debt, paid back in 100 ms.
+        for _ in 0..6 {
+            keyed.penalize("a", t0);
+        }
+        assert!(keyed.penalized(&"a", t0 + ms(50)));
+        assert!(!keyed.penalized(&"a", t0 + ms(100)), "paid back");
+        assert!(keyed.check("a", t0 + ms(200)).is_ok());
         let open = KeyedLimiter::<&str>::new(Rate::new(0, 0), 8);
         open.penalize("a", t0);
         assert!(!open.penalized(&"a", t0), "no limit, no penalty");

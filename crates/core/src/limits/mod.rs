@@ -3,7 +3,9 @@
 //!
 //! - [`TokenBucket`] and [`Rate`] (`bucket.rs`): the one rate rule.
 //! - [`KeyedLimiter`] (`keyed.rs`): one bucket per key, in a bounded map
-//!   that fails closed when full; [`address_key`] for client addresses.
+//!   that fails closed when full; [`address_key`] for client addresses;
+//!   the proportionate penalty of an address whose client was closed as
+//!   abusive ([`abuse_cost`]).
 //! - [`UserConnections`] (`users.rs`): connections per (app, user).
 //! - [`MessageGate`] (`gate.rs`): a connection's message rate and its
 //!   tolerance before closing as abusive.
@@ -27,7 +29,7 @@ use std::time::Instant;
 
 pub use bucket::{Limited, Rate, TokenBucket};
 pub use gate::{ABUSE_CLOSE_REASON, Gate, MessageGate};
-pub use keyed::{KeyedLimiter, address_key};
+pub use keyed::{KeyedLimiter, abuse_cost, address_key};
 pub use refusals::{Limit, LimitCounters};
 pub use users::UserConnections;
 

@@ -24,11 +24,14 @@ pub enum Limit {
     MessageSize,
     /// A frame over `max_frame_bytes` (close 1009).
     FrameSize,
+    /// A connection holding no subscription and no identity for
+    /// `subscribe_timeout` (close 1008).
+    SubscribeTimeout,
 }
 
 impl Limit {
     /// Every limit, in a stable order.
-    pub const ALL: [Limit; 7] = [
+    pub const ALL: [Limit; 8] = [
         Limit::ClientMessages,
         Limit::ConnectionsPerUser,
         Limit::ConnectionsPerAddress,
@@ -36,6 +39,7 @@ impl Limit {
         Limit::Publishes,
         Limit::MessageSize,
         Limit::FrameSize,
+        Limit::SubscribeTimeout,
     ];
 
     /// The metric label.
@@ -48,6 +52,7 @@ impl Limit {
             Limit::Publishes => "publishes",
             Limit::MessageSize => "message_size",
             Limit::FrameSize => "frame_size",
+            Limit::SubscribeTimeout => "subscribe_timeout",
         }
     }
 

@@ -45,6 +45,11 @@ pub struct Limits {
     /// closed as dead (`0s`: never); checked at each ping.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// A connection holding no subscription and no identity this long
+    /// (since it opened, or since it last held one) is closed with 1008
+    /// (`0s`: never).
+    #[serde(deserialize_with = "duration")]
+    pub subscribe_timeout: Duration,
     /// Client messages per second per connection (0: no limit); over it,
     /// error `rate_limited`. Overridable per app.
     pub client_messages_per_second: u32,
@@ -86,6 +91,7 @@ impl Default for Limits {
             max_publish_bytes: 4 * 1024 * 1024,
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
+            subscribe_timeout: Duration::from_secs(30),
             client_messages_per_second: session.client_messages.per_second,
             client_messages_burst: session.client_messages.burst,
             max_rate_limited_messages: session.max_rate_limited,

@@ -4,8 +4,8 @@
 //! It owns what all connections share: the stop signal, the session's outbox
 //! (live frames taken in batches, each batch written then reported to the
 //! session with [`Session::written`]), client messages, token expiry, the
-//! heartbeat and idle timeout, the write deadline, the count of messages
-//! written, and why the connection ended ([`End`], mapped to telemetry's
+//! heartbeat and idle timeout, the write deadline, the subscribe deadline,
+//! the count of messages written, and why the connection ended ([`End`], mapped to telemetry's
 //! [`CloseReason`] here and nowhere else). A transport supplies only its
 //! [`Wire`]: how a batch of messages becomes bytes on its socket, how it says
 //! goodbye, what it hears from the client, and how it keeps an idle
@@ -15,6 +15,13 @@
 //! - Every write, ping included, has the `limits.write_timeout` deadline; a
 //!   write past it, or an outbox overflow, ends the connection as a slow
 //!   consumer.
+//! - A connection that holds no subscription and no identity for
+//!   `limits.subscribe_timeout`, counted from its opening or from the moment
+//!   it last let go of them (unsubscribed, expired, switched off), is closed
+//!   with 1008: an open socket that never subscribes costs the node memory
+//!   and a file, and answering pings is not a reason to keep it. A
+//!   connection that ends by itself ([`Wire::deadline`], a long-poll) needs
+//!   no such deadline.
 //! - A batch is written whole or not at all as far as the session knows: the
 //!   live frames of a batch are reported written (or failed) once, after it.
 //! - One wake-up writes at most `BATCHES_PER_TURN` outbox batches, then
@@ -161,6 +168,9 @@ pub(crate) enum End {
     Answered,
     /// The transport's deadline passed ([`Wire::deadline`]).
     DeadlinePassed,
+    /// No subscription and no identity for `subscribe_timeout`; the close
+    /// reason says so.
+    NothingHeld(Box<str>),
 }
 
 impl End {
@@ -173,6 +183,8 @@ impl End {
             End::TooLarge => Some(CloseReason::TooLarge),
             End::Idle => Some(CloseReason::Idle),
             End::Disconnected(_) => Some(CloseReason::Disconnected),
+            // Counted as `limited_total{limit="subscribe_timeout"}`.
+            End::NothingHeld(_) => None,
             End::Gone | End::ClientClosed | End::Answered | End::DeadlinePassed => None,
         }
     }
@@ -185,7 +197,9 @@ impl End {
             End::Misbehaving(code, reason) => Some((*code, reason)),
             End::TooLarge => Some((CloseCode::MessageTooBig, "message too big")),
             End::Idle => Some((CloseCode::GoingAway, "idle_timeout")),
-            End::Disconnected(reason) => Some((CloseCode::PolicyViolation, reason)),
+            End::Disconnected(reason) | End::NothingHeld(reason) => {
+                Some((CloseCode::PolicyViolation, reason))
+            }
             End::Gone | End::ClientClosed | End::Answered | End::DeadlinePassed => None,
         }
     }
@@ -221,6 +235,7 @@ pub(crate) fn drive<'a, W: Wire>(
         out: opening,
         last_heard: now,
         last_ping: now,
+        bare_since: Some(now),
     };
     async move {
         let end = match driver.write().await {
@@ -239,6 +254,15 @@ fn instant_at(unix: u64) -> Instant {
     Instant::now() + Duration::from_secs(wait.min(365 * 24 * 3600))
 }
 
+/// A duration as a config value would say it: `30s`, `250ms`.
+fn short(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 /// One running connection: its wire, its session, and the loop's state.
 struct Driver<'a, W> {
     wire: &'a mut W,
@@ -249,6 +273,9 @@ struct Driver<'a, W> {
     out: Vec<Bytes>,
     last_heard: Instant,
     last_ping: Instant,
+    /// Since when the session has held no subscription and no identity;
+    /// `None` while it holds one.
+    bare_since: Option<Instant>,
 }
 
 impl<W: Wire> Driver<'_, W> {
@@ -264,6 +291,7 @@ impl<W: Wire> Driver<'_, W> {
             if self.wire.done() {
                 return End::Answered;
             }
+            self.note_holdings();
             let next = self.next_timer();
             let step = tokio::select! {
                 biased;
@@ -292,15 +320,39 @@ impl<W: Wire> Driver<'_, W> {
         (!interval.is_zero()).then(|| self.last_ping + interval)
     }
 
-    /// The earliest of the next ping, token expiry and the wire's deadline.
-    /// Only this instant is kept across the wait: what is due is read again
-    /// on waking, which keeps the loop's future small.
+    /// The earliest of the next ping, token expiry, the wire's deadline and
+    /// the subscribe deadline. Only this instant is kept across the wait:
+    /// what is due is read again on waking, which keeps the loop's future
+    /// small.
     fn next_timer(&self) -> Option<Instant> {
         let expiry = self.session.next_expiry().map(instant_at);
-        [self.next_ping(), expiry, self.wire.deadline()]
+        let held = self.subscribe_deadline();
+        [self.next_ping(), expiry, self.wire.deadline(), held]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Starts the subscribe clock when the session comes to hold nothing,
+    /// stops it when it holds a subscription or an identity. Read at every
+    /// turn of the loop, so every way of letting go (unsubscribe, expiry, a
+    /// switch, a refused resubscribe) is seen without each telling the driver.
+    fn note_holdings(&mut self) {
+        let holds = self.session.subscription_count() > 0 || self.session.identity().is_some();
+        if holds {
+            self.bare_since = None;
+        } else if self.bare_since.is_none() {
+            self.bare_since = Some(Instant::now());
+        }
+    }
+
+    /// When a connection holding nothing is closed, if it is.
+    fn subscribe_deadline(&self) -> Option<Instant> {
+        let limit = self.shared.settings.subscribe_timeout;
+        if limit.is_zero() || self.wire.deadline().is_some() {
+            return None;
+        }
+        self.bare_since.map(|since| since + limit)
     }
 
     /// Writes the live frames waiting in the outbox, in batches, at most
@@ -390,7 +442,9 @@ impl<W: Wire> Driver<'_, W> {
                 if reason == limits::ABUSE_CLOSE_REASON
                     && let Some(ip) = self.peer
                 {
-                    // Its reconnections get a cheap 429 for a while.
+                    // The connection is closed; its address pays a share of
+                    // its new-connection budget, not all of it: behind a NAT
+                    // or a proxy the address is many clients (`abuse_cost`).
                     let key = limits::address_key(ip);
                     let addresses = &self.shared.node.limiters().addresses;
                     addresses.penalize(key, std::time::Instant::now());
@@ -405,6 +459,16 @@ impl<W: Wire> Driver<'_, W> {
         let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
         if due(self.wire.deadline()) {
             return Err(End::DeadlinePassed);
+        }
+        if due(self.subscribe_deadline()) {
+            self.shared
+                .node
+                .limiters()
+                .counters
+                .hit(limits::Limit::SubscribeTimeout);
+            let limit = self.shared.settings.subscribe_timeout;
+            let reason = format!("no subscription within {}", short(limit));
+            return Err(End::NothingHeld(reason.into()));
         }
         if due(self.next_ping()) {
             let idle = W::idle_timeout(&self.shared.settings);
@@ -497,5 +561,17 @@ mod tests {
             End::from(Stop::Overflowed).close_reason(),
             Some(CloseReason::SlowConsumer)
         );
+        let bare = End::NothingHeld("no subscription within 30s".into());
+        assert_eq!(
+            bare.close(),
+            Some((CloseCode::PolicyViolation, "no subscription within 30s"))
+        );
+    }
+
+    #[test]
+    fn deadlines_read_as_configured() {
+        assert_eq!(short(Duration::from_secs(30)), "30s");
+        assert_eq!(short(Duration::from_millis(250)), "250ms");
+        assert_eq!(short(Duration::from_millis(1500)), "1500ms");
     }
 }
