@@ -127,8 +127,13 @@ const BODY_SHAPE: &str = r#"{"sub": ["<token>", ...], "cursor": "<cursor>", "tim
 
 /// Parses a `POST` body.
 pub fn parse_body(body: &[u8]) -> Result<UrlRequest, String> {
-    let parsed: BodyRequest = serde_json::from_slice(body)
-        .map_err(|e| format!("the body must be JSON like {BODY_SHAPE}: {e}"))?;
+    let shape =
+        |why: &dyn std::fmt::Display| format!("the body must be JSON like {BODY_SHAPE}: {why}");
+    // serde would also read a struct from an array of its fields in order.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(shape(&"not a JSON object"));
+    }
+    let parsed: BodyRequest = serde_json::from_slice(body).map_err(|e| shape(&e))?;
     if parsed.sub.is_empty() {
         return Err("at least one token is required in `sub`".into());
     }
