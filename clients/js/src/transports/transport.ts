@@ -66,15 +66,6 @@ export function postRequest(
   return [url, { ...init, method: 'POST', headers, body: JSON.stringify(body) }];
 }
 
-/** `?sub=<token>&sub=...&cursor=...` plus extra parameters (the `GET` form, for a plain EventSource). */
-export function urlWith(base: string, request: TransportRequest, extra: Record<string, string> = {}): string {
-  const url = new URL(base, globalThis.location?.href);
-  for (const c of Object.values(request.channels)) url.searchParams.append('sub', c.filters);
-  if (request.cursor) url.searchParams.set('cursor', request.cursor);
-  for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, v);
-  return url.toString();
-}
-
 /**
  * Why a `fetch` of `url` failed, as far as the page can tell. A browser
  * answers a request its CORS rules block with the same bare `TypeError` as a
