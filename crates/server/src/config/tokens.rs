@@ -63,3 +63,37 @@ impl Tokens {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+
+    fn leeway_problems(value: &str) -> Vec<String> {
+        let text = format!("[tokens]\nleeway = \"{value}\"\n");
+        match Config::from_toml(&text, std::iter::empty()) {
+            Ok(config) => {
+                assert_eq!(
+                    config.session_limits().token_leeway,
+                    config.tokens.leeway_secs()
+                );
+                Vec::new()
+            }
+            Err(ConfigError::Invalid(p)) => p.into_iter().map(|p| p.message).collect(),
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn leeway_is_whole_seconds_up_to_five_minutes() {
+        let config = Config::from_toml("", std::iter::empty()).expect("defaults");
+        assert_eq!(config.session_limits().token_leeway, 5);
+        for ok in ["0s", "5s", "5m"] {
+            assert_eq!(leeway_problems(ok), Vec::<String>::new(), "{ok}");
+        }
+        for bad in ["5m 1s", "1500ms"] {
+            let found = leeway_problems(bad);
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert!(found[0].contains("tokens.leeway"), "{found:?}");
+        }
+    }
+}
