@@ -548,12 +548,15 @@ function toMessages(value) {
   const list = Array.isArray(value) ? value : [value];
   return list.filter((m) => !!m && typeof m === "object" && typeof m.class === "string");
 }
-function urlWith(base, request, extra = {}) {
-  const url = new URL(base, globalThis.location?.href);
-  for (const c of Object.values(request.channels)) url.searchParams.append("sub", c.filters);
-  if (request.cursor) url.searchParams.set("cursor", request.cursor);
-  for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, v);
-  return url.toString();
+function postRequest(base, request, timeoutSecs, init = {}) {
+  const body = {
+    sub: Object.values(request.channels).map((c) => c.filters)
+  };
+  if (request.cursor) body.cursor = request.cursor;
+  if (timeoutSecs !== void 0) body.timeout = timeoutSecs;
+  const headers = { ...init.headers, "content-type": "application/json" };
+  const url = new URL(base, globalThis.location?.href).toString();
+  return [url, { ...init, method: "POST", headers, body: JSON.stringify(body) }];
 }
 function fetchFailure(url, e) {
   const what = String(e);
@@ -660,7 +663,7 @@ var Hub = class {
     g.priming.set(tab, waiting);
     const request = { app: m.app_id, channels: m.channels };
     const fetchFn = this.options.fetch ?? ((...a) => globalThis.fetch(...a));
-    fetchFn(urlWith(this.options.pollUrl, request, { timeout: "0" }), { cache: "no-store" }).then((res) => res.ok ? res.json() : Promise.reject(new Error(`HTTP ${res.status}`))).then(
+    fetchFn(...postRequest(this.options.pollUrl, request, 0, { cache: "no-store" })).then((res) => res.ok ? res.json() : Promise.reject(new Error(`HTTP ${res.status}`))).then(
       (body) => toMessages(body.messages ?? []),
       () => [{ class: "reset", reason: "snapshot_unavailable" }]
     ).then((first) => {
@@ -894,10 +897,10 @@ function pollTransport(url, timeoutSecs = 25, fetchFn = (...a) => globalThis.fet
         let res;
         let body;
         try {
-          res = await fetchFn(urlWith(url, { ...request, cursor }, { timeout: String(timeoutSecs) }), {
+          res = await fetchFn(...postRequest(url, { ...request, cursor }, timeoutSecs, {
             cache: "no-store",
             signal: abort.signal
-          });
+          }));
           if (!res.ok) return finish({ code: res.status, reason: `HTTP ${res.status}` });
           body = await res.json();
         } finally {
@@ -984,11 +987,11 @@ function sseTransport(url, idleTimeout = 45e3, fetchFn = (...a) => globalThis.fe
       idle = setTimeout(() => finish({ reason: "idle stream" }), idleTimeout);
     };
     (async () => {
-      const res = await fetchFn(urlWith(url, request), {
+      const res = await fetchFn(...postRequest(url, request, void 0, {
         headers: { accept: "text/event-stream" },
         cache: "no-store",
         signal: abort.signal
-      });
+      }));
       const type = res.headers.get("content-type") ?? "";
       if (!res.ok || !res.body || !type.startsWith("text/event-stream")) {
         return finish({ code: res.status, reason: `HTTP ${res.status}` });

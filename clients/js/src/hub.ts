@@ -7,7 +7,7 @@
 
 import { Link, type LinkOptions } from './connection';
 import { identity } from './subscription';
-import { toMessages, urlWith } from './transports/transport';
+import { postRequest, toMessages } from './transports/transport';
 import type { ServerMessage, StateEvent, SubscribeMessage } from './types';
 
 export interface HubOutput {
@@ -131,7 +131,7 @@ export class Hub {
     g.priming.set(tab, waiting);
     const request = { app: m.app_id, channels: m.channels };
     const fetchFn = this.options.fetch ?? ((...a: Parameters<typeof fetch>) => globalThis.fetch(...a));
-    fetchFn(urlWith(this.options.pollUrl, request, { timeout: '0' }), { cache: 'no-store' })
+    fetchFn(...postRequest(this.options.pollUrl, request, 0, { cache: 'no-store' }))
       .then((res) => (res.ok ? res.json() : Promise.reject(new Error(`HTTP ${res.status}`))))
       .then(
         (body: { messages?: unknown }) => toMessages(body.messages ?? []),

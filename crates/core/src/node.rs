@@ -33,6 +33,9 @@ pub struct SessionLimits {
     /// Messages refused as `rate_limited` (one forgiven per second) before
     /// the connection is closed as abusive (1008).
     pub max_rate_limited: u32,
+    /// Seconds of clock skew tolerated on token `exp` and `nbf` (config
+    /// `[tokens] leeway`), for subscription and `connect` tokens alike.
+    pub token_leeway: u64,
 }
 
 impl Default for SessionLimits {
@@ -44,6 +47,7 @@ impl Default for SessionLimits {
             max_message_bytes: 64 * 1024,
             client_messages: Rate::new(50, 100),
             max_rate_limited: 50,
+            token_leeway: 5,
         }
     }
 }

@@ -411,8 +411,11 @@ fn public_router(shared: Gateway, edge: Option<Arc<Edge>>) -> Router {
     let ws_origin = axum::middleware::from_fn_with_state(shared.clone(), cors::check_ws_origin);
     let router = Router::new()
         .route("/ws", get(ws::upgrade).layer(ws_origin))
-        .route("/sse", get(sse::stream).layer(cors()))
-        .route("/poll", get(poll::poll).layer(cors()))
+        .route(
+            "/sse",
+            get(sse::stream).post(sse::stream_body).layer(cors()),
+        )
+        .route("/poll", get(poll::poll).post(poll::poll_body).layer(cors()))
         .with_state(shared);
     match edge {
         Some(edge) => router.fallback(

@@ -50,7 +50,11 @@ mod subscribe;
 mod switches;
 #[path = "gateway/tls.rs"]
 mod tls;
+#[path = "gateway/token_clock.rs"]
+mod token_clock;
 #[path = "gateway/tokens.rs"]
 mod tokens;
+#[path = "gateway/url_bodies.rs"]
+mod url_bodies;
 #[path = "gateway/url_transports.rs"]
 mod url_transports;

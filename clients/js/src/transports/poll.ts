@@ -1,9 +1,10 @@
 /**
  * Long-polling: each request subscribes afresh and resumes from the cursor
- * of the previous answer, `{"messages": [...], "cursor": "..."}`.
+ * of the previous answer, `{"messages": [...], "cursor": "..."}`. Tokens and
+ * cursor go in each request's `POST` body, out of the URL.
  */
 
-import { fetchFailure, toMessages, urlWith, type TransportFactory } from './transport';
+import { fetchFailure, postRequest, toMessages, type TransportFactory } from './transport';
 
 export function pollTransport(
   url: string,
@@ -28,10 +29,10 @@ export function pollTransport(
         let res: Response;
         let body: { messages?: unknown; cursor?: unknown };
         try {
-          res = await fetchFn(urlWith(url, { ...request, cursor }, { timeout: String(timeoutSecs) }), {
+          res = await fetchFn(...postRequest(url, { ...request, cursor }, timeoutSecs, {
             cache: 'no-store',
             signal: abort.signal,
-          });
+          }));
           if (!res.ok) return finish({ code: res.status, reason: `HTTP ${res.status}` });
           body = await res.json();
         } finally {

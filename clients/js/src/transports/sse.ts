@@ -1,10 +1,11 @@
 /**
  * Server-Sent Events over `fetch` (not EventSource: the client decides when
- * and with which tokens and cursor to reconnect). Each batch of messages
- * ends with an `id:` holding the gateway's cursor.
+ * and with which tokens and cursor to reconnect; the tokens and the cursor
+ * go in a `POST` body, out of the URL). Each batch of messages ends with an
+ * `id:` holding the gateway's cursor.
  */
 
-import { fetchFailure, parseMessages, urlWith, type TransportFactory } from './transport';
+import { fetchFailure, parseMessages, postRequest, type TransportFactory } from './transport';
 
 export interface SseEvent {
   /** The joined `data:` lines; undefined for a block with only an `id:`. */
@@ -73,11 +74,11 @@ export function sseTransport(
       idle = setTimeout(() => finish({ reason: 'idle stream' }), idleTimeout);
     };
     (async () => {
-      const res = await fetchFn(urlWith(url, request), {
+      const res = await fetchFn(...postRequest(url, request, undefined, {
         headers: { accept: 'text/event-stream' },
         cache: 'no-store',
         signal: abort.signal,
-      });
+      }));
       const type = res.headers.get('content-type') ?? '';
       if (!res.ok || !res.body || !type.startsWith('text/event-stream')) {
         return finish({ code: res.status, reason: `HTTP ${res.status}` });

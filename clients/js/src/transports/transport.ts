@@ -45,13 +45,25 @@ export function toMessages(value: unknown): ServerMessage[] {
   return list.filter((m): m is ServerMessage => !!m && typeof m === 'object' && typeof (m as ServerMessage).class === 'string');
 }
 
-/** `?sub=<token>&sub=...&cursor=...` plus extra parameters. */
-export function urlWith(base: string, request: TransportRequest, extra: Record<string, string> = {}): string {
-  const url = new URL(base, globalThis.location?.href);
-  for (const c of Object.values(request.channels)) url.searchParams.append('sub', c.filters);
-  if (request.cursor) url.searchParams.set('cursor', request.cursor);
-  for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, v);
-  return url.toString();
+/**
+ * A `POST` of the request as the JSON body `/sse` and `/poll` take:
+ * `{"sub": [<token>, ...], "cursor": "...", "timeout": <s>}`. The tokens
+ * stay out of the URL, and so out of proxies' access logs.
+ */
+export function postRequest(
+  base: string,
+  request: TransportRequest,
+  timeoutSecs?: number,
+  init: RequestInit = {},
+): [string, RequestInit] {
+  const body: { sub: string[]; cursor?: string; timeout?: number } = {
+    sub: Object.values(request.channels).map((c) => c.filters),
+  };
+  if (request.cursor) body.cursor = request.cursor;
+  if (timeoutSecs !== undefined) body.timeout = timeoutSecs;
+  const headers = { ...(init.headers as Record<string, string> | undefined), 'content-type': 'application/json' };
+  const url = new URL(base, globalThis.location?.href).toString();
+  return [url, { ...init, method: 'POST', headers, body: JSON.stringify(body) }];
 }
 
 /**

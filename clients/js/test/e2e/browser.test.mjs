@@ -34,6 +34,28 @@ async function soloPage(t, options) {
   return { context, page };
 }
 
+/**
+ * Records the page's requests to the gateway's /sse and /poll, to check
+ * that tokens travel in the POST body and never in a URL (which proxies log).
+ */
+function gatewayRequests(page) {
+  const seen = [];
+  page.on('request', (r) => {
+    const path = new URL(r.url()).pathname;
+    if (path === '/sse' || path === '/poll') seen.push({ method: r.method(), url: r.url(), body: r.postData() });
+  });
+  return seen;
+}
+
+function assertTokensInBodies(seen) {
+  assert.ok(seen.length > 0, 'requests were made');
+  for (const r of seen) {
+    assert.equal(r.method, 'POST', r.url);
+    assert.ok(!new URL(r.url).search, `no query string: ${r.url}`);
+    assert.ok(JSON.parse(r.body).sub.length > 0, `tokens in the body: ${r.body}`);
+  }
+}
+
 const lastState = (page) => page.evaluate(() => window.log.state.at(-1));
 const waitOpen = (page, transport) =>
   waitFor(`the ${transport} connection to open`, async () => {
@@ -114,6 +136,7 @@ test('falls back to SSE when WebSocket is refused, and resumes over it', T, asyn
   // The gateway answers 404 to an upgrade on a path it does not serve: a real
   // refusal of the WebSocket handshake, as a proxy blocking WebSocket gives.
   const wsUrl = `${gateway.origin.replace('http', 'ws')}/blocked-ws`;
+  const requests = gatewayRequests(page);
   await startClient(page, { url: wsUrl, sseUrl: `${gateway.origin}/sse`, pollUrl: `${gateway.origin}/poll`, fallbackAfter: 2, backoff: { base: 100, max: 500 } });
   await waitOpen(page, 'sse');
   const log = await pageLog(page);
@@ -121,14 +144,17 @@ test('falls back to SSE when WebSocket is refused, and resumes over it', T, asyn
   const offsets = await publishMany('E1', 5);
   assert.deepEqual(await waitReceived(page, offsets), offsets);
   assert.deepEqual((await pageLog(page)).error, []);
+  assertTokensInBodies(requests);
 });
 
 test('long-polling delivers in order when forced', T, async (t) => {
   const { page } = await soloPage(t, { bornes: ['P1'] });
+  const requests = gatewayRequests(page);
   await startClient(page, { transports: ['poll'], pollTimeout: 5 });
   await waitOpen(page, 'poll');
   const offsets = await publishMany('P1', 6, 50);
   assert.deepEqual(await waitReceived(page, offsets), offsets);
+  assertTokensInBodies(requests);
 });
 
 // Issue 10: long-polling said `closed` (`no active subscription`) at every

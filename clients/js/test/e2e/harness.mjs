@@ -107,6 +107,10 @@ export class Gateway {
         '[transports]',
         'sse_heartbeat = "1s"',
         'poll_wait = "3s"',
+        // Tokens end at their `exp` itself, so that the refresh tests see
+        // a few-second token expire within their run (default: 5 s later).
+        '[tokens]',
+        'leeway = "0s"',
         '[admin]',
         `key = "${ADMIN_KEY}"`,
         '[static]',

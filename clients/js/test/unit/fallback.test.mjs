@@ -149,12 +149,13 @@ test('link: a subscribe whose every channel is refused is not reported open (web
   assert.deepEqual(partial.states.at(-1), { state: 'open', transport: 'websocket' });
   partial.l.close();
 
-  // An error naming no channel (unknown app) refuses the whole message.
+  // An error naming no channel (a message too large) refuses the whole
+  // message. (An unknown app is refused per channel, as `invalid_token`.)
   const app = link({ order: ['websocket'] });
   app.l.want({ bornes: { filters: 'T' } });
   app.ws[0].open();
-  app.ws[0].push({ class: 'error', code: 'unknown_app', ref: 'x' });
-  assert.deepEqual(app.states.at(-1), { state: 'refused', transport: 'websocket', reason: 'unknown_app' });
+  app.ws[0].push({ class: 'error', code: 'bad_message', ref: 'x' });
+  assert.deepEqual(app.states.at(-1), { state: 'refused', transport: 'websocket', reason: 'bad_message' });
   app.l.close();
 });
 
@@ -324,8 +325,10 @@ test('hub: tabs with the same subscription share one connection; other filters g
 
 test('hub: a tab joining a running connection gets its snapshots from one poll, then what was held back', async () => {
   let release;
-  const fetchFn = (url) => new Promise((r) => {
-    assert.match(String(url), /^http:\/\/gw\/poll\?sub=.*&timeout=0$/);
+  const fetchFn = (url, init) => new Promise((r) => {
+    assert.equal(String(url), 'http://gw/poll');
+    assert.equal(init.method, 'POST');
+    assert.equal(JSON.parse(init.body).timeout, 0);
     release = () => r(new Response(JSON.stringify({ messages: [data(3, { snapshot: true }), ack('e1', 8)], cursor: 'C' })));
   });
   const { h, ws, out } = hub({ fetch: fetchFn });

@@ -24,7 +24,7 @@ test('SseParser: any split of the stream gives the same events', () => {
 function streamingFetch(chunks, { status = 200, type = 'text/event-stream' } = {}) {
   const calls = [];
   const fn = async (url, init) => {
-    calls.push(String(url));
+    calls.push({ url: String(url), method: init.method, type: init.headers['content-type'], body: JSON.parse(init.body) });
     const body = new ReadableStream({
       start(c) {
         for (const chunk of chunks) c.enqueue(new TextEncoder().encode(chunk));
@@ -48,13 +48,15 @@ function recorder() {
   };
 }
 
-test('sseTransport: tokens and cursor in the URL; each cursor after the messages it covers', async () => {
+test('sseTransport: tokens and cursor in a POST body, not the URL; each cursor after the messages it covers', async () => {
   const fetchFn = streamingFetch(['retry: 2000\n\n', 'data: {"class":"data","offset":1}\n\nid: C1\ndata: {"class":"da', 'ta","offset":2}\n\n']);
   const sink = recorder();
   const t = sseTransport('http://gw/sse', 45_000, fetchFn)(
     { app: 'a', channels: { x: { filters: 'T1' }, y: { filters: 'T2' } }, cursor: 'CUR0' }, sink);
   await tick(20);
-  assert.equal(fetchFn.calls[0], 'http://gw/sse?sub=T1&sub=T2&cursor=CUR0');
+  assert.deepEqual(fetchFn.calls[0], {
+    url: 'http://gw/sse', method: 'POST', type: 'application/json', body: { sub: ['T1', 'T2'], cursor: 'CUR0' },
+  });
   assert.deepEqual(sink.events, ['opened', 'message:1', 'message:2', 'cursor:C1']);
   t.close();
   await tick(5);
@@ -83,8 +85,8 @@ test('pollTransport: each request sends the cursor of the previous answer', asyn
   ];
   const urls = [];
   let t;
-  const fetchFn = async (url) => {
-    urls.push(String(url));
+  const fetchFn = async (url, init) => {
+    urls.push([String(url), init.method, init.body]);
     const body = answers.shift();
     if (!body) {
       t.close();
@@ -95,7 +97,10 @@ test('pollTransport: each request sends the cursor of the previous answer', asyn
   const sink = recorder();
   t = pollTransport('http://gw/poll', 7, fetchFn)({ app: 'a', channels: { x: { filters: 'T' } } }, sink);
   await tick(20);
-  assert.deepEqual(urls, ['http://gw/poll?sub=T&timeout=7', 'http://gw/poll?sub=T&cursor=C1&timeout=7', 'http://gw/poll?sub=T&cursor=C2&timeout=7']);
+  const post = (body) => ['http://gw/poll', 'POST', JSON.stringify(body)];
+  assert.deepEqual(urls, [
+    post({ sub: ['T'], timeout: 7 }), post({ sub: ['T'], cursor: 'C1', timeout: 7 }), post({ sub: ['T'], cursor: 'C2', timeout: 7 }),
+  ]);
   assert.deepEqual(sink.events, ['opened', 'message:1', 'message:ack', 'cursor:C1', 'message:2', 'cursor:C2']);
 });
 

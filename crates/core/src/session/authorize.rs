@@ -6,13 +6,15 @@
 //! limits, kill switches and the broker come later (the subscription
 //! registry and recovery), once the token has said what it grants.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chouquette_protocol::ErrorCode;
 
-use crate::app::App;
+use crate::app::{App, ChannelPolicy};
 use crate::connections::Identity;
 use crate::filter::Filter;
+use crate::limits::AppLimits;
 use crate::publication::valid_name;
 use crate::token::{self, Claims, Requirements, TokenError};
 
@@ -58,13 +60,31 @@ pub struct Grant {
     pub exp: Option<u64>,
 }
 
-/// What subscribing to channel `name` of `app` with `token` grants at `now`
-/// (seconds since the Unix epoch), or why it is refused.
-pub fn authorize(app: &App, name: &str, token: &str, now: u64) -> Result<Grant, Refusal> {
+/// When a token is checked: the time, and the clock skew tolerated on its
+/// `exp` and `nbf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenClock {
+    /// Seconds since the Unix epoch.
+    pub now: u64,
+    /// Seconds of skew tolerated (config `[tokens] leeway`).
+    pub leeway: u64,
+}
+
+impl TokenClock {
+    /// Whether a token that expires at `exp` no longer holds: `leeway`
+    /// after `exp`, as [`token::verify`] counts it.
+    pub fn expired(&self, exp: u64) -> bool {
+        exp.saturating_add(self.leeway) <= self.now
+    }
+}
+
+/// What subscribing to channel `name` of `app` with `token` grants at
+/// `clock`, or why it is refused.
+pub fn authorize(app: &App, name: &str, token: &str, clock: TokenClock) -> Result<Grant, Refusal> {
     if !valid_name(name) {
         return Err(Refusal::new(ErrorCode::BadMessage, "invalid channel name"));
     }
-    let claims = verify(app, token, now)?;
+    let claims = verify(app, token, clock)?;
     let Some(granted) = claims.channel.as_deref() else {
         return Err(missing("channel"));
     };
@@ -87,9 +107,10 @@ pub fn authorize(app: &App, name: &str, token: &str, now: u64) -> Result<Grant, 
     })
 }
 
-/// The identity a `connect` token of `app` gives at `now`, or why it is refused.
-pub fn identify(app: &App, token: &str, now: u64) -> Result<Identity, Refusal> {
-    let claims = verify(app, token, now)?;
+/// The identity a `connect` token of `app` gives at `clock`, or why it is
+/// refused.
+pub fn identify(app: &App, token: &str, clock: TokenClock) -> Result<Identity, Refusal> {
+    let claims = verify(app, token, clock)?;
     let user = claims.sub.ok_or_else(|| missing("sub"))?;
     Ok(Identity {
         app: app.id.clone(),
@@ -106,12 +127,30 @@ fn missing(claim: &str) -> Refusal {
     )
 }
 
+/// Stands in for an app id that no app of this gateway has. It has no
+/// secret, so every token presented for it is refused exactly as a token
+/// not signed by a real app's secret is (`invalid_token`, same message,
+/// same checks of the channel name and token form before): a client
+/// without a valid token cannot tell which app ids exist. A token valid
+/// for an unknown app cannot exist, since an app's secret signs it.
+pub fn unknown_app(id: &str) -> App {
+    App {
+        id: id.into(),
+        secrets: Vec::new(),
+        api_key: None,
+        allow_no_exp: false,
+        default_channel: ChannelPolicy::default(),
+        channels: HashMap::new(),
+        limits: AppLimits::default(),
+    }
+}
+
 /// The token's claims, if one of `app`'s secrets signed it for `app`.
-fn verify(app: &App, token: &str, now: u64) -> Result<Claims, Refusal> {
+fn verify(app: &App, token: &str, clock: TokenClock) -> Result<Claims, Refusal> {
     let req = Requirements {
-        now,
+        now: clock.now,
         require_exp: !app.allow_no_exp,
-        leeway: 0,
+        leeway: clock.leeway,
     };
     let claims = token::verify(token, &app.secrets, req)?;
     if *claims.app_id != *app.id {
@@ -164,8 +203,12 @@ mod tests {
         token::sign(&claims, SECRET)
     }
 
+    fn at(now: u64, leeway: u64) -> TokenClock {
+        TokenClock { now, leeway }
+    }
+
     fn refusal(name: &str, token: &str) -> ErrorCode {
-        match authorize(&app(), name, token, NOW) {
+        match authorize(&app(), name, token, at(NOW, 0)) {
             Ok(_) => panic!("{name} was granted"),
             Err(r) => r.code,
         }
@@ -173,7 +216,8 @@ mod tests {
 
     #[test]
     fn grants_what_the_token_says() {
-        let grant = authorize(&app(), "c", &token::sign(&claims(), SECRET), NOW).expect("granted");
+        let grant =
+            authorize(&app(), "c", &token::sign(&claims(), SECRET), at(NOW, 0)).expect("granted");
         assert!(grant.filter.matches("alarm", &["borne:B1".into()]));
         assert!(!grant.filter.matches("alarm", &["borne:B2".into()]));
         assert_eq!(grant.user.as_deref(), Some("u"));
@@ -209,10 +253,11 @@ mod tests {
 
     #[test]
     fn identifies_a_connect_token_with_a_user() {
-        let identity = identify(&app(), &token::sign(&claims(), SECRET), NOW).expect("identified");
+        let identity =
+            identify(&app(), &token::sign(&claims(), SECRET), at(NOW, 0)).expect("identified");
         assert_eq!((&*identity.app, identity.user.as_str()), ("a", "u"));
         assert_eq!(identity.groups, vec!["g".to_string()]);
-        let refused = identify(&app(), &with("sub", None), NOW).map(|_| ());
+        let refused = identify(&app(), &with("sub", None), at(NOW, 0)).map(|_| ());
         assert_eq!(
             refused,
             Err(Refusal::new(
@@ -220,5 +265,38 @@ mod tests {
                 "claim `sub` is missing"
             ))
         );
+    }
+
+    #[test]
+    fn leeway_tolerates_skew_on_exp_and_nbf_and_no_more() {
+        let expired = with("exp", Some(json!(NOW - 2)));
+        let code = |t: &str, leeway| authorize(&app(), "c", t, at(NOW, leeway)).map(|_| ());
+        assert_eq!(code(&expired, 5), Ok(()));
+        assert_eq!(
+            code(&expired, 0).map_err(|r| r.code),
+            Err(ErrorCode::TokenExpired)
+        );
+        let early = with("nbf", Some(json!(NOW + 2)));
+        assert_eq!(code(&early, 5), Ok(()));
+        assert_eq!(
+            code(&early, 0).map_err(|r| r.code),
+            Err(ErrorCode::InvalidToken)
+        );
+        let connect = identify(&app(), &expired, at(NOW, 5)).map(|_| ());
+        assert_eq!(connect, Ok(()));
+        assert!(at(NOW, 5).expired(NOW - 5));
+        assert!(!at(NOW, 5).expired(NOW - 4));
+    }
+
+    #[test]
+    fn an_unknown_app_refuses_as_a_wrong_secret_does() {
+        let forged = token::sign(&claims(), b"attacker");
+        let real = authorize(&app(), "c", &forged, at(NOW, 0)).map(|_| ());
+        let good = token::sign(&claims(), SECRET);
+        let unknown = authorize(&unknown_app("zz"), "c", &good, at(NOW, 0)).map(|_| ());
+        assert_eq!(real, unknown);
+        assert_eq!(unknown.map_err(|r| r.code), Err(ErrorCode::InvalidToken));
+        let junk = |a: &App| authorize(a, "c", "junk", at(NOW, 0)).map(|_| ());
+        assert_eq!(junk(&app()), junk(&unknown_app("zz")));
     }
 }

@@ -39,7 +39,7 @@ use crate::outbox::{
 use crate::publication::ChannelId;
 use crate::recovery;
 use crate::telemetry::{BrokerOp, DropReason, Telemetry};
-use authorize::{Grant, Refusal, authorize, identify};
+use authorize::{Grant, Refusal, TokenClock, authorize, identify, unknown_app};
 use subscriptions::{Admission, RegisterError, Subscriptions};
 
 /// What the transport must do after a message.
@@ -148,6 +148,24 @@ impl Session {
         self.subscriptions.count()
     }
 
+    /// Now, with the leeway tokens get (config `[tokens] leeway`).
+    fn token_clock(&self) -> TokenClock {
+        TokenClock {
+            now: unix_now(),
+            leeway: self.node.session_limits().token_leeway,
+        }
+    }
+
+    /// The app `id` names; an unknown id gets a stand-in that refuses every
+    /// token as a wrong secret would, so that app ids cannot be listed
+    /// without a valid token ([`unknown_app`]).
+    fn app(&self, id: &str) -> Arc<App> {
+        match self.node.apps().get(id) {
+            Some(app) => app.clone(),
+            None => Arc::new(unknown_app(id)),
+        }
+    }
+
     fn error(&self, out: &mut Vec<Bytes>, code: ErrorCode, message: &str, ctx: ErrorContext<'_>) {
         error(self.node.telemetry(), out, code, message, ctx);
     }
@@ -233,11 +251,8 @@ impl Session {
             reference,
             ..ErrorContext::default()
         };
-        let Some(app) = self.node.apps().get(&c.app_id).cloned() else {
-            self.error(out, ErrorCode::UnknownApp, "unknown app", ctx);
-            return;
-        };
-        let identity = match identify(&app, &c.token, unix_now()) {
+        let app = self.app(&c.app_id);
+        let identity = match identify(&app, &c.token, self.token_clock()) {
             Ok(identity) => identity,
             Err(r) => return self.error(out, r.code, &r.message, ctx),
         };
@@ -263,14 +278,7 @@ impl Session {
         reference: Option<&str>,
         out: &mut Vec<Bytes>,
     ) -> Verdict {
-        let Some(app) = self.node.apps().get(&s.app_id).cloned() else {
-            let ctx = ErrorContext {
-                reference,
-                ..ErrorContext::default()
-            };
-            self.error(out, ErrorCode::UnknownApp, "unknown app", ctx);
-            return Verdict::Continue;
-        };
+        let app = self.app(&s.app_id);
         let mut acked = BTreeMap::new();
         for (name, request) in &s.channels {
             match self.subscribe_channel(&app, name, request, out).await {
@@ -302,7 +310,7 @@ impl Session {
         request: &ChannelRequest,
         out: &mut Vec<Bytes>,
     ) -> Result<AckChannel, Refusal> {
-        let grant = authorize(app, name, &request.filters, unix_now())?;
+        let grant = authorize(app, name, &request.filters, self.token_clock())?;
         let filter = grant.filter.clone();
         let channel = ChannelId::new(&app.id, name);
         let slot = self.register(app, channel.clone(), grant)?;
@@ -512,15 +520,33 @@ impl Session {
         self.subscriptions.keep(point);
     }
 
-    /// The earliest `exp` among subscriptions, if any.
+    /// When the next token stops holding (its `exp` plus the leeway), in
+    /// seconds since the Unix epoch: a subscription's, or the `connect`
+    /// identity's. The transport calls [`Session::expire`] then.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.subscriptions.next_expiry()
+        let identity = self.identity.as_deref().and_then(|i| i.exp);
+        let leeway = self.node.session_limits().token_leeway;
+        [self.subscriptions.next_expiry(), identity]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|exp| exp.saturating_add(leeway))
     }
 
-    /// Ends every subscription whose token expired at `now`, with `token_expired`.
+    /// Ends what a token expired at `now` held, each with `token_expired`:
+    /// every such subscription (the error names its channel), and the
+    /// `connect` identity (the error names no channel; the connection stays
+    /// open, its subscriptions go on, and a new `connect` gives it an
+    /// identity again).
     pub fn expire(&mut self, now: u64, out: &mut Vec<Bytes>) {
+        let clock = TokenClock {
+            now,
+            leeway: self.node.session_limits().token_leeway,
+        };
+        self.expire_identity(clock, out);
         let telemetry = &self.node.telemetry();
-        self.subscriptions.end_expired(now, |channel| {
+        let ended_before = now.saturating_sub(clock.leeway);
+        self.subscriptions.end_expired(ended_before, |channel| {
             let ctx = ErrorContext {
                 channel: Some(&channel.name),
                 ..ErrorContext::default()
@@ -528,6 +554,22 @@ impl Session {
             let why = "subscription token expired";
             error(telemetry, out, ErrorCode::TokenExpired, why, ctx);
         });
+    }
+
+    /// Drops the `connect` identity once its token no longer holds.
+    fn expire_identity(&mut self, clock: TokenClock, out: &mut Vec<Bytes>) {
+        let expired = self
+            .identity
+            .as_deref()
+            .and_then(|i| i.exp)
+            .is_some_and(|exp| clock.expired(exp));
+        if !expired {
+            return;
+        }
+        self.identity = None;
+        self.subscriptions.connection().set_identity(None);
+        let why = "connect token expired: send a new connect";
+        self.error(out, ErrorCode::TokenExpired, why, ErrorContext::default());
     }
 
     /// Leaves every channel; the session is done.

@@ -115,6 +115,7 @@ impl Limits {
             max_message_bytes: self.max_message_bytes,
             client_messages: Rate::new(self.client_messages_per_second, self.client_messages_burst),
             max_rate_limited: self.max_rate_limited_messages,
+            ..SessionLimits::default()
         }
     }
 

@@ -10,7 +10,8 @@
 //! of its own that owns its keys and defaults, checks itself and builds its
 //! component's settings: [`listen`] (with TLS), [`node`], [`admin`],
 //! [`broker`] (Redis, Sentinel, Cluster, inbox), [`limits`],
-//! [`transports`], [`static_files`], [`proxy`], [`shutdown`], [`log`], [`apps`].
+//! [`transports`], [`tokens`], [`static_files`], [`proxy`], [`shutdown`],
+//! [`log`], [`apps`].
 
 use std::path::Path;
 
@@ -31,6 +32,7 @@ mod proxy;
 mod sections;
 mod shutdown;
 mod static_files;
+mod tokens;
 mod transports;
 mod value;
 
@@ -46,6 +48,7 @@ pub use problem::{ConfigError, Problem};
 pub use proxy::ProxyRoute;
 pub use shutdown::Shutdown;
 pub use static_files::StaticFiles;
+pub use tokens::Tokens;
 pub use transports::Transports;
 
 use problem::Problems;
@@ -66,6 +69,8 @@ pub struct Config {
     pub limits: Limits,
     /// SSE and long-polling.
     pub transports: Transports,
+    /// Token checks beyond the signature (clock-skew leeway).
+    pub tokens: Tokens,
     /// Static files on the public listener.
     #[serde(rename = "static")]
     pub static_files: StaticFiles,
@@ -141,12 +146,16 @@ impl Config {
         apps::problems(&self.apps, &self.limits, &mut out);
         self.listen.problems(&mut out);
         self.log.problems(&mut out);
+        self.tokens.problems(&mut out);
         out.into_vec()
     }
 
     /// Per-session limits.
     pub fn session_limits(&self) -> SessionLimits {
-        self.limits.session_limits()
+        SessionLimits {
+            token_leeway: self.tokens.leeway_secs(),
+            ..self.limits.session_limits()
+        }
     }
 
     /// The apps registry.

@@ -22,10 +22,12 @@ use crate::gateway::Gateway;
 use crate::http_error::error_response;
 use crate::origins::Origins;
 
-/// Methods a page may use on `/sse` and `/poll`.
-const METHODS: &str = "GET, OPTIONS";
+/// Methods a page may use on `/sse` and `/poll`: `POST` carries the tokens
+/// in a JSON body (which makes the browser send a preflight).
+const METHODS: &str = "GET, POST, OPTIONS";
 /// Request headers a page may send: the token as a bearer, the SSE resume
-/// header, and the ones fetch adds or a page commonly sets.
+/// header, and the ones fetch adds or a page commonly sets (`Content-Type`
+/// for the JSON body).
 const HEADERS: &str = "Authorization, Last-Event-ID, Accept, Content-Type, Cache-Control";
 /// Response headers a page may read beyond the safelisted ones.
 const EXPOSED: &str = "Retry-After";

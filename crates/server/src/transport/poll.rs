@@ -1,5 +1,6 @@
-//! Long-polling transport (`GET /poll?sub=<token>&cursor=<cursor>&timeout=<s>`):
-//! the request, and its [`Wire`].
+//! Long-polling transport (`GET /poll?sub=<token>&cursor=<cursor>&timeout=<s>`,
+//! or `POST /poll` with the same in a JSON body, see [`url`]): the request,
+//! and its [`Wire`].
 //!
 //! Stateless between requests: each request subscribes afresh, resumes from
 //! the cursor exactly as `since` would, waits up to `transports.poll_wait`
@@ -13,6 +14,7 @@
 
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,11 +25,11 @@ use chouquette_protocol::server;
 use tokio::time::Instant;
 
 use super::driver::{self, Gone, Goodbye, Inbound, Wire};
-use super::url;
+use super::url::{self, UrlRequest};
 use crate::api::error_response;
 use crate::gateway::{Gateway, Settings};
 
-/// Answers one poll.
+/// Answers one poll whose tokens are in the query string.
 pub async fn poll(
     State(shared): State<Gateway>,
     super::Peer(peer): super::Peer,
@@ -36,10 +38,34 @@ pub async fn poll(
     if let Some(refusal) = shared.refuse_connection(peer) {
         return refusal;
     }
-    let request = match url::parse_query(query.as_deref()) {
-        Ok(r) => r,
-        Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
-    };
+    match url::parse_query(query.as_deref()) {
+        Ok(request) => answer_poll(shared, peer, request).await,
+        Err(message) => error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
+    }
+}
+
+/// Answers one poll whose tokens are in a JSON body (`POST`).
+pub async fn poll_body(
+    State(shared): State<Gateway>,
+    super::Peer(peer): super::Peer,
+    body: Body,
+) -> Response {
+    if let Some(refusal) = shared.refuse_connection(peer) {
+        return refusal;
+    }
+    let limit = url::body_limit(shared.node.session_limits().max_message_bytes);
+    match url::read_body(body, limit).await {
+        Ok(request) => answer_poll(shared, peer, request).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// Subscribes, waits for something to say, and answers.
+async fn answer_poll(
+    shared: Gateway,
+    peer: Option<std::net::IpAddr>,
+    request: UrlRequest,
+) -> Response {
     let wait = request
         .wait_secs
         .map_or(shared.settings.poll_wait, Duration::from_secs)

@@ -1,5 +1,6 @@
-//! Server-Sent Events transport (`GET /sse?sub=<token>&sub=...`): the
-//! request, and its [`Wire`].
+//! Server-Sent Events transport (`GET /sse?sub=<token>&sub=...` for a plain
+//! `EventSource`, or `POST /sse` with the tokens in a JSON body, see
+//! [`url`]): the request, and its [`Wire`].
 //!
 //! The same session and [`driver`](super::driver) loop as WebSocket; only
 //! framing differs. Each message is one SSE event (`data:` one JSON object).
@@ -39,7 +40,8 @@ const RETRY: &[u8] = b"retry: 2000\n\n";
 /// Keeps proxies from closing an idle stream.
 const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
-/// Opens an event stream, unless the node is full or stopping.
+/// Opens an event stream for the tokens of the query string, unless the
+/// node is full or stopping.
 pub async fn stream(
     State(shared): State<Gateway>,
     super::Peer(peer): super::Peer,
@@ -49,10 +51,38 @@ pub async fn stream(
     if let Some(refusal) = shared.refuse_connection(peer) {
         return refusal;
     }
-    let mut request = match url::parse_query(query.as_deref()) {
-        Ok(r) => r,
-        Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
-    };
+    match url::parse_query(query.as_deref()) {
+        Ok(request) => open(shared, peer, &headers, request),
+        Err(message) => error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
+    }
+}
+
+/// Opens an event stream for the tokens of a JSON body (`POST`), unless the
+/// node is full or stopping.
+pub async fn stream_body(
+    State(shared): State<Gateway>,
+    super::Peer(peer): super::Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Some(refusal) = shared.refuse_connection(peer) {
+        return refusal;
+    }
+    let limit = url::body_limit(shared.node.session_limits().max_message_bytes);
+    match url::read_body(body, limit).await {
+        Ok(request) => open(shared, peer, &headers, request),
+        Err(refusal) => refusal,
+    }
+}
+
+/// Starts the stream's task and answers with its body. `Last-Event-ID`,
+/// which a reconnecting `EventSource` sends, wins over a `cursor`.
+fn open(
+    shared: Gateway,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    mut request: UrlRequest,
+) -> Response {
     if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         request.cursor = Some(last.to_string());
     }

@@ -1,5 +1,9 @@
-//! Subscriptions carried in a URL, for transports without client messages
-//! (SSE, long-polling): `?sub=<token>&sub=<token>&cursor=<cursor>`.
+//! Subscriptions carried in the request, for transports without client
+//! messages (SSE, long-polling): in the URL of a `GET`
+//! (`?sub=<token>&sub=<token>&cursor=<cursor>`, what a plain `EventSource`
+//! can send), or in the JSON body of a `POST`
+//! (`{"sub": ["<token>", ...], "cursor": "<cursor>", "timeout": 20}`), which
+//! keeps tokens out of URLs and so out of proxies' access logs.
 //!
 //! Each token names its app and channel in its claims; tokens are grouped by
 //! app into ordinary subscribe messages, so verification, filters, recovery
@@ -16,7 +20,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -26,6 +34,9 @@ use chouquette_core::token;
 use chouquette_protocol::ErrorCode;
 use chouquette_protocol::client::{ChannelRequest, Since, Subscribe};
 use chouquette_protocol::server::{self, ErrorContext};
+use serde::Deserialize;
+
+use crate::http_error::error_response;
 
 /// Longest cursor accepted whatever the request, in bytes.
 pub const MAX_CURSOR_LEN: usize = 16 * 1024;
@@ -81,6 +92,77 @@ pub fn parse_query(query: Option<&str>) -> Result<UrlRequest, String> {
         return Err("at least one `sub=<token>` is required".into());
     }
     Ok(request)
+}
+
+/// How long a `POST` body may take to arrive once the request is in: a
+/// client that opens a request and trickles its body holds a socket.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Largest `POST` body accepted when client messages may be
+/// `max_message_bytes` long: its tokens may take what a WebSocket subscribe
+/// may, and its cursor what [`cursor_limit`] allows for them (each token's
+/// length again, plus its room), whose room per token is less than any
+/// token's own length (a signed JWT with its claims is longer than
+/// [`CURSOR_BYTES_PER_TOKEN`]).
+pub fn body_limit(max_message_bytes: usize) -> usize {
+    max_message_bytes
+        .saturating_mul(3)
+        .saturating_add(MAX_CURSOR_LEN)
+}
+
+/// The JSON body of a `POST /sse` or `POST /poll`. Unknown fields are
+/// ignored, as unknown query parameters are.
+#[derive(Debug, Deserialize)]
+struct BodyRequest {
+    #[serde(default)]
+    sub: Vec<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    timeout: Option<u64>,
+}
+
+/// What a body should look like, for the error of one that does not.
+const BODY_SHAPE: &str = r#"{"sub": ["<token>", ...], "cursor": "<cursor>", "timeout": <seconds>}"#;
+
+/// Parses a `POST` body.
+pub fn parse_body(body: &[u8]) -> Result<UrlRequest, String> {
+    let shape =
+        |why: &dyn std::fmt::Display| format!("the body must be JSON like {BODY_SHAPE}: {why}");
+    // serde would also read a struct from an array of its fields in order.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(shape(&"not a JSON object"));
+    }
+    let parsed: BodyRequest = serde_json::from_slice(body).map_err(|e| shape(&e))?;
+    if parsed.sub.is_empty() {
+        return Err("at least one token is required in `sub`".into());
+    }
+    Ok(UrlRequest {
+        tokens: parsed.sub,
+        cursor: parsed.cursor,
+        wait_secs: parsed.timeout,
+    })
+}
+
+/// Reads and parses a `POST` body of at most `limit` bytes, or the answer
+/// the client gets: `413` past the limit, `408` past [`BODY_DEADLINE`],
+/// `400` for a body that is not the expected JSON; each with code
+/// `bad_message`, as a bad query gets.
+pub async fn read_body(body: Body, limit: usize) -> Result<UrlRequest, Response> {
+    let bad = |status, message: &str| error_response(status, "bad_message", message);
+    let bytes = match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            let message = format!("body larger than {limit} bytes (or cut short)");
+            return Err(bad(StatusCode::PAYLOAD_TOO_LARGE, &message));
+        }
+        Err(_) => {
+            let secs = BODY_DEADLINE.as_secs();
+            let message = format!("the body did not arrive within {secs} s");
+            return Err(bad(StatusCode::REQUEST_TIMEOUT, &message));
+        }
+    };
+    parse_body(&bytes).map_err(|message| bad(StatusCode::BAD_REQUEST, &message))
 }
 
 /// Encodes every subscription's position.
@@ -197,5 +279,21 @@ mod tests {
         let r = parse_query(Some("sub=a&sub=b&timeout=3")).expect("valid");
         assert_eq!(r.tokens, vec!["a", "b"]);
         assert_eq!(r.wait_secs, Some(3));
+    }
+
+    #[test]
+    fn body_needs_a_token_and_says_what_it_expects() {
+        let r = parse_body(br#"{"sub": ["a", "b"], "cursor": "c", "timeout": 3, "x": 1}"#)
+            .expect("valid");
+        assert_eq!(r.tokens, vec!["a", "b"]);
+        assert_eq!(r.cursor.as_deref(), Some("c"));
+        assert_eq!(r.wait_secs, Some(3));
+        let empty = parse_body(br#"{"cursor": "c"}"#).expect_err("no token");
+        assert!(empty.contains("`sub`"), "{empty}");
+        for bad in [&b"sub=a"[..], br#"{"sub": "a"}"#, br#"{"sub": [1]}"#, b"[]"] {
+            let why = parse_body(bad).expect_err("refused");
+            assert!(why.contains("\"sub\""), "{why}");
+        }
+        assert!(body_limit(64 * 1024) > 3 * 64 * 1024);
     }
 }

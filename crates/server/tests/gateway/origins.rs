@@ -99,8 +99,8 @@ async fn cross_origin_preflight_of_sse_and_poll_is_answered_204_with_methods_and
             path,
             &[
                 origin(PAGE),
-                "Access-Control-Request-Method: GET".into(),
-                "Access-Control-Request-Headers: authorization, last-event-id".into(),
+                "Access-Control-Request-Method: POST".into(),
+                "Access-Control-Request-Headers: content-type, last-event-id".into(),
             ],
         )
         .await;
@@ -112,12 +112,15 @@ async fn cross_origin_preflight_of_sse_and_poll_is_answered_204_with_methods_and
         );
         let methods = head.get("access-control-allow-methods").unwrap();
         assert!(methods.contains("GET"), "{path}: {methods}");
+        // Tokens go in a JSON body (`POST`), out of URLs and proxy logs.
+        assert!(methods.contains("POST"), "{path}: {methods}");
         let allowed = head
             .get("access-control-allow-headers")
             .unwrap()
             .to_ascii_lowercase();
         assert!(allowed.contains("authorization"), "{path}: {allowed}");
         assert!(allowed.contains("last-event-id"), "{path}: {allowed}");
+        assert!(allowed.contains("content-type"), "{path}: {allowed}");
         assert!(head.get("access-control-max-age").is_some(), "{path}");
         assert_eq!(head.get("vary"), Some("Origin"), "{path}");
     }

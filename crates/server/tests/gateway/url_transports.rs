@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chouquette_testkit::{TestNode, token};
+use chouquette_testkit::{BASE_CONFIG, TestNode, token};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -66,7 +66,9 @@ async fn long_poll_snapshots_then_resumes_from_the_cursor() {
 
 #[tokio::test]
 async fn long_poll_after_token_expiry_keeps_the_channel_in_the_cursor() {
-    let node = TestNode::base().await;
+    // No leeway: the subscription ends at the token's `exp` itself.
+    let config = format!("[tokens]\nleeway = \"0s\"\n{BASE_CONFIG}");
+    let node = TestNode::start(&config).await;
     let short = token("bornes", json!({"*": {}}), 2);
     let (_, first) = node.poll(&[&short], None, 1).await;
     let cursor = first["cursor"].as_str().expect("cursor").to_string();
