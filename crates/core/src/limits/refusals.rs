@@ -24,11 +24,14 @@ pub enum Limit {
     MessageSize,
     /// A frame over `max_frame_bytes` (close 1009).
     FrameSize,
+    /// A connection over its address's `max_connections_per_address`
+    /// (closed at accept, or HTTP 429 for an address from `X-Forwarded-For`).
+    OpenConnectionsPerAddress,
 }
 
 impl Limit {
     /// Every limit, in a stable order.
-    pub const ALL: [Limit; 7] = [
+    pub const ALL: [Limit; 8] = [
         Limit::ClientMessages,
         Limit::ConnectionsPerUser,
         Limit::ConnectionsPerAddress,
@@ -36,6 +39,7 @@ impl Limit {
         Limit::Publishes,
         Limit::MessageSize,
         Limit::FrameSize,
+        Limit::OpenConnectionsPerAddress,
     ];
 
     /// The metric label.
@@ -48,6 +52,7 @@ impl Limit {
             Limit::Publishes => "publishes",
             Limit::MessageSize => "message_size",
             Limit::FrameSize => "frame_size",
+            Limit::OpenConnectionsPerAddress => "open_connections_per_address",
         }
     }
 
