@@ -12,6 +12,8 @@
 #[path = "gateway/common.rs"]
 mod common;
 
+#[path = "gateway/addresses.rs"]
+mod addresses;
 #[path = "gateway/admin.rs"]
 mod admin;
 #[path = "gateway/backend_quickstart.rs"]
