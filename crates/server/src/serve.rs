@@ -22,6 +22,7 @@ use chouquette_core::telemetry::Telemetry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::accept::{self, PublicSettings};
 use crate::audit::{Audit, AuditError};
 use crate::broker::redis::RedisBroker;
 use crate::config::{BrokerKind, Config};
@@ -31,7 +32,6 @@ use crate::operator::store::{StoreError, SwitchStore};
 use crate::operator::{AdminState, OperatorActions};
 use crate::shutdown::{Shutdown, Trigger};
 use crate::source::{self, redis_inbox::RedisInbox};
-use crate::accept::{self, PublicSettings};
 use crate::tls::{Certificates, Handshakes, TlsError};
 use crate::transport::{cors, poll, sse, ws};
 use crate::{api, static_files};

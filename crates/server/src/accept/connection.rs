@@ -94,7 +94,8 @@ impl Task {
     {
         let public = self.public.clone();
         let peer = self.peer;
-        let service = hyper::service::service_fn(move |req| public.request(req, peer, client, &place));
+        let service =
+            hyper::service::service_fn(move |req| public.request(req, peer, client, &place));
         let conn = self
             .public
             .http
@@ -128,7 +129,12 @@ impl Public {
             Client::Fixed(client) => client,
             Client::PerRequest => {
                 let client = self.trusted.forwarded_client(peer, req.headers());
-                if let Err(refused) = self.take_place(client, place) {
+                if !self.take_place(client, place) {
+                    let refused = error_response(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "too many open connections from this address",
+                    );
                     return Either::Left(std::future::ready(Ok(refused)));
                 }
                 client
@@ -140,27 +146,23 @@ impl Public {
 
     /// Moves the connection's place in the count to `client`'s address (a
     /// proxy's kept-alive connection may carry several clients in turn);
-    /// over the bound, HTTP 429 and the connection stays as it was.
-    fn take_place(&self, client: SocketAddr, place: &Place) -> Result<(), Response> {
+    /// false over the bound (counted; the request gets HTTP 429).
+    fn take_place(&self, client: SocketAddr, place: &Place) -> bool {
         let key = address_key(client.ip());
         let mut held = place.lock().unwrap_or_else(PoisonError::into_inner);
         if held.as_ref().is_some_and(|g| g.key() == Some(&key)) {
-            return Ok(());
+            return true;
         }
         *held = None;
         if let Some(guard) = self.open.open(key) {
             *held = Some(guard);
-            return Ok(());
+            return true;
         }
         self.node
             .limiters()
             .counters
             .hit(Limit::OpenConnectionsPerAddress);
-        Err(error_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many open connections from this address",
-        ))
+        false
     }
 }
 

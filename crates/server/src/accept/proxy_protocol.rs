@@ -104,7 +104,9 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyError> {
         "TCP6" => IpAddr::V6(src.parse().map_err(|_| ProxyError::V1("bad IPv6 source"))?),
         _ => return Err(ProxyError::V1("family is not TCP4, TCP6 or UNKNOWN")),
     };
-    let port: u16 = sport.parse().map_err(|_| ProxyError::V1("bad source port"))?;
+    let port: u16 = sport
+        .parse()
+        .map_err(|_| ProxyError::V1("bad source port"))?;
     Ok(Parsed::Header {
         source: Some(SocketAddr::new(ip, port)),
         len: end + 2,
@@ -154,7 +156,10 @@ fn v2_source(family: u8, payload: &[u8]) -> Result<Option<SocketAddr>, ProxyErro
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&a[..16]);
             let port = u16::from_be_bytes([a[32], a[33]]);
-            Ok(Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(octets)), port)))
+            Ok(Some(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(octets)),
+                port,
+            )))
         }
         0 | 3 => Ok(None),
         _ => Err(ProxyError::V2("unknown address family")),
@@ -181,13 +186,25 @@ mod tests {
         let Ok(Parsed::Header { source, len }) = parse(buf) else {
             panic!("a header");
         };
-        assert_eq!(source, Some("192.0.2.7:5555".parse().unwrap_or_else(|_| unreachable!())));
+        assert_eq!(
+            source,
+            Some("192.0.2.7:5555".parse().unwrap_or_else(|_| unreachable!()))
+        );
         assert_eq!(&buf[len..len + 3], b"GET");
         let v6 = b"PROXY TCP6 2001:db8::1 ::1 1 2\r\n";
-        assert!(matches!(parse(v6), Ok(Parsed::Header { source: Some(_), .. })));
+        assert!(matches!(
+            parse(v6),
+            Ok(Parsed::Header {
+                source: Some(_),
+                ..
+            })
+        ));
         assert_eq!(
             parse(b"PROXY UNKNOWN\r\n"),
-            Ok(Parsed::Header { source: None, len: 15 })
+            Ok(Parsed::Header {
+                source: None,
+                len: 15
+            })
         );
     }
 
@@ -210,11 +227,21 @@ mod tests {
         let Ok(Parsed::Header { source, len }) = parse(&buf) else {
             panic!("a header");
         };
-        assert_eq!(source, Some("203.0.113.9:8080".parse().unwrap_or_else(|_| unreachable!())));
+        assert_eq!(
+            source,
+            Some(
+                "203.0.113.9:8080"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!())
+            )
+        );
         assert_eq!(&buf[len..], b"GET");
         assert_eq!(
             parse(&v2(0, 0, &[])),
-            Ok(Parsed::Header { source: None, len: 16 })
+            Ok(Parsed::Header {
+                source: None,
+                len: 16
+            })
         );
         assert_eq!(parse(&buf[..20]), Ok(Parsed::Incomplete));
         assert!(parse(&v2(1, 0x21, &[0; 10])).is_err());

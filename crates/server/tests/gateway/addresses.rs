@@ -20,7 +20,9 @@ const OPEN_METRIC: &str = "chouquette_limited_total{limit=\"open_connections_per
 async fn node_with(limits: &str, trusted: Option<&str>) -> TestNode {
     let config = config_with(limits, "");
     match trusted {
-        Some(list) => TestNode::start(&format!("[listen]\ntrusted_proxies = {list}\n{config}")).await,
+        Some(list) => {
+            TestNode::start(&format!("[listen]\ntrusted_proxies = {list}\n{config}")).await
+        }
         None => TestNode::start(&config).await,
     }
 }
@@ -40,10 +42,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Durat
 }
 
 /// A WebSocket upgrade to `node` with an `X-Forwarded-For` header.
-async fn ws_forwarded_for(
-    node: &TestNode,
-    client: &str,
-) -> Result<WsClient, tungstenite::Error> {
+async fn ws_forwarded_for(node: &TestNode, client: &str) -> Result<WsClient, tungstenite::Error> {
     let mut request = node.ws_url().into_client_request()?;
     request
         .headers_mut()
@@ -104,7 +103,10 @@ async fn half_open_sockets_are_closed_after_header_deadline() {
     for (i, s) in silent.iter_mut().chain(partial.iter_mut()).enumerate() {
         let took = closed_within(s, Duration::from_secs(5)).await;
         let took = took.unwrap_or_else(|| panic!("socket {i} still open after 5 s"));
-        assert!(took < Duration::from_secs(3), "socket {i} closed after {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "socket {i} closed after {took:?}"
+        );
     }
     // Upgraded connections are past the deadline: the client is still served.
     let offset = node.publish("bornes", "k", &[], json!("after")).await;
@@ -162,7 +164,9 @@ async fn open_connections_per_address_refuse_one_over_the_cap_until_one_closes()
 async fn trusted_proxy_forwarded_for_is_what_the_per_address_limit_keys_on() {
     let node = node_with("max_connections_per_address = 1", Some("[\"127.0.0.1\"]")).await;
     let _a = ws_forwarded_for(&node, "203.0.113.1").await.unwrap();
-    let mut b = ws_forwarded_for(&node, "10.9.9.9, 203.0.113.2").await.unwrap();
+    let mut b = ws_forwarded_for(&node, "10.9.9.9, 203.0.113.2")
+        .await
+        .unwrap();
     refused_with(
         ws_forwarded_for(&node, "203.0.113.1").await,
         Some(429),
@@ -192,13 +196,23 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
 
 #[tokio::test]
 async fn trusted_proxy_protocol_headers_name_the_client_per_connection() {
-    let node = node_with("max_connections_per_address = 1", Some("[\"127.0.0.0/8\", \"::1\"]")).await;
+    let node = node_with(
+        "max_connections_per_address = 1",
+        Some("[\"127.0.0.0/8\", \"::1\"]"),
+    )
+    .await;
     let addr = node.running.public;
     let v1 = |ip: &str| format!("PROXY TCP4 {ip} 127.0.0.1 4000 80\r\n").into_bytes();
     let mut a = ws_after(addr, &v1("198.51.100.1")).await.unwrap();
     let _b = ws_after(addr, &v1("198.51.100.2")).await.unwrap();
-    let _c = ws_after(addr, &proxy_v2([198, 51, 100, 3], 4001)).await.unwrap();
-    refused_with(ws_after(addr, &v1("198.51.100.1")).await, None, "v1, same client");
+    let _c = ws_after(addr, &proxy_v2([198, 51, 100, 3], 4001))
+        .await
+        .unwrap();
+    refused_with(
+        ws_after(addr, &v1("198.51.100.1")).await,
+        None,
+        "v1, same client",
+    );
     refused_with(
         ws_after(addr, &proxy_v2([198, 51, 100, 3], 4002)).await,
         None,
@@ -206,7 +220,11 @@ async fn trusted_proxy_protocol_headers_name_the_client_per_connection() {
     );
     assert_eq!(node.metric(OPEN_METRIC).await, Some(2.0));
     // A malformed header from a trusted proxy closes the socket.
-    refused_with(ws_after(addr, b"PROXY TCP4 nonsense\r\n").await, None, "bad v1");
+    refused_with(
+        ws_after(addr, b"PROXY TCP4 nonsense\r\n").await,
+        None,
+        "bad v1",
+    );
     let (ack, _) = a.subscribe("bornes", json!({"*": {}})).await;
     assert_eq!(ack["class"], "ack");
     node.running.shutdown().await;
