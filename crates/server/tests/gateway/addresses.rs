@@ -243,3 +243,169 @@ async fn proxy_protocol_header_from_an_untrusted_peer_is_a_bad_request() {
     assert_eq!(status, 400);
     node.running.shutdown().await;
 }
+
+/// The next `data:` line of an SSE stream, as JSON.
+async fn next_sse_data<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> serde_json::Value {
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .expect("an event in time")
+            .expect("read")
+            .expect("stream open");
+        if let Some(data) = line.strip_prefix("data: ") {
+            return serde_json::from_str(data).expect("JSON");
+        }
+    }
+}
+
+#[tokio::test]
+async fn streams_and_long_polls_outlive_the_header_deadline() {
+    use tokio::io::AsyncBufReadExt;
+    let node = node_with("header_read_timeout = \"1s\"", None).await;
+    let all = chouquette_testkit::token("bornes", json!({"*": {}}), 3600);
+    let query = serde_urlencoded::to_string([("sub", all.as_str())]).unwrap();
+    let mut tcp = TcpStream::connect(node.running.public).await.unwrap();
+    let request =
+        format!("GET /sse?{query} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut lines = tokio::io::BufReader::new(tcp).lines();
+    assert_eq!(next_sse_data(&mut lines).await["class"], "ack");
+    // A long-poll that waits past the deadline: the first answers the
+    // subscribe at once, the second waits with its cursor.
+    let (_, first) = node.poll(&[&all], None, 0).await;
+    let cursor = first["cursor"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let (status, answer) = node.poll(&[&all], Some(&cursor), 2).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}: {answer}",
+        started.elapsed()
+    );
+    let offset = node.publish("bornes", "k", &[], json!("late")).await;
+    assert_eq!(next_sse_data(&mut lines).await["offset"], offset);
+    node.running.shutdown().await;
+}
+
+mod over_tls {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use chouquette_testkit::BASE_CONFIG;
+    use chouquette_testkit::tls::{self, TestCert};
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::TlsConnector;
+
+    use super::*;
+
+    /// A folder for one test's certificate, removed afterwards.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let dir =
+                std::env::temp_dir().join(format!("chouquette-addr-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Dir(dir)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn tls_node(cert: &TestCert, listen: &str, limits: &str) -> TestNode {
+        TestNode::start(&format!(
+            "[listen]\n{listen}\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n[limits]\n{limits}\n{BASE_CONFIG}",
+            cert.cert.display(),
+            cert.key.display()
+        ))
+        .await
+    }
+
+    /// A WebSocket over TLS over `tcp` (which may have sent a PROXY header).
+    async fn wss_over(
+        tcp: TcpStream,
+        cert: &TestCert,
+    ) -> Result<WsClient<tokio_rustls::client::TlsStream<TcpStream>>, tungstenite::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(cert.der.clone())).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let port = tcp.peer_addr()?.port();
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        let (stream, _) =
+            tokio_tungstenite::client_async(format!("wss://localhost:{port}/ws"), tls).await?;
+        Ok(WsClient::from_stream(stream))
+    }
+
+    #[tokio::test]
+    async fn tls_connections_silent_after_the_handshake_are_closed_after_header_deadline() {
+        let dir = Dir::new("deadline");
+        let cert = TestCert::generate(dir.path(), "one");
+        let node = tls_node(&cert, "", "header_read_timeout = \"1s\"").await;
+        let mut silent = tls::connect(node.running.public, &cert).await.unwrap();
+        let (mut client, _) = tls::connect_wss(node.running.public, &cert).await;
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "still open: {read:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let (ack, _) = client.subscribe("bornes", json!({"*": {}})).await;
+        assert_eq!(ack["class"], "ack");
+        node.running.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn tls_proxy_header_before_the_handshake_names_the_client() {
+        let dir = Dir::new("proxy");
+        let cert = TestCert::generate(dir.path(), "one");
+        let node = tls_node(
+            &cert,
+            "trusted_proxies = [\"127.0.0.1\"]",
+            "max_connections_per_address = 1",
+        )
+        .await;
+        let addr = node.running.public;
+        let behind = |client: &'static str| async move {
+            let mut tcp = TcpStream::connect(addr).await?;
+            let header = format!("PROXY TCP4 {client} 127.0.0.1 5000 443\r\n");
+            tcp.write_all(header.as_bytes()).await?;
+            Ok::<_, tungstenite::Error>(tcp)
+        };
+        let mut a = wss_over(behind("192.0.2.10").await.unwrap(), &cert)
+            .await
+            .unwrap();
+        let _b = wss_over(behind("192.0.2.11").await.unwrap(), &cert)
+            .await
+            .unwrap();
+        let again = match behind("192.0.2.10").await {
+            Ok(tcp) => wss_over(tcp, &cert).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        assert!(
+            again.is_err(),
+            "a second connection of 192.0.2.10 was let in"
+        );
+        assert_eq!(node.metric(OPEN_METRIC).await, Some(1.0));
+        let (ack, _) = a.subscribe("bornes", json!({"*": {}})).await;
+        assert_eq!(ack["class"], "ack");
+        node.running.shutdown().await;
+    }
+}
