@@ -209,7 +209,7 @@ fn config_text(
     let per_address = if default_limits {
         ""
     } else {
-        "new_connections_per_address = 0\n"
+        "new_connections_per_address = 0\nmax_connections_per_address = 0\n"
     };
     format!(
         r#"[listen]
