@@ -182,6 +182,25 @@ async fn trusted_proxy_forwarded_for_is_what_the_per_address_limit_keys_on() {
 }
 
 #[tokio::test]
+async fn trusted_proxy_forwarded_for_is_what_the_new_connection_rate_keys_on() {
+    let limits = "new_connections_per_address = 1\nnew_connections_burst = 1";
+    let node = node_with(limits, Some("[\"127.0.0.1\"]")).await;
+    let _a = ws_forwarded_for(&node, "203.0.113.1").await.unwrap();
+    refused_with(
+        ws_forwarded_for(&node, "203.0.113.1").await,
+        Some(429),
+        "the same client again at once",
+    );
+    let _b = ws_forwarded_for(&node, "203.0.113.2").await.unwrap();
+    assert_eq!(
+        node.metric("chouquette_limited_total{limit=\"connections_per_address\"}")
+            .await,
+        Some(1.0)
+    );
+    node.running.shutdown().await;
+}
+
+#[tokio::test]
 async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     let node = node_with("max_connections_per_address = 1", None).await;
     let _a = ws_forwarded_for(&node, "203.0.113.1").await.unwrap();
