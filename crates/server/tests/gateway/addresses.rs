@@ -200,6 +200,31 @@ async fn trusted_proxy_forwarded_for_is_what_the_new_connection_rate_keys_on() {
     node.running.shutdown().await;
 }
 
+/// H3: behind a trusted proxy, a client closed as abusive does not lock out
+/// the other clients of that proxy: the penalty is its own address's.
+#[tokio::test]
+async fn a_penalized_client_behind_a_trusted_proxy_does_not_lock_out_the_others() {
+    let limits = "client_messages_per_second = 1\nclient_messages_burst = 3\n\
+                  max_rate_limited_messages = 1";
+    let node = node_with(limits, Some("[\"127.0.0.1\"]")).await;
+    let mut flooder = ws_forwarded_for(&node, "203.0.113.66").await.unwrap();
+    let unsubscribe = json!({"class": "unsubscribe", "uuid": "u", "channels": ["x"]});
+    let closed = loop {
+        flooder.send_json(&unsubscribe).await;
+        match flooder.next_within(Duration::from_secs(5)).await {
+            Some(chouquette_testkit::Received::Json(_)) => {}
+            Some(chouquette_testkit::Received::Closed(close)) => break close,
+            None => panic!("neither an answer nor a close"),
+        }
+    };
+    assert_eq!(closed.map(|(code, _)| code), Some(1008));
+    // Another client behind the same proxy connects and is served.
+    let mut other = ws_forwarded_for(&node, "203.0.113.67").await.unwrap();
+    let (ack, _) = other.subscribe("bornes", json!({"*": {}})).await;
+    assert_eq!(ack["class"], "ack");
+    node.running.shutdown().await;
+}
+
 #[tokio::test]
 async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     let node = node_with("max_connections_per_address = 1", None).await;
