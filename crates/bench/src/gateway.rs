@@ -212,7 +212,7 @@ fn config_text(
     let per_address = if limits.default_rates {
         ""
     } else {
-        "new_connections_per_address = 0\n"
+        "new_connections_per_address = 0\nmax_connections_per_address = 0\n"
     };
     let extra = &limits.extra;
     format!(

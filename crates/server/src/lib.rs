@@ -4,6 +4,7 @@
 //! [`serve::start`] runs a node from a [`config::Config`]; the `chouquette`
 //! binary is a thin command line over this library.
 
+pub mod accept;
 pub mod api;
 pub mod audit;
 pub mod broker;

@@ -13,16 +13,16 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use chouquette_core::broker::{Broker, MemoryBroker};
 use chouquette_core::hub::Hub;
-use chouquette_core::limits::{Limit, Limiters, Rate, address_key};
+use chouquette_core::limits::{Limiters, Rate};
 use chouquette_core::node::{Node, NodeParts};
 use chouquette_core::switches::Switch;
 use chouquette_core::telemetry::Telemetry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::accept::{self, PublicSettings};
 use crate::api;
 use crate::audit::{Audit, AuditError};
 use crate::broker::redis::RedisBroker;
@@ -34,7 +34,7 @@ use crate::operator::store::{StoreError, SwitchStore};
 use crate::operator::{AdminState, OperatorActions};
 use crate::shutdown::{Shutdown, Trigger};
 use crate::source::{self, redis_inbox::RedisInbox};
-use crate::tls::{Certificates, TlsError, TlsListener};
+use crate::tls::{Certificates, Handshakes, TlsError};
 use crate::transport::{Peer, cors, poll, sse, ws};
 
 /// Why the node could not start.
@@ -292,7 +292,8 @@ fn start_background(
 
 /// Both listeners, bound, with their actual addresses (port 0 allowed).
 struct Listeners {
-    public: PublicListener,
+    public: TcpListener,
+    public_settings: PublicSettings,
     internal: TcpListener,
     public_addr: SocketAddr,
     internal_addr: SocketAddr,
@@ -307,98 +308,25 @@ impl Listeners {
         let internal = bind(config.listen.internal).await?;
         let public_addr = public.local_addr().unwrap_or(config.listen.public);
         let internal_addr = internal.local_addr().unwrap_or(config.listen.internal);
-        let public = match tls {
+        let tls = match tls {
             Some((certificates, settings)) => {
-                PublicListener::Tls(TlsListener::new(public, certificates.clone(), settings)?)
+                Some(Handshakes::new(certificates.clone(), settings)?)
             }
-            None => PublicListener::Plain(public),
+            None => None,
+        };
+        let public_settings = PublicSettings {
+            header_read_timeout: config.limits.header_read_timeout,
+            max_connections_per_address: config.limits.max_connections_per_address,
+            trusted_proxies: config.listen.trusted(),
+            tls,
         };
         Ok(Listeners {
             public,
+            public_settings,
             internal,
             public_addr,
             internal_addr,
         })
-    }
-}
-
-/// The public listener: plain TCP, or TLS when `[listen.tls]` is set.
-enum PublicListener {
-    Plain(TcpListener),
-    Tls(TlsListener),
-}
-
-/// Drops, as soon as they are accepted, the sockets of addresses serving a
-/// penalty (closed as abusive: see `limits.rs`): a client reconnecting in a
-/// loop then costs an accept and a close, not an HTTP exchange per attempt.
-/// Counted as `connections_per_address` refusals.
-struct Admission<L> {
-    inner: L,
-    node: Arc<Node>,
-}
-
-impl<L> axum::serve::Listener for Admission<L>
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-{
-    type Io = L::Io;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (io, addr) = self.inner.accept().await;
-            let limiters = &self.node.limiters();
-            let key = address_key(addr.ip());
-            if limiters
-                .addresses
-                .penalized(&key, std::time::Instant::now())
-            {
-                limiters.counters.hit(Limit::ConnectionsPerAddress);
-                drop(io);
-                continue;
-            }
-            return (io, addr);
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// The public app, whichever the listener.
-type PublicApp = axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>;
-
-impl PublicListener {
-    /// Serves `app` until `stop`; the two listener types give two server
-    /// types, hence the box (one per node, not per connection).
-    fn serve(
-        self,
-        app: PublicApp,
-        node: Arc<Node>,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> {
-        match self {
-            PublicListener::Plain(tcp) => {
-                let tcp = Admission { inner: tcp, node };
-                // Events are small and latency-bound: never hold them back for Nagle.
-                let tcp = tcp.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                Box::pin(
-                    axum::serve(tcp, app)
-                        .with_graceful_shutdown(stop)
-                        .into_future(),
-                )
-            }
-            // TlsListener sets nodelay before the handshake; the empty tap
-            // is what gives a custom listener axum's `ConnectInfo<SocketAddr>`.
-            PublicListener::Tls(tls) => Box::pin(
-                axum::serve(Admission { inner: tls, node }.tap_io(|_| {}), app)
-                    .with_graceful_shutdown(stop)
-                    .into_future(),
-            ),
-        }
     }
 }
 
@@ -429,28 +357,30 @@ fn public_router(shared: Gateway, edge: Option<Arc<Edge>>) -> Router {
 
 async fn serve(listeners: Listeners, shared: Gateway, grace: Duration, public_routes: Router) {
     let Listeners {
-        public, internal, ..
+        public,
+        public_settings,
+        internal,
+        ..
     } = listeners;
     let shutdown = shared.shutdown.clone();
-    let stop_public = {
-        let mut s = shutdown.clone();
-        async move { s.stopped().await }
-    };
     let (drained_tx, mut drained_rx) = tokio::sync::watch::channel(false);
     let stop_internal = async move {
         let _ = drained_rx.wait_for(|d| *d).await;
     };
-    let public_app = public_routes.into_make_service_with_connect_info::<SocketAddr>();
     let node = shared.node.clone();
     let internal_app = api::router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    let public_server = public.serve(public_app, node, stop_public);
+    let public_server = accept::serve_public(
+        public,
+        public_routes,
+        node,
+        public_settings,
+        shutdown.clone(),
+    );
     // The internal listener stays up while clients drain, so probes see
     // `/readyz` 503 and metrics stay readable until the end.
     let internal_server = axum::serve(internal, internal_app).with_graceful_shutdown(stop_internal);
     let public_then_drain = async {
-        if let Err(e) = public_server.await {
-            tracing::error!(error = %e, "public listener failed");
-        }
+        public_server.await;
         if !shutdown.drained(grace).await {
             tracing::warn!(?grace, "grace time passed with connections still open");
         }
@@ -463,7 +393,7 @@ async fn serve(listeners: Listeners, shared: Gateway, grace: Duration, public_ro
         }
     };
     // The grace time counts from the stop, whatever the servers wait for:
-    // axum's graceful shutdown waits for every HTTP connection, and a client
+    // a graceful shutdown waits for every HTTP connection, and a client
     // that stopped reading would hold it forever. Past it, what is left is
     // dropped and the process exits.
     let mut stop = shutdown.clone();

@@ -9,12 +9,10 @@
 //!   and swaps the pair in one step: new handshakes get the new certificate,
 //!   connections already open keep the session they negotiated, and a bad
 //!   new file leaves the old pair in place.
-//! - **Handshakes off the accept loop.** [`TlsListener`] accepts TCP in one
-//!   task and runs each handshake in a task of its own with a deadline; at
-//!   most `max_handshakes` run at once (more connections wait in the
-//!   kernel's accept queue). Finished streams reach axum through a bounded
-//!   channel, in the order they finish, so a client that stalls mid-handshake
-//!   delays nobody.
+//! - **Handshakes off the accept loop.** [`Handshakes`] runs each handshake
+//!   in the connection's own task with a deadline; at most `max_handshakes`
+//!   run at once (more connections wait in the kernel's accept queue), so a
+//!   client that stalls mid-handshake delays nobody.
 
 use std::fmt::Write as _;
 use std::io;
@@ -30,9 +28,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -253,123 +250,76 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
-/// Streams whose handshake finished, waiting for axum to take them. Small:
-/// axum takes each at once; the bound only matters if it stops taking.
-const READY_QUEUE: usize = 64;
-
-/// An [`axum::serve::Listener`] that yields TLS streams whose handshake has
-/// finished (see the module doc). Dropping it (axum does on stop) closes the
-/// TCP listener; handshakes still running end at their deadline.
-#[derive(Debug)]
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    accepting: JoinHandle<()>,
+/// The TLS side of the public listener: the server configuration and the
+/// bound on handshakes running at once. The accept loop (`accept/`) takes a
+/// [`Handshakes::slot`] before accepting each TCP connection, so a flood of
+/// clients that never finish waits in the kernel's accept queue instead of
+/// holding sockets here, and runs each handshake in the connection's own
+/// task with [`Handshakes::handshake`], so a stalled client delays nobody.
+#[derive(Clone)]
+pub struct Handshakes {
+    acceptor: TlsAcceptor,
+    slots: Arc<Semaphore>,
+    timeout: Duration,
+    telemetry: Arc<Telemetry>,
 }
 
-impl TlsListener {
-    /// Serves TLS on `tcp` with the pair in `certificates`.
+impl std::fmt::Debug for Handshakes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshakes")
+            .field("timeout", &self.timeout)
+            .field("free_slots", &self.slots.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handshakes {
+    /// Serves TLS with the pair in `certificates`.
     pub fn new(
-        tcp: TcpListener,
         certificates: Arc<Certificates>,
         settings: &TlsSettings,
-    ) -> Result<TlsListener, TlsError> {
-        let local = tcp
-            .local_addr()
-            .map_err(|e| TlsError::Setup(e.to_string()))?;
+    ) -> Result<Handshakes, TlsError> {
         let telemetry = certificates.telemetry.clone();
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Setup(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(certificates);
-        // axum serves HTTP/1.1 only (WebSocket upgrades, SSE, long-polling).
+        // The public listener serves HTTP/1.1 only (WebSocket upgrades, SSE,
+        // long-polling).
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let (tx, ready) = mpsc::channel(READY_QUEUE);
-        let accepting = tokio::spawn(accept_loop(
-            tcp,
-            TlsAcceptor::from(Arc::new(config)),
-            Arc::new(Semaphore::new(settings.max_handshakes.max(1))),
-            settings.handshake_timeout,
-            tx,
+        Ok(Handshakes {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            slots: Arc::new(Semaphore::new(settings.max_handshakes.max(1))),
+            timeout: settings.handshake_timeout,
             telemetry,
-        ));
-        Ok(TlsListener {
-            ready,
-            local,
-            accepting,
         })
     }
-}
 
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.accepting.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(ready) => ready,
-            // The accept loop only ends when this listener is dropped; never
-            // hand axum a made-up stream.
-            None => std::future::pending().await,
-        }
+    /// A place among the handshakes running at once; held until the
+    /// handshake ends. `None` only if the bound was closed (never here).
+    pub async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
     }
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
-/// Accepts TCP connections and starts one handshake task each, at most
-/// `handshakes` at once.
-async fn accept_loop(
-    mut tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    handshakes: Arc<Semaphore>,
-    timeout: Duration,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-    telemetry: Arc<Telemetry>,
-) {
-    loop {
-        // Wait for a free handshake slot before accepting, so a flood of
-        // clients that never finish waits in the kernel's queue instead of
-        // holding sockets here.
-        let Ok(slot) = handshakes.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = tokio::select! {
-            // axum's accept retries by itself on errors (EMFILE: after 1 s).
-            accepted = axum::serve::Listener::accept(&mut tcp) => accepted,
-            () = ready.closed() => return,
-        };
-        // Events are small and latency-bound: never hold them back for Nagle.
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let ready = ready.clone();
-        let telemetry = telemetry.clone();
-        tokio::spawn(async move {
-            // The slot is held until axum has the stream, so handshakes
-            // done but not yet taken count against the bound too.
-            let _slot = slot;
-            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let _ = ready.send((tls, peer)).await;
-                }
-                Ok(Err(e)) => {
-                    telemetry.tls.handshake_failed(false);
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                }
-                Err(_) => {
-                    telemetry.tls.handshake_failed(true);
-                    tracing::debug!(%peer, ?timeout, "TLS handshake timed out");
-                }
+    /// The handshake on `stream`, within `handshake_timeout`; `None` (failure
+    /// or deadline, logged at debug and counted) drops the connection.
+    pub async fn handshake<S>(&self, stream: S, peer: SocketAddr) -> Option<TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match tokio::time::timeout(self.timeout, self.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(e)) => {
+                self.telemetry.tls.handshake_failed(false);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                None
             }
-        });
+            Err(_) => {
+                self.telemetry.tls.handshake_failed(true);
+                tracing::debug!(%peer, timeout = ?self.timeout, "TLS handshake timed out");
+                None
+            }
+        }
     }
 }

@@ -14,6 +14,8 @@ mod common;
 
 #[path = "gateway/address_penalty.rs"]
 mod address_penalty;
+#[path = "gateway/addresses.rs"]
+mod addresses;
 #[path = "gateway/admin.rs"]
 mod admin;
 #[path = "gateway/backend_quickstart.rs"]

@@ -9,6 +9,7 @@
 //! - [`UserConnections`] (`users.rs`): connections per (app, user).
 //! - [`MessageGate`] (`gate.rs`): a connection's message rate and its
 //!   tolerance before closing as abusive.
+//! - [`OpenPerKey`] (`open.rs`): connections open at once per address.
 //! - [`Limit`] and [`LimitCounters`] (`refusals.rs`): every refusal, counted
 //!   by limit for `chouquette_limited_total{limit=...}`.
 //! - Here: an app's resolved [`AppLimits`], and the node's [`Limiters`].
@@ -19,6 +20,7 @@
 mod bucket;
 mod gate;
 mod keyed;
+mod open;
 mod refusals;
 mod users;
 
@@ -30,6 +32,7 @@ use std::time::Instant;
 pub use bucket::{Limited, Rate, TokenBucket};
 pub use gate::{ABUSE_CLOSE_REASON, Gate, MessageGate};
 pub use keyed::{KeyedLimiter, abuse_cost, address_key};
+pub use open::{OpenGuard, OpenPerKey};
 pub use refusals::{Limit, LimitCounters};
 pub use users::UserConnections;
 

@@ -27,11 +27,14 @@ pub enum Limit {
     /// A connection holding no subscription and no identity for
     /// `subscribe_timeout` (close 1008).
     SubscribeTimeout,
+    /// A connection over its address's `max_connections_per_address`
+    /// (closed at accept, or HTTP 429 for an address from `X-Forwarded-For`).
+    OpenConnectionsPerAddress,
 }
 
 impl Limit {
     /// Every limit, in a stable order.
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
         Limit::ClientMessages,
         Limit::ConnectionsPerUser,
         Limit::ConnectionsPerAddress,
@@ -40,6 +43,7 @@ impl Limit {
         Limit::MessageSize,
         Limit::FrameSize,
         Limit::SubscribeTimeout,
+        Limit::OpenConnectionsPerAddress,
     ];
 
     /// The metric label.
@@ -53,6 +57,7 @@ impl Limit {
             Limit::MessageSize => "message_size",
             Limit::FrameSize => "frame_size",
             Limit::SubscribeTimeout => "subscribe_timeout",
+            Limit::OpenConnectionsPerAddress => "open_connections_per_address",
         }
     }
 

@@ -69,6 +69,15 @@ pub struct Limits {
     /// Addresses tracked by the per-address limit; at the bound, once the
     /// quiet ones are pruned, new addresses are refused (429).
     pub max_tracked_addresses: usize,
+    /// Sockets one address (IPv6: one /64) may hold open at once on the
+    /// public listener (0: no limit); over it, the socket is closed at
+    /// accept (HTTP 429 for a client named by `X-Forwarded-For`).
+    pub max_connections_per_address: usize,
+    /// A connection that has not sent a complete request head this long
+    /// after accept (after the TLS handshake), or after its previous
+    /// response, is closed. More than 0s.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
     /// Events published per second per app (0: no limit); over it, 429.
     /// Overridable per app.
     pub publishes_per_second: u32,
@@ -99,6 +108,8 @@ impl Default for Limits {
             new_connections_per_address: 100,
             new_connections_burst: 1000,
             max_tracked_addresses: 100_000,
+            max_connections_per_address: 10_000,
+            header_read_timeout: Duration::from_secs(10),
             publishes_per_second: app.publishes.per_second,
             publish_burst: app.publishes.burst,
         }
@@ -135,6 +146,14 @@ impl Limits {
             }
         }
         self.rate_problems(out);
+        if self.header_read_timeout.is_zero() {
+            out.at(
+                "header_read_timeout",
+                "limits.header_read_timeout must be more than 0s: without it a client \
+                 may hold a socket open without ever sending a request"
+                    .into(),
+            );
+        }
         if self.new_connections_per_address > 0 && self.max_tracked_addresses == 0 {
             out.at(
                 "max_tracked_addresses",

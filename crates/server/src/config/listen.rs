@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::problem::Problems;
 use super::value::{duration, socket_addr};
+use crate::accept::TrustedProxies;
 use crate::origins::Origins;
 use crate::tls::TlsSettings;
 
@@ -35,6 +36,9 @@ pub struct Listen {
     /// `Origin` of `/ws` upgrades checked. None: no `Origin` is checked and
     /// no CORS header is sent (same-origin pages and non-browser clients).
     pub allowed_origins: Option<Vec<String>>,
+    /// Proxies (IPs or CIDR networks) whose PROXY protocol header or
+    /// `X-Forwarded-For` names the client; empty: every peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Listen {
@@ -44,6 +48,7 @@ impl Default for Listen {
             internal: SocketAddr::from(([127, 0, 0, 1], 8081)),
             tls: None,
             allowed_origins: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -65,6 +70,14 @@ impl Listen {
         }
         if let Some(tls) = &self.tls {
             tls.problems(out);
+        }
+        for entry in &self.trusted_proxies {
+            if let Err(e) = TrustedProxies::parse(&[entry]) {
+                out.at(
+                    &format!("\"{entry}\""),
+                    format!("listen.trusted_proxies: {e}"),
+                );
+            }
         }
         for entry in self.allowed_origins.iter().flatten() {
             if let Err(e) = Origins::parse(&[entry]) {
@@ -90,6 +103,17 @@ impl Listen {
 }
 
 impl Listen {
+    /// The trusted proxies (checked by `problems`; for a config never
+    /// validated, a bad entry is left out rather than trusted).
+    pub fn trusted(&self) -> TrustedProxies {
+        let valid: Vec<&String> = self
+            .trusted_proxies
+            .iter()
+            .filter(|e| TrustedProxies::parse(&[e]).is_ok())
+            .collect();
+        TrustedProxies::parse(&valid).unwrap_or_default()
+    }
+
     /// Whether binding one listener would make the other's bind fail: the
     /// same port (0, any free port, never clashes) on the same address, or
     /// on any address when one of them is the wildcard.

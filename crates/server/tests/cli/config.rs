@@ -215,3 +215,24 @@ fn check_config_refuses_proxy_routes_that_could_not_work() {
     assert!(at(11, "must end with `/`"), "{p:?}");
     assert!(at(10, "timeout must be more than 0s"), "{p:?}");
 }
+
+#[test]
+fn check_config_refuses_bad_trusted_proxies_and_no_header_deadline_at_their_lines() {
+    let dir = TempDir::new("trusted-proxies");
+    let text = config(
+        "trusted_proxies = [\n  \"10.0.0.0/8\",\n  \"not-an-ip\",\n  \"10.0.0.0/40\",\n  \"::1\",\n]",
+        "[limits]\nheader_read_timeout = \"0s\"\nmax_connections_per_address = 0\n",
+    );
+    let p = check_problems(&dir, "proxies.toml", &text);
+    for (line, what) in [
+        (4, "not-an-ip"),
+        (5, "10.0.0.0/40"),
+        (9, "header_read_timeout"),
+    ] {
+        assert!(
+            p.iter().any(|(l, m)| *l == line && m.contains(what)),
+            "{what} at line {line}: {p:?}"
+        );
+    }
+    assert_eq!(p.len(), 3, "{p:?}");
+}
