@@ -59,6 +59,8 @@ async fn readyz(State(shared): State<Gateway>) -> Response {
             "unavailable",
             "broker not connected",
         )
+    } else if let Some(why) = shared.postgres.not_ready() {
+        error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &why)
     } else {
         ok().into_response()
     }
@@ -73,6 +75,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
         {
             let mut text = shared.node.telemetry().render();
             shared.node.limiters().counters.render(&mut text);
+            shared.postgres.render(&mut text);
             text
         },
     )

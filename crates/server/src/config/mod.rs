@@ -10,7 +10,8 @@
 //! of its own that owns its keys and defaults, checks itself and builds its
 //! component's settings: [`listen`] (with TLS), [`node`], [`admin`],
 //! [`broker`] (Redis, Sentinel, Cluster, inbox), [`limits`],
-//! [`transports`], [`static_files`], [`shutdown`], [`log`], [`apps`].
+//! [`transports`], [`static_files`], [`shutdown`], [`log`], [`apps`],
+//! [`sources`].
 
 use std::path::Path;
 
@@ -29,6 +30,7 @@ mod node;
 mod problem;
 mod sections;
 mod shutdown;
+mod sources;
 mod static_files;
 mod transports;
 mod value;
@@ -43,6 +45,7 @@ pub use log::{Log, LogFormat};
 pub use node::NodeConfig;
 pub use problem::{ConfigError, Problem};
 pub use shutdown::Shutdown;
+pub use sources::{EventKinds, PostgresConfig, SourcesConfig, TableConfig};
 pub use static_files::StaticFiles;
 pub use transports::Transports;
 
@@ -73,6 +76,8 @@ pub struct Config {
     pub log: Log,
     /// Apps (tenants).
     pub apps: Vec<AppConfig>,
+    /// Sources the gateway reads itself (Postgres).
+    pub sources: SourcesConfig,
 }
 
 impl Config {
@@ -136,6 +141,7 @@ impl Config {
         apps::problems(&self.apps, &self.limits, &mut out);
         self.listen.problems(&mut out);
         self.log.problems(&mut out);
+        self.sources.problems(&self.apps, &mut out);
         out.into_vec()
     }
 
