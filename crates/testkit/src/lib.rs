@@ -21,6 +21,8 @@ use chouquette::config::Config;
 use chouquette::http_client::HttpClient;
 use chouquette::serve::{self, Running};
 
+mod postgres;
+pub use postgres::{PG_DATABASE, PG_ROLE, PostgresServer};
 mod redis;
 pub use redis::{RedisServer, answers_ping, free_port, redis_config, redis_config_with};
 pub mod tls;
