@@ -79,14 +79,13 @@ impl PostgresServer {
         );
         server.launch().await;
         let admin = server.client_as("postgres", "postgres").await;
-        admin
-            .batch_execute(&format!(
-                "CREATE ROLE {PG_ROLE} LOGIN REPLICATION; \
-                 CREATE ROLE plain_user LOGIN; \
-                 CREATE DATABASE {PG_DATABASE} OWNER {PG_ROLE};"
-            ))
-            .await
-            .expect("test role and database");
+        for sql in [
+            format!("CREATE ROLE {PG_ROLE} LOGIN REPLICATION"),
+            "CREATE ROLE plain_user LOGIN".to_string(),
+            format!("CREATE DATABASE {PG_DATABASE} OWNER {PG_ROLE}"),
+        ] {
+            admin.simple_query(&sql).await.expect("test role and database");
+        }
         server
     }
 
@@ -132,7 +131,7 @@ impl PostgresServer {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10 \
-             -c fsync=off -c synchronous_commit=off",
+             -c fsync=off",
             self.port,
             self.dir_str()
         );

@@ -57,7 +57,12 @@ async fn postgres_restarted_mid_stream_loses_and_repeats_nothing() {
 }
 
 /// A gateway process on Redis reading slot `slot`, ready; killed when dropped.
-async fn gateway(redis: &RedisServer, pg: &PostgresServer, name: &str, slot: &str) -> (Child, std::path::PathBuf) {
+async fn gateway(
+    redis: &RedisServer,
+    pg: &PostgresServer,
+    name: &str,
+    slot: &str,
+) -> (Child, std::path::PathBuf, String) {
     let internal = chouquette_testkit::free_port();
     let config = format!(
         "[listen]\npublic = \"127.0.0.1:{}\"\ninternal = \"127.0.0.1:{internal}\"\n{}{}",
@@ -85,7 +90,7 @@ async fn gateway(redis: &RedisServer, pg: &PostgresServer, name: &str, slot: &st
         .await,
         "{name} ready"
     );
-    (child, path)
+    (child, path, format!("http://127.0.0.1:{internal}"))
 }
 
 /// A gateway process killed (SIGKILL) mid-stream, then another started on
@@ -104,7 +109,7 @@ async fn gateways_killed_before_acknowledging_publish_every_change_once() {
     let watcher = TestNode::start(&redis_config(&redis.url(), "watcher")).await;
     let mut client = watcher.client().await;
     client.subscribe("bornes", json!({"borne_added": {}})).await;
-    let (mut victim, path) = gateway(&redis, &pg, "victim", "main").await;
+    let (mut victim, path, _) = gateway(&redis, &pg, "victim", "main").await;
     db.execute("SELECT pg_copy_logical_replication_slot('main', 'replay')", &[])
         .await
         .unwrap();
@@ -122,11 +127,17 @@ async fn gateways_killed_before_acknowledging_publish_every_change_once() {
     std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap();
     let _ = victim.wait().await;
     writer.await.unwrap();
-    let (_successor, path2) = gateway(&redis, &pg, "successor", "main").await;
+    let (_successor, path2, _) = gateway(&redis, &pg, "successor", "main").await;
     let rest = usize::try_from(ROWS).unwrap() - got.len();
     got.extend(data(&mut client, rest, Duration::from_secs(30)).await);
-    let (_replayer, path3) = gateway(&redis, &pg, "replayer", "replay").await;
+    let (_replayer, path3, replayer) = gateway(&redis, &pg, "replayer", "replay").await;
     client.expect_silence(Duration::from_secs(2)).await;
+    // The replayer read every change again and found each published.
+    let http = chouquette::http_client::HttpClient::default();
+    let series = "chouquette_postgres_events_total{slot=\"replay\",outcome=\"duplicate\"}";
+    let (_, metrics) = http.get(&format!("{replayer}/metrics"), None).await.unwrap();
+    let duplicates = metrics.lines().find_map(|l| l.strip_prefix(series)).map(str::trim);
+    assert_eq!(duplicates, Some(ROWS.to_string().as_str()), "{metrics}");
     let counts = counts(&got);
     assert_eq!(counts.len(), usize::try_from(ROWS).unwrap(), "missing rows");
     assert!(counts.values().all(|n| *n == 1), "duplicates: {counts:?}");
