@@ -49,7 +49,10 @@ key = "borne:{{uid}}"
 /// A memory-broker node reading `pg`'s `borne` table, ready (streaming).
 pub async fn node_on(pg: &PostgresServer, slot: &str) -> TestNode {
     let node = TestNode::start(&format!("{BASE_CONFIG}{}", source_section(&pg.url(), slot))).await;
-    assert!(ready(&node, Duration::from_secs(20)).await, "the source streams");
+    assert!(
+        ready(&node, Duration::from_secs(20)).await,
+        "the source streams"
+    );
     node
 }
 

@@ -75,7 +75,16 @@ impl PostgresServer {
         let data = server.data();
         server.run(
             "initdb",
-            &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
         );
         server.launch().await;
         let admin = server.client_as("postgres", "postgres").await;
@@ -84,7 +93,10 @@ impl PostgresServer {
             "CREATE ROLE plain_user LOGIN".to_string(),
             format!("CREATE DATABASE {PG_DATABASE} OWNER {PG_ROLE}"),
         ] {
-            admin.simple_query(&sql).await.expect("test role and database");
+            admin
+                .simple_query(&sql)
+                .await
+                .expect("test role and database");
         }
         server
     }
@@ -123,7 +135,10 @@ impl PostgresServer {
     }
 
     fn run_plain(&self, program: &str, args: &[&str]) {
-        let ok = Command::new(program).args(args).status().is_ok_and(|s| s.success());
+        let ok = Command::new(program)
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
         assert!(ok, "{program} {args:?} failed");
     }
 
@@ -136,13 +151,29 @@ impl PostgresServer {
             self.dir_str()
         );
         let log = self.dir.join("log").display().to_string();
-        self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &options, "-w", "start"]);
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         while tokio_postgres::connect(&self.url_as("postgres", "postgres"), NoTls)
             .await
             .is_err()
         {
-            assert!(Instant::now() < deadline, "postgres did not answer on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not answer on {}",
+                self.port
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -179,7 +210,10 @@ impl PostgresServer {
 
     /// Stops it the way a crash does (`-m immediate`: no checkpoint).
     pub async fn stop(&self) {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
     }
 
     /// Starts it again on the same port, with its data.
@@ -191,7 +225,10 @@ impl PostgresServer {
 impl Drop for PostgresServer {
     fn drop(&mut self) {
         let _ = self
-            .command(&self.bin.join("pg_ctl"), &["-D", &self.data(), "-m", "immediate", "stop"])
+            .command(
+                &self.bin.join("pg_ctl"),
+                &["-D", &self.data(), "-m", "immediate", "stop"],
+            )
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -132,10 +132,19 @@ impl TableConfig {
             out.at(&at, format!("postgres table `{table}` must be `schema.table` or `table`, letters, digits and `_`"));
         }
         if !apps.iter().any(|a| a.id == self.app) {
-            out.at(&at, format!("postgres table `{table}`: unknown app `{}`", self.app));
+            out.at(
+                &at,
+                format!("postgres table `{table}`: unknown app `{}`", self.app),
+            );
         }
         if !valid_name(&self.channel) {
-            out.at(&at, format!("postgres table `{table}`: invalid channel name `{}`", self.channel));
+            out.at(
+                &at,
+                format!(
+                    "postgres table `{table}`: invalid channel name `{}`",
+                    self.channel
+                ),
+            );
         }
         match self.kinds() {
             None => out.at(&at, format!("postgres table `{table}` needs `event_kind`, or `event_kinds` for insert, update and delete")),
@@ -150,18 +159,34 @@ impl TableConfig {
                 .split_once(':')
                 .is_some_and(|(name, _)| valid_name(name));
             if let Err(e) = Template::parse(keyword) {
-                out.at(&format!("\"{keyword}\""), format!("postgres keyword template `{keyword}`: {e}"));
+                out.at(
+                    &format!("\"{keyword}\""),
+                    format!("postgres keyword template `{keyword}`: {e}"),
+                );
             } else if !named {
-                out.at(&format!("\"{keyword}\""), format!("postgres keyword template `{keyword}` must be `name:value`"));
+                out.at(
+                    &format!("\"{keyword}\""),
+                    format!("postgres keyword template `{keyword}` must be `name:value`"),
+                );
             }
         }
         if let Some(key) = &self.key
             && let Err(e) = Template::parse(key)
         {
-            out.at(&format!("\"{key}\""), format!("postgres key template `{key}`: {e}"));
+            out.at(
+                &format!("\"{key}\""),
+                format!("postgres key template `{key}`: {e}"),
+            );
         }
-        if self.columns.as_ref().is_some_and(|c| c.is_empty() || c.iter().any(String::is_empty)) {
-            out.at(&at, format!("postgres table `{table}`: `columns` must list column names"));
+        if self
+            .columns
+            .as_ref()
+            .is_some_and(|c| c.is_empty() || c.iter().any(String::is_empty))
+        {
+            out.at(
+                &at,
+                format!("postgres table `{table}`: `columns` must list column names"),
+            );
         }
     }
 
@@ -188,27 +213,45 @@ impl SourcesConfig {
         for pg in &self.postgres {
             let at = format!("\"{}\"", pg.url);
             if pg.url.parse::<tokio_postgres::Config>().is_err() {
-                out.at(&at, "postgres `url` is not a connection string like postgres://user@host:5432/db".into());
+                out.at(
+                    &at,
+                    "postgres `url` is not a connection string like postgres://user@host:5432/db"
+                        .into(),
+                );
             }
             for (key, name) in [("publication", &pg.publication), ("slot", &pg.slot)] {
-                if !identifier(name) || (key == "slot" && name.chars().any(|c| c.is_ascii_uppercase())) {
+                if !identifier(name)
+                    || (key == "slot" && name.chars().any(|c| c.is_ascii_uppercase()))
+                {
                     out.at(&format!("\"{name}\""), format!("postgres {key} `{name}` must be lowercase letters, digits and `_` (at most 63)"));
                 }
             }
             if !slots.insert(pg.slot.as_str()) {
-                out.at(&format!("\"{}\"", pg.slot), format!("postgres slot `{}` is read by two sources", pg.slot));
+                out.at(
+                    &format!("\"{}\"", pg.slot),
+                    format!("postgres slot `{}` is read by two sources", pg.slot),
+                );
             }
             if pg.batch == 0 || pg.poll_interval.is_zero() {
-                out.at(&at, "postgres `batch` and `poll_interval` must be above 0".into());
+                out.at(
+                    &at,
+                    "postgres `batch` and `poll_interval` must be above 0".into(),
+                );
             }
             if pg.tables.is_empty() {
-                out.at(&at, "[[sources.postgres]] needs at least one [[sources.postgres.tables]]".into());
+                out.at(
+                    &at,
+                    "[[sources.postgres]] needs at least one [[sources.postgres.tables]]".into(),
+                );
             }
             let mut seen = HashSet::new();
             for table in &pg.tables {
                 table.problems(apps, out);
                 if !seen.insert(split_table(&table.table)) {
-                    out.at(&format!("\"{}\"", table.table), format!("postgres table `{}` is listed twice", table.table));
+                    out.at(
+                        &format!("\"{}\"", table.table),
+                        format!("postgres table `{}` is listed twice", table.table),
+                    );
                 }
             }
         }

@@ -20,11 +20,13 @@ async fn row_changes_reach_the_subscribers_their_keywords_select() {
     db.batch_execute(BORNE_TABLE).await.unwrap();
     let node = node_on(&pg, "main").await;
     let mut b1 = node.client().await;
-    let only = |borne: &str| json!({
-        "borne_added": {"borne": [borne]},
-        "borne_changed": {"borne": [borne]},
-        "borne_removed": {"borne": [borne]},
-    });
+    let only = |borne: &str| {
+        json!({
+            "borne_added": {"borne": [borne]},
+            "borne_changed": {"borne": [borne]},
+            "borne_removed": {"borne": [borne]},
+        })
+    };
     b1.subscribe("bornes", only("B1")).await;
     let mut b2 = node.client().await;
     b2.subscribe("bornes", only("B2")).await;
@@ -86,7 +88,9 @@ async fn without_replica_identity_full_old_values_are_the_key_only() {
     .unwrap();
     let node = node_on(&pg, "main").await;
     let mut client = node.client().await;
-    client.subscribe("bornes", json!({"borne_changed": {}, "borne_removed": {}})).await;
+    client
+        .subscribe("bornes", json!({"borne_changed": {}, "borne_removed": {}}))
+        .await;
     db.batch_execute(
         "INSERT INTO borne (uid, status) VALUES ('B1', 'ok'); \
          UPDATE borne SET status = 'fault' WHERE uid = 'B1'; \
@@ -110,7 +114,9 @@ async fn a_transaction_of_a_thousand_rows_arrives_in_commit_order() {
     db.batch_execute(BORNE_TABLE).await.unwrap();
     let node = node_on(&pg, "main").await;
     let mut client = node.client().await;
-    client.subscribe("bornes", json!({"borne_added": {}, "borne_changed": {}})).await;
+    client
+        .subscribe("bornes", json!({"borne_added": {}, "borne_changed": {}}))
+        .await;
     db.batch_execute(
         "BEGIN; INSERT INTO borne (uid, power) SELECT 'B' || i, i FROM generate_series(1, 1000) i; \
          UPDATE borne SET status = 'last' WHERE uid = 'B1'; COMMIT; \
@@ -119,13 +125,22 @@ async fn a_transaction_of_a_thousand_rows_arrives_in_commit_order() {
     .await
     .unwrap();
     let got = data(&mut client, 1002, Duration::from_secs(30)).await;
-    let powers: Vec<_> = got[..1000].iter().map(|m| m["data"]["new"]["power"].as_u64().unwrap()).collect();
+    let powers: Vec<_> = got[..1000]
+        .iter()
+        .map(|m| m["data"]["new"]["power"].as_u64().unwrap())
+        .collect();
     assert_eq!(powers, (1..=1000).collect::<Vec<_>>());
     assert_eq!(got[1000]["data"]["new"]["status"], "last");
     assert_eq!(got[1001]["data"]["new"]["uid"], "after");
     let offsets: Vec<_> = got.iter().map(|m| m["offset"].as_u64().unwrap()).collect();
-    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "consecutive offsets");
+    assert!(
+        offsets.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive offsets"
+    );
     let lsns: Vec<_> = got.iter().map(|m| m["data"]["lsn"].clone()).collect();
-    assert!(lsns[..1001].iter().all(|l| *l == lsns[0]), "one commit LSN per transaction");
+    assert!(
+        lsns[..1001].iter().all(|l| *l == lsns[0]),
+        "one commit LSN per transaction"
+    );
     assert_ne!(lsns[1001], lsns[0]);
 }

@@ -50,7 +50,10 @@ fn unknown_postgres_keys_are_refused() {
         source_section("postgres://u@h/app", "main").replace("poll_interval", "poll_every")
     );
     let found = problems(&toml);
-    assert!(found.iter().any(|(_, m)| m.contains("poll_every")), "{found:?}");
+    assert!(
+        found.iter().any(|(_, m)| m.contains("poll_every")),
+        "{found:?}"
+    );
 }
 
 /// What only the database knows (no such table, a role without the
@@ -58,7 +61,11 @@ fn unknown_postgres_keys_are_refused() {
 #[tokio::test]
 async fn a_missing_table_or_replication_right_is_reported_by_readyz() {
     let pg = PostgresServer::start().await;
-    let no_table = TestNode::start(&format!("{BASE_CONFIG}{}", source_section(&pg.url(), "main"))).await;
+    let no_table = TestNode::start(&format!(
+        "{BASE_CONFIG}{}",
+        source_section(&pg.url(), "main")
+    ))
+    .await;
     let says = async |node: &TestNode, part: &str| {
         eventually(Duration::from_secs(10), async || {
             let (status, body) = node.get("/readyz").await;
@@ -74,7 +81,16 @@ async fn a_missing_table_or_replication_right_is_reported_by_readyz() {
     .await;
     assert!(says(&plain, "REPLICATION").await);
     // Once the table exists, the first one recovers by itself.
-    pg.client().await.batch_execute(super::BORNE_TABLE).await.unwrap();
+    pg.client()
+        .await
+        .batch_execute(super::BORNE_TABLE)
+        .await
+        .unwrap();
     assert!(super::ready(&no_table, Duration::from_secs(10)).await);
-    assert_eq!(no_table.metric("chouquette_postgres_up{slot=\"main\"}").await, Some(1.0));
+    assert_eq!(
+        no_table
+            .metric("chouquette_postgres_up{slot=\"main\"}")
+            .await,
+        Some(1.0)
+    );
 }

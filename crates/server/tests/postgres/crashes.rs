@@ -16,16 +16,21 @@ use chouquette_testkit::{PostgresServer, RedisServer, TestNode, redis_config};
 fn counts(messages: &[Value]) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
     for m in messages {
-        *counts.entry(m["data"]["new"]["power"].as_u64().unwrap()).or_insert(0) += 1;
+        *counts
+            .entry(m["data"]["new"]["power"].as_u64().unwrap())
+            .or_insert(0) += 1;
     }
     counts
 }
 
 async fn insert(db: &tokio_postgres::Client, from: u64, to: u64) {
     for i in from..to {
-        db.execute("INSERT INTO borne (uid, power) VALUES ($1, $2)", &[&format!("B{i}"), &(i as i32)])
-            .await
-            .unwrap();
+        db.execute(
+            "INSERT INTO borne (uid, power) VALUES ($1, $2)",
+            &[&format!("B{i}"), &(i as i32)],
+        )
+        .await
+        .unwrap();
     }
 }
 
@@ -42,7 +47,12 @@ async fn postgres_restarted_mid_stream_loses_and_repeats_nothing() {
     insert(&pg.client().await, 0, 50).await;
     pg.stop().await;
     assert!(
-        eventually(Duration::from_secs(10), async || node.get("/readyz").await.0 == 503).await,
+        eventually(Duration::from_secs(10), async || node
+            .get("/readyz")
+            .await
+            .0
+            == 503)
+        .await,
         "not ready while Postgres is down"
     );
     pg.restart().await;
@@ -53,7 +63,11 @@ async fn postgres_restarted_mid_stream_loses_and_repeats_nothing() {
     assert!(counts.values().all(|n| *n == 1), "duplicates: {counts:?}");
     client.expect_silence(Duration::from_millis(500)).await;
     assert!(super::ready(&node, Duration::from_secs(10)).await);
-    assert!(node.metric("chouquette_postgres_reconnects_total{slot=\"main\"}").await >= Some(1.0));
+    assert!(
+        node.metric("chouquette_postgres_reconnects_total{slot=\"main\"}")
+            .await
+            >= Some(1.0)
+    );
 }
 
 /// A gateway process on Redis reading slot `slot`, ready; killed when dropped.
@@ -110,9 +124,12 @@ async fn gateways_killed_before_acknowledging_publish_every_change_once() {
     let mut client = watcher.client().await;
     client.subscribe("bornes", json!({"borne_added": {}})).await;
     let (mut victim, path, _) = gateway(&redis, &pg, "victim", "main").await;
-    db.execute("SELECT pg_copy_logical_replication_slot('main', 'replay')", &[])
-        .await
-        .unwrap();
+    db.execute(
+        "SELECT pg_copy_logical_replication_slot('main', 'replay')",
+        &[],
+    )
+    .await
+    .unwrap();
     let writer = tokio::spawn({
         let db = pg.client().await;
         async move {
@@ -124,7 +141,10 @@ async fn gateways_killed_before_acknowledging_publish_every_change_once() {
     });
     let mut got = data(&mut client, 40, Duration::from_secs(20)).await;
     let pid = victim.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
     let _ = victim.wait().await;
     writer.await.unwrap();
     let (_successor, path2, _) = gateway(&redis, &pg, "successor", "main").await;
@@ -135,8 +155,14 @@ async fn gateways_killed_before_acknowledging_publish_every_change_once() {
     // The replayer read every change again and found each published.
     let http = chouquette::http_client::HttpClient::default();
     let series = "chouquette_postgres_events_total{slot=\"replay\",outcome=\"duplicate\"}";
-    let (_, metrics) = http.get(&format!("{replayer}/metrics"), None).await.unwrap();
-    let duplicates = metrics.lines().find_map(|l| l.strip_prefix(series)).map(str::trim);
+    let (_, metrics) = http
+        .get(&format!("{replayer}/metrics"), None)
+        .await
+        .unwrap();
+    let duplicates = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .map(str::trim);
     assert_eq!(duplicates, Some(ROWS.to_string().as_str()), "{metrics}");
     let counts = counts(&got);
     assert_eq!(counts.len(), usize::try_from(ROWS).unwrap(), "missing rows");

@@ -60,8 +60,8 @@ use change::Transaction;
 pub use config::{PostgresSettings, TableSettings};
 pub use pgoutput::DecodeError;
 use pgoutput::lsn_text;
-pub use session::SessionError;
 use session::Session;
+pub use session::SessionError;
 pub use status::{Status, Statuses};
 pub use template::{Template, TemplateError};
 
@@ -188,7 +188,11 @@ async fn publish(
     let mut groups = Vec::new();
     for (t, transaction) in transactions.into_iter().enumerate() {
         for event in transaction.events {
-            owners.push((t, event.id.clone().unwrap_or_default(), event.channel.clone()));
+            owners.push((
+                t,
+                event.id.clone().unwrap_or_default(),
+                event.channel.clone(),
+            ));
             groups.push(vec![event]);
         }
     }

@@ -205,9 +205,7 @@ fn tuple(r: &mut Reader<'_>) -> Result<Tuple, DecodeError> {
             b't' => {
                 let len = usize::try_from(r.u32()?).map_err(|_| DecodeError::Truncated)?;
                 let bytes = r.take(len)?;
-                Datum::Text(
-                    String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::NotUtf8)?,
-                )
+                Datum::Text(String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::NotUtf8)?)
             }
             b'b' => return Err(DecodeError::Binary),
             other => return Err(DecodeError::Unexpected(char::from(other), "n, u or t")),
@@ -230,9 +228,7 @@ impl<'a> Reader<'a> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        self.take(N)?
-            .try_into()
-            .map_err(|_| DecodeError::Truncated)
+        self.take(N)?.try_into().map_err(|_| DecodeError::Truncated)
     }
 
     fn u8(&mut self) -> Result<u8, DecodeError> {
@@ -289,8 +285,14 @@ mod tests {
     fn a_cut_short_or_unknown_message_is_an_error_not_a_panic() {
         assert_eq!(decode(b""), Err(DecodeError::Truncated));
         assert_eq!(decode(b"B\0\0"), Err(DecodeError::Truncated));
-        assert_eq!(decode(b"I\0\0\0\x01X"), Err(DecodeError::Unexpected('X', "N")));
-        assert_eq!(decode(b"I\0\0\0\x01N\0\x01t\xff\xff\xff\xff"), Err(DecodeError::Truncated));
+        assert_eq!(
+            decode(b"I\0\0\0\x01X"),
+            Err(DecodeError::Unexpected('X', "N"))
+        );
+        assert_eq!(
+            decode(b"I\0\0\0\x01N\0\x01t\xff\xff\xff\xff"),
+            Err(DecodeError::Truncated)
+        );
         assert_eq!(decode(b"Z"), Ok(Message::Other));
     }
 
@@ -303,7 +305,11 @@ mod tests {
         assert_eq!(change.relation, 7);
         assert_eq!(
             change.new,
-            Some(vec![Datum::Text("B1".into()), Datum::Null, Datum::Unchanged])
+            Some(vec![
+                Datum::Text("B1".into()),
+                Datum::Null,
+                Datum::Unchanged
+            ])
         );
     }
 

@@ -20,11 +20,15 @@ pub enum SessionError {
         "postgres has wal_level = {0}; logical replication needs wal_level = logical (and a restart)"
     )]
     WalLevel(String),
-    #[error("role `{0}` may not replicate: it needs the REPLICATION attribute (ALTER ROLE {0} REPLICATION)")]
+    #[error(
+        "role `{0}` may not replicate: it needs the REPLICATION attribute (ALTER ROLE {0} REPLICATION)"
+    )]
     NoReplication(String),
     #[error("table {0} does not exist")]
     NoTable(String),
-    #[error("publication `{0}` exists but does not publish {1}: ALTER PUBLICATION {0} ADD TABLE {1}")]
+    #[error(
+        "publication `{0}` exists but does not publish {1}: ALTER PUBLICATION {0} ADD TABLE {1}"
+    )]
     NotPublished(String, String),
     #[error("slot `{0}` exists with output plugin `{1}`, not pgoutput")]
     WrongPlugin(String, String),
@@ -75,7 +79,11 @@ impl Session {
     }
 
     async fn check_server(&self) -> Result<(), SessionError> {
-        let level: String = self.client.query_one("SHOW wal_level", &[]).await?.try_get(0)?;
+        let level: String = self
+            .client
+            .query_one("SHOW wal_level", &[])
+            .await?
+            .try_get(0)?;
         if level != "logical" {
             return Err(SessionError::WalLevel(level));
         }
@@ -88,14 +96,21 @@ impl Session {
             )
             .await?;
         let (role, may): (String, bool) = (row.try_get(0)?, row.try_get(1)?);
-        if may { Ok(()) } else { Err(SessionError::NoReplication(role)) }
+        if may {
+            Ok(())
+        } else {
+            Err(SessionError::NoReplication(role))
+        }
     }
 
     async fn ensure_publication(&self, settings: &PostgresSettings) -> Result<(), SessionError> {
         for table in &settings.tables {
             let exists: bool = self
                 .client
-                .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&table.quoted()])
+                .query_one(
+                    "SELECT to_regclass($1::text) IS NOT NULL",
+                    &[&table.quoted()],
+                )
                 .await?
                 .try_get(0)?;
             if !exists {
@@ -105,12 +120,18 @@ impl Session {
         let publication = &settings.publication;
         let found = self
             .client
-            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[publication])
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[publication],
+            )
             .await?;
         if found.is_none() {
             let list: Vec<String> = settings.tables.iter().map(|t| t.quoted()).collect();
             // Names were checked by the config loader: identifiers only.
-            let sql = format!("CREATE PUBLICATION \"{publication}\" FOR TABLE {}", list.join(", "));
+            let sql = format!(
+                "CREATE PUBLICATION \"{publication}\" FOR TABLE {}",
+                list.join(", ")
+            );
             self.client.batch_execute(&sql).await?;
             tracing::info!(%publication, "created the publication");
             return Ok(());
@@ -125,7 +146,10 @@ impl Session {
                 )
                 .await?;
             if published.is_none() {
-                return Err(SessionError::NotPublished(publication.clone(), table.qualified()));
+                return Err(SessionError::NotPublished(
+                    publication.clone(),
+                    table.qualified(),
+                ));
             }
         }
         Ok(())
@@ -165,7 +189,10 @@ impl Session {
     async fn origin(&self) -> Result<String, SessionError> {
         let sysid = self
             .client
-            .query_one("SELECT system_identifier::text FROM pg_control_system()", &[])
+            .query_one(
+                "SELECT system_identifier::text FROM pg_control_system()",
+                &[],
+            )
             .await
             .and_then(|row| row.try_get::<_, String>(0));
         Ok(match sysid {

@@ -114,9 +114,15 @@ mod tests {
         assert_eq!(to_json(1700, "1.50"), json!(1.5));
         assert_eq!(to_json(1700, "NaN"), json!("NaN"));
         assert_eq!(to_json(3802, r#"{"a": [1]}"#), json!({"a": [1]}));
-        assert_eq!(to_json(1184, "2026-01-02 03:04:05+00"), json!("2026-01-02 03:04:05+00"));
+        assert_eq!(
+            to_json(1184, "2026-01-02 03:04:05+00"),
+            json!("2026-01-02 03:04:05+00")
+        );
         assert_eq!(to_json(1007, "{1,NULL,3}"), json!([1, null, 3]));
-        assert_eq!(to_json(1009, r#"{a,"b c","NULL","q\"x"}"#), json!(["a", "b c", "NULL", "q\"x"]));
+        assert_eq!(
+            to_json(1009, r#"{a,"b c","NULL","q\"x"}"#),
+            json!(["a", "b c", "NULL", "q\"x"])
+        );
         assert_eq!(to_json(1007, "{{1,2},{3,4}}"), json!("{{1,2},{3,4}}"));
         assert_eq!(to_json(1007, "{}"), json!([]));
     }
