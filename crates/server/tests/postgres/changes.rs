@@ -144,3 +144,32 @@ async fn a_transaction_of_a_thousand_rows_arrives_in_commit_order() {
     );
     assert_ne!(lsns[1001], lsns[0]);
 }
+
+/// A column added while the source streams appears in the events that
+/// follow; a large (TOAST-ed) value an update leaves alone is still in
+/// `new` (taken from the old row, which REPLICA IDENTITY FULL sends whole).
+#[tokio::test]
+async fn a_column_added_mid_stream_and_unchanged_large_values_are_kept() {
+    let pg = PostgresServer::start().await;
+    let db = pg.client().await;
+    db.batch_execute(BORNE_TABLE).await.unwrap();
+    let node = node_on(&pg, "main").await;
+    let mut client = node.client().await;
+    client.subscribe("bornes", json!({"borne_added": {}, "borne_changed": {}})).await;
+    db.batch_execute("INSERT INTO borne (uid) VALUES ('before')").await.unwrap();
+    let first = data(&mut client, 1, WAIT).await;
+    assert!(first[0]["data"]["new"].get("notes").is_none());
+    db.batch_execute(
+        "ALTER TABLE borne ADD COLUMN notes text; \
+         INSERT INTO borne (uid, notes) \
+           SELECT 'big', string_agg(md5(i::text), '') FROM generate_series(1, 4000) i; \
+         UPDATE borne SET status = 'fault' WHERE uid = 'big';",
+    )
+    .await
+    .unwrap();
+    let got = data(&mut client, 2, WAIT).await;
+    let notes = got[0]["data"]["new"]["notes"].as_str().unwrap();
+    assert_eq!(notes.len(), 4000 * 32);
+    assert_eq!(got[1]["data"]["new"]["status"], "fault");
+    assert_eq!(got[1]["data"]["new"]["notes"].as_str(), Some(notes));
+}
