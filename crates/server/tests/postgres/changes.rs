@@ -155,8 +155,12 @@ async fn a_column_added_mid_stream_and_unchanged_large_values_are_kept() {
     db.batch_execute(BORNE_TABLE).await.unwrap();
     let node = node_on(&pg, "main").await;
     let mut client = node.client().await;
-    client.subscribe("bornes", json!({"borne_added": {}, "borne_changed": {}})).await;
-    db.batch_execute("INSERT INTO borne (uid) VALUES ('before')").await.unwrap();
+    client
+        .subscribe("bornes", json!({"borne_added": {}, "borne_changed": {}}))
+        .await;
+    db.batch_execute("INSERT INTO borne (uid) VALUES ('before')")
+        .await
+        .unwrap();
     let first = data(&mut client, 1, WAIT).await;
     assert!(first[0]["data"]["new"].get("notes").is_none());
     db.batch_execute(
@@ -172,4 +176,37 @@ async fn a_column_added_mid_stream_and_unchanged_large_values_are_kept() {
     assert_eq!(notes.len(), 4000 * 32);
     assert_eq!(got[1]["data"]["new"]["status"], "fault");
     assert_eq!(got[1]["data"]["new"]["notes"].as_str(), Some(notes));
+}
+
+/// With `columns`, only those columns are in `new` and `old`; keywords
+/// may still read the others.
+#[tokio::test]
+async fn only_the_configured_columns_are_sent() {
+    let pg = PostgresServer::start().await;
+    let db = pg.client().await;
+    db.batch_execute(BORNE_TABLE).await.unwrap();
+    let section = super::source_section(&pg.url(), "main").replace(
+        "key = \"borne:{uid}\"",
+        "key = \"borne:{uid}\"\ncolumns = [\"uid\", \"power\"]",
+    );
+    let node = chouquette_testkit::TestNode::start(&format!(
+        "{}{section}",
+        chouquette_testkit::BASE_CONFIG
+    ))
+    .await;
+    assert!(super::ready(&node, WAIT).await);
+    let mut client = node.client().await;
+    client
+        .subscribe("bornes", json!({"borne_changed": {}}))
+        .await;
+    db.batch_execute(
+        "INSERT INTO borne (uid, status, power) VALUES ('B1', 'ok', 3); \
+         UPDATE borne SET power = 4 WHERE uid = 'B1';",
+    )
+    .await
+    .unwrap();
+    let got = data(&mut client, 1, WAIT).await;
+    assert_eq!(got[0]["data"]["new"], json!({"uid": "B1", "power": 4}));
+    assert_eq!(got[0]["data"]["old"], json!({"uid": "B1", "power": 3}));
+    assert_eq!(got[0]["keywords"], json!(["borne:B1", "status:ok"]));
 }
