@@ -27,6 +27,7 @@ pub struct PostgresServer {
     dir: PathBuf,
     bin: PathBuf,
     as_postgres: bool,
+    wal_level: &'static str,
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin`.
@@ -59,6 +60,12 @@ impl PostgresServer {
     /// Creates and starts a cluster with the [`PG_ROLE`] role and the
     /// [`PG_DATABASE`] database; panics (the test fails) when it cannot.
     pub async fn start() -> PostgresServer {
+        PostgresServer::start_with_wal_level("logical").await
+    }
+
+    /// Like [`PostgresServer::start`] with another `wal_level` (`replica`:
+    /// a server that cannot do logical replication).
+    pub async fn start_with_wal_level(wal_level: &'static str) -> PostgresServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("chq-pg-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -68,6 +75,7 @@ impl PostgresServer {
             dir,
             bin: binaries(),
             as_postgres: running_as_root(),
+            wal_level,
         };
         if server.as_postgres {
             server.run_plain("chown", &["-R", "postgres:postgres", &server.dir_str()]);
@@ -145,10 +153,11 @@ impl PostgresServer {
     async fn launch(&self) {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-             -c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10 \
+             -c wal_level={} -c max_replication_slots=10 -c max_wal_senders=10 \
              -c fsync=off",
             self.port,
-            self.dir_str()
+            self.dir_str(),
+            self.wal_level
         );
         let log = self.dir.join("log").display().to_string();
         self.run(

@@ -94,3 +94,31 @@ async fn a_missing_table_or_replication_right_is_reported_by_readyz() {
         Some(1.0)
     );
 }
+
+/// A server without `wal_level = logical` is named as the reason the
+/// gateway is not ready.
+#[tokio::test]
+async fn a_server_without_logical_wal_is_reported_by_readyz() {
+    let pg = PostgresServer::start_with_wal_level("replica").await;
+    pg.client()
+        .await
+        .batch_execute(super::BORNE_TABLE)
+        .await
+        .unwrap();
+    let node = TestNode::start(&format!(
+        "{BASE_CONFIG}{}",
+        source_section(&pg.url(), "main")
+    ))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let (status, body) = node.get("/readyz").await;
+            status == 503 && body.contains("wal_level = replica")
+        })
+        .await
+    );
+    assert_eq!(
+        node.metric("chouquette_postgres_up{slot=\"main\"}").await,
+        Some(0.0)
+    );
+}
