@@ -31,7 +31,7 @@ use crate::gateway::Settings;
 use crate::operator::store::{StoreError, SwitchStore};
 use crate::operator::{AdminState, OperatorActions};
 use crate::shutdown::{Shutdown, Trigger};
-use crate::source::postgres::{PostgresSource, Statuses};
+use crate::source::postgres::{Lease, PostgresSource, Statuses};
 use crate::source::{self, redis_inbox::RedisInbox};
 use crate::tls::{Certificates, TlsError, TlsListener};
 use crate::transport::{cors, poll, sse, ws};
@@ -178,7 +178,21 @@ pub async fn start_with(
         .sources
         .postgres_settings()
         .into_iter()
-        .map(|settings| PostgresSource::new(settings, &mut postgres))
+        .map(|settings| {
+            let ttl = settings.lease_ttl;
+            let slot = settings.slot.clone();
+            let source = PostgresSource::new(settings, &mut postgres);
+            match &redis {
+                Some(redis) => source.with_lease(Lease::new(
+                    redis.clone(),
+                    &config.broker.prefix,
+                    &slot,
+                    node.id(),
+                    ttl,
+                )),
+                None => source,
+            }
+        })
         .collect();
     let gateway = Gateway {
         node: node.clone(),

@@ -12,10 +12,12 @@ mod changes;
 mod config;
 #[path = "postgres/crashes.rs"]
 mod crashes;
+#[path = "postgres/lease.rs"]
+mod lease;
 
 use std::time::Duration;
 
-use chouquette_testkit::{BASE_CONFIG, PostgresServer, TestNode, WsClient};
+use chouquette_testkit::{BASE_CONFIG, PostgresServer, Received, TestNode, WsClient};
 use serde_json::Value;
 
 /// The `borne` table, with REPLICA IDENTITY FULL so updates and deletes
@@ -34,6 +36,7 @@ publication = "chouquette"
 slot = "{slot}"
 poll_interval = "20ms"
 reconnect_max = "300ms"
+lease_ttl = "1s"
 
 [[sources.postgres.tables]]
 table = "public.borne"
@@ -78,15 +81,16 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut check: F) 
 /// The next `n` data messages of `bornes`.
 pub async fn data(client: &mut WsClient, n: usize, limit: Duration) -> Vec<Value> {
     let mut out = Vec::with_capacity(n);
-    tokio::time::timeout(limit, async {
-        while out.len() < n {
-            let m = client.recv().await;
-            if m["class"] == "data" && m["channel"] == "bornes" {
+    let deadline = tokio::time::Instant::now() + limit;
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.next_within(left).await {
+            Some(Received::Json(m)) if m["class"] == "data" && m["channel"] == "bornes" => {
                 out.push(m);
             }
+            Some(Received::Json(_)) => {}
+            other => panic!("{n} events expected, {} arrived, then {other:?}", out.len()),
         }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{n} events expected, {} arrived", out.len()));
+    }
     out
 }

@@ -49,6 +49,10 @@ pub struct PostgresConfig {
     /// Longest pause between reconnection attempts.
     #[serde(default = "default_reconnect", deserialize_with = "duration")]
     pub reconnect_max: Duration,
+    /// With a Redis broker, one gateway reads the slot: another takes it
+    /// over this long after the reader stopped renewing its lease.
+    #[serde(default = "default_lease_ttl", deserialize_with = "duration")]
+    pub lease_ttl: Duration,
     /// Tables turned into events.
     pub tables: Vec<TableConfig>,
 }
@@ -97,6 +101,9 @@ fn default_batch() -> usize {
 }
 fn default_max_lag_bytes() -> u64 {
     1 << 30
+}
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_reconnect() -> Duration {
     Duration::from_secs(5)
@@ -232,10 +239,12 @@ impl SourcesConfig {
                     format!("postgres slot `{}` is read by two sources", pg.slot),
                 );
             }
-            if pg.batch == 0 || pg.poll_interval.is_zero() {
+            if pg.batch == 0 || pg.poll_interval.is_zero() || pg.lease_ttl < Duration::from_secs(1)
+            {
                 out.at(
                     &at,
-                    "postgres `batch` and `poll_interval` must be above 0".into(),
+                    "postgres `batch` and `poll_interval` must be above 0, `lease_ttl` at least 1s"
+                        .into(),
                 );
             }
             if pg.tables.is_empty() {
@@ -270,6 +279,7 @@ impl SourcesConfig {
                 batch: pg.batch,
                 max_lag_bytes: pg.max_lag_bytes,
                 reconnect_max: pg.reconnect_max,
+                lease_ttl: pg.lease_ttl,
             })
             .collect()
     }

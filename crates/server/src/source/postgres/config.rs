@@ -25,6 +25,8 @@ pub struct PostgresSettings {
     pub max_lag_bytes: u64,
     /// Longest pause between reconnection attempts.
     pub reconnect_max: Duration,
+    /// With Redis: how long the slot's lease outlives its holder's last renewal.
+    pub lease_ttl: Duration,
 }
 
 /// How one table's changes become events.

@@ -42,6 +42,7 @@
 
 mod change;
 mod config;
+mod lease;
 mod pgoutput;
 mod session;
 mod status;
@@ -58,6 +59,7 @@ use chouquette_core::node::Node;
 pub use change::ChangeError;
 use change::Transaction;
 pub use config::{PostgresSettings, TableSettings};
+pub use lease::{Lease, LeaseError};
 pub use pgoutput::DecodeError;
 use pgoutput::lsn_text;
 use session::Session;
@@ -66,7 +68,7 @@ pub use status::{Status, Statuses};
 pub use template::{Template, TemplateError};
 
 use super::Source;
-use crate::broker::redis::backoff;
+use crate::broker::redis::{Commands, backoff};
 use crate::shutdown::Shutdown;
 
 /// Seconds from the Unix epoch to Postgres' (2000-01-01 UTC).
@@ -79,6 +81,8 @@ const LAG_EVERY: Duration = Duration::from_secs(1);
 pub struct PostgresSource {
     settings: PostgresSettings,
     status: Arc<Status>,
+    /// With a Redis broker: the gateways take turns reading the slot.
+    lease: Option<Lease>,
 }
 
 impl PostgresSource {
@@ -86,7 +90,31 @@ impl PostgresSource {
     pub fn new(settings: PostgresSettings, statuses: &mut Statuses) -> PostgresSource {
         let status = Arc::new(Status::new(&settings.slot));
         statuses.push(status.clone());
-        PostgresSource { settings, status }
+        PostgresSource {
+            settings,
+            status,
+            lease: None,
+        }
+    }
+
+    /// Reads the slot only while holding `lease`.
+    pub fn with_lease(self, lease: Lease) -> PostgresSource {
+        PostgresSource {
+            lease: Some(lease),
+            ..self
+        }
+    }
+
+    /// Waits until this gateway holds the lease (standby meanwhile).
+    async fn wait_for_lease(&self, lease: &Lease) -> Result<Commands, SessionError> {
+        let mut con = lease.connect().await?;
+        loop {
+            if lease.take(&mut con).await? {
+                return Ok(con);
+            }
+            self.status.standby();
+            tokio::time::sleep(lease.every()).await;
+        }
     }
 
     async fn run_forever(&self, node: &Node) {
@@ -111,12 +139,25 @@ impl PostgresSource {
     /// One session: reads, publishes, acknowledges, until something fails.
     async fn stream(&self, node: &Node) -> Result<Infallible, SessionError> {
         let settings = &self.settings;
+        let mut lease = match &self.lease {
+            Some(lease) => Some((lease, self.wait_for_lease(lease).await?)),
+            None => None,
+        };
         let session = Session::open(settings).await?;
         self.check_lag(&session).await?;
         self.status.streaming();
         tracing::info!(slot = %settings.slot, "postgres source streaming");
         let mut lag_at = Instant::now();
+        let mut lease_at = Instant::now();
         loop {
+            if let Some((lease, con)) = lease.as_mut()
+                && lease_at.elapsed() >= lease.every()
+            {
+                if !lease.take(con).await? {
+                    return Err(SessionError::LeaseLost);
+                }
+                lease_at = Instant::now();
+            }
             if lag_at.elapsed() >= LAG_EVERY {
                 self.check_lag(&session).await?;
                 lag_at = Instant::now();

@@ -38,6 +38,10 @@ pub enum SessionError {
     SlotLost(String),
     #[error(transparent)]
     Change(#[from] ChangeError),
+    #[error(transparent)]
+    Lease(#[from] super::lease::LeaseError),
+    #[error("another gateway took the slot's lease over")]
+    LeaseLost,
     #[error("{0}")]
     Broker(#[from] chouquette_core::broker::BrokerError),
 }

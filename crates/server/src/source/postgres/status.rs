@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 pub struct Status {
     slot: String,
     streaming: AtomicBool,
+    /// Another gateway holds the slot's lease: this one waits, ready.
+    standby: AtomicBool,
     /// Why it is not streaming (the last error), or a warning about the
     /// slot falling behind.
     problem: Mutex<Option<String>>,
@@ -30,13 +32,21 @@ impl Status {
         }
     }
 
+    pub(super) fn standby(&self) {
+        self.streaming.store(false, Ordering::Relaxed);
+        self.standby.store(true, Ordering::Relaxed);
+        self.set_problem(None);
+    }
+
     pub(super) fn streaming(&self) {
+        self.standby.store(false, Ordering::Relaxed);
         self.streaming.store(true, Ordering::Relaxed);
         self.set_problem(None);
     }
 
     pub(super) fn failed(&self, why: String) {
         self.streaming.store(false, Ordering::Relaxed);
+        self.standby.store(false, Ordering::Relaxed);
         self.reconnects.fetch_add(1, Ordering::Relaxed);
         self.set_problem(Some(why));
     }
@@ -65,7 +75,7 @@ impl Status {
 
     /// `None` when streaming, else why not.
     fn not_ready(&self) -> Option<String> {
-        if self.streaming.load(Ordering::Relaxed) {
+        if self.streaming.load(Ordering::Relaxed) || self.standby.load(Ordering::Relaxed) {
             return None;
         }
         let why = self.problem.lock().ok().and_then(|p| p.clone());
@@ -83,6 +93,7 @@ impl Status {
         let flag = |a: &AtomicBool| u8::from(a.load(Ordering::Relaxed)).to_string();
         match family {
             "up" => vec![(slot, flag(&self.streaming))],
+            "standby" => vec![(slot, flag(&self.standby))],
             "behind" => vec![(slot, flag(&self.behind))],
             "lag_bytes" => vec![(slot, load(&self.lag_bytes))],
             "lag_seconds" => {
@@ -125,6 +136,7 @@ impl Statuses {
         }
         for (family, kind) in [
             ("up", "gauge"),
+            ("standby", "gauge"),
             ("behind", "gauge"),
             ("lag_bytes", "gauge"),
             ("lag_seconds", "gauge"),
