@@ -122,3 +122,22 @@ async fn a_server_without_logical_wal_is_reported_by_readyz() {
         Some(0.0)
     );
 }
+
+/// The connection string, which holds the password, can come from the
+/// environment, taken as text.
+#[test]
+fn the_postgres_url_may_come_from_the_environment() {
+    let toml = format!(
+        "{BASE_CONFIG}{}",
+        source_section("postgres://u@h/app", "main")
+    );
+    let env = [(
+        "CHOUQUETTE_SOURCES__POSTGRES__0__URL".to_string(),
+        "postgres://u:1234@db:5432/app".to_string(),
+    )];
+    let config = Config::from_toml(&toml, env.into_iter()).unwrap();
+    assert_eq!(
+        config.sources.postgres[0].url,
+        "postgres://u:1234@db:5432/app"
+    );
+}
