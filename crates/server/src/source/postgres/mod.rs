@@ -29,6 +29,8 @@
 //!   them).
 //! - The app's publish rate applies as backpressure: the source waits and
 //!   reads the same changes again.
+//! - With a Redis broker, one gateway reads a slot at a time (`lease`);
+//!   the others stand by, ready, and take over when its lease expires.
 //! - Any failure (Postgres restarting, the network, the broker) ends the
 //!   session; the source reconnects with a capped backoff and reads from
 //!   the slot's acknowledged position.
