@@ -171,3 +171,54 @@ async fn gateways_killed_before_acknowledging_publish_every_change_once() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// A transaction larger than the app's publish burst: the source waits for
+/// the app's tokens and goes on where it stopped (publishing nothing twice,
+/// spending no tokens on duplicates), and the slot falling behind meanwhile
+/// is reported, the gateway staying ready.
+#[tokio::test]
+async fn a_transaction_over_the_apps_rate_waits_and_the_lag_is_reported() {
+    let pg = PostgresServer::start().await;
+    let db = pg.client().await;
+    db.batch_execute(BORNE_TABLE).await.unwrap();
+    let config = format!(
+        "{}{}",
+        chouquette_testkit::config_with(
+            "",
+            "[apps.limits]\npublishes_per_second = 400\npublish_burst = 400\n"
+        ),
+        source_section(&pg.url(), "main")
+            .replace("poll_interval", "max_lag_bytes = 10000\npoll_interval")
+    );
+    let node = TestNode::start(&config).await;
+    assert!(super::ready(&node, Duration::from_secs(10)).await);
+    let mut client = node.client().await;
+    client.subscribe("bornes", json!({"borne_added": {}})).await;
+    db.batch_execute(
+        "INSERT INTO borne (uid, power) SELECT 'B' || i, i FROM generate_series(1, 2000) i",
+    )
+    .await
+    .unwrap();
+    let behind = "chouquette_postgres_behind{slot=\"main\"}";
+    assert!(
+        eventually(Duration::from_secs(5), async || node.metric(behind).await
+            == Some(1.0))
+        .await,
+        "the slot is reported behind while the app's rate holds it back"
+    );
+    assert_eq!(node.get("/readyz").await.0, 200);
+    let got = data(&mut client, 2000, Duration::from_secs(30)).await;
+    let powers: Vec<_> = got
+        .iter()
+        .map(|m| m["data"]["new"]["power"].as_u64().unwrap())
+        .collect();
+    assert_eq!(powers, (1..=2000).collect::<Vec<_>>());
+    let series = "chouquette_postgres_events_total{slot=\"main\",outcome=\"duplicate\"}";
+    assert_eq!(node.metric(series).await, Some(0.0));
+    assert!(
+        eventually(Duration::from_secs(5), async || node.metric(behind).await
+            == Some(0.0))
+        .await,
+        "caught up"
+    );
+}

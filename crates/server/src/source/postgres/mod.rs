@@ -28,7 +28,8 @@
 //!   `[broker] dedup_window`; memory: while the channel's history holds
 //!   them).
 //! - The app's publish rate applies as backpressure: the source waits and
-//!   reads the same changes again.
+//!   reads the same changes again, going on inside a transaction where it
+//!   stopped (a transaction larger than the app's burst gets through).
 //! - With a Redis broker, one gateway reads a slot at a time (`lease`);
 //!   the others stand by, ready, and take over when its lease expires.
 //! - Any failure (Postgres restarting, the network, the broker) ends the
@@ -151,6 +152,7 @@ impl PostgresSource {
         tracing::info!(slot = %settings.slot, "postgres source streaming");
         let mut lag_at = Instant::now();
         let mut lease_at = Instant::now();
+        let mut resume = None;
         loop {
             if let Some((lease, con)) = lease.as_mut()
                 && lease_at.elapsed() >= lease.every()
@@ -174,12 +176,13 @@ impl PostgresSource {
                 .iter()
                 .map(|t| (t.end_lsn, t.commit_micros))
                 .collect();
-            let (done, wait) = publish(node, transactions, &self.status).await?;
-            if let Some(&(end_lsn, micros)) = done.and_then(|i| commits.get(i)) {
+            let round = publish(node, transactions, resume, &self.status).await?;
+            resume = round.resume;
+            if let Some(&(end_lsn, micros)) = round.done.and_then(|i| commits.get(i)) {
                 session.advance(&settings.slot, &lsn_text(end_lsn)).await?;
                 self.status.lag_seconds(seconds_since(micros));
             }
-            if let Some(wait) = wait {
+            if let Some(wait) = round.wait {
                 tokio::time::sleep(wait).await;
             }
         }
@@ -218,24 +221,60 @@ fn seconds_since(pg_micros: i64) -> f64 {
     now - (PG_EPOCH + pg_micros as f64 / 1e6)
 }
 
-/// Publishes the transactions' events, one group each. Answers the index
-/// of the last transaction fully handled (to acknowledge) and how long to
-/// wait when the app's rate held the rest back.
+/// Where a read held back by the app's rate stopped inside a transaction:
+/// its first `events` changes are published, so reading it again skips
+/// them instead of spending the app's tokens on duplicates (a transaction
+/// larger than the app's burst would otherwise never get through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Resume {
+    commit_lsn: u64,
+    events: usize,
+}
+
+/// What one publish round did.
+#[derive(Debug, Default)]
+struct Round {
+    /// The last transaction whose changes are all handled: acknowledge it.
+    done: Option<usize>,
+    /// Where the first transaction not done stopped.
+    resume: Option<Resume>,
+    /// How long to wait before reading again (rate limited).
+    wait: Option<Duration>,
+}
+
+/// One submitted change: its transaction, its place in it, and what the
+/// log names it by if it is refused.
+struct Owner {
+    transaction: usize,
+    index: usize,
+    id: String,
+    channel: String,
+}
+
+/// Publishes the transactions' events, one group each, skipping what
+/// `resume` says is already published.
 async fn publish(
     node: &Node,
     transactions: Vec<Transaction>,
+    resume: Option<Resume>,
     status: &Status,
-) -> Result<(Option<usize>, Option<Duration>), SessionError> {
+) -> Result<Round, SessionError> {
     let count = transactions.len();
+    let mut commits = Vec::with_capacity(count);
     let mut owners = Vec::new();
     let mut groups = Vec::new();
     for (t, transaction) in transactions.into_iter().enumerate() {
-        for event in transaction.events {
-            owners.push((
-                t,
-                event.id.clone().unwrap_or_default(),
-                event.channel.clone(),
-            ));
+        commits.push(transaction.commit_lsn);
+        let skip = resume
+            .filter(|r| r.commit_lsn == transaction.commit_lsn)
+            .map_or(0, |r| r.events);
+        for (index, event) in transaction.events.into_iter().enumerate().skip(skip) {
+            owners.push(Owner {
+                transaction: t,
+                index,
+                id: event.id.clone().unwrap_or_default(),
+                channel: event.channel.clone(),
+            });
             groups.push(vec![event]);
         }
     }
@@ -243,35 +282,54 @@ async fn publish(
     if let Some(error) = report.unavailable {
         return Err(error.into());
     }
+    let (blocked, wait) = sort_outcomes(&report.groups, &owners, status);
+    Ok(match blocked {
+        Some(owner) => Round {
+            done: owner.transaction.checked_sub(1),
+            resume: commits.get(owner.transaction).map(|&commit_lsn| Resume {
+                commit_lsn,
+                events: owner.index,
+            }),
+            wait: Some(wait.unwrap_or(Duration::from_millis(100))),
+        },
+        None => Round {
+            done: count.checked_sub(1),
+            ..Round::default()
+        },
+    })
+}
+
+/// Counts the outcomes and logs refusals; answers the first change held
+/// back (by the app's rate) and how long to wait for its tokens.
+fn sort_outcomes<'o>(
+    outcomes: &[Vec<Outcome>],
+    owners: &'o [Owner],
+    status: &Status,
+) -> (Option<&'o Owner>, Option<Duration>) {
     let (mut published, mut duplicates, mut refused) = (0, 0, 0);
-    let mut blocked: Option<usize> = None;
+    let mut blocked = None;
     let mut wait = None;
-    for (outcomes, (t, id, channel)) in report.groups.iter().zip(&owners) {
-        let t = *t;
+    for (outcomes, owner) in outcomes.iter().zip(owners) {
         for outcome in outcomes {
             match outcome {
                 Outcome::Published(p) if p.duplicate => duplicates += 1,
                 Outcome::Published(_) => published += 1,
                 Outcome::Refused(Refusal::RateLimited { limited, .. }) => {
-                    blocked.get_or_insert(t);
+                    blocked.get_or_insert(owner);
                     wait = Some(limited.retry_after);
                 }
                 Outcome::NotAttempted(Skipped::GroupRefused) => {}
                 Outcome::NotAttempted(_) => {
-                    blocked.get_or_insert(t);
+                    blocked.get_or_insert(owner);
                 }
                 Outcome::Refused(refusal) => {
                     refused += 1;
-                    tracing::error!(%id, %channel, reason = %refusal,
+                    tracing::error!(id = %owner.id, channel = %owner.channel, reason = %refusal,
                         "a row change was refused by the publish pipeline and is passed");
                 }
             }
         }
     }
     status.counted(published, duplicates, refused);
-    let done = match blocked {
-        Some(first) => first.checked_sub(1),
-        None => count.checked_sub(1),
-    };
-    Ok((done, wait.or(blocked.map(|_| Duration::from_millis(100)))))
+    (blocked, wait)
 }
