@@ -183,7 +183,9 @@ impl PostgresSource {
                 self.status.lag_seconds(seconds_since(micros));
             }
             if let Some(wait) = round.wait {
-                tokio::time::sleep(wait).await;
+                // Never so long that the lease lapses meanwhile.
+                let most = lease.as_ref().map_or(wait, |(l, _)| l.every());
+                tokio::time::sleep(wait.min(most)).await;
             }
         }
     }
