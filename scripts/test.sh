@@ -9,6 +9,9 @@ echo "== Python packages of the examples (the Redis inbox test runs one)"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     -r examples/python/requirements.txt
 
+echo "== PostgreSQL server binaries (the Postgres source's tests run their own cluster)"
+scripts/install-postgres.sh
+
 echo "== Rust: unit, property and integration tests"
 cargo test --workspace --locked
 

@@ -34,6 +34,8 @@ pub struct Gateway {
     pub admin: Arc<AdminState>,
     /// Kill switches and disconnects, here and on the other nodes.
     pub operator: Arc<OperatorActions>,
+    /// The Postgres sources' state, for `/readyz` and `/metrics`.
+    pub postgres: crate::source::postgres::Statuses,
 }
 
 impl Gateway {

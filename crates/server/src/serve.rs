@@ -33,6 +33,7 @@ use crate::gateway::Settings;
 use crate::operator::store::{StoreError, SwitchStore};
 use crate::operator::{AdminState, OperatorActions};
 use crate::shutdown::{Shutdown, Trigger};
+use crate::source::postgres::{Lease, PostgresSource, Statuses};
 use crate::source::{self, redis_inbox::RedisInbox};
 use crate::tls::{Certificates, Handshakes, TlsError};
 use crate::transport::{Peer, cors, poll, sse, ws};
@@ -173,6 +174,27 @@ pub async fn start_with(
     let (node, redis) = build_node(&config, apps, telemetry.clone(), switches).await;
     let extra_routes = extra(&node);
     let (trigger, shutdown) = Shutdown::new(telemetry);
+    let mut postgres = Statuses::default();
+    let postgres_sources: Vec<PostgresSource> = config
+        .sources
+        .postgres_settings()
+        .into_iter()
+        .map(|settings| {
+            let ttl = settings.lease_ttl;
+            let slot = settings.slot.clone();
+            let source = PostgresSource::new(settings, &mut postgres);
+            match &redis {
+                Some(redis) => source.with_lease(Lease::new(
+                    redis.clone(),
+                    &config.broker.prefix,
+                    &slot,
+                    node.id(),
+                    ttl,
+                )),
+                None => source,
+            }
+        })
+        .collect();
     let gateway = Gateway {
         node: node.clone(),
         settings: Arc::new(transport_settings(&config)),
@@ -180,6 +202,7 @@ pub async fn start_with(
         max_publish_bytes: config.limits.max_publish_bytes,
         admin: Arc::new(AdminState::new(config.admin.key.clone(), audit)),
         operator: Arc::new(OperatorActions::new(node.clone(), redis.clone(), store)),
+        postgres,
     };
     let listeners = Listeners::bind(&config, tls.as_ref()).await?;
     let (public, internal) = (listeners.public_addr, listeners.internal_addr);
@@ -198,7 +221,10 @@ pub async fn start_with(
         config.shutdown.grace,
         public_routes,
     ));
-    let background = start_background(&config, &node, redis, &shutdown);
+    let mut background = start_background(&config, &node, redis, &shutdown);
+    for source in postgres_sources {
+        background.push(source::spawn(source, node.clone(), shutdown.clone()));
+    }
     tracing::info!(%public, %internal, node = %node.id(), broker = node.broker().kind(),
         switches = node.switches().len(), "chouquette listening");
     Ok(Running {

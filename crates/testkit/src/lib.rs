@@ -22,6 +22,8 @@ use chouquette::http_client::HttpClient;
 use chouquette::serve::{self, Running};
 
 mod backend;
+mod postgres;
+pub use postgres::{PG_DATABASE, PG_ROLE, PostgresServer};
 mod redis;
 pub use backend::{Backend, echo_router};
 pub use redis::{RedisServer, answers_ping, free_port, redis_config, redis_config_with};

@@ -60,7 +60,17 @@ async fn readyz(State(shared): State<Gateway>) -> Response {
             "broker not connected",
         )
     } else {
-        ok().into_response()
+        // A source that is down does not make the node unready: clients are
+        // still served, with every other source's events, and a load
+        // balancer taking every node out because a database is down would
+        // only add an outage. Its state is said here and in the metrics
+        // (`chouquette_postgres_up`), which is where to alert on it.
+        let mut body = String::from("ok\n");
+        for why in shared.postgres.problems() {
+            body.push_str(&why);
+            body.push('\n');
+        }
+        (StatusCode::OK, body).into_response()
     }
 }
 
@@ -73,6 +83,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
         {
             let mut text = shared.node.telemetry().render();
             shared.node.limiters().counters.render(&mut text);
+            shared.postgres.render(&mut text);
             text
         },
     )

@@ -11,7 +11,7 @@
 //! component's settings: [`listen`] (with TLS), [`node`], [`admin`],
 //! [`broker`] (Redis, Sentinel, Cluster, inbox), [`limits`],
 //! [`transports`], [`tokens`], [`static_files`], [`proxy`], [`shutdown`],
-//! [`log`], [`apps`].
+//! [`log`], [`apps`], [`sources`].
 
 use std::path::Path;
 
@@ -31,6 +31,7 @@ mod problem;
 mod proxy;
 mod sections;
 mod shutdown;
+mod sources;
 mod static_files;
 mod tokens;
 mod transports;
@@ -47,6 +48,7 @@ pub use node::NodeConfig;
 pub use problem::{ConfigError, Problem};
 pub use proxy::ProxyRoute;
 pub use shutdown::Shutdown;
+pub use sources::{EventKinds, PostgresConfig, SourcesConfig, TableConfig};
 pub use static_files::StaticFiles;
 pub use tokens::Tokens;
 pub use transports::Transports;
@@ -82,6 +84,8 @@ pub struct Config {
     pub log: Log,
     /// Apps (tenants).
     pub apps: Vec<AppConfig>,
+    /// Sources the gateway reads itself (Postgres).
+    pub sources: SourcesConfig,
 }
 
 impl Config {
@@ -147,6 +151,7 @@ impl Config {
         self.listen.problems(&mut out);
         self.log.problems(&mut out);
         self.tokens.problems(&mut out);
+        self.sources.problems(&self.apps, &mut out);
         out.into_vec()
     }
 

@@ -29,6 +29,7 @@ const SECTIONS: &[&str] = &[
     "shutdown",
     "log",
     "apps",
+    "sources",
 ];
 
 /// The config in `text` and every type problem found in it. `text` must
@@ -60,6 +61,7 @@ pub(super) fn read(text: &str) -> (Config, Vec<Problem>) {
         shutdown: sections.section(take("shutdown")),
         log: sections.section(take("log")),
         apps: sections.section(take("apps")),
+        sources: sections.section(take("sources")),
     };
     for (key, _) in doc {
         found.push(Problem {

@@ -1,0 +1,273 @@
+//! One connection to Postgres: checks that it can replicate, creates the
+//! publication and slot when missing, reads the slot and acknowledges it.
+//!
+//! Reading is done with SQL on an ordinary connection: the slot is *peeked*
+//! (`pg_logical_slot_peek_binary_changes`, which does not move it) and
+//! moved on with `pg_replication_slot_advance` only once the transactions
+//! read are published. A crash between the two re-reads them.
+
+use tokio_postgres::{Client, NoTls};
+
+use super::change::{ChangeError, Decoder, Transaction};
+use super::config::PostgresSettings;
+
+/// Why a session ended (the source reconnects after a backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(
+        "postgres has wal_level = {0}; logical replication needs wal_level = logical (and a restart)"
+    )]
+    WalLevel(String),
+    #[error(
+        "role `{0}` may not replicate: it needs the REPLICATION attribute (ALTER ROLE {0} REPLICATION)"
+    )]
+    NoReplication(String),
+    #[error("table {0} does not exist")]
+    NoTable(String),
+    #[error(
+        "publication `{0}` exists but does not publish {1}: ALTER PUBLICATION {0} ADD TABLE {1}"
+    )]
+    NotPublished(String, String),
+    #[error("slot `{0}` exists with output plugin `{1}`, not pgoutput")]
+    WrongPlugin(String, String),
+    #[error(
+        "slot `{0}` has lost WAL it had not read (wal_status = lost): changes were missed; drop the slot and resynchronise"
+    )]
+    SlotLost(String),
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    #[error(transparent)]
+    Lease(#[from] super::lease::LeaseError),
+    #[error("another gateway took the slot's lease over")]
+    LeaseLost,
+    #[error("{0}")]
+    Broker(#[from] chouquette_core::broker::BrokerError),
+}
+
+/// The slot's standing, as Postgres reports it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct SlotLag {
+    /// WAL written since the slot's acknowledged position.
+    pub bytes: u64,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: String,
+}
+
+/// A connected, checked session.
+pub(super) struct Session {
+    client: Client,
+    /// `pg:<system identifier>`, the prefix of event ids.
+    pub origin: String,
+}
+
+impl Session {
+    /// Connects, checks the server and role, and sets up what is missing.
+    pub async fn open(settings: &PostgresSettings) -> Result<Session, SessionError> {
+        let (client, connection) = tokio_postgres::connect(&settings.url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection ended");
+            }
+        });
+        let session = Session {
+            origin: String::new(),
+            client,
+        };
+        session.check_server().await?;
+        session.ensure_publication(settings).await?;
+        session.ensure_slot(&settings.slot).await?;
+        let origin = session.origin().await?;
+        Ok(Session { origin, ..session })
+    }
+
+    async fn check_server(&self) -> Result<(), SessionError> {
+        let level: String = self
+            .client
+            .query_one("SHOW wal_level", &[])
+            .await?
+            .try_get(0)?;
+        if level != "logical" {
+            return Err(SessionError::WalLevel(level));
+        }
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles \
+                 WHERE rolname = current_user",
+                &[],
+            )
+            .await?;
+        let (role, may): (String, bool) = (row.try_get(0)?, row.try_get(1)?);
+        if may {
+            Ok(())
+        } else {
+            Err(SessionError::NoReplication(role))
+        }
+    }
+
+    async fn ensure_publication(&self, settings: &PostgresSettings) -> Result<(), SessionError> {
+        for table in &settings.tables {
+            let exists: bool = self
+                .client
+                .query_one(
+                    "SELECT to_regclass($1::text) IS NOT NULL",
+                    &[&table.quoted()],
+                )
+                .await?
+                .try_get(0)?;
+            if !exists {
+                return Err(SessionError::NoTable(table.qualified()));
+            }
+        }
+        let publication = &settings.publication;
+        let found = self
+            .client
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[publication],
+            )
+            .await?;
+        if found.is_none() {
+            let list: Vec<String> = settings.tables.iter().map(|t| t.quoted()).collect();
+            // Names were checked by the config loader: identifiers only.
+            let sql = format!(
+                "CREATE PUBLICATION \"{publication}\" FOR TABLE {}",
+                list.join(", ")
+            );
+            self.client.batch_execute(&sql).await?;
+            tracing::info!(%publication, "created the publication");
+            return Ok(());
+        }
+        for table in &settings.tables {
+            let published = self
+                .client
+                .query_opt(
+                    "SELECT 1 FROM pg_publication_tables \
+                     WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                    &[publication, &table.schema, &table.name],
+                )
+                .await?;
+            if published.is_none() {
+                return Err(SessionError::NotPublished(
+                    publication.clone(),
+                    table.qualified(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_slot(&self, slot: &str) -> Result<(), SessionError> {
+        let found = self
+            .client
+            .query_opt(
+                "SELECT plugin::text FROM pg_replication_slots \
+                 WHERE slot_name = $1 AND database = current_database()",
+                &[&slot],
+            )
+            .await?;
+        match found {
+            Some(row) => {
+                let plugin: String = row.try_get(0)?;
+                if plugin != "pgoutput" {
+                    return Err(SessionError::WrongPlugin(slot.to_string(), plugin));
+                }
+            }
+            None => {
+                self.client
+                    .execute(
+                        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                        &[&slot],
+                    )
+                    .await?;
+                tracing::info!(%slot, "created the replication slot");
+            }
+        }
+        Ok(())
+    }
+
+    /// `pg:<system identifier>`; the database name when the role may not
+    /// read the control data.
+    async fn origin(&self) -> Result<String, SessionError> {
+        let sysid = self
+            .client
+            .query_one(
+                "SELECT system_identifier::text FROM pg_control_system()",
+                &[],
+            )
+            .await
+            .and_then(|row| row.try_get::<_, String>(0));
+        Ok(match sysid {
+            Ok(id) => format!("pg:{id}"),
+            Err(_) => {
+                let db: String = self
+                    .client
+                    .query_one("SELECT current_database()::text", &[])
+                    .await?
+                    .try_get(0)?;
+                format!("pg:{db}")
+            }
+        })
+    }
+
+    /// Whole transactions past the slot's position, about `changes` rows'
+    /// worth (a transaction is never cut), decoded.
+    pub async fn peek(
+        &self,
+        settings: &PostgresSettings,
+        changes: usize,
+    ) -> Result<Vec<Transaction>, SessionError> {
+        let changes = i32::try_from(changes).unwrap_or(i32::MAX);
+        let rows = self
+            .client
+            .query(
+                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, \
+                 'proto_version', '1', 'publication_names', $3)",
+                &[&settings.slot, &changes, &settings.publication],
+            )
+            .await?;
+        let mut decoder = Decoder::new(&settings.tables, &self.origin);
+        let mut done = Vec::new();
+        for row in rows {
+            let bytes: &[u8] = row.try_get(0)?;
+            if let Some(transaction) = decoder.feed(bytes)? {
+                done.push(transaction);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Acknowledges everything up to `lsn`: Postgres may recycle that WAL,
+    /// and the slot will not hand it out again.
+    pub async fn advance(&self, slot: &str, lsn: &str) -> Result<(), SessionError> {
+        self.client
+            .execute(
+                "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
+                &[&slot, &lsn],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// How far behind the slot is.
+    pub async fn lag(&self, slot: &str) -> Result<SlotLag, SessionError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT GREATEST(pg_current_wal_lsn() - confirmed_flush_lsn, 0)::bigint, \
+                 COALESCE(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(SlotLag::default());
+        };
+        let bytes: Option<i64> = row.try_get(0)?;
+        Ok(SlotLag {
+            bytes: bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0),
+            wal_status: row.try_get(1)?,
+        })
+    }
+}
