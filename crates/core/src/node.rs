@@ -14,6 +14,7 @@ use crate::ingest::{self, Caller, PublishError};
 use crate::limits::{Limiters, Rate};
 use crate::outbox::{SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED};
 use crate::publication::{NewEvent, Position};
+use crate::rpc::Rpc;
 use crate::switches::{Switch, Switches};
 use crate::telemetry::Telemetry;
 
@@ -33,6 +34,9 @@ pub struct SessionLimits {
     /// Messages refused as `rate_limited` (one forgiven per second) before
     /// the connection is closed as abusive (1008).
     pub max_rate_limited: u32,
+    /// Calls one connection may have waiting on backends; one more is
+    /// answered `rate_limited` at once.
+    pub max_calls_in_flight: usize,
 }
 
 impl Default for SessionLimits {
@@ -44,6 +48,7 @@ impl Default for SessionLimits {
             max_message_bytes: 64 * 1024,
             client_messages: Rate::new(50, 100),
             max_rate_limited: 50,
+            max_calls_in_flight: 32,
         }
     }
 }
@@ -63,6 +68,7 @@ pub struct Node {
     switches: Switches,
     connections: Registry,
     limiters: Limiters,
+    rpc: Rpc,
 }
 
 /// What a node is built from ([`Node::new`]).
@@ -113,7 +119,20 @@ impl Node {
             switches: Switches::new(parts.switches),
             connections: Registry::default(),
             limiters: parts.limiters,
+            rpc: Rpc::default(),
         }
+    }
+
+    /// The node with RPC routes to backends (without, every call is
+    /// answered `unavailable`).
+    pub fn with_rpc(mut self, rpc: Rpc) -> Node {
+        self.rpc = rpc;
+        self
+    }
+
+    /// RPC routes, backends and their counters.
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
     }
 
     /// This node's id (config `[node] id`, or hostname-pid).

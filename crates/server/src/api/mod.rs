@@ -73,6 +73,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
         {
             let mut text = shared.node.telemetry().render();
             shared.node.limiters().counters.render(&mut text);
+            shared.node.rpc().render(&mut text);
             text
         },
     )

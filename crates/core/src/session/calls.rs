@@ -1,0 +1,178 @@
+//! A connection's `call`s to backends (docs/rpc.md).
+//!
+//! A call is checked here (identity, calls in flight, the app's route and
+//! rate) and either answered at once with an `error`, or handed to the
+//! node's [`Backends`] in a task of its own: the session returns at once,
+//! so the connection keeps reading messages and delivering events while
+//! the backend thinks. The answer, `result` or `error` with the call's `id`,
+//! is queued in the connection's outbox like any other frame that is not a
+//! channel's event ([`NO_SLOT`]), so every transport writes it.
+//!
+//! A task lives at most its route's timeout (the [`Backends`] enforce it);
+//! if the connection closed meanwhile, its outbox refuses the answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chouquette_protocol::ErrorCode;
+use chouquette_protocol::client::Call;
+use chouquette_protocol::server::{self, ErrorContext};
+
+use crate::clock::unix_now;
+use crate::connections::Identity;
+use crate::era::Era;
+use crate::node::Node;
+use crate::outbox::{NO_SLOT, Outbound, Outbox};
+use crate::rpc::{Answer, BackendCall, Outcome, Refusal, Unrouted};
+use crate::telemetry::Telemetry;
+
+/// The message of the `error` answering a call before any `connect`.
+pub const CONNECT_FIRST: &str = "connect first: a call needs an identity";
+
+/// Calls of one connection waiting on backends.
+#[derive(Debug, Default, Clone)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+/// Releases one call in flight when its task ends, however it ends.
+struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    /// Holds one more call, unless `max` are already held.
+    fn hold(&self, max: usize) -> Option<Held> {
+        let taken = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        taken.ok().map(|_| Held(self.0.clone()))
+    }
+}
+
+/// Who is calling, and where the answer goes.
+pub(super) struct Caller<'a> {
+    pub node: &'a Arc<Node>,
+    pub identity: Option<&'a Arc<Identity>>,
+    pub outbox: &'a Arc<Outbox>,
+    pub in_flight: &'a InFlight,
+}
+
+/// Answers `call` at once with an `error` appended to `out`, or sends it
+/// to its backend and queues the answer in the outbox later.
+pub(super) fn start(caller: Caller<'_>, call: Call, reference: Option<&str>, out: &mut Vec<Bytes>) {
+    let node = caller.node;
+    let refuse = |out: &mut Vec<Bytes>, why: Refusal, code: ErrorCode, message: &str| {
+        node.rpc().telemetry().refused(why);
+        node.telemetry().error(code);
+        let ctx = ErrorContext {
+            reference,
+            channel: None,
+            id: Some(&call.id),
+        };
+        out.push(server::error(code, message, ctx));
+    };
+    let Some(identity) = caller.identity else {
+        return refuse(
+            out,
+            Refusal::NotConnected,
+            ErrorCode::NotAllowed,
+            CONNECT_FIRST,
+        );
+    };
+    if identity.exp.is_some_and(|exp| exp <= unix_now()) {
+        let why = "the connection's identity expired: connect again";
+        return refuse(out, Refusal::Expired, ErrorCode::TokenExpired, why);
+    }
+    let Some(held) = caller
+        .in_flight
+        .hold(node.session_limits().max_calls_in_flight)
+    else {
+        let why = "too many calls waiting on backends: wait for an answer";
+        return refuse(out, Refusal::InFlight, ErrorCode::RateLimited, why);
+    };
+    let app = node.apps().get(&identity.app).cloned();
+    let routed = match app {
+        Some(app) => node
+            .rpc()
+            .route(&app.id, &call.method)
+            .map(|(route, backends)| (app, route, backends)),
+        None => Err(Unrouted::NoRoute),
+    };
+    let (app, route, backends) = match routed {
+        Ok(found) => found,
+        Err(Unrouted::NoRoute) => {
+            let why = "no RPC route is configured for this method";
+            return refuse(out, Refusal::NoRoute, ErrorCode::Unavailable, why);
+        }
+        Err(Unrouted::RateLimited) => {
+            let why = "too many calls for this app: slow down";
+            return refuse(out, Refusal::AppRate, ErrorCode::RateLimited, why);
+        }
+    };
+    let Call {
+        id,
+        method,
+        args,
+        kwargs,
+    } = call;
+    let answer = backends.call(BackendCall {
+        route: route.clone(),
+        app,
+        identity: identity.clone(),
+        method,
+        args,
+        kwargs,
+    });
+    let (telemetry, outbox) = (node.telemetry().clone(), caller.outbox.clone());
+    let reference = reference.map(str::to_owned);
+    let sent = Instant::now();
+    tokio::spawn(async move {
+        let answer = answer.await;
+        route.counters.record(Outcome::of(&answer), sent.elapsed());
+        let frame = answer_frame(&telemetry, reference.as_deref(), &id, answer);
+        outbox.push(Outbound {
+            frame,
+            slot: NO_SLOT,
+            era: Era::default(),
+            offset: 0,
+            received: Instant::now(),
+        });
+        drop(held);
+    });
+}
+
+/// The frame answering a call: its `result`, or an `error` with its `id`.
+fn answer_frame(
+    telemetry: &Telemetry,
+    reference: Option<&str>,
+    id: &serde_json::Value,
+    answer: Answer,
+) -> Bytes {
+    let ctx = ErrorContext {
+        reference,
+        channel: None,
+        id: Some(id),
+    };
+    match answer {
+        Answer::Result(result) => server::result(reference, id, &result),
+        Answer::Refused { code, message } => {
+            telemetry.error(ErrorCode::CallRefused);
+            let message = message.as_deref().unwrap_or("the backend refused the call");
+            match code {
+                Some(code) => server::call_error(reference, id, &code, message),
+                None => server::error(ErrorCode::CallRefused, message, ctx),
+            }
+        }
+        Answer::Failed(failure) => {
+            telemetry.error(failure.code());
+            server::error(failure.code(), failure.message(), ctx)
+        }
+    }
+}
