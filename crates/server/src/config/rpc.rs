@@ -88,3 +88,52 @@ pub(super) fn app_routes(app: &str, routes: &[RpcRoute], calls: Rate) -> (Arc<st
         .collect();
     (app.into(), AppRoutes::new(routes, calls))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    const APP: &str = "[[apps]]\nid = \"a\"\nsecrets = [\"s\"]\n";
+
+    fn problems(routes: &str) -> Vec<(Option<usize>, String)> {
+        match Config::from_toml(&format!("{APP}{routes}"), std::iter::empty()) {
+            Err(ConfigError::Invalid(p)) => p.into_iter().map(|p| (p.line, p.message)).collect(),
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_load_with_a_default_timeout() {
+        let text = format!(
+            "{APP}[[apps.rpc]]\nprefix = \"chat.\"\nurl = \"http://127.0.0.1:9000/rpc\"\n\
+             timeout = \"2s\"\n[[apps.rpc]]\nprefix = \"\"\nurl = \"http://127.0.0.1:9000/\"\n"
+        );
+        let config = Config::from_toml(&text, std::iter::empty()).expect("valid");
+        let rpc = &config.apps[0].rpc;
+        assert_eq!(rpc[0].timeout, std::time::Duration::from_secs(2));
+        assert_eq!(rpc[1].timeout, super::default_timeout());
+    }
+
+    #[test]
+    fn bad_urls_twice_defined_prefixes_and_zero_timeouts_name_their_line() {
+        let p = problems(
+            "[[apps.rpc]]\nprefix = \"chat.\"\nurl = \"https://b/rpc\"\n\
+             [[apps.rpc]]\nprefix = \"chat.\"\nurl = \"http://b/other\"\ntimeout = \"0s\"\n\
+             [[apps.rpc]]\nprefix = \"x.\"\nurl = \"not a url\"\n",
+        );
+        let lines: Vec<_> = p.iter().map(|(line, _)| *line).collect();
+        assert_eq!(lines, [Some(6), Some(9), Some(9), Some(13)], "{p:?}");
+        assert!(p[0].1.contains("rpc.url") && p[0].1.contains("TLS"), "{p:?}");
+        assert!(p[1].1.contains("defined twice"), "{p:?}");
+        assert!(p[2].1.contains("rpc.timeout"), "{p:?}");
+        assert!(p[3].1.contains("not a URL"), "{p:?}");
+        let p = problems("[[apps.rpc]]\nprefix = \"\"\nurl = \"http://b/\"\nwhat = 1\n");
+        assert!(p[0].1.contains("what"), "{p:?}");
+    }
+
+    #[test]
+    fn a_limited_call_rate_needs_a_burst() {
+        let p = problems("[apps.limits]\ncalls_per_second = 5\ncalls_burst = 0\n");
+        assert!(p[0].1.contains("calls_burst"), "{p:?}");
+    }
+}
