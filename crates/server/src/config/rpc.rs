@@ -123,7 +123,10 @@ mod tests {
         );
         let lines: Vec<_> = p.iter().map(|(line, _)| *line).collect();
         assert_eq!(lines, [Some(6), Some(9), Some(9), Some(13)], "{p:?}");
-        assert!(p[0].1.contains("rpc.url") && p[0].1.contains("TLS"), "{p:?}");
+        assert!(
+            p[0].1.contains("rpc.url") && p[0].1.contains("TLS"),
+            "{p:?}"
+        );
         assert!(p[1].1.contains("defined twice"), "{p:?}");
         assert!(p[2].1.contains("rpc.timeout"), "{p:?}");
         assert!(p[3].1.contains("not a URL"), "{p:?}");

@@ -322,3 +322,64 @@ async fn calls_past_the_apps_rate_are_rate_limited_with_their_id() {
     let third = answer_to(&mut client, "r3", "chat.echo").await;
     assert_eq!(third["code"], "rate_limited", "{third}");
 }
+
+const PYTHON_BACKEND: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/python/rpc_backend.py"
+);
+
+/// docs/rpc.md's Python backend, run as written: it verifies each call's
+/// signature and answers; a request it cannot verify gets 401.
+#[tokio::test]
+async fn the_python_rpc_backend_verifies_the_caller_and_answers() {
+    let port = chouquette_testkit::free_port();
+    let _python = tokio::process::Command::new("python3")
+        .arg(PYTHON_BACKEND)
+        .args(["--port", &port.to_string()])
+        .env("CHOUQUETTE_SECRET", SECRET)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let url = format!("http://127.0.0.1:{port}/chouquette/rpc");
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the Python RPC backend did not start");
+    let route = format!("[[apps.rpc]]\nprefix = \"chat.\"\nurl = \"{url}\"\n");
+    let node = TestNode::start(&config_with("", &route)).await;
+    let mut client = connected(&node, "roger").await;
+    client
+        .send_json(
+            &json!({"class": "call", "id": 1, "method": "chat.send_message",
+                           "args": ["lobby"], "kwargs": {"text": "hi"}}),
+        )
+        .await;
+    let answer = client.recv().await;
+    let expected = json!({"sent": true, "room": "lobby", "text": "hi", "by": "roger"});
+    assert_eq!(
+        (&answer["id"], &answer["result"]),
+        (&json!(1), &expected),
+        "{answer}"
+    );
+    let answer = answer_to(&mut client, "2", "chat.nope").await;
+    assert_eq!(answer["code"], "unknown_method", "{answer}");
+
+    // A request signed for another body is refused by the backend.
+    let body = r#"{"method":"chat.whoami","args":[],"kwargs":{},"user":{"app_id":"bluelib","user_id":"admin","groups":[]}}"#;
+    let signature = chouquette_core::rpc::signature::sign(SECRET.as_bytes(), unix_now(), b"{}");
+    let head = format!(
+        "POST /chouquette/rpc HTTP/1.1\r\nContent-Type: application/json\r\n\
+         X-Chouquette-Signature: {signature}"
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (status, _) = crate::common::raw_http(addr, &head, body.as_bytes()).await;
+    assert_eq!(status, 401);
+}
