@@ -62,7 +62,7 @@ pub struct AppRoutes {
 impl AppRoutes {
     /// `routes` of one app, limited to `rate` calls (all its connections).
     pub fn new(mut routes: Vec<Route>, rate: Rate) -> AppRoutes {
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         AppRoutes {
             routes: routes.into_iter().map(Arc::new).collect(),
             rate,
