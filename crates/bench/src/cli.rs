@@ -41,6 +41,10 @@ pub enum Scenario {
     /// messages, again without, with a client reconnecting in a loop, and
     /// with a process burning a core without touching the gateway (control).
     Abuse,
+    /// Client calls through the gateway to a trivial backend (`-n` callers,
+    /// each one call at a time): calls per second, and the latency the
+    /// gateway adds over calling the backend directly.
+    Rpc,
 }
 
 /// Which broker the gateways use.
@@ -126,7 +130,7 @@ impl Options {
                 100_000.0 / self.connections.max(1) as f64
             }
             (None, Scenario::Filtered) => 20_000.0,
-            (None, Scenario::Idle) => 0.0,
+            (None, Scenario::Idle | Scenario::Rpc) => 0.0,
         }
     }
 }

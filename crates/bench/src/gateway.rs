@@ -42,6 +42,19 @@ impl Gateway {
         default_limits: bool,
         broker: &BrokerSpec,
     ) -> anyhow::Result<Gateway> {
+        Gateway::start_with(binary, app, outbox_capacity, default_limits, broker, "").await
+    }
+
+    /// [`Gateway::start`] with `app_extra` TOML appended to the app's
+    /// table (its `[apps.limits]`, `[[apps.rpc]]` routes).
+    pub async fn start_with(
+        binary: &Path,
+        app: &AppSpec,
+        outbox_capacity: usize,
+        default_limits: bool,
+        broker: &BrokerSpec,
+        app_extra: &str,
+    ) -> anyhow::Result<Gateway> {
         if !binary.is_file() {
             bail!(
                 "gateway binary {} not found: build it with `cargo build --release -p chouquette`",
@@ -65,6 +78,7 @@ impl Gateway {
             default_limits,
             broker,
         );
+        let text = format!("{text}{app_extra}");
         std::fs::write(&config, text)
             .with_context(|| format!("cannot write {}", config.display()))?;
         let child = Command::new(binary)

@@ -102,7 +102,7 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::R
     let rss_connected = gateway.rss()?;
     let mut phases = None;
     let window = match options.scenario {
-        Scenario::Idle => None,
+        Scenario::Idle | Scenario::Rpc => None,
         Scenario::Broadcast | Scenario::Filtered => {
             Some(publish_window(options, app, gateway, &mut pool).await?)
         }
