@@ -440,7 +440,10 @@ impl Session {
             taken += 1;
             match admission {
                 Admission::New => {
-                    unwritten.push(item.received);
+                    // A call's answer is no publication: no publish-to-write latency.
+                    if item.slot != crate::outbox::NO_SLOT {
+                        unwritten.push(item.received);
+                    }
                     out.push(item.frame);
                 }
                 Admission::Duplicate => duplicates += 1,
