@@ -8,8 +8,9 @@
 //! is queued in the connection's outbox like any other frame that is not a
 //! channel's event ([`NO_SLOT`]), so every transport writes it.
 //!
-//! A task lives at most its route's timeout (the [`Backends`] enforce it);
-//! if the connection closed meanwhile, its outbox refuses the answer.
+//! A task lives at most its route's timeout (the [`Backends`] enforce it),
+//! and no longer than its session: when the session ends, its calls still
+//! waiting are dropped, cancelling their requests to the backends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use chouquette_protocol::ErrorCode;
 use chouquette_protocol::client::Call;
 use chouquette_protocol::server::{self, ErrorContext};
+use tokio::sync::watch;
 
 use crate::clock::unix_now;
 use crate::connections::Identity;
@@ -31,9 +33,24 @@ use crate::telemetry::Telemetry;
 /// The message of the `error` answering a call before any `connect`.
 pub const CONNECT_FIRST: &str = "connect first: a call needs an identity";
 
-/// Calls of one connection waiting on backends.
-#[derive(Debug, Default, Clone)]
-pub struct InFlight(Arc<AtomicUsize>);
+/// Calls of one connection waiting on backends. Dropped with the session:
+/// its calls still waiting are then dropped too (their backend requests
+/// cancelled), so a closed connection holds nothing.
+#[derive(Debug)]
+pub struct InFlight {
+    count: Arc<AtomicUsize>,
+    /// Never sent on: its drop is what the calls' tasks watch for.
+    open: watch::Sender<()>,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            count: Arc::default(),
+            open: watch::channel(()).0,
+        }
+    }
+}
 
 /// Releases one call in flight when its task ends, however it ends.
 struct Held(Arc<AtomicUsize>);
@@ -48,11 +65,11 @@ impl InFlight {
     /// Holds one more call, unless `max` are already held.
     fn hold(&self, max: usize) -> Option<Held> {
         let taken = self
-            .0
+            .count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             });
-        taken.ok().map(|_| Held(self.0.clone()))
+        taken.ok().map(|_| Held(self.count.clone()))
     }
 }
 
@@ -133,8 +150,13 @@ pub(super) fn start(caller: Caller<'_>, call: Call, reference: Option<&str>, out
     let (telemetry, outbox) = (node.telemetry().clone(), caller.outbox.clone());
     let reference = reference.map(str::to_owned);
     let sent = Instant::now();
+    let mut closed = caller.in_flight.open.subscribe();
     tokio::spawn(async move {
-        let answer = answer.await;
+        let answer = tokio::select! {
+            answer = answer => answer,
+            // The session is gone: nobody is left to answer.
+            _ = closed.changed() => return,
+        };
         route.counters.record(Outcome::of(&answer), sent.elapsed());
         let frame = answer_frame(&telemetry, reference.as_deref(), &id, answer);
         outbox.push(Outbound {

@@ -4,6 +4,7 @@
 //! method asks; every way a backend can answer (or not) has its own code,
 //! and the connection keeps delivering events while a call is pending.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,8 +18,22 @@ use chouquette_core::rpc::signature::{REPLAY_WINDOW_SECS, SIGNATURE_HEADER, veri
 use chouquette_testkit::{APP, Backend, SECRET, TestNode, WsClient, claims, config_with, sign};
 use serde_json::{Value, json};
 
-/// What the backend saw last: the signature header and the body.
-type Seen = Arc<Mutex<Option<(String, Vec<u8>)>>>;
+/// What the backend saw last (the signature header and the body), and how
+/// many `very_slow` calls it saw dropped before answering.
+#[derive(Clone, Default)]
+struct Seen {
+    last: Arc<Mutex<Option<(String, Vec<u8>)>>>,
+    dropped: Arc<AtomicUsize>,
+}
+
+/// Counts a `very_slow` call dropped before it answered.
+struct Unanswered(Arc<AtomicUsize>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// The largest answer the test gateways forward (`max_publish_bytes`).
 const MAX_ANSWER: usize = 16 * 1024;
@@ -27,7 +42,8 @@ const MAX_ANSWER: usize = 16 * 1024;
 /// the signature (401 `bad_signature` when it does not verify):
 /// `echo` → what it got and the route; `refuse` → 404 with a code;
 /// `refuse_plain` → 403 text; `crash` → 500; `html` → 200 not JSON;
-/// `huge` → JSON over [`MAX_ANSWER`]; `slow` → echo after 1.5 s.
+/// `huge` → JSON over [`MAX_ANSWER`]; `slow` → echo after 1.5 s;
+/// `very_slow` → echo after 10 s, counted in `dropped` if cancelled before.
 fn rpc_backend(seen: Seen) -> Router {
     Router::new()
         .route("/rpc/{route}", post(answer))
@@ -45,7 +61,7 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    *seen.lock().unwrap() = Some((signature.clone(), body.to_vec()));
+    *seen.last.lock().unwrap() = Some((signature.clone(), body.to_vec()));
     let checked = verify(
         SECRET.as_bytes(),
         &signature,
@@ -69,6 +85,12 @@ async fn answer(
         "crash" => (StatusCode::INTERNAL_SERVER_ERROR, "db at 10.1.2.3 down").into_response(),
         "html" => "<html>hello</html>".into_response(),
         "huge" => axum::Json(json!({"blob": "x".repeat(MAX_ANSWER)})).into_response(),
+        "very_slow" => {
+            let unanswered = Unanswered(seen.dropped.clone());
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            std::mem::forget(unanswered);
+            echo.into_response()
+        }
         "slow" => {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             echo.into_response()
@@ -169,7 +191,7 @@ async fn a_call_reaches_its_backend_signed_with_the_callers_identity() {
     assert_eq!(keys.len(), 4, "exactly method, args, kwargs, user: {got}");
 
     // The backend's check fails for a body changed in transit.
-    let (signature, body) = s.seen.lock().unwrap().clone().unwrap();
+    let (signature, body) = s.seen.last.lock().unwrap().clone().unwrap();
     let now = unix_now();
     assert!(
         verify(
@@ -279,6 +301,27 @@ async fn events_keep_arriving_while_a_call_waits_on_a_slow_backend() {
     assert!(before.iter().all(|m| m["class"] != "result"), "{before:?}");
     let (result, _) = client.recv_until("result").await;
     assert_eq!(result["id"], "slow-1");
+}
+
+#[tokio::test]
+async fn a_closed_connection_cancels_its_calls_to_backends() {
+    let s = setup("", "", true).await;
+    let mut client = connected(&s.node, "roger").await;
+    client.send_json(&call("v1", "chat.very_slow")).await;
+    // The request is at the backend once a later call is answered.
+    assert_eq!(
+        answer_to(&mut client, "e1", "chat.echo").await["class"],
+        "result"
+    );
+    client.close().await;
+    // Well before the route's 5 s timeout would drop it anyway.
+    for _ in 0..40 {
+        if s.seen.dropped.load(Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the backend request outlived its connection");
 }
 
 #[tokio::test]
