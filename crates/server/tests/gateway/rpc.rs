@@ -18,11 +18,14 @@ use chouquette_core::rpc::signature::{REPLAY_WINDOW_SECS, SIGNATURE_HEADER, veri
 use chouquette_testkit::{APP, Backend, SECRET, TestNode, WsClient, claims, config_with, sign};
 use serde_json::{Value, json};
 
+/// A request's signature header and body.
+type Signed = (String, Vec<u8>);
+
 /// What the backend saw last (the signature header and the body), and how
 /// many `very_slow` calls it saw dropped before answering.
 #[derive(Clone, Default)]
 struct Seen {
-    last: Arc<Mutex<Option<(String, Vec<u8>)>>>,
+    last: Arc<Mutex<Option<Signed>>>,
     dropped: Arc<AtomicUsize>,
 }
 
