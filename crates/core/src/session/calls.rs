@@ -22,12 +22,13 @@ use chouquette_protocol::client::Call;
 use chouquette_protocol::server::{self, ErrorContext};
 use tokio::sync::watch;
 
+use crate::app::App;
 use crate::clock::unix_now;
 use crate::connections::Identity;
 use crate::era::Era;
 use crate::node::Node;
 use crate::outbox::{NO_SLOT, Outbound, Outbox};
-use crate::rpc::{Answer, BackendCall, Outcome, Refusal, Unrouted};
+use crate::rpc::{Answer, AnswerFuture, BackendCall, Backends, Outcome, Refusal, Route, Unrouted};
 use crate::telemetry::Telemetry;
 
 /// The message of the `error` answering a call before any `connect`.
@@ -81,74 +82,108 @@ pub(super) struct Caller<'a> {
     pub in_flight: &'a InFlight,
 }
 
+/// Why a call is answered by the gateway itself: the counter, the code
+/// and the message.
+type Refused = (Refusal, ErrorCode, &'static str);
+
 /// Answers `call` at once with an `error` appended to `out`, or sends it
 /// to its backend and queues the answer in the outbox later.
 pub(super) fn start(caller: Caller<'_>, call: Call, reference: Option<&str>, out: &mut Vec<Bytes>) {
     let node = caller.node;
-    let refuse = |out: &mut Vec<Bytes>, why: Refusal, code: ErrorCode, message: &str| {
-        node.rpc().telemetry().refused(why);
-        node.telemetry().error(code);
-        let ctx = ErrorContext {
-            reference,
-            channel: None,
-            id: Some(&call.id),
-        };
-        out.push(server::error(code, message, ctx));
-    };
-    let Some(identity) = caller.identity else {
-        return refuse(
-            out,
-            Refusal::NotConnected,
-            ErrorCode::NotAllowed,
-            CONNECT_FIRST,
-        );
-    };
+    match check(&caller, &call.method) {
+        Ok((identity, held, app, route, backends)) => {
+            let Call {
+                id,
+                method,
+                args,
+                kwargs,
+            } = call;
+            let answer = backends.call(BackendCall {
+                route: route.clone(),
+                app,
+                identity: identity.clone(),
+                method,
+                args,
+                kwargs,
+            });
+            let pending = Pending {
+                route,
+                id,
+                reference: reference.map(str::to_owned),
+                held,
+            };
+            spawn_answer(&caller, pending, answer);
+        }
+        Err((why, code, message)) => {
+            node.rpc().telemetry().refused(why);
+            node.telemetry().error(code);
+            let ctx = ErrorContext {
+                reference,
+                channel: None,
+                id: Some(&call.id),
+            };
+            out.push(server::error(code, message, ctx));
+        }
+    }
+}
+
+/// What a call may go through with: its identity, its place among the
+/// calls in flight, its app, route and backends.
+type Checked<'a> = (
+    &'a Arc<Identity>,
+    Held,
+    Arc<App>,
+    Arc<Route>,
+    &'a dyn Backends,
+);
+
+/// Identity, calls in flight, then the app's route and rate.
+fn check<'a>(caller: &Caller<'a>, method: &str) -> Result<Checked<'a>, Refused> {
+    let node = caller.node;
+    let identity =
+        caller
+            .identity
+            .ok_or((Refusal::NotConnected, ErrorCode::NotAllowed, CONNECT_FIRST))?;
     if identity.exp.is_some_and(|exp| exp <= unix_now()) {
         let why = "the connection's identity expired: connect again";
-        return refuse(out, Refusal::Expired, ErrorCode::TokenExpired, why);
+        return Err((Refusal::Expired, ErrorCode::TokenExpired, why));
     }
-    let Some(held) = caller
-        .in_flight
-        .hold(node.session_limits().max_calls_in_flight)
-    else {
-        let why = "too many calls waiting on backends: wait for an answer";
-        return refuse(out, Refusal::InFlight, ErrorCode::RateLimited, why);
-    };
-    let app = node.apps().get(&identity.app).cloned();
-    let routed = match app {
-        Some(app) => node
-            .rpc()
-            .route(&app.id, &call.method)
-            .map(|(route, backends)| (app, route, backends)),
-        None => Err(Unrouted::NoRoute),
-    };
-    let (app, route, backends) = match routed {
-        Ok(found) => found,
-        Err(Unrouted::NoRoute) => {
-            let why = "no RPC route is configured for this method";
-            return refuse(out, Refusal::NoRoute, ErrorCode::Unavailable, why);
-        }
-        Err(Unrouted::RateLimited) => {
-            let why = "too many calls for this app: slow down";
-            return refuse(out, Refusal::AppRate, ErrorCode::RateLimited, why);
-        }
-    };
-    let Call {
-        id,
-        method,
-        args,
-        kwargs,
-    } = call;
-    let answer = backends.call(BackendCall {
-        route: route.clone(),
-        app,
-        identity: identity.clone(),
-        method,
-        args,
-        kwargs,
-    });
-    let (telemetry, outbox) = (node.telemetry().clone(), caller.outbox.clone());
-    let reference = reference.map(str::to_owned);
+    let max = node.session_limits().max_calls_in_flight;
+    let held = caller.in_flight.hold(max).ok_or((
+        Refusal::InFlight,
+        ErrorCode::RateLimited,
+        "too many calls waiting on backends: wait for an answer",
+    ))?;
+    let no_route = (
+        Refusal::NoRoute,
+        ErrorCode::Unavailable,
+        "no RPC route is configured for this method",
+    );
+    let app = node.apps().get(&identity.app).cloned().ok_or(no_route)?;
+    match node.rpc().route(&app.id, method) {
+        Ok((route, backends)) => Ok((identity, held, app, route, backends)),
+        Err(Unrouted::NoRoute) => Err(no_route),
+        Err(Unrouted::RateLimited) => Err((
+            Refusal::AppRate,
+            ErrorCode::RateLimited,
+            "too many calls for this app: slow down",
+        )),
+    }
+}
+
+/// A call sent to its backend, until its answer is queued.
+struct Pending {
+    route: Arc<Route>,
+    id: serde_json::Value,
+    reference: Option<String>,
+    /// Its place among the connection's calls in flight, freed at the end.
+    held: Held,
+}
+
+/// Waits for `answer` in a task of its own (dropped with the session) and
+/// queues the frame answering the call in the connection's outbox.
+fn spawn_answer(caller: &Caller<'_>, pending: Pending, answer: AnswerFuture) {
+    let (telemetry, outbox) = (caller.node.telemetry().clone(), caller.outbox.clone());
     let sent = Instant::now();
     let mut closed = caller.in_flight.open.subscribe();
     tokio::spawn(async move {
@@ -157,6 +192,12 @@ pub(super) fn start(caller: Caller<'_>, call: Call, reference: Option<&str>, out
             // The session is gone: nobody is left to answer.
             _ = closed.changed() => return,
         };
+        let Pending {
+            route,
+            id,
+            reference,
+            held,
+        } = pending;
         route.counters.record(Outcome::of(&answer), sent.elapsed());
         let frame = answer_frame(&telemetry, reference.as_deref(), &id, answer);
         outbox.push(Outbound {
