@@ -47,6 +47,10 @@ pub enum Scenario {
     #[value(name = "idle-abuse")]
     #[serde(rename = "idle-abuse")]
     IdleAbuse,
+    /// Client calls through the gateway to a trivial backend (`-n` callers,
+    /// each one call at a time): calls per second, and the latency the
+    /// gateway adds over calling the backend directly.
+    Rpc,
 }
 
 /// Which broker the gateways use.
@@ -160,7 +164,7 @@ impl Options {
             }
             (None, Scenario::Filtered) => 20_000.0,
             (None, Scenario::IdleAbuse) => 20.0,
-            (None, Scenario::Idle) => 0.0,
+            (None, Scenario::Idle | Scenario::Rpc) => 0.0,
         }
     }
 }

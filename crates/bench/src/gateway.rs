@@ -43,6 +43,19 @@ impl Gateway {
         limits: &LimitsSpec,
         broker: &BrokerSpec,
     ) -> anyhow::Result<Gateway> {
+        Gateway::start_with(binary, app, outbox_capacity, limits, broker, "").await
+    }
+
+    /// [`Gateway::start`] with `app_extra` TOML appended to the app's
+    /// table (its `[apps.limits]`, `[[apps.rpc]]` routes).
+    pub async fn start_with(
+        binary: &Path,
+        app: &AppSpec,
+        outbox_capacity: usize,
+        limits: &LimitsSpec,
+        broker: &BrokerSpec,
+        app_extra: &str,
+    ) -> anyhow::Result<Gateway> {
         if !binary.is_file() {
             bail!(
                 "gateway binary {} not found: build it with `cargo build --release -p chouquette`",
@@ -59,6 +72,7 @@ impl Gateway {
         let (public, internal) = (free_port()?, free_port()?);
         let config = dir.join("chouquette.toml");
         let text = config_text(public, internal, app, outbox_capacity, limits, broker);
+        let text = format!("{text}{app_extra}");
         std::fs::write(&config, text)
             .with_context(|| format!("cannot write {}", config.display()))?;
         let child = Command::new(binary)

@@ -16,6 +16,7 @@ mod procfs;
 mod publisher;
 mod redis_server;
 mod report;
+mod rpc;
 mod scenario;
 mod wire;
 mod worker;
@@ -49,6 +50,17 @@ fn bench(options: &Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    if options.scenario == cli::Scenario::Rpc {
+        return runtime.block_on(async {
+            tokio::select! {
+                done = rpc::run(options) => done,
+                signal = interrupted() => {
+                    signal?;
+                    bail!("interrupted");
+                }
+            }
+        });
+    }
     let summary = runtime.block_on(async {
         tokio::select! {
             summary = scenario::run(options) => summary,

@@ -12,7 +12,7 @@ const KIND: &str = "status";
 /// The filter object of connection `index`.
 pub fn filters(scenario: Scenario, index: usize) -> Value {
     match scenario {
-        Scenario::Idle => json!({"*": {}}),
+        Scenario::Idle | Scenario::Rpc => json!({"*": {}}),
         Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => json!({KIND: {}}),
         Scenario::Filtered => json!({KIND: {"borne": borne(index)}}),
     }
@@ -45,7 +45,11 @@ pub fn event(
     let target = seq % connections.max(1) as u64;
     let keywords = match scenario {
         Scenario::Filtered => vec![format!("borne:{}", borne(target as usize))],
-        Scenario::Idle | Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => {
+        Scenario::Idle
+        | Scenario::Rpc
+        | Scenario::Broadcast
+        | Scenario::Abuse
+        | Scenario::IdleAbuse => {
             vec![format!("seq:{seq}")]
         }
     };
@@ -59,7 +63,7 @@ pub fn fan_out(scenario: Scenario, connected: usize, planned: usize) -> f64 {
     match scenario {
         Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => connected as f64,
         Scenario::Filtered => connected as f64 / planned.max(1) as f64,
-        Scenario::Idle => 0.0,
+        Scenario::Idle | Scenario::Rpc => 0.0,
     }
 }
 

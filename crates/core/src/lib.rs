@@ -36,6 +36,7 @@ pub mod node;
 pub mod outbox;
 pub mod publication;
 pub mod recovery;
+pub mod rpc;
 pub mod session;
 pub mod switches;
 pub mod telemetry;

@@ -14,6 +14,7 @@ use crate::ingest::{self, Caller, PublishError};
 use crate::limits::{Limiters, Rate};
 use crate::outbox::{SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED};
 use crate::publication::{NewEvent, Position};
+use crate::rpc::Rpc;
 use crate::switches::{Switch, Switches};
 use crate::telemetry::Telemetry;
 
@@ -36,6 +37,9 @@ pub struct SessionLimits {
     /// Seconds of clock skew tolerated on token `exp` and `nbf` (config
     /// `[tokens] leeway`), for subscription and `connect` tokens alike.
     pub token_leeway: u64,
+    /// Calls one connection may have waiting on backends; one more is
+    /// answered `rate_limited` at once.
+    pub max_calls_in_flight: usize,
 }
 
 impl Default for SessionLimits {
@@ -48,6 +52,7 @@ impl Default for SessionLimits {
             client_messages: Rate::new(50, 100),
             max_rate_limited: 50,
             token_leeway: 5,
+            max_calls_in_flight: 32,
         }
     }
 }
@@ -67,6 +72,7 @@ pub struct Node {
     switches: Switches,
     connections: Registry,
     limiters: Limiters,
+    rpc: Rpc,
 }
 
 /// What a node is built from ([`Node::new`]).
@@ -117,7 +123,20 @@ impl Node {
             switches: Switches::new(parts.switches),
             connections: Registry::default(),
             limiters: parts.limiters,
+            rpc: Rpc::default(),
         }
+    }
+
+    /// The node with RPC routes to backends (without, every call is
+    /// answered `unavailable`).
+    pub fn with_rpc(mut self, rpc: Rpc) -> Node {
+        self.rpc = rpc;
+        self
+    }
+
+    /// RPC routes, backends and their counters.
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
     }
 
     /// This node's id (config `[node] id`, or hostname-pid).

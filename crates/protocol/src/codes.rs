@@ -28,13 +28,26 @@ pub enum ErrorCode {
     TooManySubscriptions,
     /// A kill switch is in force for this scope.
     Disabled,
-    /// The gateway cannot serve this now (broker down, shutting down, no route).
+    /// The gateway cannot serve this now (broker down, shutting down, no
+    /// RPC route for a call's method).
     Unavailable,
+    /// A call's backend refused it (4xx) without a code of its own.
+    CallRefused,
+    /// A call's backend failed (5xx, or a status that is no answer).
+    BackendError,
+    /// A call's backend could not be reached (refused or dropped connection).
+    BackendUnavailable,
+    /// A call's backend did not answer within the route's timeout.
+    BackendTimeout,
+    /// A call's backend answered with a body that is not JSON.
+    BadBackendAnswer,
+    /// A call's backend answered more than the gateway forwards.
+    BackendAnswerTooLarge,
 }
 
 impl ErrorCode {
     /// Every code, in a stable order (metrics labels, docs).
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownApp,
         ErrorCode::InvalidToken,
@@ -45,6 +58,12 @@ impl ErrorCode {
         ErrorCode::TooManySubscriptions,
         ErrorCode::Disabled,
         ErrorCode::Unavailable,
+        ErrorCode::CallRefused,
+        ErrorCode::BackendError,
+        ErrorCode::BackendUnavailable,
+        ErrorCode::BackendTimeout,
+        ErrorCode::BadBackendAnswer,
+        ErrorCode::BackendAnswerTooLarge,
     ];
 
     /// The wire spelling of the code.
@@ -60,6 +79,12 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::Disabled => "disabled",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::CallRefused => "call_refused",
+            ErrorCode::BackendError => "backend_error",
+            ErrorCode::BackendUnavailable => "backend_unavailable",
+            ErrorCode::BackendTimeout => "backend_timeout",
+            ErrorCode::BadBackendAnswer => "bad_backend_answer",
+            ErrorCode::BackendAnswerTooLarge => "backend_answer_too_large",
         }
     }
 

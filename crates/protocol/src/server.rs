@@ -158,6 +158,63 @@ pub fn error(code: ErrorCode, message: &str, ctx: ErrorContext<'_>) -> Bytes {
 }
 
 #[derive(Serialize)]
+struct CallErrorMessage<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    id: &'a serde_json::Value,
+    code: &'a str,
+    message: &'a str,
+}
+
+/// Serializes the `error` answering a call with a code the gateway does not
+/// define itself: a backend's own code for a refused call (docs/rpc.md).
+/// The caller bounds and sanitizes `code` and `message`.
+pub fn call_error(
+    reference: Option<&str>,
+    id: &serde_json::Value,
+    code: &str,
+    message: &str,
+) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&CallErrorMessage {
+        class: "error",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        reference,
+        id,
+        code,
+        message,
+    })
+}
+
+#[derive(Serialize)]
+struct ResultMessage<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    id: &'a serde_json::Value,
+    result: &'a RawValue,
+}
+
+/// Serializes the `result` of a call: the backend's JSON, passed through.
+pub fn result(reference: Option<&str>, id: &serde_json::Value, result: &RawValue) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&ResultMessage {
+        class: "result",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        reference,
+        id,
+        result,
+    })
+}
+
+#[derive(Serialize)]
 struct ResetMessage<'a> {
     class: &'static str,
     timestamp: &'a str,
@@ -241,6 +298,26 @@ mod tests {
         assert_eq!(msg["ref"], "u1");
         assert_eq!(msg["channel"], "bornes");
         assert!(msg.get("id").is_none());
+    }
+
+    #[test]
+    fn results_carry_the_call_id_and_the_raw_answer() {
+        let raw = RawValue::from_string(r#"{"ok":[1,2]}"#.into()).expect("raw");
+        let msg = parse(&result(Some("u9"), &serde_json::json!("7"), &raw));
+        assert_eq!(msg["class"], "result");
+        assert_eq!(msg["id"], "7");
+        assert_eq!(msg["ref"], "u9");
+        assert_eq!(msg["result"]["ok"][1], 2);
+        let msg = parse(&call_error(
+            None,
+            &serde_json::json!(8),
+            "no_such_room",
+            "x",
+        ));
+        assert_eq!(
+            (msg["id"].as_u64(), msg["code"].as_str()),
+            (Some(8), Some("no_such_room"))
+        );
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub fn dev_config(options: &DevOptions) -> anyhow::Result<(Config, DevSecrets)> 
         allow_tokens_without_exp: false,
         channel_defaults: Default::default(),
         limits: Default::default(),
+        rpc: Vec::new(),
         channels: Default::default(),
     });
     let problems = config.problems("");

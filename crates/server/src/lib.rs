@@ -20,6 +20,7 @@ pub mod logging;
 pub mod operator;
 pub mod origins;
 pub mod reverse_proxy;
+pub mod rpc;
 pub mod serve;
 pub mod shutdown;
 pub mod source;

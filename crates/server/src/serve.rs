@@ -279,6 +279,7 @@ async fn build_node(
         switches,
         limiters,
     });
+    let node = crate::rpc::with_routes(node, config);
     (Arc::new(node), redis)
 }
 

@@ -42,6 +42,8 @@ mod origins;
 mod publish_api;
 #[path = "gateway/resume.rs"]
 mod resume;
+#[path = "gateway/rpc.rs"]
+mod rpc;
 #[path = "gateway/shutdown.rs"]
 mod shutdown;
 #[path = "gateway/slow_consumer.rs"]

@@ -13,6 +13,7 @@
 //! signals, handled in [`Session::take_live`] before any queued frame.
 
 pub mod authorize;
+pub mod calls;
 pub mod subscriptions;
 
 use std::collections::BTreeMap;
@@ -90,6 +91,8 @@ pub struct Session {
     gate_app: bool,
     /// The (app, user) pairs this connection counts for, released at the end.
     users: Vec<(Arc<str>, Box<str>)>,
+    /// Its calls waiting on backends.
+    calls: calls::InFlight,
 }
 
 /// Counts an error and appends its frame.
@@ -130,6 +133,7 @@ impl Session {
             gate,
             gate_app: false,
             users: Vec::new(),
+            calls: calls::InFlight::default(),
         }
     }
 
@@ -211,12 +215,13 @@ impl Session {
             }
             ClientBody::Connect(c) => self.connect(c, reference, out),
             ClientBody::Call(call) => {
-                let ctx = ErrorContext {
-                    id: Some(&call.id),
-                    ..ctx
+                let caller = calls::Caller {
+                    node: &self.node,
+                    identity: self.identity.as_ref(),
+                    outbox: self.subscriptions.outbox(),
+                    in_flight: &self.calls,
                 };
-                let why = "no RPC route is configured for this method";
-                self.error(out, ErrorCode::Unavailable, why, ctx);
+                calls::start(caller, call, reference, out);
             }
             ClientBody::Publish(_) => {
                 let why = "client publishing is not enabled";
@@ -443,7 +448,10 @@ impl Session {
             taken += 1;
             match admission {
                 Admission::New => {
-                    unwritten.push(item.received);
+                    // A call's answer is no publication: no publish-to-write latency.
+                    if item.slot != crate::outbox::NO_SLOT {
+                        unwritten.push(item.received);
+                    }
                     out.push(item.frame);
                 }
                 Admission::Duplicate => duplicates += 1,

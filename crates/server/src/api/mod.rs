@@ -84,6 +84,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             let mut text = shared.node.telemetry().render();
             shared.node.limiters().counters.render(&mut text);
             shared.postgres.render(&mut text);
+            shared.node.rpc().render(&mut text);
             text
         },
     )

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::limits::{Limits, rate_problem};
 use super::problem::Problems;
+use super::rpc::{self, RpcRoute};
 use super::value::opt_duration;
 
 /// `[[apps]]`.
@@ -40,6 +41,9 @@ pub struct AppConfig {
     /// This app's limits; unset keys take `[limits]`.
     #[serde(default)]
     pub limits: AppLimitsConfig,
+    /// RPC routes for client calls, by method prefix.
+    #[serde(default)]
+    pub rpc: Vec<RpcRoute>,
 }
 
 /// `[apps.limits]`: the per-app limits, each over its `[limits]` default.
@@ -58,9 +62,22 @@ pub struct AppLimitsConfig {
     pub publishes_per_second: Option<u32>,
     /// Their burst.
     pub publish_burst: Option<u32>,
+    /// Client calls per second to this app's RPC routes, all connections
+    /// together (0: no limit).
+    pub calls_per_second: Option<u32>,
+    /// Their burst.
+    pub calls_burst: Option<u32>,
 }
 
 impl AppLimitsConfig {
+    /// This app's call rate over the `[limits]` default.
+    fn calls(&self, base: &Limits) -> Rate {
+        Rate::new(
+            self.calls_per_second.unwrap_or(base.calls_per_second),
+            self.calls_burst.unwrap_or(base.calls_burst),
+        )
+    }
+
     fn over(&self, base: &Limits) -> AppLimits {
         AppLimits {
             client_messages: Rate::new(
@@ -120,6 +137,16 @@ pub(super) fn registry(apps: &[AppConfig], limits: &Limits) -> Apps {
     Apps::new(apps.iter().map(|a| a.build(limits)))
 }
 
+/// Every app's RPC routes, with its call rate.
+pub(super) fn rpc_routes(
+    apps: &[AppConfig],
+    limits: &Limits,
+) -> Vec<(std::sync::Arc<str>, chouquette_core::rpc::AppRoutes)> {
+    apps.iter()
+        .map(|a| rpc::app_routes(&a.id, &a.rpc, a.limits.calls(limits)))
+        .collect()
+}
+
 /// Every app's problems, and ids defined twice.
 pub(super) fn problems(apps: &[AppConfig], limits: &Limits, out: &mut Problems<'_>) {
     let mut seen = HashSet::new();
@@ -176,6 +203,7 @@ impl AppConfig {
                 own.client_messages,
             ),
             ("publishes_per_second", "publish_burst", own.publishes),
+            ("calls_per_second", "calls_burst", self.limits.calls(limits)),
         ] {
             if let Some((_, message)) = rate_problem("limits", rate, burst, r) {
                 out.at(at, format!("app `{id}`: apps.{message}"));
@@ -187,6 +215,7 @@ impl AppConfig {
                 format!("app `{id}`: limits.max_subscriptions_per_connection must be at least 1"),
             );
         }
+        rpc::problems(id, &self.rpc, out);
         for name in self.channels.keys() {
             if !valid_name(name) {
                 out.at(

@@ -83,6 +83,14 @@ pub struct Limits {
     pub publishes_per_second: u32,
     /// Events an app may publish at once after a quiet period.
     pub publish_burst: u32,
+    /// Client calls per second per app to its RPC routes (0: no limit);
+    /// over it, error `rate_limited` with the call's id. Overridable per app.
+    pub calls_per_second: u32,
+    /// Calls an app's clients may make at once after a quiet period.
+    pub calls_burst: u32,
+    /// Calls one connection may have waiting on backends; one more is
+    /// answered `rate_limited` with its id.
+    pub max_calls_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -112,6 +120,9 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             publishes_per_second: app.publishes.per_second,
             publish_burst: app.publishes.burst,
+            calls_per_second: 10_000,
+            calls_burst: 20_000,
+            max_calls_in_flight: session.max_calls_in_flight,
         }
     }
 }
@@ -126,6 +137,7 @@ impl Limits {
             max_message_bytes: self.max_message_bytes,
             client_messages: Rate::new(self.client_messages_per_second, self.client_messages_burst),
             max_rate_limited: self.max_rate_limited_messages,
+            max_calls_in_flight: self.max_calls_in_flight,
             ..SessionLimits::default()
         }
     }
@@ -140,6 +152,7 @@ impl Limits {
             ("max_message_bytes", self.max_message_bytes),
             ("max_frame_bytes", self.max_frame_bytes),
             ("max_publish_bytes", self.max_publish_bytes),
+            ("max_calls_in_flight", self.max_calls_in_flight),
         ] {
             if value == 0 {
                 out.at(name, format!("limits.{name} must be at least 1"));
@@ -193,6 +206,11 @@ impl Limits {
                 "publishes_per_second",
                 "publish_burst",
                 Rate::new(self.publishes_per_second, self.publish_burst),
+            ),
+            (
+                "calls_per_second",
+                "calls_burst",
+                Rate::new(self.calls_per_second, self.calls_burst),
             ),
         ] {
             if let Some((needle, message)) = rate_problem("limits", rate, burst, r) {

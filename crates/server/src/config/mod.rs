@@ -29,6 +29,7 @@ mod log;
 mod node;
 mod problem;
 mod proxy;
+mod rpc;
 mod sections;
 mod shutdown;
 mod sources;
@@ -47,6 +48,7 @@ pub use log::{Log, LogFormat};
 pub use node::NodeConfig;
 pub use problem::{ConfigError, Problem};
 pub use proxy::ProxyRoute;
+pub use rpc::RpcRoute;
 pub use shutdown::Shutdown;
 pub use sources::{EventKinds, PostgresConfig, SourcesConfig, TableConfig};
 pub use static_files::StaticFiles;
@@ -166,6 +168,11 @@ impl Config {
     /// The apps registry.
     pub fn apps(&self) -> Apps {
         apps::registry(&self.apps, &self.limits)
+    }
+
+    /// Every app's RPC routes and call rate.
+    pub fn rpc_routes(&self) -> Vec<(std::sync::Arc<str>, chouquette_core::rpc::AppRoutes)> {
+        apps::rpc_routes(&self.apps, &self.limits)
     }
 }
 

@@ -161,6 +161,7 @@ fn demo_config(options: &DemoOptions, secret: &str) -> Config {
         allow_tokens_without_exp: false,
         channel_defaults: Default::default(),
         limits: Default::default(),
+        rpc: Vec::new(),
         channels: [(
             CHANNEL.to_string(),
             crate::config::ChannelConfig {
