@@ -13,6 +13,7 @@
 //! signals, handled in [`Session::take_live`] before any queued frame.
 
 pub mod authorize;
+pub mod publish;
 pub mod subscriptions;
 
 use std::collections::BTreeMap;
@@ -218,10 +219,7 @@ impl Session {
                 let why = "no RPC route is configured for this method";
                 self.error(out, ErrorCode::Unavailable, why, ctx);
             }
-            ClientBody::Publish(_) => {
-                let why = "client publishing is not enabled";
-                self.error(out, ErrorCode::NotAllowed, why, ctx);
-            }
+            ClientBody::Publish(raw) => return self.publish(&raw, reference, out).await,
         }
         Verdict::Continue
     }

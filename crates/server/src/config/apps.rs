@@ -58,6 +58,11 @@ pub struct AppLimitsConfig {
     pub publishes_per_second: Option<u32>,
     /// Their burst.
     pub publish_burst: Option<u32>,
+    /// Events one user (`connect` identity) may publish per second as a
+    /// client (0: no limit beyond the app's); default 10.
+    pub client_publishes_per_second: Option<u32>,
+    /// Their burst; default 20.
+    pub client_publish_burst: Option<u32>,
 }
 
 impl AppLimitsConfig {
@@ -80,6 +85,13 @@ impl AppLimitsConfig {
                     .unwrap_or(base.publishes_per_second),
                 self.publish_burst.unwrap_or(base.publish_burst),
             ),
+            client_publishes: {
+                let core = AppLimits::default().client_publishes;
+                Rate::new(
+                    self.client_publishes_per_second.unwrap_or(core.per_second),
+                    self.client_publish_burst.unwrap_or(core.burst),
+                )
+            },
         }
     }
 }
@@ -176,6 +188,11 @@ impl AppConfig {
                 own.client_messages,
             ),
             ("publishes_per_second", "publish_burst", own.publishes),
+            (
+                "client_publishes_per_second",
+                "client_publish_burst",
+                own.client_publishes,
+            ),
         ] {
             if let Some((_, message)) = rate_problem("limits", rate, burst, r) {
                 out.at(at, format!("app `{id}`: apps.{message}"));
