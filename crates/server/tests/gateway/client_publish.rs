@@ -225,3 +225,40 @@ async fn a_publish_with_bad_fields_is_a_bad_message_and_publishes_nothing() {
     assert_refused(&publish(&mut d1, &kind).await, "bad_message", "k");
     assert_eq!(seen(&node, &mut watcher).await, Vec::<Value>::new());
 }
+
+/// docs/backend-quickstart.md, "Let a device publish", run as written: the
+/// Python backend's `device-connect` message lets D1 publish as D1 only.
+#[tokio::test]
+async fn the_quickstart_device_connect_publishes_as_its_device_only() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/python/backend.py"
+    );
+    let output = tokio::process::Command::new("python3")
+        .args([script, "device-connect", "--device", "D1"])
+        .env("CHOUQUETTE_SECRET", SECRET)
+        .output()
+        .await
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the quickstart backend failed: {stderr}"
+    );
+    let message: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let node = TestNode::base().await;
+    let mut watcher = watcher(&node).await;
+    let mut d1 = node.client().await;
+    d1.send_json(&message).await;
+    assert_eq!(d1.recv().await["class"], "ack");
+    let own = publish_msg("own", "devices", &["device:D1"], json!("D1"));
+    assert_eq!(publish(&mut d1, &own).await["class"], "ack");
+    let other = publish_msg("other", "devices", &["device:D2"], json!("D2"));
+    assert_refused(&publish(&mut d1, &other).await, "not_allowed", "other");
+    let got: Vec<Value> = seen(&node, &mut watcher)
+        .await
+        .into_iter()
+        .map(|m| m["data"].clone())
+        .collect();
+    assert_eq!(got, vec![json!("D1")]);
+}
