@@ -8,6 +8,7 @@ This is the code of docs/backend-quickstart.md; a gateway test runs it.
     python3 examples/python/backend.py subscription --user roger --borne B1
     python3 examples/python/backend.py publish --borne B1 --level critical \
         --data '{"uid": "B1", "status": "oh, oh..."}'
+    python3 examples/python/backend.py device-connect --device D1
 
 The backend decides what each user may see and signs it; the browser only
 carries the signed message to the gateway, which verifies it and never
@@ -69,6 +70,21 @@ def publish(url, api_key, events, timeout=5):
         raise SystemExit(f"publish refused ({e.code}): {e.read().decode()}") from None
 
 
+def device_connect(device, secret, ttl=3600):
+    """The `connect` message for `device`, which may then publish on the
+    `devices` channel, as itself only: the `publish` claim pins its events
+    to the keyword `device:<device>` (an event must carry it, and no other
+    `device:` keyword), so a device cannot speak for another."""
+    claims = {
+        "app_id": APP,
+        "sub": device,
+        "exp": int(time.time()) + ttl,
+        "publish": {"devices": [f"device:{device}"]},
+    }
+    token = jwt.encode(claims, secret, algorithm="HS256")
+    return {"class": "connect", "app_id": APP, "token": token}
+
+
 def alarm(borne, level, data):
     """An alarm about `borne`: its keywords are what filters match on; its
     `key` keeps the last state per borne for clients that connect later."""
@@ -90,6 +106,9 @@ def main():
     sub.add_argument("--user", required=True)
     sub.add_argument("--borne", action="append", required=True)
     sub.add_argument("--ttl", type=int, default=3600)
+    dev = commands.add_parser("device-connect", help="print a signed connect message for a device")
+    dev.add_argument("--device", required=True)
+    dev.add_argument("--ttl", type=int, default=3600)
     pub = commands.add_parser("publish", help="publish one alarm")
     pub.add_argument("--url", default="http://127.0.0.1:8081")
     pub.add_argument("--borne", required=True)
@@ -100,6 +119,9 @@ def main():
     if args.command == "subscription":
         secret = os.environ["CHOUQUETTE_SECRET"]
         print(json.dumps(subscription(args.user, args.borne, secret, args.ttl)))
+    elif args.command == "device-connect":
+        secret = os.environ["CHOUQUETTE_SECRET"]
+        print(json.dumps(device_connect(args.device, secret, args.ttl)))
     else:
         answer = publish(args.url, os.environ["CHOUQUETTE_API_KEY"],
                          alarm(args.borne, args.level, json.loads(args.data)))

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use crate::outbox::{Outbox, SIGNAL_DISCONNECT, SIGNAL_SWITCHES};
 use crate::publication::ChannelId;
+use crate::session::publish::PublishGrant;
 use crate::switches::{Subject, Switch};
 use crate::telemetry::Telemetry;
 
@@ -31,6 +32,8 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// When the identity expires.
     pub exp: Option<u64>,
+    /// What it may publish (the token's `publish` claim); none: nothing.
+    pub publish: Option<PublishGrant>,
 }
 
 /// A connection's transport.
@@ -344,6 +347,7 @@ mod tests {
             user: "v".into(),
             groups: vec!["g".into()],
             exp: None,
+            publish: None,
         })));
         let counts = telemetry.app_counts();
         assert_eq!(counts["a"].connections, 1);
@@ -375,6 +379,7 @@ mod tests {
             user: "u".into(),
             groups: Vec::new(),
             exp: None,
+            publish: None,
         })));
         let user = Switch::parse(&SwitchSpec {
             scope: "user",

@@ -43,6 +43,16 @@ pub enum Caller<'a> {
     /// An operator already authorized by the admin key, or the gateway's own
     /// code (the demo): trusted, and not rate limited.
     Trusted,
+    /// A client connection whose `connect` identity is `user` of `app`, its
+    /// `publish` claim already checked (`session::publish`): every event
+    /// must be of `app`; the user's `client_publishes` rate applies, then
+    /// the app's publish rate.
+    Client {
+        /// The identity's app.
+        app: &'a str,
+        /// The identity's user.
+        user: &'a str,
+    },
 }
 
 impl Caller<'_> {
@@ -70,6 +80,13 @@ pub enum Refusal {
     RateLimited {
         /// The app over its limit.
         app: String,
+        /// When its tokens are back.
+        limited: Limited,
+    },
+    /// A client's user publishes faster than its app's
+    /// `client_publishes_per_second`.
+    #[error("this user publishes faster than its limit")]
+    UserRateLimited {
         /// When its tokens are back.
         limited: Limited,
     },
@@ -293,7 +310,10 @@ fn admit_all<'a>(
                 },
             )),
             Err((index, refusal)) => {
-                held = matches!(refusal, Refusal::RateLimited { .. });
+                held = matches!(
+                    refusal,
+                    Refusal::RateLimited { .. } | Refusal::UserRateLimited { .. }
+                );
                 tally.refuse((group, index), refusal);
             }
         }
@@ -321,12 +341,18 @@ fn admit<'a>(
             let name = event.app_id.chars().take(64).collect();
             return Err((index, Refusal::UnknownApp(name)));
         };
-        if let Caller::Backend(key) = caller
-            && !app.accepts_api_key(key)
-        {
+        let allowed = match caller {
+            Caller::Backend(key) => app.accepts_api_key(key),
+            Caller::Client { app: own, .. } => *app.id == *own,
+            Caller::Source | Caller::Trusted => true,
+        };
+        if !allowed {
             return Err((index, Refusal::WrongKey));
         }
         apps.push(app);
+    }
+    if let Caller::Client { app, user } = caller {
+        take_client_tokens(node, app, user, events.len(), now)?;
     }
     if caller.rate_limited() {
         take_publish_tokens(node, events, now)?;
@@ -366,6 +392,25 @@ fn take_publish_tokens(
             limiters.counters.hit(Limit::Publishes);
             let app = app.to_string();
             return Err((index, Refusal::RateLimited { app, limited }));
+        }
+    }
+    Ok(())
+}
+
+/// Takes one of `user`'s client publish tokens per event; the refusal
+/// names the first event.
+fn take_client_tokens(
+    node: &Node,
+    app: &str,
+    user: &str,
+    events: usize,
+    now: Instant,
+) -> Result<(), (usize, Refusal)> {
+    let limiters = &node.limiters();
+    for _ in 0..events {
+        if let Err(limited) = limiters.client_publish(app, user, now) {
+            limiters.counters.hit(Limit::ClientPublishes);
+            return Err((0, Refusal::UserRateLimited { limited }));
         }
     }
     Ok(())

@@ -152,7 +152,7 @@ pub enum KeywordProblem {
 
 /// Checks one keyword: `name:value`, the name in the name alphabet (the
 /// value is anything: it is compared, never interpreted).
-fn check_keyword(keyword: &str) -> Result<(), KeywordProblem> {
+pub fn check_keyword(keyword: &str) -> Result<(), KeywordProblem> {
     if keyword.len() > MAX_KEYWORD_LEN {
         return Err(KeywordProblem::TooLong);
     }

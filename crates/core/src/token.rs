@@ -65,6 +65,9 @@ pub struct Claims {
     pub sub: Option<String>,
     /// Groups of the user (establishment, role), for kill switches.
     pub groups: Vec<String>,
+    /// For `connect` tokens: the channels the holder may publish on, each
+    /// with its pinned keywords (checked by the session, not here).
+    pub publish: Option<serde_json::Value>,
 }
 
 impl Claims {
@@ -112,6 +115,7 @@ impl Claims {
             nbf,
             sub,
             groups,
+            publish: map.remove("publish").filter(|v| !v.is_null()),
         })
     }
 }

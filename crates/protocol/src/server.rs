@@ -116,6 +116,34 @@ pub fn ack(reference: Option<&str>, channels: Option<&BTreeMap<String, AckChanne
     })
 }
 
+#[derive(Serialize)]
+struct PublishAckMessage<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    epoch: &'a str,
+    offset: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+}
+
+/// Serializes the `ack` of a client `publish`: where the event went, as the
+/// HTTP API answers it (`duplicate` only when its `id` was seen already).
+pub fn publish_ack(reference: Option<&str>, epoch: &str, offset: u64, duplicate: bool) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&PublishAckMessage {
+        class: "ack",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        reference,
+        epoch,
+        offset,
+        duplicate,
+    })
+}
+
 /// What an `error` message refers to, besides its code.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ErrorContext<'a> {

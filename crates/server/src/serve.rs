@@ -267,6 +267,10 @@ async fn build_node(
         config.limits.max_tracked_addresses,
         apps.iter().map(|a| (a.id.clone(), a.limits.publishes)),
         std::time::Instant::now(),
+    )
+    .with_client_publishes(
+        apps.iter()
+            .map(|a| (a.id.clone(), a.limits.client_publishes)),
     );
     let node = Node::new(NodeParts {
         id: config.node.id_or_default().into(),

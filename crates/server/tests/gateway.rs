@@ -20,6 +20,8 @@ mod addresses;
 mod admin;
 #[path = "gateway/backend_quickstart.rs"]
 mod backend_quickstart;
+#[path = "gateway/client_publish.rs"]
+mod client_publish;
 #[path = "gateway/console.rs"]
 mod console;
 #[path = "gateway/edge.rs"]

@@ -47,6 +47,9 @@ pub struct AppLimits {
     pub max_subscriptions: usize,
     /// Events published per second through the API (batches count each event).
     pub publishes: Rate,
+    /// Events one user (a `connect` identity) may publish per second as a
+    /// client, on top of the app's `publishes`.
+    pub client_publishes: Rate,
 }
 
 impl Default for AppLimits {
@@ -56,12 +59,19 @@ impl Default for AppLimits {
             max_connections_per_user: 100,
             max_subscriptions: 256,
             publishes: Rate::new(50_000, 100_000),
+            client_publishes: Rate::new(10, 20),
         }
     }
 }
 
+/// Users tracked per app by the client publish limit. Only identities from
+/// tokens the app's backend signed reach it, so the bound is generous; at
+/// it, once users with a full bucket are pruned, a new user's publishes are
+/// refused as `rate_limited` (fail closed: known users keep their budget).
+pub const MAX_TRACKED_PUBLISHERS: usize = 100_000;
+
 /// The node's limiter state: new connections per address, connections per
-/// user, publishes per app.
+/// user, publishes per app, client publishes per (app, user).
 #[derive(Debug)]
 pub struct Limiters {
     /// New connections per client address (see [`address_key`]).
@@ -71,6 +81,7 @@ pub struct Limiters {
     /// Refusals by limit.
     pub counters: LimitCounters,
     publishes: HashMap<Arc<str>, (Rate, Mutex<TokenBucket>)>,
+    client_publishes: HashMap<Arc<str>, KeyedLimiter<Box<str>>>,
 }
 
 impl Limiters {
@@ -90,6 +101,29 @@ impl Limiters {
                 .into_iter()
                 .map(|(app, rate)| (app, (rate, Mutex::new(TokenBucket::full(rate, now)))))
                 .collect(),
+            client_publishes: HashMap::new(),
+        }
+    }
+
+    /// These limiters with each app's client publish rate per user (at
+    /// most [`MAX_TRACKED_PUBLISHERS`] users per app).
+    pub fn with_client_publishes(
+        mut self,
+        rates: impl IntoIterator<Item = (Arc<str>, Rate)>,
+    ) -> Limiters {
+        self.client_publishes = rates
+            .into_iter()
+            .map(|(app, rate)| (app, KeyedLimiter::new(rate, MAX_TRACKED_PUBLISHERS)))
+            .collect();
+        self
+    }
+
+    /// Takes one client publish token of `user` of `app` (apps without a
+    /// limiter are not limited).
+    pub fn client_publish(&self, app: &str, user: &str, now: Instant) -> Result<(), Limited> {
+        match self.client_publishes.get(app) {
+            Some(limiter) => limiter.check(user.into(), now),
+            None => Ok(()),
         }
     }
 
@@ -132,5 +166,17 @@ mod tests {
         assert!(l.publish("a", 1, t0).is_err());
         assert!(l.publish("b", 1_000_000, t0).is_ok());
         assert!(l.publish("unknown", 1, t0).is_ok());
+    }
+
+    #[test]
+    fn client_publishes_bucket_per_user_of_each_app() {
+        let t0 = Instant::now();
+        let l = Limiters::new(Rate::UNLIMITED, 1, [], t0)
+            .with_client_publishes([("a".into(), Rate::new(1, 2))]);
+        assert!(l.client_publish("a", "u", t0).is_ok());
+        assert!(l.client_publish("a", "u", t0).is_ok());
+        assert!(l.client_publish("a", "u", t0).is_err());
+        assert!(l.client_publish("a", "v", t0).is_ok());
+        assert!(l.client_publish("b", "u", t0).is_ok());
     }
 }

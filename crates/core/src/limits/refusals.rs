@@ -30,11 +30,14 @@ pub enum Limit {
     /// A connection over its address's `max_connections_per_address`
     /// (closed at accept, or HTTP 429 for an address from `X-Forwarded-For`).
     OpenConnectionsPerAddress,
+    /// A client `publish` over its user's `client_publishes_per_second`
+    /// (error `rate_limited`).
+    ClientPublishes,
 }
 
 impl Limit {
     /// Every limit, in a stable order.
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::ClientMessages,
         Limit::ConnectionsPerUser,
         Limit::ConnectionsPerAddress,
@@ -44,6 +47,7 @@ impl Limit {
         Limit::FrameSize,
         Limit::SubscribeTimeout,
         Limit::OpenConnectionsPerAddress,
+        Limit::ClientPublishes,
     ];
 
     /// The metric label.
@@ -58,6 +62,7 @@ impl Limit {
             Limit::FrameSize => "frame_size",
             Limit::SubscribeTimeout => "subscribe_timeout",
             Limit::OpenConnectionsPerAddress => "open_connections_per_address",
+            Limit::ClientPublishes => "client_publishes",
         }
     }
 

@@ -16,6 +16,7 @@ use crate::connections::Identity;
 use crate::filter::Filter;
 use crate::limits::AppLimits;
 use crate::publication::valid_name;
+use crate::session::publish::PublishGrant;
 use crate::token::{self, Claims, Requirements, TokenError};
 
 /// Why a request was refused, as the client is told.
@@ -112,11 +113,19 @@ pub fn authorize(app: &App, name: &str, token: &str, clock: TokenClock) -> Resul
 pub fn identify(app: &App, token: &str, clock: TokenClock) -> Result<Identity, Refusal> {
     let claims = verify(app, token, clock)?;
     let user = claims.sub.ok_or_else(|| missing("sub"))?;
+    let publish = match claims.publish.as_ref() {
+        Some(claim) => Some(
+            PublishGrant::parse(claim)
+                .map_err(|e| Refusal::new(ErrorCode::InvalidToken, e.to_string()))?,
+        ),
+        None => None,
+    };
     Ok(Identity {
         app: app.id.clone(),
         user,
         groups: claims.groups,
         exp: claims.exp,
+        publish,
     })
 }
 
@@ -257,6 +266,17 @@ mod tests {
             identify(&app(), &token::sign(&claims(), SECRET), at(NOW, 0)).expect("identified");
         assert_eq!((&*identity.app, identity.user.as_str()), ("a", "u"));
         assert_eq!(identity.groups, vec!["g".to_string()]);
+        assert_eq!(identity.publish, None);
+        let pinned = with("publish", Some(json!({"devices": ["device:D1"]})));
+        let identity = identify(&app(), &pinned, at(NOW, 0)).expect("identified");
+        assert!(
+            identity
+                .publish
+                .is_some_and(|g| g.allows("devices", &["device:D1".into()]))
+        );
+        let malformed = with("publish", Some(json!({"devices": "device:D1"})));
+        let refused = identify(&app(), &malformed, at(NOW, 0)).map(|_| ());
+        assert_eq!(refused.map_err(|r| r.code), Err(ErrorCode::InvalidToken));
         let refused = identify(&app(), &with("sub", None), at(NOW, 0)).map(|_| ());
         assert_eq!(
             refused,

@@ -14,6 +14,7 @@
 
 pub mod authorize;
 pub mod calls;
+pub mod publish;
 pub mod subscriptions;
 
 use std::collections::BTreeMap;
@@ -201,10 +202,6 @@ impl Session {
             Err(e) => return self.bad_message(&e.message, e.uuid.as_deref(), out),
         };
         let reference = message.uuid.as_deref();
-        let ctx = ErrorContext {
-            reference,
-            ..ErrorContext::default()
-        };
         match message.body {
             ClientBody::Subscribe(s) => return self.subscribe(s, reference, out).await,
             ClientBody::Unsubscribe(u) => {
@@ -223,10 +220,7 @@ impl Session {
                 };
                 calls::start(caller, call, reference, out);
             }
-            ClientBody::Publish(_) => {
-                let why = "client publishing is not enabled";
-                self.error(out, ErrorCode::NotAllowed, why, ctx);
-            }
+            ClientBody::Publish(raw) => return self.publish(&raw, reference, out).await,
         }
         Verdict::Continue
     }

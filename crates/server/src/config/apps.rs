@@ -67,6 +67,11 @@ pub struct AppLimitsConfig {
     pub calls_per_second: Option<u32>,
     /// Their burst.
     pub calls_burst: Option<u32>,
+    /// Events one user (`connect` identity) may publish per second as a
+    /// client (0: no limit beyond the app's); default 10.
+    pub client_publishes_per_second: Option<u32>,
+    /// Their burst; default 20.
+    pub client_publish_burst: Option<u32>,
 }
 
 impl AppLimitsConfig {
@@ -97,6 +102,13 @@ impl AppLimitsConfig {
                     .unwrap_or(base.publishes_per_second),
                 self.publish_burst.unwrap_or(base.publish_burst),
             ),
+            client_publishes: {
+                let core = AppLimits::default().client_publishes;
+                Rate::new(
+                    self.client_publishes_per_second.unwrap_or(core.per_second),
+                    self.client_publish_burst.unwrap_or(core.burst),
+                )
+            },
         }
     }
 }
@@ -204,6 +216,11 @@ impl AppConfig {
             ),
             ("publishes_per_second", "publish_burst", own.publishes),
             ("calls_per_second", "calls_burst", self.limits.calls(limits)),
+            (
+                "client_publishes_per_second",
+                "client_publish_burst",
+                own.client_publishes,
+            ),
         ] {
             if let Some((_, message)) = rate_problem("limits", rate, burst, r) {
                 out.at(at, format!("app `{id}`: apps.{message}"));
