@@ -13,6 +13,7 @@
 //! signals, handled in [`Session::take_live`] before any queued frame.
 
 pub mod authorize;
+mod backend_subs;
 pub mod subscriptions;
 
 use std::collections::BTreeMap;
@@ -90,6 +91,8 @@ pub struct Session {
     gate_app: bool,
     /// The (app, user) pairs this connection counts for, released at the end.
     users: Vec<(Arc<str>, Box<str>)>,
+    /// The subscriptions backends made (see [`backend_subs`]).
+    backend: backend_subs::BackendSubs,
 }
 
 /// Counts an error and appends its frame.
@@ -130,6 +133,7 @@ impl Session {
             gate,
             gate_app: false,
             users: Vec::new(),
+            backend: backend_subs::BackendSubs::default(),
         }
     }
 
@@ -262,9 +266,7 @@ impl Session {
         if let Err(r) = self.hold_user(&app, &identity.user) {
             return self.error(out, r.code, &r.message, ctx);
         }
-        let identity = Arc::new(identity);
-        self.identity = Some(identity.clone());
-        self.subscriptions.connection().set_identity(Some(identity));
+        self.set_identity(Some(Arc::new(identity)), out);
         out.push(server::ack(reference, None));
         // The identity may bring existing subscriptions into a switch's scope.
         self.apply_switches(out);
@@ -471,6 +473,9 @@ impl Session {
         if signals & SIGNAL_DISCONNECT != 0 {
             return Err(Stop::Disconnected(connection.disconnect_reason()));
         }
+        if connection.mail_overflowed() {
+            return Err(Stop::Overflowed);
+        }
         if signals & SIGNAL_SWITCHES != 0 {
             self.apply_switches(out);
         }
@@ -566,8 +571,7 @@ impl Session {
         if !expired {
             return;
         }
-        self.identity = None;
-        self.subscriptions.connection().set_identity(None);
+        self.set_identity(None, out);
         let why = "connect token expired: send a new connect";
         self.error(out, ErrorCode::TokenExpired, why, ErrorContext::default());
     }
