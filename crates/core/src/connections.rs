@@ -350,7 +350,9 @@ impl Registry {
     /// under its user: the one way an identity changes, so the index never
     /// disagrees with the connections.
     pub fn set_identity(&self, connection: &Arc<Connection>, identity: Option<Arc<Identity>>) {
-        let new = identity.as_ref().map(|i| (i.app.clone(), i.user.as_str().into()));
+        let new = identity
+            .as_ref()
+            .map(|i| (i.app.clone(), i.user.as_str().into()));
         let old = connection.swap_identity(identity);
         let old = old.map(|i| (i.app.clone(), i.user.as_str().into()));
         if old == new {
@@ -460,12 +462,15 @@ mod tests {
         let c = registry.open(Transport::Ws, Arc::new(Outbox::new(4)), telemetry.clone());
         c.add(holder(0, "a", "x", Some("u")));
         c.add(holder(1, "a", "y", None));
-        registry.set_identity(&c, Some(Arc::new(Identity {
-            app: "b".into(),
-            user: "v".into(),
-            groups: vec!["g".into()],
-            exp: None,
-        })));
+        registry.set_identity(
+            &c,
+            Some(Arc::new(Identity {
+                app: "b".into(),
+                user: "v".into(),
+                groups: vec!["g".into()],
+                exp: None,
+            })),
+        );
         let counts = telemetry.app_counts();
         assert_eq!(counts["a"].connections, 1);
         assert_eq!(counts["b"].connections, 1);
@@ -491,12 +496,15 @@ mod tests {
         );
         c.add(holder(0, "a", "x", None));
         c.add(holder(1, "b", "x", None));
-        registry.set_identity(&c, Some(Arc::new(Identity {
-            app: "a".into(),
-            user: "u".into(),
-            groups: Vec::new(),
-            exp: None,
-        })));
+        registry.set_identity(
+            &c,
+            Some(Arc::new(Identity {
+                app: "a".into(),
+                user: "u".into(),
+                groups: Vec::new(),
+                exp: None,
+            })),
+        );
         let user = Switch::parse(&SwitchSpec {
             scope: "user",
             user: Some("u"),

@@ -151,7 +151,11 @@ mod tests {
             };
             assert_eq!(UserMessage::decode(&message.encode()), Ok(message));
         }
-        for junk in [&b"nope"[..], b"{}", br#"{"do":"load","app":"a","user":"u"}"#] {
+        for junk in [
+            &b"nope"[..],
+            b"{}",
+            br#"{"do":"load","app":"a","user":"u"}"#,
+        ] {
             assert!(UserMessage::decode(junk).is_err());
         }
     }

@@ -18,10 +18,10 @@ mod address_penalty;
 mod addresses;
 #[path = "gateway/admin.rs"]
 mod admin;
-#[path = "gateway/backend_subscriptions.rs"]
-mod backend_subscriptions;
 #[path = "gateway/backend_quickstart.rs"]
 mod backend_quickstart;
+#[path = "gateway/backend_subscriptions.rs"]
+mod backend_subscriptions;
 #[path = "gateway/console.rs"]
 mod console;
 #[path = "gateway/edge.rs"]

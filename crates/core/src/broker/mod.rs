@@ -140,6 +140,9 @@ pub trait Broker: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// The backend subscriptions of `user` of `app` in force.
-    fn grants<'a>(&'a self, app: &'a str, user: &'a str)
-    -> BoxFuture<'a, Result<UserGrants, BrokerError>>;
+    fn grants<'a>(
+        &'a self,
+        app: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<UserGrants, BrokerError>>;
 }

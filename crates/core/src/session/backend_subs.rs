@@ -106,7 +106,11 @@ impl Session {
         let Some(identity) = self.identity.clone() else {
             return;
         };
-        let grants = self.node.broker().grants(&identity.app, &identity.user).await;
+        let grants = self
+            .node
+            .broker()
+            .grants(&identity.app, &identity.user)
+            .await;
         match grants {
             Ok(grants) => {
                 for (channel, filters) in grants {
@@ -143,7 +147,10 @@ impl Session {
         if self.holds_grant(channel, filters) {
             return;
         }
-        match self.backend_register(&app, &identity, channel, filters, out).await {
+        match self
+            .backend_register(&app, &identity, channel, filters, out)
+            .await
+        {
             Ok((slot, epoch, offset)) => {
                 let subscriptions = &self.subscriptions;
                 let held = &mut self.backend.held;
@@ -202,7 +209,12 @@ impl Session {
     /// Ends the backend subscription to `channel`, telling the client
     /// `unsubscribed`; a client's own subscription to it stays.
     fn backend_unsubscribe(&mut self, channel: &str, out: &mut Vec<Bytes>) {
-        let Some(i) = self.backend.held.iter().position(|h| &*h.channel == channel) else {
+        let Some(i) = self
+            .backend
+            .held
+            .iter()
+            .position(|h| &*h.channel == channel)
+        else {
             return;
         };
         let held = self.backend.held.swap_remove(i);

@@ -71,14 +71,18 @@ fn read(
     }
     let user = text(&body, "user")?;
     if user.is_empty() || user.len() > MAX_USER_BYTES {
-        return Err(bad(&format!("`user` must have 1 to {MAX_USER_BYTES} bytes")));
+        return Err(bad(&format!(
+            "`user` must have 1 to {MAX_USER_BYTES} bytes"
+        )));
     }
     let channel = text(&body, "channel")?;
     if !valid_name(channel) {
         return Err(bad("invalid channel name"));
     }
     let filters = if subscribe {
-        let filters = body.get("filters").ok_or_else(|| bad("`filters` is missing"))?;
+        let filters = body
+            .get("filters")
+            .ok_or_else(|| bad("`filters` is missing"))?;
         Filter::parse(filters).map_err(|e| bad(&format!("filters: {e}")))?;
         Some(filters.clone())
     } else {

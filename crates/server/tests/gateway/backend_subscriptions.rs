@@ -83,13 +83,19 @@ async fn a_connection_the_user_opens_later_is_subscribed_at_connect() {
     let (message, before) = subscribed(&mut later, "alerts").await;
     assert!(before.is_empty(), "{before:?}");
     assert_eq!(message["offset"], 0);
-    node.publish("alerts", "alarm", &["borne:B7"], json!(1)).await;
+    node.publish("alerts", "alarm", &["borne:B7"], json!(1))
+        .await;
     let got = data_before_marker(&node, &mut later, "alerts").await;
     assert_eq!(got.len(), 1, "{got:?}");
     // Another user connecting later gets nothing.
     let mut other = identified(&node, "vb").await;
-    node.publish("alerts", "alarm", &["borne:B7"], json!(2)).await;
-    assert!(data_before_marker(&node, &mut other, "alerts").await.is_empty());
+    node.publish("alerts", "alarm", &["borne:B7"], json!(2))
+        .await;
+    assert!(
+        data_before_marker(&node, &mut other, "alerts")
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -111,7 +117,11 @@ async fn delete_ends_the_backend_subscription_with_unsubscribed_and_no_more_even
     assert!(before.is_empty(), "{before:?}");
     node.publish("alerts", "alarm", &["borne:B1"], json!("too late"))
         .await;
-    assert!(data_before_marker(&node, &mut roger, "alerts").await.is_empty());
+    assert!(
+        data_before_marker(&node, &mut roger, "alerts")
+            .await
+            .is_empty()
+    );
     // Revoked for later connections too.
     let mut later = identified(&node, "roger").await;
     node.publish("alerts", "alarm", &["borne:B1"], json!("still late"))
@@ -150,18 +160,26 @@ async fn a_client_subscribe_replaces_the_backend_one_which_delete_then_leaves_al
     node.user_subscription("POST", Some(API_KEY), &body).await;
     subscribed(&mut roger, "alerts").await;
     // The client's own token, for B2 only, replaces the backend's.
-    let (ack, _) = roger.subscribe("alerts", json!({"alarm": {"borne": "B2"}})).await;
+    let (ack, _) = roger
+        .subscribe("alerts", json!({"alarm": {"borne": "B2"}}))
+        .await;
     assert!(ack["channels"]["alerts"].is_object(), "{ack}");
     let (status, _) = node
         .user_subscription("DELETE", Some(API_KEY), &revoke("roger", "alerts"))
         .await;
     assert_eq!(status, 200);
-    node.publish("alerts", "alarm", &["borne:B1"], json!("B1")).await;
-    node.publish("alerts", "alarm", &["borne:B2"], json!("B2")).await;
+    node.publish("alerts", "alarm", &["borne:B1"], json!("B1"))
+        .await;
+    node.publish("alerts", "alarm", &["borne:B2"], json!("B2"))
+        .await;
     let marker = node.publish_marker().await;
     let got = roger.until_marker(marker).await;
     let classes: Vec<_> = got.iter().map(|m| m["class"].clone()).collect();
-    assert_eq!(classes, [json!("data")], "no unsubscribed, one event: {got:?}");
+    assert_eq!(
+        classes,
+        [json!("data")],
+        "no unsubscribed, one event: {got:?}"
+    );
     assert_eq!(got[0]["data"], "B2");
 }
 
@@ -172,11 +190,16 @@ async fn subscription_requests_are_authenticated_first_then_checked() {
     let (status, body) = node.user_subscription("POST", None, &good).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("not_allowed")));
     let (wrong, wrong_body) = node.user_subscription("POST", Some("nope"), &good).await;
-    assert_eq!((wrong, wrong_body["code"].as_str()), (403, Some("not_allowed")));
+    assert_eq!(
+        (wrong, wrong_body["code"].as_str()),
+        (403, Some("not_allowed"))
+    );
     // An unknown app reads exactly as a wrong key, even with junk filters.
     let mut unknown = grant("roger", "alerts", json!("junk"));
     unknown["app_id"] = json!("nobody");
-    let (status, body) = node.user_subscription("POST", Some(API_KEY), &unknown).await;
+    let (status, body) = node
+        .user_subscription("POST", Some(API_KEY), &unknown)
+        .await;
     assert_eq!((status, &body), (403, &wrong_body));
     let (status, _) = node
         .user_subscription("DELETE", Some("nope"), &revoke("roger", "alerts"))
@@ -191,7 +214,11 @@ async fn subscription_requests_are_authenticated_first_then_checked() {
     ];
     for body in bad_bodies {
         let (status, answer) = node.user_subscription("POST", Some(API_KEY), &body).await;
-        assert_eq!((status, answer["code"].as_str()), (400, Some("bad_message")), "{body}");
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (400, Some("bad_message")),
+            "{body}"
+        );
     }
     // Nothing was stored: a connection opened now is not subscribed.
     let mut roger = identified(&node, "roger").await;

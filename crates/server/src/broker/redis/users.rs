@@ -101,7 +101,11 @@ impl RedisBroker {
 
     /// The backend subscriptions of `user`; an entry that is not JSON
     /// (written by hand) is skipped and logged.
-    pub(super) async fn read_grants(&self, app: &str, user: &str) -> Result<UserGrants, BrokerError> {
+    pub(super) async fn read_grants(
+        &self,
+        app: &str,
+        user: &str,
+    ) -> Result<UserGrants, BrokerError> {
         let shared = &self.shared;
         let link = shared.current().ok_or_else(not_connected)?;
         let mut commands = link.commands.clone();
