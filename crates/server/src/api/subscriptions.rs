@@ -34,12 +34,41 @@ struct Request {
     filters: Option<Value>,
 }
 
-fn bad(message: &str) -> Response {
-    error_response(StatusCode::BAD_REQUEST, "bad_message", message)
+/// Why a request is refused before anything is stored.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    /// No `Authorization: Bearer` header (401).
+    #[error("missing `Authorization: Bearer <api key>`")]
+    NoKey,
+    /// An unknown app or a wrong key, told apart by nobody (403).
+    #[error("unknown app or wrong API key")]
+    WrongKey,
+    /// The body could not be read (its size, its framing).
+    #[error("{1}")]
+    Body(StatusCode, String),
+    /// A bad field (400 `bad_message`).
+    #[error("{0}")]
+    Bad(String),
+}
+
+impl Refused {
+    fn response(&self) -> Response {
+        let message = self.to_string();
+        match self {
+            Refused::NoKey => error_response(StatusCode::UNAUTHORIZED, "not_allowed", &message),
+            Refused::WrongKey => error_response(StatusCode::FORBIDDEN, "not_allowed", &message),
+            Refused::Body(status, _) => error_response(*status, "bad_message", &message),
+            Refused::Bad(_) => error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
+        }
+    }
+}
+
+fn bad(message: &str) -> Refused {
+    Refused::Bad(message.to_string())
 }
 
 /// A required string field of `body`.
-fn text<'a>(body: &'a Value, field: &str) -> Result<&'a str, Response> {
+fn text<'a>(body: &'a Value, field: &str) -> Result<&'a str, Refused> {
     body.get(field)
         .and_then(Value::as_str)
         .ok_or_else(|| bad(&format!("`{field}` must be a string")))
@@ -52,22 +81,17 @@ fn read(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     subscribe: bool,
-) -> Result<Request, Response> {
+) -> Result<Request, Refused> {
     let Some(key) = bearer(headers) else {
-        return Err(error_response(
-            StatusCode::UNAUTHORIZED,
-            "not_allowed",
-            "missing `Authorization: Bearer <api key>`",
-        ));
+        return Err(Refused::NoKey);
     };
-    let body = body.map_err(|r| error_response(r.status(), "bad_message", &r.body_text()))?;
+    let body = body.map_err(|r| Refused::Body(r.status(), r.body_text()))?;
     let body: Value =
         serde_json::from_slice(&body).map_err(|e| bad(&format!("body is not JSON: {e}")))?;
     let app = text(&body, "app_id")?;
     let known = shared.node.apps().get(app);
     if !known.is_some_and(|a| a.accepts_api_key(key)) {
-        let why = "unknown app or wrong API key";
-        return Err(error_response(StatusCode::FORBIDDEN, "not_allowed", why));
+        return Err(Refused::WrongKey);
     }
     let user = text(&body, "user")?;
     if user.is_empty() || user.len() > MAX_USER_BYTES {
@@ -122,7 +146,7 @@ async fn apply(
 ) -> Response {
     let request = match read(shared, headers, body, subscribe) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(refused) => return refused.response(),
     };
     let reached = shared
         .node
