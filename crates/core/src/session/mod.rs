@@ -571,9 +571,10 @@ impl Session {
         if !expired {
             return;
         }
-        self.set_identity(None, out);
         let why = "connect token expired: send a new connect";
         self.error(out, ErrorCode::TokenExpired, why, ErrorContext::default());
+        // After the error: the backend subscriptions it ends follow it.
+        self.set_identity(None, out);
     }
 
     /// Leaves every channel; the session is done.

@@ -225,3 +225,52 @@ async fn subscription_requests_are_authenticated_first_then_checked() {
     let marker = node.publish_marker().await;
     assert!(roger.until_marker(marker).await.is_empty());
 }
+
+/// A `connect` message for `user` of [`APP`] expiring at `exp`.
+fn connect_until(user: &str, exp: u64) -> Value {
+    let claims = json!({"app_id": APP, "sub": user, "exp": exp});
+    json!({"class": "connect", "app_id": APP, "token": chouquette_testkit::sign(&claims, chouquette_testkit::SECRET)})
+}
+
+#[tokio::test]
+async fn backend_subscriptions_end_when_the_identity_expires_or_changes_hands() {
+    let node = TestNode::start(&format!(
+        "[tokens]\nleeway = \"0s\"\n{}",
+        chouquette_testkit::BASE_CONFIG
+    ))
+    .await;
+    let body = grant("roger", "alerts", json!({"alarm": {}}));
+    node.user_subscription("POST", Some(API_KEY), &body).await;
+    let now = chouquette_core::clock::unix_now();
+    // Expiry: `token_expired`, then `unsubscribed`, then no more events.
+    let mut expiring = node.client().await;
+    expiring.join_sync().await;
+    expiring.send_json(&connect_until("roger", now + 2)).await;
+    assert_eq!(expiring.recv().await["class"], "ack");
+    subscribed(&mut expiring, "alerts").await;
+    let (gone, before) = expiring.recv_until("unsubscribed").await;
+    assert_eq!(gone["channel"], "alerts");
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0]["code"], "token_expired");
+    node.publish("alerts", "alarm", &[], json!("after expiry"))
+        .await;
+    assert!(
+        data_before_marker(&node, &mut expiring, "alerts")
+            .await
+            .is_empty()
+    );
+    // Another user's connect on the same connection ends roger's grants.
+    let mut shared = identified(&node, "roger").await;
+    subscribed(&mut shared, "alerts").await;
+    shared.send_json(&connect_until("vb", now + 3600)).await;
+    let (gone, _) = shared.recv_until("unsubscribed").await;
+    assert_eq!(gone["channel"], "alerts");
+    assert_eq!(shared.recv().await["class"], "ack");
+    node.publish("alerts", "alarm", &[], json!("for roger only"))
+        .await;
+    assert!(
+        data_before_marker(&node, &mut shared, "alerts")
+            .await
+            .is_empty()
+    );
+}
