@@ -35,7 +35,7 @@ use crate::limits::{ABUSE_CLOSE_REASON, Gate, Limit, MessageGate};
 use crate::node::Node;
 use crate::outbox::{
     Outbound, Outbox, SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED, SIGNAL_DISCONNECT,
-    SIGNAL_SWITCHES,
+    SIGNAL_SWITCHES, SIGNAL_USER,
 };
 use crate::publication::ChannelId;
 use crate::recovery;
@@ -475,6 +475,11 @@ impl Session {
         }
         if connection.mail_overflowed() {
             return Err(Stop::Overflowed);
+        }
+        if signals & SIGNAL_USER != 0 && connection.has_mail() {
+            // Posted after the driver last looked: wake it again for
+            // `read_mail` rather than leave the command waiting.
+            connection.outbox().signal(SIGNAL_USER);
         }
         if signals & SIGNAL_SWITCHES != 0 {
             self.apply_switches(out);
