@@ -228,6 +228,7 @@ impl Connection {
         }
         let queued = !mail.overflowed;
         drop(mail);
+        self.telemetry.user_command(!queued);
         self.outbox.signal(SIGNAL_USER);
         queued
     }

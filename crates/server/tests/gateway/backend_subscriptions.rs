@@ -69,6 +69,11 @@ async fn a_backend_subscription_reaches_every_connection_of_the_user_and_no_one_
     }
     let marker = node.publish_marker().await;
     assert_eq!(vb.until_marker(marker).await, Vec::<Value>::new());
+    // Each identity's grants read at connect, then the POST to roger's two.
+    let posted = node
+        .metric(r#"chouquette_user_commands_total{outcome="posted"}"#)
+        .await;
+    assert_eq!(posted, Some(5.0));
 }
 
 #[tokio::test]
