@@ -15,6 +15,8 @@
 
 use chouquette_core::broker::{BrokerError, UserGrants};
 use chouquette_core::user_mail::{MAX_GRANTS_PER_USER, UserMessage};
+use std::sync::LazyLock;
+
 use redis::Script;
 
 use super::{RedisBroker, Shared, not_connected};
@@ -33,6 +35,9 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
 end
 return 0
 ";
+
+/// Hashed once: `EVALSHA` after the first call.
+static SET_GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(SET_GRANT_LUA));
 
 impl Shared {
     /// The topic every node listens on for messages addressed to users.
@@ -84,7 +89,7 @@ impl RedisBroker {
         let shared = &self.shared;
         let link = shared.current().ok_or_else(not_connected)?;
         let mut commands = link.commands.clone();
-        let stored: i64 = Script::new(SET_GRANT_LUA)
+        let stored: i64 = SET_GRANT
             .key(shared.grants_key(app, user))
             .arg(channel)
             .arg(filters.map(ToString::to_string).unwrap_or_default())
