@@ -279,3 +279,35 @@ async fn backend_subscriptions_end_when_the_identity_expires_or_changes_hands() 
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_user_past_64_backend_subscriptions_is_refused_a_new_channel_but_may_change_filters() {
+    let node = TestNode::base().await;
+    for i in 0..64 {
+        let body = grant("roger", &format!("c{i}"), json!({"alarm": {}}));
+        let (status, _) = node.user_subscription("POST", Some(API_KEY), &body).await;
+        assert_eq!(status, 200, "channel {i}");
+    }
+    let one_more = grant("roger", "c64", json!({"alarm": {}}));
+    let (status, body) = node
+        .user_subscription("POST", Some(API_KEY), &one_more)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (507, Some("too_many_subscriptions"))
+    );
+    let changed = grant("roger", "c0", json!({"status": {}}));
+    let (status, _) = node
+        .user_subscription("POST", Some(API_KEY), &changed)
+        .await;
+    assert_eq!(status, 200);
+    // Another user is not affected by roger's bound.
+    let (status, _) = node
+        .user_subscription(
+            "POST",
+            Some(API_KEY),
+            &grant("vb", "c64", json!({"alarm": {}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
