@@ -9,17 +9,24 @@
 //! finding the affected connections scans them all ([`Registry::snapshot`]);
 //! the hot paths (delivery) never look here. The affected connection is
 //! then signalled through its outbox and acts in its own task.
+//!
+//! Messages addressed to a user (see [`crate::user_mail`]) are not rare, so
+//! the registry also indexes connections by their `connect` identity (app,
+//! user). The index changes only through [`Registry::set_identity`] and
+//! [`Registry::close`]; an entry lives as long as one of its connections
+//! does, so it is bounded by the open connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::outbox::{Outbox, SIGNAL_DISCONNECT, SIGNAL_SWITCHES};
+use crate::outbox::{Outbox, SIGNAL_DISCONNECT, SIGNAL_SWITCHES, SIGNAL_USER};
 use crate::publication::ChannelId;
 use crate::session::publish::PublishGrant;
 use crate::switches::{Subject, Switch};
 use crate::telemetry::Telemetry;
+use crate::user_mail::{MAILBOX_CAPACITY, UserCommand};
 
 /// The identity given by a `connect` token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +128,14 @@ impl Info {
     }
 }
 
+/// Commands addressed to the connection's user, waiting for its session.
+#[derive(Debug, Default)]
+struct Mailbox {
+    queue: VecDeque<Arc<UserCommand>>,
+    /// More than [`MAILBOX_CAPACITY`] waited: the connection must close.
+    overflowed: bool,
+}
+
 /// What an operator sees of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -143,6 +158,7 @@ pub struct Connection {
     outbox: Arc<Outbox>,
     telemetry: Arc<Telemetry>,
     info: Mutex<Info>,
+    mail: Mutex<Mailbox>,
 }
 
 impl Connection {
@@ -178,16 +194,61 @@ impl Connection {
         }
     }
 
-    /// Sets (or clears) the `connect` identity.
-    pub fn set_identity(&self, identity: Option<Arc<Identity>>) {
+    /// Sets (or clears) the `connect` identity; returns the one it had.
+    /// Private: [`Registry::set_identity`] keeps the user index in step.
+    fn swap_identity(&self, identity: Option<Arc<Identity>>) -> Option<Arc<Identity>> {
         let mut info = self.info();
-        if let Some(old) = info.identity.take() {
+        let old = info.identity.take();
+        if let Some(old) = &old {
             info.release(&old.app, &self.telemetry);
         }
         if let Some(new) = &identity {
             info.hold(&new.app, &self.telemetry);
         }
         info.identity = identity;
+        old
+    }
+
+    fn mail(&self) -> std::sync::MutexGuard<'_, Mailbox> {
+        // Single pushes and pops: a panic cannot leave it half changed.
+        self.mail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a command for the session and wakes it, without waiting.
+    /// Past [`MAILBOX_CAPACITY`] the mailbox is emptied and marked
+    /// overflowed (the session closes the connection as a slow consumer);
+    /// returns whether the command was queued.
+    pub fn post(&self, command: Arc<UserCommand>) -> bool {
+        let mut mail = self.mail();
+        if mail.overflowed {
+            return false;
+        }
+        if mail.queue.len() >= MAILBOX_CAPACITY {
+            mail.overflowed = true;
+            mail.queue = VecDeque::new();
+        } else {
+            mail.queue.push_back(command);
+        }
+        let queued = !mail.overflowed;
+        drop(mail);
+        self.telemetry.user_command(!queued);
+        self.outbox.signal(SIGNAL_USER);
+        queued
+    }
+
+    /// The oldest waiting command.
+    pub fn take_mail(&self) -> Option<Arc<UserCommand>> {
+        self.mail().queue.pop_front()
+    }
+
+    /// Whether commands wait.
+    pub fn has_mail(&self) -> bool {
+        !self.mail().queue.is_empty()
+    }
+
+    /// Whether the mailbox overflowed (see [`Connection::post`]).
+    pub fn mail_overflowed(&self) -> bool {
+        self.mail().overflowed
     }
 
     /// Calls `f` with the switch subject of the subscription in `slot`.
@@ -257,6 +318,7 @@ impl Connection {
     }
 
     fn clear(&self) {
+        *self.mail() = Mailbox::default();
         let mut info = self.info();
         let held = std::mem::take(&mut info.apps);
         for (app, _) in held {
@@ -267,16 +329,62 @@ impl Connection {
     }
 }
 
+/// A user of an app, as the index keys it.
+type UserKey = (Arc<str>, Box<str>);
+
 /// Every open connection on this node.
 #[derive(Debug, Default)]
 pub struct Registry {
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Connection>>>,
+    /// Connections by `connect` identity.
+    users: Mutex<HashMap<UserKey, Vec<Arc<Connection>>>>,
 }
 
 impl Registry {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<UserKey, Vec<Arc<Connection>>>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets (or clears) `connection`'s `connect` identity, and indexes it
+    /// under its user: the one way an identity changes, so the index never
+    /// disagrees with the connections.
+    pub fn set_identity(&self, connection: &Arc<Connection>, identity: Option<Arc<Identity>>) {
+        let new = identity
+            .as_ref()
+            .map(|i| (i.app.clone(), i.user.as_str().into()));
+        let old = connection.swap_identity(identity);
+        let old = old.map(|i| (i.app.clone(), i.user.as_str().into()));
+        if old == new {
+            return;
+        }
+        let mut users = self.users();
+        if let Some(old) = old {
+            unindex(&mut users, &old, connection.id);
+        }
+        if let Some(new) = new {
+            users.entry(new).or_default().push(connection.clone());
+        }
+    }
+
+    /// This node's connections whose identity is `user` of `app`.
+    pub fn of_user(&self, app: &str, user: &str) -> Vec<Arc<Connection>> {
+        let key: UserKey = (app.into(), user.into());
+        self.users().get(&key).cloned().unwrap_or_default()
+    }
+
+    /// Posts `command` to every connection whose identity is `user` of
+    /// `app` (see [`Connection::post`]); returns how many.
+    pub fn post_to_user(&self, app: &str, user: &str, command: &Arc<UserCommand>) -> usize {
+        let found = self.of_user(app, user);
+        for connection in &found {
+            connection.post(command.clone());
+        }
+        found.len()
     }
 
     /// Registers a new connection.
@@ -294,6 +402,7 @@ impl Registry {
             outbox,
             telemetry,
             info: Mutex::new(Info::default()),
+            mail: Mutex::new(Mailbox::default()),
         });
         self.map().insert(id, connection.clone());
         connection
@@ -301,6 +410,11 @@ impl Registry {
 
     /// Forgets a connection (idempotent) and releases its per-app counts.
     pub fn close(&self, connection: &Connection) {
+        let identity = connection.info().identity.clone();
+        if let Some(i) = identity {
+            let key: UserKey = (i.app.clone(), i.user.as_str().into());
+            unindex(&mut self.users(), &key, connection.id);
+        }
         connection.clear();
         self.map().remove(&connection.id);
     }
@@ -318,6 +432,16 @@ impl Registry {
     /// True when none is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Takes connection `id` out of `key`'s entry, and the entry with its last.
+fn unindex(users: &mut HashMap<UserKey, Vec<Arc<Connection>>>, key: &UserKey, id: u64) {
+    if let Some(list) = users.get_mut(key) {
+        list.retain(|c| c.id != id);
+        if list.is_empty() {
+            users.remove(key);
+        }
     }
 }
 
@@ -342,13 +466,16 @@ mod tests {
         let c = registry.open(Transport::Ws, Arc::new(Outbox::new(4)), telemetry.clone());
         c.add(holder(0, "a", "x", Some("u")));
         c.add(holder(1, "a", "y", None));
-        c.set_identity(Some(Arc::new(Identity {
-            app: "b".into(),
-            user: "v".into(),
-            groups: vec!["g".into()],
-            exp: None,
-            publish: None,
-        })));
+        registry.set_identity(
+            &c,
+            Some(Arc::new(Identity {
+                app: "b".into(),
+                user: "v".into(),
+                groups: vec!["g".into()],
+                exp: None,
+                publish: None,
+            })),
+        );
         let counts = telemetry.app_counts();
         assert_eq!(counts["a"].connections, 1);
         assert_eq!(counts["b"].connections, 1);
@@ -374,13 +501,16 @@ mod tests {
         );
         c.add(holder(0, "a", "x", None));
         c.add(holder(1, "b", "x", None));
-        c.set_identity(Some(Arc::new(Identity {
-            app: "a".into(),
-            user: "u".into(),
-            groups: Vec::new(),
-            exp: None,
-            publish: None,
-        })));
+        registry.set_identity(
+            &c,
+            Some(Arc::new(Identity {
+                app: "a".into(),
+                user: "u".into(),
+                groups: Vec::new(),
+                exp: None,
+                publish: None,
+            })),
+        );
         let user = Switch::parse(&SwitchSpec {
             scope: "user",
             user: Some("u"),
@@ -391,5 +521,51 @@ mod tests {
         assert_eq!(c.with_subject(0, |s| user.covers(s)), Some(true));
         assert_eq!(c.with_subject(1, |s| user.covers(s)), Some(false));
         assert_eq!(c.with_subject(2, |s| user.covers(s)), None);
+    }
+
+    fn identity(app: &str, user: &str) -> Option<Arc<Identity>> {
+        Some(Arc::new(Identity {
+            app: app.into(),
+            user: user.into(),
+            groups: Vec::new(),
+            exp: None,
+            publish: None,
+        }))
+    }
+
+    #[test]
+    fn the_user_index_follows_identities_and_forgets_the_last_connection() {
+        let registry = Registry::default();
+        let telemetry = Arc::new(Telemetry::default());
+        let open = || registry.open(Transport::Ws, Arc::new(Outbox::new(4)), telemetry.clone());
+        let (c1, c2) = (open(), open());
+        registry.set_identity(&c1, identity("a", "u"));
+        registry.set_identity(&c2, identity("a", "u"));
+        assert_eq!(registry.of_user("a", "u").len(), 2);
+        assert!(registry.of_user("b", "u").is_empty());
+        registry.set_identity(&c1, identity("a", "v"));
+        assert_eq!(registry.of_user("a", "u").len(), 1);
+        registry.set_identity(&c2, None);
+        registry.close(&c1);
+        assert!(registry.users().is_empty());
+    }
+
+    #[test]
+    fn a_full_mailbox_overflows_once_and_signals() {
+        let registry = Registry::default();
+        let c = registry.open(
+            Transport::Ws,
+            Arc::new(Outbox::new(4)),
+            Arc::new(Telemetry::default()),
+        );
+        registry.set_identity(&c, identity("a", "u"));
+        let command = Arc::new(UserCommand::LoadGrants);
+        for _ in 0..MAILBOX_CAPACITY {
+            assert_eq!(registry.post_to_user("a", "u", &command), 1);
+        }
+        assert!(!c.mail_overflowed());
+        assert!(!c.post(command.clone()));
+        assert!(c.mail_overflowed() && !c.has_mail());
+        assert_eq!(c.outbox().take_signals(), SIGNAL_USER);
     }
 }

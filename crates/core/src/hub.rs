@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::era::{Era, EraClock};
 use chouquette_protocol::{ResetReason, server};
 
+use crate::connections::Registry;
 use crate::filter::Filter;
 use crate::index::FilterIndex;
 use crate::outbox::{Outbound, Outbox, Pushed};
 use crate::publication::{ChannelId, Publication};
 use crate::telemetry::{DropReason, Telemetry};
+use crate::user_mail::UserMessage;
 
 /// A hub-wide subscription id.
 pub type SubId = u64;
@@ -55,6 +57,9 @@ pub struct Hub {
     next_id: AtomicU64,
     era: EraClock,
     telemetry: Arc<Telemetry>,
+    /// This node's connections: brokers deliver messages addressed to a
+    /// user here too (see [`Hub::deliver_to_user`]).
+    connections: Registry,
 }
 
 thread_local! {
@@ -83,7 +88,21 @@ impl Hub {
             next_id: AtomicU64::new(1),
             era: EraClock::default(),
             telemetry,
+            connections: Registry::default(),
         }
+    }
+
+    /// This node's open connections.
+    pub fn connections(&self) -> &Registry {
+        &self.connections
+    }
+
+    /// Posts a message addressed to a user to each of that user's
+    /// connections on this node; returns how many. Called by the broker on
+    /// every node, like [`Hub::deliver`]; never waits for a client.
+    pub fn deliver_to_user(&self, message: &UserMessage) -> usize {
+        self.connections
+            .post_to_user(&message.app, &message.user, &message.command)
     }
 
     /// The broker era frames are delivered in now (see [`crate::era`]).

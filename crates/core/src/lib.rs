@@ -41,3 +41,4 @@ pub mod session;
 pub mod switches;
 pub mod telemetry;
 pub mod token;
+pub mod user_mail;

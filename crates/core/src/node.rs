@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::app::Apps;
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerError};
 use crate::connections::{Connection, Registry};
 use crate::hub::Hub;
 use crate::ingest::{self, Caller, PublishError};
@@ -17,6 +17,7 @@ use crate::publication::{NewEvent, Position};
 use crate::rpc::Rpc;
 use crate::switches::{Switch, Switches};
 use crate::telemetry::Telemetry;
+use crate::user_mail::{UserCommand, UserMessage};
 
 /// Limits every session obeys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +71,6 @@ pub struct Node {
     limits: SessionLimits,
     max_data_bytes: usize,
     switches: Switches,
-    connections: Registry,
     limiters: Limiters,
     rpc: Rpc,
 }
@@ -121,7 +121,6 @@ impl Node {
             limits: parts.limits,
             max_data_bytes: parts.max_data_bytes,
             switches: Switches::new(parts.switches),
-            connections: Registry::default(),
             limiters: parts.limiters,
             rpc: Rpc::default(),
         }
@@ -181,7 +180,7 @@ impl Node {
 
     /// This node's open connections, as operators see them.
     pub fn connections(&self) -> &Registry {
-        &self.connections
+        self.hub.connections()
     }
 
     /// Rate and connection limits' state, and their refusal counters.
@@ -201,7 +200,7 @@ impl Node {
             let now = *link.borrow_and_update();
             let era_now = self.hub.era();
             for &signal in link_signals(up, now, era != era_now) {
-                for connection in self.connections.snapshot() {
+                for connection in self.connections().snapshot() {
                     connection.signal(signal);
                 }
             }
@@ -221,7 +220,7 @@ impl Node {
         }
         let mut affected = 0;
         if !enabled {
-            for connection in self.connections.snapshot() {
+            for connection in self.connections().snapshot() {
                 if connection.affected_by(switch) {
                     connection.recheck_switches();
                     affected += 1;
@@ -234,7 +233,7 @@ impl Node {
     /// This node's connections held by `user` of `app`, oldest first.
     pub fn user_connections(&self, app: &str, user: &str) -> Vec<Arc<Connection>> {
         let mut found: Vec<_> = self
-            .connections
+            .connections()
             .snapshot()
             .into_iter()
             .filter(|c| c.held_by(app, user))
@@ -251,6 +250,50 @@ impl Node {
             connection.disconnect(reason);
         }
         found.len()
+    }
+
+    /// Sends `command` to every connection of `user` of `app`, on every
+    /// node, through the broker (the one way to address a user: see
+    /// [`crate::user_mail`]). Returns how many of the user's connections
+    /// this node holds now: counting other nodes' would cost a round trip
+    /// to each, so the answer is this node's (documented as such).
+    pub async fn send_to_user(
+        &self,
+        app: &str,
+        user: &str,
+        command: UserCommand,
+    ) -> Result<usize, BrokerError> {
+        let message = UserMessage {
+            app: app.into(),
+            user: user.into(),
+            command: Arc::new(command),
+        };
+        let here = self.connections().of_user(app, user).len();
+        self.broker.to_user(&message).await?;
+        Ok(here)
+    }
+
+    /// Subscribes (`Some(filters)`) or unsubscribes (`None`) `user` of `app`
+    /// to `channel` by the backend's decision: the grant is stored first
+    /// (connections opened later read it at `connect`), then every open
+    /// connection of the user is told. Returns this node's connections
+    /// reached.
+    pub async fn backend_subscription(
+        &self,
+        app: &str,
+        user: &str,
+        channel: &str,
+        filters: Option<serde_json::Value>,
+    ) -> Result<usize, BrokerError> {
+        self.broker
+            .set_grant(app, user, channel, filters.as_ref())
+            .await?;
+        let channel = channel.to_string();
+        let command = match filters {
+            Some(filters) => UserCommand::Subscribe { channel, filters },
+            None => UserCommand::Unsubscribe { channel },
+        };
+        self.send_to_user(app, user, command).await
     }
 
     /// Publishes `events` as one batch on the gateway's own authority (no

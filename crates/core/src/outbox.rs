@@ -30,6 +30,9 @@ pub const SIGNAL_DISCONNECT: Signals = 2;
 pub const SIGNAL_BROKER_LOST: Signals = 4;
 /// The broker is back: tell the client `reset` `broker_restored`.
 pub const SIGNAL_BROKER_RESTORED: Signals = 8;
+/// Commands addressed to the connection's user wait in its mailbox (see
+/// [`crate::user_mail`]); the driver hands them to the session.
+pub const SIGNAL_USER: Signals = 16;
 
 /// One queued frame.
 #[derive(Debug, Clone)]

@@ -264,6 +264,45 @@ pub fn reset(channel: Option<&str>, reason: ResetReason) -> Bytes {
     })
 }
 
+#[derive(Serialize)]
+struct BackendSubMessage<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+}
+
+/// Serializes a `subscribed` (a backend subscribed the user to `channel`;
+/// live events follow `offset` of `epoch`).
+pub fn subscribed(channel: &str, epoch: &str, offset: u64) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&BackendSubMessage {
+        class: "subscribed",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        channel,
+        epoch: Some(epoch),
+        offset: Some(offset),
+    })
+}
+
+/// Serializes an `unsubscribed` (a backend ended the user's subscription).
+pub fn unsubscribed(channel: &str) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&BackendSubMessage {
+        class: "unsubscribed",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        channel,
+        epoch: None,
+        offset: None,
+    })
+}
+
 /// Whether a serialized gateway message is an `ack` (every message this
 /// module writes starts with its `class`).
 pub fn is_ack(frame: &[u8]) -> bool {

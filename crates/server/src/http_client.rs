@@ -50,6 +50,28 @@ impl HttpClient {
         self.send(request).await
     }
 
+    /// Sends `body` as JSON with `method` (`DELETE` with a body, say) and
+    /// an optional bearer key; returns the status and body.
+    pub async fn send_json(
+        &self,
+        method: &str,
+        url: &str,
+        bearer: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(u16, String), HttpError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(b) = bearer {
+            request = request.header(AUTHORIZATION, format!("Bearer {b}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| HttpError::Request(e.to_string()))?;
+        self.send(request).await
+    }
+
     /// GETs `url` (optionally with a bearer key); returns the status and body.
     pub async fn get(&self, url: &str, bearer: Option<&str>) -> Result<(u16, String), HttpError> {
         let mut request = Request::get(url);

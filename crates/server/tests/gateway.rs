@@ -20,6 +20,8 @@ mod addresses;
 mod admin;
 #[path = "gateway/backend_quickstart.rs"]
 mod backend_quickstart;
+#[path = "gateway/backend_subscriptions.rs"]
+mod backend_subscriptions;
 #[path = "gateway/client_publish.rs"]
 mod client_publish;
 #[path = "gateway/console.rs"]

@@ -20,6 +20,8 @@ mod nodes;
 mod outage;
 #[path = "redis/topology.rs"]
 mod topology;
+#[path = "redis/users.rs"]
+mod users;
 
 use std::time::Duration;
 

@@ -133,6 +133,27 @@ impl TestNode {
         )
     }
 
+    /// Sends a backend-driven subscription request (`POST` subscribes,
+    /// `DELETE` revokes) with `key` (none: no `Authorization`); returns the
+    /// status and parsed body.
+    pub async fn user_subscription(
+        &self,
+        method: &str,
+        key: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value) {
+        let url = format!("{}/api/v1/subscriptions", self.internal_url());
+        let (status, text) = self
+            .http
+            .send_json(method, &url, key, body.to_string().into_bytes())
+            .await
+            .expect("subscriptions request");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     /// Publishes one event on [`APP`]; panics unless accepted. Returns the offset.
     pub async fn publish(&self, channel: &str, kind: &str, keywords: &[&str], data: Value) -> u64 {
         let body = json!({"app_id": APP, "channel": channel, "event_kind": kind,
@@ -409,6 +430,19 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> WsClient<S> {
                 None => panic!("connection not closed"),
             }
         }
+    }
+
+    /// Gives the connection the `connect` identity `user` of [`APP`];
+    /// panics unless acknowledged.
+    pub async fn identify(&mut self, user: &str) {
+        let mut c = claims("", json!({}), 3600);
+        c["sub"] = json!(user);
+        let token = sign(&c, SECRET);
+        self.send_json(&json!({"class": "connect", "app_id": APP, "token": token}))
+            .await;
+        let (ack, before) = self.recv_until("ack").await;
+        assert!(before.is_empty(), "before the connect ack: {before:?}");
+        assert!(ack["ref"].is_null() || ack["ref"].is_string(), "{ack}");
     }
 
     /// Subscribes to [`SYNC_CHANNEL`] for markers ([`TestNode::publish_marker`]).

@@ -6,15 +6,19 @@
 //! held for the fan-out's CPU time only. Epochs are random per process, so a
 //! restarted node tells resuming clients `history_gap`, which is the truth.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::{BoxFuture, Broker, BrokerError, PublishFailure};
+use super::{BoxFuture, Broker, BrokerError, PublishFailure, UserGrants};
 use crate::app::ChannelPolicy;
 use crate::history::{Appended, ChannelLog, Recovered};
 use crate::hub::Hub;
 use crate::publication::{ChannelId, NewEvent, Position};
+use crate::user_mail::{MAX_GRANT_USERS, MAX_GRANTS_PER_USER, UserMessage};
+
+/// Backend subscriptions by (app, user), then channel.
+type Grants = HashMap<(Box<str>, Box<str>), BTreeMap<String, serde_json::Value>>;
 
 /// The default broker.
 #[derive(Debug)]
@@ -24,6 +28,10 @@ pub struct MemoryBroker {
     max_channels: usize,
     /// Always up: nothing external to lose.
     link: tokio::sync::watch::Sender<bool>,
+    /// Backend subscriptions, at most [`MAX_GRANT_USERS`] users of
+    /// [`MAX_GRANTS_PER_USER`] channels each; lost with the process, as the
+    /// history is.
+    grants: Mutex<Grants>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -40,7 +48,37 @@ impl MemoryBroker {
             channels: Mutex::new(HashMap::new()),
             max_channels,
             link: tokio::sync::watch::Sender::new(true),
+            grants: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn set_grant_now(
+        &self,
+        app: &str,
+        user: &str,
+        channel: &str,
+        filters: Option<&serde_json::Value>,
+    ) -> Result<(), BrokerError> {
+        let mut grants = lock(&self.grants);
+        let key = (app.into(), user.into());
+        let Some(filters) = filters else {
+            if let Some(held) = grants.get_mut(&key) {
+                held.remove(channel);
+                if held.is_empty() {
+                    grants.remove(&key);
+                }
+            }
+            return Ok(());
+        };
+        if !grants.contains_key(&key) && grants.len() >= MAX_GRANT_USERS {
+            return Err(BrokerError::TooManyGrants(MAX_GRANT_USERS));
+        }
+        let held = grants.entry(key).or_default();
+        if !held.contains_key(channel) && held.len() >= MAX_GRANTS_PER_USER {
+            return Err(BrokerError::TooManyGrants(MAX_GRANTS_PER_USER));
+        }
+        held.insert(channel.to_string(), filters.clone());
+        Ok(())
     }
 
     fn log(&self, channel: &ChannelId) -> Result<Arc<Mutex<ChannelLog>>, BrokerError> {
@@ -130,5 +168,34 @@ impl Broker for MemoryBroker {
             .log(channel)
             .map(|log| lock(&log).recover(since, snapshot, policy, Instant::now()));
         Box::pin(async move { result })
+    }
+
+    fn to_user<'a>(&'a self, message: &'a UserMessage) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.hub.deliver_to_user(message);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn set_grant<'a>(
+        &'a self,
+        app: &'a str,
+        user: &'a str,
+        channel: &'a str,
+        filters: Option<&'a serde_json::Value>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let result = self.set_grant_now(app, user, channel, filters);
+        Box::pin(async move { result })
+    }
+
+    fn grants<'a>(
+        &'a self,
+        app: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<UserGrants, BrokerError>> {
+        let key = (app.into(), user.into());
+        let held = lock(&self.grants)
+            .get(&key)
+            .map(|g| g.iter().map(|(c, f)| (c.clone(), f.clone())).collect())
+            .unwrap_or_default();
+        Box::pin(async move { Ok(held) })
     }
 }

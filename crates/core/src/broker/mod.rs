@@ -20,6 +20,10 @@ pub use memory::MemoryBroker;
 use crate::app::ChannelPolicy;
 use crate::history::{LogError, Recovered};
 use crate::publication::{ChannelId, NewEvent, Position};
+use crate::user_mail::UserMessage;
+
+/// A user's backend subscriptions: channel name → filters (in clear).
+pub type UserGrants = Vec<(String, serde_json::Value)>;
 
 /// A fresh channel epoch: 8 random hex digits, so that a channel created
 /// again (a restarted memory broker, keys expired in Redis) never reuses
@@ -48,6 +52,10 @@ pub enum BrokerError {
     /// The node already tracks its maximum number of channels.
     #[error("too many channels (limit {0})")]
     TooManyChannels(usize),
+    /// The user (or, on the memory broker, the node) already holds its
+    /// maximum of backend subscriptions; nothing was stored.
+    #[error("too many backend subscriptions (limit {0})")]
+    TooManyGrants(usize),
 }
 
 /// A publish that stopped part-way: what was published, and why it stopped.
@@ -109,4 +117,32 @@ pub trait Broker: Send + Sync + 'static {
         since: Option<(&'a str, u64)>,
         snapshot: bool,
     ) -> BoxFuture<'a, Result<Recovered, BrokerError>>;
+
+    /// Carries `message` to every node's hub, this one's included
+    /// ([`Hub::deliver_to_user`]), which hands it to the user's connections
+    /// there. Best effort, like delivery: a node that is not linked misses
+    /// it (its clients were told `broker_unavailable`).
+    ///
+    /// [`Hub::deliver_to_user`]: crate::hub::Hub::deliver_to_user
+    fn to_user<'a>(&'a self, message: &'a UserMessage) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Records (`Some(filters)`) or revokes (`None`) the backend
+    /// subscription of `user` of `app` to `channel`, which every node reads
+    /// when the user connects ([`Broker::grants`]). Bounded per user
+    /// ([`crate::user_mail::MAX_GRANTS_PER_USER`]): past it, a new channel
+    /// is refused with [`BrokerError::TooManyGrants`].
+    fn set_grant<'a>(
+        &'a self,
+        app: &'a str,
+        user: &'a str,
+        channel: &'a str,
+        filters: Option<&'a serde_json::Value>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// The backend subscriptions of `user` of `app` in force.
+    fn grants<'a>(
+        &'a self,
+        app: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<UserGrants, BrokerError>>;
 }

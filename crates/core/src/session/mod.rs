@@ -13,6 +13,7 @@
 //! signals, handled in [`Session::take_live`] before any queued frame.
 
 pub mod authorize;
+mod backend_subs;
 pub mod calls;
 pub mod publish;
 pub mod subscriptions;
@@ -36,7 +37,7 @@ use crate::limits::{ABUSE_CLOSE_REASON, Gate, Limit, MessageGate};
 use crate::node::Node;
 use crate::outbox::{
     Outbound, Outbox, SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED, SIGNAL_DISCONNECT,
-    SIGNAL_SWITCHES,
+    SIGNAL_SWITCHES, SIGNAL_USER,
 };
 use crate::publication::ChannelId;
 use crate::recovery;
@@ -94,6 +95,8 @@ pub struct Session {
     users: Vec<(Arc<str>, Box<str>)>,
     /// Its calls waiting on backends.
     calls: calls::InFlight,
+    /// The subscriptions backends made (see [`backend_subs`]).
+    backend: backend_subs::BackendSubs,
 }
 
 /// Counts an error and appends its frame.
@@ -135,6 +138,7 @@ impl Session {
             gate_app: false,
             users: Vec::new(),
             calls: calls::InFlight::default(),
+            backend: backend_subs::BackendSubs::default(),
         }
     }
 
@@ -261,9 +265,7 @@ impl Session {
         if let Err(r) = self.hold_user(&app, &identity.user) {
             return self.error(out, r.code, &r.message, ctx);
         }
-        let identity = Arc::new(identity);
-        self.identity = Some(identity.clone());
-        self.subscriptions.connection().set_identity(Some(identity));
+        self.set_identity(Some(Arc::new(identity)), out);
         out.push(server::ack(reference, None));
         // The identity may bring existing subscriptions into a switch's scope.
         self.apply_switches(out);
@@ -473,6 +475,14 @@ impl Session {
         if signals & SIGNAL_DISCONNECT != 0 {
             return Err(Stop::Disconnected(connection.disconnect_reason()));
         }
+        if connection.mail_overflowed() {
+            return Err(Stop::Overflowed);
+        }
+        if signals & SIGNAL_USER != 0 && connection.has_mail() {
+            // Posted after the driver last looked: wake it again for
+            // `read_mail` rather than leave the command waiting.
+            connection.outbox().signal(SIGNAL_USER);
+        }
         if signals & SIGNAL_SWITCHES != 0 {
             self.apply_switches(out);
         }
@@ -568,10 +578,10 @@ impl Session {
         if !expired {
             return;
         }
-        self.identity = None;
-        self.subscriptions.connection().set_identity(None);
         let why = "connect token expired: send a new connect";
         self.error(out, ErrorCode::TokenExpired, why, ErrorContext::default());
+        // After the error: the backend subscriptions it ends follow it.
+        self.set_identity(None, out);
     }
 
     /// Leaves every channel; the session is done.

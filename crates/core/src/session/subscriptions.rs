@@ -234,6 +234,11 @@ impl Subscriptions {
         }
     }
 
+    /// Whether the subscription tagged `slot` is still active.
+    pub fn holds(&self, slot: u32) -> bool {
+        matches!(self.slots.get(index_of(slot)), Some(Some(s)) if s.tag == slot)
+    }
+
     /// Ends the subscription tagged `slot`: slot, hub entry and holder at once.
     pub fn release(&mut self, slot: u32) {
         let index = index_of(slot);

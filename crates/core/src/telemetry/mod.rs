@@ -61,6 +61,9 @@ pub struct Telemetry {
     admin_denied: AtomicU64,
     disabled_resets: AtomicU64,
     disabled_refusals: AtomicU64,
+    /// Commands addressed to a user posted to a connection's mailbox, and
+    /// mailboxes that overflowed (see [`crate::user_mail`]).
+    user_commands: [AtomicU64; 2],
     drops: [AtomicU64; DropReason::ALL.len()],
     publish_to_write: Histogram<Nanos>,
     outbox_depth: Histogram<Frames>,
@@ -119,6 +122,12 @@ impl Telemetry {
     /// A subscribe was refused by a kill switch (error `disabled`).
     pub fn disabled_refusal(&self) {
         self.disabled_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A command addressed to a user reached one of its connections
+    /// (`overflowed`: its mailbox was full, and the connection closes).
+    pub fn user_command(&self, overflowed: bool) {
+        self.user_commands[usize::from(overflowed)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A connection was accepted.

@@ -56,6 +56,10 @@ const DISABLED_REFUSALS: Family = Family::counter(
     "chouquette_disabled_refusals_total",
     "Subscribes refused by a kill switch.",
 );
+const USER_COMMANDS: Family = Family::counter(
+    "chouquette_user_commands_total",
+    "Commands addressed to a user, per connection reached: posted, or overflowed (the connection closes as a slow consumer).",
+);
 const ADMIN_DENIED: Family = Family::counter(
     "chouquette_admin_denied_total",
     "Admin requests refused for a missing or wrong key.",
@@ -151,6 +155,10 @@ impl Telemetry {
     fn render_admin(&self, out: &mut String) {
         DISABLED_RESETS.render_value(out, load(&self.disabled_resets));
         DISABLED_REFUSALS.render_value(out, load(&self.disabled_refusals));
+        let mut commands = USER_COMMANDS.render(out);
+        for (i, outcome) in ["posted", "overflowed"].into_iter().enumerate() {
+            commands.sample(&[("outcome", outcome)], load(&self.user_commands[i]));
+        }
         ADMIN_DENIED.render_value(out, load(&self.admin_denied));
         let mut actions = ADMIN_ACTIONS.render(out);
         for action in AdminAction::ALL {
@@ -246,6 +254,7 @@ mod tests {
             ("chouquette_closes_total", "counter"),
             ("chouquette_disabled_resets_total", "counter"),
             ("chouquette_disabled_refusals_total", "counter"),
+            ("chouquette_user_commands_total", "counter"),
             ("chouquette_admin_denied_total", "counter"),
             ("chouquette_admin_actions_total", "counter"),
             ("chouquette_app_connections", "gauge"),

@@ -6,6 +6,7 @@
 //! exposed publicly.
 
 pub mod admin;
+pub mod subscriptions;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -34,6 +35,12 @@ pub fn router(shared: Gateway) -> Router {
         .route(
             "/api/v1/publish",
             post(crate::source::http::publish).layer(body_limit),
+        )
+        .route(
+            "/api/v1/subscriptions",
+            post(subscriptions::subscribe)
+                .delete(subscriptions::unsubscribe)
+                .layer(body_limit),
         )
         .merge(admin::router(body_limit))
         .route("/healthz", get(healthz))

@@ -360,6 +360,12 @@ impl<W: Wire> Driver<'_, W> {
     /// bound keeps a busy outbox (sustained fan-out) from starving the stop
     /// signal, client messages and timers, which get their turn in between.
     async fn flush_outbox(&mut self) -> Result<bool, End> {
+        if self.session.has_mail() {
+            // Commands addressed to the user (backend subscriptions): rare,
+            // and their future is large, so boxed like client messages.
+            Box::pin(self.session.read_mail(&mut self.out)).await;
+            self.write().await?;
+        }
         let mut flushed = Ok(true);
         for _ in 0..BATCHES_PER_TURN {
             match self.session.take_live(&mut self.out, W::BATCH) {

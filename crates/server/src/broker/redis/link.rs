@@ -52,6 +52,7 @@ async fn connect(shared: &Shared) -> Result<(Link, PubSubStream), ConnectError> 
     let mut watched = shared.watched.lock().await;
     let mut topics: Vec<Arc<str>> = watched.keys().cloned().collect();
     topics.push(shared.control_topic().into());
+    topics.push(shared.users_topic().into());
     for batch in topics.chunks(SUBSCRIBE_BATCH) {
         let names: Vec<&str> = batch.iter().map(|t| &**t).collect();
         commands::within(settings.command_timeout, sink.subscribe(&names)).await?;
@@ -125,11 +126,11 @@ fn announce(shared: &Shared, up: bool) {
 async fn listen(shared: &Weak<Shared>, link: Link, mut stream: PubSubStream) {
     let mut ping = interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let Some((broken, control, sweep_every, key_ttl)) = shared.upgrade().map(|s| {
+    let Some((broken, (control, users), sweep_every, key_ttl)) = shared.upgrade().map(|s| {
         let settings = &s.settings;
         (
             s.broken_signal(),
-            s.control_topic(),
+            (s.control_topic(), s.users_topic()),
             settings.topic_sweep,
             settings.key_ttl,
         )
@@ -146,6 +147,8 @@ async fn listen(shared: &Weak<Shared>, link: Link, mut stream: PubSubStream) {
                 let Some(shared) = shared.upgrade() else { return };
                 if message.get_channel_name() == control {
                     shared.on_control(Control::Message(message.get_payload_bytes()));
+                } else if message.get_channel_name() == users {
+                    shared.on_user_message(message.get_payload_bytes());
                 } else if let Err(lag) = deliver(&shared, message.get_payload_bytes()) {
                     shared.telemetry.link.lagged();
                     tracing::warn!(lag_ms = lag.as_millis() as u64,

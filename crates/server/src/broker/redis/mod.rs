@@ -15,6 +15,7 @@
 
 mod commands;
 mod link;
+mod users;
 mod wire;
 
 use std::collections::HashMap;
@@ -22,12 +23,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chouquette_core::app::ChannelPolicy;
-use chouquette_core::broker::{BoxFuture, Broker, BrokerError, PublishFailure, new_epoch};
+use chouquette_core::broker::{
+    BoxFuture, Broker, BrokerError, PublishFailure, UserGrants, new_epoch,
+};
 use chouquette_core::history::{LogError, Recovered};
 use chouquette_core::hub::Hub;
 use chouquette_core::publication::{ChannelId, NewEvent, Position, Publication};
 use chouquette_core::recovery::{self, Plan};
 use chouquette_core::telemetry::Telemetry;
+use chouquette_core::user_mail::UserMessage;
 use redis::{Script, ScriptInvocation};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -482,5 +486,27 @@ impl Broker for RedisBroker {
         snapshot: bool,
     ) -> BoxFuture<'a, Result<Recovered, BrokerError>> {
         Box::pin(self.read(channel, policy, since, snapshot))
+    }
+
+    fn to_user<'a>(&'a self, message: &'a UserMessage) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.publish_to_user(message))
+    }
+
+    fn set_grant<'a>(
+        &'a self,
+        app: &'a str,
+        user: &'a str,
+        channel: &'a str,
+        filters: Option<&'a serde_json::Value>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.write_grant(app, user, channel, filters))
+    }
+
+    fn grants<'a>(
+        &'a self,
+        app: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<UserGrants, BrokerError>> {
+        Box::pin(self.read_grants(app, user))
     }
 }
