@@ -12,7 +12,7 @@
 //! and no longer than its session: when the session ends, its calls still
 //! waiting are dropped, cancelling their requests to the backends.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -37,20 +37,19 @@ pub const CONNECT_FIRST: &str = "connect first: a call needs an identity";
 /// Calls of one connection waiting on backends. Dropped with the session:
 /// its calls still waiting are then dropped too (their backend requests
 /// cancelled), so a closed connection holds nothing.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct InFlight {
+    /// Made at the first call: most connections never call, and an idle
+    /// connection's memory is what a node's capacity is counted in (the
+    /// watch channel alone is some 400 bytes).
+    calls: OnceLock<Calls>,
+}
+
+#[derive(Debug)]
+struct Calls {
     count: Arc<AtomicUsize>,
     /// Never sent on: its drop is what the calls' tasks watch for.
     open: watch::Sender<()>,
-}
-
-impl Default for InFlight {
-    fn default() -> Self {
-        InFlight {
-            count: Arc::default(),
-            open: watch::channel(()).0,
-        }
-    }
 }
 
 /// Releases one call in flight when its task ends, however it ends.
@@ -63,14 +62,25 @@ impl Drop for Held {
 }
 
 impl InFlight {
+    fn calls(&self) -> &Calls {
+        self.calls.get_or_init(|| Calls {
+            count: Arc::default(),
+            open: watch::channel(()).0,
+        })
+    }
+
     /// Holds one more call, unless `max` are already held.
     fn hold(&self, max: usize) -> Option<Held> {
-        let taken = self
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            });
-        taken.ok().map(|_| Held(self.count.clone()))
+        let count = &self.calls().count;
+        let taken = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        });
+        taken.ok().map(|_| Held(count.clone()))
+    }
+
+    /// Closed when the session ends.
+    fn closed(&self) -> watch::Receiver<()> {
+        self.calls().open.subscribe()
     }
 }
 
@@ -185,7 +195,7 @@ struct Pending {
 fn spawn_answer(caller: &Caller<'_>, pending: Pending, answer: AnswerFuture) {
     let (telemetry, outbox) = (caller.node.telemetry().clone(), caller.outbox.clone());
     let sent = Instant::now();
-    let mut closed = caller.in_flight.open.subscribe();
+    let mut closed = caller.in_flight.closed();
     tokio::spawn(async move {
         let answer = tokio::select! {
             answer = answer => answer,
