@@ -12,8 +12,8 @@
 //! and no longer than its session: when the session ends, its calls still
 //! waiting are dropped, cancelling their requests to the backends.
 
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
