@@ -64,12 +64,16 @@ impl PgServer {
         server.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust"])?;
         server.launch().await?;
         let admin = server.client_as("postgres", "postgres").await?;
-        admin
-            .batch_execute(&format!(
-                "CREATE ROLE {ROLE} LOGIN REPLICATION; CREATE DATABASE {DATABASE} OWNER {ROLE};"
-            ))
-            .await
-            .context("cannot create the bench role and database")?;
+        // One statement each: CREATE DATABASE refuses a transaction block.
+        for sql in [
+            format!("CREATE ROLE {ROLE} LOGIN REPLICATION"),
+            format!("CREATE DATABASE {DATABASE} OWNER {ROLE}"),
+        ] {
+            admin
+                .simple_query(&sql)
+                .await
+                .with_context(|| format!("cannot run {sql}"))?;
+        }
         Ok(server)
     }
 
