@@ -49,6 +49,9 @@ struct PgSummary {
     lag: Option<Latency>,
     committed_total: u64,
     exactness: Exactness,
+    /// From the load's end until every subscriber had every change
+    /// (`None`: not within [`DRAIN`]).
+    drained_s: Option<f64>,
     gateway_cpu_percent: f64,
     postgres_cpu_percent: f64,
 }
@@ -106,7 +109,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let cpu = measure_cpu(&gw, &pg, window).await?;
     let written = join_writers(writers).await?;
     let committed_total = written.committed.len() as u64;
-    drain(&receipts, committed_total * subscribers as u64).await;
+    let drained_s = drain(&receipts, committed_total * subscribers as u64, window).await;
     let _ = stop.send(true);
     let mut exactness = Exactness::default();
     for reader in readers {
@@ -114,7 +117,8 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         exactness = exactness.plus(pg_load::check(&written.committed, &tally));
     }
     gw.stop(Duration::from_secs(5)).await;
-    let summary = summarize(options, subscribers, &written, &receipts, exactness, cpu);
+    let mut summary = summarize(options, subscribers, &written, &receipts, exactness, cpu);
+    summary.drained_s = drained_s;
     print(&summary);
     Ok(())
 }
@@ -311,11 +315,19 @@ async fn measure_cpu(
     Ok((gw.cpu_seconds()? - gw_before, pg.cpu_seconds()? - pg_before))
 }
 
-/// Waits until `expected` receipts are counted, or [`DRAIN`] has passed.
-async fn drain(receipts: &Receipts, expected: u64) {
+/// Waits until `expected` receipts are counted, or [`DRAIN`] has passed;
+/// the seconds from the load's end until they were (`None`: not in time).
+async fn drain(receipts: &Receipts, expected: u64, window: LoadWindow) -> Option<f64> {
     let deadline = Instant::now() + DRAIN;
-    while receipts.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        sleep(Duration::from_millis(50)).await;
+    loop {
+        if receipts.received.load(Ordering::Relaxed) >= expected {
+            let after = unix_nanos().saturating_sub(window.end_ns);
+            return Some(after as f64 / 1e9);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -344,8 +356,9 @@ fn summarize(
         lag: Latency::from_histogram(&lag),
         committed_total: written.committed.len() as u64,
         exactness,
-        gateway_cpu_percent: gw_cpu * 100.0 / window_s,
-        postgres_cpu_percent: pg_cpu * 100.0 / window_s,
+        drained_s: None,
+        gateway_cpu_percent: (gw_cpu * 1000.0 / window_s).round() / 10.0,
+        postgres_cpu_percent: (pg_cpu * 1000.0 / window_s).round() / 10.0,
     }
 }
 
@@ -380,6 +393,13 @@ fn print(s: &PgSummary) {
         "exactly once          {} changes x {} subscribers: {} lost, {} duplicated, {} unexpected",
         s.committed_total, s.subscribers, e.lost, e.duplicated, e.unexpected
     );
+    match s.drained_s {
+        Some(d) => println!("all delivered         {d:.2} s after the load ended"),
+        None => println!(
+            "all delivered         NOT within {} s after the load ended",
+            DRAIN.as_secs()
+        ),
+    }
     println!(
         "CPU                   gateway {:.0}%, postgres {:.0}% of one core",
         s.gateway_cpu_percent, s.postgres_cpu_percent
