@@ -51,6 +51,10 @@ pub enum Scenario {
     /// each one call at a time): calls per second, and the latency the
     /// gateway adds over calling the backend directly.
     Rpc,
+    /// Row changes from a Postgres table (the gateway's Postgres source) to
+    /// `-n` subscribers, from `--writers` tasks committing single-row
+    /// changes at `--rate`: changes/s, delivery lag, CPU, exactly-once.
+    Postgres,
 }
 
 /// Which broker the gateways use.
@@ -133,6 +137,17 @@ pub struct Options {
     /// the key out of its config.
     #[arg(long, default_value = "5s", value_parser = parse_deadline)]
     pub subscribe_timeout: Deadline,
+    /// `postgres`: concurrent writer tasks (one connection each) sharing
+    /// `--rate` (0: each as fast as it can).
+    #[arg(long, default_value_t = 8)]
+    pub writers: usize,
+    /// `postgres`: the source's `poll_interval` (pause between reads when
+    /// nothing is new).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub pg_poll_interval: Duration,
+    /// `postgres`: the source's `batch` (row changes asked for per read).
+    #[arg(long, default_value_t = 1000)]
+    pub pg_batch: usize,
 }
 
 /// A gateway deadline given in its config, or none (`off`: the key is left
@@ -162,7 +177,7 @@ impl Options {
             (None, Scenario::Broadcast | Scenario::Abuse) => {
                 100_000.0 / self.connections.max(1) as f64
             }
-            (None, Scenario::Filtered) => 20_000.0,
+            (None, Scenario::Filtered | Scenario::Postgres) => 20_000.0,
             (None, Scenario::IdleAbuse) => 20.0,
             (None, Scenario::Idle | Scenario::Rpc) => 0.0,
         }

@@ -11,7 +11,10 @@ mod histogram;
 mod holders;
 mod http;
 mod idle_abuse;
+mod pg_load;
+mod pg_server;
 mod pool;
+mod postgres;
 mod procfs;
 mod publisher;
 mod redis_server;
@@ -46,6 +49,9 @@ fn main() -> ExitCode {
 
 fn bench(options: &Options) -> anyhow::Result<()> {
     rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-file limit")?;
+    if options.scenario == cli::Scenario::Postgres {
+        return postgres_bench(options);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -72,6 +78,25 @@ fn bench(options: &Options) -> anyhow::Result<()> {
     })?;
     report::print(&summary);
     Ok(())
+}
+
+/// `--scenario postgres` on two threads: the writers and the subscribers
+/// share this process, and one thread would make it the bottleneck.
+fn postgres_bench(options: &Options) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        tokio::select! {
+            done = postgres::run(options) => done,
+            signal = interrupted() => {
+                signal?;
+                bail!("interrupted");
+            }
+        }
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM, so children are killed on the way out.

@@ -27,6 +27,48 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(user + system)
 }
 
+/// CPU time (user + system, seconds) of the children `pid` has waited for.
+pub fn children_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let fields = stat_fields(pid)?;
+    let tick = |i: usize| -> anyhow::Result<u64> {
+        let field = fields.get(i).context("short /proc/<pid>/stat")?;
+        Ok(field.parse()?)
+    };
+    // cutime and cstime are fields 16 and 17.
+    Ok((tick(13)? + tick(14)?) as f64 / clock_ticks() as f64)
+}
+
+/// The live processes whose parent is `pid`.
+pub fn children(pid: u32) -> anyhow::Result<Vec<u32>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").context("cannot list /proc")? {
+        let Some(child) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // `ppid` is field 4, index 1 after the command name.
+        let parent = stat_fields(child)
+            .ok()
+            .and_then(|f| f.get(1)?.parse::<u32>().ok());
+        if parent == Some(pid) {
+            found.push(child);
+        }
+    }
+    Ok(found)
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name, from `state`.
+fn stat_fields(pid: u32) -> anyhow::Result<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        bail!("bad /proc/{pid}/stat");
+    };
+    Ok(after.split_whitespace().map(str::to_owned).collect())
+}
+
 /// User and system CPU time of `pid` so far, in seconds. On loopback the
 /// kernel runs the receiving client's TCP path inside the gateway's send,
 /// so system time includes work a real network would put on another host.
@@ -71,5 +113,18 @@ mod tests {
         let pid = std::process::id();
         assert!(status_bytes(pid, "VmRSS").expect("rss") > 0);
         assert!(cpu_seconds(pid).expect("cpu") >= 0.0);
+        assert!(children_cpu_seconds(pid).expect("children cpu") >= 0.0);
+    }
+
+    #[test]
+    fn finds_a_child_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        let found = children(std::process::id()).expect("children");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?}");
     }
 }

@@ -1,0 +1,233 @@
+//! The write load of `--scenario postgres`: writer tasks, each on its own
+//! connection, doing single-row transactions (an INSERT, then an UPDATE of
+//! the row it inserted last, in turn) at a share of the target rate. Every
+//! change carries a number unique to the run (`seq`) and the writer's clock
+//! read just before the statement is sent (`t_ns`; a single statement
+//! commits when it ends, so this is the commit time to within the
+//! statement's own few µs). Subscribers count changes by `seq`, which is how
+//! lost and doubled changes are found.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+use crate::wire::unix_nanos;
+
+/// The table written to, created before the gateway starts.
+pub const TABLE: &str = "public.bench_rows";
+
+/// Creates [`TABLE`] (the default replica identity: updates carry no old row).
+pub const CREATE_TABLE: &str = "CREATE TABLE public.bench_rows (
+    id bigint PRIMARY KEY,
+    seq bigint NOT NULL,
+    t_ns bigint NOT NULL,
+    writer integer NOT NULL,
+    payload text NOT NULL)";
+
+const INSERT: &str =
+    "INSERT INTO public.bench_rows (id, seq, t_ns, writer, payload) VALUES ($1, $1, $2, $3, $4)";
+const UPDATE: &str = "UPDATE public.bench_rows SET seq = $1, t_ns = $2 WHERE id = $3";
+
+/// A payload of the size of a small business row.
+const PAYLOAD: &str = "status=available;power=22kW;connector=type2;site=bench-0000000000";
+
+/// When the load runs and the measured window within it, Unix ns.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadWindow {
+    /// The load starts (the warmup before the window).
+    pub load_start_ns: u64,
+    /// The measured window starts.
+    pub start_ns: u64,
+    /// The window and the load end.
+    pub end_ns: u64,
+}
+
+impl LoadWindow {
+    /// Whether a change made at `t_ns` is measured.
+    pub fn holds(&self, t_ns: u64) -> bool {
+        t_ns >= self.start_ns && t_ns < self.end_ns
+    }
+}
+
+/// What one writer did.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// The `seq` of every committed change.
+    pub committed: Vec<u64>,
+    /// Of those, made within the window.
+    pub in_window: u64,
+    /// Statements that failed.
+    pub errors: u64,
+}
+
+/// Runs writer `index` until the load ends. `rate` is its share of the
+/// target in changes per second (0: as fast as it can). `next_seq` is
+/// shared by every writer, so numbers are unique and dense from 1.
+pub async fn writer(
+    client: Client,
+    index: i32,
+    rate: f64,
+    window: LoadWindow,
+    next_seq: Arc<AtomicU64>,
+) -> anyhow::Result<Written> {
+    let insert = client.prepare(INSERT).await.context("prepare insert")?;
+    let update = client.prepare(UPDATE).await.context("prepare update")?;
+    let mut written = Written::default();
+    let mut last_insert: Option<i64> = None;
+    let started = Instant::now();
+    for k in 0u64.. {
+        if let Some(due) = due(started, rate, k) {
+            tokio::time::sleep_until(due).await;
+        }
+        let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+        let t_ns = unix_nanos();
+        if t_ns >= window.end_ns {
+            break;
+        }
+        let (id, t) = (seq as i64, t_ns as i64);
+        let done = match last_insert {
+            Some(row) if k % 2 == 1 => client.execute(&update, &[&id, &t, &row]).await,
+            _ => client.execute(&insert, &[&id, &t, &index, &PAYLOAD]).await,
+        };
+        match done {
+            Ok(_) => {
+                if last_insert.is_none() || k % 2 == 0 {
+                    last_insert = Some(id);
+                }
+                written.committed.push(seq);
+                written.in_window += u64::from(window.holds(t_ns));
+            }
+            Err(_) => written.errors += 1,
+        }
+    }
+    Ok(written)
+}
+
+/// When change `k` of a writer paced at `rate` is due; `None` unpaced. A
+/// writer that fell behind catches up at full speed.
+fn due(started: Instant, rate: f64, k: u64) -> Option<Instant> {
+    (rate > 0.0).then(|| started + Duration::from_secs_f64(k as f64 / rate))
+}
+
+/// Most `seq` a subscriber keeps a count for; above it a change is counted
+/// as unexpected (the writers number from 1 and never come near it: 60 s at
+/// 100,000 changes/s is 6 M). It bounds a tally at 64 MiB.
+pub const MAX_SEQ: u64 = 64 << 20;
+
+/// How many times one subscriber received each change, indexed by `seq`.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    counts: Vec<u8>,
+    /// Changes received with a `seq` above [`MAX_SEQ`].
+    pub beyond: u64,
+}
+
+impl Tally {
+    /// Counts one receipt of change `seq` (saturating at 255).
+    pub fn add(&mut self, seq: u64) {
+        if seq > MAX_SEQ {
+            self.beyond += 1;
+            return;
+        }
+        let at = seq as usize;
+        if at >= self.counts.len() {
+            self.counts.resize(at + 1, 0);
+        }
+        self.counts[at] = self.counts[at].saturating_add(1);
+    }
+
+    fn count(&self, seq: u64) -> u8 {
+        usize::try_from(seq)
+            .ok()
+            .and_then(|at| self.counts.get(at).copied())
+            .unwrap_or(0)
+    }
+}
+
+/// How far one subscriber's receipts are from "every committed change
+/// exactly once".
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Exactness {
+    /// Committed changes never received.
+    pub lost: u64,
+    /// Committed changes received more than once (each counted once).
+    pub duplicated: u64,
+    /// Changes received that no writer saw commit.
+    pub unexpected: u64,
+}
+
+impl Exactness {
+    /// Sums two subscribers' figures.
+    pub fn plus(self, other: Exactness) -> Exactness {
+        Exactness {
+            lost: self.lost + other.lost,
+            duplicated: self.duplicated + other.duplicated,
+            unexpected: self.unexpected + other.unexpected,
+        }
+    }
+}
+
+/// Compares a subscriber's tally with the committed changes (`committed`
+/// sorted, without repeats).
+pub fn check(committed: &[u64], tally: &Tally) -> Exactness {
+    let mut result = Exactness {
+        unexpected: tally.beyond,
+        ..Exactness::default()
+    };
+    for &seq in committed {
+        match tally.count(seq) {
+            0 => result.lost += 1,
+            1 => {}
+            _ => result.duplicated += 1,
+        }
+    }
+    let received = tally.counts.iter().filter(|c| **c > 0).count() as u64;
+    let committed_received = committed.len() as u64 - result.lost;
+    result.unexpected += received - committed_received.min(received);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(seqs: &[u64]) -> Tally {
+        let mut t = Tally::default();
+        for &s in seqs {
+            t.add(s);
+        }
+        t
+    }
+
+    #[test]
+    fn every_change_once_is_exact() {
+        let t = tally(&[3, 1, 2]);
+        assert_eq!(check(&[1, 2, 3], &t), Exactness::default());
+    }
+
+    #[test]
+    fn missing_doubled_and_stray_changes_are_each_counted() {
+        let t = tally(&[1, 2, 2, 2, 9, MAX_SEQ + 1]);
+        let got = check(&[1, 2, 3, 4], &t);
+        assert_eq!(
+            got,
+            Exactness {
+                lost: 2,
+                duplicated: 1,
+                unexpected: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_paced_writer_spreads_its_changes_over_time() {
+        let start = Instant::now();
+        assert_eq!(due(start, 0.0, 5), None);
+        let fifth = due(start, 100.0, 5).expect("paced");
+        assert_eq!(fifth - start, Duration::from_millis(50));
+    }
+}
