@@ -152,7 +152,8 @@ impl Tally {
 /// exactly once".
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Exactness {
-    /// Committed changes never received.
+    /// Committed changes not received by the end of the wait after the
+    /// load (late when the wait says "NOT within", else lost).
     pub lost: u64,
     /// Committed changes received more than once (each counted once).
     pub duplicated: u64,

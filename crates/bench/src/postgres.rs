@@ -390,7 +390,7 @@ fn print(s: &PgSummary) {
     }
     let e = &s.exactness;
     println!(
-        "exactly once          {} changes x {} subscribers: {} lost, {} duplicated, {} unexpected",
+        "exactly once          {} changes x {} subscribers: {} not arrived (by the end of the wait), {} duplicated, {} unexpected",
         s.committed_total, s.subscribers, e.lost, e.duplicated, e.unexpected
     );
     match s.drained_s {
