@@ -151,7 +151,14 @@ async fn run_abuser(plan: Plan, abuse: crate::abuse::Abuse) -> anyhow::Result<()
         refused: 0,
         failed: 0,
     })?;
-    let lifetime = sleep(plan.lifetime);
+    answer_reports(plan.lifetime, || Report::Abuse(counters.results())).await
+}
+
+/// Until `lifetime` passes or the parent says `Exit` (or is gone),
+/// answers each `Report` with `report()`; a worker whose connections
+/// need no measuring window (abusers, held sockets) ends this way.
+async fn answer_reports(lifetime: Duration, report: impl Fn() -> Report) -> anyhow::Result<()> {
+    let lifetime = sleep(lifetime);
     tokio::pin!(lifetime);
     let mut commands = commands();
     loop {
@@ -159,7 +166,7 @@ async fn run_abuser(plan: Plan, abuse: crate::abuse::Abuse) -> anyhow::Result<()
             _ = &mut lifetime => return Ok(()),
             command = commands.recv() => match command {
                 None | Some(Command::Exit) => return Ok(()),
-                Some(Command::Report) => send(&Report::Abuse(counters.results()))?,
+                Some(Command::Report) => send(&report())?,
                 Some(Command::Window { .. }) => {}
             },
         }
@@ -192,19 +199,7 @@ async fn run_holder(plan: Plan, hold: crate::holders::Hold) -> anyhow::Result<()
         refused: 0,
         failed: usize::try_from(held.failed).unwrap_or(usize::MAX),
     })?;
-    let lifetime = sleep(plan.lifetime);
-    tokio::pin!(lifetime);
-    let mut commands = commands();
-    loop {
-        tokio::select! {
-            _ = &mut lifetime => return Ok(()),
-            command = commands.recv() => match command {
-                None | Some(Command::Exit) => return Ok(()),
-                Some(Command::Report) => send(&Report::Held(counters.results(hold)))?,
-                Some(Command::Window { .. }) => {}
-            },
-        }
-    }
+    answer_reports(plan.lifetime, || Report::Held(counters.results(hold))).await
 }
 
 /// Aborts the task when dropped.

@@ -15,6 +15,7 @@ mod crashes;
 #[path = "postgres/lease.rs"]
 mod lease;
 
+pub use chouquette_testkit::eventually;
 use std::time::Duration;
 
 use chouquette_testkit::{BASE_CONFIG, PostgresServer, Received, TestNode, WsClient};
@@ -65,20 +66,6 @@ pub async fn ready(node: &TestNode, limit: Duration) -> bool {
         node.get("/readyz").await == (200, "ok\n".to_string())
     })
     .await
-}
-
-/// Polls `check` until it holds or `limit` passes.
-pub async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut check: F) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// The next `n` data messages of `bornes`.

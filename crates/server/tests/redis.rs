@@ -23,6 +23,7 @@ mod topology;
 #[path = "redis/users.rs"]
 mod users;
 
+pub use chouquette_testkit::eventually;
 use std::time::Duration;
 
 use chouquette_testkit::{APP, RedisServer, TestNode, WsClient, redis_config};
@@ -69,18 +70,4 @@ pub async fn becomes_ready(node: &TestNode) -> bool {
         node.get("/readyz").await.0 == 200
     })
     .await
-}
-
-/// Waits until `check` holds, up to `limit`.
-pub async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut check: F) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }

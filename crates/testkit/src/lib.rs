@@ -479,3 +479,19 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> WsClient<S> {
         self.recv_until("ack").await
     }
 }
+
+/// Polls `check` every 25 ms until it holds (true) or `limit` passes
+/// (false): for what a test cannot wait for by a message (a metric, a
+/// readiness answer, a process).
+pub async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut check: F) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -9,7 +9,7 @@ use hyper::Uri;
 use serde::Deserialize;
 
 use super::problem::Problems;
-use super::value::duration;
+use super::value::{duration, http_backend};
 
 /// One `[[proxy]]` route.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,17 +38,7 @@ impl ProxyRoute {
     /// The backend URL, when it is one the proxy can use: plain `http`,
     /// with a host, and a path that is empty or ends in `/`.
     pub fn backend(&self) -> Result<Uri, String> {
-        let uri: Uri = self
-            .url
-            .parse()
-            .map_err(|e| format!("`{}` is not a URL: {e}", self.url))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(format!(
-                "`{}` must be http://host:port[/path/] (TLS to backends is not supported: \
-                 put them on loopback or a private network)",
-                self.url
-            ));
-        }
+        let uri = http_backend(&self.url, "http://host:port[/path/]")?;
         if uri.query().is_some() || !(uri.path() == "/" || uri.path().ends_with('/')) {
             return Err(format!(
                 "`{}`: a path must end with `/` and carry no query",

@@ -13,7 +13,7 @@ use hyper::Uri;
 use serde::Deserialize;
 
 use super::problem::Problems;
-use super::value::duration;
+use super::value::{duration, http_backend};
 
 /// One `[[apps.rpc]]` route.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,18 +39,7 @@ const MAX_PREFIX: usize = 256;
 impl RpcRoute {
     /// The backend URL, when the client can use it: `http`, with a host.
     pub fn backend(&self) -> Result<Uri, String> {
-        let uri: Uri = self
-            .url
-            .parse()
-            .map_err(|e| format!("`{}` is not a URL: {e}", self.url))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(format!(
-                "`{}` must be http://host:port/path (TLS to backends is not supported: \
-                 put them on loopback or a private network)",
-                self.url
-            ));
-        }
-        Ok(uri)
+        http_backend(&self.url, "http://host:port/path")
     }
 }
 

@@ -27,3 +27,19 @@ pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
 pub(super) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
 }
+
+/// A backend URL the gateway can call: plain `http` with a host (the
+/// gateway has no TLS client: backends sit on loopback or a private
+/// network). `shape` is how the key's URL should look, for the message.
+pub(super) fn http_backend(url: &str, shape: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!(
+            "`{url}` must be {shape} (TLS to backends is not supported: \
+             put them on loopback or a private network)"
+        ));
+    }
+    Ok(uri)
+}
