@@ -149,13 +149,12 @@ test('link: a subscribe whose every channel is refused is not reported open (web
   assert.deepEqual(partial.states.at(-1), { state: 'open', transport: 'websocket' });
   partial.l.close();
 
-  // An error naming no channel (a message too large) refuses the whole
-  // message. (An unknown app is refused per channel, as `invalid_token`.)
+  // An error naming no channel (unknown app) refuses the whole message.
   const app = link({ order: ['websocket'] });
   app.l.want({ bornes: { filters: 'T' } });
   app.ws[0].open();
-  app.ws[0].push({ class: 'error', code: 'bad_message', ref: 'x' });
-  assert.deepEqual(app.states.at(-1), { state: 'refused', transport: 'websocket', reason: 'bad_message' });
+  app.ws[0].push({ class: 'error', code: 'unknown_app', ref: 'x' });
+  assert.deepEqual(app.states.at(-1), { state: 'refused', transport: 'websocket', reason: 'unknown_app' });
   app.l.close();
 });
 

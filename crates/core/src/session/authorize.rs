@@ -6,15 +6,13 @@
 //! limits, kill switches and the broker come later (the subscription
 //! registry and recovery), once the token has said what it grants.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chouquette_protocol::ErrorCode;
 
-use crate::app::{App, ChannelPolicy};
+use crate::app::App;
 use crate::connections::Identity;
 use crate::filter::Filter;
-use crate::limits::AppLimits;
 use crate::publication::valid_name;
 use crate::session::publish::PublishGrant;
 use crate::token::{self, Claims, Requirements, TokenError};
@@ -134,24 +132,6 @@ fn missing(claim: &str) -> Refusal {
         ErrorCode::InvalidToken,
         format!("claim `{claim}` is missing"),
     )
-}
-
-/// Stands in for an app id that no app of this gateway has. It has no
-/// secret, so every token presented for it is refused exactly as a token
-/// not signed by a real app's secret is (`invalid_token`, same message,
-/// same checks of the channel name and token form before): a client
-/// without a valid token cannot tell which app ids exist. A token valid
-/// for an unknown app cannot exist, since an app's secret signs it.
-pub fn unknown_app(id: &str) -> App {
-    App {
-        id: id.into(),
-        secrets: Vec::new(),
-        api_key: None,
-        allow_no_exp: false,
-        default_channel: ChannelPolicy::default(),
-        channels: HashMap::new(),
-        limits: AppLimits::default(),
-    }
 }
 
 /// The token's claims, if one of `app`'s secrets signed it for `app`.
@@ -306,17 +286,5 @@ mod tests {
         assert_eq!(connect, Ok(()));
         assert!(at(NOW, 5).expired(NOW - 5));
         assert!(!at(NOW, 5).expired(NOW - 4));
-    }
-
-    #[test]
-    fn an_unknown_app_refuses_as_a_wrong_secret_does() {
-        let forged = token::sign(&claims(), b"attacker");
-        let real = authorize(&app(), "c", &forged, at(NOW, 0)).map(|_| ());
-        let good = token::sign(&claims(), SECRET);
-        let unknown = authorize(&unknown_app("zz"), "c", &good, at(NOW, 0)).map(|_| ());
-        assert_eq!(real, unknown);
-        assert_eq!(unknown.map_err(|r| r.code), Err(ErrorCode::InvalidToken));
-        let junk = |a: &App| authorize(a, "c", "junk", at(NOW, 0)).map(|_| ());
-        assert_eq!(junk(&app()), junk(&unknown_app("zz")));
     }
 }

@@ -42,7 +42,7 @@ use crate::outbox::{
 use crate::publication::ChannelId;
 use crate::recovery;
 use crate::telemetry::{BrokerOp, DropReason, Telemetry};
-use authorize::{Grant, Refusal, TokenClock, authorize, identify, unknown_app};
+use authorize::{Grant, Refusal, TokenClock, authorize, identify};
 use subscriptions::{Admission, RegisterError, Subscriptions};
 
 /// What the transport must do after a message.
@@ -165,14 +165,19 @@ impl Session {
         }
     }
 
-    /// The app `id` names; an unknown id gets a stand-in that refuses every
-    /// token as a wrong secret would, so that app ids cannot be listed
-    /// without a valid token ([`unknown_app`]).
-    fn app(&self, id: &str) -> Arc<App> {
-        match self.node.apps().get(id) {
-            Some(app) => app.clone(),
-            None => Arc::new(unknown_app(id)),
+    /// The app `id` names, or the `unknown_app` error appended to `out`.
+    /// App ids are no secret on the public listener (every page's
+    /// subscribe message carries one), so the protocol's code is given.
+    fn app(&self, id: &str, reference: Option<&str>, out: &mut Vec<Bytes>) -> Option<Arc<App>> {
+        let app = self.node.apps().get(id).cloned();
+        if app.is_none() {
+            let ctx = ErrorContext {
+                reference,
+                ..ErrorContext::default()
+            };
+            self.error(out, ErrorCode::UnknownApp, "unknown app", ctx);
         }
+        app
     }
 
     fn error(&self, out: &mut Vec<Bytes>, code: ErrorCode, message: &str, ctx: ErrorContext<'_>) {
@@ -254,7 +259,9 @@ impl Session {
             reference,
             ..ErrorContext::default()
         };
-        let app = self.app(&c.app_id);
+        let Some(app) = self.app(&c.app_id, reference, out) else {
+            return;
+        };
         let identity = match identify(&app, &c.token, self.token_clock()) {
             Ok(identity) => identity,
             Err(r) => return self.error(out, r.code, &r.message, ctx),
@@ -279,7 +286,9 @@ impl Session {
         reference: Option<&str>,
         out: &mut Vec<Bytes>,
     ) -> Verdict {
-        let app = self.app(&s.app_id);
+        let Some(app) = self.app(&s.app_id, reference, out) else {
+            return Verdict::Continue;
+        };
         let mut acked = BTreeMap::new();
         for (name, request) in &s.channels {
             match self.subscribe_channel(&app, name, request, out).await {
