@@ -48,6 +48,8 @@ mod publish_api;
 mod resume;
 #[path = "gateway/rpc.rs"]
 mod rpc;
+#[path = "gateway/rpc_upgrades.rs"]
+mod rpc_upgrades;
 #[path = "gateway/shutdown.rs"]
 mod shutdown;
 #[path = "gateway/slow_consumer.rs"]

@@ -36,6 +36,18 @@ impl Backend {
         Backend { addr, task }
     }
 
+    /// Serves `router` on `addr`: a backend started again where the gateway
+    /// already sends its calls, as after an upgrade.
+    pub async fn start_on(addr: SocketAddr, router: Router) -> Backend {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind the backend's port");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Backend { addr, task }
+    }
+
     /// The echo backend of [`echo_router`].
     pub async fn echo() -> Backend {
         Backend::start(echo_router()).await

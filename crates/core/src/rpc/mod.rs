@@ -34,6 +34,11 @@ pub struct Route {
     pub url: Box<str>,
     /// How long the backend may take to answer in full.
     pub timeout: Duration,
+    /// Whether a call may be sent again after it may have reached the
+    /// backend (a dropped connection, 502, 503, 504): only where the
+    /// backend's methods can run twice without harm. A call that never
+    /// reached the backend (connection refused) is retried on every route.
+    pub idempotent: bool,
     /// Calls by outcome and their latency.
     pub counters: RouteCounters,
 }
@@ -45,8 +50,16 @@ impl Route {
             prefix: prefix.into(),
             url: url.into(),
             timeout,
+            idempotent: false,
             counters: RouteCounters::default(),
         }
+    }
+
+    /// The route, marked as safe to retry after a call may have reached
+    /// its backend (see [`Route::idempotent`]).
+    pub fn with_idempotent(mut self, idempotent: bool) -> Route {
+        self.idempotent = idempotent;
+        self
     }
 }
 

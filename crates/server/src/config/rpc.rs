@@ -27,6 +27,11 @@ pub struct RpcRoute {
     /// gets `backend_timeout`.
     #[serde(default = "default_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// Whether the route's methods may run twice without harm: a call whose
+    /// backend dropped the connection or answered 502, 503 or 504 (a
+    /// backend restarting) is then sent again within `timeout`.
+    #[serde(default)]
+    pub idempotent: bool,
 }
 
 fn default_timeout() -> Duration {
@@ -73,7 +78,7 @@ pub(super) fn problems(app: &str, routes: &[RpcRoute], out: &mut Problems<'_>) {
 pub(super) fn app_routes(app: &str, routes: &[RpcRoute], calls: Rate) -> (Arc<str>, AppRoutes) {
     let routes = routes
         .iter()
-        .map(|r| Route::new(&r.prefix, &r.url, r.timeout))
+        .map(|r| Route::new(&r.prefix, &r.url, r.timeout).with_idempotent(r.idempotent))
         .collect();
     (app.into(), AppRoutes::new(routes, calls))
 }

@@ -18,6 +18,20 @@ use serde_json::value::RawValue;
 pub(super) struct Trouble {
     pub failure: Failure,
     pub detail: String,
+    /// Whether sending the call again could help, and on which routes.
+    pub retry: Retry,
+}
+
+/// Whether a failed call may be sent again within its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retry {
+    /// The answer was the backend's own (or the time is up): never.
+    Never,
+    /// The request never left the gateway (no connection): on every route.
+    NotSent,
+    /// The backend may have run the call (a dropped connection, a 502, 503
+    /// or 504 while it restarts): only on idempotent routes.
+    MaybeRan,
 }
 
 impl Trouble {
@@ -25,6 +39,21 @@ impl Trouble {
         Trouble {
             failure,
             detail: detail.into(),
+            retry: Retry::Never,
+        }
+    }
+
+    fn retry(mut self, retry: Retry) -> Trouble {
+        self.retry = retry;
+        self
+    }
+
+    /// Whether a call on a route that is (or is not) idempotent may go again.
+    pub(super) fn retryable(&self, idempotent: bool) -> bool {
+        match self.retry {
+            Retry::Never => false,
+            Retry::NotSent => true,
+            Retry::MaybeRan => idempotent,
         }
     }
 }
@@ -38,7 +67,14 @@ pub(super) async fn exchange(
     let response = client
         .request(request)
         .await
-        .map_err(|e| Trouble::new(Failure::Unreachable, e.to_string()))?;
+        .map_err(|e| {
+            let retry = if e.is_connect() {
+                Retry::NotSent
+            } else {
+                Retry::MaybeRan
+            };
+            Trouble::new(Failure::Unreachable, e.to_string()).retry(retry)
+        })?;
     let status = response.status().as_u16();
     let declared = response
         .headers()
@@ -55,6 +91,7 @@ pub(super) async fn exchange(
                 too_large(max)
             } else {
                 Trouble::new(Failure::Unreachable, format!("answer cut short: {e}"))
+                    .retry(Retry::MaybeRan)
             }
         })?
         .to_bytes();
@@ -102,13 +139,20 @@ pub(super) fn interpret(status: u16, body: &[u8]) -> Result<Answer, Trouble> {
                 message: message.as_deref().and_then(backend_message),
             })
         }
-        _ => Err(Trouble::new(
-            Failure::BackendError,
-            format!(
+        _ => {
+            let detail = format!(
                 "status {status}: {}",
                 String::from_utf8_lossy(&body[..body.len().min(200)])
-            ),
-        )),
+            );
+            // What a proxy or a restarting server answers while the backend
+            // is away: worth another try where the method allows it.
+            let retry = if matches!(status, 502..=504) {
+                Retry::MaybeRan
+            } else {
+                Retry::Never
+            };
+            Err(Trouble::new(Failure::BackendError, detail).retry(retry))
+        }
     }
 }
 

@@ -9,12 +9,14 @@
 mod answer;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chouquette_core::clock::unix_now;
 use chouquette_core::node::Node;
 use chouquette_core::rpc::signature::{SIGNATURE_HEADER, sign};
 use chouquette_core::rpc::{Answer, AnswerFuture, BackendCall, Backends, Failure, Rpc};
+use answer::Trouble;
 use http_body_util::Full;
 use hyper::Request;
 use hyper::header::CONTENT_TYPE;
@@ -99,33 +101,58 @@ fn request(call: &BackendCall, now: u64) -> Result<Request<Full<Bytes>>, String>
         .map_err(|e| e.to_string())
 }
 
+/// First pause before a call is sent again; it doubles up to
+/// [`MAX_RETRY_PAUSE`], always within the route's timeout.
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
 impl HttpBackends {
+    /// Sends `call`, again after a failure that another try may cure (a
+    /// backend restarting: see [`answer::Retry`]), until the route's
+    /// timeout: a backend upgrade costs clients a pause, not an error.
     async fn send(&self, call: BackendCall) -> Answer {
         let route = &call.route;
-        let request = match request(&call, unix_now()) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(app = %call.app.id, url = %route.url, error = %e, "rpc: cannot build the request");
-                return Answer::Failed(Failure::BackendError);
-            }
-        };
-        let exchange = answer::exchange(&self.client, request, self.max_answer_bytes);
-        let answer = match tokio::time::timeout(route.timeout, exchange).await {
-            Ok(answer) => answer,
-            Err(_) => Err(answer::Trouble::new(
-                Failure::Timeout,
-                "no full answer in time",
-            )),
-        };
-        answer.unwrap_or_else(|trouble| {
+        let deadline = Instant::now() + route.timeout;
+        let mut pause = FIRST_RETRY_PAUSE;
+        loop {
+            let trouble = match self.try_once(&call, deadline).await {
+                Ok(answer) => return answer,
+                Err(trouble) => trouble,
+            };
+            let again = trouble.retryable(route.idempotent)
+                && Instant::now() + pause < deadline;
             tracing::warn!(
                 app = %call.app.id,
                 prefix = %route.prefix,
                 url = %route.url,
                 detail = %trouble.detail,
+                again,
                 "rpc: call failed"
             );
-            Answer::Failed(trouble.failure)
-        })
+            if !again {
+                return Answer::Failed(trouble.failure);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        }
+    }
+
+    /// One signed request (signed anew: its timestamp is when it is sent),
+    /// answered before `deadline`.
+    async fn try_once(&self, call: &BackendCall, deadline: Instant) -> Result<Answer, Trouble> {
+        let request = request(call, unix_now()).map_err(|e| {
+            Trouble::new(
+                Failure::BackendError,
+                format!("cannot build the request: {e}"),
+            )
+        })?;
+        let exchange = answer::exchange(&self.client, request, self.max_answer_bytes);
+        match tokio::time::timeout_at(deadline.into(), exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Trouble::new(
+                Failure::Timeout,
+                "no full answer in time",
+            )),
+        }
     }
 }

@@ -103,7 +103,8 @@ async fn answer(
 }
 
 /// A backend, and a gateway whose app routes `chat.`, `chat.admin.`, `""`
-/// (the default), `slow.` (300 ms timeout) and `down.` (nothing listens).
+/// (the default), `slow.` (300 ms timeout) and `down.` (nothing listens;
+/// tried again until its 500 ms timeout).
 struct Setup {
     node: TestNode,
     seen: Seen,
@@ -134,6 +135,7 @@ timeout = "300ms"
 [[apps.rpc]]
 prefix = "down."
 url = "http://127.0.0.1:{down}/rpc"
+timeout = "500ms"
 "#
     );
     if default_route {
