@@ -64,17 +64,14 @@ pub(super) async fn exchange(
     request: Request<Full<Bytes>>,
     max: usize,
 ) -> Result<Answer, Trouble> {
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| {
-            let retry = if e.is_connect() {
-                Retry::NotSent
-            } else {
-                Retry::MaybeRan
-            };
-            Trouble::new(Failure::Unreachable, e.to_string()).retry(retry)
-        })?;
+    let response = client.request(request).await.map_err(|e| {
+        let retry = if e.is_connect() {
+            Retry::NotSent
+        } else {
+            Retry::MaybeRan
+        };
+        Trouble::new(Failure::Unreachable, e.to_string()).retry(retry)
+    })?;
     let status = response.status().as_u16();
     let declared = response
         .headers()

@@ -11,12 +11,12 @@ mod answer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use answer::Trouble;
 use bytes::Bytes;
 use chouquette_core::clock::unix_now;
 use chouquette_core::node::Node;
 use chouquette_core::rpc::signature::{SIGNATURE_HEADER, sign};
 use chouquette_core::rpc::{Answer, AnswerFuture, BackendCall, Backends, Failure, Rpc};
-use answer::Trouble;
 use http_body_util::Full;
 use hyper::Request;
 use hyper::header::CONTENT_TYPE;
@@ -119,8 +119,7 @@ impl HttpBackends {
                 Ok(answer) => return answer,
                 Err(trouble) => trouble,
             };
-            let again = trouble.retryable(route.idempotent)
-                && Instant::now() + pause < deadline;
+            let again = trouble.retryable(route.idempotent) && Instant::now() + pause < deadline;
             tracing::warn!(
                 app = %call.app.id,
                 prefix = %route.prefix,
@@ -149,10 +148,7 @@ impl HttpBackends {
         let exchange = answer::exchange(&self.client, request, self.max_answer_bytes);
         match tokio::time::timeout_at(deadline.into(), exchange).await {
             Ok(answer) => answer,
-            Err(_) => Err(Trouble::new(
-                Failure::Timeout,
-                "no full answer in time",
-            )),
+            Err(_) => Err(Trouble::new(Failure::Timeout, "no full answer in time")),
         }
     }
 }

@@ -72,7 +72,9 @@ async fn a_call_sent_while_its_backend_restarts_is_answered_once_it_is_back() {
     let node = TestNode::start(&config_with("", &routes)).await;
     let mut client = connected(&node).await;
     client
-        .send_json(&json!({"class": "call", "id": "1", "method": "chat.send", "args": [], "kwargs": {}}))
+        .send_json(
+            &json!({"class": "call", "id": "1", "method": "chat.send", "args": [], "kwargs": {}}),
+        )
         .await;
     // The backend is down for a while (being upgraded), then back on its port.
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -82,7 +84,11 @@ async fn a_call_sent_while_its_backend_restarts_is_answered_once_it_is_back() {
     let answer = client.recv().await;
     assert_eq!(answer["class"], "result", "{answer}");
     assert_eq!(answer["id"], "1");
-    assert_eq!(seen.lock().unwrap()["chat"], 1, "sent once to the new backend");
+    assert_eq!(
+        seen.lock().unwrap()["chat"],
+        1,
+        "sent once to the new backend"
+    );
 }
 
 #[tokio::test]
