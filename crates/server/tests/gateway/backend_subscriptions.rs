@@ -311,3 +311,52 @@ async fn a_user_past_64_backend_subscriptions_is_refused_a_new_channel_but_may_c
         .await;
     assert_eq!(status, 200);
 }
+
+const PYTHON_EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/python/backend_subscriptions.py"
+);
+
+/// Runs docs/protocol.md's Python example with `args`; returns its exit
+/// status and what it printed.
+async fn python_example(node: &TestNode, key: &str, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new("python3")
+        .arg(PYTHON_EXAMPLE)
+        .args(["--gateway", &node.internal_url(), "--app", APP])
+        .args(args)
+        .env("CHOUQUETTE_API_KEY", key)
+        .output()
+        .await
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    });
+    (out.status.success(), text.trim().to_string())
+}
+
+/// The Python example, run as written, subscribes and unsubscribes a user,
+/// and reports the gateway's refusal of a wrong key.
+#[tokio::test]
+async fn the_python_example_subscribes_and_unsubscribes_a_user() {
+    let node = TestNode::base().await;
+    let mut roger = identified(&node, "roger").await;
+    let filters = r#"{"alarm": {"borne": "B1"}}"#;
+    let args = ["subscribe", "roger", "alerts", filters];
+    let (ok, printed) = python_example(&node, API_KEY, &args).await;
+    assert_eq!((ok, printed.as_str()), (true, r#"{"connections": 1}"#));
+    subscribed(&mut roger, "alerts").await;
+    node.publish("alerts", "alarm", &["borne:B1"], json!("for roger"))
+        .await;
+    let got = data_before_marker(&node, &mut roger, "alerts").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+
+    let (ok, printed) = python_example(&node, API_KEY, &["unsubscribe", "roger", "alerts"]).await;
+    assert_eq!((ok, printed.as_str()), (true, r#"{"connections": 1}"#));
+    let (message, _) = roger.recv_until("unsubscribed").await;
+    assert_eq!(message["channel"], "alerts");
+
+    let (ok, printed) = python_example(&node, "wrong-key", &args).await;
+    assert!(!ok && printed.starts_with("403 not_allowed"), "{printed}");
+}
