@@ -8,8 +8,8 @@ consumer group, published exactly once.
 
 An entry holds one event as JSON in its field `event`, or a batch as a
 JSON array in `events` (published in order, all or nothing). Refused
-entries go to `<inbox>:dead` with the reason: nothing is answered, so
-check there (`dead_letters`). Needs the `redis` extra
+entries go to `<inbox>:dead` (fields `id`: the entry's id, `error`: why,
+`entry`: its JSON): nothing is answered, so check there (`dead_letters`). Needs the `redis` extra
 (`pip install "chouquette[redis]"`).
 
 Each event gets an idempotency `id` before the first `XADD`: when the
@@ -111,8 +111,9 @@ class InboxPublisher:
         return self._xadd(_fields(events, self.app_id))
 
     def dead_letters(self, count: int = 100) -> List[Tuple[str, Dict[str, str]]]:
-        """The last `count` refused entries, newest first: `(id, fields)`
-        with the gateway's `reason` among the fields."""
+        """The last `count` refused entries, newest first: `(dead id,
+        fields)`, the fields being `id` (the refused entry's id, as
+        `publish` returned it), `error` and `entry`."""
         return _dead(self.redis.xrevrange(self.inbox + ":dead", count=count))
 
     def close(self) -> None:
