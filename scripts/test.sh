@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): every Rust test, then the
-# browser client's unit tests and its end-to-end tests in headless Chromium
-# against a real gateway (scripts/test-js.sh installs what they need).
+# Python backend package's tests against a real gateway and Redis
+# (scripts/test-python.sh installs what they need), then the browser
+# client's unit tests and its end-to-end tests in headless Chromium against
+# a real gateway (scripts/test-js.sh installs what they need).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,10 @@ scripts/install-postgres.sh
 
 echo "== Rust: unit, property and integration tests"
 cargo test --workspace --locked
+
+echo "== Python backend package (clients/python) and the Django example"
+cargo build -p chouquette --locked
+scripts/test-python.sh
 
 echo "== JavaScript client and browser tests"
 scripts/test-js.sh
