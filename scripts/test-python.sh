@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Python backend package (clients/python) and the Django example:
 # a virtual environment with the package installed editable and its test
-# extras (pytest, mypy, websockets, redis) plus Django, then mypy in strict
-# mode, then pytest against a real gateway process and the real Redis.
+# extras (pytest, mypy, ruff, websockets, redis) plus Django, then ruff and
+# mypy in strict mode, then pytest against a real gateway process and the real Redis.
 #
 # Needs the gateway binary (target/debug/chouquette, or $CHOUQUETTE_BIN;
 # scripts/test.sh runs this after the Rust build) and Redis at
@@ -40,6 +40,9 @@ echo "== Python virtual environment ($VENV)"
     -e "$ROOT/clients/python[test]" -r "$ROOT/examples/django/requirements.txt"
 
 cd "$ROOT/clients/python"
+echo "== ruff (package, tests, Django example)"
+"$VENV/bin/python" -m ruff check src tests "$ROOT/examples/django"
+
 echo "== mypy --strict (package and tests)"
 "$VENV/bin/python" -m mypy --strict src tests
 

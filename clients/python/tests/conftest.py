@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -47,7 +46,8 @@ WAIT = 10.0
 def binary() -> Path:
     path = Path(os.environ.get("CHOUQUETTE_BIN", ROOT / "target" / "debug" / "chouquette"))
     if not path.is_file():
-        pytest.fail(f"no gateway binary at {path}: run `cargo build -p chouquette` first", pytrace=False)
+        pytest.fail(f"no gateway binary at {path}: run `cargo build -p chouquette` first",
+                    pytrace=False)
     return path
 
 

@@ -108,14 +108,19 @@ def test_the_async_twins(gateway: Gateway, client: Client, signer: TokenSigner) 
     client.send(signer.connect_message("zoe"))
     client.until("ack")
 
-    async def run() -> None:
+    async def grant() -> None:
         async with AsyncAdmin(gateway.internal, ADMIN_KEY) as admin, \
                 AsyncUserSubscriptions(gateway.internal, API_KEY, APP) as subs:
             assert (await admin.status())["apps"][APP]["connections"] >= 1
-            assert await subs.subscribe_user("zoe", channel, {"*": {}}) == 1
-            assert await admin.publish(Event(channel, "k", app_id=APP, data="z"))
             assert [c.transport for c in await admin.connections(APP, "zoe")] == ["ws"]
+            assert await subs.subscribe_user("zoe", channel, {"*": {}}) == 1
 
-    asyncio.run(run())
+    async def publish() -> None:
+        async with AsyncAdmin(gateway.internal, ADMIN_KEY) as admin:
+            assert (await admin.publish(Event(channel, "k", app_id=APP, data="z"))).offset == 1
+
+    asyncio.run(grant())
+    # Live events follow the `subscribed` message's offset: publish after it.
     assert client.until("subscribed")["channel"] == channel
+    asyncio.run(publish())
     assert client.until("data")["data"] == "z"

@@ -21,7 +21,8 @@ def test_inbox_events_and_batches_reach_subscribers(
     assert client.subscribe(signer.subscribe_message({channel: {"*": {}}}))["class"] == "ack"
     inbox = InboxPublisher(redis_client, APP, inbox=gateway.inbox)
     entry = inbox.publish(Event(channel, "alarm", {"borne": "B1"}, data="one"))
-    inbox.publish_batch([Event(channel, "alarm", data="two"), Event(channel, "alarm", data="three")])
+    inbox.publish_batch([Event(channel, "alarm", data="two"),
+                         Event(channel, "alarm", data="three")])
     received = [client.until("data") for _ in range(3)]
     assert [m["data"] for m in received] == ["one", "two", "three"]
     assert [m["offset"] for m in received] == [1, 2, 3]

@@ -82,8 +82,8 @@ class DropFirstAnswer:
             self.connections += 1
             drop = self.connections == 1
             upstream = socket.create_connection(self.target, timeout=WAIT)
-            threading.Thread(target=self.pipe, args=(downstream, upstream, False), daemon=True).start()
-            threading.Thread(target=self.pipe, args=(upstream, downstream, drop), daemon=True).start()
+            for args in ((downstream, upstream, False), (upstream, downstream, drop)):
+                threading.Thread(target=self.pipe, args=args, daemon=True).start()
 
     def pipe(self, source: socket.socket, sink: socket.socket, drop: bool) -> None:
         try:

@@ -66,8 +66,9 @@ def test_a_request_not_from_the_gateway_is_refused_by_the_backend(
 ) -> None:
     import httpx
 
+    guessed = sign("guess-0123456789abcdef-0123456789", BODY)
     forged = httpx.post(rpc_backend.url, content=BODY,
-                        headers={"X-Chouquette-Signature": sign("guess-0123456789abcdef-0123456789", BODY)})
+                        headers={"X-Chouquette-Signature": guessed})
     assert forged.status_code == 401
     eventually(lambda: rpc_backend.refused, "the refusal is recorded")
 

@@ -80,6 +80,9 @@ class Retry:
         return None
 
 
+#: What every client uses unless given another policy.
+DEFAULT_RETRY = Retry()
+#: A policy that sends each request once.
 NO_RETRY = Retry(attempts=1)
 
 
@@ -149,7 +152,7 @@ class SyncTransport:
         key: str,
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: Retry = Retry(),
+        retry: Retry = DEFAULT_RETRY,
         client: Optional[httpx.Client] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
@@ -193,7 +196,7 @@ class AsyncTransport:
         key: str,
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: Retry = Retry(),
+        retry: Retry = DEFAULT_RETRY,
         client: Optional[httpx.AsyncClient] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:

@@ -21,7 +21,15 @@ from typing import Any, Dict, List, Mapping, Optional, Type
 
 import httpx
 
-from ._http import DEFAULT_TIMEOUT, AsyncTransport, Call, Retry, SyncTransport, Timeout
+from ._http import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    AsyncTransport,
+    Call,
+    Retry,
+    SyncTransport,
+    Timeout,
+)
 from .events import EventLike, Position, event_json
 from .tokens import Filters, check_filters
 
@@ -163,7 +171,7 @@ class Admin:
         *,
         operator: Optional[str] = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: Retry = Retry(),
+        retry: Retry = DEFAULT_RETRY,
         client: Optional[httpx.Client] = None,
     ) -> None:
         self._http = SyncTransport(
@@ -248,7 +256,7 @@ class AsyncAdmin:
         *,
         operator: Optional[str] = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: Retry = Retry(),
+        retry: Retry = DEFAULT_RETRY,
         client: Optional[httpx.AsyncClient] = None,
     ) -> None:
         self._http = AsyncTransport(
@@ -343,7 +351,7 @@ class UserSubscriptions:
         app_id: str,
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: Retry = Retry(),
+        retry: Retry = DEFAULT_RETRY,
         client: Optional[httpx.Client] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
@@ -385,7 +393,7 @@ class AsyncUserSubscriptions:
         app_id: str,
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: Retry = Retry(),
+        retry: Retry = DEFAULT_RETRY,
         client: Optional[httpx.AsyncClient] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import redis
 import redis.asyncio
 
-from ._http import Retry
+from ._http import DEFAULT_RETRY, Retry
 from .errors import UnavailableError
 from .events import EventLike, event_json
 
@@ -76,7 +76,7 @@ class InboxPublisher:
         *,
         inbox: str = DEFAULT_INBOX,
         maxlen: Optional[int] = None,
-        retry: Retry = Retry(),
+        retry: Retry = DEFAULT_RETRY,
     ) -> None:
         self._own = isinstance(redis_client, str)
         self.redis: redis.Redis = (
@@ -131,7 +131,7 @@ class AsyncInboxPublisher:
         *,
         inbox: str = DEFAULT_INBOX,
         maxlen: Optional[int] = None,
-        retry: Retry = Retry(),
+        retry: Retry = DEFAULT_RETRY,
     ) -> None:
         self._own = isinstance(redis_client, str)
         self.redis: redis.asyncio.Redis = (

@@ -19,7 +19,15 @@ from typing import Any, List, Mapping, Optional, Sequence, Type
 
 import httpx
 
-from ._http import DEFAULT_TIMEOUT, AsyncTransport, Call, Retry, SyncTransport, Timeout
+from ._http import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    AsyncTransport,
+    Call,
+    Retry,
+    SyncTransport,
+    Timeout,
+)
 from .events import EventLike, Position, event_json
 
 PUBLISH = "/api/v1/publish"
@@ -65,7 +73,7 @@ class Publisher:
         app_id: Optional[str] = None,
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: Retry = Retry(),
+        retry: Retry = DEFAULT_RETRY,
         client: Optional[httpx.Client] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
@@ -107,7 +115,7 @@ class AsyncPublisher:
         app_id: Optional[str] = None,
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: Retry = Retry(),
+        retry: Retry = DEFAULT_RETRY,
         client: Optional[httpx.AsyncClient] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
