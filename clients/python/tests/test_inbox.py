@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 import redis
 
 from chouquette import Event, TokenSigner
@@ -60,13 +61,22 @@ def test_the_async_inbox_publisher(gateway: Gateway, client: Client, signer: Tok
     assert client.subscribe(signer.subscribe_message({channel: {"*": {}}}))["class"] == "ack"
 
     async def run() -> None:
-        inbox = AsyncInboxPublisher(REDIS_URL, APP, inbox=gateway.inbox)
-        try:
+        async with AsyncInboxPublisher(REDIS_URL, APP, inbox=gateway.inbox) as inbox:
             await inbox.publish(Event(channel, "alarm", data="a"))
             # One Event object twice, no id: each gets its own, both go out.
             await inbox.publish_batch([Event(channel, "alarm", data="b")] * 2)
-        finally:
-            await inbox.aclose()
 
     asyncio.run(run())
     assert [client.until("data")["data"] for _ in range(3)] == ["a", "b", "b"]
+
+
+def test_an_unreachable_redis_is_unavailable_after_the_retries() -> None:
+    from chouquette import Retry, UnavailableError
+
+    from conftest import free_port
+
+    fast = Retry(attempts=3, base_delay=0.01, max_delay=0.02)
+    with InboxPublisher(f"redis://127.0.0.1:{free_port()}", APP, retry=fast) as inbox:
+        with pytest.raises(UnavailableError) as lost:
+            inbox.publish(Event("bornes", "alarm"))
+    assert lost.value.status is None and "unreachable" in lost.value.message

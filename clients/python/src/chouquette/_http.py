@@ -136,6 +136,12 @@ def _answer(call: Call[T], response: httpx.Response) -> T:
         ) from None
 
 
+#: Transport errors after which the request may be sent again: the
+#: network, a timeout, a connection closed before the answer. Others (an
+#: unsupported URL scheme, a proxy refusing) would only fail again.
+_RETRYABLE = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
+
+
 def _lost(error: httpx.TransportError) -> UnavailableError:
     return UnavailableError(f"no answer from the gateway: {error!r}", status=None)
 
@@ -173,6 +179,8 @@ class SyncTransport:
                 )
                 return _answer(call, response)
             except httpx.TransportError as e:
+                if not isinstance(e, _RETRYABLE):
+                    raise _lost(e) from e
                 error: ChouquetteError = _lost(e)
             except ChouquetteError as e:
                 error = e
@@ -217,6 +225,8 @@ class AsyncTransport:
                 )
                 return _answer(call, response)
             except httpx.TransportError as e:
+                if not isinstance(e, _RETRYABLE):
+                    raise _lost(e) from e
                 error: ChouquetteError = _lost(e)
             except ChouquetteError as e:
                 error = e

@@ -98,6 +98,10 @@ class InboxPublisher:
             except _LOST as e:
                 if attempt + 1 == self.retry.attempts:
                     raise UnavailableError(f"Redis inbox unreachable: {e!r}") from e
+            except redis.RedisError as e:
+                # Refused by Redis itself (authentication, a key of another
+                # type): sending it again would fail the same way.
+                raise UnavailableError(f"Redis refused the inbox entry: {e!r}") from e
                 time.sleep(self.retry.backoff(attempt))
         raise AssertionError("unreachable: the loop returns or raises")
 
@@ -117,8 +121,15 @@ class InboxPublisher:
         return _dead(self.redis.xrevrange(self.inbox + ":dead", count=count))
 
     def close(self) -> None:
+        """Closes the Redis client if this publisher made it (from a URL)."""
         if self._own:
             self.redis.close()
+
+    def __enter__(self) -> "InboxPublisher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class AsyncInboxPublisher:
@@ -155,6 +166,10 @@ class AsyncInboxPublisher:
             except _LOST as e:
                 if attempt + 1 == self.retry.attempts:
                     raise UnavailableError(f"Redis inbox unreachable: {e!r}") from e
+            except redis.RedisError as e:
+                # Refused by Redis itself (authentication, a key of another
+                # type): sending it again would fail the same way.
+                raise UnavailableError(f"Redis refused the inbox entry: {e!r}") from e
                 await asyncio.sleep(self.retry.backoff(attempt))
         raise AssertionError("unreachable: the loop returns or raises")
 
@@ -171,5 +186,12 @@ class AsyncInboxPublisher:
         return _dead(await self.redis.xrevrange(self.inbox + ":dead", count=count))
 
     async def aclose(self) -> None:
+        """Closes the Redis client if this publisher made it (from a URL)."""
         if self._own:
             await self.redis.aclose()
+
+    async def __aenter__(self) -> "AsyncInboxPublisher":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
