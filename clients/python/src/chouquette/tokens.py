@@ -105,8 +105,8 @@ class TokenSigner:
     """Signs an app's subscription and `connect` tokens (HS256).
 
     `secrets`: the app's secrets, newest first (one string is one secret);
-    the first signs (module docstring: rotation). `leeway`-free: `exp` is
-    `now + ttl`; the gateway tolerates its configured clock skew.
+    the first signs (module docstring: rotation). `exp` is exactly
+    `now + ttl`: the gateway adds its own `[tokens] leeway` for clock skew.
     """
 
     def __init__(self, app_id: str, secrets: Union[str, Sequence[str]]) -> None:
