@@ -22,6 +22,7 @@ use serde::Deserialize;
 mod admin;
 mod apps;
 mod broker;
+mod connect_auth;
 mod env;
 mod limits;
 mod listen;
@@ -40,6 +41,7 @@ mod value;
 
 pub use admin::Admin;
 pub use apps::{AppConfig, AppLimitsConfig, ChannelConfig};
+pub use connect_auth::ConnectAuthConfig;
 pub use broker::{BrokerConfig, BrokerKind, ClusterConfig, SentinelConfig};
 pub use env::ENV_PREFIX;
 pub use limits::Limits;
