@@ -334,6 +334,12 @@ pub fn is_connected(frame: &[u8]) -> bool {
     frame.starts_with(br#"{"class":"connected""#)
 }
 
+/// Whether a serialized gateway message is a `subscribed` (long-polls after
+/// the first leave out those of the grants read at connect auth).
+pub fn is_subscribed(frame: &[u8]) -> bool {
+    frame.starts_with(br#"{"class":"subscribed""#)
+}
+
 /// Whether a serialized gateway message is an `ack` (every message this
 /// module writes starts with its `class`).
 pub fn is_ack(frame: &[u8]) -> bool {

@@ -338,7 +338,8 @@ impl ConnectAuth {
         body: &AuthRequest<'_>,
         max_subscriptions: usize,
     ) -> Result<Accepted, Trouble> {
-        let body = serde_json::to_vec(body).map_err(|e| Trouble::new(Outcome::BadStatus, e.to_string()))?;
+        let body = serde_json::to_vec(body)
+            .map_err(|e| Trouble::new(Outcome::BadStatus, e.to_string()))?;
         let request = Request::post(&*target.url)
             .header(header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, sign(secret, unix_now(), &body))

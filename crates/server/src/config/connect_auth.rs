@@ -39,7 +39,8 @@ pub(super) fn problems(app: &str, auth: &ConnectAuthConfig, out: &mut Problems<'
     }
     if auth.timeout.is_zero() || auth.timeout > MAX_TIMEOUT {
         let max = MAX_TIMEOUT.as_secs();
-        let message = format!("app `{app}`: connect_auth.timeout must be more than 0s and at most {max}s");
+        let message =
+            format!("app `{app}`: connect_auth.timeout must be more than 0s and at most {max}s");
         out.at(&at, message);
     }
 }
@@ -71,7 +72,10 @@ mod tests {
         let p = problems("[apps.connect_auth]\nurl = \"https://b/auth\"\ntimeout = \"0s\"\n");
         let lines: Vec<_> = p.iter().map(|(line, _)| *line).collect();
         assert_eq!(lines, [Some(5), Some(5)], "{p:?}");
-        assert!(p[0].1.contains("connect_auth.url") && p[0].1.contains("TLS"), "{p:?}");
+        assert!(
+            p[0].1.contains("connect_auth.url") && p[0].1.contains("TLS"),
+            "{p:?}"
+        );
         assert!(p[1].1.contains("connect_auth.timeout"), "{p:?}");
         let p = problems("[apps.connect_auth]\nurl = \"http://b/\"\ntimeout = \"1h\"\n");
         assert!(p[0].1.contains("at most 30s"), "{p:?}");

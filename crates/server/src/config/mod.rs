@@ -41,8 +41,8 @@ mod value;
 
 pub use admin::Admin;
 pub use apps::{AppConfig, AppLimitsConfig, ChannelConfig};
-pub use connect_auth::ConnectAuthConfig;
 pub use broker::{BrokerConfig, BrokerKind, ClusterConfig, SentinelConfig};
+pub use connect_auth::ConnectAuthConfig;
 pub use env::ENV_PREFIX;
 pub use limits::Limits;
 pub use listen::{Listen, TlsConfig};

@@ -12,7 +12,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use chouquette_core::connections::Transport;
 use chouquette_core::session::Session;
-use chouquette_core::session::connect_auth::InitialSubscription;
+use chouquette_core::session::connect_auth::Resume;
 use chouquette_protocol::ErrorCode;
 use chouquette_protocol::client::Since;
 
@@ -49,22 +49,24 @@ pub(crate) async fn prepare(
     };
     let secret = app.secrets.first().map_or(&[][..], Vec::as_slice);
     let accepted = auth
-        .authenticate(target, secret, app.limits.max_subscriptions, (transport, peer, headers))
+        .authenticate(
+            target,
+            secret,
+            app.limits.max_subscriptions,
+            (transport, peer, headers),
+        )
         .await
         .map_err(|refusal| *refusal)?;
-    let subscriptions = accepted
-        .subscriptions
-        .into_iter()
-        .map(|(channel, filter)| InitialSubscription {
-            since: since.get(&(app.id.to_string(), channel.clone())).cloned(),
-            channel,
-            filter,
-        })
+    let resume: Resume = since
+        .iter()
+        .filter(|((a, _), _)| *a == *app.id)
+        .map(|((_, channel), since)| (channel.clone(), since.clone()))
         .collect();
     let mut session = Session::new(node.clone(), transport);
     let mut opening = Vec::new();
+    let identity = accepted.identity;
     match session
-        .accept_identity(accepted.identity, subscriptions, &mut opening)
+        .accept_identity(identity, accepted.subscriptions, &resume, &mut opening)
         .await
     {
         Ok(()) => Ok(Some((session, opening))),

@@ -65,8 +65,9 @@ pub async fn poll_body(
 
 /// Runs connect auth when it applies (each request again: nothing is kept
 /// between requests), subscribes, waits for something to say, and answers.
-/// Later requests (with a cursor) leave out `connected` and the `ack`s,
-/// which only repeat what the client knows and would end the wait at once.
+/// Later requests (with a cursor) leave out `connected`, the `ack`s and the
+/// grants' `subscribed`, which only repeat what the client knows and would
+/// end the wait at once.
 async fn answer_poll(
     shared: Gateway,
     peer: Option<std::net::IpAddr>,
@@ -88,11 +89,17 @@ async fn answer_poll(
         .map_or(shared.settings.poll_wait, Duration::from_secs)
         .min(shared.settings.poll_wait);
     let _guard = shared.shutdown.connection("poll");
-    let (mut session, mut opening) = prepared
-        .unwrap_or_else(|| (Session::new(shared.node.clone(), Transport::Poll), Vec::new()));
+    let (mut session, mut opening) = prepared.unwrap_or_else(|| {
+        (
+            Session::new(shared.node.clone(), Transport::Poll),
+            Vec::new(),
+        )
+    });
     url::subscribe_all(&mut session, &request, &mut opening).await;
     if request.cursor.is_some() {
-        opening.retain(|m| !server::is_ack(m) && !server::is_connected(m));
+        opening.retain(|m| {
+            !server::is_ack(m) && !server::is_connected(m) && !server::is_subscribed(m)
+        });
     }
     let mut wire = PollWire {
         messages: Vec::new(),

@@ -131,8 +131,12 @@ fn run(
     prepared: Option<Prepared>,
 ) -> impl Future<Output = ()> {
     let guard = shared.shutdown.connection("sse");
-    let (mut session, mut opening) =
-        prepared.unwrap_or_else(|| (Session::new(shared.node.clone(), Transport::Sse), Vec::new()));
+    let (mut session, mut opening) = prepared.unwrap_or_else(|| {
+        (
+            Session::new(shared.node.clone(), Transport::Sse),
+            Vec::new(),
+        )
+    });
     let mut wire = SseWire { tx };
     async move {
         let retry = wire.send(Bytes::from_static(RETRY));

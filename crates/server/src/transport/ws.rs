@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chouquette_core::connections::Transport;
@@ -25,8 +25,8 @@ use futures_util::SinkExt;
 
 use super::auth::{self, Prepared};
 use super::driver::{self, Gone, Goodbye, Inbound, Wire};
-use crate::http_error::error_response;
 use crate::gateway::{Gateway, Settings};
+use crate::http_error::error_response;
 
 /// Read buffer per connection: client messages are small (a subscribe with
 /// its tokens is well under 1 KiB); larger ones are read in several chunks.
@@ -79,11 +79,19 @@ pub async fn upgrade(
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
     };
     let none = BTreeMap::new();
-    let prepared =
-        match auth::prepare(&shared, Transport::Ws, peer, &headers, app.as_deref(), &none).await {
-            Ok(prepared) => prepared,
-            Err(refusal) => return refusal,
-        };
+    let prepared = match auth::prepare(
+        &shared,
+        Transport::Ws,
+        peer,
+        &headers,
+        app.as_deref(),
+        &none,
+    )
+    .await
+    {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refusal,
+    };
     let limits = &shared.settings;
     // Selected only when the client offers it; a client offering nothing
     // (or only other names) is served without the header, as before.
@@ -114,8 +122,8 @@ fn run(
     prepared: Option<Prepared>,
 ) -> impl Future<Output = ()> {
     let guard = shared.shutdown.connection("websocket");
-    let (mut session, opening) = prepared
-        .unwrap_or_else(|| (Session::new(shared.node.clone(), Transport::Ws), Vec::new()));
+    let (mut session, opening) =
+        prepared.unwrap_or_else(|| (Session::new(shared.node.clone(), Transport::Ws), Vec::new()));
     let mut wire = WsWire { socket };
     async move {
         driver::drive(&mut wire, &mut session, &shared, peer, opening).await;

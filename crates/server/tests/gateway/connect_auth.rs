@@ -55,7 +55,14 @@ fn verified(headers: &HeaderMap, body: &[u8]) -> bool {
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    verify(SECRET.as_bytes(), signature, body, unix_now(), REPLAY_WINDOW_SECS).is_ok()
+    verify(
+        SECRET.as_bytes(),
+        signature,
+        body,
+        unix_now(),
+        REPLAY_WINDOW_SECS,
+    )
+    .is_ok()
 }
 
 async fn auth(
@@ -93,9 +100,9 @@ async fn auth(
             tokio::time::sleep(Duration::from_secs(3)).await;
             answer(roger())
         }
-        "bad_channel" => answer(
-            json!({"user_id": "roger", "subscriptions": {"no spaces": {"filters": {}}}}),
-        ),
+        "bad_channel" => {
+            answer(json!({"user_id": "roger", "subscriptions": {"no spaces": {"filters": {}}}}))
+        }
         "bad_filters" => {
             answer(json!({"user_id": "roger", "subscriptions": {"bornes": {"filters": 3}}}))
         }
@@ -142,7 +149,11 @@ async fn setup(mode: &str) -> Setup {
 
 /// A WebSocket upgrade to `/ws{query}` with `headers`: the client, or the
 /// HTTP status of the refusal.
-async fn ws(node: &TestNode, query: &str, headers: &[(&'static str, &str)]) -> Result<WsClient, u16> {
+async fn ws(
+    node: &TestNode,
+    query: &str,
+    headers: &[(&'static str, &str)],
+) -> Result<WsClient, u16> {
     let mut request = format!("{}{query}", node.ws_url())
         .into_client_request()
         .expect("request");
@@ -161,7 +172,8 @@ async fn ws(node: &TestNode, query: &str, headers: &[(&'static str, &str)]) -> R
 /// One HTTP request to the public listener with a `Cookie`; status and
 /// body (parsed when JSON).
 async fn public(node: &TestNode, method_path: &str, cookie: &str, body: &str) -> (u16, Value) {
-    let head = format!("{method_path} HTTP/1.1\r\nCookie: {cookie}\r\nContent-Type: application/json");
+    let head =
+        format!("{method_path} HTTP/1.1\r\nCookie: {cookie}\r\nContent-Type: application/json");
     let (status, text) = raw_http(node.running.public, &head, body.as_bytes()).await;
     (
         status,
@@ -215,8 +227,14 @@ impl Sse {
 /// signature verifies with the app's first secret.
 fn last_request(seen: &Seen) -> Value {
     let (signature, body) = seen.lock().unwrap().clone().expect("a request");
-    verify(SECRET.as_bytes(), &signature, &body, unix_now(), REPLAY_WINDOW_SECS)
-        .expect("the signature verifies");
+    verify(
+        SECRET.as_bytes(),
+        &signature,
+        &body,
+        unix_now(),
+        REPLAY_WINDOW_SECS,
+    )
+    .expect("the signature verifies");
     serde_json::from_slice(&body).expect("JSON body")
 }
 
@@ -256,7 +274,11 @@ async fn websocket_accepted_says_connected_first_then_serves_the_subscriptions()
         .publish("bornes", "alarm", &["borne:B1"], json!({"n": 1}))
         .await;
     let data = client.recv().await;
-    assert_eq!((&data["class"], &data["offset"]), (&json!("data"), &json!(b1)), "{data}");
+    assert_eq!(
+        (&data["class"], &data["offset"]),
+        (&json!("data"), &json!(b1)),
+        "{data}"
+    );
 
     // The identity is usable: a call carries it to the RPC backend.
     client
@@ -281,13 +303,18 @@ async fn stored_backend_subscriptions_apply_to_a_connect_auth_connection() {
         .user_subscription("POST", Some(API_KEY), &grant)
         .await;
     assert_eq!(status, 200);
-    let mut client = ws(&s.node, "", &[("cookie", GOOD)]).await.expect("accepted");
+    let mut client = ws(&s.node, "", &[("cookie", GOOD)])
+        .await
+        .expect("accepted");
     assert_eq!(client.recv().await["class"], "connected");
     let (subscribed, _) = client.recv_until("subscribed").await;
     assert_eq!(subscribed["channel"], "alerts", "{subscribed}");
     let offset = s.node.publish("alerts", "fire", &[], json!({})).await;
     let data = client.recv().await;
-    assert_eq!((&data["channel"], &data["offset"]), (&json!("alerts"), &json!(offset)));
+    assert_eq!(
+        (&data["channel"], &data["offset"]),
+        (&json!("alerts"), &json!(offset))
+    );
 }
 
 #[tokio::test]
@@ -295,7 +322,10 @@ async fn sse_accepted_streams_connected_then_events() {
     let s = setup("session").await;
     let mut stream = Sse::open(s.node.running.public, "/sse", GOOD).await;
     let connected = stream.next().await;
-    assert_eq!((&connected["class"], &connected["user"]), (&json!("connected"), &json!("roger")));
+    assert_eq!(
+        (&connected["class"], &connected["user"]),
+        (&json!("connected"), &json!("roger"))
+    );
     assert_eq!(stream.next().await["class"], "ack");
     assert_eq!(last_request(&s.seen)["transport"], "sse");
     let b1 = s
@@ -313,42 +343,98 @@ async fn sse_accepted_streams_connected_then_events() {
 #[tokio::test]
 async fn long_poll_is_authenticated_at_each_request_and_resumes_from_its_cursor() {
     let s = setup("session").await;
+    // A stored grant, too: it resumes from the cursor like the answer's
+    // subscriptions.
+    let grant = json!({"app_id": APP, "user": "roger", "channel": "alerts", "filters": {"*": {}}});
+    let (status, _) = s
+        .node
+        .user_subscription("POST", Some(API_KEY), &grant)
+        .await;
+    assert_eq!(status, 200);
     let (status, first) = public(&s.node, "GET /poll?timeout=1", GOOD, "").await;
     assert_eq!(status, 200, "{first}");
-    assert_eq!(classes(&first), ["connected", "ack"], "{first}");
+    assert_eq!(
+        classes(&first),
+        ["connected", "ack", "subscribed"],
+        "{first}"
+    );
     assert_eq!(last_request(&s.seen)["transport"], "poll");
     let cursor = first["cursor"].as_str().expect("cursor").to_string();
     *s.seen.lock().unwrap() = None;
 
-    // Published between polls: the next poll gets it, without `connected`.
+    // Published between polls: the next poll gets them, without
+    // `connected`, `ack` or `subscribed`.
     let b1 = s
         .node
         .publish("bornes", "alarm", &["borne:B1"], json!({}))
         .await;
+    let fire = s.node.publish("alerts", "fire", &[], json!({})).await;
     let body = json!({"cursor": cursor, "timeout": 1}).to_string();
     let (status, second) = public(&s.node, "POST /poll", GOOD, &body).await;
     assert_eq!(status, 200, "{second}");
-    assert_eq!(classes(&second), ["data"], "{second}");
-    assert_eq!(second["messages"][0]["offset"], json!(b1));
+    assert_eq!(classes(&second), ["data", "data"], "{second}");
+    let got: Vec<(&Value, &Value)> = second["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| (&m["channel"], &m["offset"]))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (&json!("bornes"), &json!(b1)),
+            (&json!("alerts"), &json!(fire))
+        ],
+        "{second}"
+    );
+
+    // Nothing new: the poll waits its timeout and answers nothing.
+    let path = format!(
+        "GET /poll?timeout=1&cursor={}",
+        second["cursor"].as_str().expect("cursor")
+    );
+    let (status, third) = public(&s.node, &path, GOOD, "").await;
+    assert_eq!((status, classes(&third)), (200, vec![]), "{third}");
     assert!(s.seen.lock().unwrap().is_some(), "authenticated again");
 
     // The session ended: the next request is refused.
-    let path = format!("GET /poll?timeout=1&cursor={}", second["cursor"].as_str().expect("cursor"));
+    let path = format!(
+        "GET /poll?timeout=1&cursor={}",
+        second["cursor"].as_str().expect("cursor")
+    );
     let (status, refused) = public(&s.node, &path, "sessionid=expired", "").await;
-    assert_eq!((status, &refused["code"]), (401, &json!("unauthorized")), "{refused}");
+    assert_eq!(
+        (status, &refused["code"]),
+        (401, &json!("unauthorized")),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
 async fn refusals_of_the_backend_refuse_the_upgrade_with_their_status() {
     let s = setup("session").await;
     assert_eq!(ws(&s.node, "", &[]).await.err(), Some(401));
-    assert_eq!(ws(&s.node, "", &[("cookie", "sessionid=banned")]).await.err(), Some(403));
+    assert_eq!(
+        ws(&s.node, "", &[("cookie", "sessionid=banned")])
+            .await
+            .err(),
+        Some(403)
+    );
     let (status, body) = public(&s.node, "GET /sse", "sessionid=banned", "").await;
-    assert_eq!((status, &body["code"]), (403, &json!("not_allowed")), "{body}");
+    assert_eq!(
+        (status, &body["code"]),
+        (403, &json!("not_allowed")),
+        "{body}"
+    );
     let (status, body) = public(&s.node, "GET /poll", "x=y", "").await;
-    assert_eq!((status, &body["code"]), (401, &json!("unauthorized")), "{body}");
+    assert_eq!(
+        (status, &body["code"]),
+        (401, &json!("unauthorized")),
+        "{body}"
+    );
     for (outcome, n) in [("unauthorized", 2.0), ("forbidden", 2.0)] {
-        let series = format!("chouquette_connect_auth_total{{app=\"{APP}\",outcome=\"{outcome}\"}}");
+        let series =
+            format!("chouquette_connect_auth_total{{app=\"{APP}\",outcome=\"{outcome}\"}}");
         assert_eq!(s.node.metric(&series).await, Some(n), "{series}");
     }
 }
@@ -367,10 +453,19 @@ async fn a_backend_down_slow_failing_or_answering_nonsense_is_503() {
     ];
     for (mode, outcome) in cases {
         let s = setup(mode).await;
-        assert_eq!(ws(&s.node, "", &[("cookie", GOOD)]).await.err(), Some(503), "{mode}");
+        assert_eq!(
+            ws(&s.node, "", &[("cookie", GOOD)]).await.err(),
+            Some(503),
+            "{mode}"
+        );
         let (status, body) = public(&s.node, "GET /poll", GOOD, "").await;
-        assert_eq!((status, &body["code"]), (503, &json!("unavailable")), "{mode}: {body}");
-        let series = format!("chouquette_connect_auth_total{{app=\"{APP}\",outcome=\"{outcome}\"}}");
+        assert_eq!(
+            (status, &body["code"]),
+            (503, &json!("unavailable")),
+            "{mode}: {body}"
+        );
+        let series =
+            format!("chouquette_connect_auth_total{{app=\"{APP}\",outcome=\"{outcome}\"}}");
         assert_eq!(s.node.metric(&series).await, Some(2.0), "{mode}: {series}");
     }
     let extra = format!("[apps.connect_auth]\nurl = \"http://127.0.0.1:{down}/auth\"\n");
@@ -386,7 +481,9 @@ async fn the_app_is_chosen_by_query_or_as_the_only_one_with_connect_auth() {
     // is served as before (tokens); an unknown app is 400.
     let s = setup("session").await;
     assert_eq!(ws(&s.node, "?app=bluelib", &[]).await.err(), Some(401));
-    let mut plain = ws(&s.node, "?app=other", &[]).await.expect("no connect auth");
+    let mut plain = ws(&s.node, "?app=other", &[])
+        .await
+        .expect("no connect auth");
     plain.expect_silence(Duration::from_millis(200)).await;
     assert_eq!(ws(&s.node, "?app=nope", &[]).await.err(), Some(400));
     let (status, body) = public(&s.node, "GET /sse?app=other", "", "").await;
@@ -398,16 +495,27 @@ async fn the_app_is_chosen_by_query_or_as_the_only_one_with_connect_auth() {
     let url = backend.url();
     let config = format!(
         "{}\n[apps.connect_auth]\nurl = \"{url}/auth/ana\"\n",
-        config_with("", &format!("[apps.connect_auth]\nurl = \"{url}/auth/session\"\n"))
+        config_with(
+            "",
+            &format!("[apps.connect_auth]\nurl = \"{url}/auth/session\"\n")
+        )
     );
     let node = TestNode::start(&config).await;
     let (status, body) = public(&node, "GET /poll", GOOD, "").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("?app="), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("?app="),
+        "{body}"
+    );
     let mut ana = ws(&node, "?app=other", &[]).await.expect("accepted");
     let connected = ana.recv().await;
-    assert_eq!((&connected["user"], &connected["app_id"]), (&json!("ana"), &json!("other")));
-    let mut roger = ws(&node, "?app=bluelib", &[("cookie", GOOD)]).await.expect("accepted");
+    assert_eq!(
+        (&connected["user"], &connected["app_id"]),
+        (&json!("ana"), &json!("other"))
+    );
+    let mut roger = ws(&node, "?app=bluelib", &[("cookie", GOOD)])
+        .await
+        .expect("accepted");
     assert_eq!(roger.recv().await["user"], "roger");
 }
 
@@ -441,9 +549,15 @@ async fn the_python_connect_auth_backend_accepts_a_session_and_refuses_the_rest(
         .await
         .expect("accepted");
     let connected = client.recv().await;
-    assert_eq!((&connected["class"], &connected["user"]), (&json!("connected"), &json!("roger")));
+    assert_eq!(
+        (&connected["class"], &connected["user"]),
+        (&json!("connected"), &json!("roger"))
+    );
     assert_eq!(client.recv().await["class"], "ack");
-    assert_eq!(ws(&node, "", &[("cookie", "sessionid=forged")]).await.err(), Some(401));
+    assert_eq!(
+        ws(&node, "", &[("cookie", "sessionid=forged")]).await.err(),
+        Some(401)
+    );
 
     // A request signed for another body is refused by the backend.
     let body = r#"{"app_id":"bluelib","transport":"ws","address":null,"headers":{"cookie":"sessionid=demo-roger"}}"#;
