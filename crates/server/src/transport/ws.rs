@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chouquette_core::connections::Transport;
@@ -26,7 +26,6 @@ use futures_util::SinkExt;
 use super::auth::{self, Prepared};
 use super::driver::{self, Gone, Goodbye, Inbound, Wire};
 use crate::gateway::{Gateway, Settings};
-use crate::http_error::error_response;
 
 /// Read buffer per connection: client messages are small (a subscribe with
 /// its tokens is well under 1 KiB); larger ones are read in several chunks.
@@ -74,10 +73,7 @@ pub async fn upgrade(
     if let Some(refusal) = shared.refuse_connection(peer) {
         return refusal;
     }
-    let app = match app_param(query.as_deref()) {
-        Ok(app) => app,
-        Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
-    };
+    let app = app_param(query.as_deref());
     let none = BTreeMap::new();
     let prepared = match auth::prepare(
         &shared,
@@ -105,11 +101,12 @@ pub async fn upgrade(
         .into_response()
 }
 
-/// The `app` query parameter, if any (other parameters are ignored).
-fn app_param(query: Option<&str>) -> Result<Option<String>, String> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|e| format!("bad query string: {e}"))?;
-    Ok(pairs.into_iter().find(|(k, _)| k == "app").map(|(_, v)| v))
+/// The `app` query parameter, if any. The rest of the query is ignored, as
+/// it always was on `/ws`, and so is a query that does not parse: without
+/// `app`, the one app with connect auth still applies (never skipped).
+fn app_param(query: Option<&str>) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
+    pairs.into_iter().find(|(k, _)| k == "app").map(|(_, v)| v)
 }
 
 /// The connection's task. Built outside its `async` block, which then holds
@@ -217,6 +214,16 @@ fn is_capacity(e: &axum::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_app_parameter_is_read_and_the_rest_ignored() {
+        assert_eq!(
+            app_param(Some("x=1&app=bluelib")).as_deref(),
+            Some("bluelib")
+        );
+        assert_eq!(app_param(Some("x=1")), None);
+        assert_eq!(app_param(None), None);
+    }
 
     /// The size of the future `f` returns, without calling it.
     fn output_size<F, A, B, C, D, R>(_: &F) -> usize
