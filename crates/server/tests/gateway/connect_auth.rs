@@ -131,11 +131,16 @@ struct Setup {
 }
 
 async fn setup(mode: &str) -> Setup {
+    setup_with(mode, "").await
+}
+
+/// [`setup`] with more `[apps.limits]` keys.
+async fn setup_with(mode: &str, app_limits: &str) -> Setup {
     let seen = Seen::default();
     let backend = Backend::start(backend(seen.clone())).await;
     let url = backend.url();
     let extra = format!(
-        "[apps.limits]\nmax_subscriptions_per_connection = 2\n\
+        "[apps.limits]\nmax_subscriptions_per_connection = 2\n{app_limits}\n\
          [apps.connect_auth]\nurl = \"{url}/auth/{mode}\"\ntimeout = \"500ms\"\n\
          [[apps.rpc]]\nprefix = \"\"\nurl = \"{url}/rpc\"\n"
     );
@@ -569,4 +574,30 @@ async fn the_python_connect_auth_backend_accepts_a_session_and_refuses_the_rest(
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let (status, _) = raw_http(addr, &head, body.as_bytes()).await;
     assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn the_per_user_connection_limit_counts_connect_auth_connections() {
+    let s = setup_with("session", "max_connections_per_user = 1").await;
+    let mut first = ws(&s.node, "", &[("cookie", GOOD)])
+        .await
+        .expect("accepted");
+    assert_eq!(first.recv().await["class"], "connected");
+    assert_eq!(ws(&s.node, "", &[("cookie", GOOD)]).await.err(), Some(429));
+    let (status, body) = public(&s.node, "GET /poll?timeout=1", GOOD, "").await;
+    assert_eq!(
+        (status, &body["code"]),
+        (429, &json!("rate_limited")),
+        "{body}"
+    );
+    let series = format!("chouquette_connect_auth_total{{app=\"{APP}\",outcome=\"user_limit\"}}");
+    assert_eq!(s.node.metric(&series).await, Some(2.0));
+
+    // The first connection gone, its place is free again.
+    first.close().await;
+    let freed = chouquette_testkit::eventually(Duration::from_secs(5), async || {
+        ws(&s.node, "", &[("cookie", GOOD)]).await.is_ok()
+    })
+    .await;
+    assert!(freed, "the user's connection was not released");
 }
