@@ -303,6 +303,43 @@ pub fn unsubscribed(channel: &str) -> Bytes {
     })
 }
 
+#[derive(Serialize)]
+struct ConnectedMessage<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    app_id: &'a str,
+    user: &'a str,
+    groups: &'a [String],
+}
+
+/// Serializes a `connected`: the backend accepted the connection at its
+/// upgrade (connect auth) as `user` of `app_id`, with `groups`. It is the
+/// first message such a connection receives.
+pub fn connected(app_id: &str, user: &str, groups: &[String]) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&ConnectedMessage {
+        class: "connected",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        app_id,
+        user,
+        groups,
+    })
+}
+
+/// Whether a serialized gateway message is a `connected` (long-polls after
+/// the first leave it out, as they leave out `ack`s).
+pub fn is_connected(frame: &[u8]) -> bool {
+    frame.starts_with(br#"{"class":"connected""#)
+}
+
+/// Whether a serialized gateway message is a `subscribed` (long-polls after
+/// the first leave out those of the grants read at connect auth).
+pub fn is_subscribed(frame: &[u8]) -> bool {
+    frame.starts_with(br#"{"class":"subscribed""#)
+}
+
 /// Whether a serialized gateway message is an `ack` (every message this
 /// module writes starts with its `class`).
 pub fn is_ack(frame: &[u8]) -> bool {

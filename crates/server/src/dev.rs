@@ -66,6 +66,7 @@ pub fn dev_config(options: &DevOptions) -> anyhow::Result<(Config, DevSecrets)> 
         channel_defaults: Default::default(),
         limits: Default::default(),
         rpc: Vec::new(),
+        connect_auth: None,
         channels: Default::default(),
     });
     let problems = config.problems("");

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod connect_auth;
 pub mod demo;
 pub mod dev;
 pub mod edge;

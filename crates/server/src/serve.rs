@@ -203,6 +203,7 @@ pub async fn start_with(
         admin: Arc::new(AdminState::new(config.admin.key.clone(), audit)),
         operator: Arc::new(OperatorActions::new(node.clone(), redis.clone(), store)),
         postgres,
+        connect_auth: Arc::new(crate::connect_auth::ConnectAuth::new(&config)),
     };
     let listeners = Listeners::bind(&config, tls.as_ref()).await?;
     let (public, internal) = (listeners.public_addr, listeners.internal_addr);

@@ -26,6 +26,10 @@ mod backend_subscriptions;
 mod client_publish;
 #[path = "gateway/console.rs"]
 mod console;
+
+#[path = "gateway/connect_auth.rs"]
+mod connect_auth;
+
 #[path = "gateway/edge.rs"]
 mod edge;
 #[path = "gateway/events.rs"]

@@ -10,6 +10,8 @@
 mod admin;
 #[path = "redis/client_publish.rs"]
 mod client_publish;
+#[path = "redis/connect_auth.rs"]
+mod connect_auth;
 #[path = "redis/epochs.rs"]
 mod epochs;
 #[path = "redis/inbox.rs"]

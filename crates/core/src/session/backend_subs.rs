@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chouquette_protocol::client::ChannelRequest;
+use chouquette_protocol::client::{ChannelRequest, Since};
 use chouquette_protocol::server::{self, ErrorContext};
 use serde_json::Value;
 
@@ -138,6 +138,19 @@ impl Session {
     /// backend asked; tells the client `subscribed` after the snapshots, or
     /// `error` naming the channel.
     async fn backend_subscribe(&mut self, channel: &str, filters: &Value, out: &mut Vec<Bytes>) {
+        self.backend_subscribe_from(channel, filters, None, out)
+            .await;
+    }
+
+    /// [`Session::backend_subscribe`], resuming after `since` when given
+    /// (a URL transport's cursor, for connect auth).
+    pub(super) async fn backend_subscribe_from(
+        &mut self,
+        channel: &str,
+        filters: &Value,
+        since: Option<Since>,
+        out: &mut Vec<Bytes>,
+    ) {
         let Some(identity) = self.identity.clone() else {
             return;
         };
@@ -148,7 +161,7 @@ impl Session {
             return;
         }
         match self
-            .backend_register(&app, &identity, channel, filters, out)
+            .backend_register(&app, &identity, channel, filters, since, out)
             .await
         {
             Ok((slot, epoch, offset)) => {
@@ -180,6 +193,7 @@ impl Session {
         identity: &Identity,
         channel: &str,
         filters: &Value,
+        since: Option<Since>,
         out: &mut Vec<Bytes>,
     ) -> Result<(u32, String, u64), Refusal> {
         // Checked by the internal API; checked again, as this may come from
@@ -200,7 +214,7 @@ impl Session {
         let slot = self.register(app, id.clone(), grant)?;
         let request = ChannelRequest {
             filters: String::new(),
-            since: None,
+            since,
         };
         let ack = self.recover(app, slot, &id, &filter, &request, out).await?;
         Ok((slot, ack.epoch, ack.offset))

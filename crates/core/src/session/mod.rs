@@ -15,6 +15,7 @@
 pub mod authorize;
 mod backend_subs;
 pub mod calls;
+pub mod connect_auth;
 pub mod publish;
 pub mod subscriptions;
 

@@ -92,6 +92,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             shared.node.limiters().counters.render(&mut text);
             shared.postgres.render(&mut text);
             shared.node.rpc().render(&mut text);
+            shared.connect_auth.render(&mut text);
             text
         },
     )

@@ -13,6 +13,7 @@ use chouquette_core::limits::Rate;
 use chouquette_core::publication::valid_name;
 use serde::Deserialize;
 
+use super::connect_auth::{self, ConnectAuthConfig};
 use super::limits::{Limits, rate_problem};
 use super::problem::Problems;
 use super::rpc::{self, RpcRoute};
@@ -44,6 +45,9 @@ pub struct AppConfig {
     /// RPC routes for client calls, by method prefix.
     #[serde(default)]
     pub rpc: Vec<RpcRoute>,
+    /// The backend that accepts or refuses connections at their upgrade.
+    #[serde(default)]
+    pub connect_auth: Option<ConnectAuthConfig>,
 }
 
 /// `[apps.limits]`: the per-app limits, each over its `[limits]` default.
@@ -233,6 +237,9 @@ impl AppConfig {
             );
         }
         rpc::problems(id, &self.rpc, out);
+        if let Some(auth) = &self.connect_auth {
+            connect_auth::problems(id, auth, out);
+        }
         for name in self.channels.keys() {
             if !valid_name(name) {
                 out.at(

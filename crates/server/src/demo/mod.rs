@@ -162,6 +162,7 @@ fn demo_config(options: &DemoOptions, secret: &str) -> Config {
         channel_defaults: Default::default(),
         limits: Default::default(),
         rpc: Vec::new(),
+        connect_auth: None,
         channels: [(
             CHANNEL.to_string(),
             crate::config::ChannelConfig {

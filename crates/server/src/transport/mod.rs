@@ -5,6 +5,7 @@
 //!
 //! [`Session`]: chouquette_core::session::Session
 
+pub(crate) mod auth;
 pub mod cors;
 pub(crate) mod driver;
 pub mod poll;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use chouquette_core::connections::Transport;
@@ -24,6 +24,7 @@ use chouquette_core::session::Session;
 use chouquette_protocol::server;
 use tokio::time::Instant;
 
+use super::auth;
 use super::driver::{self, Gone, Goodbye, Inbound, Wire};
 use super::url::{self, UrlRequest};
 use crate::api::error_response;
@@ -33,13 +34,14 @@ use crate::gateway::{Gateway, Settings};
 pub async fn poll(
     State(shared): State<Gateway>,
     super::Peer(peer): super::Peer,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     if let Some(refusal) = shared.refuse_connection(peer) {
         return refusal;
     }
     match url::parse_query(query.as_deref()) {
-        Ok(request) => answer_poll(shared, peer, request).await,
+        Ok(request) => answer_poll(shared, peer, &headers, request, url::QUERY_NEEDS_TOKENS).await,
         Err(message) => error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
     }
 }
@@ -48,6 +50,7 @@ pub async fn poll(
 pub async fn poll_body(
     State(shared): State<Gateway>,
     super::Peer(peer): super::Peer,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     if let Some(refusal) = shared.refuse_connection(peer) {
@@ -55,27 +58,48 @@ pub async fn poll_body(
     }
     let limit = url::body_limit(shared.node.session_limits().max_message_bytes);
     match url::read_body(body, limit).await {
-        Ok(request) => answer_poll(shared, peer, request).await,
+        Ok(request) => answer_poll(shared, peer, &headers, request, url::BODY_NEEDS_TOKENS).await,
         Err(refusal) => refusal,
     }
 }
 
-/// Subscribes, waits for something to say, and answers.
+/// Runs connect auth when it applies (each request again: nothing is kept
+/// between requests), subscribes, waits for something to say, and answers.
+/// Later requests (with a cursor) leave out `connected`, the `ack`s and the
+/// grants' `subscribed`, which only repeat what the client knows and would
+/// end the wait at once.
 async fn answer_poll(
     shared: Gateway,
     peer: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
     request: UrlRequest,
+    no_tokens: &str,
 ) -> Response {
+    let since = url::positions(&request);
+    let app = request.app.as_deref();
+    let prepared = match auth::prepare(&shared, Transport::Poll, peer, headers, app, &since).await {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refusal,
+    };
+    if prepared.is_none() && request.tokens.is_empty() {
+        return error_response(StatusCode::BAD_REQUEST, "bad_message", no_tokens);
+    }
     let wait = request
         .wait_secs
         .map_or(shared.settings.poll_wait, Duration::from_secs)
         .min(shared.settings.poll_wait);
     let _guard = shared.shutdown.connection("poll");
-    let mut session = Session::new(shared.node.clone(), Transport::Poll);
-    let mut opening = Vec::new();
+    let (mut session, mut opening) = prepared.unwrap_or_else(|| {
+        (
+            Session::new(shared.node.clone(), Transport::Poll),
+            Vec::new(),
+        )
+    });
     url::subscribe_all(&mut session, &request, &mut opening).await;
     if request.cursor.is_some() {
-        opening.retain(|m| !server::is_ack(m));
+        opening.retain(|m| {
+            !server::is_ack(m) && !server::is_connected(m) && !server::is_subscribed(m)
+        });
     }
     let mut wire = PollWire {
         messages: Vec::new(),

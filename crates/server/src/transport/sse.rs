@@ -26,6 +26,7 @@ use chouquette_core::session::Session;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+use super::auth::{self, Prepared};
 use super::driver::{self, Gone, Goodbye, Inbound, Wire};
 use super::url::{self, UrlRequest};
 use crate::api::error_response;
@@ -52,7 +53,7 @@ pub async fn stream(
         return refusal;
     }
     match url::parse_query(query.as_deref()) {
-        Ok(request) => open(shared, peer, &headers, request),
+        Ok(request) => open(shared, peer, &headers, request, url::QUERY_NEEDS_TOKENS).await,
         Err(message) => error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
     }
 }
@@ -70,24 +71,36 @@ pub async fn stream_body(
     }
     let limit = url::body_limit(shared.node.session_limits().max_message_bytes);
     match url::read_body(body, limit).await {
-        Ok(request) => open(shared, peer, &headers, request),
+        Ok(request) => open(shared, peer, &headers, request, url::BODY_NEEDS_TOKENS).await,
         Err(refusal) => refusal,
     }
 }
 
-/// Starts the stream's task and answers with its body. `Last-Event-ID`,
-/// which a reconnecting `EventSource` sends, wins over a `cursor`.
-fn open(
+/// Runs connect auth when it applies (its refusal is the answer), then
+/// starts the stream's task and answers with its body. `Last-Event-ID`,
+/// which a reconnecting `EventSource` sends, wins over a `cursor`. Without
+/// connect auth, a request needs tokens (`no_tokens` says so).
+async fn open(
     shared: Gateway,
     peer: Option<IpAddr>,
     headers: &HeaderMap,
     mut request: UrlRequest,
+    no_tokens: &str,
 ) -> Response {
     if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         request.cursor = Some(last.to_string());
     }
+    let since = url::positions(&request);
+    let app = request.app.as_deref();
+    let prepared = match auth::prepare(&shared, Transport::Sse, peer, headers, app, &since).await {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refusal,
+    };
+    if prepared.is_none() && request.tokens.is_empty() {
+        return error_response(StatusCode::BAD_REQUEST, "bad_message", no_tokens);
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS);
-    tokio::spawn(run(shared, peer, request, tx));
+    tokio::spawn(run(shared, peer, request, tx, prepared));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -108,15 +121,22 @@ fn open(
 }
 
 /// The stream's task. Built outside its `async` block, which then holds each
-/// part once: every idle stream keeps this future.
+/// part once: every idle stream keeps this future. A session accepted by
+/// connect auth comes `prepared`, with its first messages.
 fn run(
     shared: Gateway,
     peer: Option<IpAddr>,
     request: UrlRequest,
     tx: mpsc::Sender<Bytes>,
+    prepared: Option<Prepared>,
 ) -> impl Future<Output = ()> {
     let guard = shared.shutdown.connection("sse");
-    let mut session = Session::new(shared.node.clone(), Transport::Sse);
+    let (mut session, mut opening) = prepared.unwrap_or_else(|| {
+        (
+            Session::new(shared.node.clone(), Transport::Sse),
+            Vec::new(),
+        )
+    });
     let mut wire = SseWire { tx };
     async move {
         let retry = wire.send(Bytes::from_static(RETRY));
@@ -126,7 +146,6 @@ fn run(
         ) {
             return;
         }
-        let mut opening = Vec::new();
         // Boxed: subscribing runs once, and its future is large.
         Box::pin(url::subscribe_all(&mut session, &request, &mut opening)).await;
         drop(request);
@@ -219,9 +238,9 @@ mod tests {
     }
 
     /// The size of the future `f` returns, without calling it.
-    fn output_size<F, A, B, C, D, R>(_: &F) -> usize
+    fn output_size<F, A, B, C, D, E, R>(_: &F) -> usize
     where
-        F: Fn(A, B, C, D) -> R,
+        F: Fn(A, B, C, D, E) -> R,
     {
         std::mem::size_of::<R>()
     }

@@ -67,9 +67,20 @@ pub struct UrlRequest {
     pub cursor: Option<String>,
     /// Requested long-poll wait in seconds (`timeout`).
     pub wait_secs: Option<u64>,
+    /// The app whose connect auth applies (`app`), see
+    /// [`crate::connect_auth`].
+    pub app: Option<String>,
 }
 
-/// Parses the query string.
+/// Why a `GET` without tokens is refused, when no connect auth applies.
+pub const QUERY_NEEDS_TOKENS: &str = "at least one `sub=<token>` is required";
+
+/// Why a `POST` without tokens is refused, when no connect auth applies.
+pub const BODY_NEEDS_TOKENS: &str = "at least one token is required in `sub`";
+
+/// Parses the query string. A request without `sub` parses: connect auth
+/// may give it its subscriptions; the transport refuses it otherwise
+/// ([`QUERY_NEEDS_TOKENS`]).
 pub fn parse_query(query: Option<&str>) -> Result<UrlRequest, String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|e| format!("bad query string: {e}"))?;
@@ -78,6 +89,7 @@ pub fn parse_query(query: Option<&str>) -> Result<UrlRequest, String> {
         match key.as_str() {
             "sub" => request.tokens.push(value),
             "cursor" => request.cursor = Some(value),
+            "app" => request.app = Some(value),
             "timeout" => {
                 request.wait_secs = Some(
                     value
@@ -87,9 +99,6 @@ pub fn parse_query(query: Option<&str>) -> Result<UrlRequest, String> {
             }
             _ => {}
         }
-    }
-    if request.tokens.is_empty() {
-        return Err("at least one `sub=<token>` is required".into());
     }
     Ok(request)
 }
@@ -120,12 +129,15 @@ struct BodyRequest {
     cursor: Option<String>,
     #[serde(default)]
     timeout: Option<u64>,
+    #[serde(default)]
+    app: Option<String>,
 }
 
 /// What a body should look like, for the error of one that does not.
-const BODY_SHAPE: &str = r#"{"sub": ["<token>", ...], "cursor": "<cursor>", "timeout": <seconds>}"#;
+const BODY_SHAPE: &str =
+    r#"{"sub": ["<token>", ...], "cursor": "<cursor>", "timeout": <seconds>, "app": "<app_id>"}"#;
 
-/// Parses a `POST` body.
+/// Parses a `POST` body (without tokens too, as [`parse_query`]).
 pub fn parse_body(body: &[u8]) -> Result<UrlRequest, String> {
     let shape =
         |why: &dyn std::fmt::Display| format!("the body must be JSON like {BODY_SHAPE}: {why}");
@@ -134,13 +146,11 @@ pub fn parse_body(body: &[u8]) -> Result<UrlRequest, String> {
         return Err(shape(&"not a JSON object"));
     }
     let parsed: BodyRequest = serde_json::from_slice(body).map_err(|e| shape(&e))?;
-    if parsed.sub.is_empty() {
-        return Err("at least one token is required in `sub`".into());
-    }
     Ok(UrlRequest {
         tokens: parsed.sub,
         cursor: parsed.cursor,
         wait_secs: parsed.timeout,
+        app: parsed.app,
     })
 }
 
@@ -192,6 +202,17 @@ pub fn decode_cursor(
         .into_iter()
         .map(|(app, channel, epoch, offset)| ((app, channel), Since { epoch, offset }))
         .collect())
+}
+
+/// Where the request's cursor puts each `(app, channel)`; empty without a
+/// cursor or with a bad one ([`subscribe_all`] tells the client about it).
+pub fn positions(request: &UrlRequest) -> BTreeMap<(String, String), Since> {
+    let limit = cursor_limit(&request.tokens);
+    request
+        .cursor
+        .as_deref()
+        .and_then(|c| decode_cursor(c, limit).ok())
+        .unwrap_or_default()
 }
 
 /// Subscribes `session` to every token, resuming from `cursor` where it
@@ -274,22 +295,28 @@ mod tests {
     }
 
     #[test]
-    fn query_needs_a_token() {
-        assert!(parse_query(Some("cursor=x")).is_err());
+    fn query_reads_tokens_app_and_timeout() {
+        let r = parse_query(Some("cursor=x&app=bluelib")).expect("valid");
+        assert!(r.tokens.is_empty());
+        assert_eq!(r.app.as_deref(), Some("bluelib"));
         let r = parse_query(Some("sub=a&sub=b&timeout=3")).expect("valid");
         assert_eq!(r.tokens, vec!["a", "b"]);
         assert_eq!(r.wait_secs, Some(3));
+        assert_eq!(r.app, None);
+        assert!(parse_query(Some("sub=a&timeout=soon")).is_err());
     }
 
     #[test]
-    fn body_needs_a_token_and_says_what_it_expects() {
+    fn body_says_what_it_expects() {
         let r = parse_body(br#"{"sub": ["a", "b"], "cursor": "c", "timeout": 3, "x": 1}"#)
             .expect("valid");
         assert_eq!(r.tokens, vec!["a", "b"]);
         assert_eq!(r.cursor.as_deref(), Some("c"));
         assert_eq!(r.wait_secs, Some(3));
-        let empty = parse_body(br#"{"cursor": "c"}"#).expect_err("no token");
-        assert!(empty.contains("`sub`"), "{empty}");
+        assert_eq!(r.app, None);
+        let empty = parse_body(br#"{"cursor": "c", "app": "bluelib"}"#).expect("parses");
+        assert!(empty.tokens.is_empty());
+        assert_eq!(empty.app.as_deref(), Some("bluelib"));
         for bad in [&b"sub=a"[..], br#"{"sub": "a"}"#, br#"{"sub": [1]}"#, b"[]"] {
             let why = parse_body(bad).expect_err("refused");
             assert!(why.contains("\"sub\""), "{why}");

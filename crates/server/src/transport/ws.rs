@@ -12,14 +12,18 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::extract::State;
+use std::collections::BTreeMap;
+
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chouquette_core::connections::Transport;
 use chouquette_core::session::Session;
 use futures_util::SinkExt;
 
+use super::auth::{self, Prepared};
 use super::driver::{self, Gone, Goodbye, Inbound, Wire};
 use crate::gateway::{Gateway, Settings};
 
@@ -57,15 +61,33 @@ fn max_write_buffer(max_publish_bytes: usize) -> usize {
 /// that accepts connections and can serve none of them.
 pub const MIN_FRAME_BYTES: usize = 2049;
 
-/// Upgrades to WebSocket, unless the node is full or stopping.
+/// Upgrades to WebSocket, unless the node is full or stopping, or connect
+/// auth applies (`?app=`, see [`crate::connect_auth`]) and refuses.
 pub async fn upgrade(
     State(shared): State<Gateway>,
     super::Peer(peer): super::Peer,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
     if let Some(refusal) = shared.refuse_connection(peer) {
         return refusal;
     }
+    let app = app_param(query.as_deref());
+    let none = BTreeMap::new();
+    let prepared = match auth::prepare(
+        &shared,
+        Transport::Ws,
+        peer,
+        &headers,
+        app.as_deref(),
+        &none,
+    )
+    .await
+    {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refusal,
+    };
     let limits = &shared.settings;
     // Selected only when the client offers it; a client offering nothing
     // (or only other names) is served without the header, as before.
@@ -75,18 +97,33 @@ pub async fn upgrade(
         .max_write_buffer_size(max_write_buffer(shared.max_publish_bytes))
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| run(socket, shared, peer))
+        .on_upgrade(move |socket| run(socket, shared, peer, prepared))
         .into_response()
 }
 
+/// The `app` query parameter, if any. The rest of the query is ignored, as
+/// it always was on `/ws`, and so is a query that does not parse: without
+/// `app`, the one app with connect auth still applies (never skipped).
+fn app_param(query: Option<&str>) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
+    pairs.into_iter().find(|(k, _)| k == "app").map(|(_, v)| v)
+}
+
 /// The connection's task. Built outside its `async` block, which then holds
-/// each part once: every idle connection keeps this future.
-fn run(socket: WebSocket, shared: Gateway, peer: Option<IpAddr>) -> impl Future<Output = ()> {
+/// each part once: every idle connection keeps this future. A session
+/// accepted by connect auth comes `prepared`, with its first messages.
+fn run(
+    socket: WebSocket,
+    shared: Gateway,
+    peer: Option<IpAddr>,
+    prepared: Option<Prepared>,
+) -> impl Future<Output = ()> {
     let guard = shared.shutdown.connection("websocket");
-    let mut session = Session::new(shared.node.clone(), Transport::Ws);
+    let (mut session, opening) =
+        prepared.unwrap_or_else(|| (Session::new(shared.node.clone(), Transport::Ws), Vec::new()));
     let mut wire = WsWire { socket };
     async move {
-        driver::drive(&mut wire, &mut session, &shared, peer, Vec::new()).await;
+        driver::drive(&mut wire, &mut session, &shared, peer, opening).await;
         drop(guard);
     }
 }
@@ -178,10 +215,20 @@ fn is_capacity(e: &axum::Error) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_app_parameter_is_read_and_the_rest_ignored() {
+        assert_eq!(
+            app_param(Some("x=1&app=bluelib")).as_deref(),
+            Some("bluelib")
+        );
+        assert_eq!(app_param(Some("x=1")), None);
+        assert_eq!(app_param(None), None);
+    }
+
     /// The size of the future `f` returns, without calling it.
-    fn output_size<F, A, B, C, R>(_: &F) -> usize
+    fn output_size<F, A, B, C, D, R>(_: &F) -> usize
     where
-        F: Fn(A, B, C) -> R,
+        F: Fn(A, B, C, D) -> R,
     {
         std::mem::size_of::<R>()
     }
