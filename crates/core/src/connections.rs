@@ -379,12 +379,20 @@ impl Registry {
 
     /// Posts `command` to every connection whose identity is `user` of
     /// `app` (see [`Connection::post`]); returns how many.
+    /// A backend's call goes to WebSocket connections only: SSE and
+    /// long-poll clients cannot answer it.
     pub fn post_to_user(&self, app: &str, user: &str, command: &Arc<UserCommand>) -> usize {
         let found = self.of_user(app, user);
+        let answerable = |c: &Connection| c.transport == Transport::Ws;
+        let mut posted = 0;
         for connection in &found {
+            if matches!(**command, UserCommand::Call(_)) && !answerable(connection) {
+                continue;
+            }
             connection.post(command.clone());
+            posted += 1;
         }
-        found.len()
+        posted
     }
 
     /// Registers a new connection.

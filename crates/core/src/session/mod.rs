@@ -15,6 +15,7 @@
 pub mod authorize;
 mod backend_subs;
 pub mod calls;
+mod client_calls;
 pub mod publish;
 pub mod subscriptions;
 
@@ -97,6 +98,8 @@ pub struct Session {
     calls: calls::InFlight,
     /// The subscriptions backends made (see [`backend_subs`]).
     backend: backend_subs::BackendSubs,
+    /// Backends' calls this connection was sent and may answer.
+    client_calls: crate::user_calls::OpenCalls,
 }
 
 /// Counts an error and appends its frame.
@@ -139,6 +142,7 @@ impl Session {
             users: Vec::new(),
             calls: calls::InFlight::default(),
             backend: backend_subs::BackendSubs::default(),
+            client_calls: crate::user_calls::OpenCalls::default(),
         }
     }
 
@@ -230,6 +234,8 @@ impl Session {
                 calls::start(caller, call, reference, out);
             }
             ClientBody::Publish(raw) => return self.publish(&raw, reference, out).await,
+            ClientBody::Result(result) => self.call_result(result),
+            ClientBody::Error(error) => return self.call_error(error, reference, out),
         }
         Verdict::Continue
     }
