@@ -646,8 +646,9 @@ mod tests {
     fn the_first_answer_wins_and_the_rest_are_counted() {
         let table = CallTable::default();
         let (entry, heard) = table.open("a", "u").expect("room");
+        let id = entry.id.clone();
         let answer = |code: &str| CallReply {
-            call: entry.id.clone(),
+            call: id.clone(),
             reply: Reply::Answer(ClientAnswer::Error {
                 code: code.into(),
                 message: String::new(),
