@@ -334,3 +334,91 @@ async fn a_message_to_a_user_reaches_each_of_its_connections_and_no_one_else() {
         (200, json!({"connections": 0, "nodes": 1}))
     );
 }
+
+const PYTHON_CALLER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/python/call_client.py"
+);
+
+/// Runs `examples/python/call_client.py` against `node` with `args` after
+/// the connection options; returns its exit status and its output (JSON).
+async fn python_caller(node: &TestNode, user: &str, args: &[&str]) -> (i32, Value) {
+    let output = tokio::process::Command::new("python3")
+        .arg(PYTHON_CALLER)
+        .args([
+            "--api",
+            &node.internal_url(),
+            "--key",
+            API_KEY,
+            "--app",
+            APP,
+        ])
+        .args(["--user", user])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let printed = serde_json::from_str(&stdout).unwrap_or(Value::String(stdout.into()));
+    (output.status.code().unwrap_or(-1), printed)
+}
+
+#[tokio::test]
+async fn the_python_example_calls_a_connected_client_and_sends_it_a_message() {
+    let node = TestNode::base().await;
+    let mut roger = identified(&node, "roger").await;
+    let caller = python_caller(
+        &node,
+        "roger",
+        &[
+            "call",
+            "device.status",
+            "--args",
+            "[1, \"two\"]",
+            "--kwargs",
+            "{\"level\": 3}",
+        ],
+    );
+    let client = async {
+        let id = expect_call(&mut roger, "device.status").await;
+        roger
+            .send_json(&json!({"class": "result", "id": id, "result": {"battery": 87}}))
+            .await;
+    };
+    let ((status, printed), ()) = tokio::join!(caller, client);
+    assert_eq!((status, printed), (0, json!({"result": {"battery": 87}})));
+    let caller = python_caller(
+        &node,
+        "roger",
+        &[
+            "call",
+            "device.status",
+            "--args",
+            "[1, \"two\"]",
+            "--kwargs",
+            "{\"level\": 3}",
+        ],
+    );
+    let client = async {
+        let id = expect_call(&mut roger, "device.status").await;
+        roger
+            .send_json(&json!({"class": "error", "id": id, "code": "busy", "message": "later"}))
+            .await;
+    };
+    let ((status, printed), ()) = tokio::join!(caller, client);
+    assert_eq!(
+        (status, printed),
+        (2, json!({"error": {"code": "busy", "message": "later"}}))
+    );
+    let (status, printed) = python_caller(&node, "nobody", &["call", "device.status"]).await;
+    assert_eq!((status, printed), (3, json!({"not_connected": "nobody"})));
+    let sent = ["send", "chat.typing", "--data", "{\"room\": \"lobby\"}"];
+    let (status, printed) = python_caller(&node, "roger", &sent).await;
+    assert_eq!(
+        (status, printed),
+        (0, json!({"connections": 1, "nodes": 1}))
+    );
+    let (message, _) = roger.recv_until("message").await;
+    assert_eq!(message["data"], json!({"room": "lobby"}));
+}
