@@ -422,3 +422,48 @@ async fn the_python_example_calls_a_connected_client_and_sends_it_a_message() {
     let (message, _) = roger.recv_until("message").await;
     assert_eq!(message["data"], json!({"room": "lobby"}));
 }
+
+#[tokio::test]
+async fn calls_waiting_for_one_user_are_bounded() {
+    let node = TestNode::base().await;
+    let mut roger = identified(&node, "roger").await;
+    let max = chouquette_core::user_calls::MAX_PENDING_PER_USER;
+    // `max` calls nobody answers, waiting together.
+    let waiting = futures_util::future::join_all(
+        (0..max).map(|_| call(&node, call_to("roger", "device.status", "3s"))),
+    );
+    let over = async {
+        let pending = "chouquette_client_calls_pending";
+        let full = eventually(Duration::from_secs(5), async || {
+            node.metric(pending).await == Some(max as f64)
+        })
+        .await;
+        assert!(full, "{max} calls never waited together");
+        let refused = call(&node, call_to("roger", "device.status", "3s")).await;
+        // Another user is not held back by roger's calls.
+        let other = call(&node, call_to("vb", "device.status", "3s")).await;
+        (refused, other)
+    };
+    let (answers, ((status, body), (other, _))) = tokio::join!(waiting, over);
+    assert_eq!(
+        (status, &body["code"]),
+        (429, &json!("rate_limited")),
+        "{body}"
+    );
+    assert_eq!(other, 404);
+    assert!(
+        answers.iter().all(|(status, _)| *status == 504),
+        "{answers:?}"
+    );
+    assert_eq!(outcomes(&node, "busy").await, Some(1.0));
+    // Each waiting call reached roger's connection once; the refused one
+    // never did.
+    let mut ids = Vec::new();
+    for _ in 0..max {
+        ids.push(expect_call(&mut roger, "device.status").await);
+    }
+    ids.sort_by_key(ToString::to_string);
+    ids.dedup();
+    assert_eq!(ids.len(), max);
+    nothing_before_marker(&node, &mut roger).await;
+}
