@@ -576,4 +576,24 @@ mod tests {
         assert!(c.mail_overflowed() && !c.has_mail());
         assert_eq!(c.outbox().take_signals(), SIGNAL_USER);
     }
+
+    #[test]
+    fn calls_go_to_websocket_connections_only() {
+        let registry = Registry::default();
+        let telemetry = Arc::new(Telemetry::default());
+        let open = |t| registry.open(t, Arc::new(Outbox::new(4)), telemetry.clone());
+        let (ws, sse) = (open(Transport::Ws), open(Transport::Sse));
+        registry.set_identity(&ws, identity("a", "u"));
+        registry.set_identity(&sse, identity("a", "u"));
+        let call = Arc::new(UserCommand::Call(crate::user_calls::ClientCall {
+            id: "1-x".into(),
+            reply_to: "local".into(),
+            timeout: std::time::Duration::from_secs(1),
+            frame: bytes::Bytes::new(),
+        }));
+        assert_eq!(registry.post_to_user("a", "u", &call), 1);
+        assert!(ws.has_mail() && !sse.has_mail());
+        let frame = Arc::new(UserCommand::Frame(bytes::Bytes::new()));
+        assert_eq!(registry.post_to_user("a", "u", &frame), 2);
+    }
 }
