@@ -136,20 +136,34 @@ pub struct CallReply {
 pub struct ReplyDecodeError(String);
 
 impl CallReply {
-    /// The reply as nodes exchange it (JSON).
+    /// The reply as nodes exchange it (JSON); a client's `result` is
+    /// carried as it wrote it, byte for byte.
     pub fn encode(&self) -> Bytes {
-        let mut value = json!({ "call": &*self.call });
+        #[derive(serde::Serialize)]
+        struct Wire<'a> {
+            call: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reached: Option<usize>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            result: Option<&'a RawValue>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<Value>,
+        }
+        let mut wire = Wire {
+            call: &self.call,
+            reached: None,
+            result: None,
+            error: None,
+        };
         match &self.reply {
-            Reply::Reached(n) => value["reached"] = (*n).into(),
-            Reply::Answer(ClientAnswer::Result(raw)) => {
-                // A RawValue is valid JSON: it parses back.
-                value["result"] = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
-            }
+            Reply::Reached(n) => wire.reached = Some(*n),
+            Reply::Answer(ClientAnswer::Result(raw)) => wire.result = Some(raw),
             Reply::Answer(ClientAnswer::Error { code, message }) => {
-                value["error"] = json!({ "code": code, "message": message });
+                wire.error = Some(json!({ "code": code, "message": message }));
             }
         }
-        Bytes::from(value.to_string())
+        // Plain fields and valid JSON: serializing cannot fail.
+        Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
     }
 
     /// Reads what [`CallReply::encode`] wrote; anything else is an error.
@@ -573,8 +587,8 @@ pub fn answer(node: &Arc<Node>, reply_to: Box<str>, reply: CallReply) {
     });
 }
 
-/// A client `error` code as the backend gets it: 1 to [`MAX_CODE_BYTES`]
-/// bytes of letters, digits, `_`, `.` and `-`; `None` otherwise.
+/// Whether `code` may be passed to the backend as a client `error` code:
+/// 1 to [`MAX_CODE_BYTES`] bytes of letters, digits, `_`, `.` and `-`.
 pub fn valid_code(code: &str) -> bool {
     !code.is_empty()
         && code.len() <= MAX_CODE_BYTES
@@ -601,7 +615,8 @@ mod tests {
 
     #[test]
     fn replies_round_trip_and_garbage_is_an_error() {
-        let raw = RawValue::from_string(r#"{"ok":[1,2]}"#.into()).expect("raw");
+        // A number serde_json could not hold in an f64 crosses untouched.
+        let raw = RawValue::from_string(r#"{"ok":[1,2],"big":1e400}"#.into()).expect("raw");
         for reply in [
             Reply::Reached(3),
             Reply::Answer(ClientAnswer::Result(raw)),

@@ -171,7 +171,7 @@ pub async fn call(
         timeout,
     };
     match user_calls::call_user(&shared.node, call).await {
-        Ok(ClientAnswer::Result(result)) => answer(&json!({ "result": result })),
+        Ok(ClientAnswer::Result(result)) => passed_through(&result),
         Ok(ClientAnswer::Error { code, message }) => {
             answer(&json!({ "error": { "code": code, "message": message } }))
         }
@@ -240,6 +240,16 @@ pub async fn send(
             unavailable()
         }
     }
+}
+
+/// `{"result": ...}` with the client's JSON as it wrote it, byte for byte
+/// (turning it into a `Value` could refuse a number such as `1e400`).
+fn passed_through(result: &RawValue) -> Response {
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        result: &'a RawValue,
+    }
+    Json(Answer { result }).into_response()
 }
 
 fn answer(body: &Value) -> Response {

@@ -80,6 +80,16 @@ async fn the_clients_result_goes_back_to_the_backend() {
     let ((status, body), ()) = tokio::join!(backend, client);
     assert_eq!((status, body), (200, json!({"result": {"battery": 87}})));
     assert_eq!(outcomes(&node, "result").await, Some(1.0));
+    // The result is passed through as the client wrote it, even a number
+    // no f64 holds.
+    let backend = call(&node, call_to("roger", "device.status", "5s"));
+    let client = async {
+        let id = expect_call(&mut roger, "device.status").await;
+        let answer = format!(r#"{{"class":"result","id":{id},"result":{{"big":1e400}}}}"#);
+        roger.send_text(&answer).await;
+    };
+    let ((status, body), ()) = tokio::join!(backend, client);
+    assert_eq!((status, body), (200, json!(r#"{"result":{"big":1e400}}"#)));
     assert_eq!(
         node.metric("chouquette_client_calls_pending").await,
         Some(0.0)
