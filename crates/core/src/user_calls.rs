@@ -473,13 +473,15 @@ pub async fn call_user(node: &Node, call: UserCall<'_>) -> Result<ClientAnswer, 
         Err(e) => e.outcome(),
     };
     table.record(outcome);
-    tracing::debug!(
-        app = call.app,
-        method = call.method,
-        outcome = outcome.as_str(),
-        ms = started.elapsed().as_millis() as u64,
-        "call to a user"
-    );
+    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let (app, method, outcome) = (call.app, call.method, outcome.as_str());
+    match &answered {
+        // The node's or the broker's trouble, not the user's: operators look.
+        Err(e @ (CallFailure::NodeBusy(_) | CallFailure::Broker(_))) => {
+            tracing::warn!(app, method, outcome, ms, error = %e, "call to a user refused");
+        }
+        _ => tracing::debug!(app, method, outcome, ms, "call to a user"),
+    }
     answered
 }
 

@@ -195,10 +195,8 @@ pub async fn call(
             "unavailable",
             &e.to_string(),
         ),
-        Err(CallFailure::Broker(e)) => {
-            tracing::warn!(error = %e, "call to a user refused: the broker failed");
-            unavailable()
-        }
+        // Logged by `call_user`.
+        Err(CallFailure::Broker(_)) => unavailable(),
     }
 }
 
