@@ -379,12 +379,20 @@ impl Registry {
 
     /// Posts `command` to every connection whose identity is `user` of
     /// `app` (see [`Connection::post`]); returns how many.
+    /// A backend's call goes to WebSocket connections only: SSE and
+    /// long-poll clients cannot answer it.
     pub fn post_to_user(&self, app: &str, user: &str, command: &Arc<UserCommand>) -> usize {
         let found = self.of_user(app, user);
+        let answerable = |c: &Connection| c.transport == Transport::Ws;
+        let mut posted = 0;
         for connection in &found {
+            if matches!(**command, UserCommand::Call(_)) && !answerable(connection) {
+                continue;
+            }
             connection.post(command.clone());
+            posted += 1;
         }
-        found.len()
+        posted
     }
 
     /// Registers a new connection.
@@ -567,5 +575,25 @@ mod tests {
         assert!(!c.post(command.clone()));
         assert!(c.mail_overflowed() && !c.has_mail());
         assert_eq!(c.outbox().take_signals(), SIGNAL_USER);
+    }
+
+    #[test]
+    fn calls_go_to_websocket_connections_only() {
+        let registry = Registry::default();
+        let telemetry = Arc::new(Telemetry::default());
+        let open = |t| registry.open(t, Arc::new(Outbox::new(4)), telemetry.clone());
+        let (ws, sse) = (open(Transport::Ws), open(Transport::Sse));
+        registry.set_identity(&ws, identity("a", "u"));
+        registry.set_identity(&sse, identity("a", "u"));
+        let call = Arc::new(UserCommand::Call(crate::user_calls::ClientCall {
+            id: "1-x".into(),
+            reply_to: "local".into(),
+            timeout: std::time::Duration::from_secs(1),
+            frame: bytes::Bytes::new(),
+        }));
+        assert_eq!(registry.post_to_user("a", "u", &call), 1);
+        assert!(ws.has_mail() && !sse.has_mail());
+        let frame = Arc::new(UserCommand::Frame(bytes::Bytes::new()));
+        assert_eq!(registry.post_to_user("a", "u", &frame), 2);
     }
 }

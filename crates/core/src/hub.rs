@@ -20,6 +20,7 @@ use crate::index::FilterIndex;
 use crate::outbox::{Outbound, Outbox, Pushed};
 use crate::publication::{ChannelId, Publication};
 use crate::telemetry::{DropReason, Telemetry};
+use crate::user_calls::CallTable;
 use crate::user_mail::UserMessage;
 
 /// A hub-wide subscription id.
@@ -60,6 +61,9 @@ pub struct Hub {
     /// This node's connections: brokers deliver messages addressed to a
     /// user here too (see [`Hub::deliver_to_user`]).
     connections: Registry,
+    /// This node's backend calls waiting for clients: brokers deliver the
+    /// replies about them here (see [`crate::user_calls`]).
+    calls: CallTable,
 }
 
 thread_local! {
@@ -89,12 +93,18 @@ impl Hub {
             era: EraClock::default(),
             telemetry,
             connections: Registry::default(),
+            calls: CallTable::default(),
         }
     }
 
     /// This node's open connections.
     pub fn connections(&self) -> &Registry {
         &self.connections
+    }
+
+    /// This node's backend calls waiting for clients.
+    pub fn calls(&self) -> &CallTable {
+        &self.calls
     }
 
     /// Posts a message addressed to a user to each of that user's

@@ -41,4 +41,5 @@ pub mod session;
 pub mod switches;
 pub mod telemetry;
 pub mod token;
+pub mod user_calls;
 pub mod user_mail;

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::user_calls::ClientCall;
+
 /// Commands one connection's mailbox holds before it counts as a slow
 /// consumer: the mailbox is emptied and the connection closed
 /// (`slow_consumer`), so the client reconnects and gets its grants at
@@ -56,6 +58,9 @@ pub enum UserCommand {
     /// Read the user's stored grants and apply them (posted by a session to
     /// itself at `connect`; never sent between nodes).
     LoadGrants,
+    /// A backend's call: write its frame and keep its id answerable
+    /// (see [`crate::user_calls`]).
+    Call(ClientCall),
 }
 
 /// A command for every connection of `user` of `app`.
@@ -93,6 +98,15 @@ impl UserMessage {
                 value["frame"] = String::from_utf8_lossy(frame).into_owned().into();
             }
             UserCommand::LoadGrants => value["do"] = "load".into(),
+            UserCommand::Call(call) => {
+                value["do"] = "call".into();
+                value["id"] = (*call.id).into();
+                value["reply_to"] = (*call.reply_to).into();
+                value["timeout_ms"] = u64::try_from(call.timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .into();
+                value["frame"] = String::from_utf8_lossy(&call.frame).into_owned().into();
+            }
         }
         Bytes::from(value.to_string())
     }
@@ -117,6 +131,17 @@ impl UserMessage {
                 channel: text("channel")?.to_string(),
             },
             "frame" => UserCommand::Frame(Bytes::from(text("frame")?.to_string())),
+            "call" => UserCommand::Call(ClientCall {
+                id: text("id")?.into(),
+                reply_to: text("reply_to")?.into(),
+                timeout: std::time::Duration::from_millis(
+                    value
+                        .get("timeout_ms")
+                        .and_then(Value::as_u64)
+                        .ok_or_else(|| bad("`timeout_ms` is missing"))?,
+                ),
+                frame: Bytes::from(text("frame")?.to_string()),
+            }),
             other => return Err(bad(&format!("unknown command `{other}`"))),
         };
         Ok(UserMessage {
@@ -142,6 +167,12 @@ mod tests {
                 channel: "bornes".into(),
             },
             UserCommand::Frame(Bytes::from_static(br#"{"class":"x"}"#)),
+            UserCommand::Call(ClientCall {
+                id: "1-ab".into(),
+                reply_to: "n1".into(),
+                timeout: std::time::Duration::from_millis(1500),
+                frame: Bytes::from_static(br#"{"class":"call"}"#),
+            }),
         ];
         for command in commands {
             let message = UserMessage {

@@ -35,6 +35,10 @@ pub enum ClientBody {
     Call(Call),
     /// `publish`: a client publishing an event where its token allows it.
     Publish(Box<RawValue>),
+    /// `result`: the client's answer to a backend's `call`.
+    Result(CallResult),
+    /// `error` with an `id`: the client refusing a backend's `call`.
+    Error(CallError),
 }
 
 impl ClientBody {
@@ -46,6 +50,8 @@ impl ClientBody {
             ClientBody::Connect(_) => "connect",
             ClientBody::Call(_) => "call",
             ClientBody::Publish(_) => "publish",
+            ClientBody::Result(_) => "result",
+            ClientBody::Error(_) => "error",
         }
     }
 }
@@ -109,6 +115,27 @@ pub struct Call {
     pub kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A client's `result`, answering a backend's `call` (docs/rpc.md).
+#[derive(Debug, Deserialize)]
+pub struct CallResult {
+    /// The `id` of the gateway's `call`.
+    pub id: serde_json::Value,
+    /// The answer, passed to the backend untouched.
+    pub result: Box<RawValue>,
+}
+
+/// A client's `error`, refusing a backend's `call` (docs/rpc.md).
+#[derive(Debug, Deserialize)]
+pub struct CallError {
+    /// The `id` of the gateway's `call`.
+    pub id: serde_json::Value,
+    /// The client's own code (bounded by the gateway before it is passed on).
+    pub code: String,
+    /// A human explanation.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
 /// Why a client message could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
@@ -165,6 +192,8 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
         "connect" => ClientBody::Connect(body(text, &class).map_err(fail)?),
         "call" => ClientBody::Call(body(text, &class).map_err(fail)?),
         "publish" => ClientBody::Publish(body(text, &class).map_err(fail)?),
+        "result" => ClientBody::Result(body(text, &class).map_err(fail)?),
+        "error" => ClientBody::Error(body(text, &class).map_err(fail)?),
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(fail(format!("unknown class `{shown}`")));
@@ -236,6 +265,31 @@ mod tests {
             r#"{"class":7}"#,
             r#"{"class":"nope"}"#,
             r#"{"class":"unsubscribe","channels":"bornes"}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn parses_answers_to_calls() {
+        let m = parse(r#"{"class":"result","id":"c1","result":{"ok":true}}"#).expect("result");
+        let ClientBody::Result(r) = m.body else {
+            panic!("not a result")
+        };
+        assert_eq!(
+            (r.id.as_str(), r.result.get()),
+            (Some("c1"), r#"{"ok":true}"#)
+        );
+        let m = parse(r#"{"class":"error","id":"c1","code":"busy"}"#).expect("error");
+        let ClientBody::Error(e) = m.body else {
+            panic!("not an error")
+        };
+        assert_eq!((e.code.as_str(), e.message), ("busy", None));
+        for bad in [
+            r#"{"class":"result","result":1}"#,
+            r#"{"class":"result","id":"c1"}"#,
+            r#"{"class":"error","id":"c1"}"#,
+            r#"{"class":"error","id":"c1","code":7}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad} should be refused");
         }

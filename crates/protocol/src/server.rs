@@ -243,6 +243,59 @@ pub fn result(reference: Option<&str>, id: &serde_json::Value, result: &RawValue
 }
 
 #[derive(Serialize)]
+struct CallMessage<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    id: &'a str,
+    method: &'a str,
+    args: &'a [serde_json::Value],
+    kwargs: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// Serializes a `call` from a backend to a client (docs/rpc.md, "Calls to
+/// clients"): the client answers with `result` or `error` naming `id`.
+pub fn call(
+    id: &str,
+    method: &str,
+    args: &[serde_json::Value],
+    kwargs: &serde_json::Map<String, serde_json::Value>,
+) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&CallMessage {
+        class: "call",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        id,
+        method,
+        args,
+        kwargs,
+    })
+}
+
+#[derive(Serialize)]
+struct UserMessageFrame<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    event_kind: &'a str,
+    data: &'a RawValue,
+}
+
+/// Serializes a `message`: a backend's best-effort message to every
+/// connection of one user (docs/protocol.md), neither stored nor replayed.
+pub fn user_message(event_kind: &str, data: &RawValue) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&UserMessageFrame {
+        class: "message",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        event_kind,
+        data,
+    })
+}
+
+#[derive(Serialize)]
 struct ResetMessage<'a> {
     class: &'static str,
     timestamp: &'a str,
@@ -421,6 +474,30 @@ mod tests {
         assert_eq!(
             (msg["id"].as_u64(), msg["code"].as_str()),
             (Some(8), Some("no_such_room"))
+        );
+    }
+
+    #[test]
+    fn calls_to_clients_and_user_messages_have_their_fields() {
+        let mut kwargs = serde_json::Map::new();
+        kwargs.insert("level".into(), serde_json::json!(3));
+        let msg = parse(&call(
+            "c1",
+            "device.reboot",
+            &[serde_json::json!(1)],
+            &kwargs,
+        ));
+        assert_eq!(msg["class"], "call");
+        assert_eq!(msg["id"], "c1");
+        assert_eq!(msg["method"], "device.reboot");
+        assert_eq!(msg["args"][0], 1);
+        assert_eq!(msg["kwargs"]["level"], 3);
+        let raw = RawValue::from_string(r#"{"n":1}"#.into()).expect("raw");
+        let msg = parse(&user_message("ping", &raw));
+        assert_eq!(msg["class"], "message");
+        assert_eq!(
+            (msg["event_kind"].as_str(), msg["data"]["n"].as_u64()),
+            (Some("ping"), Some(1))
         );
     }
 

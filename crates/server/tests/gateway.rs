@@ -22,6 +22,8 @@ mod admin;
 mod backend_quickstart;
 #[path = "gateway/backend_subscriptions.rs"]
 mod backend_subscriptions;
+#[path = "gateway/client_calls.rs"]
+mod client_calls;
 #[path = "gateway/client_publish.rs"]
 mod client_publish;
 #[path = "gateway/console.rs"]

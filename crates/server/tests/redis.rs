@@ -8,6 +8,8 @@
 
 #[path = "redis/admin.rs"]
 mod admin;
+#[path = "redis/client_calls.rs"]
+mod client_calls;
 #[path = "redis/client_publish.rs"]
 mod client_publish;
 #[path = "redis/connect_auth.rs"]

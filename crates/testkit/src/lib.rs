@@ -154,6 +154,22 @@ impl TestNode {
         )
     }
 
+    /// POSTs `body` to `path` (`/api/v1/...`) of the internal listener with
+    /// `key` (none: no `Authorization`); returns the status and parsed body
+    /// (a string when it is not JSON).
+    pub async fn api_post(&self, path: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.internal_url());
+        let (status, text) = self
+            .http
+            .send_json("POST", &url, key, body.to_string().into_bytes())
+            .await
+            .expect("internal API request");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     /// Publishes one event on [`APP`]; panics unless accepted. Returns the offset.
     pub async fn publish(&self, channel: &str, kind: &str, keywords: &[&str], data: Value) -> u64 {
         let body = json!({"app_id": APP, "channel": channel, "event_kind": kind,

@@ -15,6 +15,7 @@ use crate::app::ChannelPolicy;
 use crate::history::{Appended, ChannelLog, Recovered};
 use crate::hub::Hub;
 use crate::publication::{ChannelId, NewEvent, Position};
+use crate::user_calls::CallReply;
 use crate::user_mail::{MAX_GRANT_USERS, MAX_GRANTS_PER_USER, UserMessage};
 
 /// Backend subscriptions by (app, user), then channel.
@@ -172,6 +173,31 @@ impl Broker for MemoryBroker {
 
     fn to_user<'a>(&'a self, message: &'a UserMessage) -> BoxFuture<'a, Result<(), BrokerError>> {
         self.hub.deliver_to_user(message);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn to_user_counted<'a>(
+        &'a self,
+        message: &'a UserMessage,
+    ) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        let reached = self.hub.deliver_to_user(message);
+        if let Some((_, reply)) = crate::user_calls::reached(message, reached) {
+            self.hub.calls().deliver(reply);
+        }
+        Box::pin(async { Ok(1) })
+    }
+
+    /// One node: every reply is this node's.
+    fn reply_address(&self) -> &str {
+        "local"
+    }
+
+    fn to_node<'a>(
+        &'a self,
+        _address: &'a str,
+        reply: &'a CallReply,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.hub.calls().deliver(reply.clone());
         Box::pin(async { Ok(()) })
     }
 

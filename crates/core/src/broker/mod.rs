@@ -20,6 +20,7 @@ pub use memory::MemoryBroker;
 use crate::app::ChannelPolicy;
 use crate::history::{LogError, Recovered};
 use crate::publication::{ChannelId, NewEvent, Position};
+use crate::user_calls::CallReply;
 use crate::user_mail::UserMessage;
 
 /// A user's backend subscriptions: channel name → filters (in clear).
@@ -125,6 +126,34 @@ pub trait Broker: Send + Sync + 'static {
     ///
     /// [`Hub::deliver_to_user`]: crate::hub::Hub::deliver_to_user
     fn to_user<'a>(&'a self, message: &'a UserMessage) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Like [`Broker::to_user`], and says how many nodes heard the message
+    /// (the caller of a [`UserCommand::Call`] waits for that many
+    /// [`Reply::Reached`]). For a call, each node that hears it sends the
+    /// caller [`user_calls::reached`] through [`Broker::to_node`].
+    ///
+    /// [`UserCommand::Call`]: crate::user_mail::UserCommand::Call
+    /// [`Reply::Reached`]: crate::user_calls::Reply::Reached
+    /// [`user_calls::reached`]: crate::user_calls::reached
+    fn to_user_counted<'a>(
+        &'a self,
+        message: &'a UserMessage,
+    ) -> BoxFuture<'a, Result<usize, BrokerError>>;
+
+    /// Where replies for this node go: the `reply_to` of the calls it
+    /// sends, naming this node among those sharing the broker.
+    fn reply_address(&self) -> &str;
+
+    /// Carries `reply` to the node whose [`Broker::reply_address`] is
+    /// `address` ([`CallTable::deliver`] there). Best effort: a node that is
+    /// gone misses it (its call was dropped with it).
+    ///
+    /// [`CallTable::deliver`]: crate::user_calls::CallTable::deliver
+    fn to_node<'a>(
+        &'a self,
+        address: &'a str,
+        reply: &'a CallReply,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Records (`Some(filters)`) or revokes (`None`) the backend
     /// subscription of `user` of `app` to `channel`, which every node reads

@@ -94,6 +94,7 @@ impl Session {
                 UserCommand::Unsubscribe { channel } => self.backend_unsubscribe(channel, out),
                 UserCommand::Frame(frame) => out.push(frame.clone()),
                 UserCommand::LoadGrants => self.load_grants(out).await,
+                UserCommand::Call(call) => self.call_sent(call, out),
             }
         }
         if connection.has_mail() {

@@ -16,6 +16,7 @@ pub mod authorize;
 mod backend_subs;
 pub mod calls;
 pub mod connect_auth;
+mod client_calls;
 pub mod publish;
 pub mod subscriptions;
 
@@ -98,6 +99,8 @@ pub struct Session {
     calls: calls::InFlight,
     /// The subscriptions backends made (see [`backend_subs`]).
     backend: backend_subs::BackendSubs,
+    /// Backends' calls this connection was sent and may answer.
+    client_calls: crate::user_calls::OpenCalls,
 }
 
 /// Counts an error and appends its frame.
@@ -140,6 +143,7 @@ impl Session {
             users: Vec::new(),
             calls: calls::InFlight::default(),
             backend: backend_subs::BackendSubs::default(),
+            client_calls: crate::user_calls::OpenCalls::default(),
         }
     }
 
@@ -231,6 +235,8 @@ impl Session {
                 calls::start(caller, call, reference, out);
             }
             ClientBody::Publish(raw) => return self.publish(&raw, reference, out).await,
+            ClientBody::Result(result) => self.call_result(result),
+            ClientBody::Error(error) => return self.call_error(error, reference, out),
         }
         Verdict::Continue
     }

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod subscriptions;
+pub mod users;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -42,6 +43,8 @@ pub fn router(shared: Gateway) -> Router {
                 .delete(subscriptions::unsubscribe)
                 .layer(body_limit),
         )
+        .route("/api/v1/calls", post(users::call).layer(body_limit))
+        .route("/api/v1/users/send", post(users::send).layer(body_limit))
         .merge(admin::router(body_limit))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -93,6 +96,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             shared.postgres.render(&mut text);
             shared.node.rpc().render(&mut text);
             shared.connect_auth.render(&mut text);
+            shared.node.hub().calls().render(&mut text);
             text
         },
     )

@@ -31,6 +31,7 @@ use chouquette_core::hub::Hub;
 use chouquette_core::publication::{ChannelId, NewEvent, Position, Publication};
 use chouquette_core::recovery::{self, Plan};
 use chouquette_core::telemetry::Telemetry;
+use chouquette_core::user_calls::CallReply;
 use chouquette_core::user_mail::UserMessage;
 use redis::{Script, ScriptInvocation};
 use tokio::sync::{Notify, watch};
@@ -90,6 +91,8 @@ struct Shared {
     recover: Script,
     /// Where control messages and link-up events go (see [`Control`]).
     control: RwLock<Option<ControlHandler>>,
+    /// This process's reply address (see `users.rs`).
+    reply_address: Box<str>,
 }
 
 /// What the broker tells the node's control handler.
@@ -183,6 +186,7 @@ impl RedisBroker {
             publish: Script::new(PUBLISH_LUA),
             recover: Script::new(RECOVER_LUA),
             control: RwLock::new(None),
+            reply_address: uuid::Uuid::new_v4().simple().to_string().into(),
         });
         let mut up = shared.status.subscribe();
         let task = tokio::spawn(link::supervise(Arc::downgrade(&shared)));
@@ -489,7 +493,26 @@ impl Broker for RedisBroker {
     }
 
     fn to_user<'a>(&'a self, message: &'a UserMessage) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move { self.publish_to_user(message).await.map(drop) })
+    }
+
+    fn to_user_counted<'a>(
+        &'a self,
+        message: &'a UserMessage,
+    ) -> BoxFuture<'a, Result<usize, BrokerError>> {
         Box::pin(self.publish_to_user(message))
+    }
+
+    fn reply_address(&self) -> &str {
+        &self.shared.reply_address
+    }
+
+    fn to_node<'a>(
+        &'a self,
+        address: &'a str,
+        reply: &'a CallReply,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.shared.send_reply(address, reply))
     }
 
     fn set_grant<'a>(
