@@ -17,10 +17,11 @@ use chouquette_protocol::{ResetReason, server};
 use crate::connections::Registry;
 use crate::filter::Filter;
 use crate::index::FilterIndex;
+use crate::lattice_feed::LatticeFeed;
 use crate::outbox::{Outbound, Outbox, Pushed};
 use crate::publication::{ChannelId, Publication};
 use crate::telemetry::{DropReason, Telemetry};
-use crate::user_mail::UserMessage;
+use crate::user_mail::{UserCommand, UserMessage};
 
 /// A hub-wide subscription id.
 pub type SubId = u64;
@@ -60,6 +61,9 @@ pub struct Hub {
     /// This node's connections: brokers deliver messages addressed to a
     /// user here too (see [`Hub::deliver_to_user`]).
     connections: Registry,
+    /// This node's lattice subscribers: lattice changes, which travel as
+    /// user messages, are queued from here (see [`crate::lattice_feed`]).
+    lattices: LatticeFeed,
 }
 
 thread_local! {
@@ -89,6 +93,7 @@ impl Hub {
             era: EraClock::default(),
             telemetry,
             connections: Registry::default(),
+            lattices: LatticeFeed::default(),
         }
     }
 
@@ -97,10 +102,20 @@ impl Hub {
         &self.connections
     }
 
+    /// This node's lattice subscribers.
+    pub fn lattices(&self) -> &LatticeFeed {
+        &self.lattices
+    }
+
     /// Posts a message addressed to a user to each of that user's
     /// connections on this node; returns how many. Called by the broker on
     /// every node, like [`Hub::deliver`]; never waits for a client.
     pub fn deliver_to_user(&self, message: &UserMessage) -> usize {
+        if let UserCommand::Lattice { namespace, frame } = &*message.command {
+            return self
+                .lattices
+                .deliver(&message.app, namespace, &message.user, frame);
+        }
         self.connections
             .post_to_user(&message.app, &message.user, &message.command)
     }

@@ -35,6 +35,10 @@ pub enum ClientBody {
     Call(Call),
     /// `publish`: a client publishing an event where its token allows it.
     Publish(Box<RawValue>),
+    /// `lattice_subscribe`: `{"namespace": "unread"}`, the full state then changes.
+    LatticeSubscribe(LatticeRequest),
+    /// `lattice_unsubscribe`: `{"namespace": "unread"}`, no more changes.
+    LatticeUnsubscribe(LatticeRequest),
 }
 
 impl ClientBody {
@@ -46,6 +50,8 @@ impl ClientBody {
             ClientBody::Connect(_) => "connect",
             ClientBody::Call(_) => "call",
             ClientBody::Publish(_) => "publish",
+            ClientBody::LatticeSubscribe(_) => "lattice_subscribe",
+            ClientBody::LatticeUnsubscribe(_) => "lattice_unsubscribe",
         }
     }
 }
@@ -109,6 +115,13 @@ pub struct Call {
     pub kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A `lattice_subscribe` or `lattice_unsubscribe` message.
+#[derive(Debug, Deserialize)]
+pub struct LatticeRequest {
+    /// The namespace of the connection's app (its `connect` identity's).
+    pub namespace: String,
+}
+
 /// Why a client message could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
@@ -165,6 +178,10 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
         "connect" => ClientBody::Connect(body(text, &class).map_err(fail)?),
         "call" => ClientBody::Call(body(text, &class).map_err(fail)?),
         "publish" => ClientBody::Publish(body(text, &class).map_err(fail)?),
+        "lattice_subscribe" => ClientBody::LatticeSubscribe(body(text, &class).map_err(fail)?),
+        "lattice_unsubscribe" => {
+            ClientBody::LatticeUnsubscribe(body(text, &class).map_err(fail)?)
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(fail(format!("unknown class `{shown}`")));
@@ -236,6 +253,8 @@ mod tests {
             r#"{"class":7}"#,
             r#"{"class":"nope"}"#,
             r#"{"class":"unsubscribe","channels":"bornes"}"#,
+            r#"{"class":"lattice_subscribe"}"#,
+            r#"{"class":"lattice_unsubscribe","namespace":7}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad} should be refused");
         }

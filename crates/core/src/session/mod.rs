@@ -15,6 +15,7 @@
 pub mod authorize;
 mod backend_subs;
 pub mod calls;
+pub mod lattices;
 pub mod publish;
 pub mod subscriptions;
 
@@ -97,6 +98,8 @@ pub struct Session {
     calls: calls::InFlight,
     /// The subscriptions backends made (see [`backend_subs`]).
     backend: backend_subs::BackendSubs,
+    /// Its lattice namespaces (see [`lattices`]).
+    lattices: lattices::LatticeSubs,
 }
 
 /// Counts an error and appends its frame.
@@ -139,6 +142,7 @@ impl Session {
             users: Vec::new(),
             calls: calls::InFlight::default(),
             backend: backend_subs::BackendSubs::default(),
+            lattices: lattices::LatticeSubs::default(),
         }
     }
 
@@ -230,6 +234,12 @@ impl Session {
                 calls::start(caller, call, reference, out);
             }
             ClientBody::Publish(raw) => return self.publish(&raw, reference, out).await,
+            ClientBody::LatticeSubscribe(l) => {
+                self.lattice_subscribe(&l.namespace, reference, out).await;
+            }
+            ClientBody::LatticeUnsubscribe(l) => {
+                self.lattice_unsubscribe(&l.namespace, reference, out);
+            }
         }
         Verdict::Continue
     }
@@ -499,8 +509,12 @@ impl Session {
             (SIGNAL_BROKER_LOST, ResetReason::BrokerUnavailable),
             (SIGNAL_BROKER_RESTORED, ResetReason::BrokerRestored),
         ];
+        if signals & SIGNAL_BROKER_RESTORED != 0 {
+            self.reload_lattices_later();
+        }
         for (signal, reason) in link {
-            if signals & signal != 0 && self.subscriptions.count() > 0 {
+            let holds = self.subscriptions.count() > 0 || self.lattices.any();
+            if signals & signal != 0 && holds {
                 self.node.telemetry().link.reset_sent();
                 out.push(server::reset(None, reason));
             }
@@ -595,6 +609,7 @@ impl Session {
 
     /// Leaves every channel; the session is done.
     pub fn end(&mut self) {
+        self.end_lattices();
         self.subscriptions.outbox().close();
         self.subscriptions.end();
         self.node
