@@ -96,6 +96,16 @@ pub struct Merged {
     pub change: NamespaceValues,
 }
 
+/// A refused merge: which lattice (`shared`, or `users.<id>`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{lattice}: {error}")]
+pub struct MergeError {
+    /// `shared`, or `users.<id>` (the id cut to 64 characters).
+    pub lattice: String,
+    /// Why.
+    pub error: LatticeError,
+}
+
 /// Merges `update` into the current values (`shared`, and `users` holding
 /// at least every user the update names; a missing one counts as empty),
 /// all or nothing: a bound passed by any lattice refuses the whole update.
@@ -105,17 +115,25 @@ pub fn merge(
     users: &BTreeMap<String, Lattice>,
     update: &NamespaceValues,
     bounds: &Bounds,
-) -> Result<Merged, LatticeError> {
+) -> Result<Merged, MergeError> {
     let mut merged = Merged::default();
     let mut next = shared.clone();
-    let delta = next.merge(&update.shared, bounds)?;
+    let delta = next
+        .merge(&update.shared, bounds)
+        .map_err(|error| MergeError {
+            lattice: "shared".into(),
+            error,
+        })?;
     if !delta.is_empty() {
         merged.change.shared = next.current_of(&delta);
         merged.shared = Some(next);
     }
     for (user, values) in &update.users {
         let mut next = users.get(user).cloned().unwrap_or_default();
-        let delta = next.merge(values, bounds)?;
+        let delta = next.merge(values, bounds).map_err(|error| MergeError {
+            lattice: format!("users.{}", user.chars().take(64).collect::<String>()),
+            error,
+        })?;
         if !delta.is_empty() {
             merged.change.users.insert(user.clone(), next.current_of(&delta));
             merged.users.insert(user.clone(), next);
@@ -317,7 +335,7 @@ mod tests {
             users: BTreeMap::new(),
         };
         assert_eq!(
-            merge(&shared, &users, &over, &tight),
+            merge(&shared, &users, &over, &tight).map_err(|e| e.error),
             Err(LatticeError::TooManyKeys(2))
         );
     }

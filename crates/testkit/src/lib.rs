@@ -22,6 +22,8 @@ use chouquette::http_client::HttpClient;
 use chouquette::serve::{self, Running};
 
 mod backend;
+mod lattice_view;
+pub use lattice_view::LatticeView;
 mod postgres;
 pub use postgres::{PG_DATABASE, PG_ROLE, PostgresServer};
 mod redis;
@@ -148,6 +150,21 @@ impl TestNode {
             .send_json(method, &url, key, body.to_string().into_bytes())
             .await
             .expect("subscriptions request");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// POSTs a lattice update (`/api/v1/lattices`) with `key` (none: no
+    /// `Authorization`); returns the status and parsed body.
+    pub async fn lattice_update(&self, key: Option<&str>, body: &Value) -> (u16, Value) {
+        let url = format!("{}/api/v1/lattices", self.internal_url());
+        let (status, text) = self
+            .http
+            .send_json("POST", &url, key, body.to_string().into_bytes())
+            .await
+            .expect("lattices request");
         (
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),

@@ -19,8 +19,8 @@ pub use memory::MemoryBroker;
 
 use crate::app::ChannelPolicy;
 use crate::history::{LogError, Recovered};
-use crate::lattice::{Bounds, Lattice, LatticeError};
-use crate::lattice_feed::NamespaceValues;
+use crate::lattice::{Bounds, Lattice};
+use crate::lattice_feed::{MergeError, NamespaceValues};
 use crate::publication::{ChannelId, NewEvent, Position};
 use crate::user_mail::UserMessage;
 
@@ -61,7 +61,7 @@ pub enum BrokerError {
     /// A lattice update was refused (a bad value, a bound); nothing of it
     /// was merged.
     #[error(transparent)]
-    Lattice(#[from] LatticeError),
+    Lattice(#[from] MergeError),
     /// The app already holds its maximum of lattice namespaces.
     #[error("too many lattice namespaces for this app (limit {0})")]
     TooManyNamespaces(usize),

@@ -6,6 +6,7 @@
 //! exposed publicly.
 
 pub mod admin;
+pub mod lattices;
 pub mod subscriptions;
 
 use axum::Router;
@@ -41,6 +42,10 @@ pub fn router(shared: Gateway) -> Router {
             post(subscriptions::subscribe)
                 .delete(subscriptions::unsubscribe)
                 .layer(body_limit),
+        )
+        .route(
+            "/api/v1/lattices",
+            post(lattices::update).layer(body_limit),
         )
         .merge(admin::router(body_limit))
         .route("/healthz", get(healthz))
