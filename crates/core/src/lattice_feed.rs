@@ -135,7 +135,10 @@ pub fn merge(
             error,
         })?;
         if !delta.is_empty() {
-            merged.change.users.insert(user.clone(), next.current_of(&delta));
+            merged
+                .change
+                .users
+                .insert(user.clone(), next.current_of(&delta));
             merged.users.insert(user.clone(), next);
         }
     }
@@ -285,7 +288,11 @@ impl LatticeFeed {
     /// Subscriptions listed on this node, all namespaces together.
     pub fn len(&self) -> usize {
         let subscribers = self.subscribers.read().unwrap_or_else(|p| p.into_inner());
-        subscribers.values().flat_map(HashMap::values).map(Vec::len).sum()
+        subscribers
+            .values()
+            .flat_map(HashMap::values)
+            .map(Vec::len)
+            .sum()
     }
 
     /// Whether none is listed.

@@ -179,9 +179,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
         "call" => ClientBody::Call(body(text, &class).map_err(fail)?),
         "publish" => ClientBody::Publish(body(text, &class).map_err(fail)?),
         "lattice_subscribe" => ClientBody::LatticeSubscribe(body(text, &class).map_err(fail)?),
-        "lattice_unsubscribe" => {
-            ClientBody::LatticeUnsubscribe(body(text, &class).map_err(fail)?)
-        }
+        "lattice_unsubscribe" => ClientBody::LatticeUnsubscribe(body(text, &class).map_err(fail)?),
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(fail(format!("unknown class `{shown}`")));

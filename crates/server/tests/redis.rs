@@ -14,6 +14,8 @@ mod client_publish;
 mod epochs;
 #[path = "redis/inbox.rs"]
 mod inbox;
+#[path = "redis/lattices.rs"]
+mod lattices;
 #[path = "redis/nodes.rs"]
 mod nodes;
 #[path = "redis/outage.rs"]

@@ -27,7 +27,9 @@ impl LatticeView {
             self.shared = shared;
             self.user = user;
         } else {
-            self.shared.merge(&shared, &Bounds::STORED).expect("unbounded");
+            self.shared
+                .merge(&shared, &Bounds::STORED)
+                .expect("unbounded");
             self.user.merge(&user, &Bounds::STORED).expect("unbounded");
         }
     }

@@ -15,9 +15,7 @@ use crate::app::ChannelPolicy;
 use crate::history::{Appended, ChannelLog, Recovered};
 use crate::hub::Hub;
 use crate::lattice::{Bounds, Lattice};
-use crate::lattice_feed::{
-    self, MAX_NAMESPACES_PER_APP, MAX_USERS_PER_NAMESPACE, NamespaceValues,
-};
+use crate::lattice_feed::{self, MAX_NAMESPACES_PER_APP, MAX_USERS_PER_NAMESPACE, NamespaceValues};
 use crate::publication::{ChannelId, NewEvent, Position};
 use crate::user_mail::{MAX_GRANT_USERS, MAX_GRANTS_PER_USER, UserMessage};
 

@@ -67,7 +67,11 @@ impl Session {
             let why = "invalid namespace: 1 to 64 characters among letters, digits and _-.:@/";
             return self.error(out, ErrorCode::BadMessage, why, ctx);
         }
-        let held = self.lattices.held.iter().any(|h| &*h.namespace == namespace);
+        let held = self
+            .lattices
+            .held
+            .iter()
+            .any(|h| &*h.namespace == namespace);
         if !held {
             if self.lattices.held.len() >= MAX_NAMESPACES_PER_CONNECTION {
                 let why = format!(
@@ -97,7 +101,9 @@ impl Session {
             .await;
         match state {
             Ok((shared, user)) => {
-                out.push(lattice_feed::full_frame(reference, namespace, &shared, &user));
+                out.push(lattice_feed::full_frame(
+                    reference, namespace, &shared, &user,
+                ));
             }
             Err(e) => {
                 tracing::warn!(%namespace, error = %e, "lattice_subscribe refused: the broker failed");

@@ -90,8 +90,11 @@ fn read(
         return Err(Refused::NoKey);
     };
     let body = body.map_err(|r| Refused::Body(r.status(), r.body_text()))?;
-    let body: Body = serde_json::from_slice(&body)
-        .map_err(|e| Refused::Bad(format!("body: expected {{\"app_id\", \"namespace\", \"shared\", \"users\"}} ({e})")))?;
+    let body: Body = serde_json::from_slice(&body).map_err(|e| {
+        Refused::Bad(format!(
+            "body: expected {{\"app_id\", \"namespace\", \"shared\", \"users\"}} ({e})"
+        ))
+    })?;
     let known = shared.node.apps().get(&body.app_id);
     if !known.is_some_and(|a| a.accepts_api_key(key)) {
         return Err(Refused::WrongKey);
@@ -118,8 +121,8 @@ fn read(
             )));
         }
         let shown: String = user.chars().take(64).collect();
-        let lattice =
-            Lattice::parse(raw.get(), &bounds).map_err(|e| refused(&format!("users.{shown}"), &e))?;
+        let lattice = Lattice::parse(raw.get(), &bounds)
+            .map_err(|e| refused(&format!("users.{shown}"), &e))?;
         update.users.insert(user.clone(), lattice);
     }
     Ok((body.app_id, body.namespace, update))

@@ -43,10 +43,7 @@ pub fn router(shared: Gateway) -> Router {
                 .delete(subscriptions::unsubscribe)
                 .layer(body_limit),
         )
-        .route(
-            "/api/v1/lattices",
-            post(lattices::update).layer(body_limit),
-        )
+        .route("/api/v1/lattices", post(lattices::update).layer(body_limit))
         .merge(admin::router(body_limit))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -98,7 +98,10 @@ async fn two_tabs_of_a_user_converge_and_another_user_sees_only_the_shared_value
     for (tab, view) in tabs.iter_mut().zip(&mut views) {
         let got = changes(&node, tab).await;
         assert_eq!(got.len(), 3, "{got:?}");
-        assert_eq!(got[2]["user"], json!({"rooms": {"set": ["r1", "r2", "r3"]}}));
+        assert_eq!(
+            got[2]["user"],
+            json!({"rooms": {"set": ["r1", "r2", "r3"]}})
+        );
         // Applied twice and backwards, the changes still end in one state.
         for m in got.iter().chain(got.iter().rev()) {
             view.apply(m);
@@ -113,7 +116,10 @@ async fn two_tabs_of_a_user_converge_and_another_user_sees_only_the_shared_value
         (&json!({"total": {"counter": 7}}), &json!({}))
     );
     let full = subscribe(&mut vb, "unread").await;
-    assert_eq!((&full["shared"], &full["user"]), (&expected["shared"], &json!({})));
+    assert_eq!(
+        (&full["shared"], &full["user"]),
+        (&expected["shared"], &json!({}))
+    );
     // A tab opened later gets everything at once.
     let mut later = tab(&node, "roger").await;
     let mut view = LatticeView::default();
@@ -169,7 +175,10 @@ async fn lattices_need_an_identity_and_unsubscribe_stops_the_changes() {
         (&json!("error"), &json!("not_allowed"), &json!("a")),
         "{error}"
     );
-    assert!(error["message"].as_str().unwrap().contains("connect"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("connect"),
+        "{error}"
+    );
 
     let mut roger = tab(&node, "roger").await;
     roger
@@ -186,7 +195,15 @@ async fn lattices_need_an_identity_and_unsubscribe_stops_the_changes() {
         .await;
     let ack = roger.recv().await;
     assert_eq!((&ack["class"], &ack["ref"]), (&json!("ack"), &json!("u")));
-    post(&node, &update("unread", json!({"n": {"counter": 1}}), json!({"roger": {"n": {"counter": 1}}}))).await;
+    post(
+        &node,
+        &update(
+            "unread",
+            json!({"n": {"counter": 1}}),
+            json!({"roger": {"n": {"counter": 1}}}),
+        ),
+    )
+    .await;
     assert!(changes(&node, &mut roger).await.is_empty());
 }
 
@@ -202,20 +219,37 @@ async fn bad_values_and_keys_are_refused_and_nothing_is_merged() {
 
     let cases = [
         (update("unread", json!({"total": 3}), json!({})), "total"),
-        (update("unread", json!({"total": {"counter": -1}}), json!({})), "total"),
         (
-            update("unread", json!({}), json!({"roger": {"status": {"register": {"value": 1}}}})),
+            update("unread", json!({"total": {"counter": -1}}), json!({})),
+            "total",
+        ),
+        (
+            update(
+                "unread",
+                json!({}),
+                json!({"roger": {"status": {"register": {"value": 1}}}}),
+            ),
             "status",
         ),
         (update("unread", json!({"g": {"gauge": 1}}), json!({})), "g"),
         (update("bad namespace", json!({}), json!({})), "namespace"),
         (update("unread", json!({}), json!({"": {}})), "user"),
-        (json!({"app_id": APP, "namespace": "unread", "extra": 1}), "body"),
+        (
+            json!({"app_id": APP, "namespace": "unread", "extra": 1}),
+            "body",
+        ),
     ];
     for (body, named) in cases {
         let (status, answer) = node.lattice_update(Some(API_KEY), &body).await;
-        assert_eq!((status, &answer["code"]), (400, &json!("bad_message")), "{body}: {answer}");
-        assert!(answer["message"].as_str().unwrap().contains(named), "{answer}");
+        assert_eq!(
+            (status, &answer["code"]),
+            (400, &json!("bad_message")),
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["message"].as_str().unwrap().contains(named),
+            "{answer}"
+        );
     }
     // A good shared part with a bad user part: nothing of it is merged.
     let mixed = update(
@@ -242,9 +276,16 @@ async fn bounds_refuse_the_whole_update() {
     let node = TestNode::base().await;
     // 256 keys per lattice: one update of 257, or 200 then 57 more.
     let (status, answer) = node
-        .lattice_update(Some(API_KEY), &update("unread", counters("k", 257), json!({})))
+        .lattice_update(
+            Some(API_KEY),
+            &update("unread", counters("k", 257), json!({})),
+        )
         .await;
-    assert_eq!((status, &answer["code"]), (507, &json!("too_large")), "{answer}");
+    assert_eq!(
+        (status, &answer["code"]),
+        (507, &json!("too_large")),
+        "{answer}"
+    );
     post(&node, &update("unread", counters("a", 200), json!({}))).await;
     let over = update(
         "unread",
@@ -252,8 +293,15 @@ async fn bounds_refuse_the_whole_update() {
         json!({"roger": {"mine": {"counter": 1}}}),
     );
     let (status, answer) = node.lattice_update(Some(API_KEY), &over).await;
-    assert_eq!((status, &answer["code"]), (507, &json!("too_large")), "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("shared"), "{answer}");
+    assert_eq!(
+        (status, &answer["code"]),
+        (507, &json!("too_large")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"].as_str().unwrap().contains("shared"),
+        "{answer}"
+    );
     let mut roger = tab(&node, "roger").await;
     let full = subscribe(&mut roger, "unread").await;
     assert_eq!(full["shared"].as_object().unwrap().len(), 200);
@@ -261,12 +309,20 @@ async fn bounds_refuse_the_whole_update() {
 
     // 64 namespaces per app ("unread" is one).
     for i in 1..64 {
-        post(&node, &update(&format!("ns{i}"), counters("c", 1), json!({}))).await;
+        post(
+            &node,
+            &update(&format!("ns{i}"), counters("c", 1), json!({})),
+        )
+        .await;
     }
     let (status, answer) = node
         .lattice_update(Some(API_KEY), &update("ns64", counters("c", 1), json!({})))
         .await;
-    assert_eq!((status, &answer["code"]), (507, &json!("too_large")), "{answer}");
+    assert_eq!(
+        (status, &answer["code"]),
+        (507, &json!("too_large")),
+        "{answer}"
+    );
     // Updating a namespace held still works.
     post(&node, &update("ns1", counters("d", 1), json!({}))).await;
 
@@ -287,11 +343,21 @@ async fn the_python_example_posts_an_update_that_reaches_subscribers() {
     let node = TestNode::start(&config_with("", "")).await;
     let mut roger = tab(&node, "roger").await;
     subscribe(&mut roger, "unread").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/python/lattice_update.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/python/lattice_update.py"
+    );
     let run = |args: Vec<String>| {
         tokio::process::Command::new("python3")
             .arg(script)
-            .args(["--url", &node.internal_url(), "--app", APP, "--namespace", "unread"])
+            .args([
+                "--url",
+                &node.internal_url(),
+                "--app",
+                APP,
+                "--namespace",
+                "unread",
+            ])
             .args(args)
             .output()
     };
@@ -318,7 +384,12 @@ async fn the_python_example_posts_an_update_that_reaches_subscribers() {
         json!({"shared": {"total": {"counter": 7}}, "user": {"rooms": {"set": ["r1"]}}})
     );
     // A refused update: exit 1 and the gateway's code.
-    let output = run(vec!["--key".into(), "wrong".into()]).await.expect("python3 runs");
+    let output = run(vec!["--key".into(), "wrong".into()])
+        .await
+        .expect("python3 runs");
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not_allowed"), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("not_allowed"),
+        "{output:?}"
+    );
 }

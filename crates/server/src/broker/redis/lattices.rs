@@ -180,7 +180,11 @@ impl RedisBroker {
                 return Ok(merged.change);
             }
             let mut new_texts = vec![merged.shared.as_ref().map(Lattice::to_json)];
-            new_texts.extend(users.iter().map(|u| merged.users.get(*u).map(Lattice::to_json)));
+            new_texts.extend(
+                users
+                    .iter()
+                    .map(|u| merged.users.get(*u).map(Lattice::to_json)),
+            );
             let mut script = CAS.key(keys.users());
             script.key(&lattice_keys);
             script.arg(MAX_USERS_PER_NAMESPACE).arg(users.len());
