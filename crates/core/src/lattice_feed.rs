@@ -303,9 +303,76 @@ impl LatticeFeed {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
+
+    /// A value in wire form, from a small domain so that updates collide.
+    fn wire_value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            (0u64..4).prop_map(|n| json!({"counter": n})),
+            proptest::collection::vec("[ab]", 0..3).prop_map(|s| json!({"set": s})),
+            (0u8..3, "[xy]").prop_map(|(ts, v)| json!({"register": {"value": v, "ts": ts}})),
+        ]
+    }
+
+    fn wire_lattice() -> impl Strategy<Value = Lattice> {
+        proptest::collection::btree_map("[pq]", wire_value(), 0..3).prop_map(|m| {
+            let text = serde_json::to_string(&m).expect("json");
+            Lattice::parse(&text, &Bounds::default()).expect("valid")
+        })
+    }
+
+    fn wire_update() -> impl Strategy<Value = NamespaceValues> {
+        (
+            wire_lattice(),
+            proptest::collection::btree_map("[rv]", wire_lattice(), 0..2),
+        )
+            .prop_map(|(shared, users)| NamespaceValues { shared, users })
+    }
+
+    proptest! {
+        /// A subscriber that read the state after any prefix of the updates
+        /// and then receives the changes of the rest, in any order, some
+        /// twice, holds what the broker holds: changes with merged values
+        /// are enough, whatever the delivery.
+        #[test]
+        fn changes_in_any_order_and_repetition_reach_the_stored_state(
+            updates in proptest::collection::vec(wire_update(), 1..6),
+            read_after in 0usize..6,
+            order in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let bounds = Bounds::default();
+            let mut store = NamespaceValues::default();
+            let mut full = None;
+            let mut changes = Vec::new();
+            for (i, update) in updates.iter().enumerate() {
+                if i == read_after.min(updates.len() - 1) && full.is_none() {
+                    full = Some(store.clone());
+                }
+                let merged = merge(&store.shared, &store.users, update, &bounds).expect("bounded");
+                if let Some(shared) = merged.shared {
+                    store.shared = shared;
+                }
+                store.users.extend(merged.users);
+                changes.push(merged.change);
+            }
+            let mut client = full.unwrap_or_default();
+            // Every change once, in a scrambled order, then some again.
+            let mut deliveries: Vec<&NamespaceValues> = changes.iter().rev().collect();
+            deliveries.extend(order.iter().map(|i| &changes[i.index(changes.len())]));
+            for change in deliveries {
+                client.shared.merge(&change.shared, &Bounds::STORED).expect("unbounded");
+                for (user, values) in &change.users {
+                    client.users.entry(user.clone()).or_default().merge(values, &Bounds::STORED).expect("unbounded");
+                }
+            }
+            client.users.retain(|_, l| !l.is_empty());
+            store.users.retain(|_, l| !l.is_empty());
+            prop_assert_eq!(client, store);
+        }
+    }
 
     fn lattice(v: serde_json::Value) -> Lattice {
         Lattice::parse(&v.to_string(), &Bounds::default()).expect("valid")

@@ -181,3 +181,43 @@ async fn tabs_subscribing_during_updates_miss_no_change() {
         assert_eq!(view.json(), expected);
     }
 }
+
+/// A tab holding only a lattice subscription is told of an outage, and
+/// gets the namespace's full state again once Redis is back (changes may
+/// have been missed meanwhile).
+#[tokio::test]
+async fn after_an_outage_the_full_state_is_sent_again() {
+    let mut redis = RedisServer::start().await;
+    let nodes = nodes(&redis, 1).await;
+    let mut client = nodes[0].client().await;
+    client.identify("roger").await;
+    client
+        .send_json(&json!({"class": "lattice_subscribe", "namespace": "unread"}))
+        .await;
+    let (full, _) = client.recv_until("lattice").await;
+    assert_eq!(full["full"], true);
+    redis.kill().await;
+    let lost = client.recv().await;
+    assert_eq!(
+        (&lost["class"], &lost["reason"]),
+        (&json!("reset"), &json!("broker_unavailable")),
+        "{lost}"
+    );
+    let (status, _) = nodes[0]
+        .lattice_update(
+            Some(API_KEY),
+            &update(json!({"n": {"counter": 1}}), json!({})),
+        )
+        .await;
+    assert_eq!(status, 503);
+    redis.restart().await;
+    let restored = client.recv().await;
+    assert_eq!(restored["reason"], "broker_restored", "{restored}");
+    let again = client.recv().await;
+    assert_eq!(
+        (&again["class"], &again["full"]),
+        (&json!("lattice"), &json!(true)),
+        "{again}"
+    );
+    assert_eq!(again["namespace"], "unread");
+}
