@@ -17,11 +17,12 @@ use chouquette_protocol::{ResetReason, server};
 use crate::connections::Registry;
 use crate::filter::Filter;
 use crate::index::FilterIndex;
+use crate::lattice_feed::LatticeFeed;
 use crate::outbox::{Outbound, Outbox, Pushed};
 use crate::publication::{ChannelId, Publication};
 use crate::telemetry::{DropReason, Telemetry};
 use crate::user_calls::CallTable;
-use crate::user_mail::UserMessage;
+use crate::user_mail::{UserCommand, UserMessage};
 
 /// A hub-wide subscription id.
 pub type SubId = u64;
@@ -64,6 +65,9 @@ pub struct Hub {
     /// This node's backend calls waiting for clients: brokers deliver the
     /// replies about them here (see [`crate::user_calls`]).
     calls: CallTable,
+    /// This node's lattice subscribers: lattice changes, which travel as
+    /// user messages, are queued from here (see [`crate::lattice_feed`]).
+    lattices: LatticeFeed,
 }
 
 thread_local! {
@@ -94,6 +98,7 @@ impl Hub {
             telemetry,
             connections: Registry::default(),
             calls: CallTable::default(),
+            lattices: LatticeFeed::default(),
         }
     }
 
@@ -107,10 +112,20 @@ impl Hub {
         &self.calls
     }
 
+    /// This node's lattice subscribers.
+    pub fn lattices(&self) -> &LatticeFeed {
+        &self.lattices
+    }
+
     /// Posts a message addressed to a user to each of that user's
     /// connections on this node; returns how many. Called by the broker on
     /// every node, like [`Hub::deliver`]; never waits for a client.
     pub fn deliver_to_user(&self, message: &UserMessage) -> usize {
+        if let UserCommand::Lattice { namespace, frame } = &*message.command {
+            return self
+                .lattices
+                .deliver(&message.app, namespace, &message.user, frame);
+        }
         self.connections
             .post_to_user(&message.app, &message.user, &message.command)
     }

@@ -48,6 +48,17 @@ impl Default for Bounds {
     }
 }
 
+impl Bounds {
+    /// No limit: for reading state the gateway stored itself (it was within
+    /// the bounds in force when written; smaller bounds since must not make
+    /// it unreadable).
+    pub const STORED: Bounds = Bounds {
+        max_keys: usize::MAX,
+        max_set_len: usize::MAX,
+        max_text_len: usize::MAX,
+    };
+}
+
 /// Why an update was refused; nothing of it was merged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -170,6 +181,32 @@ impl Lattice {
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.values.get(key)
+    }
+
+    /// How many keys it holds.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The values this lattice holds now for the keys `delta` names: what a
+    /// client is sent for a change, so that applying it twice, late, or out
+    /// of order with other changes still converges (each value is the
+    /// merged one, never only its increment).
+    pub fn current_of(&self, delta: &Lattice) -> Lattice {
+        let values = delta
+            .values
+            .keys()
+            .filter_map(|k| self.values.get(k).map(|v| (k.clone(), v.clone())))
+            .collect();
+        Lattice { values }
+    }
+
+    /// The wire form, as [`Lattice::parse`] reads it back (stored by the
+    /// Redis broker, sent to clients).
+    pub fn to_json(&self) -> String {
+        // Every register's text was produced by serde_json (see
+        // `parse_value`), so serializing cannot fail; `{}` is a safe floor.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
     }
 
     /// Merges `update` in, all or nothing: within `bounds` the result is

@@ -31,6 +31,7 @@ pub mod hub;
 pub mod index;
 pub mod ingest;
 pub mod lattice;
+pub mod lattice_feed;
 pub mod limits;
 pub mod node;
 pub mod outbox;

@@ -11,6 +11,8 @@ use crate::broker::{Broker, BrokerError};
 use crate::connections::{Connection, Registry};
 use crate::hub::Hub;
 use crate::ingest::{self, Caller, PublishError};
+use crate::lattice::{Bounds, Lattice};
+use crate::lattice_feed::{self, NamespaceValues};
 use crate::limits::{Limiters, Rate};
 use crate::outbox::{SIGNAL_BROKER_LOST, SIGNAL_BROKER_RESTORED};
 use crate::publication::{NewEvent, Position};
@@ -294,6 +296,48 @@ impl Node {
             None => UserCommand::Unsubscribe { channel },
         };
         self.send_to_user(app, user, command).await
+    }
+
+    /// Merges a backend's lattice update into `namespace` of `app` (in the
+    /// broker, all or nothing, within [`Bounds::default`]), then sends what
+    /// changed to every subscriber on every node: the shared values to all
+    /// of them, each user's to that user's own (see
+    /// [`crate::lattice_feed`]). Answers what changed.
+    ///
+    /// A node that fails between the merge and the sends leaves the change
+    /// stored but untold; subscribers get it with their next full state
+    /// (at the next `lattice_subscribe`, or when the broker link is back).
+    ///
+    /// [`Bounds::default`]: crate::lattice::Bounds
+    pub async fn update_lattices(
+        &self,
+        app: &str,
+        namespace: &str,
+        update: &NamespaceValues,
+    ) -> Result<NamespaceValues, BrokerError> {
+        let bounds = Bounds::default();
+        let change = self
+            .broker
+            .merge_lattices(app, namespace, update, &bounds)
+            .await?;
+        let none = Lattice::default();
+        if !change.shared.is_empty() {
+            let frame = lattice_feed::change_frame(namespace, &change.shared, &none);
+            let command = UserCommand::Lattice {
+                namespace: namespace.into(),
+                frame,
+            };
+            self.send_to_user(app, "", command).await?;
+        }
+        for (user, values) in &change.users {
+            let frame = lattice_feed::change_frame(namespace, &none, values);
+            let command = UserCommand::Lattice {
+                namespace: namespace.into(),
+                frame,
+            };
+            self.send_to_user(app, user, command).await?;
+        }
+        Ok(change)
     }
 
     /// Publishes `events` as one batch on the gateway's own authority (no

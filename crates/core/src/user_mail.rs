@@ -61,6 +61,21 @@ pub enum UserCommand {
     /// A backend's call: write its frame and keep its id answerable
     /// (see [`crate::user_calls`]).
     Call(ClientCall),
+    /// A change of a lattice namespace (see [`crate::lattice_feed`]), a
+    /// ready frame: each hub queues it for the connections subscribed to
+    /// `namespace` of the user, or of every user when the message's user is
+    /// empty (the shared values). Never posted to a mailbox.
+    Lattice {
+        /// The namespace.
+        namespace: Box<str>,
+        /// The `lattice` message.
+        frame: Bytes,
+    },
+    /// Read the lattice namespaces this connection subscribed to again and
+    /// send their full state (posted by a session to itself when the broker
+    /// link is back: changes may have been missed meanwhile; never sent
+    /// between nodes).
+    ReloadLattices,
 }
 
 /// A command for every connection of `user` of `app`.
@@ -107,6 +122,12 @@ impl UserMessage {
                     .into();
                 value["frame"] = String::from_utf8_lossy(&call.frame).into_owned().into();
             }
+            UserCommand::Lattice { namespace, frame } => {
+                value["do"] = "lattice".into();
+                value["namespace"] = (**namespace).into();
+                value["frame"] = String::from_utf8_lossy(frame).into_owned().into();
+            }
+            UserCommand::ReloadLattices => value["do"] = "reload_lattices".into(),
         }
         Bytes::from(value.to_string())
     }
@@ -142,6 +163,10 @@ impl UserMessage {
                 ),
                 frame: Bytes::from(text("frame")?.to_string()),
             }),
+            "lattice" => UserCommand::Lattice {
+                namespace: text("namespace")?.into(),
+                frame: Bytes::from(text("frame")?.to_string()),
+            },
             other => return Err(bad(&format!("unknown command `{other}`"))),
         };
         Ok(UserMessage {
@@ -173,6 +198,10 @@ mod tests {
                 timeout: std::time::Duration::from_millis(1500),
                 frame: Bytes::from_static(br#"{"class":"call"}"#),
             }),
+            UserCommand::Lattice {
+                namespace: "unread".into(),
+                frame: Bytes::from_static(br#"{"class":"lattice"}"#),
+            },
         ];
         for command in commands {
             let message = UserMessage {

@@ -39,6 +39,10 @@ pub enum ClientBody {
     Result(CallResult),
     /// `error` with an `id`: the client refusing a backend's `call`.
     Error(CallError),
+    /// `lattice_subscribe`: `{"namespace": "unread"}`, the full state then changes.
+    LatticeSubscribe(LatticeRequest),
+    /// `lattice_unsubscribe`: `{"namespace": "unread"}`, no more changes.
+    LatticeUnsubscribe(LatticeRequest),
 }
 
 impl ClientBody {
@@ -52,6 +56,8 @@ impl ClientBody {
             ClientBody::Publish(_) => "publish",
             ClientBody::Result(_) => "result",
             ClientBody::Error(_) => "error",
+            ClientBody::LatticeSubscribe(_) => "lattice_subscribe",
+            ClientBody::LatticeUnsubscribe(_) => "lattice_unsubscribe",
         }
     }
 }
@@ -136,6 +142,13 @@ pub struct CallError {
     pub message: Option<String>,
 }
 
+/// A `lattice_subscribe` or `lattice_unsubscribe` message.
+#[derive(Debug, Deserialize)]
+pub struct LatticeRequest {
+    /// The namespace of the connection's app (its `connect` identity's).
+    pub namespace: String,
+}
+
 /// Why a client message could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
@@ -194,6 +207,8 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
         "publish" => ClientBody::Publish(body(text, &class).map_err(fail)?),
         "result" => ClientBody::Result(body(text, &class).map_err(fail)?),
         "error" => ClientBody::Error(body(text, &class).map_err(fail)?),
+        "lattice_subscribe" => ClientBody::LatticeSubscribe(body(text, &class).map_err(fail)?),
+        "lattice_unsubscribe" => ClientBody::LatticeUnsubscribe(body(text, &class).map_err(fail)?),
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(fail(format!("unknown class `{shown}`")));
@@ -265,6 +280,8 @@ mod tests {
             r#"{"class":7}"#,
             r#"{"class":"nope"}"#,
             r#"{"class":"unsubscribe","channels":"bornes"}"#,
+            r#"{"class":"lattice_subscribe"}"#,
+            r#"{"class":"lattice_unsubscribe","namespace":7}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad} should be refused");
         }

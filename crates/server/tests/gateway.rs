@@ -44,6 +44,8 @@ mod health;
 mod hostile;
 #[path = "gateway/idle.rs"]
 mod idle;
+#[path = "gateway/lattices.rs"]
+mod lattices;
 #[path = "gateway/limits.rs"]
 mod limits;
 #[path = "gateway/origins.rs"]

@@ -18,6 +18,8 @@ mod connect_auth;
 mod epochs;
 #[path = "redis/inbox.rs"]
 mod inbox;
+#[path = "redis/lattices.rs"]
+mod lattices;
 #[path = "redis/nodes.rs"]
 mod nodes;
 #[path = "redis/outage.rs"]

@@ -22,6 +22,8 @@ use chouquette::http_client::HttpClient;
 use chouquette::serve::{self, Running};
 
 mod backend;
+mod lattice_view;
+pub use lattice_view::LatticeView;
 mod postgres;
 pub use postgres::{PG_DATABASE, PG_ROLE, PostgresServer};
 mod redis;
@@ -152,6 +154,12 @@ impl TestNode {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// POSTs a lattice update (`/api/v1/lattices`) with `key` (none: no
+    /// `Authorization`); returns the status and parsed body.
+    pub async fn lattice_update(&self, key: Option<&str>, body: &Value) -> (u16, Value) {
+        self.api_post("/api/v1/lattices", key, body).await
     }
 
     /// POSTs `body` to `path` (`/api/v1/...`) of the internal listener with

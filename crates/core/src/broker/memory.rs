@@ -14,12 +14,19 @@ use super::{BoxFuture, Broker, BrokerError, PublishFailure, UserGrants};
 use crate::app::ChannelPolicy;
 use crate::history::{Appended, ChannelLog, Recovered};
 use crate::hub::Hub;
+use crate::lattice::{Bounds, Lattice};
+use crate::lattice_feed::{self, MAX_NAMESPACES_PER_APP, MAX_USERS_PER_NAMESPACE, NamespaceValues};
 use crate::publication::{ChannelId, NewEvent, Position};
 use crate::user_calls::CallReply;
 use crate::user_mail::{MAX_GRANT_USERS, MAX_GRANTS_PER_USER, UserMessage};
 
 /// Backend subscriptions by (app, user), then channel.
 type Grants = HashMap<(Box<str>, Box<str>), BTreeMap<String, serde_json::Value>>;
+
+/// Lattice namespaces by app, then namespace: at most
+/// [`MAX_NAMESPACES_PER_APP`] per app, each with at most
+/// [`MAX_USERS_PER_NAMESPACE`] users (apps are the configured ones).
+type Lattices = HashMap<Box<str>, HashMap<Box<str>, NamespaceValues>>;
 
 /// The default broker.
 #[derive(Debug)]
@@ -33,6 +40,8 @@ pub struct MemoryBroker {
     /// [`MAX_GRANTS_PER_USER`] channels each; lost with the process, as the
     /// history is.
     grants: Mutex<Grants>,
+    /// Lattice values; lost with the process, as the history is.
+    lattices: Mutex<Lattices>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -50,7 +59,51 @@ impl MemoryBroker {
             max_channels,
             link: tokio::sync::watch::Sender::new(true),
             grants: Mutex::new(HashMap::new()),
+            lattices: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn merge_lattices_now(
+        &self,
+        app: &str,
+        namespace: &str,
+        update: &NamespaceValues,
+        bounds: &Bounds,
+    ) -> Result<NamespaceValues, BrokerError> {
+        let mut lattices = lock(&self.lattices);
+        let namespaces = lattices.entry(app.into()).or_default();
+        if !namespaces.contains_key(namespace) && namespaces.len() >= MAX_NAMESPACES_PER_APP {
+            return Err(BrokerError::TooManyNamespaces(MAX_NAMESPACES_PER_APP));
+        }
+        let held = namespaces.entry(namespace.into()).or_default();
+        let merged = lattice_feed::merge(&held.shared, &held.users, update, bounds)
+            .map_err(BrokerError::from)
+            .and_then(|merged| {
+                let fresh = merged
+                    .users
+                    .keys()
+                    .filter(|u| !held.users.contains_key(*u))
+                    .count();
+                if fresh > 0 && held.users.len() + fresh > MAX_USERS_PER_NAMESPACE {
+                    return Err(BrokerError::TooManyLatticeUsers(MAX_USERS_PER_NAMESPACE));
+                }
+                Ok(merged)
+            });
+        let merged = match merged {
+            Ok(merged) => merged,
+            Err(e) => {
+                // A refused first update leaves no namespace behind.
+                if held.is_empty() {
+                    namespaces.remove(namespace);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(shared) = merged.shared {
+            held.shared = shared;
+        }
+        held.users.extend(merged.users);
+        Ok(merged.change)
     }
 
     fn set_grant_now(
@@ -223,5 +276,31 @@ impl Broker for MemoryBroker {
             .map(|g| g.iter().map(|(c, f)| (c.clone(), f.clone())).collect())
             .unwrap_or_default();
         Box::pin(async move { Ok(held) })
+    }
+
+    fn merge_lattices<'a>(
+        &'a self,
+        app: &'a str,
+        namespace: &'a str,
+        update: &'a NamespaceValues,
+        bounds: &'a Bounds,
+    ) -> BoxFuture<'a, Result<NamespaceValues, BrokerError>> {
+        let result = self.merge_lattices_now(app, namespace, update, bounds);
+        Box::pin(async move { result })
+    }
+
+    fn lattices<'a>(
+        &'a self,
+        app: &'a str,
+        namespace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(Lattice, Lattice), BrokerError>> {
+        let lattices = lock(&self.lattices);
+        let held = lattices.get(app).and_then(|n| n.get(namespace));
+        let values = held.map_or_else(Default::default, |h| {
+            let user = h.users.get(user).cloned().unwrap_or_default();
+            (h.shared.clone(), user)
+        });
+        Box::pin(async move { Ok(values) })
     }
 }

@@ -19,6 +19,8 @@ pub use memory::MemoryBroker;
 
 use crate::app::ChannelPolicy;
 use crate::history::{LogError, Recovered};
+use crate::lattice::{Bounds, Lattice};
+use crate::lattice_feed::{MergeError, NamespaceValues};
 use crate::publication::{ChannelId, NewEvent, Position};
 use crate::user_calls::CallReply;
 use crate::user_mail::UserMessage;
@@ -57,6 +59,16 @@ pub enum BrokerError {
     /// maximum of backend subscriptions; nothing was stored.
     #[error("too many backend subscriptions (limit {0})")]
     TooManyGrants(usize),
+    /// A lattice update was refused (a bad value, a bound); nothing of it
+    /// was merged.
+    #[error(transparent)]
+    Lattice(#[from] MergeError),
+    /// The app already holds its maximum of lattice namespaces.
+    #[error("too many lattice namespaces for this app (limit {0})")]
+    TooManyNamespaces(usize),
+    /// The namespace already holds values for its maximum of users.
+    #[error("too many users with values in this namespace (limit {0})")]
+    TooManyLatticeUsers(usize),
 }
 
 /// A publish that stopped part-way: what was published, and why it stopped.
@@ -174,4 +186,28 @@ pub trait Broker: Send + Sync + 'static {
         app: &'a str,
         user: &'a str,
     ) -> BoxFuture<'a, Result<UserGrants, BrokerError>>;
+
+    /// Merges `update` into `namespace` of `app` (see
+    /// [`crate::lattice_feed::merge`]), all or nothing, and so that no
+    /// concurrent merge on any node is lost; answers what changed, each
+    /// key with its merged value. Bounded: each lattice by `bounds`,
+    /// [`crate::lattice_feed::MAX_NAMESPACES_PER_APP`] and
+    /// [`crate::lattice_feed::MAX_USERS_PER_NAMESPACE`]. Delivering the
+    /// change is the caller's ([`crate::node::Node::update_lattices`]).
+    fn merge_lattices<'a>(
+        &'a self,
+        app: &'a str,
+        namespace: &'a str,
+        update: &'a NamespaceValues,
+        bounds: &'a Bounds,
+    ) -> BoxFuture<'a, Result<NamespaceValues, BrokerError>>;
+
+    /// The shared values of `namespace` of `app`, and `user`'s own (empty
+    /// when none were merged).
+    fn lattices<'a>(
+        &'a self,
+        app: &'a str,
+        namespace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(Lattice, Lattice), BrokerError>>;
 }

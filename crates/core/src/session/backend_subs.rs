@@ -62,6 +62,7 @@ impl Session {
     pub(super) fn set_identity(&mut self, identity: Option<Arc<Identity>>, out: &mut Vec<Bytes>) {
         if !same_user(self.identity.as_deref(), identity.as_deref()) {
             self.end_backend_subs(out);
+            self.end_lattices();
         }
         self.identity = identity.clone();
         let connection = self.subscriptions.connection().clone();
@@ -95,6 +96,9 @@ impl Session {
                 UserCommand::Frame(frame) => out.push(frame.clone()),
                 UserCommand::LoadGrants => self.load_grants(out).await,
                 UserCommand::Call(call) => self.call_sent(call, out),
+                // Queued by the hub's lattice feed, never posted to a mailbox.
+                UserCommand::Lattice { .. } => {}
+                UserCommand::ReloadLattices => self.reload_lattices(out).await,
             }
         }
         if connection.has_mail() {

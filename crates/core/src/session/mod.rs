@@ -17,6 +17,7 @@ mod backend_subs;
 pub mod calls;
 pub mod connect_auth;
 mod client_calls;
+pub mod lattices;
 pub mod publish;
 pub mod subscriptions;
 
@@ -101,6 +102,8 @@ pub struct Session {
     backend: backend_subs::BackendSubs,
     /// Backends' calls this connection was sent and may answer.
     client_calls: crate::user_calls::OpenCalls,
+    /// Its lattice namespaces (see [`lattices`]).
+    lattices: lattices::LatticeSubs,
 }
 
 /// Counts an error and appends its frame.
@@ -144,6 +147,7 @@ impl Session {
             calls: calls::InFlight::default(),
             backend: backend_subs::BackendSubs::default(),
             client_calls: crate::user_calls::OpenCalls::default(),
+            lattices: lattices::LatticeSubs::default(),
         }
     }
 
@@ -237,6 +241,12 @@ impl Session {
             ClientBody::Publish(raw) => return self.publish(&raw, reference, out).await,
             ClientBody::Result(result) => self.call_result(result),
             ClientBody::Error(error) => return self.call_error(error, reference, out),
+            ClientBody::LatticeSubscribe(l) => {
+                self.lattice_subscribe(&l.namespace, reference, out).await;
+            }
+            ClientBody::LatticeUnsubscribe(l) => {
+                self.lattice_unsubscribe(&l.namespace, reference, out);
+            }
         }
         Verdict::Continue
     }
@@ -506,8 +516,12 @@ impl Session {
             (SIGNAL_BROKER_LOST, ResetReason::BrokerUnavailable),
             (SIGNAL_BROKER_RESTORED, ResetReason::BrokerRestored),
         ];
+        if signals & SIGNAL_BROKER_RESTORED != 0 {
+            self.reload_lattices_later();
+        }
         for (signal, reason) in link {
-            if signals & signal != 0 && self.subscriptions.count() > 0 {
+            let holds = self.subscriptions.count() > 0 || self.lattices.any();
+            if signals & signal != 0 && holds {
                 self.node.telemetry().link.reset_sent();
                 out.push(server::reset(None, reason));
             }
@@ -602,6 +616,7 @@ impl Session {
 
     /// Leaves every channel; the session is done.
     pub fn end(&mut self) {
+        self.end_lattices();
         self.subscriptions.outbox().close();
         self.subscriptions.end();
         self.node

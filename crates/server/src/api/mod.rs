@@ -6,6 +6,7 @@
 //! exposed publicly.
 
 pub mod admin;
+pub mod lattices;
 pub mod subscriptions;
 pub mod users;
 
@@ -45,6 +46,7 @@ pub fn router(shared: Gateway) -> Router {
         )
         .route("/api/v1/calls", post(users::call).layer(body_limit))
         .route("/api/v1/users/send", post(users::send).layer(body_limit))
+        .route("/api/v1/lattices", post(lattices::update).layer(body_limit))
         .merge(admin::router(body_limit))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

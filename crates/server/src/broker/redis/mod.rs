@@ -14,6 +14,7 @@
 //! commands and tells clients `broker_restored`.
 
 mod commands;
+mod lattices;
 mod link;
 mod users;
 mod wire;
@@ -28,6 +29,8 @@ use chouquette_core::broker::{
 };
 use chouquette_core::history::{LogError, Recovered};
 use chouquette_core::hub::Hub;
+use chouquette_core::lattice::{Bounds, Lattice};
+use chouquette_core::lattice_feed::NamespaceValues;
 use chouquette_core::publication::{ChannelId, NewEvent, Position, Publication};
 use chouquette_core::recovery::{self, Plan};
 use chouquette_core::telemetry::Telemetry;
@@ -531,5 +534,24 @@ impl Broker for RedisBroker {
         user: &'a str,
     ) -> BoxFuture<'a, Result<UserGrants, BrokerError>> {
         Box::pin(self.read_grants(app, user))
+    }
+
+    fn merge_lattices<'a>(
+        &'a self,
+        app: &'a str,
+        namespace: &'a str,
+        update: &'a NamespaceValues,
+        bounds: &'a Bounds,
+    ) -> BoxFuture<'a, Result<NamespaceValues, BrokerError>> {
+        Box::pin(self.merge_lattices_cas(app, namespace, update, bounds))
+    }
+
+    fn lattices<'a>(
+        &'a self,
+        app: &'a str,
+        namespace: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(Lattice, Lattice), BrokerError>> {
+        Box::pin(self.read_lattices(app, namespace, user))
     }
 }
