@@ -18,6 +18,7 @@ use crate::connections::Registry;
 use crate::filter::Filter;
 use crate::index::FilterIndex;
 use crate::outbox::{Outbound, Outbox, Pushed};
+use crate::presence::Presence;
 use crate::publication::{ChannelId, Publication};
 use crate::telemetry::{DropReason, Telemetry};
 use crate::user_mail::UserMessage;
@@ -60,6 +61,9 @@ pub struct Hub {
     /// This node's connections: brokers deliver messages addressed to a
     /// user here too (see [`Hub::deliver_to_user`]).
     connections: Registry,
+    /// Who is subscribed to presence channels here; brokers announce
+    /// joins and leaves to it (see [`crate::presence`]).
+    presence: Arc<Presence>,
 }
 
 thread_local! {
@@ -87,9 +91,15 @@ impl Hub {
             channels: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             era: EraClock::default(),
+            presence: Arc::new(Presence::new(telemetry.presence.clone())),
             telemetry,
             connections: Registry::default(),
         }
+    }
+
+    /// Who is subscribed to presence channels on this node.
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.presence
     }
 
     /// This node's open connections.

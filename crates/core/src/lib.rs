@@ -34,6 +34,7 @@ pub mod lattice;
 pub mod limits;
 pub mod node;
 pub mod outbox;
+pub mod presence;
 pub mod publication;
 pub mod recovery;
 pub mod rpc;

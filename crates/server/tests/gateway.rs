@@ -42,6 +42,8 @@ mod idle;
 mod limits;
 #[path = "gateway/origins.rs"]
 mod origins;
+#[path = "gateway/presence.rs"]
+mod presence;
 #[path = "gateway/publish_api.rs"]
 mod publish_api;
 #[path = "gateway/resume.rs"]

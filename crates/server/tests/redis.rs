@@ -18,6 +18,8 @@ mod inbox;
 mod nodes;
 #[path = "redis/outage.rs"]
 mod outage;
+#[path = "redis/presence.rs"]
+mod presence;
 #[path = "redis/topology.rs"]
 mod topology;
 #[path = "redis/users.rs"]

@@ -6,7 +6,7 @@
 //! held for the fan-out's CPU time only. Epochs are random per process, so a
 //! restarted node tells resuming clients `history_gap`, which is the truth.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use super::{BoxFuture, Broker, BrokerError, PublishFailure, UserGrants};
 use crate::app::ChannelPolicy;
 use crate::history::{Appended, ChannelLog, Recovered};
 use crate::hub::Hub;
+use crate::presence::LocalChange;
 use crate::publication::{ChannelId, NewEvent, Position};
 use crate::user_mail::{MAX_GRANT_USERS, MAX_GRANTS_PER_USER, UserMessage};
 
@@ -32,6 +33,10 @@ pub struct MemoryBroker {
     /// [`MAX_GRANTS_PER_USER`] channels each; lost with the process, as the
     /// history is.
     grants: Mutex<Grants>,
+    /// Users present per presence channel: on one node, a local transition
+    /// is a cluster-wide one. Bounded like the hub's presence (one entry
+    /// per user with a subscription); a channel with none is removed.
+    present: Mutex<HashMap<ChannelId, BTreeSet<Box<str>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -49,6 +54,32 @@ impl MemoryBroker {
             max_channels,
             link: tokio::sync::watch::Sender::new(true),
             grants: Mutex::new(HashMap::new()),
+            present: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn presence_now(&self, changes: &[LocalChange]) {
+        let mut present = lock(&self.present);
+        for change in changes {
+            let users = present.entry(change.channel.clone()).or_default();
+            let changed = if change.here {
+                users.insert(change.user.clone())
+            } else {
+                users.remove(&change.user)
+            };
+            if users.is_empty() {
+                present.remove(&change.channel);
+            }
+            if !changed {
+                continue;
+            }
+            let user = [&*change.user];
+            let (joined, left): (&[&str], &[&str]) = if change.here {
+                (&user, &[])
+            } else {
+                (&[], &user)
+            };
+            self.hub.presence().announce(&change.channel, joined, left);
         }
     }
 
@@ -197,5 +228,24 @@ impl Broker for MemoryBroker {
             .map(|g| g.iter().map(|(c, f)| (c.clone(), f.clone())).collect())
             .unwrap_or_default();
         Box::pin(async move { Ok(held) })
+    }
+
+    fn presence_changed<'a>(
+        &'a self,
+        changes: &'a [LocalChange],
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.presence_now(changes);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn present<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+    ) -> BoxFuture<'a, Result<Vec<Box<str>>, BrokerError>> {
+        let users = lock(&self.present)
+            .get(channel)
+            .map(|u| u.iter().cloned().collect())
+            .unwrap_or_default();
+        Box::pin(async move { Ok(users) })
     }
 }

@@ -20,6 +20,7 @@ use crate::connections::{Connection, Holder, Identity};
 use crate::era::{Era, Meeting};
 use crate::hub::{Hub, RENUMBERED, SubId, Subscriber};
 use crate::outbox::{NO_SLOT, Outbound, Outbox, State};
+use crate::presence::{PRESENCE, Seat};
 use crate::publication::ChannelId;
 use crate::recovery::Cursor;
 use crate::switches::{Switch, Switches};
@@ -82,6 +83,9 @@ struct Slot {
     /// The broker era the cursor counts in.
     era: Era,
     exp: Option<u64>,
+    /// Its place in the channel's presence, if the channel has presence:
+    /// dropped with the slot, whatever ends the subscription.
+    seat: Option<Seat>,
 }
 
 impl Slot {
@@ -219,6 +223,7 @@ impl Subscriptions {
             cursor: Cursor::at(u64::MAX),
             era,
             exp: grant.exp,
+            seat: None,
         });
         Ok(tag)
     }
@@ -231,6 +236,21 @@ impl Subscriptions {
         {
             s.epoch = Some(epoch);
             s.cursor = Cursor::at(top);
+        }
+    }
+
+    /// Makes the subscription tagged `slot` a subscriber of its channel's
+    /// presence, present as `user` if given (see [`crate::presence`]).
+    pub fn take_seat(&mut self, slot: u32, user: Option<&str>) {
+        if let Some(Some(s)) = self.slots.get_mut(index_of(slot))
+            && s.tag == slot
+        {
+            let outbox = self.connection.outbox().clone();
+            let seat = self
+                .hub
+                .presence()
+                .enter(&s.holder.channel, user, outbox, slot);
+            s.seat = Some(seat);
         }
     }
 
@@ -396,6 +416,12 @@ fn admission(hub: &Hub, slots: &mut [Option<Slot>], item: &Outbound) -> Admissio
     }
     if item.offset == RENUMBERED {
         return renumbered(hub, slot);
+    }
+    if item.offset == PRESENCE {
+        // No event: the cursor does not move. One queued while the
+        // subscribe was handled is written after its replies, so after
+        // the `present` list.
+        return Admission::New;
     }
     if slot.admit(item.era, item.offset) {
         Admission::New

@@ -125,6 +125,7 @@ impl Telemetry {
         self.render_channels(&mut out);
         self.link.render(&mut out);
         self.tls.render(&mut out);
+        self.presence.render(&mut out);
         out
     }
 

@@ -15,6 +15,7 @@
 
 mod commands;
 mod link;
+mod presence;
 mod users;
 mod wire;
 
@@ -28,6 +29,7 @@ use chouquette_core::broker::{
 };
 use chouquette_core::history::{LogError, Recovered};
 use chouquette_core::hub::Hub;
+use chouquette_core::presence::LocalChange;
 use chouquette_core::publication::{ChannelId, NewEvent, Position, Publication};
 use chouquette_core::recovery::{self, Plan};
 use chouquette_core::telemetry::Telemetry;
@@ -68,6 +70,9 @@ pub struct RedisSettings {
     pub max_lag: Duration,
     /// How often the node stops listening on channels it no longer serves.
     pub topic_sweep: Duration,
+    /// How long this node's presence entries outlive their last refresh
+    /// (see `presence.rs`).
+    pub presence_timeout: Duration,
 }
 
 /// The state the broker, its link task and its callers share.
@@ -90,6 +95,9 @@ struct Shared {
     recover: Script,
     /// Where control messages and link-up events go (see [`Control`]).
     control: RwLock<Option<ControlHandler>>,
+    /// This process's name in presence entries: random, so a node
+    /// restarted under the same id does not revive its old entries.
+    presence_node: Box<str>,
 }
 
 /// What the broker tells the node's control handler.
@@ -183,6 +191,7 @@ impl RedisBroker {
             publish: Script::new(PUBLISH_LUA),
             recover: Script::new(RECOVER_LUA),
             control: RwLock::new(None),
+            presence_node: format!("{}{}", new_epoch(), new_epoch()).into(),
         });
         let mut up = shared.status.subscribe();
         let task = tokio::spawn(link::supervise(Arc::downgrade(&shared)));
@@ -508,5 +517,26 @@ impl Broker for RedisBroker {
         user: &'a str,
     ) -> BoxFuture<'a, Result<UserGrants, BrokerError>> {
         Box::pin(self.read_grants(app, user))
+    }
+
+    fn presence_changed<'a>(
+        &'a self,
+        changes: &'a [LocalChange],
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.presence_changes(changes))
+    }
+
+    fn presence_refresh<'a>(
+        &'a self,
+        here: &'a [(ChannelId, Vec<Box<str>>)],
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.presence_refresh_now(here))
+    }
+
+    fn present<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+    ) -> BoxFuture<'a, Result<Vec<Box<str>>, BrokerError>> {
+        Box::pin(self.read_present(channel))
     }
 }
