@@ -91,7 +91,7 @@ impl Hub {
             channels: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             era: EraClock::default(),
-            presence: Arc::new(Presence::new(telemetry.presence.clone())),
+            presence: Arc::new(Presence::new(telemetry.clone())),
             telemetry,
             connections: Registry::default(),
         }

@@ -53,6 +53,7 @@ use crate::node::Node;
 use crate::outbox::{Outbound, Outbox, Pushed};
 use crate::publication::ChannelId;
 use crate::telemetry::prometheus::Family;
+use crate::telemetry::{DropReason, Telemetry};
 
 /// Most users a `present` list names, and most changes one channel holds
 /// between two ticks. Past it the list is cut (users sorted by name, the
@@ -141,7 +142,9 @@ struct Inner {
 #[derive(Debug)]
 pub struct Presence {
     inner: Mutex<Inner>,
-    telemetry: Arc<PresenceTelemetry>,
+    /// The node's, for slow consumers; presence's own counters are in
+    /// its `presence` part.
+    telemetry: Arc<Telemetry>,
 }
 
 /// Records `value` for `key`, or cancels the opposite change waiting there:
@@ -159,7 +162,7 @@ fn toggle<K: Eq + std::hash::Hash>(map: &mut HashMap<K, bool>, key: K, value: bo
 
 impl Presence {
     /// No presence yet; counts into `telemetry`.
-    pub fn new(telemetry: Arc<PresenceTelemetry>) -> Presence {
+    pub fn new(telemetry: Arc<Telemetry>) -> Presence {
         Presence {
             inner: Mutex::new(Inner::default()),
             telemetry,
@@ -194,7 +197,10 @@ impl Presence {
             first = *count == 1;
         }
         if let (true, Some(user)) = (first, user) {
-            self.telemetry.users.fetch_add(1, Ordering::Relaxed);
+            self.telemetry
+                .presence
+                .users
+                .fetch_add(1, Ordering::Relaxed);
             toggle(&mut inner.outgoing, (channel.clone(), user.into()), true);
         }
         Seat {
@@ -225,12 +231,29 @@ impl Presence {
             inner.channels.remove(&seat.channel);
         }
         if let (true, Some(user)) = (last, &seat.user) {
-            self.telemetry.users.fetch_sub(1, Ordering::Relaxed);
+            self.telemetry
+                .presence
+                .users
+                .fetch_sub(1, Ordering::Relaxed);
             toggle(
                 &mut inner.outgoing,
                 (seat.channel.clone(), user.clone()),
                 false,
             );
+        }
+    }
+
+    /// Counts a frame that overflowed an outbox as the hub does: the
+    /// connection closes as a slow consumer.
+    fn count(&self, outbox: &Outbox, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued => {}
+            Pushed::Overflowed => {
+                self.telemetry.slow_consumer();
+                let lost = outbox.capacity() + 1;
+                self.telemetry.dropped(DropReason::SlowConsumer, lost);
+            }
+            Pushed::Refused => self.telemetry.dropped(DropReason::Closed, 1),
         }
     }
 
@@ -272,7 +295,10 @@ impl Presence {
         for (user, joined) in changes {
             let user = user.as_ref();
             if state.pending.len() >= MAX_PRESENT && !state.pending.contains_key(user) {
-                self.telemetry.dropped.fetch_add(1, Ordering::Relaxed);
+                self.telemetry
+                    .presence
+                    .dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             toggle(&mut state.pending, user.into(), joined);
@@ -308,13 +334,12 @@ impl Presence {
                     offset: PRESENCE,
                     received: now,
                 });
-                if pushed == Pushed::Overflowed {
-                    tracing::debug!(%channel, "a presence frame overflowed an outbox");
-                }
+                self.count(&listener.outbox, pushed);
             }
             frames += 1;
         }
         self.telemetry
+            .presence
             .frames
             .fetch_add(frames as u64, Ordering::Relaxed);
         frames
@@ -333,13 +358,14 @@ impl Presence {
         state.pending.clear();
         let now = Instant::now();
         for listener in state.listeners.values() {
-            listener.outbox.push(Outbound {
+            let pushed = listener.outbox.push(Outbound {
                 frame: frame.clone(),
                 slot: listener.slot,
                 era,
                 offset: PRESENCE,
                 received: now,
             });
+            self.count(&listener.outbox, pushed);
         }
     }
 }

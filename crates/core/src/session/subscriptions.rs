@@ -564,6 +564,47 @@ mod tests {
         assert_eq!(subs.count(), 1);
     }
 
+    /// Presence frames are no events: admitted while history is read and
+    /// after any offset, without moving the cursor; dropped once their
+    /// subscription ended; and the seat goes with the slot.
+    #[test]
+    fn presence_frames_leave_the_cursor_alone_and_end_with_their_subscription() {
+        let telemetry = Arc::new(Telemetry::default());
+        let hub = Arc::new(Hub::new(telemetry.clone()));
+        let registry = Registry::default();
+        let connection = registry.open(Transport::Ws, Arc::new(Outbox::new(8)), telemetry);
+        let mut subs = Subscriptions::new(hub.clone(), connection, 8);
+        let channel = ChannelId::new("a", "chat");
+        let slot = subs
+            .register(
+                channel.clone(),
+                grant("u", None),
+                4,
+                None,
+                &Switches::default(),
+            )
+            .expect("registered");
+        subs.take_seat(slot, Some("u"));
+        assert_eq!(hub.presence().local(), vec![(channel, vec!["u".into()])]);
+        assert!(
+            subs.admit(&frame(slot, hub.era(), PRESENCE)),
+            "while recovering"
+        );
+        subs.recovered(slot, "e".into(), 3);
+        assert!(subs.admit(&frame(slot, hub.era(), 4)));
+        assert!(subs.admit(&frame(slot, hub.era(), PRESENCE)));
+        assert!(
+            subs.admit(&frame(slot, hub.era(), 5)),
+            "the cursor did not move"
+        );
+        subs.drop_channel("chat");
+        assert!(!subs.admit(&frame(slot, hub.era(), PRESENCE)));
+        assert!(
+            hub.presence().local().is_empty(),
+            "the seat went with the slot"
+        );
+    }
+
     #[test]
     fn a_switch_in_force_refuses_without_leaving_a_trace() {
         let telemetry = Arc::new(Telemetry::default());

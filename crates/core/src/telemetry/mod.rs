@@ -75,7 +75,7 @@ pub struct Telemetry {
     /// TLS on the public listener.
     pub tls: TlsTelemetry,
     /// Presence (shared with the hub's [`crate::presence::Presence`]).
-    pub presence: std::sync::Arc<crate::presence::PresenceTelemetry>,
+    pub presence: crate::presence::PresenceTelemetry,
 }
 
 impl Telemetry {
