@@ -154,3 +154,34 @@ async fn presence_spans_nodes_and_a_killed_node_s_users_leave_in_time() {
     let mut late = a.client().await;
     assert_eq!(join(&mut late, "late").await, ["ana", "roger", "zoe"]);
 }
+
+/// Redis restarted empty: the gateway records its users again and every
+/// subscriber of a presence channel gets a fresh `present` list (the
+/// changes of the outage were not seen).
+#[tokio::test]
+async fn after_an_outage_subscribers_get_a_fresh_present_list() {
+    let mut redis = RedisServer::start().await;
+    let a = TestNode::start(&config(&redis, "node-a")).await;
+    let mut roger = a.client().await;
+    join(&mut roger, "roger").await;
+    until(&mut roger, "joined", "roger").await;
+
+    redis.kill().await;
+    let (reset, _) = roger.recv_until("reset").await;
+    assert_eq!(reset["reason"], "broker_unavailable", "{reset}");
+    redis.restart().await;
+    let (mut restored, mut list) = (false, None);
+    while !restored || list.is_none() {
+        let m = roger.recv().await;
+        if m["class"] == "reset" {
+            assert_eq!(m["reason"], "broker_restored", "{m}");
+            restored = true;
+        } else if m["class"] == "presence" && m.get("present").is_some() {
+            list = Some(m["present"].clone());
+        }
+    }
+    assert_eq!(list, Some(json!(["roger"])));
+    // Recorded again in Redis: a newcomer sees roger.
+    let mut ana = a.client().await;
+    assert_eq!(join(&mut ana, "ana").await, ["roger"]);
+}
