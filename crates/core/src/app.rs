@@ -21,6 +21,9 @@ pub struct ChannelPolicy {
     pub keep_state: bool,
     /// Most keys kept; a publish adding one more is refused.
     pub max_state_keys: usize,
+    /// Tell subscribers who is subscribed (PROTOCOL.md section 10
+    /// "Presence"; see [`crate::presence`]).
+    pub presence: bool,
 }
 
 impl Default for ChannelPolicy {
@@ -30,6 +33,7 @@ impl Default for ChannelPolicy {
             history_ttl: Some(Duration::from_secs(24 * 3600)),
             keep_state: false,
             max_state_keys: 100_000,
+            presence: false,
         }
     }
 }

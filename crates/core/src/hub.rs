@@ -19,6 +19,7 @@ use crate::filter::Filter;
 use crate::index::FilterIndex;
 use crate::lattice_feed::LatticeFeed;
 use crate::outbox::{Outbound, Outbox, Pushed};
+use crate::presence::Presence;
 use crate::publication::{ChannelId, Publication};
 use crate::telemetry::{DropReason, Telemetry};
 use crate::user_calls::CallTable;
@@ -68,6 +69,9 @@ pub struct Hub {
     /// This node's lattice subscribers: lattice changes, which travel as
     /// user messages, are queued from here (see [`crate::lattice_feed`]).
     lattices: LatticeFeed,
+    /// Who is subscribed to presence channels here; brokers announce
+    /// joins and leaves to it (see [`crate::presence`]).
+    presence: Arc<Presence>,
 }
 
 thread_local! {
@@ -95,11 +99,17 @@ impl Hub {
             channels: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             era: EraClock::default(),
+            presence: Arc::new(Presence::new(telemetry.clone())),
             telemetry,
             connections: Registry::default(),
             calls: CallTable::default(),
             lattices: LatticeFeed::default(),
         }
+    }
+
+    /// Who is subscribed to presence channels on this node.
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.presence
     }
 
     /// This node's open connections.

@@ -35,6 +35,7 @@ pub mod lattice_feed;
 pub mod limits;
 pub mod node;
 pub mod outbox;
+pub mod presence;
 pub mod publication;
 pub mod recovery;
 pub mod rpc;

@@ -393,6 +393,61 @@ pub fn is_subscribed(frame: &[u8]) -> bool {
     frame.starts_with(br#"{"class":"subscribed""#)
 }
 
+#[derive(Serialize)]
+struct PresenceMessage<'a, S: AsRef<str>> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "names")]
+    present: Option<&'a [S]>,
+    #[serde(skip_serializing_if = "<[S]>::is_empty", serialize_with = "some_names")]
+    joined: &'a [S],
+    #[serde(skip_serializing_if = "<[S]>::is_empty", serialize_with = "some_names")]
+    left: &'a [S],
+}
+
+fn names<S: AsRef<str>, Z: serde::Serializer>(
+    names: &Option<&[S]>,
+    z: Z,
+) -> Result<Z::Ok, Z::Error> {
+    some_names(&names.unwrap_or(&[]), z)
+}
+
+fn some_names<S: AsRef<str>, Z: serde::Serializer>(names: &&[S], z: Z) -> Result<Z::Ok, Z::Error> {
+    z.collect_seq(names.iter().map(AsRef::as_ref))
+}
+
+/// Serializes the `presence` a subscriber of a presence channel gets first:
+/// the users `present` on it now (PROTOCOL.md section 10).
+pub fn presence_list<S: AsRef<str>>(channel: &str, present: &[S]) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&PresenceMessage {
+        class: "presence",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        channel,
+        present: Some(present),
+        joined: &[],
+        left: &[],
+    })
+}
+
+/// Serializes a `presence` change: the users who `joined` and `left` the
+/// channel (an empty list is left out; both may be given).
+pub fn presence_change<S: AsRef<str>>(channel: &str, joined: &[S], left: &[S]) -> Bytes {
+    let env = Envelope::now();
+    to_bytes(&PresenceMessage {
+        class: "presence",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        channel,
+        present: None,
+        joined,
+        left,
+    })
+}
+
 /// Whether a serialized gateway message is an `ack` (every message this
 /// module writes starts with its `class`).
 pub fn is_ack(frame: &[u8]) -> bool {
@@ -411,6 +466,20 @@ mod tests {
 
     fn parse(b: &Bytes) -> serde_json::Value {
         serde_json::from_slice(b).expect("valid JSON")
+    }
+
+    #[test]
+    fn presence_messages_name_only_what_they_carry() {
+        let list = parse(&presence_list("chat", &["roger", "vb"]));
+        assert_eq!(list["class"], "presence");
+        assert_eq!(list["present"], serde_json::json!(["roger", "vb"]));
+        assert!(list.get("joined").is_none() && list.get("left").is_none());
+        let empty = parse(&presence_list::<&str>("chat", &[]));
+        assert_eq!(empty["present"], serde_json::json!([]));
+        let change = parse(&presence_change("chat", &["ana"], &[]));
+        assert_eq!(change["joined"], serde_json::json!(["ana"]));
+        assert!(change.get("left").is_none() && change.get("present").is_none());
+        assert!(change["uuid"].is_string() && change["timestamp"].is_string());
     }
 
     #[test]

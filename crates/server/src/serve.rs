@@ -312,6 +312,10 @@ fn start_background(
     shutdown: &Shutdown,
 ) -> Vec<tokio::task::AbortHandle> {
     let mut background = vec![tokio::spawn(node.clone().follow_broker()).abort_handle()];
+    // Presence entries are refreshed every third of their timeout.
+    let refresh = config.broker.presence_timeout / 3;
+    let presence = chouquette_core::presence::run(node.clone(), refresh);
+    background.push(tokio::spawn(presence).abort_handle());
     if let Some(redis) = redis {
         background.push(redis.stop_handle());
         if let Some(inbox) = config.broker.inbox_settings(node.id()) {

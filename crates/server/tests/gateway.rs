@@ -50,6 +50,8 @@ mod lattices;
 mod limits;
 #[path = "gateway/origins.rs"]
 mod origins;
+#[path = "gateway/presence.rs"]
+mod presence;
 #[path = "gateway/publish_api.rs"]
 mod publish_api;
 #[path = "gateway/resume.rs"]

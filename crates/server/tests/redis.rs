@@ -26,6 +26,8 @@ mod nodes;
 mod outage;
 #[path = "redis/rolling.rs"]
 mod rolling;
+#[path = "redis/presence.rs"]
+mod presence;
 #[path = "redis/topology.rs"]
 mod topology;
 #[path = "redis/users.rs"]

@@ -6,7 +6,7 @@
 //! held for the fan-out's CPU time only. Epochs are random per process, so a
 //! restarted node tells resuming clients `history_gap`, which is the truth.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use crate::history::{Appended, ChannelLog, Recovered};
 use crate::hub::Hub;
 use crate::lattice::{Bounds, Lattice};
 use crate::lattice_feed::{self, MAX_NAMESPACES_PER_APP, MAX_USERS_PER_NAMESPACE, NamespaceValues};
+use crate::presence::LocalChange;
 use crate::publication::{ChannelId, NewEvent, Position};
 use crate::user_calls::CallReply;
 use crate::user_mail::{MAX_GRANT_USERS, MAX_GRANTS_PER_USER, UserMessage};
@@ -42,6 +43,10 @@ pub struct MemoryBroker {
     grants: Mutex<Grants>,
     /// Lattice values; lost with the process, as the history is.
     lattices: Mutex<Lattices>,
+    /// Users present per presence channel: on one node, a local transition
+    /// is a cluster-wide one. Bounded like the hub's presence (one entry
+    /// per user with a subscription); a channel with none is removed.
+    present: Mutex<HashMap<ChannelId, BTreeSet<Box<str>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -60,6 +65,32 @@ impl MemoryBroker {
             link: tokio::sync::watch::Sender::new(true),
             grants: Mutex::new(HashMap::new()),
             lattices: Mutex::new(HashMap::new()),
+            present: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn presence_now(&self, changes: &[LocalChange]) {
+        let mut present = lock(&self.present);
+        for change in changes {
+            let users = present.entry(change.channel.clone()).or_default();
+            let changed = if change.here {
+                users.insert(change.user.clone())
+            } else {
+                users.remove(&change.user)
+            };
+            if users.is_empty() {
+                present.remove(&change.channel);
+            }
+            if !changed {
+                continue;
+            }
+            let user = [&*change.user];
+            let (joined, left): (&[&str], &[&str]) = if change.here {
+                (&user, &[])
+            } else {
+                (&[], &user)
+            };
+            self.hub.presence().announce(&change.channel, joined, left);
         }
     }
 
@@ -302,5 +333,24 @@ impl Broker for MemoryBroker {
             (h.shared.clone(), user)
         });
         Box::pin(async move { Ok(values) })
+    }
+
+    fn presence_changed<'a>(
+        &'a self,
+        changes: &'a [LocalChange],
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.presence_now(changes);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn present<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+    ) -> BoxFuture<'a, Result<Vec<Box<str>>, BrokerError>> {
+        let users = lock(&self.present)
+            .get(channel)
+            .map(|u| u.iter().cloned().collect())
+            .unwrap_or_default();
+        Box::pin(async move { Ok(users) })
     }
 }

@@ -21,6 +21,7 @@ use crate::app::ChannelPolicy;
 use crate::history::{LogError, Recovered};
 use crate::lattice::{Bounds, Lattice};
 use crate::lattice_feed::{MergeError, NamespaceValues};
+use crate::presence::LocalChange;
 use crate::publication::{ChannelId, NewEvent, Position};
 use crate::user_calls::CallReply;
 use crate::user_mail::UserMessage;
@@ -210,4 +211,38 @@ pub trait Broker: Send + Sync + 'static {
         namespace: &'a str,
         user: &'a str,
     ) -> BoxFuture<'a, Result<(Lattice, Lattice), BrokerError>>;
+    /// Records this node's presence transitions (a user's first
+    /// subscription here to a presence channel, or last one gone) and
+    /// announces the cluster-wide ones (a user's first node, last node
+    /// gone) to every node's [`crate::presence::Presence`]. The default
+    /// records nothing (a broker without presence).
+    fn presence_changed<'a>(
+        &'a self,
+        changes: &'a [LocalChange],
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let _ = changes;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Says which users this node still has on each of its presence
+    /// channels (called periodically): a shared broker pushes back their
+    /// expiry and removes, announcing `left`, the users of nodes that
+    /// stopped saying so. The default does nothing.
+    fn presence_refresh<'a>(
+        &'a self,
+        here: &'a [(ChannelId, Vec<Box<str>>)],
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let _ = here;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The users present on `channel`, on every node (unsorted, maybe more
+    /// than a `present` list shows). The default knows none.
+    fn present<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+    ) -> BoxFuture<'a, Result<Vec<Box<str>>, BrokerError>> {
+        let _ = channel;
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }

@@ -356,9 +356,18 @@ impl Session {
         self.subscriptions.drop_channel(&channel.name);
         let max = app.limits.max_subscriptions;
         let identity = self.identity.as_deref();
+        // Present as the `connect` identity, else as the token's `sub`.
+        let present_as = app.channel_policy(&channel.name).presence.then(|| {
+            identity
+                .map(|i| Box::from(i.user.as_str()))
+                .or_else(|| grant.user.clone())
+        });
         let registered =
             self.subscriptions
                 .register(channel, grant, max, identity, self.node.switches());
+        if let (Ok(slot), Some(user)) = (&registered, present_as) {
+            self.subscriptions.take_seat(*slot, user.as_deref());
+        }
         registered.map_err(|e| {
             let code = match e {
                 RegisterError::TooMany(_) => {
@@ -401,7 +410,12 @@ impl Session {
             tracing::warn!(%channel, error = %e, "subscribe refused: the broker cannot recover");
             Refusal::new(ErrorCode::Unavailable, UNAVAILABLE_MESSAGE)
         })?;
+        let present = match policy.presence {
+            true => Some(self.present(slot, channel).await?),
+            false => None,
+        };
         recovery::catch_up(&channel.name, &recovered, filter, since.is_some(), out);
+        out.extend(present);
         let (epoch, top) = (recovered.epoch, recovered.top);
         self.subscriptions.recovered(slot, epoch.clone(), top);
         Ok(AckChannel {
@@ -409,6 +423,20 @@ impl Session {
             offset: top,
             recovered: since.is_some() && !recovered.gap,
         })
+    }
+
+    /// The `present` list of a presence channel, for the subscription in
+    /// `slot` (already a listener, so no change after the read is missed);
+    /// releases the subscription if the broker cannot answer.
+    async fn present(&mut self, slot: u32, channel: &ChannelId) -> Result<Bytes, Refusal> {
+        match self.node.broker().present(channel).await {
+            Ok(users) => Ok(crate::presence::present_frame(&channel.name, users)),
+            Err(e) => {
+                self.subscriptions.release(slot);
+                tracing::warn!(%channel, error = %e, "subscribe refused: presence unreadable");
+                Err(Refusal::new(ErrorCode::Unavailable, UNAVAILABLE_MESSAGE))
+            }
+        }
     }
 
     /// The first app a connection uses sets its client-message rate; called
@@ -470,8 +498,11 @@ impl Session {
             taken += 1;
             match admission {
                 Admission::New => {
-                    // A call's answer is no publication: no publish-to-write latency.
-                    if item.slot != crate::outbox::NO_SLOT {
+                    // A call's answer or a presence frame is no
+                    // publication: no publish-to-write latency.
+                    if item.slot != crate::outbox::NO_SLOT
+                        && item.offset != crate::presence::PRESENCE
+                    {
                         unwritten.push(item.received);
                     }
                     out.push(item.frame);

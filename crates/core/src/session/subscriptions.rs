@@ -20,6 +20,7 @@ use crate::connections::{Connection, Holder, Identity};
 use crate::era::{Era, Meeting};
 use crate::hub::{Hub, RENUMBERED, SubId, Subscriber};
 use crate::outbox::{NO_SLOT, Outbound, Outbox, State};
+use crate::presence::{PRESENCE, Seat};
 use crate::publication::ChannelId;
 use crate::recovery::Cursor;
 use crate::switches::{Switch, Switches};
@@ -82,6 +83,9 @@ struct Slot {
     /// The broker era the cursor counts in.
     era: Era,
     exp: Option<u64>,
+    /// Its place in the channel's presence, if the channel has presence:
+    /// dropped with the slot, whatever ends the subscription.
+    seat: Option<Seat>,
 }
 
 impl Slot {
@@ -219,6 +223,7 @@ impl Subscriptions {
             cursor: Cursor::at(u64::MAX),
             era,
             exp: grant.exp,
+            seat: None,
         });
         Ok(tag)
     }
@@ -231,6 +236,21 @@ impl Subscriptions {
         {
             s.epoch = Some(epoch);
             s.cursor = Cursor::at(top);
+        }
+    }
+
+    /// Makes the subscription tagged `slot` a subscriber of its channel's
+    /// presence, present as `user` if given (see [`crate::presence`]).
+    pub fn take_seat(&mut self, slot: u32, user: Option<&str>) {
+        if let Some(Some(s)) = self.slots.get_mut(index_of(slot))
+            && s.tag == slot
+        {
+            let outbox = self.connection.outbox().clone();
+            let seat = self
+                .hub
+                .presence()
+                .enter(&s.holder.channel, user, outbox, slot);
+            s.seat = Some(seat);
         }
     }
 
@@ -397,6 +417,12 @@ fn admission(hub: &Hub, slots: &mut [Option<Slot>], item: &Outbound) -> Admissio
     if item.offset == RENUMBERED {
         return renumbered(hub, slot);
     }
+    if item.offset == PRESENCE {
+        // No event: the cursor does not move. One queued while the
+        // subscribe was handled is written after its replies, so after
+        // the `present` list.
+        return Admission::New;
+    }
     if slot.admit(item.era, item.offset) {
         Admission::New
     } else {
@@ -536,6 +562,47 @@ mod tests {
         // A release under an old tag does not end the new subscription.
         subs.release(a);
         assert_eq!(subs.count(), 1);
+    }
+
+    /// Presence frames are no events: admitted while history is read and
+    /// after any offset, without moving the cursor; dropped once their
+    /// subscription ended; and the seat goes with the slot.
+    #[test]
+    fn presence_frames_leave_the_cursor_alone_and_end_with_their_subscription() {
+        let telemetry = Arc::new(Telemetry::default());
+        let hub = Arc::new(Hub::new(telemetry.clone()));
+        let registry = Registry::default();
+        let connection = registry.open(Transport::Ws, Arc::new(Outbox::new(8)), telemetry);
+        let mut subs = Subscriptions::new(hub.clone(), connection, 8);
+        let channel = ChannelId::new("a", "chat");
+        let slot = subs
+            .register(
+                channel.clone(),
+                grant("u", None),
+                4,
+                None,
+                &Switches::default(),
+            )
+            .expect("registered");
+        subs.take_seat(slot, Some("u"));
+        assert_eq!(hub.presence().local(), vec![(channel, vec!["u".into()])]);
+        assert!(
+            subs.admit(&frame(slot, hub.era(), PRESENCE)),
+            "while recovering"
+        );
+        subs.recovered(slot, "e".into(), 3);
+        assert!(subs.admit(&frame(slot, hub.era(), 4)));
+        assert!(subs.admit(&frame(slot, hub.era(), PRESENCE)));
+        assert!(
+            subs.admit(&frame(slot, hub.era(), 5)),
+            "the cursor did not move"
+        );
+        subs.drop_channel("chat");
+        assert!(!subs.admit(&frame(slot, hub.era(), PRESENCE)));
+        assert!(
+            hub.presence().local().is_empty(),
+            "the seat went with the slot"
+        );
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Telemetry {
     pub link: crate::broker::LinkTelemetry,
     /// TLS on the public listener.
     pub tls: TlsTelemetry,
+    /// Presence (shared with the hub's [`crate::presence::Presence`]).
+    pub presence: crate::presence::PresenceTelemetry,
 }
 
 impl Telemetry {

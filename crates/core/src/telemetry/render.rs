@@ -125,6 +125,7 @@ impl Telemetry {
         self.render_channels(&mut out);
         self.link.render(&mut out);
         self.tls.render(&mut out);
+        self.presence.render(&mut out);
         out
     }
 
@@ -278,6 +279,9 @@ mod tests {
             ("chouquette_inbox_claimed_total", "counter"),
             ("chouquette_tls_reloads_total", "counter"),
             ("chouquette_tls_handshake_failures_total", "counter"),
+            ("chouquette_presence_users", "gauge"),
+            ("chouquette_presence_frames_total", "counter"),
+            ("chouquette_presence_dropped_total", "counter"),
         ];
         let text = Telemetry::default().render();
         let families: Vec<(&str, &str)> = text

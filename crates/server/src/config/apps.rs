@@ -130,6 +130,8 @@ pub struct ChannelConfig {
     pub keep_state: Option<bool>,
     /// Most keys kept.
     pub max_state_keys: Option<usize>,
+    /// Tell subscribers who else is subscribed (`presence` messages).
+    pub presence: Option<bool>,
 }
 
 impl ChannelConfig {
@@ -143,6 +145,7 @@ impl ChannelConfig {
             },
             keep_state: self.keep_state.unwrap_or(base.keep_state),
             max_state_keys: self.max_state_keys.unwrap_or(base.max_state_keys),
+            presence: self.presence.unwrap_or(base.presence),
         }
     }
 }

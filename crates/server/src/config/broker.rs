@@ -73,6 +73,11 @@ pub struct BrokerConfig {
     /// no longer has subscribers for.
     #[serde(deserialize_with = "duration")]
     pub topic_sweep: Duration,
+    /// A node's users on presence channels are announced `left` this long
+    /// (at most a third more) after the node stopped refreshing them (it
+    /// died or lost Redis); nodes refresh every third of it.
+    #[serde(deserialize_with = "duration")]
+    pub presence_timeout: Duration,
 }
 
 /// `[broker.sentinel]`.
@@ -115,6 +120,7 @@ impl Default for BrokerConfig {
             dedup_window: Duration::from_secs(3600),
             max_lag: Duration::from_secs(30),
             topic_sweep: Duration::from_secs(30),
+            presence_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -148,6 +154,7 @@ impl BrokerConfig {
             dedup_window: self.dedup_window,
             max_lag: self.max_lag,
             topic_sweep: self.topic_sweep,
+            presence_timeout: self.presence_timeout,
         }
     }
 
@@ -227,6 +234,13 @@ impl BrokerConfig {
             if value.is_zero() {
                 out.at(name, format!("broker.{name} must be more than 0s"));
             }
+        }
+        if self.presence_timeout < Duration::from_secs(1) {
+            out.at(
+                "presence_timeout",
+                "broker.presence_timeout must be at least 1s (nodes refresh every third of it)"
+                    .into(),
+            );
         }
         if self.dedup_window < self.inbox_claim_after * 2 {
             out.at(

@@ -36,6 +36,25 @@ fn problems(text: &str) -> Vec<Problem> {
 }
 
 #[test]
+fn presence_is_a_channel_setting_and_its_timeout_is_checked() {
+    let with = example().replace("keep_state = true", "keep_state = true\npresence = true");
+    let c = load(&with, &[]).expect("valid");
+    let apps = c.apps();
+    let app = apps.get("bluelib").expect("app");
+    assert!(app.channel_policy("bornes").presence);
+    assert!(!app.channel_policy("other").presence);
+    let redis = example().replace(
+        "kind = \"memory\"",
+        "kind = \"redis\"\npresence_timeout = \"500ms\"",
+    );
+    let p = problems(&redis);
+    assert!(
+        p.iter().any(|p| p.message.contains("presence_timeout")),
+        "{p:?}"
+    );
+}
+
+#[test]
 fn operating_example_loads() {
     let c = load(&example(), &[]).expect("valid");
     let apps = c.apps();

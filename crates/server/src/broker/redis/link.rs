@@ -54,6 +54,7 @@ async fn connect(shared: &Shared) -> Result<(Link, PubSubStream), ConnectError> 
     topics.push(shared.control_topic().into());
     topics.push(shared.users_topic().into());
     topics.push(shared.replies_topic().into());
+    topics.push(shared.presence_topic().into());
     for batch in topics.chunks(SUBSCRIBE_BATCH) {
         let names: Vec<&str> = batch.iter().map(|t| &**t).collect();
         commands::within(settings.command_timeout, sink.subscribe(&names)).await?;
@@ -127,12 +128,17 @@ fn announce(shared: &Shared, up: bool) {
 async fn listen(shared: &Weak<Shared>, link: Link, mut stream: PubSubStream) {
     let mut ping = interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let Some((broken, (control, users, replies), sweep_every, key_ttl)) =
+    let Some((broken, (control, users, replies, presence), sweep_every, key_ttl)) =
         shared.upgrade().map(|s| {
             let settings = &s.settings;
             (
                 s.broken_signal(),
-                (s.control_topic(), s.users_topic(), s.replies_topic()),
+                (
+                    s.control_topic(),
+                    s.users_topic(),
+                    s.replies_topic(),
+                    s.presence_topic(),
+                ),
                 settings.topic_sweep,
                 settings.key_ttl,
             )
@@ -154,6 +160,8 @@ async fn listen(shared: &Weak<Shared>, link: Link, mut stream: PubSubStream) {
                     shared.on_user_message(message.get_payload_bytes());
                 } else if message.get_channel_name() == replies {
                     shared.on_reply(message.get_payload_bytes());
+                } else if message.get_channel_name() == presence {
+                    shared.on_presence_message(message.get_payload_bytes());
                 } else if let Err(lag) = deliver(&shared, message.get_payload_bytes()) {
                     shared.telemetry.link.lagged();
                     tracing::warn!(lag_ms = lag.as_millis() as u64,

@@ -16,6 +16,7 @@
 mod commands;
 mod lattices;
 mod link;
+mod presence;
 mod users;
 mod wire;
 
@@ -31,6 +32,7 @@ use chouquette_core::history::{LogError, Recovered};
 use chouquette_core::hub::Hub;
 use chouquette_core::lattice::{Bounds, Lattice};
 use chouquette_core::lattice_feed::NamespaceValues;
+use chouquette_core::presence::LocalChange;
 use chouquette_core::publication::{ChannelId, NewEvent, Position, Publication};
 use chouquette_core::recovery::{self, Plan};
 use chouquette_core::telemetry::Telemetry;
@@ -72,6 +74,9 @@ pub struct RedisSettings {
     pub max_lag: Duration,
     /// How often the node stops listening on channels it no longer serves.
     pub topic_sweep: Duration,
+    /// How long this node's presence entries outlive their last refresh
+    /// (see `presence.rs`).
+    pub presence_timeout: Duration,
 }
 
 /// The state the broker, its link task and its callers share.
@@ -96,6 +101,9 @@ struct Shared {
     control: RwLock<Option<ControlHandler>>,
     /// This process's reply address (see `users.rs`).
     reply_address: Box<str>,
+    /// This process's name in presence entries: random, so a node
+    /// restarted under the same id does not revive its old entries.
+    presence_node: Box<str>,
 }
 
 /// What the broker tells the node's control handler.
@@ -190,6 +198,7 @@ impl RedisBroker {
             recover: Script::new(RECOVER_LUA),
             control: RwLock::new(None),
             reply_address: uuid::Uuid::new_v4().simple().to_string().into(),
+            presence_node: format!("{}{}", new_epoch(), new_epoch()).into(),
         });
         let mut up = shared.status.subscribe();
         let task = tokio::spawn(link::supervise(Arc::downgrade(&shared)));
@@ -553,5 +562,26 @@ impl Broker for RedisBroker {
         user: &'a str,
     ) -> BoxFuture<'a, Result<(Lattice, Lattice), BrokerError>> {
         Box::pin(self.read_lattices(app, namespace, user))
+    }
+
+    fn presence_changed<'a>(
+        &'a self,
+        changes: &'a [LocalChange],
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.presence_changes(changes))
+    }
+
+    fn presence_refresh<'a>(
+        &'a self,
+        here: &'a [(ChannelId, Vec<Box<str>>)],
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.presence_refresh_now(here))
+    }
+
+    fn present<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+    ) -> BoxFuture<'a, Result<Vec<Box<str>>, BrokerError>> {
+        Box::pin(self.read_present(channel))
     }
 }
