@@ -64,6 +64,12 @@ impl<'s> Decoder<'s> {
         }
     }
 
+    /// Whether a transaction has begun and not committed: a position the
+    /// server reports meanwhile may be inside it, not past it.
+    pub fn in_transaction(&self) -> bool {
+        self.current.is_some()
+    }
+
     /// Feeds one message; a commit returns its transaction.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<Transaction>, ChangeError> {
         match decode(bytes)? {
