@@ -63,11 +63,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use chouquette_core::ingest::{self, Caller, Outcome, Refusal, Skipped};
 use chouquette_core::node::Node;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use bytes::BytesMut;
 
 pub use change::ChangeError;
 use change::{Decoder, Transaction};
@@ -77,11 +77,11 @@ pub use pgoutput::DecodeError;
 use replication::Connection;
 pub use replication::ReplicationError;
 use session::Session;
-use stream::{Batch, ReplyWanted};
-pub use wire::WireError;
 pub use session::SessionError;
 pub use status::{Status, Statuses};
+use stream::{Batch, ReplyWanted};
 pub use template::{Template, TemplateError};
+pub use wire::WireError;
 
 use super::Source;
 use crate::broker::redis::{Commands, backoff};

@@ -111,9 +111,7 @@ impl Connection {
         )
         .map_err(|e| ReplicationError::Url(e.to_string()))?;
         connection.send(&mut out).await?;
-        connection
-            .authenticate(user, config.get_password())
-            .await?;
+        connection.authenticate(user, config.get_password()).await?;
         connection.until_ready().await?;
         Ok(connection)
     }
@@ -293,4 +291,75 @@ pub(super) fn pg_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
     micros.saturating_sub(PG_EPOCH_MICROS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A fake server that reads the startup message and answers `answer`.
+    async fn fake(answer: &'static [u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut len = [0u8; 4];
+            socket.read_exact(&mut len).await.unwrap();
+            let mut rest = vec![0u8; usize::try_from(i32::from_be_bytes(len) - 4).unwrap()];
+            socket.read_exact(&mut rest).await.unwrap();
+            socket.write_all(answer).await.unwrap();
+            // Hold the socket open until the client goes.
+            let _ = socket.read(&mut [0u8; 16]).await;
+        });
+        format!("postgres://u:p@127.0.0.1:{port}/db")
+    }
+
+    async fn error_of(answer: &'static [u8]) -> ReplicationError {
+        match Connection::open(&fake(answer).await, 1 << 20).await {
+            Err(e) => e,
+            Ok(_) => panic!("a fake server's answer {answer:?} was taken"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fake_servers_garbage_is_a_clear_error() {
+        let e = error_of(b"R\x7f\0\0\0").await;
+        assert!(
+            matches!(e, ReplicationError::Wire(WireError::TooLarge { .. })),
+            "{e}"
+        );
+        let e = error_of(b"Q\0\0\0\x04").await;
+        assert!(matches!(e, ReplicationError::Unexpected('Q', _)), "{e}");
+        let e = error_of(b"R\0\0\0\x06\0\0").await;
+        assert!(
+            matches!(e, ReplicationError::Wire(WireError::Malformed('R'))),
+            "{e}"
+        );
+        let e = error_of(b"R\0\0\0\x08\0\0\0\x07").await;
+        assert!(matches!(e, ReplicationError::Unsupported(_)), "{e}");
+        let e = error_of(b"R\0\0\0\x04").await;
+        assert!(
+            matches!(e, ReplicationError::Wire(WireError::Malformed('R'))),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_servers_error_is_its_message() {
+        let e = error_of(b"E\0\0\0\x2aSFATAL\0VFATAL\0C28P01\0Mpassword wrong\0\0").await;
+        assert_eq!(
+            e.to_string(),
+            "postgres replication connection: FATAL: password wrong (28P01)"
+        );
+    }
+
+    #[tokio::test]
+    async fn tls_required_is_refused_not_sent_in_clear() {
+        let e = Connection::open("postgres://u@127.0.0.1:1/db?sslmode=require", 1024)
+            .await
+            .err();
+        assert!(matches!(e, Some(ReplicationError::TlsRequired)), "{e:?}");
+    }
 }

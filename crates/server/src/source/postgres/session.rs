@@ -11,7 +11,7 @@ use super::config::PostgresSettings;
 /// Why a session ended (the source reconnects after a backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error(
         "postgres has wal_level = {0}; logical replication needs wal_level = logical (and a restart)"
@@ -47,6 +47,16 @@ pub enum SessionError {
     LeaseLost,
     #[error("{0}")]
     Broker(#[from] chouquette_core::broker::BrokerError),
+}
+
+/// What the server said (`tokio-postgres` shows only "db error"), or the
+/// error with its cause.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
+    }
 }
 
 /// The slot's standing, as Postgres reports it.

@@ -122,10 +122,10 @@ impl Pending {
                 }
             },
             b'E' => {
-                return Err(super::replication::ReplicationError::Server(
-                    wire::server_error(&frame.body)?,
-                )
-                .into());
+                return Err(
+                    super::replication::ReplicationError::Server(wire::server_error(&frame.body)?)
+                        .into(),
+                );
             }
             b'c' => return Err(SessionError::StreamEnded),
             // Notices, parameter statuses: nothing to do.

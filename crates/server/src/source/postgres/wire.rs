@@ -256,11 +256,7 @@ pub(super) fn server_error(body: &[u8]) -> Result<ServerError, WireError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Replication {
     /// `w`: one `pgoutput` message.
-    XLogData {
-        start: u64,
-        end: u64,
-        data: Bytes,
-    },
+    XLogData { start: u64, end: u64, data: Bytes },
     /// `k`: the server's position; `reply` asks for a status update now.
     Keepalive { end: u64, reply: bool },
 }
