@@ -37,10 +37,10 @@ pub struct PostgresConfig {
     /// Logical replication slot (created if missing).
     #[serde(default = "default_name")]
     pub slot: String,
-    /// Pause between reads when the slot had nothing new.
+    /// Unused since the slot is streamed; accepted so configs still load.
     #[serde(default = "default_poll", deserialize_with = "duration")]
     pub poll_interval: Duration,
-    /// Row changes asked for per read.
+    /// Most row changes handed to the publish pipeline at once.
     #[serde(default = "default_batch")]
     pub batch: usize,
     /// WAL retained for the slot beyond this is reported as falling behind.

@@ -1,5 +1,5 @@
 //! Decoding of the `pgoutput` logical decoding messages (protocol version 1)
-//! that `pg_logical_slot_peek_binary_changes` returns, one per row.
+//! that the replication stream carries, one per XLogData message.
 //!
 //! The bytes come from the server, but a bug or a newer protocol must not
 //! take the gateway down: every read is bounds-checked and a message that

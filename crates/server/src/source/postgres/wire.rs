@@ -311,6 +311,7 @@ pub(super) fn status_update(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
