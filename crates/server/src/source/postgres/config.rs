@@ -41,6 +41,8 @@ pub struct TableSettings {
     pub channel: String,
     /// Event kind for insert, update, delete.
     pub kinds: [String; 3],
+    /// Event kind of a TRUNCATE; not published when `None`.
+    pub truncate_kind: Option<String>,
     pub keywords: Vec<Template>,
     pub key: Option<Template>,
     /// Columns put in `new`/`old`; all when `None`.
