@@ -14,6 +14,8 @@ mod config;
 mod crashes;
 #[path = "postgres/lease.rs"]
 mod lease;
+#[path = "postgres/streaming.rs"]
+mod streaming;
 
 pub use chouquette_testkit::eventually;
 use std::time::Duration;

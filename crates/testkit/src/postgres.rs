@@ -217,6 +217,31 @@ impl PostgresServer {
         client
     }
 
+    /// Puts `lines` at the top of `pg_hba.conf` (they win over initdb's
+    /// `trust` lines) and reloads: e.g. to require `scram-sha-256` of a role.
+    pub async fn hba_first(&self, lines: &str) {
+        let path = self.dir.join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&path).expect("pg_hba.conf");
+        std::fs::write(&path, format!("{lines}\n{old}")).expect("pg_hba.conf written");
+        self.run("pg_ctl", &["-D", &self.data(), "reload"]);
+    }
+
+    /// Sets server settings (`ALTER SYSTEM`, as `postgres`) and reloads:
+    /// e.g. a short `wal_sender_timeout`.
+    pub async fn set(&self, settings: &[(&str, &str)]) {
+        let admin = self.client_as("postgres", "postgres").await;
+        for (name, value) in settings {
+            admin
+                .simple_query(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+                .await
+                .expect("a server setting");
+        }
+        admin
+            .simple_query("SELECT pg_reload_conf()")
+            .await
+            .expect("settings reloaded");
+    }
+
     /// Stops it the way a crash does (`-m immediate`: no checkpoint).
     pub async fn stop(&self) {
         self.run(

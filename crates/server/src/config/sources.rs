@@ -37,10 +37,10 @@ pub struct PostgresConfig {
     /// Logical replication slot (created if missing).
     #[serde(default = "default_name")]
     pub slot: String,
-    /// Pause between reads when the slot had nothing new.
+    /// Unused since the slot is streamed; accepted so configs still load.
     #[serde(default = "default_poll", deserialize_with = "duration")]
     pub poll_interval: Duration,
-    /// Row changes asked for per read.
+    /// Most row changes handed to the publish pipeline at once.
     #[serde(default = "default_batch")]
     pub batch: usize,
     /// WAL retained for the slot beyond this is reported as falling behind.
@@ -81,13 +81,16 @@ pub struct TableConfig {
     pub columns: Option<Vec<String>>,
 }
 
-/// `event_kinds = { insert = ..., update = ..., delete = ... }`.
+/// `event_kinds = { insert = ..., update = ..., delete = ..., truncate = ... }`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventKinds {
     pub insert: Option<String>,
     pub update: Option<String>,
     pub delete: Option<String>,
+    /// Optional: without it (and without `event_kind`), a TRUNCATE of the
+    /// table is not published.
+    pub truncate: Option<String>,
 }
 
 fn default_name() -> String {
@@ -132,6 +135,12 @@ impl TableConfig {
         Some([pick(own.insert)?, pick(own.update)?, pick(own.delete)?])
     }
 
+    /// The kind of a TRUNCATE's event, when it is published.
+    fn truncate_kind(&self) -> Option<String> {
+        let own = self.event_kinds.as_ref().and_then(|k| k.truncate.clone());
+        own.or_else(|| self.event_kind.clone())
+    }
+
     fn problems(&self, apps: &[AppConfig], out: &mut Problems<'_>) {
         let at = format!("\"{}\"", self.table);
         let table = &self.table;
@@ -156,7 +165,8 @@ impl TableConfig {
         match self.kinds() {
             None => out.at(&at, format!("postgres table `{table}` needs `event_kind`, or `event_kinds` for insert, update and delete")),
             Some(kinds) => {
-                for kind in kinds.iter().filter(|k| !valid_name(k) || *k == "*") {
+                let truncate = self.truncate_kind();
+                for kind in kinds.iter().chain(&truncate).filter(|k| !valid_name(k) || *k == "*") {
                     out.at(&at, format!("postgres table `{table}`: invalid event kind `{kind}`"));
                 }
             }
@@ -206,6 +216,7 @@ impl TableConfig {
             app: self.app.clone(),
             channel: self.channel.clone(),
             kinds: self.kinds().unwrap_or_default(),
+            truncate_kind: self.truncate_kind(),
             keywords: self.keywords.iter().filter_map(parse).collect(),
             key: self.key.as_ref().and_then(parse),
             columns: self.columns.clone(),

@@ -210,3 +210,49 @@ async fn only_the_configured_columns_are_sent() {
     assert_eq!(got[0]["data"]["old"], json!({"uid": "B1", "power": 3}));
     assert_eq!(got[0]["keywords"], json!(["borne:B1", "status:ok"]));
 }
+
+/// A TRUNCATE becomes one event (op `truncate`, no rows, the commit's LSN)
+/// on a table that names a kind for it, between the changes around it; a
+/// table that names none publishes nothing for it.
+#[tokio::test]
+async fn a_truncate_is_one_event_without_rows_where_it_has_a_kind() {
+    let pg = PostgresServer::start().await;
+    let db = pg.client().await;
+    db.batch_execute(BORNE_TABLE).await.unwrap();
+    let section = super::source_section(&pg.url(), "main").replace(
+        "delete = \"borne_removed\" }",
+        "delete = \"borne_removed\", truncate = \"bornes_cleared\" }",
+    );
+    let node = chouquette_testkit::TestNode::start(&format!(
+        "{}{section}",
+        chouquette_testkit::BASE_CONFIG
+    ))
+    .await;
+    assert!(super::ready(&node, WAIT).await);
+    let without = node_on(&pg, "other").await;
+    let mut client = node.client().await;
+    client
+        .subscribe("bornes", json!({"borne_added": {}, "bornes_cleared": {}}))
+        .await;
+    let mut other = without.client().await;
+    other.subscribe("bornes", json!({"*": {}})).await;
+    db.batch_execute(
+        "INSERT INTO borne (uid) VALUES ('B1'); TRUNCATE borne; INSERT INTO borne (uid) VALUES ('B2');",
+    )
+    .await
+    .unwrap();
+    let got = data(&mut client, 3, WAIT).await;
+    let kinds: Vec<_> = got.iter().map(|m| m["event_kind"].clone()).collect();
+    assert_eq!(kinds, ["borne_added", "bornes_cleared", "borne_added"]);
+    let cleared = &got[1]["data"];
+    assert_eq!(cleared["op"], "truncate");
+    assert_eq!(cleared["table"], "public.borne");
+    assert_eq!(cleared["new"], json!(null));
+    assert_eq!(cleared["old"], json!(null));
+    assert!(cleared["lsn"].as_str().unwrap().contains('/'));
+    assert_eq!(got[1]["keywords"], json!([]));
+    let got = data(&mut other, 2, WAIT).await;
+    let kinds: Vec<_> = got.iter().map(|m| m["event_kind"].clone()).collect();
+    assert_eq!(kinds, ["borne_added", "borne_added"]);
+    other.expect_silence(Duration::from_millis(300)).await;
+}

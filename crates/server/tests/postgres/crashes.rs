@@ -175,7 +175,8 @@ async fn gateways_killed_before_acknowledging_publish_every_change_once() {
 /// A transaction larger than the app's publish burst: the source waits for
 /// the app's tokens and goes on where it stopped (publishing nothing twice,
 /// spending no tokens on duplicates), and the slot falling behind meanwhile
-/// is reported, the gateway staying ready.
+/// is reported, the gateway staying ready; the slot is acknowledged past
+/// the transaction only once it is all published.
 #[tokio::test]
 async fn a_transaction_over_the_apps_rate_waits_and_the_lag_is_reported() {
     let pg = PostgresServer::start().await;
@@ -207,7 +208,26 @@ async fn a_transaction_over_the_apps_rate_waits_and_the_lag_is_reported() {
         "the slot is reported behind while the app's rate holds it back"
     );
     assert_eq!(node.get("/readyz").await.0, 200);
-    let got = data(&mut client, 2000, Duration::from_secs(30)).await;
+    // Part of the transaction is published: the slot is not acknowledged
+    // past its commit until all of it is.
+    let mut got = data(&mut client, 1, Duration::from_secs(10)).await;
+    let commit = got[0]["data"]["lsn"].as_str().unwrap().to_string();
+    let acknowledged_past = async || -> bool {
+        db.query_one(
+            "SELECT confirmed_flush_lsn > $1::text::pg_lsn FROM pg_replication_slots \
+             WHERE slot_name = 'main'",
+            &[&commit],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    };
+    assert!(!acknowledged_past().await, "acknowledged before published");
+    got.extend(data(&mut client, 1999, Duration::from_secs(30)).await);
+    assert!(
+        eventually(Duration::from_secs(5), acknowledged_past).await,
+        "acknowledged once published"
+    );
     let powers: Vec<_> = got
         .iter()
         .map(|m| m["data"]["new"]["power"].as_u64().unwrap())

@@ -64,6 +64,12 @@ impl<'s> Decoder<'s> {
         }
     }
 
+    /// Whether a transaction has begun and not committed: a position the
+    /// server reports meanwhile may be inside it, not past it.
+    pub fn in_transaction(&self) -> bool {
+        self.current.is_some()
+    }
+
     /// Feeds one message; a commit returns its transaction.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<Transaction>, ChangeError> {
         match decode(bytes)? {
@@ -88,6 +94,7 @@ impl<'s> Decoder<'s> {
                 self.relations.insert(relation.id, relation);
             }
             Message::Change(change) => self.change(&change)?,
+            Message::Truncate { relations } => self.truncate(&relations)?,
             Message::Other => {}
         }
         Ok(None)
@@ -111,6 +118,56 @@ impl<'s> Decoder<'s> {
         let id = format!("{}:{}:{index}", self.origin, lsn_text(current.commit_lsn));
         let event = event(table, relation, change, current.commit_lsn, id);
         current.events.push(event);
+        Ok(())
+    }
+}
+
+impl Decoder<'_> {
+    /// A TRUNCATE: one event per configured table that names a kind for
+    /// it, each counted in the transaction's changes like a row.
+    fn truncate(&mut self, relations: &[u32]) -> Result<(), ChangeError> {
+        for &id in relations {
+            let index = self.index;
+            self.index += 1;
+            let relation = self
+                .relations
+                .get(&id)
+                .ok_or(ChangeError::UnknownRelation(id))?;
+            let Some((table, kind)) = self
+                .tables
+                .iter()
+                .find(|t| t.schema == relation.schema && t.name == relation.name)
+                .and_then(|t| Some((t, t.truncate_kind.as_ref()?)))
+            else {
+                continue;
+            };
+            let current = self.current.as_mut().ok_or(ChangeError::NoTransaction)?;
+            let commit = lsn_text(current.commit_lsn);
+            let data = json!({
+                "op": "truncate",
+                "new": null,
+                "old": null,
+                "lsn": commit,
+                "table": table.qualified(),
+            });
+            let none = HashMap::new();
+            current.events.push(NewEvent {
+                app_id: table.app.clone(),
+                channel: table.channel.clone(),
+                event_kind: kind.clone(),
+                // Only keywords that name no column: there is no row.
+                keywords: table
+                    .keywords
+                    .iter()
+                    .filter_map(|t| t.render(&none))
+                    .collect(),
+                // No row, so no state to set.
+                key: None,
+                data: serde_json::value::to_raw_value(&data)
+                    .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()),
+                id: Some(format!("{}:{commit}:{index}", self.origin)),
+            });
+        }
         Ok(())
     }
 }

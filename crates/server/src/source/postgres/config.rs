@@ -17,9 +17,10 @@ pub struct PostgresSettings {
     pub slot: String,
     /// The tables turned into events.
     pub tables: Vec<TableSettings>,
-    /// Pause between two reads of the slot when it had nothing new.
+    /// Pause between two reads of the former polling reader: accepted so
+    /// that configurations still load, unused since the slot is streamed.
     pub poll_interval: Duration,
-    /// Changes asked for per read (whole transactions are always read).
+    /// Most changes handed to ingest at once (whole transactions always).
     pub batch: usize,
     /// WAL retained for the slot beyond this is reported as falling behind.
     pub max_lag_bytes: u64,
@@ -40,6 +41,8 @@ pub struct TableSettings {
     pub channel: String,
     /// Event kind for insert, update, delete.
     pub kinds: [String; 3],
+    /// Event kind of a TRUNCATE; not published when `None`.
+    pub truncate_kind: Option<String>,
     pub keywords: Vec<Template>,
     pub key: Option<Template>,
     /// Columns put in `new`/`old`; all when `None`.

@@ -1,11 +1,11 @@
 //! Decoding of the `pgoutput` logical decoding messages (protocol version 1)
-//! that `pg_logical_slot_peek_binary_changes` returns, one per row.
+//! that the replication stream carries, one per XLogData message.
 //!
 //! The bytes come from the server, but a bug or a newer protocol must not
 //! take the gateway down: every read is bounds-checked and a message that
 //! does not decode is a [`DecodeError`], never a panic. Message kinds the
-//! source has no use for (origin, type, truncate, logical messages) decode
-//! to [`Message::Other`].
+//! source has no use for (origin, type, logical messages) decode to
+//! [`Message::Other`].
 
 /// One decoded message.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,8 @@ pub(super) enum Message {
     Relation(Relation),
     /// A row changed.
     Change(Change),
+    /// These tables were emptied (`TRUNCATE`).
+    Truncate { relations: Vec<u32> },
     /// Anything else.
     Other,
 }
@@ -132,6 +134,16 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             })
         }
         b'U' => Message::Change(update(&mut r)?),
+        b'T' => {
+            let count = r.u32()?;
+            let _options = r.u8()?;
+            // Bounded by the message: each id is 4 bytes read.
+            let mut relations = Vec::with_capacity(r.0.len() / 4);
+            for _ in 0..count {
+                relations.push(r.u32()?);
+            }
+            Message::Truncate { relations }
+        }
         b'D' => {
             let relation = r.u32()?;
             let kind = r.u8()?;
@@ -294,6 +306,16 @@ mod tests {
             Err(DecodeError::Truncated)
         );
         assert_eq!(decode(b"Z"), Ok(Message::Other));
+        assert_eq!(
+            decode(b"T\xff\xff\xff\xff\0\0\0\0\x01"),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            decode(b"T\0\0\0\x02\0\0\0\0\x07\0\0\0\x09"),
+            Ok(Message::Truncate {
+                relations: vec![7, 9]
+            })
+        );
     }
 
     #[test]

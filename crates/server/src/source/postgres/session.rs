@@ -1,20 +1,17 @@
-//! One connection to Postgres: checks that it can replicate, creates the
-//! publication and slot when missing, reads the slot and acknowledges it.
-//!
-//! Reading is done with SQL on an ordinary connection: the slot is *peeked*
-//! (`pg_logical_slot_peek_binary_changes`, which does not move it) and
-//! moved on with `pg_replication_slot_advance` only once the transactions
-//! read are published. A crash between the two re-reads them.
+//! The SQL connection to Postgres: checks that it can replicate, creates
+//! the publication and slot when missing, names the cluster, and watches
+//! the slot's lag. The slot itself is read by the replication connection
+//! (`replication`), not here.
 
 use tokio_postgres::{Client, NoTls};
 
-use super::change::{ChangeError, Decoder, Transaction};
+use super::change::ChangeError;
 use super::config::PostgresSettings;
 
 /// Why a session ended (the source reconnects after a backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error(
         "postgres has wal_level = {0}; logical replication needs wal_level = logical (and a restart)"
@@ -39,11 +36,27 @@ pub enum SessionError {
     #[error(transparent)]
     Change(#[from] ChangeError),
     #[error(transparent)]
+    Replication(#[from] super::replication::ReplicationError),
+    #[error(transparent)]
+    Wire(#[from] super::wire::WireError),
+    #[error("postgres ended the replication stream")]
+    StreamEnded,
+    #[error(transparent)]
     Lease(#[from] super::lease::LeaseError),
     #[error("another gateway took the slot's lease over")]
     LeaseLost,
     #[error("{0}")]
     Broker(#[from] chouquette_core::broker::BrokerError),
+}
+
+/// What the server said (`tokio-postgres` shows only "db error"), or the
+/// error with its cause.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
+    }
 }
 
 /// The slot's standing, as Postgres reports it.
@@ -210,45 +223,6 @@ impl Session {
                 format!("pg:{db}")
             }
         })
-    }
-
-    /// Whole transactions past the slot's position, about `changes` rows'
-    /// worth (a transaction is never cut), decoded.
-    pub async fn peek(
-        &self,
-        settings: &PostgresSettings,
-        changes: usize,
-    ) -> Result<Vec<Transaction>, SessionError> {
-        let changes = i32::try_from(changes).unwrap_or(i32::MAX);
-        let rows = self
-            .client
-            .query(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, \
-                 'proto_version', '1', 'publication_names', $3)",
-                &[&settings.slot, &changes, &settings.publication],
-            )
-            .await?;
-        let mut decoder = Decoder::new(&settings.tables, &self.origin);
-        let mut done = Vec::new();
-        for row in rows {
-            let bytes: &[u8] = row.try_get(0)?;
-            if let Some(transaction) = decoder.feed(bytes)? {
-                done.push(transaction);
-            }
-        }
-        Ok(done)
-    }
-
-    /// Acknowledges everything up to `lsn`: Postgres may recycle that WAL,
-    /// and the slot will not hand it out again.
-    pub async fn advance(&self, slot: &str, lsn: &str) -> Result<(), SessionError> {
-        self.client
-            .execute(
-                "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
-                &[&slot, &lsn],
-            )
-            .await?;
-        Ok(())
     }
 
     /// How far behind the slot is.
