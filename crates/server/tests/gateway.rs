@@ -40,6 +40,8 @@ mod hostile;
 mod idle;
 #[path = "gateway/limits.rs"]
 mod limits;
+#[path = "gateway/openapi.rs"]
+mod openapi;
 #[path = "gateway/origins.rs"]
 mod origins;
 #[path = "gateway/publish_api.rs"]
