@@ -700,4 +700,6 @@ async fn the_description_is_served_open_as_json() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("content-type"), Some("application/json"));
     assert_eq!(answer.body, DOCUMENT);
+    // The description's version is the binary's (bump both together).
+    assert_eq!(document()["info"]["version"], env!("CARGO_PKG_VERSION"));
 }
