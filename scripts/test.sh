@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): every Rust test, then the
 # Python backend package's tests against a real gateway and Redis
-# (scripts/test-python.sh installs what they need), then the browser
+# (scripts/test-python.sh installs what they need), the systemd unit checked
+# by systemd-analyze where it is installed, then the browser
 # client's unit tests and its end-to-end tests in headless Chromium against
 # a real gateway (scripts/test-js.sh installs what they need).
 set -euo pipefail
@@ -16,6 +17,9 @@ scripts/install-postgres.sh
 
 echo "== Rust: unit, property and integration tests"
 cargo test --workspace --locked
+
+echo "== systemd unit (deploy/chouquette.service)"
+scripts/check-systemd-unit.sh
 
 echo "== Python backend package (clients/python) and the Django example"
 cargo build -p chouquette --locked

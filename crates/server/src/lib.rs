@@ -22,6 +22,8 @@ pub mod operator;
 pub mod origins;
 pub mod reverse_proxy;
 pub mod rpc;
+#[cfg(unix)]
+pub mod sd_notify;
 pub mod serve;
 pub mod shutdown;
 pub mod source;

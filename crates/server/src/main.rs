@@ -119,10 +119,23 @@ async fn dev(
 
 async fn serve_until_signal(config: chouquette::config::Config) -> anyhow::Result<()> {
     let running = serve::start(config).await?;
+    tell_systemd("READY=1");
     wait_for_signal_reloading(&running).await?;
     tracing::info!("stop requested");
+    tell_systemd("STOPPING=1");
     running.shutdown().await;
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) the node's state; a failure is logged, not
+/// fatal (systemd then times the start out and says so).
+fn tell_systemd(state: &str) {
+    #[cfg(unix)]
+    if let Err(e) = chouquette::sd_notify::notify(state) {
+        tracing::warn!(error = %e, state, "cannot notify systemd (NOTIFY_SOCKET)");
+    }
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 /// Waits for SIGTERM or SIGINT; each SIGHUP meanwhile reloads the public

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 mod config;
 #[path = "cli/dev.rs"]
 mod dev;
+#[path = "cli/systemd.rs"]
+mod systemd;
 
 fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chouquette"));

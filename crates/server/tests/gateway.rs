@@ -48,6 +48,8 @@ mod idle;
 mod lattices;
 #[path = "gateway/limits.rs"]
 mod limits;
+#[path = "gateway/openapi.rs"]
+mod openapi;
 #[path = "gateway/origins.rs"]
 mod origins;
 #[path = "gateway/presence.rs"]

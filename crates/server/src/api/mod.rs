@@ -2,11 +2,14 @@
 //!
 //! `/api/v1/...` requires `Authorization: Bearer <api_key>` of the app named
 //! in the request; `/admin/...` the admin key (see `admin`); `/metrics`,
-//! `/healthz` and `/readyz` are open on this listener, which must not be
-//! exposed publicly.
+//! `/healthz`, `/readyz` and `/api/v1/openapi.json` are open on this
+//! listener, which must not be exposed publicly. Every route is described in
+//! `docs/openapi.json` (served by `openapi`); a route added here without a
+//! description fails `tests/gateway/openapi.rs`.
 
 pub mod admin;
 pub mod lattices;
+pub mod openapi;
 pub mod subscriptions;
 pub mod users;
 
@@ -47,6 +50,7 @@ pub fn router(shared: Gateway) -> Router {
         .route("/api/v1/calls", post(users::call).layer(body_limit))
         .route("/api/v1/users/send", post(users::send).layer(body_limit))
         .route("/api/v1/lattices", post(lattices::update).layer(body_limit))
+        .route("/api/v1/openapi.json", get(openapi::openapi))
         .merge(admin::router(body_limit))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
