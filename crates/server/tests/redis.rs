@@ -24,10 +24,10 @@ mod lattices;
 mod nodes;
 #[path = "redis/outage.rs"]
 mod outage;
-#[path = "redis/rolling.rs"]
-mod rolling;
 #[path = "redis/presence.rs"]
 mod presence;
+#[path = "redis/rolling.rs"]
+mod rolling;
 #[path = "redis/topology.rs"]
 mod topology;
 #[path = "redis/users.rs"]

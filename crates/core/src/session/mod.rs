@@ -15,8 +15,8 @@
 pub mod authorize;
 mod backend_subs;
 pub mod calls;
-pub mod connect_auth;
 mod client_calls;
+pub mod connect_auth;
 pub mod lattices;
 pub mod publish;
 pub mod subscriptions;

@@ -646,16 +646,24 @@ async fn every_described_route_is_served_and_answers_as_described() {
                 check_described(&doc, op, &at, &answer);
                 sent += 1;
             }
+            // A request example is a working request: 200, or the status
+            // its operation names in `x-example-status` when a fresh node
+            // cannot answer it otherwise (a call to a user who has no
+            // connection is `404 not_connected`, at once); that 404 is the
+            // route's own JSON answer, checked against its description.
+            let expected = op
+                .get("x-example-status")
+                .and_then(Value::as_u64)
+                .unwrap_or(200);
             for (name, body) in &bodies {
                 let answer = send(addr, &verb, &target, key, Some(body)).await;
                 let at = format!("{verb} {target} example {name}");
                 assert!(
-                    ![404, 405].contains(&answer.status),
+                    answer.status != 405 && (answer.status != 404 || expected == 404),
                     "{at}: {}",
                     answer.status
                 );
-                // A request example is a working request.
-                assert_eq!(answer.status, 200, "{at}: {}", answer.body);
+                assert_eq!(u64::from(answer.status), expected, "{at}: {}", answer.body);
                 check_described(&doc, op, &at, &answer);
                 sent += 1;
             }
