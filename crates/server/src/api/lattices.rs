@@ -27,7 +27,8 @@ use chouquette_core::user_mail::MAX_USER_BYTES;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::api::{bearer, error_response};
+use crate::api::app_request::{Refused, authenticated};
+use crate::api::error_response;
 use crate::gateway::Gateway;
 
 /// The body, as sent.
@@ -40,35 +41,6 @@ struct Body {
     shared: Option<Box<RawValue>>,
     #[serde(default)]
     users: BTreeMap<String, Box<RawValue>>,
-}
-
-/// Why an update is refused before anything is merged.
-#[derive(Debug, thiserror::Error)]
-enum Refused {
-    #[error("missing `Authorization: Bearer <api key>`")]
-    NoKey,
-    #[error("unknown app or wrong API key")]
-    WrongKey,
-    #[error("{1}")]
-    Body(StatusCode, String),
-    #[error("{0}")]
-    Bad(String),
-    #[error("{0}")]
-    TooLarge(String),
-}
-
-impl Refused {
-    fn response(&self) -> Response {
-        let message = self.to_string();
-        let (status, code) = match self {
-            Refused::NoKey => (StatusCode::UNAUTHORIZED, "not_allowed"),
-            Refused::WrongKey => (StatusCode::FORBIDDEN, "not_allowed"),
-            Refused::Body(status, _) => (*status, "bad_message"),
-            Refused::Bad(_) => (StatusCode::BAD_REQUEST, "bad_message"),
-            Refused::TooLarge(_) => (StatusCode::INSUFFICIENT_STORAGE, "too_large"),
-        };
-        error_response(status, code, &message)
-    }
 }
 
 /// A lattice error, told as the lattice it is about (`shared`, or
@@ -86,19 +58,12 @@ fn read(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, String, NamespaceValues), Refused> {
-    let Some(key) = bearer(headers) else {
-        return Err(Refused::NoKey);
-    };
-    let body = body.map_err(|r| Refused::Body(r.status(), r.body_text()))?;
+    let (_, body) = authenticated(shared, headers, body)?;
     let body: Body = serde_json::from_slice(&body).map_err(|e| {
         Refused::Bad(format!(
             "body: expected {{\"app_id\", \"namespace\", \"shared\", \"users\"}} ({e})"
         ))
     })?;
-    let known = shared.node.apps().get(&body.app_id);
-    if !known.is_some_and(|a| a.accepts_api_key(key)) {
-        return Err(Refused::WrongKey);
-    }
     if !valid_namespace(&body.namespace) {
         return Err(Refused::Bad(
             "invalid namespace: 1 to 64 characters among letters, digits and _-.:@/".into(),

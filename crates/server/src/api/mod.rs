@@ -8,6 +8,7 @@
 //! description fails `tests/gateway/openapi.rs`.
 
 pub mod admin;
+pub(crate) mod app_request;
 pub mod lattices;
 pub mod openapi;
 pub mod subscriptions;

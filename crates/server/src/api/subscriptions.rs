@@ -23,7 +23,8 @@ use chouquette_core::publication::valid_name;
 use chouquette_core::user_mail::MAX_USER_BYTES;
 use serde_json::Value;
 
-use crate::api::{bearer, error_response};
+use crate::api::app_request::{Refused, authenticated, bad};
+use crate::api::error_response;
 use crate::gateway::Gateway;
 
 /// A request, checked.
@@ -34,44 +35,11 @@ struct Request {
     filters: Option<Value>,
 }
 
-/// Why a request is refused before anything is stored.
-#[derive(Debug, thiserror::Error)]
-enum Refused {
-    /// No `Authorization: Bearer` header (401).
-    #[error("missing `Authorization: Bearer <api key>`")]
-    NoKey,
-    /// An unknown app or a wrong key, told apart by nobody (403).
-    #[error("unknown app or wrong API key")]
-    WrongKey,
-    /// The body could not be read (its size, its framing).
-    #[error("{1}")]
-    Body(StatusCode, String),
-    /// A bad field (400 `bad_message`).
-    #[error("{0}")]
-    Bad(String),
-}
-
-impl Refused {
-    fn response(&self) -> Response {
-        let message = self.to_string();
-        match self {
-            Refused::NoKey => error_response(StatusCode::UNAUTHORIZED, "not_allowed", &message),
-            Refused::WrongKey => error_response(StatusCode::FORBIDDEN, "not_allowed", &message),
-            Refused::Body(status, _) => error_response(*status, "bad_message", &message),
-            Refused::Bad(_) => error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
-        }
-    }
-}
-
-fn bad(message: &str) -> Refused {
-    Refused::Bad(message.to_string())
-}
-
 /// A required string field of `body`.
 fn text<'a>(body: &'a Value, field: &str) -> Result<&'a str, Refused> {
     body.get(field)
         .and_then(Value::as_str)
-        .ok_or_else(|| bad(&format!("`{field}` must be a string")))
+        .ok_or_else(|| bad(format!("`{field}` must be a string")))
 }
 
 /// Reads the body and authenticates the caller for its app; with
@@ -82,22 +50,12 @@ fn read(
     body: Result<Bytes, BytesRejection>,
     subscribe: bool,
 ) -> Result<Request, Refused> {
-    let Some(key) = bearer(headers) else {
-        return Err(Refused::NoKey);
-    };
-    let body = body.map_err(|r| Refused::Body(r.status(), r.body_text()))?;
+    let (app, body) = authenticated(shared, headers, body)?;
     let body: Value =
-        serde_json::from_slice(&body).map_err(|e| bad(&format!("body is not JSON: {e}")))?;
-    let app = text(&body, "app_id")?;
-    let known = shared.node.apps().get(app);
-    if !known.is_some_and(|a| a.accepts_api_key(key)) {
-        return Err(Refused::WrongKey);
-    }
+        serde_json::from_slice(&body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
     let user = text(&body, "user")?;
     if user.is_empty() || user.len() > MAX_USER_BYTES {
-        return Err(bad(&format!(
-            "`user` must have 1 to {MAX_USER_BYTES} bytes"
-        )));
+        return Err(bad(format!("`user` must have 1 to {MAX_USER_BYTES} bytes")));
     }
     let channel = text(&body, "channel")?;
     if !valid_name(channel) {
@@ -107,7 +65,7 @@ fn read(
         let filters = body
             .get("filters")
             .ok_or_else(|| bad("`filters` is missing"))?;
-        Filter::parse(filters).map_err(|e| bad(&format!("filters: {e}")))?;
+        Filter::parse(filters).map_err(|e| bad(format!("filters: {e}")))?;
         Some(filters.clone())
     } else {
         None

@@ -37,48 +37,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::api::{bearer, error_response};
+use crate::api::app_request::{Refused, authenticated, bad};
+use crate::api::error_response;
 use crate::gateway::Gateway;
 
-/// Why a request is refused before anything is sent.
-#[derive(Debug, thiserror::Error)]
-enum Refused {
-    /// No `Authorization: Bearer` header (401).
-    #[error("missing `Authorization: Bearer <api key>`")]
-    NoKey,
-    /// An unknown app or a wrong key, told apart by nobody (403).
-    #[error("unknown app or wrong API key")]
-    WrongKey,
-    /// The body could not be read (its size, its framing).
-    #[error("{1}")]
-    Body(StatusCode, String),
-    /// A bad field (400 `bad_message`).
-    #[error("{0}")]
-    Bad(String),
-}
-
-impl Refused {
-    fn response(&self) -> Response {
-        let message = self.to_string();
-        let (status, code) = match self {
-            Refused::NoKey => (StatusCode::UNAUTHORIZED, "not_allowed"),
-            Refused::WrongKey => (StatusCode::FORBIDDEN, "not_allowed"),
-            Refused::Body(status, _) => (*status, "bad_message"),
-            Refused::Bad(_) => (StatusCode::BAD_REQUEST, "bad_message"),
-        };
-        error_response(status, code, &message)
-    }
-}
-
-fn bad(message: impl Into<String>) -> Refused {
-    Refused::Bad(message.into())
-}
-
-/// The fields both routes share, read before the rest so that the key is
-/// checked first.
+/// The user a request addresses, read once its caller is authenticated.
 #[derive(Deserialize)]
 struct Addressed {
-    app_id: Value,
     user: Value,
 }
 
@@ -89,19 +54,9 @@ fn read<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, String, T), Refused> {
-    let Some(key) = bearer(headers) else {
-        return Err(Refused::NoKey);
-    };
-    let body = body.map_err(|r| Refused::Body(r.status(), r.body_text()))?;
+    let (app, body) = authenticated(shared, headers, body)?;
     let addressed: Addressed =
         serde_json::from_slice(&body).map_err(|e| bad(format!("body: {e}")))?;
-    let Value::String(app) = addressed.app_id else {
-        return Err(bad("`app_id` must be a string"));
-    };
-    let known = shared.node.apps().get(&app);
-    if !known.is_some_and(|a| a.accepts_api_key(key)) {
-        return Err(Refused::WrongKey);
-    }
     let user = match addressed.user {
         Value::String(user) if !user.is_empty() && user.len() <= MAX_USER_BYTES => user,
         _ => {
