@@ -148,10 +148,10 @@ fn resolve_record(
     if let Some(key) = fields.keys().find(|k| k.ends_with('_')) {
         return Err(SenmlError::MustUnderstand(i, key.clone()));
     }
-    if let Some(version) = number(i, fields, "bver")? {
-        if version.fract() != 0.0 || version < 1.0 || version > VERSION as f64 {
-            return Err(SenmlError::Version(i));
-        }
+    if let Some(version) = number(i, fields, "bver")?
+        && (version.fract() != 0.0 || !(1.0..=VERSION as f64).contains(&version))
+    {
+        return Err(SenmlError::Version(i));
     }
     if let Some(name) = text(i, fields, "bn")? {
         base.name = name.to_string();
