@@ -358,6 +358,92 @@ mod tests {
         assert!(parse_url("mqtt://").is_err());
     }
 
+    fn problems(section: &str) -> Vec<String> {
+        let text = format!("{}{section}", chouquette_testkit::BASE_CONFIG);
+        match crate::config::Config::from_toml(&text, std::iter::empty()) {
+            Ok(_) => Vec::new(),
+            Err(crate::config::ConfigError::Invalid(p)) => {
+                p.into_iter().map(|p| p.message).collect()
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    const SECTION: &str = r#"
+[[sources.mqtt]]
+url = "mqtt://gw:secret@127.0.0.1:1883"
+
+[[sources.mqtt.topics]]
+filter = "devices/+/telemetry"
+app = "bluelib"
+channel = "devices"
+event_kind = "telemetry"
+keywords = ["device:{1}"]
+key = "device:{1}"
+format = "senml"
+"#;
+
+    #[test]
+    fn a_valid_section_loads_and_builds() {
+        assert_eq!(problems(SECTION), Vec::<String>::new());
+        let text = format!("{}{SECTION}", chouquette_testkit::BASE_CONFIG);
+        let config = crate::config::Config::from_toml(&text, std::iter::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let settings = config.sources.mqtt_settings("n1");
+        assert_eq!(settings.len(), 1);
+        let s = &settings[0];
+        assert_eq!(
+            (s.host.as_str(), s.port, s.client_id.as_str()),
+            ("127.0.0.1", 1883, "chouquette-n1")
+        );
+        assert_eq!(
+            (s.username.as_deref(), s.password.as_deref()),
+            (Some("gw"), Some("secret"))
+        );
+        assert_eq!(
+            s.subscription("devices/+/telemetry"),
+            "$share/chouquette/devices/+/telemetry"
+        );
+        assert_eq!(s.topics[0].format, Format::Senml);
+    }
+
+    #[test]
+    fn bad_sections_are_refused_without_showing_the_password() {
+        let cases = [
+            (SECTION.replace("mqtt://", "mqtts://"), "TLS"),
+            (
+                SECTION.replace("\"bluelib\"", "\"nope\""),
+                "unknown app `nope`",
+            ),
+            (SECTION.replace("{1}\"]", "{uid}\"]"), "topic levels"),
+            (SECTION.replace("senml", "xml"), "`format`"),
+            (
+                SECTION.replace("devices/+/telemetry", "devices/#/x"),
+                "not a valid MQTT topic filter",
+            ),
+            (
+                SECTION.replace("url =", "share_group = \"a/b\"\nurl ="),
+                "share_group",
+            ),
+            (
+                format!(
+                    "{SECTION}{}",
+                    &SECTION[SECTION.find("[[sources.mqtt.topics]]").unwrap_or(0)..]
+                        .replace("devices/+/telemetry", "devices/D1/#")
+                ),
+                "overlap",
+            ),
+        ];
+        for (text, wanted) in cases {
+            let found = problems(&text);
+            assert!(
+                found.iter().any(|p| p.contains(wanted)),
+                "{wanted}: {found:?}"
+            );
+            assert!(found.iter().all(|p| !p.contains("secret")), "{found:?}");
+        }
+    }
+
     #[test]
     fn templates_read_topic_levels_only() {
         assert!(level_template("device:{1}").is_ok());
