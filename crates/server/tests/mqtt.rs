@@ -10,6 +10,8 @@
 
 #[path = "mqtt/acl.rs"]
 mod acl;
+#[path = "mqtt/crash.rs"]
+mod crash;
 #[path = "mqtt/mapping.rs"]
 mod mapping;
 #[path = "mqtt/restart.rs"]
