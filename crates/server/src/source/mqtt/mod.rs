@@ -16,7 +16,8 @@
 //!   then acknowledged: a payload that is invalid now stays invalid.
 //! - While the broker (ours) is away or the app over its rate, the worker
 //!   keeps the message and retries; it acknowledges nothing meanwhile, so
-//!   the MQTT broker's in-flight window stops sending more.
+//!   the MQTT broker's in-flight window stops sending more, while the
+//!   poller keeps the connection alive.
 //! - A redelivery (a crash between publishing and PUBACK, a reconnection)
 //!   may publish a message twice, except a SenML pack whose times are all
 //!   absolute: its event id is derived from topic and payload, and the
@@ -59,7 +60,11 @@ use crate::shutdown::Shutdown;
 /// broker's own limit below it (Mosquitto: `max_packet_size`).
 pub const MAX_PACKET: usize = 1 << 20;
 /// Messages handed from the poller to the worker and not yet handled.
-const QUEUE: usize = 32;
+/// Larger than a broker's in-flight window for QoS 1 (Mosquitto: 20), so
+/// the poller keeps polling (keep-alive, pings) while the worker waits for
+/// our broker: a blocked poller would let the MQTT connection time out and
+/// have its messages delivered again. It blocks only on a flood of QoS 0.
+const QUEUE: usize = 256;
 /// Requests (acks, subscriptions) queued to the client.
 const REQUESTS: usize = 64;
 /// At most one log line about invalid messages per this long per source.
