@@ -1,5 +1,6 @@
-//! A broker restart (killed, started again with no sessions): the source
-//! reconnects, subscribes again, and every message sent after the broker is
+//! A broker restart (killed, started again with no sessions): `/readyz`
+//! says the source is down meanwhile (still 200); the source reconnects,
+//! subscribes again, and every message sent after the broker is
 //! back is published.
 
 use super::{Device, WAIT, data, every_kind, node_on, ready};
@@ -15,6 +16,20 @@ async fn the_source_reconnects_and_resubscribes_after_a_broker_restart() {
     d1.publish("devices/D1/telemetry", r#"{"n": 0}"#).await;
     assert_eq!(data(&mut ws, 1).await[0]["data"]["n"], 0);
 
+    broker.kill().await;
+    // Still ready (clients are served), the source's problem said.
+    assert!(
+        eventually(WAIT, async || {
+            let (status, body) = node.get("/readyz").await;
+            status == 200 && body.starts_with("ok\n") && body.contains("mqtt source `gw-1`: ")
+        })
+        .await,
+        "/readyz says the source is down"
+    );
+    assert_eq!(
+        node.metric("chouquette_mqtt_up{source=\"gw-1\"}").await,
+        Some(0.0)
+    );
     broker.restart().await;
     let reconnects = "chouquette_mqtt_reconnects_total{source=\"gw-1\"}";
     assert!(
