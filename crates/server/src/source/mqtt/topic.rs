@@ -55,7 +55,40 @@ pub fn levels(topic: &str) -> Vec<&str> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn filter() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("+"), Just("")], 1..4),
+            any::<bool>(),
+        )
+            .prop_map(|(levels, hash)| {
+                let mut f = levels.join("/");
+                if hash {
+                    f.push_str("/#");
+                }
+                f
+            })
+    }
+
+    fn topic() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c"), Just("")], 1..5)
+            .prop_map(|levels| levels.join("/"))
+    }
+
+    proptest! {
+        /// The config's overlap check never misses: a topic two filters
+        /// both match means they overlap, so one source never has two
+        /// mappings for a message.
+        #[test]
+        fn overlap_never_misses(a in filter(), b in filter(), t in topic()) {
+            if matches(&a, &t) && matches(&b, &t) {
+                prop_assert!(overlap(&a, &b), "{a} and {b} both match {t}");
+            }
+        }
+    }
 
     #[test]
     fn filters_match_like_a_broker() {
