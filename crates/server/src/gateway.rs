@@ -36,6 +36,8 @@ pub struct Gateway {
     pub operator: Arc<OperatorActions>,
     /// The Postgres sources' state, for `/readyz` and `/metrics`.
     pub postgres: crate::source::postgres::Statuses,
+    /// The MQTT sources' state, for `/readyz` and `/metrics`.
+    pub mqtt: crate::source::mqtt::Statuses,
     /// Every app's connect auth by its backend, checked at upgrades.
     pub connect_auth: Arc<crate::connect_auth::ConnectAuth>,
 }

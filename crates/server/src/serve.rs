@@ -195,6 +195,13 @@ pub async fn start_with(
             }
         })
         .collect();
+    let mut mqtt = crate::source::mqtt::Statuses::default();
+    let mqtt_sources: Vec<crate::source::mqtt::MqttSource> = config
+        .sources
+        .mqtt_settings(node.id())
+        .into_iter()
+        .map(|settings| crate::source::mqtt::MqttSource::new(settings, &mut mqtt))
+        .collect();
     let gateway = Gateway {
         node: node.clone(),
         settings: Arc::new(transport_settings(&config)),
@@ -203,6 +210,7 @@ pub async fn start_with(
         admin: Arc::new(AdminState::new(config.admin.key.clone(), audit)),
         operator: Arc::new(OperatorActions::new(node.clone(), redis.clone(), store)),
         postgres,
+        mqtt,
         connect_auth: Arc::new(crate::connect_auth::ConnectAuth::new(&config)),
     };
     let listeners = Listeners::bind(&config, tls.as_ref()).await?;
@@ -224,6 +232,9 @@ pub async fn start_with(
     ));
     let mut background = start_background(&config, &node, redis, &shutdown);
     for source in postgres_sources {
+        background.push(source::spawn(source, node.clone(), shutdown.clone()));
+    }
+    for source in mqtt_sources {
         background.push(source::spawn(source, node.clone(), shutdown.clone()));
     }
     tracing::info!(%public, %internal, node = %node.id(), broker = node.broker().kind(),

@@ -24,6 +24,8 @@ use chouquette::serve::{self, Running};
 mod backend;
 mod lattice_view;
 pub use lattice_view::LatticeView;
+mod mosquitto;
+pub use mosquitto::{MQTT_GATEWAY_USER, MQTT_PASSWORD, MosquittoServer};
 mod postgres;
 pub use postgres::{PG_DATABASE, PG_ROLE, PostgresServer};
 mod redis;

@@ -83,7 +83,12 @@ async fn readyz(State(shared): State<Gateway>) -> Response {
         // only add an outage. Its state is said here and in the metrics
         // (`chouquette_postgres_up`), which is where to alert on it.
         let mut body = String::from("ok\n");
-        for why in shared.postgres.problems() {
+        for why in shared
+            .postgres
+            .problems()
+            .into_iter()
+            .chain(shared.mqtt.problems())
+        {
             body.push_str(&why);
             body.push('\n');
         }
@@ -101,6 +106,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             let mut text = shared.node.telemetry().render();
             shared.node.limiters().counters.render(&mut text);
             shared.postgres.render(&mut text);
+            shared.mqtt.render(&mut text);
             shared.node.rpc().render(&mut text);
             shared.connect_auth.render(&mut text);
             shared.node.hub().calls().render(&mut text);

@@ -4,7 +4,7 @@
 //! lower-cased, array items by index (`CHOUQUETTE_APPS__0__API_KEY`).
 //! Values are read as TOML when they parse, as strings otherwise, except
 //! secrets: `apps.N.api_key`, `admin.key`, `broker.url` and
-//! `sources.postgres.N.url` (they may carry a password) are always the variable's text as it is, so an all-digit
+//! `sources.postgres.N.url`, `sources.mqtt.N.url` and `sources.mqtt.N.password` (they may carry a password) are always the variable's text as it is, so an all-digit
 //! key stays a string and quotes stay part of it; the secret lists
 //! `apps.N.secrets`, `broker.sentinel.addresses` and `broker.cluster.nodes`
 //! are comma-separated (items trimmed, empty ones dropped; a value that
@@ -59,11 +59,13 @@ pub(super) fn apply(table: &mut toml::Value, overrides: &[Override]) -> Result<(
 }
 
 /// Keys whose value is a secret (or holds one): taken as text.
-const TEXT_KEYS: [&str; 4] = [
+const TEXT_KEYS: [&str; 6] = [
     "apps.#.api_key",
     "admin.key",
     "broker.url",
     "sources.postgres.#.url",
+    "sources.mqtt.#.url",
+    "sources.mqtt.#.password",
 ];
 
 /// Lists of secrets (or of URLs that may hold a password): comma-separated.

@@ -13,8 +13,10 @@ use chouquette_core::publication::valid_name;
 use serde::Deserialize;
 
 use super::apps::AppConfig;
+use super::mqtt::MqttConfig;
 use super::problem::Problems;
 use super::value::duration;
+use crate::source::mqtt::MqttSettings;
 use crate::source::postgres::{PostgresSettings, TableSettings, Template};
 
 /// `[sources]`.
@@ -23,6 +25,8 @@ use crate::source::postgres::{PostgresSettings, TableSettings, Template};
 pub struct SourcesConfig {
     /// Postgres slots read.
     pub postgres: Vec<PostgresConfig>,
+    /// MQTT brokers read (`config/mqtt.rs`).
+    pub mqtt: Vec<MqttConfig>,
 }
 
 /// `[[sources.postgres]]`.
@@ -227,6 +231,9 @@ impl TableConfig {
 impl SourcesConfig {
     /// Every problem of `[sources]`, at its line.
     pub(super) fn problems(&self, apps: &[AppConfig], out: &mut Problems<'_>) {
+        for mqtt in &self.mqtt {
+            mqtt.problems(apps, out);
+        }
         let mut slots = HashSet::new();
         for pg in &self.postgres {
             let at = format!("\"{}\"", pg.url);
@@ -292,6 +299,16 @@ impl SourcesConfig {
                 reconnect_max: pg.reconnect_max,
                 lease_ttl: pg.lease_ttl,
             })
+            .collect()
+    }
+
+    /// The MQTT sources' settings (the config was checked); default client
+    /// ids are derived from `node_id`.
+    pub fn mqtt_settings(&self, node_id: &str) -> Vec<MqttSettings> {
+        self.mqtt
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m.build(node_id, i))
             .collect()
     }
 }

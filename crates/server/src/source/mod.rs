@@ -24,6 +24,7 @@
 //! [`Caller::Source`]: chouquette_core::ingest::Caller::Source
 
 pub mod http;
+pub mod mqtt;
 pub mod postgres;
 pub mod redis_inbox;
 
