@@ -76,6 +76,10 @@ pub enum UserCommand {
     /// link is back: changes may have been missed meanwhile; never sent
     /// between nodes).
     ReloadLattices,
+    /// Read the user's pending notifications and send them (posted by a
+    /// session to itself when its identity is set, or a `notifications`
+    /// switch lifted; never sent between nodes).
+    LoadNotifications,
 }
 
 /// A command for every connection of `user` of `app`.
@@ -128,6 +132,7 @@ impl UserMessage {
                 value["frame"] = String::from_utf8_lossy(frame).into_owned().into();
             }
             UserCommand::ReloadLattices => value["do"] = "reload_lattices".into(),
+            UserCommand::LoadNotifications => value["do"] = "load_notifications".into(),
         }
         Bytes::from(value.to_string())
     }

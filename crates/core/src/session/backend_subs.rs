@@ -70,6 +70,7 @@ impl Session {
         self.node.connections().set_identity(&connection, identity);
         if has_identity {
             connection.post(Arc::new(UserCommand::LoadGrants));
+            connection.post(Arc::new(UserCommand::LoadNotifications));
         }
     }
 
@@ -99,6 +100,7 @@ impl Session {
                 // Queued by the hub's lattice feed, never posted to a mailbox.
                 UserCommand::Lattice { .. } => {}
                 UserCommand::ReloadLattices => self.reload_lattices(out).await,
+                UserCommand::LoadNotifications => self.load_notifications(out).await,
             }
         }
         if connection.has_mail() {

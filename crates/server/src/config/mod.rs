@@ -28,6 +28,7 @@ mod limits;
 mod listen;
 mod log;
 mod node;
+mod notifications;
 mod problem;
 mod proxy;
 mod rpc;
