@@ -374,3 +374,35 @@ async fn the_kill_switch_holds_delivery_back_and_loses_nothing_when_lifted() {
         .await
     );
 }
+
+#[tokio::test]
+async fn the_python_example_notifies_and_a_retry_with_its_id_notifies_nobody_twice() {
+    let node = TestNode::base().await;
+    let mut roger = tab(&node, "roger").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/python/notify.py");
+    let run = |key: &str| {
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .args(["--url", &node.internal_url(), "--key", key, "--app", APP])
+            .args(["--kind", "comment", "--title", "New comment", "--link", "/posts/7"])
+            .args(["--data", r#"{"post": 7}"#, "--id", "comment-1234", "roger"])
+            .output()
+    };
+    let output = run(API_KEY).await.expect("python3 runs");
+    assert!(output.status.success(), "{output:?}");
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON answer");
+    let (n, _) = roger.recv_until("notification").await;
+    assert_eq!(
+        (&n["id"], &n["title"], &n["link"], &n["data"]),
+        (&answer["id"], &json!("New comment"), &json!("/posts/7"), &json!({"post": 7}))
+    );
+    // The retry: the same id, nothing sent.
+    let output = run(API_KEY).await.expect("python3 runs");
+    let again: Value = serde_json::from_slice(&output.stdout).expect("JSON answer");
+    assert_eq!(again, answer);
+    assert!(ids(&drain(&mut roger).await, "notification").is_empty());
+    // Refused: exit 1 and the gateway's code.
+    let output = run("wrong").await.expect("python3 runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not_allowed"), "{output:?}");
+}
