@@ -339,9 +339,9 @@ impl Switches {
 
     /// Whether a `notifications` switch covering `app` is in force.
     pub fn notifications_off(&self, app: &str) -> bool {
-        self.read().iter().any(|s| {
-            s.scope == Scope::Notifications && s.app.as_deref().is_none_or(|a| a == app)
-        })
+        self.read()
+            .iter()
+            .any(|s| s.scope == Scope::Notifications && s.app.as_deref().is_none_or(|a| a == app))
     }
 
     /// Switches in force.

@@ -366,9 +366,7 @@ impl Broker for MemoryBroker {
         now: u64,
         expire_after: u64,
     ) -> BoxFuture<'a, Result<crate::notifications::Outcome, BrokerError>> {
-        let outcome = self
-            .notifications
-            .apply(app, user, op, now, expire_after);
+        let outcome = self.notifications.apply(app, user, op, now, expire_after);
         Box::pin(async move { outcome })
     }
 

@@ -20,11 +20,14 @@ pub const MAX_NOTIFIED_USERS: usize = 100_000;
 /// notified again.
 pub const MAX_IDEMPOTENCY_IDS: usize = 100_000;
 
+/// An (app, user) or (app, idempotency id) pair.
+type Key = (Box<str>, Box<str>);
+
 /// Pending lists and idempotency ids.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    users: Mutex<HashMap<(Box<str>, Box<str>), Pending>>,
-    ids: Mutex<HashMap<(Box<str>, Box<str>), (String, Instant)>>,
+    users: Mutex<HashMap<Key, Pending>>,
+    ids: Mutex<HashMap<Key, (String, Instant)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,7 +85,10 @@ impl MemoryStore {
             ids.retain(|_, (_, until)| *until > now);
         }
         if ids.len() >= MAX_IDEMPOTENCY_IDS
-            && let Some(oldest) = ids.iter().min_by_key(|(_, (_, until))| *until).map(|(k, _)| k.clone())
+            && let Some(oldest) = ids
+                .iter()
+                .min_by_key(|(_, (_, until))| *until)
+                .map(|(k, _)| k.clone())
         {
             ids.remove(&oldest);
         }

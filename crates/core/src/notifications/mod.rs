@@ -307,7 +307,7 @@ pub async fn notify(node: &Arc<Node>, app: &str, request: Notify) -> Result<Stri
     };
     for user in &request.users {
         let op = PendingOp::Add {
-            entry: entry.clone(),
+            entry: Box::new(entry.clone()),
             window,
             max_pending: policy.max_pending,
         };
@@ -353,7 +353,14 @@ async fn deliver(node: &Node, app: &str, user: &str, entries: &[Entry]) {
 
 /// Closes `user`'s open group of `kind` at `closes` (µs) and delivers it;
 /// at once when the node already keeps [`MAX_GROUP_TIMERS`].
-async fn close_later(node: &Arc<Node>, app: &str, user: &str, kind: String, closes: u64, ttl: Duration) {
+async fn close_later(
+    node: &Arc<Node>,
+    app: &str,
+    user: &str,
+    kind: String,
+    closes: u64,
+    ttl: Duration,
+) {
     let notifier = node.notifier();
     if notifier.timers.fetch_add(1, Ordering::Relaxed) >= MAX_GROUP_TIMERS {
         notifier.timers.fetch_sub(1, Ordering::Relaxed);

@@ -94,8 +94,8 @@ impl Entry {
 pub enum PendingOp {
     /// Store a new notification.
     Add {
-        /// It.
-        entry: Entry,
+        /// It (boxed: the other operations are small).
+        entry: Box<Entry>,
         /// Its kind's grouping window (µs), when grouped.
         window: Option<u64>,
         /// Entries kept; past it the oldest is dropped.
@@ -171,7 +171,7 @@ impl Pending {
                 entry,
                 window,
                 max_pending,
-            } => self.add(entry, window, max_pending, now, &mut out),
+            } => self.add(*entry, window, max_pending, now, &mut out),
             PendingOp::Ack(ids) => {
                 let mut acked = 0;
                 let mut acked_ids = Vec::new();
@@ -332,7 +332,7 @@ mod tests {
         let mut p = Pending::default();
         for i in 0..5 {
             let op = PendingOp::Add {
-                entry: entry(i, "x", i as u64),
+                entry: Box::new(entry(i, "x", i as u64)),
                 window: None,
                 max_pending: 3,
             };
@@ -348,7 +348,7 @@ mod tests {
         let mut p = Pending::default();
         for i in 0..3 {
             let op = PendingOp::Add {
-                entry: entry(i, "x", i as u64 * 10),
+                entry: Box::new(entry(i, "x", i as u64 * 10)),
                 window: None,
                 max_pending: 10,
             };
@@ -399,7 +399,7 @@ mod tests {
                 }
                 let kind = kinds[*kind];
                 let op = PendingOp::Add {
-                    entry: entry(i, kind, now),
+                    entry: Box::new(entry(i, kind, now)),
                     window: (kind != "plain").then_some(window),
                     max_pending: 10_000,
                 };

@@ -17,8 +17,8 @@ mod backend_subs;
 pub mod calls;
 mod client_calls;
 pub mod connect_auth;
-pub mod notifications;
 pub mod lattices;
+pub mod notifications;
 pub mod publish;
 pub mod subscriptions;
 

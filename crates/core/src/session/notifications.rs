@@ -25,8 +25,13 @@ pub fn check_ack_ids(ids: &[String]) -> Result<(), String> {
     if ids.is_empty() || ids.len() > MAX_ACK_IDS {
         return Err(format!("`ids`: 1 to {MAX_ACK_IDS} notification ids"));
     }
-    if ids.iter().any(|id| id.is_empty() || id.len() > MAX_ACK_ID_BYTES) {
-        return Err(format!("a notification id has 1 to {MAX_ACK_ID_BYTES} bytes"));
+    if ids
+        .iter()
+        .any(|id| id.is_empty() || id.len() > MAX_ACK_ID_BYTES)
+    {
+        return Err(format!(
+            "a notification id has 1 to {MAX_ACK_ID_BYTES} bytes"
+        ));
     }
     Ok(())
 }

@@ -72,10 +72,41 @@ fn bad(message: String) -> Response {
     error_response(StatusCode::BAD_REQUEST, "bad_message", &message)
 }
 
-fn check(name: &str, value: &str, max: usize, empty_ok: bool) -> Result<(), Response> {
+/// Why a notification is refused before anything is stored.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("missing `Authorization: Bearer <api key>`")]
+    NoKey,
+    #[error("unknown app or wrong API key")]
+    WrongKey,
+    #[error("{1}")]
+    Body(StatusCode, String),
+    #[error("{0}")]
+    Bad(String),
+    #[error("`data` larger than {0} bytes")]
+    DataTooLarge(usize),
+}
+
+impl Refused {
+    fn response(&self) -> Response {
+        let message = self.to_string();
+        let (status, code) = match self {
+            Refused::NoKey => (StatusCode::UNAUTHORIZED, "not_allowed"),
+            Refused::WrongKey => (StatusCode::FORBIDDEN, "not_allowed"),
+            Refused::Body(status, _) => (*status, "bad_message"),
+            Refused::Bad(_) => (StatusCode::BAD_REQUEST, "bad_message"),
+            Refused::DataTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "bad_message"),
+        };
+        error_response(status, code, &message)
+    }
+}
+
+fn check(name: &str, value: &str, max: usize, empty_ok: bool) -> Result<(), Refused> {
     if (!empty_ok && value.is_empty()) || value.len() > max {
         let least = if empty_ok { 0 } else { 1 };
-        return Err(bad(format!("`{name}` must have {least} to {max} bytes")));
+        return Err(Refused::Bad(format!(
+            "`{name}` must have {least} to {max} bytes"
+        )));
     }
     Ok(())
 }
@@ -85,24 +116,24 @@ fn read(
     shared: &Gateway,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(String, Notify), Response> {
+) -> Result<(String, Notify), Refused> {
     let Some(key) = bearer(headers) else {
-        let why = "missing `Authorization: Bearer <api key>`";
-        return Err(error_response(StatusCode::UNAUTHORIZED, "not_allowed", why));
+        return Err(Refused::NoKey);
     };
-    let body = body.map_err(|r| error_response(r.status(), "bad_message", &r.body_text()))?;
+    let body = body.map_err(|r| Refused::Body(r.status(), r.body_text()))?;
     let body: Body = serde_json::from_slice(&body).map_err(|e| {
-        bad(format!(
+        Refused::Bad(format!(
             "body: expected {{\"app_id\", \"users\", \"kind\", \"title\", \"body\", \"link\", \"data\", \"id\"}} ({e})"
         ))
     })?;
     let known = shared.node.apps().get(&body.app_id);
     if !known.is_some_and(|a| a.accepts_api_key(key)) {
-        let why = "unknown app or wrong API key";
-        return Err(error_response(StatusCode::FORBIDDEN, "not_allowed", why));
+        return Err(Refused::WrongKey);
     }
     if body.users.is_empty() || body.users.len() > MAX_USERS_PER_NOTIFY {
-        return Err(bad(format!("`users`: 1 to {MAX_USERS_PER_NOTIFY} user ids")));
+        return Err(Refused::Bad(format!(
+            "`users`: 1 to {MAX_USERS_PER_NOTIFY} user ids"
+        )));
     }
     for user in &body.users {
         check("users", user, MAX_USER_BYTES, false)?;
@@ -119,8 +150,7 @@ fn read(
     if let Some(data) = &body.data
         && data.get().len() > shared.max_publish_bytes
     {
-        let why = format!("`data` larger than {} bytes", shared.max_publish_bytes);
-        return Err(error_response(StatusCode::PAYLOAD_TOO_LARGE, "bad_message", &why));
+        return Err(Refused::DataTooLarge(shared.max_publish_bytes));
     }
     let mut users = body.users;
     let mut seen = std::collections::HashSet::new();
@@ -147,7 +177,7 @@ pub async fn notify(
 ) -> Response {
     let (app, request) = match read(&shared, &headers, body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(refused) => return refused.response(),
     };
     match notifications::notify(&shared.node, &app, request).await {
         Ok(id) => Json(serde_json::json!({ "id": id })).into_response(),

@@ -70,7 +70,10 @@ impl NotificationsConfig {
                 format!("app `{id}`: notifications.max_pending must be 1 to {MAX_MAX_PENDING}"),
             );
         }
-        if self.expire_after.is_some_and(|d| d < Duration::from_secs(1)) {
+        if self
+            .expire_after
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
             out.at(
                 at,
                 format!("app `{id}`: notifications.expire_after must be at least 1s"),
@@ -81,19 +84,26 @@ impl NotificationsConfig {
             if g.kind.is_empty() || g.kind.len() > MAX_KIND_BYTES {
                 out.at(
                     at,
-                    format!("app `{id}`: a notifications.group kind has 1 to {MAX_KIND_BYTES} bytes"),
+                    format!(
+                        "app `{id}`: a notifications.group kind has 1 to {MAX_KIND_BYTES} bytes"
+                    ),
                 );
             }
             if !kinds.insert(g.kind.as_str()) {
                 out.at(
                     at,
-                    format!("app `{id}`: notifications.group kind `{}` is listed twice", g.kind),
+                    format!(
+                        "app `{id}`: notifications.group kind `{}` is listed twice",
+                        g.kind
+                    ),
                 );
             }
             if g.window.is_zero() || g.window > MAX_GROUP_WINDOW {
                 out.at(
                     at,
-                    format!("app `{id}`: notifications.group window must be over 0 and at most 1 day"),
+                    format!(
+                        "app `{id}`: notifications.group window must be over 0 and at most 1 day"
+                    ),
                 );
             }
         }

@@ -87,7 +87,14 @@ async fn two_tabs_get_it_an_ack_on_one_removes_it_for_both_and_it_never_comes_ba
         let (n, before) = t.recv_until("notification").await;
         assert!(before.is_empty(), "{before:?}");
         assert_eq!(
-            (&n["id"], &n["kind"], &n["title"], &n["body"], &n["link"], &n["data"]),
+            (
+                &n["id"],
+                &n["kind"],
+                &n["title"],
+                &n["body"],
+                &n["link"],
+                &n["data"]
+            ),
             (
                 &json!(id),
                 &json!("comment"),
@@ -98,11 +105,17 @@ async fn two_tabs_get_it_an_ack_on_one_removes_it_for_both_and_it_never_comes_ba
             ),
             "{n}"
         );
-        assert!(n["created"].as_str().is_some_and(|c| c.ends_with('Z')), "{n}");
+        assert!(
+            n["created"].as_str().is_some_and(|c| c.ends_with('Z')),
+            "{n}"
+        );
         assert!(n["uuid"].is_string() && n["timestamp"].is_string(), "{n}");
         assert!(n.get("grouped").is_none(), "{n}");
     }
-    assert!(drain(&mut other).await.is_empty(), "another user gets nothing");
+    assert!(
+        drain(&mut other).await.is_empty(),
+        "another user gets nothing"
+    );
 
     let [first, second] = &mut tabs;
     ack(first, &[&id]).await;
@@ -112,7 +125,10 @@ async fn two_tabs_get_it_an_ack_on_one_removes_it_for_both_and_it_never_comes_ba
     // Reconnecting: nothing pending.
     let mut again = tab(&node, "roger").await;
     assert!(ids(&drain(&mut again).await, "notification").is_empty());
-    assert_eq!(node.metric("chouquette_notifications_acked_total").await, Some(1.0));
+    assert_eq!(
+        node.metric("chouquette_notifications_acked_total").await,
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -125,7 +141,10 @@ async fn pending_ones_arrive_oldest_first_at_connect_and_the_oldest_are_dropped_
     let mut client = tab(&node, "roger").await;
     let got = drain(&mut client).await;
     assert_eq!(ids(&got, "notification"), sent[2..], "{got:?}");
-    assert_eq!(node.metric("chouquette_notifications_dropped_total").await, Some(2.0));
+    assert_eq!(
+        node.metric("chouquette_notifications_dropped_total").await,
+        Some(2.0)
+    );
     // Not acknowledged: delivered again at the next connect.
     let mut again = tab(&node, "roger").await;
     assert_eq!(ids(&drain(&mut again).await, "notification"), sent[2..]);
@@ -140,18 +159,23 @@ async fn a_repeated_idempotency_id_answers_the_first_id_and_stores_nothing_more(
     assert_eq!(notify(&node, &body).await, first);
     for user in ["roger", "vb"] {
         let mut client = tab(&node, user).await;
-        assert_eq!(ids(&drain(&mut client).await, "notification"), [first.clone()]);
+        assert_eq!(
+            ids(&drain(&mut client).await, "notification"),
+            std::slice::from_ref(&first)
+        );
     }
-    assert_eq!(node.metric("chouquette_notifications_accepted_total").await, Some(2.0));
+    assert_eq!(
+        node.metric("chouquette_notifications_accepted_total").await,
+        Some(2.0)
+    );
 }
 
 #[tokio::test]
 async fn bad_requests_are_refused_with_their_codes() {
     let node = TestNode::start(&config_with("max_publish_bytes = 1000", "")).await;
     let good = notification(&["roger"], "x", "t");
-    let post = async |key: Option<&str>, body: &Value| {
-        node.api_post("/api/v1/notify", key, body).await
-    };
+    let post =
+        async |key: Option<&str>, body: &Value| node.api_post("/api/v1/notify", key, body).await;
     assert_eq!(post(None, &good).await.0, 401);
     assert_eq!(post(Some("wrong"), &good).await.0, 403);
     let mut wrong_app = good.clone();
@@ -186,11 +210,16 @@ async fn bad_requests_are_refused_with_their_codes() {
         .send_json(&json!({"class": "notification_ack", "ids": ["n-1"]}))
         .await;
     let error = anonymous.recv().await;
-    assert_eq!((&error["class"], &error["code"]), (&json!("error"), &json!("not_allowed")));
+    assert_eq!(
+        (&error["class"], &error["code"]),
+        (&json!("error"), &json!("not_allowed"))
+    );
     let mut client = tab(&node, "roger").await;
-    for bad in [json!({"class": "notification_ack", "ids": []}),
-                json!({"class": "notification_ack", "ids": ["x".repeat(65)]}),
-                json!({"class": "notification_ack"})] {
+    for bad in [
+        json!({"class": "notification_ack", "ids": []}),
+        json!({"class": "notification_ack", "ids": ["x".repeat(65)]}),
+        json!({"class": "notification_ack"}),
+    ] {
         client.send_json(&bad).await;
         let error = client.recv().await;
         assert_eq!(error["code"], "bad_message", "{error}");
@@ -203,7 +232,8 @@ async fn bad_requests_are_refused_with_their_codes() {
     let token = connect_token("roger");
     let (status, _) = public_ack(node.running.public, Some(&token), r#"{"ids":[]}"#).await;
     assert_eq!(status, 400);
-    let (status, answer) = public_ack(node.running.public, Some(&token), r#"{"ids":["n-1"]}"#).await;
+    let (status, answer) =
+        public_ack(node.running.public, Some(&token), r#"{"ids":["n-1"]}"#).await;
     assert_eq!((status, answer), (200, json!({"acked": 0})));
 }
 
@@ -220,7 +250,10 @@ async fn public_ack(addr: SocketAddr, token: Option<&str>, body: &str) -> (u16, 
         head.push_str(&format!("\r\nAuthorization: Bearer {token}"));
     }
     let (status, text) = raw_http(addr, &head, body.as_bytes()).await;
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// An SSE stream, read message by message.
@@ -312,7 +345,13 @@ async fn a_burst_of_one_kind_is_one_notification_then_one_group_and_acking_the_g
     let mut client = tab(&node, "roger").await;
     let mut sent = Vec::new();
     for i in 0..20 {
-        sent.push(notify(&node, &notification(&["roger"], "comment", &format!("c{i}"))).await);
+        sent.push(
+            notify(
+                &node,
+                &notification(&["roger"], "comment", &format!("c{i}")),
+            )
+            .await,
+        );
     }
     let other = notify(&node, &notification(&["roger"], "like", "ungrouped")).await;
     let (first, _) = client.recv_until("notification").await;
@@ -328,12 +367,19 @@ async fn a_burst_of_one_kind_is_one_notification_then_one_group_and_acking_the_g
     assert_eq!(grouped["ids"], json!(sent[1..]), "{group}");
     assert_eq!(group["id"], json!(sent[1]));
     assert_eq!(group["title"], "c19", "the texts are the last one's");
-    assert!(grouped["first"].is_string() && grouped["last"].is_string(), "{group}");
+    assert!(
+        grouped["first"].is_string() && grouped["last"].is_string(),
+        "{group}"
+    );
 
     ack(&mut client, &[group["id"].as_str().unwrap()]).await;
     let mut again = tab(&node, "roger").await;
     let pending = ids(&drain(&mut again).await, "notification");
-    assert_eq!(pending, [sent[0].clone(), other], "the group's 19 went with one ack");
+    assert_eq!(
+        pending,
+        [sent[0].clone(), other],
+        "the group's 19 went with one ack"
+    );
 }
 
 #[tokio::test]
@@ -369,7 +415,9 @@ async fn the_kill_switch_holds_delivery_back_and_loses_nothing_when_lifted() {
     }
     assert!(
         eventually(Duration::from_secs(5), async || {
-            node.metric("chouquette_notifications_delivered_total").await == Some(2.0)
+            node.metric("chouquette_notifications_delivered_total")
+                .await
+                == Some(2.0)
         })
         .await
     );
@@ -379,12 +427,22 @@ async fn the_kill_switch_holds_delivery_back_and_loses_nothing_when_lifted() {
 async fn the_python_example_notifies_and_a_retry_with_its_id_notifies_nobody_twice() {
     let node = TestNode::base().await;
     let mut roger = tab(&node, "roger").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/python/notify.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/python/notify.py"
+    );
     let run = |key: &str| {
         tokio::process::Command::new("python3")
             .arg(script)
             .args(["--url", &node.internal_url(), "--key", key, "--app", APP])
-            .args(["--kind", "comment", "--title", "New comment", "--link", "/posts/7"])
+            .args([
+                "--kind",
+                "comment",
+                "--title",
+                "New comment",
+                "--link",
+                "/posts/7",
+            ])
             .args(["--data", r#"{"post": 7}"#, "--id", "comment-1234", "roger"])
             .output()
     };
@@ -394,7 +452,12 @@ async fn the_python_example_notifies_and_a_retry_with_its_id_notifies_nobody_twi
     let (n, _) = roger.recv_until("notification").await;
     assert_eq!(
         (&n["id"], &n["title"], &n["link"], &n["data"]),
-        (&answer["id"], &json!("New comment"), &json!("/posts/7"), &json!({"post": 7}))
+        (
+            &answer["id"],
+            &json!("New comment"),
+            &json!("/posts/7"),
+            &json!({"post": 7})
+        )
     );
     // The retry: the same id, nothing sent.
     let output = run(API_KEY).await.expect("python3 runs");
@@ -404,5 +467,8 @@ async fn the_python_example_notifies_and_a_retry_with_its_id_notifies_nobody_twi
     // Refused: exit 1 and the gateway's code.
     let output = run("wrong").await.expect("python3 runs");
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not_allowed"), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("not_allowed"),
+        "{output:?}"
+    );
 }

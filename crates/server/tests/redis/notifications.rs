@@ -103,9 +103,13 @@ async fn pending_ones_and_idempotency_ids_survive_a_gateway_restart() {
     first.running.shutdown().await;
 
     let again = TestNode::start(&config).await;
-    assert_eq!(notify(&again, &body).await, id, "the idempotency id is remembered");
+    assert_eq!(
+        notify(&again, &body).await,
+        id,
+        "the idempotency id is remembered"
+    );
     let mut client = tab(&again, "roger").await;
-    assert_eq!(pending(&mut client).await, [id.clone()]);
+    assert_eq!(pending(&mut client).await, [id]);
 
     // Stored with an expiry under the user's hash tag.
     let mut redis_client = redis::Client::open(redis.url())
