@@ -55,8 +55,9 @@ pub enum UserCommand {
     },
     /// A ready message, written as is (its bytes shared by every connection).
     Frame(Bytes),
-    /// Read the user's stored grants and apply them (posted by a session to
-    /// itself at `connect`; never sent between nodes).
+    /// Read the user's stored grants and apply them, then send its pending
+    /// notifications (posted by a session to itself at `connect`; never
+    /// sent between nodes).
     LoadGrants,
     /// A backend's call: write its frame and keep its id answerable
     /// (see [`crate::user_calls`]).
@@ -77,8 +78,9 @@ pub enum UserCommand {
     /// between nodes).
     ReloadLattices,
     /// Read the user's pending notifications and send them (posted by a
-    /// session to itself when its identity is set, or a `notifications`
-    /// switch lifted; never sent between nodes).
+    /// session to itself when a `notifications` switch is lifted; at
+    /// `connect`, `LoadGrants` reads them after the grants; never sent
+    /// between nodes).
     LoadNotifications,
 }
 

@@ -70,7 +70,6 @@ impl Session {
         self.node.connections().set_identity(&connection, identity);
         if has_identity {
             connection.post(Arc::new(UserCommand::LoadGrants));
-            connection.post(Arc::new(UserCommand::LoadNotifications));
         }
     }
 
@@ -95,7 +94,11 @@ impl Session {
                 }
                 UserCommand::Unsubscribe { channel } => self.backend_unsubscribe(channel, out),
                 UserCommand::Frame(frame) => out.push(frame.clone()),
-                UserCommand::LoadGrants => self.load_grants(out).await,
+                UserCommand::LoadGrants => {
+                    self.load_grants(out).await;
+                    // The user's pending notifications follow its grants.
+                    self.load_notifications(out).await;
+                }
                 UserCommand::Call(call) => self.call_sent(call, out),
                 // Queued by the hub's lattice feed, never posted to a mailbox.
                 UserCommand::Lattice { .. } => {}

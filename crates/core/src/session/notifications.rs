@@ -1,6 +1,6 @@
 //! Notifications as one session handles them (PROTOCOL.md section 8,
 //! docs/notifications.md): the user's pending list sent after the
-//! identity is set (the mailbox's `LoadNotifications`, read after the
+//! identity is set (read with its grants, `LoadGrants`, after the
 //! `connect` `ack`, or after `connected` for connect auth), a client's
 //! `notification_ack`, and the `notifications` kill switch told as
 //! `notification_status`.
