@@ -109,3 +109,70 @@ impl NotificationsConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+    use std::time::Duration;
+
+    const APP: &str = "[[apps]]\nid = \"bluelib\"\nsecrets = [\"s\"]\n";
+
+    fn load(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("{APP}{extra}"), std::iter::empty())
+    }
+
+    #[test]
+    fn the_section_reaches_the_app_and_defaults_apply() {
+        let c = load(
+            "[apps.notifications]\nmax_pending = 5\nexpire_after = \"2d\"\n\
+             [[apps.notifications.group]]\nkind = \"comment\"\nwindow = \"60s\"\n",
+        )
+        .expect("valid");
+        let apps = c.apps();
+        let policy = &apps.get("bluelib").expect("app").notifications;
+        assert_eq!(policy.max_pending, 5);
+        assert_eq!(policy.expire_after, Duration::from_secs(2 * 86_400));
+        assert_eq!(policy.groups["comment"], Duration::from_secs(60));
+        let c = load("").expect("valid");
+        let apps = c.apps();
+        let policy = &apps.get("bluelib").expect("app").notifications;
+        assert_eq!(policy.max_pending, 1_000);
+        assert_eq!(policy.expire_after, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn bad_values_are_problems() {
+        for (extra, needle) in [
+            ("[apps.notifications]\nmax_pending = 0\n", "max_pending"),
+            (
+                "[apps.notifications]\nmax_pending = 100001\n",
+                "max_pending",
+            ),
+            (
+                "[apps.notifications]\nexpire_after = \"10ms\"\n",
+                "expire_after",
+            ),
+            (
+                "[[apps.notifications.group]]\nkind = \"\"\nwindow = \"1s\"\n",
+                "group kind",
+            ),
+            (
+                "[[apps.notifications.group]]\nkind = \"c\"\nwindow = \"2d\"\n",
+                "window",
+            ),
+            (
+                "[[apps.notifications.group]]\nkind = \"c\"\nwindow = \"1s\"\n\
+                 [[apps.notifications.group]]\nkind = \"c\"\nwindow = \"2s\"\n",
+                "twice",
+            ),
+        ] {
+            match load(extra) {
+                Err(ConfigError::Invalid(problems)) => assert!(
+                    problems.iter().any(|p| p.message.contains(needle)),
+                    "{extra}: {problems:?}"
+                ),
+                other => panic!("{extra}: expected problems, got {other:?}"),
+            }
+        }
+    }
+}
