@@ -125,3 +125,40 @@ async fn pending_ones_and_idempotency_ids_survive_a_gateway_restart() {
         .unwrap();
     assert!(ttl > 29 * 86_400_000, "{key}: {ttl}");
 }
+
+#[tokio::test]
+async fn a_burst_posted_on_two_nodes_is_one_notification_then_one_group_on_a_third() {
+    let redis = RedisServer::start().await;
+    // Long enough for the 31 requests of the burst under a loaded machine.
+    let extra = "[[apps.notifications.group]]\nkind = \"comment\"\nwindow = \"2s\"\n";
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let config =
+            chouquette_testkit::redis_config_with(&redis.url(), &format!("node-{i}"), "", extra);
+        nodes.push(TestNode::start(&config).await);
+    }
+    let mut client = tab(&nodes[2], "roger").await;
+    let first = notify(&nodes[0], &notification("roger", "first")).await;
+    let writer = |n: usize| {
+        let node = &nodes[n];
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..15 {
+                ids.push(notify(node, &notification("roger", &format!("{n}-{i}"))).await);
+            }
+            ids
+        }
+    };
+    let (a, b) = tokio::join!(writer(0), writer(1));
+    let (n, before) = client.recv_until("notification").await;
+    assert!(before.is_empty(), "{before:?}");
+    assert_eq!(n["id"], json!(first));
+    let (group, before) = client.recv_until("notification").await;
+    assert!(before.is_empty(), "{before:?}");
+    let mut got: Vec<String> = serde_json::from_value(group["grouped"]["ids"].clone()).unwrap();
+    assert_eq!(group["grouped"]["count"], 30, "{group}");
+    let mut expected: Vec<String> = a.into_iter().chain(b).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "every one of the burst, once");
+}
