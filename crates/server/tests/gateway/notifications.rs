@@ -340,7 +340,8 @@ async fn tab_authenticated(node: &TestNode) -> WsClient {
 
 #[tokio::test]
 async fn a_burst_of_one_kind_is_one_notification_then_one_group_and_acking_the_group_acks_all() {
-    let extra = "[[apps.notifications.group]]\nkind = \"comment\"\nwindow = \"400ms\"\n";
+    // Long enough for the 21 requests of the burst under a loaded machine.
+    let extra = "[[apps.notifications.group]]\nkind = \"comment\"\nwindow = \"1500ms\"\n";
     let node = TestNode::start(&config_with("", extra)).await;
     let mut client = tab(&node, "roger").await;
     let mut sent = Vec::new();
