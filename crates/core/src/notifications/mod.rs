@@ -54,6 +54,9 @@ pub const MAX_IDEMPOTENCY_BYTES: usize = 128;
 pub const DEFAULT_MAX_PENDING: usize = 1_000;
 /// Default of `[apps.notifications] expire_after`: 30 days.
 pub const DEFAULT_EXPIRE_AFTER: Duration = Duration::from_secs(30 * 86_400);
+/// Users of one notification stored at once (each a broker round trip).
+pub const USERS_AT_ONCE: usize = 16;
+
 /// Group windows a node keeps a timer for at once; past it a new group is
 /// closed (delivered) at once instead of at its window's end.
 pub const MAX_GROUP_TIMERS: usize = 100_000;
@@ -305,23 +308,51 @@ pub async fn notify(node: &Arc<Node>, app: &str, request: Notify) -> Result<Stri
         created: now,
         group: None,
     };
-    for user in &request.users {
-        let op = PendingOp::Add {
-            entry: Box::new(entry.clone()),
-            window,
-            max_pending: policy.max_pending,
-        };
-        let outcome = node
-            .broker()
-            .notifications(app, user, op, now, micros(ttl))
-            .await?;
-        node.notifier().accepted.fetch_add(1, Ordering::Relaxed);
-        node.notifier().record(&outcome);
-        deliver(node, app, user, &outcome.deliver).await;
-        if let Some((kind, closes)) = outcome.schedule {
-            close_later(node, app, user, kind, closes, ttl).await;
+    let app: Arc<str> = app.into();
+    let entry = Arc::new(entry);
+    // Users are stored and sent to [`USERS_AT_ONCE`] at a time (each is a
+    // broker round trip); a failure stops before the next batch.
+    let mut users = request.users.into_iter();
+    loop {
+        let mut batch = tokio::task::JoinSet::new();
+        for user in users.by_ref().take(USERS_AT_ONCE) {
+            let (node, app, entry) = (node.clone(), app.clone(), entry.clone());
+            let max_pending = policy.max_pending;
+            batch.spawn(async move {
+                let op = PendingOp::Add {
+                    entry: Box::new((*entry).clone()),
+                    window,
+                    max_pending,
+                };
+                let outcome = node
+                    .broker()
+                    .notifications(&app, &user, op, now, micros(ttl))
+                    .await?;
+                node.notifier().accepted.fetch_add(1, Ordering::Relaxed);
+                node.notifier().record(&outcome);
+                deliver(&node, &app, &user, &outcome.deliver).await;
+                if let Some((kind, closes)) = outcome.schedule {
+                    close_later(&node, &app, &user, kind, closes, ttl).await;
+                }
+                Ok::<(), BrokerError>(())
+            });
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let mut failed = None;
+        while let Some(done) = batch.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed = Some(e),
+                Err(e) => failed = Some(BrokerError::Unavailable(e.to_string())),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
+    let app = &*app;
     if let Some(key) = &request.idempotency
         && let Some(first) = node
             .broker()
