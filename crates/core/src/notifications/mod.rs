@@ -470,3 +470,64 @@ pub async fn pending_frames(node: &Node, app: &str, user: &str) -> Result<Vec<By
         .delivered(outcome.deliver.iter().map(Entry::count).sum());
     Ok(outcome.deliver.iter().map(frame).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::switches::{Scope, Subject, Switch, SwitchSpec, Switches};
+
+    #[test]
+    fn the_notifications_scope_takes_an_optional_app_and_covers_no_subscription() {
+        let spec = |app| SwitchSpec {
+            scope: "notifications",
+            app,
+            ..SwitchSpec::default()
+        };
+        let one = Switch::parse(&spec(Some("bluelib"))).expect("valid");
+        let every = Switch::parse(&spec(None)).expect("valid");
+        assert_eq!(one.scope, Scope::Notifications);
+        let with_user = SwitchSpec {
+            user: Some("roger"),
+            ..spec(None)
+        };
+        assert!(Switch::parse(&with_user).is_err());
+        let subject = Subject {
+            app: "bluelib",
+            channel: "bornes",
+            ..Subject::default()
+        };
+        assert!(!one.covers(&subject) && !every.covers(&subject));
+        let switches = Switches::new([one]);
+        assert!(switches.notifications_off("bluelib"));
+        assert!(!switches.notifications_off("other"));
+        assert!(Switches::new([every]).notifications_off("other"));
+    }
+
+    #[test]
+    fn frames_carry_the_protocol_fields() {
+        let entry = Entry {
+            id: "n-1".into(),
+            kind: "comment".into(),
+            title: "t".into(),
+            body: "b".into(),
+            link: None,
+            data: Some(r#"{"post":7}"#.into()),
+            created: 1_700_000_000_000_000,
+            group: Some(Group {
+                count: 2,
+                ids: vec!["n-1".into(), "n-2".into()],
+                first: 1_700_000_000_000_000,
+                last: 1_700_000_001_000_000,
+                closed: true,
+            }),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&frame(&entry)).expect("JSON");
+        assert_eq!(v["class"], "notification");
+        assert_eq!(v["data"], serde_json::json!({"post": 7}));
+        assert!(v.get("link").is_none(), "{v}");
+        assert_eq!(v["created"], "2023-11-14T22:13:20.000000Z");
+        assert_eq!(v["grouped"]["count"], 2);
+        assert_eq!(v["grouped"]["last"], "2023-11-14T22:13:21.000000Z");
+        assert!(v["grouped"].get("closed").is_none(), "{v}");
+    }
+}

@@ -473,3 +473,27 @@ async fn the_python_example_notifies_and_a_retry_with_its_id_notifies_nobody_twi
         "{output:?}"
     );
 }
+
+#[tokio::test]
+async fn pending_ones_expire_after_expire_after_and_are_counted() {
+    let node = TestNode::start(&config_with(
+        "",
+        "[apps.notifications]\nexpire_after = \"1s\"\n",
+    ))
+    .await;
+    let id = notify(&node, &notification(&["roger"], "x", "short-lived")).await;
+    let mut client = tab(&node, "roger").await;
+    assert_eq!(ids(&drain(&mut client).await, "notification"), [id]);
+    // Read again (each connect reads the list) until it is gone.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let mut again = tab(&node, "roger").await;
+            ids(&drain(&mut again).await, "notification").is_empty()
+        })
+        .await
+    );
+    assert_eq!(
+        node.metric("chouquette_notifications_expired_total").await,
+        Some(1.0)
+    );
+}
