@@ -68,6 +68,8 @@ pub struct App {
     pub channels: HashMap<String, ChannelPolicy>,
     /// Its limits (`[apps.limits]` over `[limits]`).
     pub limits: AppLimits,
+    /// Its notification rules (`[apps.notifications]`).
+    pub notifications: crate::notifications::NotificationPolicy,
 }
 
 impl App {

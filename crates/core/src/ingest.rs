@@ -501,6 +501,7 @@ mod tests {
             default_channel: policy,
             channels: Default::default(),
             limits: Default::default(),
+            notifications: Default::default(),
         };
         let limiters = Limiters::new(
             Rate::new(0, 1),

@@ -34,6 +34,7 @@ pub mod lattice;
 pub mod lattice_feed;
 pub mod limits;
 pub mod node;
+pub mod notifications;
 pub mod outbox;
 pub mod presence;
 pub mod publication;

@@ -75,6 +75,7 @@ pub struct Node {
     switches: Switches,
     limiters: Limiters,
     rpc: Rpc,
+    notifier: crate::notifications::Notifier,
 }
 
 /// What a node is built from ([`Node::new`]).
@@ -125,7 +126,13 @@ impl Node {
             switches: Switches::new(parts.switches),
             limiters: parts.limiters,
             rpc: Rpc::default(),
+            notifier: crate::notifications::Notifier::default(),
         }
+    }
+
+    /// This node's notification counters and group timers.
+    pub fn notifier(&self) -> &crate::notifications::Notifier {
+        &self.notifier
     }
 
     /// The node with RPC routes to backends (without, every call is
@@ -221,7 +228,14 @@ impl Node {
             return (false, 0);
         }
         let mut affected = 0;
-        if !enabled {
+        if switch.scope == crate::switches::Scope::Notifications {
+            // Either way: each covered connection says `disabled`, or
+            // reads its user's pending list again when lifted.
+            for connection in self.connections().snapshot() {
+                connection.recheck_switches();
+                affected += 1;
+            }
+        } else if !enabled {
             for connection in self.connections().snapshot() {
                 if connection.affected_by(switch) {
                     connection.recheck_switches();

@@ -39,6 +39,10 @@ pub enum Scope {
     Group,
     /// Subscriptions whose token or connection identity is a user (`sub`).
     User,
+    /// Notifications to users (of one app, or of every app): never a
+    /// subscription; while in force nothing is delivered, everything is
+    /// stored (see [`crate::notifications`]).
+    Notifications,
 }
 
 impl Scope {
@@ -50,6 +54,7 @@ impl Scope {
             "channel" => Scope::Channel,
             "group" => Scope::Group,
             "user" => Scope::User,
+            "notifications" => Scope::Notifications,
             _ => return None,
         })
     }
@@ -62,6 +67,7 @@ impl Scope {
             Scope::Channel => "channel",
             Scope::Group => "group",
             Scope::User => "user",
+            Scope::Notifications => "notifications",
         }
     }
 
@@ -74,6 +80,7 @@ impl Scope {
             Scope::Channel => (Required, Required, Forbidden, Forbidden),
             Scope::Group => (Optional, Forbidden, Required, Forbidden),
             Scope::User => (Optional, Forbidden, Forbidden, Required),
+            Scope::Notifications => (Optional, Forbidden, Forbidden, Forbidden),
         };
         Fields {
             app,
@@ -103,7 +110,7 @@ struct Fields {
 #[non_exhaustive]
 pub enum SwitchError {
     /// `scope` is not one of the five.
-    #[error("unknown scope `{0}`: expected global, app, channel, group or user")]
+    #[error("unknown scope `{0}`: expected global, app, channel, group, user or notifications")]
     UnknownScope(String),
     /// A field the scope needs is missing.
     #[error("scope `{scope}` needs `{field}`")]
@@ -221,6 +228,7 @@ impl Switch {
             Scope::Channel => app && self.channel.as_deref() == Some(subject.channel),
             Scope::Group => app && self.group.as_deref().is_some_and(|g| subject.in_group(g)),
             Scope::User => app && self.user.as_deref().is_some_and(|u| subject.is_user(u)),
+            Scope::Notifications => false,
         }
     }
 }
@@ -327,6 +335,13 @@ impl Switches {
     /// The first switch in force that covers `subject`, if any.
     pub fn blocking(&self, subject: &Subject<'_>) -> Option<Switch> {
         self.read().iter().find(|s| s.covers(subject)).cloned()
+    }
+
+    /// Whether a `notifications` switch covering `app` is in force.
+    pub fn notifications_off(&self, app: &str) -> bool {
+        self.read()
+            .iter()
+            .any(|s| s.scope == Scope::Notifications && s.app.as_deref().is_none_or(|a| a == app))
     }
 
     /// Switches in force.

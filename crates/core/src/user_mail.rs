@@ -55,8 +55,9 @@ pub enum UserCommand {
     },
     /// A ready message, written as is (its bytes shared by every connection).
     Frame(Bytes),
-    /// Read the user's stored grants and apply them (posted by a session to
-    /// itself at `connect`; never sent between nodes).
+    /// Read the user's stored grants and apply them, then send its pending
+    /// notifications (posted by a session to itself at `connect`; never
+    /// sent between nodes).
     LoadGrants,
     /// A backend's call: write its frame and keep its id answerable
     /// (see [`crate::user_calls`]).
@@ -76,6 +77,11 @@ pub enum UserCommand {
     /// link is back: changes may have been missed meanwhile; never sent
     /// between nodes).
     ReloadLattices,
+    /// Read the user's pending notifications and send them (posted by a
+    /// session to itself when a `notifications` switch is lifted; at
+    /// `connect`, `LoadGrants` reads them after the grants; never sent
+    /// between nodes).
+    LoadNotifications,
 }
 
 /// A command for every connection of `user` of `app`.
@@ -128,6 +134,7 @@ impl UserMessage {
                 value["frame"] = String::from_utf8_lossy(frame).into_owned().into();
             }
             UserCommand::ReloadLattices => value["do"] = "reload_lattices".into(),
+            UserCommand::LoadNotifications => value["do"] = "load_notifications".into(),
         }
         Bytes::from(value.to_string())
     }

@@ -43,6 +43,8 @@ pub enum ClientBody {
     LatticeSubscribe(LatticeRequest),
     /// `lattice_unsubscribe`: `{"namespace": "unread"}`, no more changes.
     LatticeUnsubscribe(LatticeRequest),
+    /// `notification_ack`: `{"ids": ["n-81f2"]}`, answered by `ack`.
+    NotificationAck(NotificationAck),
 }
 
 impl ClientBody {
@@ -58,6 +60,7 @@ impl ClientBody {
             ClientBody::Error(_) => "error",
             ClientBody::LatticeSubscribe(_) => "lattice_subscribe",
             ClientBody::LatticeUnsubscribe(_) => "lattice_unsubscribe",
+            ClientBody::NotificationAck(_) => "notification_ack",
         }
     }
 }
@@ -149,6 +152,13 @@ pub struct LatticeRequest {
     pub namespace: String,
 }
 
+/// A `notification_ack` message (also the body of `POST /notifications/ack`).
+#[derive(Debug, Deserialize)]
+pub struct NotificationAck {
+    /// The notification ids (a group's id, or any of its members').
+    pub ids: Vec<String>,
+}
+
 /// Why a client message could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
@@ -209,6 +219,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
         "error" => ClientBody::Error(body(text, &class).map_err(fail)?),
         "lattice_subscribe" => ClientBody::LatticeSubscribe(body(text, &class).map_err(fail)?),
         "lattice_unsubscribe" => ClientBody::LatticeUnsubscribe(body(text, &class).map_err(fail)?),
+        "notification_ack" => ClientBody::NotificationAck(body(text, &class).map_err(fail)?),
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(fail(format!("unknown class `{shown}`")));

@@ -67,6 +67,7 @@ pub fn dev_config(options: &DevOptions) -> anyhow::Result<(Config, DevSecrets)> 
         limits: Default::default(),
         rpc: Vec::new(),
         connect_auth: None,
+        notifications: Default::default(),
         channels: Default::default(),
     });
     let problems = config.problems("");

@@ -391,6 +391,14 @@ fn public_router(shared: Gateway, edge: Option<Arc<Edge>>) -> Router {
             get(sse::stream).post(sse::stream_body).layer(cors()),
         )
         .route("/poll", get(poll::poll).post(poll::poll_body).layer(cors()))
+        .route(
+            "/notifications/ack",
+            axum::routing::post(crate::api::notify::public_ack)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::api::notify::ACK_BODY_LIMIT,
+                ))
+                .layer(cors()),
+        )
         .with_state(shared);
     match edge {
         Some(edge) => router.fallback(

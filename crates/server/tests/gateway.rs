@@ -48,6 +48,8 @@ mod idle;
 mod lattices;
 #[path = "gateway/limits.rs"]
 mod limits;
+#[path = "gateway/notifications.rs"]
+mod notifications;
 #[path = "gateway/openapi.rs"]
 mod openapi;
 #[path = "gateway/origins.rs"]

@@ -22,6 +22,8 @@ mod inbox;
 mod lattices;
 #[path = "redis/nodes.rs"]
 mod nodes;
+#[path = "redis/notifications.rs"]
+mod notifications;
 #[path = "redis/outage.rs"]
 mod outage;
 #[path = "redis/presence.rs"]

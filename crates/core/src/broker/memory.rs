@@ -47,6 +47,9 @@ pub struct MemoryBroker {
     /// is a cluster-wide one. Bounded like the hub's presence (one entry
     /// per user with a subscription); a channel with none is removed.
     present: Mutex<HashMap<ChannelId, BTreeSet<Box<str>>>>,
+    /// Pending notifications and idempotency ids (bounded, see
+    /// [`crate::notifications::memory`]).
+    notifications: crate::notifications::memory::MemoryStore,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -66,6 +69,7 @@ impl MemoryBroker {
             grants: Mutex::new(HashMap::new()),
             lattices: Mutex::new(HashMap::new()),
             present: Mutex::new(HashMap::new()),
+            notifications: Default::default(),
         }
     }
 
@@ -352,5 +356,28 @@ impl Broker for MemoryBroker {
             .map(|u| u.iter().cloned().collect())
             .unwrap_or_default();
         Box::pin(async move { Ok(users) })
+    }
+
+    fn notifications<'a>(
+        &'a self,
+        app: &'a str,
+        user: &'a str,
+        op: crate::notifications::PendingOp,
+        now: u64,
+        expire_after: u64,
+    ) -> BoxFuture<'a, Result<crate::notifications::Outcome, BrokerError>> {
+        let outcome = self.notifications.apply(app, user, op, now, expire_after);
+        Box::pin(async move { outcome })
+    }
+
+    fn notification_id<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        claim: Option<&'a str>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+        let id = self.notifications.id(app, key, claim, ttl);
+        Box::pin(async move { Ok(id) })
     }
 }

@@ -21,6 +21,7 @@ use crate::app::ChannelPolicy;
 use crate::history::{LogError, Recovered};
 use crate::lattice::{Bounds, Lattice};
 use crate::lattice_feed::{MergeError, NamespaceValues};
+use crate::notifications::{Outcome as NotificationOutcome, PendingOp};
 use crate::presence::LocalChange;
 use crate::publication::{ChannelId, NewEvent, Position};
 use crate::user_calls::CallReply;
@@ -70,6 +71,10 @@ pub enum BrokerError {
     /// The namespace already holds values for its maximum of users.
     #[error("too many users with values in this namespace (limit {0})")]
     TooManyLatticeUsers(usize),
+    /// The memory broker already keeps pending notifications for its
+    /// maximum of users; nothing was stored for this one.
+    #[error("too many users with pending notifications (limit {0})")]
+    TooManyNotifiedUsers(usize),
 }
 
 /// A publish that stopped part-way: what was published, and why it stopped.
@@ -211,6 +216,32 @@ pub trait Broker: Send + Sync + 'static {
         namespace: &'a str,
         user: &'a str,
     ) -> BoxFuture<'a, Result<(Lattice, Lattice), BrokerError>>;
+    /// Applies `op` to the pending notifications of `user` of `app`
+    /// ([`crate::notifications::Pending::apply`] at `now`, entries older
+    /// than `expire_after`, both µs, dropped first), so that no concurrent
+    /// operation on any node is lost; the list is kept until it is empty
+    /// or `expire_after` passed without a change.
+    fn notifications<'a>(
+        &'a self,
+        app: &'a str,
+        user: &'a str,
+        op: PendingOp,
+        now: u64,
+        expire_after: u64,
+    ) -> BoxFuture<'a, Result<NotificationOutcome, BrokerError>>;
+
+    /// The notification id recorded for the idempotency id `key` of `app`
+    /// (kept `ttl`): with `claim`, records it unless another is, and
+    /// answers the other one (`None` when `claim` is now recorded);
+    /// without, only reads.
+    fn notification_id<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        claim: Option<&'a str>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>>;
+
     /// Records this node's presence transitions (a user's first
     /// subscription here to a presence channel, or last one gone) and
     /// announces the cluster-wide ones (a user's first node, last node

@@ -172,6 +172,7 @@ mod tests {
             default_channel: ChannelPolicy::default(),
             channels: HashMap::new(),
             limits: AppLimits::default(),
+            notifications: Default::default(),
         }
     }
 

@@ -94,11 +94,16 @@ impl Session {
                 }
                 UserCommand::Unsubscribe { channel } => self.backend_unsubscribe(channel, out),
                 UserCommand::Frame(frame) => out.push(frame.clone()),
-                UserCommand::LoadGrants => self.load_grants(out).await,
+                UserCommand::LoadGrants => {
+                    self.load_grants(out).await;
+                    // The user's pending notifications follow its grants.
+                    self.load_notifications(out).await;
+                }
                 UserCommand::Call(call) => self.call_sent(call, out),
                 // Queued by the hub's lattice feed, never posted to a mailbox.
                 UserCommand::Lattice { .. } => {}
                 UserCommand::ReloadLattices => self.reload_lattices(out).await,
+                UserCommand::LoadNotifications => self.load_notifications(out).await,
             }
         }
         if connection.has_mail() {

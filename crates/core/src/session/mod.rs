@@ -18,6 +18,7 @@ pub mod calls;
 mod client_calls;
 pub mod connect_auth;
 pub mod lattices;
+pub mod notifications;
 pub mod publish;
 pub mod subscriptions;
 
@@ -104,6 +105,8 @@ pub struct Session {
     client_calls: crate::user_calls::OpenCalls,
     /// Its lattice namespaces (see [`lattices`]).
     lattices: lattices::LatticeSubs,
+    /// Whether the client was told notifications are switched off.
+    notifications_off: bool,
 }
 
 /// Counts an error and appends its frame.
@@ -148,6 +151,7 @@ impl Session {
             backend: backend_subs::BackendSubs::default(),
             client_calls: crate::user_calls::OpenCalls::default(),
             lattices: lattices::LatticeSubs::default(),
+            notifications_off: false,
         }
     }
 
@@ -247,6 +251,7 @@ impl Session {
             ClientBody::LatticeUnsubscribe(l) => {
                 self.lattice_unsubscribe(&l.namespace, reference, out);
             }
+            ClientBody::NotificationAck(a) => self.notification_ack(a.ids, reference, out).await,
         }
         Verdict::Continue
     }
@@ -477,6 +482,7 @@ impl Session {
                 telemetry.disabled_reset();
                 out.push(server::reset(Some(&channel.name), ResetReason::Disabled));
             });
+        self.notification_switch(out);
     }
 
     /// Whether a live frame from the outbox should be written (drops what

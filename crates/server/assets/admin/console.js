@@ -366,6 +366,7 @@ const SCOPE_FIELDS = {
   channel: ['app', 'channel'],
   group: ['app', 'group'],
   user: ['app', 'user'],
+  notifications: ['app'],
 };
 
 function scopeChanged() {

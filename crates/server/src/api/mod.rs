@@ -10,6 +10,7 @@
 pub mod admin;
 pub(crate) mod app_request;
 pub mod lattices;
+pub mod notify;
 pub mod openapi;
 pub mod subscriptions;
 pub mod users;
@@ -51,6 +52,12 @@ pub fn router(shared: Gateway) -> Router {
         .route("/api/v1/calls", post(users::call).layer(body_limit))
         .route("/api/v1/users/send", post(users::send).layer(body_limit))
         .route("/api/v1/lattices", post(lattices::update).layer(body_limit))
+        .route(
+            "/api/v1/notify",
+            post(notify::notify).layer(DefaultBodyLimit::max(notify::body_limit(
+                shared.max_publish_bytes,
+            ))),
+        )
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .merge(admin::router(body_limit))
         .route("/healthz", get(healthz))
@@ -110,6 +117,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             shared.node.rpc().render(&mut text);
             shared.connect_auth.render(&mut text);
             shared.node.hub().calls().render(&mut text);
+            shared.node.notifier().render(&mut text);
             text
         },
     )

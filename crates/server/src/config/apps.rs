@@ -48,6 +48,9 @@ pub struct AppConfig {
     /// The backend that accepts or refuses connections at their upgrade.
     #[serde(default)]
     pub connect_auth: Option<ConnectAuthConfig>,
+    /// Notifications to users: bounds, expiry, grouping.
+    #[serde(default)]
+    pub notifications: super::notifications::NotificationsConfig,
 }
 
 /// `[apps.limits]`: the per-app limits, each over its `[limits]` default.
@@ -199,12 +202,14 @@ impl AppConfig {
                 .collect(),
             default_channel,
             limits: self.limits.over(limits),
+            notifications: self.notifications.policy(),
         }
     }
 
     /// This app's own problems; `at` finds the line of its id.
     fn problems(&self, at: &str, limits: &Limits, out: &mut Problems<'_>) {
         let id = &self.id;
+        self.notifications.problems(id, at, out);
         if self.secrets.is_empty() || self.secrets.iter().any(String::is_empty) {
             out.at(
                 at,

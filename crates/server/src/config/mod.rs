@@ -29,6 +29,7 @@ mod listen;
 mod log;
 mod mqtt;
 mod node;
+mod notifications;
 mod problem;
 mod proxy;
 mod rpc;

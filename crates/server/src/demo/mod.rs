@@ -163,6 +163,7 @@ fn demo_config(options: &DemoOptions, secret: &str) -> Config {
         limits: Default::default(),
         rpc: Vec::new(),
         connect_auth: None,
+        notifications: Default::default(),
         channels: [(
             CHANNEL.to_string(),
             crate::config::ChannelConfig {

@@ -16,6 +16,7 @@
 mod commands;
 mod lattices;
 mod link;
+mod notifications;
 mod presence;
 mod users;
 mod wire;
@@ -473,6 +474,27 @@ impl Drop for RedisBroker {
 }
 
 impl Broker for RedisBroker {
+    fn notifications<'a>(
+        &'a self,
+        app: &'a str,
+        user: &'a str,
+        op: chouquette_core::notifications::PendingOp,
+        now: u64,
+        expire_after: u64,
+    ) -> BoxFuture<'a, Result<chouquette_core::notifications::Outcome, BrokerError>> {
+        Box::pin(self.pending_apply(app, user, op, now, expire_after))
+    }
+
+    fn notification_id<'a>(
+        &'a self,
+        app: &'a str,
+        key: &'a str,
+        claim: Option<&'a str>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+        Box::pin(self.notification_id_of(app, key, claim, ttl))
+    }
+
     fn kind(&self) -> &'static str {
         "redis"
     }
