@@ -435,7 +435,9 @@ export class Chouquette extends Emitter<ClientEvents> {
       if (typeof exp === 'number') {
         // Before `exp`: 30 s before, or at nine tenths of a short token's life; never in a loop.
         const left = exp * 1000 - Date.now();
-        this.connectTimer = setTimeout(() => void this.refreshConnect(), Math.max(1000, left - Math.min(30_000, left / 10)));
+        // (Timers hold 2^31 - 1 ms at most: a longer one would fire at once.)
+        const delay = Math.min(2 ** 31 - 1, Math.max(1000, left - Math.min(30_000, left / 10)));
+        this.connectTimer = setTimeout(() => void this.refreshConnect(), delay);
       }
     } catch (e) {
       this.emit('error', { code: 'connect_failed', message: String((e as Error)?.message ?? e), about: 'connect' });
