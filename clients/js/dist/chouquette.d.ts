@@ -71,6 +71,13 @@ export interface ErrorEvent {
     ref?: string;
     /** With `unreachable`: each transport's last failure, in the order tried. */
     failures?: TransportFailure[];
+    /**
+     * What the error is about when it is not a subscription's: `connect` (the
+     * identity was refused or `getConnectToken` failed) or `lattice` (a
+     * `lattice_subscribe` was refused; `namespace` names it).
+     */
+    about?: 'connect' | 'lattice';
+    namespace?: string;
 }
 /**
  * `open`: the subscription is in effect (the gateway took at least one of
@@ -106,8 +113,87 @@ export interface ClientEvents {
     reset: ResetEvent;
     error: ErrorEvent;
     state: StateEvent;
-    /** Any other message class (presence, lattice, result...). */
+    /** `connected`: the connection has an identity (connect auth by the backend, or a `connect` answered `ack`). */
+    connected: ConnectedEvent;
+    /** `presence` of a channel, with the set of users present after it. */
+    presence: PresenceEvent;
+    /** `message`: a backend's best-effort message to this user (`POST /api/v1/users/send`). */
+    user_message: UserMessage;
+    /** `subscribed`: a backend subscribed this user to `channel` (events follow `offset`). */
+    subscribed: ServerMessage & {
+        channel: string;
+        epoch?: string;
+        offset?: number;
+    };
+    /** `unsubscribed`: a backend ended this user's subscription to `channel`. */
+    unsubscribed: ServerMessage & {
+        channel: string;
+    };
+    /** A notification for this user, pending until acknowledged (`ackNotifications`). */
+    notification: NotificationMessage;
+    /** `notification_acked`: notifications acknowledged (by this or another connection of the user). */
+    notification_acked: ServerMessage & {
+        ids?: string[];
+    };
+    /** Any other message class. */
     message: ServerMessage;
+}
+/** Who the connection is, as the gateway knows it. */
+export interface ConnectedEvent {
+    app_id: string;
+    /** The user: `user` of `connected`, or `sub` of the connect token. */
+    user?: string;
+    groups?: string[];
+    /** `connect_auth`: the backend identified the connection at its upgrade; `token`: a `connect` was accepted. */
+    via: 'connect_auth' | 'token';
+}
+export interface PresenceEvent {
+    channel: string;
+    /** Everyone present after this message (sorted). */
+    present: string[];
+    joined: string[];
+    left: string[];
+    message: ServerMessage;
+}
+export interface UserMessage extends ServerMessage {
+    class: 'message';
+    event_kind?: string;
+    data?: unknown;
+}
+export interface NotificationMessage extends ServerMessage {
+    class: 'notification';
+    id: string;
+    kind?: string;
+    title?: string;
+    body?: string;
+    link?: string;
+    data?: unknown;
+    created?: string;
+}
+/** A connect token for `connect` (`app_id`, `sub`, `exp`, `groups` claims; HS256). */
+export interface ConnectToken {
+    app_id: string;
+    token: string;
+}
+/** A backend's call to this client (`POST /api/v1/calls`). */
+export interface IncomingCall {
+    id: string;
+    method: string;
+    args: unknown[];
+    kwargs: Record<string, unknown>;
+}
+/** What an `onCall` handler returns (or resolves to) is the `result`; what it throws is the `error`. */
+export type CallHandler = (args: unknown[], kwargs: Record<string, unknown>, call: IncomingCall) => unknown;
+export interface CallOptions {
+    /** Give up after this many ms (rejects with code `timeout`); default 30000. The gateway's own answer may still come: it is ignored. */
+    timeout?: number;
+}
+/** Idle disconnection: a page nobody looks at or uses holds no connection. */
+export interface IdleOptions {
+    /** Disconnect once the page has been hidden this many ms; reconnect (resuming) when shown. Default: never. */
+    hiddenAfter?: number;
+    /** Disconnect after this many ms without user activity (pointer, key, wheel, touch, focus, visibility); reconnect on the next. Default: never. */
+    inactiveAfter?: number;
 }
 export interface BackoffOptions {
     /** First retry within [0, base) ms; default 500. */
@@ -138,8 +224,24 @@ export interface ChouquetteOptions {
      * group; default false.
      */
     shared?: boolean | string;
-    /** Close the connection after the page has been hidden this many ms; resume when shown. Default: never. */
+    /** Same as `idle.hiddenAfter` (kept for compatibility; `idle` wins). */
     hiddenTimeout?: number;
+    /** Disconnect idle pages (hidden, or without user activity), resume without gap when they come back. */
+    idle?: IdleOptions;
+    /**
+     * Gives the connection an identity: fetches a connect token from the
+     * backend; the client sends `connect` on every (re)connection before
+     * subscribing, and fetches a fresh token before the current one's `exp`.
+     * Needed for `call`, `onCall`, `lattice` and notifications (unless the
+     * gateway identifies the connection itself: connect auth, `connected`).
+     * WebSocket only (SSE and long-polling carry no `connect`); not with `shared`.
+     */
+    getConnectToken?: () => Promise<ConnectToken> | ConnectToken;
+    /**
+     * URL of `POST /notifications/ack` (used by `ackNotifications` over SSE and
+     * long-polling); default: `url` with an http(s) scheme and `/notifications/ack` for `/ws`.
+     */
+    notificationsAckUrl?: string;
     /** Long-poll wait asked of the gateway, in seconds; default 25. */
     pollTimeout?: number;
     /** An SSE stream silent this long (no event, no heartbeat) is reopened; default 45000 ms. */
@@ -160,10 +262,102 @@ export declare class Emitter<Events extends object> {
     protected emit<K extends keyof Events>(type: K, value: Events[K]): void;
 }
 
+// lattice.ts
+/**
+ * Lattices (docs/lattices.md): a namespace's values, shared and the user's
+ * own, kept by merging. Merging is commutative, associative and idempotent,
+ * so a change seen twice, late, or before a `full` that already holds it
+ * does no harm: the view converges whatever the order.
+ */
+/** One value of a lattice, in its wire form. */
+export type LatticeValue = {
+    counter: number;
+} | {
+    set: string[];
+} | {
+    register: {
+        value: unknown;
+        ts: number;
+    };
+};
+/** Keys to values, as `shared` and `user` of a `lattice` message carry them. */
+export type LatticeMap = Record<string, LatticeValue>;
+/** `change`: what a `lattice` message changed in the view (each key with its merged value). */
+export interface LatticeChange {
+    namespace: string;
+    /** True when the view was replaced by a full state (after a (re)subscription). */
+    full: boolean;
+    shared: LatticeMap;
+    user: LatticeMap;
+}
+export interface LatticeEvents {
+    change: LatticeChange;
+    /** The gateway refused the subscription (`not_allowed`, `bad_message`, `too_many_subscriptions`, `unavailable`). */
+    error: {
+        code: string;
+        message: string;
+    };
+}
+/** JSON text with object keys sorted (the order registers compare values in). */
+export declare function canonicalJson(value: unknown): string;
+/** A value in one of the three forms, or undefined (an unknown form is left out of the view). */
+export declare function latticeValue(v: unknown): LatticeValue | undefined;
+/** The merge of two values: commutative, associative, idempotent. */
+export declare function mergeValue(a: LatticeValue, b: LatticeValue): LatticeValue;
+/** Merges `change` into `into` (in place); returns the keys whose value changed, with their merged value. */
+export declare function mergeMap(into: LatticeMap, change: unknown): LatticeMap;
+/**
+ * A client's view of one lattice namespace. `shared` and `user` hold the
+ * merged values; `change` fires after each message that changed something
+ * (and after each `full` state). The client subscribes again after every
+ * reconnection (the gateway then sends the full state again).
+ */
+export declare class LatticeView extends Emitter<LatticeEvents> {
+    readonly namespace: string;
+    private onClose;
+    shared: LatticeMap;
+    user: LatticeMap;
+    /** True once a full state came. */
+    ready: boolean;
+    closed: boolean;
+    constructor(namespace: string, onClose?: (view: LatticeView) => void);
+    /** Applies a `lattice` message of this namespace: `full` replaces the view, a change is merged into it. */
+    apply(m: ServerMessage): void;
+    /** @internal The gateway refused the subscription. */
+    refused(code: string, message: string): void;
+    /** Stops following the namespace (`lattice_unsubscribe`). */
+    close(): void;
+}
+
 // client.ts
 /** The application's side: one subscription, its events, and no duplicates. */
+/** Calls waiting for their answer, at most (a runaway loop of calls fails fast instead of growing the map). */
+export declare const MAX_PENDING_CALLS = 1000;
+/** Lattice namespaces one client follows, at most: the gateway's own limit per connection. */
+export declare const MAX_LATTICES = 16;
+/** The default `timeout` of `call`, in ms. */
+export declare const DEFAULT_CALL_TIMEOUT = 30000;
+/**
+ * A failed `call` (or `ackNotifications`): `code` is the gateway's or the
+ * backend's error code (`not_allowed`, `backend_timeout`, the backend's own...),
+ * or the client's: `timeout` (no answer in time), `disconnected` (the
+ * connection closed first: calls are not retried, the backend may or may
+ * not have run it), `not_connected` (no open WebSocket to send it on),
+ * `too_many_calls` (MAX_PENDING_CALLS pending).
+ */
+export declare class CallError extends Error {
+    readonly code: string;
+    constructor(code: string, message: string);
+}
+/**
+ * The request acknowledging notifications over SSE or long-polling:
+ * `POST <url>` with the connect token as bearer and `{"ids": [...]}`.
+ */
+export declare function notificationAckRequest(url: string, token: string, ids: string[]): [string, RequestInit];
 /** The URLs of the three transports, from the WebSocket one. */
 export declare function transportUrls(options: Pick<ChouquetteOptions, 'url' | 'sseUrl' | 'pollUrl'>): Record<TransportName, string>;
+/** The URL of `POST /notifications/ack`, from the WebSocket one (or the option). */
+export declare function notificationsAckUrl(options: Pick<ChouquetteOptions, 'url' | 'notificationsAckUrl'>): string;
 export declare class Chouquette extends Emitter<ClientEvents> {
     private options;
     /** This client's id among the tabs sharing a connection. */
@@ -179,7 +373,55 @@ export declare class Chouquette extends Emitter<ClientEvents> {
     private refreshBackoff;
     private retryTimer?;
     private cleanup;
+    /** The connect token in use (`getConnectToken`). */
+    private connectToken?;
+    private connectTimer?;
+    private connectRefreshing;
+    private connectBackoff;
+    private connectSeq;
+    /** Who the open connection is, once the gateway said so (`connected`, or the `ack` of `connect`). */
+    identity?: ConnectedEvent;
+    private callSeq;
+    private pending;
+    private handlers;
+    private lattices;
+    /** Who is present on each presence channel (bounded by the gateway: 10,000 names per channel, channels of the subscription). */
+    private presence;
+    /** With `idle`: false once the page is idle (the connection is closed until it wakes). */
+    private awake;
     constructor(options?: ChouquetteOptions);
+    /**
+     * Calls `method` of the app's backends (the connection needs an identity:
+     * `getConnectToken`, or connect auth). Resolves with the backend's
+     * `result`; rejects with a `CallError` carrying the error's `code`. A call
+     * pending when the connection closes is rejected `disconnected`, not
+     * retried (the backend may have run it: retry yourself if it is
+     * idempotent).
+     */
+    call<T = unknown>(method: string, args?: unknown[], kwargs?: Record<string, unknown>, options?: CallOptions): Promise<T>;
+    /**
+     * Answers the backend's calls of `method` (`POST /api/v1/calls`, WebSocket
+     * only): what `handler` returns (or resolves to) is the `result`; what it
+     * throws is an `error` with its `code` (when valid, else `client_error`)
+     * and message. Returns a function that removes the handler. A call of a
+     * method without handler is answered `error` `unknown_method`.
+     */
+    onCall(method: string, handler: CallHandler): () => void;
+    /**
+     * Follows the lattice `namespace` (the connection needs an identity): a
+     * view merging the gateway's full state and changes, subscribed again
+     * after every reconnection. The same view for the same namespace;
+     * at most MAX_LATTICES.
+     */
+    lattice(namespace: string): LatticeView;
+    /** Who is present on `channel` (a presence channel of the subscription), sorted. */
+    present(channel: string): string[];
+    /**
+     * Acknowledges notifications: a `notification_ack` message over a
+     * WebSocket; over SSE or long-polling, `POST /notifications/ack` with the
+     * connect token. Rejects with a `CallError` when it could not be sent.
+     */
+    ackNotifications(ids: string[], fetchFn?: typeof fetch): Promise<void>;
     /** Fetches the subscription (if needed) and connects; resolves once it is sent on its way. */
     connect(): Promise<void>;
     /** Closes the connection (or leaves the shared one) for good. */
@@ -187,6 +429,22 @@ export declare class Chouquette extends Emitter<ClientEvents> {
     /** Where each channel stands (for debugging and tests). */
     since(channel: string): import("./types").Since | undefined;
     private deliver;
+    /** A reply to one of the client's own messages (`connect`, `lattice_subscribe`, `notification_ack`). */
+    private sideReply;
+    /** The answer (`result` or `error` with its `id`) to one of this client's calls. */
+    private answered;
+    /** Rejects every pending call (the connection they went on is gone). */
+    private failCalls;
+    /** A backend's call: the handler's result or error goes back with the call's `id`. */
+    private incomingCall;
+    /** `present` replaces a channel's set; `joined` and `left` update it (as set operations). */
+    private presenceMessage;
+    /** Fetches a connect token and sends `connect` on the open connection (if any); schedules the next before `exp`. */
+    private refreshConnect;
+    private connectMessage;
+    private latticeSubscribe;
+    /** What the client sends on each WebSocket opening: `connect` before subscribing, lattices after. */
+    private greeting;
     private setState;
     /**
      * Every channel was refused. With `getSubscription`, ask the backend again
@@ -209,6 +467,15 @@ export declare class Chouquette extends Emitter<ClientEvents> {
      */
     private renew;
     private makePort;
+    /** Whether the page counts as in use: visible, or (with `idle`) not idle. */
     private visible;
+    /**
+     * With `idle`: the page falls asleep when hidden `hiddenAfter` ms or
+     * without user activity `inactiveAfter` ms (the connection closes, state
+     * `closed` with reason `hidden` or `inactive`), and wakes at the next
+     * activity or when shown (it reconnects and resumes every channel with
+     * `since`: no event is lost meanwhile, within the channel's history).
+     */
+    private watchIdle;
     private watchPage;
 }

@@ -23,45 +23,6 @@ var Backoff = class {
   }
 };
 
-// src/emitter.ts
-var Emitter = class {
-  constructor() {
-    this.listeners = /* @__PURE__ */ new Map();
-  }
-  /** Calls `fn` on every `type` event; returns a function that removes it. */
-  on(type, fn) {
-    let set = this.listeners.get(type);
-    if (!set) this.listeners.set(type, set = /* @__PURE__ */ new Set());
-    set.add(fn);
-    return () => this.off(type, fn);
-  }
-  /** Calls `fn` on the next `type` event only. */
-  once(type, fn) {
-    const off = this.on(type, (value) => {
-      off();
-      fn(value);
-    });
-    return off;
-  }
-  off(type, fn) {
-    this.listeners.get(type)?.delete(fn);
-  }
-  /** Calls every listener; one that throws does not stop the others (its error is rethrown asynchronously). */
-  emit(type, value) {
-    const set = this.listeners.get(type);
-    if (!set) return;
-    for (const fn of [...set]) {
-      try {
-        fn(value);
-      } catch (e) {
-        setTimeout(() => {
-          throw e;
-        });
-      }
-    }
-  }
-};
-
 // src/resume.ts
 var ResumeState = class {
   constructor() {
@@ -204,6 +165,10 @@ var TransportChooser = class {
     return this.current;
   }
 };
+var SIDE_PREFIX = "cq-";
+function sideMessage(m) {
+  return typeof m.ref === "string" && m.ref.startsWith(SIDE_PREFIX) || m.class === "result" || m.class === "call" || m.class === "error" && m.id !== void 0;
+}
 var UNREACHABLE = "unreachable";
 var Link = class {
   constructor(app, options, onMessage, onState) {
@@ -262,6 +227,14 @@ var Link = class {
     if (this.isOpen && this.transport.resubscribe?.(this.request(changed))) return;
     this.restart();
   }
+  /** Sends a client message on the open connection; false when there is none, or it is not a WebSocket. */
+  send(m) {
+    return !!(this.isOpen && this.transport?.send?.(m));
+  }
+  /** The transport of the open connection, if any. */
+  get openTransport() {
+    return this.isOpen ? this.transport?.name : void 0;
+  }
   /** The token in use for `channel`, while its subscription is active. */
   token(channel) {
     const w = this.wanted.get(channel);
@@ -305,7 +278,7 @@ var Link = class {
     const seamless = this.seamless;
     this.seamless = false;
     if (this.stopped || this.paused) return;
-    const request = this.request();
+    const request = { ...this.request(), ...this.options.greeting?.() };
     if (!Object.keys(request.channels).length) return;
     const name = this.chooser.current;
     const factory = this.options.factories[name];
@@ -327,6 +300,7 @@ var Link = class {
       },
       message: (m) => {
         if (!mine()) return;
+        if (sideMessage(m)) return this.onMessage(m);
         this.handle(m);
         if (mine() && this.awaitingAnswer && name === "websocket" && m.class === "ack") this.answered(name);
       },
@@ -490,6 +464,137 @@ var Link = class {
   }
 };
 
+// src/emitter.ts
+var Emitter = class {
+  constructor() {
+    this.listeners = /* @__PURE__ */ new Map();
+  }
+  /** Calls `fn` on every `type` event; returns a function that removes it. */
+  on(type, fn) {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, set = /* @__PURE__ */ new Set());
+    set.add(fn);
+    return () => this.off(type, fn);
+  }
+  /** Calls `fn` on the next `type` event only. */
+  once(type, fn) {
+    const off = this.on(type, (value) => {
+      off();
+      fn(value);
+    });
+    return off;
+  }
+  off(type, fn) {
+    this.listeners.get(type)?.delete(fn);
+  }
+  /** Calls every listener; one that throws does not stop the others (its error is rethrown asynchronously). */
+  emit(type, value) {
+    const set = this.listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(value);
+      } catch (e) {
+        setTimeout(() => {
+          throw e;
+        });
+      }
+    }
+  }
+};
+
+// src/lattice.ts
+function rank(v) {
+  return "register" in v ? 2 : "set" in v ? 1 : 0;
+}
+function canonicalJson(value) {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value && typeof value === "object") {
+    const o = value;
+    return `{${Object.keys(o).sort().filter((k) => o[k] !== void 0).map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+function compareBytes(a, b) {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+function latticeValue(v) {
+  if (!v || typeof v !== "object") return void 0;
+  const o = v;
+  if (typeof o.counter === "number" && Number.isFinite(o.counter)) return { counter: o.counter };
+  if (Array.isArray(o.set) && o.set.every((e) => typeof e === "string")) return { set: [...new Set(o.set)].sort() };
+  const r = o.register;
+  if (r && typeof r === "object" && typeof r.ts === "number" && Number.isFinite(r.ts)) return { register: { value: r.value ?? null, ts: r.ts } };
+  return void 0;
+}
+function mergeValue(a, b) {
+  const ra = rank(a);
+  const rb = rank(b);
+  if (ra !== rb) return ra > rb ? a : b;
+  if ("counter" in a && "counter" in b) return { counter: Math.max(a.counter, b.counter) };
+  if ("set" in a && "set" in b) return { set: [.../* @__PURE__ */ new Set([...a.set, ...b.set])].sort() };
+  const x = a.register;
+  const y = b.register;
+  if (x.ts !== y.ts) return x.ts > y.ts ? a : b;
+  return compareBytes(canonicalJson(x.value), canonicalJson(y.value)) >= 0 ? a : b;
+}
+function mergeMap(into, change) {
+  const changed = {};
+  if (!change || typeof change !== "object") return changed;
+  for (const [key, raw] of Object.entries(change)) {
+    const v = latticeValue(raw);
+    if (!v) continue;
+    const old = into[key];
+    const merged = old ? mergeValue(old, v) : v;
+    if (!old || canonicalJson(old) !== canonicalJson(merged)) {
+      into[key] = merged;
+      changed[key] = merged;
+    }
+  }
+  return changed;
+}
+var LatticeView = class extends Emitter {
+  constructor(namespace, onClose = () => {
+  }) {
+    super();
+    this.namespace = namespace;
+    this.onClose = onClose;
+    this.shared = {};
+    this.user = {};
+    /** True once a full state came. */
+    this.ready = false;
+    this.closed = false;
+  }
+  /** Applies a `lattice` message of this namespace: `full` replaces the view, a change is merged into it. */
+  apply(m) {
+    if (this.closed) return;
+    const full = m.full === true;
+    if (full) {
+      this.shared = {};
+      this.user = {};
+      this.ready = true;
+    }
+    const shared = mergeMap(this.shared, m.shared);
+    const user = mergeMap(this.user, m.user);
+    if (full || Object.keys(shared).length || Object.keys(user).length) {
+      this.emit("change", { namespace: this.namespace, full, shared: full ? { ...this.shared } : shared, user: full ? { ...this.user } : user });
+    }
+  }
+  /** @internal The gateway refused the subscription. */
+  refused(code, message) {
+    this.emit("error", { code, message });
+  }
+  /** Stops following the namespace (`lattice_unsubscribe`). */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClose(this);
+  }
+};
+
 // src/subscription.ts
 function uuid() {
   const c = globalThis.crypto;
@@ -582,6 +687,8 @@ var Hub = class {
     this.tabGroup = /* @__PURE__ */ new Map();
     this.hidden = /* @__PURE__ */ new Set();
     this.paused = false;
+    /** Why the connections close when every tab is hidden or idle (`hidden`, `inactive`). */
+    this.pauseReason = "hidden";
   }
   /** A tab's subscription (new, refreshed, or resumed with `since`). */
   put(tab, m, visible = true) {
@@ -605,7 +712,7 @@ var Hub = class {
       };
       group = g;
       this.groups.set(id, g);
-      if (this.paused) g.link.pause("hidden");
+      if (this.paused) g.link.pause(this.pauseReason);
     }
     let channels = m.channels;
     if (!group.tabs.has(tab) && group.tabs.size) {
@@ -622,6 +729,16 @@ var Hub = class {
     group.link.want(channels);
     this.setVisible(tab, visible);
   }
+  /** Sends a client message on the connection of `tab`'s subscription; false when it cannot (not open, not a WebSocket). */
+  send(tab, m) {
+    const id = this.tabGroup.get(tab);
+    return id !== void 0 && !!this.groups.get(id)?.link.send(m);
+  }
+  /** The transport `tab`'s connection is open on, if it is. */
+  transport(tab) {
+    const id = this.tabGroup.get(tab);
+    return id === void 0 ? void 0 : this.groups.get(id)?.link.openTransport;
+  }
   /** A tab is gone (closed, or its client closed). */
   remove(tab) {
     this.leave(tab);
@@ -629,7 +746,8 @@ var Hub = class {
     this.checkVisibility();
   }
   /** A tab was shown or hidden: close the connections once every tab has been hidden `hiddenTimeout` ms. */
-  visibility(tab, visible) {
+  visibility(tab, visible, reason = "hidden") {
+    this.pauseReason = reason;
     this.setVisible(tab, visible);
   }
   get tabs() {
@@ -695,8 +813,9 @@ var Hub = class {
     this.checkVisibility();
   }
   checkVisibility() {
-    const limit = this.options.hiddenTimeout;
-    if (!limit || limit <= 0) return;
+    const managed = !!this.options.idleManaged;
+    const limit = managed ? 0 : this.options.hiddenTimeout;
+    if (!managed && (!limit || limit <= 0)) return;
     const allHidden = this.tabGroup.size > 0 && [...this.tabGroup.keys()].every((t) => this.hidden.has(t));
     if (!allHidden) {
       clearTimeout(this.hideTimer);
@@ -706,11 +825,13 @@ var Hub = class {
         for (const g of this.groups.values()) g.link.resume();
       }
     } else if (!this.paused && !this.hideTimer) {
-      this.hideTimer = setTimeout(() => {
+      const pause = () => {
         this.hideTimer = void 0;
         this.paused = true;
-        for (const g of this.groups.values()) g.link.pause("hidden");
-      }, limit);
+        for (const g of this.groups.values()) g.link.pause(this.pauseReason);
+      };
+      if (managed) pause();
+      else this.hideTimer = setTimeout(pause, limit);
     }
   }
 };
@@ -739,8 +860,14 @@ var LocalPort = class {
   put(m, visible) {
     this.hub.put(this.owner.tab, m, visible);
   }
-  visibility(visible) {
-    this.hub.visibility(this.owner.tab, visible);
+  visibility(visible, reason) {
+    this.hub.visibility(this.owner.tab, visible, reason);
+  }
+  send(m) {
+    return this.hub.send(this.owner.tab, m);
+  }
+  transport() {
+    return this.hub.transport(this.owner.tab);
   }
   close() {
     this.hub.close();
@@ -1052,7 +1179,9 @@ function websocketTransport(url, Socket = globalThis.WebSocket) {
     ws.onopen = () => {
       if (done) return;
       sink.opened();
+      for (const m of request.before ?? []) ws.send(JSON.stringify(m));
       ws.send(subscribe(request));
+      for (const m of request.after ?? []) ws.send(JSON.stringify(m));
     };
     ws.onmessage = (e) => {
       if (done || typeof e.data !== "string") return;
@@ -1072,6 +1201,11 @@ function websocketTransport(url, Socket = globalThis.WebSocket) {
         ws.send(subscribe(r));
         return true;
       },
+      send(m) {
+        if (done || ws.readyState !== ws.OPEN) return false;
+        ws.send(JSON.stringify(m));
+        return true;
+      },
       close() {
         done = true;
         ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
@@ -1085,6 +1219,28 @@ function websocketTransport(url, Socket = globalThis.WebSocket) {
 }
 
 // src/client.ts
+var MAX_PENDING_CALLS = 1e3;
+var MAX_LATTICES = 16;
+var DEFAULT_CALL_TIMEOUT = 3e4;
+var CallError = class extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+    this.name = "CallError";
+  }
+};
+var ANSWER_CODE = /^[A-Za-z0-9_.-]{1,64}$/;
+function notificationAckRequest(url, token, ids) {
+  return [
+    new URL(url, globalThis.location?.href).toString(),
+    {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ ids }),
+      cache: "no-store"
+    }
+  ];
+}
 var PASSING_REFUSALS = /* @__PURE__ */ new Set(["rate_limited", "unavailable", "disabled", "too_many_subscriptions"]);
 function transportUrls(options) {
   const loc = globalThis.location;
@@ -1097,6 +1253,12 @@ function transportUrls(options) {
     return u.toString();
   };
   return { websocket: ws, sse: options.sseUrl ?? http("sse"), poll: options.pollUrl ?? http("poll") };
+}
+function notificationsAckUrl(options) {
+  if (options.notificationsAckUrl) return options.notificationsAckUrl;
+  const poll = new URL(transportUrls({ url: options.url }).poll);
+  poll.pathname = poll.pathname.replace(/poll$/, "notifications/ack");
+  return poll.toString();
 }
 var Chouquette = class extends Emitter {
   constructor(options = {}) {
@@ -1111,10 +1273,103 @@ var Chouquette = class extends Emitter {
     this.closed = false;
     this.refreshing = false;
     this.cleanup = [];
+    this.connectRefreshing = false;
+    this.connectSeq = 0;
+    this.callSeq = 0;
+    this.pending = /* @__PURE__ */ new Map();
+    this.handlers = /* @__PURE__ */ new Map();
+    this.lattices = /* @__PURE__ */ new Map();
+    /** Who is present on each presence channel (bounded by the gateway: 10,000 names per channel, channels of the subscription). */
+    this.presence = /* @__PURE__ */ new Map();
+    /** With `idle`: false once the page is idle (the connection is closed until it wakes). */
+    this.awake = true;
     if (!options.subscription && !options.getSubscription) {
       throw new Error("Chouquette: give `subscription` or `getSubscription`");
     }
+    if (options.getConnectToken && options.shared) {
+      throw new Error("Chouquette: `getConnectToken` (an identity) cannot be used with `shared`");
+    }
     this.refreshBackoff = new Backoff(options.backoff ?? DEFAULT_BACKOFF);
+    this.connectBackoff = new Backoff(options.backoff ?? DEFAULT_BACKOFF);
+  }
+  /**
+   * Calls `method` of the app's backends (the connection needs an identity:
+   * `getConnectToken`, or connect auth). Resolves with the backend's
+   * `result`; rejects with a `CallError` carrying the error's `code`. A call
+   * pending when the connection closes is rejected `disconnected`, not
+   * retried (the backend may have run it: retry yourself if it is
+   * idempotent).
+   */
+  call(method, args = [], kwargs = {}, options = {}) {
+    return new Promise((resolve, reject) => {
+      if (this.pending.size >= MAX_PENDING_CALLS) {
+        return reject(new CallError("too_many_calls", `${MAX_PENDING_CALLS} calls are already waiting for their answer`));
+      }
+      const id = `c${++this.callSeq}`;
+      const sent = this.port?.send?.({ class: "call", uuid: `${SIDE_PREFIX}call-${id}`, id, method, args, kwargs });
+      if (!sent) {
+        return reject(new CallError("not_connected", "no open WebSocket connection to call on (calls need one: not SSE, long-polling or shared)"));
+      }
+      const timeout = options.timeout ?? DEFAULT_CALL_TIMEOUT;
+      const timer = setTimeout(() => {
+        if (this.pending.delete(id)) reject(new CallError("timeout", `no answer to ${method} within ${timeout} ms`));
+      }, timeout);
+      this.pending.set(id, { resolve, reject, timer });
+    });
+  }
+  /**
+   * Answers the backend's calls of `method` (`POST /api/v1/calls`, WebSocket
+   * only): what `handler` returns (or resolves to) is the `result`; what it
+   * throws is an `error` with its `code` (when valid, else `client_error`)
+   * and message. Returns a function that removes the handler. A call of a
+   * method without handler is answered `error` `unknown_method`.
+   */
+  onCall(method, handler) {
+    this.handlers.set(method, handler);
+    return () => {
+      if (this.handlers.get(method) === handler) this.handlers.delete(method);
+    };
+  }
+  /**
+   * Follows the lattice `namespace` (the connection needs an identity): a
+   * view merging the gateway's full state and changes, subscribed again
+   * after every reconnection. The same view for the same namespace;
+   * at most MAX_LATTICES.
+   */
+  lattice(namespace) {
+    const known = this.lattices.get(namespace);
+    if (known) return known;
+    if (this.lattices.size >= MAX_LATTICES) throw new Error(`Chouquette: at most ${MAX_LATTICES} lattices`);
+    const view = new LatticeView(namespace, (v) => {
+      if (this.lattices.get(namespace) !== v) return;
+      this.lattices.delete(namespace);
+      this.port?.send?.({ class: "lattice_unsubscribe", namespace, uuid: `${SIDE_PREFIX}lattice:${namespace}` });
+    });
+    this.lattices.set(namespace, view);
+    this.port?.send?.(this.latticeSubscribe(namespace));
+    return view;
+  }
+  /** Who is present on `channel` (a presence channel of the subscription), sorted. */
+  present(channel) {
+    return [...this.presence.get(channel) ?? []].sort();
+  }
+  /**
+   * Acknowledges notifications: a `notification_ack` message over a
+   * WebSocket; over SSE or long-polling, `POST /notifications/ack` with the
+   * connect token. Rejects with a `CallError` when it could not be sent.
+   */
+  async ackNotifications(ids, fetchFn = (...a) => globalThis.fetch(...a)) {
+    if (!ids.length) return;
+    if (this.port?.transport?.() === "websocket") {
+      if (this.port.send?.({ class: "notification_ack", ids, uuid: `${SIDE_PREFIX}ack-${++this.callSeq}` })) return;
+    }
+    const token = this.connectToken?.token;
+    if (!token) throw new CallError("not_connected", "acknowledging over SSE or long-polling needs a connect token (getConnectToken)");
+    const res = await fetchFn(...notificationAckRequest(notificationsAckUrl(this.options), token, ids));
+    if (!res.ok) {
+      const body = await res.json().catch(() => ({}));
+      throw new CallError(typeof body.code === "string" ? body.code : `http_${res.status}`, String(body.message ?? `HTTP ${res.status}`));
+    }
   }
   /** Fetches the subscription (if needed) and connects; resolves once it is sent on its way. */
   async connect() {
@@ -1125,6 +1380,8 @@ var Chouquette = class extends Emitter {
     const message = await this.obtain();
     if (!message || this.closed) return;
     this.message = message;
+    if (this.options.getConnectToken) await this.refreshConnect();
+    if (this.closed) return;
     this.port = this.makePort();
     this.watchPage();
     this.port.put(this.request(), this.visible());
@@ -1134,6 +1391,8 @@ var Chouquette = class extends Emitter {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.connectTimer);
+    this.failCalls("the client was closed");
     for (const undo of this.cleanup) undo();
     this.port?.close();
     this.state = { state: "closed", reason: "closed" };
@@ -1146,7 +1405,37 @@ var Chouquette = class extends Emitter {
   // Messages from the hub (this tab's, or the leader tab's)
   deliver(m) {
     if (this.closed) return;
+    if (typeof m.ref === "string" && m.ref.startsWith(SIDE_PREFIX) && m.class !== "lattice" && m.id === void 0) {
+      this.sideReply(m, m.ref.slice(SIDE_PREFIX.length));
+      return;
+    }
     switch (m.class) {
+      case "result":
+      case "call":
+        return m.class === "result" ? this.answered(m) : this.incomingCall(m);
+      case "connected": {
+        const groups = Array.isArray(m.groups) ? m.groups : void 0;
+        this.identity = { app_id: String(m.app_id ?? ""), user: typeof m.user === "string" ? m.user : void 0, groups, via: "connect_auth" };
+        this.emit("connected", this.identity);
+        return;
+      }
+      case "lattice":
+        this.lattices.get(String(m.namespace))?.apply(m);
+        return;
+      case "presence":
+        return this.presenceMessage(m);
+      case "message":
+        this.emit("user_message", m);
+        return;
+      case "subscribed":
+      case "unsubscribed":
+        if (m.class === "unsubscribed" && typeof m.channel === "string") this.presence.delete(m.channel);
+        if (typeof m.channel === "string") this.emit(m.class, m);
+        return;
+      case "notification":
+      case "notification_acked":
+        this.emit(m.class, m);
+        return;
       case "data": {
         const d = m;
         if (this.seen.accept(d)) this.emit(d.snapshot ? "snapshot" : "data", d);
@@ -1164,7 +1453,13 @@ var Chouquette = class extends Emitter {
         return;
       }
       case "error": {
+        if (m.id !== void 0) return this.answered(m);
         const code = String(m.code ?? "error");
+        if (code === "token_expired" && m.channel === void 0 && this.options.getConnectToken) {
+          this.identity = void 0;
+          void this.refreshConnect();
+          return;
+        }
         if (code === "token_expired" && this.options.getSubscription) {
           this.refresh();
           return;
@@ -1177,7 +1472,128 @@ var Chouquette = class extends Emitter {
         this.emit("message", m);
     }
   }
+  /** A reply to one of the client's own messages (`connect`, `lattice_subscribe`, `notification_ack`). */
+  sideReply(m, what) {
+    const code = String(m.code ?? "error");
+    if (what.startsWith("connect-")) {
+      if (m.class === "ack") {
+        const claims = tokenClaims(this.connectToken?.token ?? "") ?? {};
+        const groups = Array.isArray(claims.groups) ? claims.groups : void 0;
+        this.identity = { app_id: this.connectToken?.app_id ?? "", user: typeof claims.sub === "string" ? claims.sub : void 0, groups, via: "token" };
+        this.connectBackoff.reset();
+        this.emit("connected", this.identity);
+      } else if (m.class === "error") {
+        this.emit("error", { code, message: String(m.message ?? ""), ref: m.ref, about: "connect" });
+        if (code === "token_expired") void this.refreshConnect();
+      }
+    } else if (what.startsWith("lattice:") && m.class === "error") {
+      const namespace = what.slice("lattice:".length);
+      this.lattices.get(namespace)?.refused(code, String(m.message ?? ""));
+      this.emit("error", { code, message: String(m.message ?? ""), ref: m.ref, about: "lattice", namespace });
+    } else if (m.class === "error") {
+      this.emit("error", { code, message: String(m.message ?? ""), ref: m.ref });
+    }
+  }
+  /** The answer (`result` or `error` with its `id`) to one of this client's calls. */
+  answered(m) {
+    const id = typeof m.id === "string" ? m.id : void 0;
+    const call = id === void 0 ? void 0 : this.pending.get(id);
+    if (!call || id === void 0) return;
+    this.pending.delete(id);
+    clearTimeout(call.timer);
+    if (m.class === "result") call.resolve(m.result ?? null);
+    else call.reject(new CallError(String(m.code ?? "error"), String(m.message ?? "")));
+  }
+  /** Rejects every pending call (the connection they went on is gone). */
+  failCalls(why) {
+    for (const [id, call] of this.pending) {
+      clearTimeout(call.timer);
+      this.pending.delete(id);
+      call.reject(new CallError("disconnected", `${why}: the call was not retried (the backend may have run it)`));
+    }
+  }
+  /** A backend's call: the handler's result or error goes back with the call's `id`. */
+  incomingCall(m) {
+    if (typeof m.id !== "string" || typeof m.method !== "string") return;
+    const call = {
+      id: m.id,
+      method: m.method,
+      args: Array.isArray(m.args) ? m.args : [],
+      kwargs: m.kwargs && typeof m.kwargs === "object" ? m.kwargs : {}
+    };
+    const reply = (body) => this.port?.send?.({ ...body, id: call.id, uuid: `${SIDE_PREFIX}answer-${++this.callSeq}` });
+    const handler = this.handlers.get(call.method);
+    if (!handler) {
+      reply({ class: "error", code: "unknown_method", message: `no handler for ${call.method}` });
+      return;
+    }
+    Promise.resolve().then(() => handler(call.args, call.kwargs, call)).then(
+      (result) => reply({ class: "result", result: result === void 0 ? null : result }),
+      (e) => {
+        const err = e;
+        const code = typeof err?.code === "string" && ANSWER_CODE.test(err.code) ? err.code : "client_error";
+        reply({ class: "error", code, message: String(err?.message ?? e).slice(0, 1024) });
+      }
+    );
+  }
+  /** `present` replaces a channel's set; `joined` and `left` update it (as set operations). */
+  presenceMessage(m) {
+    if (typeof m.channel !== "string") return;
+    const names = (v) => Array.isArray(v) ? v.filter((x) => typeof x === "string") : [];
+    let set = this.presence.get(m.channel);
+    if (Array.isArray(m.present) || !set) {
+      set = new Set(names(m.present));
+      this.presence.set(m.channel, set);
+    }
+    const joined = names(m.joined);
+    const left = names(m.left);
+    for (const u of joined) set.add(u);
+    for (const u of left) set.delete(u);
+    this.emit("presence", { channel: m.channel, present: [...set].sort(), joined, left, message: m });
+  }
+  /** Fetches a connect token and sends `connect` on the open connection (if any); schedules the next before `exp`. */
+  async refreshConnect() {
+    const get = this.options.getConnectToken;
+    if (!get || this.connectRefreshing || this.closed) return;
+    this.connectRefreshing = true;
+    clearTimeout(this.connectTimer);
+    try {
+      const t = await get();
+      if (!t || typeof t.token !== "string" || typeof t.app_id !== "string") throw new Error("getConnectToken did not give {app_id, token}");
+      this.connectToken = t;
+      this.port?.send?.(this.connectMessage());
+      const exp = tokenClaims(t.token)?.exp;
+      if (typeof exp === "number") {
+        const left = exp * 1e3 - Date.now();
+        const delay = Math.min(2 ** 31 - 1, Math.max(1e3, left - Math.min(3e4, left / 10)));
+        this.connectTimer = setTimeout(() => void this.refreshConnect(), delay);
+      }
+    } catch (e) {
+      this.emit("error", { code: "connect_failed", message: String(e?.message ?? e), about: "connect" });
+      this.connectTimer = setTimeout(() => void this.refreshConnect(), this.connectBackoff.next());
+    } finally {
+      this.connectRefreshing = false;
+    }
+  }
+  connectMessage() {
+    const t = this.connectToken;
+    return { class: "connect", app_id: t.app_id, token: t.token, uuid: `${SIDE_PREFIX}connect-${++this.connectSeq}` };
+  }
+  latticeSubscribe(namespace) {
+    return { class: "lattice_subscribe", namespace, uuid: `${SIDE_PREFIX}lattice:${namespace}` };
+  }
+  /** What the client sends on each WebSocket opening: `connect` before subscribing, lattices after. */
+  greeting() {
+    return {
+      before: this.connectToken ? [this.connectMessage()] : [],
+      after: [...this.lattices.keys()].map((ns) => this.latticeSubscribe(ns))
+    };
+  }
   setState(s) {
+    if (s.state !== "open") {
+      if (s.state !== "connecting" || this.state.state !== "connecting") this.identity = void 0;
+      if (this.pending.size && s.state !== "connecting") this.failCalls(`the connection closed (${s.reason ?? s.state})`);
+    }
     if (s.state === "refused" && !this.closed) s = this.afterRefusal(s);
     this.state = s;
     this.emit("state", s);
@@ -1264,8 +1680,10 @@ var Chouquette = class extends Emitter {
       fallbackAfter: o.fallbackAfter ?? 2,
       backoff: o.backoff ?? DEFAULT_BACKOFF,
       hiddenTimeout: o.hiddenTimeout,
+      idleManaged: !!o.idle,
       pollUrl: urls.poll,
-      refreshable: !!o.getSubscription
+      refreshable: !!o.getSubscription,
+      greeting: () => this.greeting()
     };
     const owner = {
       tab: this.tab,
@@ -1279,12 +1697,68 @@ var Chouquette = class extends Emitter {
     }
     return new LocalPort(hub, owner);
   }
+  /** Whether the page counts as in use: visible, or (with `idle`) not idle. */
   visible() {
+    if (this.options.idle) return this.awake;
     return typeof document === "undefined" || document.visibilityState !== "hidden";
+  }
+  /**
+   * With `idle`: the page falls asleep when hidden `hiddenAfter` ms or
+   * without user activity `inactiveAfter` ms (the connection closes, state
+   * `closed` with reason `hidden` or `inactive`), and wakes at the next
+   * activity or when shown (it reconnects and resumes every channel with
+   * `since`: no event is lost meanwhile, within the channel's history).
+   */
+  watchIdle() {
+    const { hiddenAfter = this.options.hiddenTimeout, inactiveAfter } = this.options.idle ?? {};
+    let lastActivity = Date.now();
+    let hiddenTimer;
+    let inactiveTimer;
+    const pageHidden = () => document.visibilityState === "hidden";
+    const sleep = (reason) => {
+      if (!this.awake || this.closed) return;
+      this.awake = false;
+      this.port?.visibility(false, reason);
+    };
+    const checkInactive = () => {
+      clearTimeout(inactiveTimer);
+      if (!inactiveAfter || inactiveAfter <= 0) return;
+      const left = lastActivity + inactiveAfter - Date.now();
+      if (left <= 0) sleep("inactive");
+      else inactiveTimer = setTimeout(checkInactive, left);
+    };
+    const activity = () => {
+      lastActivity = Date.now();
+      if (pageHidden()) return;
+      clearTimeout(hiddenTimer);
+      hiddenTimer = void 0;
+      if (!this.awake && !this.closed) {
+        this.awake = true;
+        this.port?.visibility(true);
+      }
+      if (!inactiveTimer) checkInactive();
+    };
+    const onVisibility = () => {
+      if (!pageHidden()) return activity();
+      clearTimeout(hiddenTimer);
+      if (hiddenAfter !== void 0 && hiddenAfter >= 0) hiddenTimer = setTimeout(() => sleep("hidden"), hiddenAfter);
+    };
+    const events = ["pointerdown", "pointermove", "keydown", "wheel", "touchstart", "focus"];
+    for (const e of events) addEventListener(e, activity, { passive: true, capture: true });
+    document.addEventListener("visibilitychange", onVisibility);
+    this.cleanup.push(() => {
+      clearTimeout(hiddenTimer);
+      clearTimeout(inactiveTimer);
+      for (const e of events) removeEventListener(e, activity, { capture: true });
+      document.removeEventListener("visibilitychange", onVisibility);
+    });
+    onVisibility();
+    checkInactive();
   }
   watchPage() {
     if (typeof document === "undefined" || typeof addEventListener === "undefined") return;
-    const onVisibility = () => this.port?.visibility(this.visible());
+    if (this.options.idle) this.watchIdle();
+    const onVisibility = () => !this.options.idle && this.port?.visibility(this.visible());
     const onHide = (e) => {
       if (!e.persisted && this.options.shared) this.close();
     };
@@ -1297,7 +1771,16 @@ var Chouquette = class extends Emitter {
   }
 };
 export {
+  CallError,
   Chouquette,
   Emitter,
+  LatticeView,
+  MAX_LATTICES,
+  MAX_PENDING_CALLS,
+  canonicalJson,
+  mergeMap,
+  mergeValue,
+  notificationAckRequest,
+  notificationsAckUrl,
   transportUrls
 };

@@ -49,7 +49,7 @@ await esbuild.build({
 const tmp = mkdtempSync(join(tmpdir(), 'chouquette-dts-'));
 try {
   run(['-p', 'tsconfig.json', '--emitDeclarationOnly', '--outDir', tmp]);
-  const parts = ['types', 'emitter', 'client'].map((name) => {
+  const parts = ['types', 'emitter', 'lattice', 'client'].map((name) => {
     const text = readFileSync(join(tmp, `${name}.d.ts`), 'utf8')
       .split('\n')
       .filter((line) => !/^import\s/.test(line) && !/^export (type )?\*? ?(\{[^}]*\} )?from /.test(line) && line !== 'export {};')

@@ -57,6 +57,26 @@ export interface LinkOptions {
    * it quietly. Otherwise an expiry ends the subscription like a refusal.
    */
   refreshable?: boolean;
+  /**
+   * Client messages to send on each WebSocket opening, before and after the
+   * subscribe message (the client's `connect`, its `lattice_subscribe`s).
+   */
+  greeting?: () => { before: object[]; after: object[] };
+}
+
+/** The `uuid` prefix of the client's own messages other than `subscribe` (connect, calls, lattices, acks). */
+export const SIDE_PREFIX = 'cq-';
+
+/**
+ * A reply to one of those messages, or a call and its answer: not part of
+ * the subscription's answer (an `ack` of a `connect` is not the subscribe's
+ * `ack`; a `call`'s `error` ends no channel).
+ */
+export function sideMessage(m: ServerMessage): boolean {
+  return (
+    (typeof m.ref === 'string' && m.ref.startsWith(SIDE_PREFIX)) ||
+    m.class === 'result' || m.class === 'call' || (m.class === 'error' && m.id !== undefined)
+  );
 }
 
 interface Wanted {
@@ -136,6 +156,16 @@ export class Link {
     this.restart();
   }
 
+  /** Sends a client message on the open connection; false when there is none, or it is not a WebSocket. */
+  send(m: object): boolean {
+    return !!(this.isOpen && this.transport?.send?.(m));
+  }
+
+  /** The transport of the open connection, if any. */
+  get openTransport(): TransportName | undefined {
+    return this.isOpen ? this.transport?.name : undefined;
+  }
+
   /** The token in use for `channel`, while its subscription is active. */
   token(channel: string): string | undefined {
     const w = this.wanted.get(channel);
@@ -184,7 +214,7 @@ export class Link {
     const seamless = this.seamless;
     this.seamless = false;
     if (this.stopped || this.paused) return;
-    const request = this.request();
+    const request: TransportRequest = { ...this.request(), ...this.options.greeting?.() };
     // Nothing active: every channel waits for a fresh token (or was refused,
     // which `settle()` reported). `want()` connects again.
     if (!Object.keys(request.channels).length) return;
@@ -208,6 +238,7 @@ export class Link {
       },
       message: (m) => {
         if (!mine()) return;
+        if (sideMessage(m)) return this.onMessage(m);
         this.handle(m);
         if (mine() && this.awaitingAnswer && name === 'websocket' && m.class === 'ack') this.answered(name);
       },

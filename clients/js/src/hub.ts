@@ -8,7 +8,7 @@
 import { Link, type LinkOptions } from './connection';
 import { identity } from './subscription';
 import { postRequest, toMessages } from './transports/transport';
-import type { ServerMessage, StateEvent, SubscribeMessage } from './types';
+import type { ServerMessage, StateEvent, SubscribeMessage, TransportName } from './types';
 
 export interface HubOutput {
   message(tabs: string[], m: ServerMessage): void;
@@ -17,6 +17,11 @@ export interface HubOutput {
 
 export interface HubOptions extends LinkOptions {
   hiddenTimeout?: number;
+  /**
+   * The clients time idleness themselves (`idle` option): a tab reported not
+   * visible is idle already, and the connections close as soon as every tab is.
+   */
+  idleManaged?: boolean;
   /** Where to fetch snapshots for a tab joining a running connection (one long-poll request). */
   pollUrl: string;
   fetch?: typeof fetch;
@@ -62,7 +67,7 @@ export class Hub {
       };
       group = g;
       this.groups.set(id, g);
-      if (this.paused) g.link.pause('hidden');
+      if (this.paused) g.link.pause(this.pauseReason);
     }
     let channels = m.channels;
     if (!group.tabs.has(tab) && group.tabs.size) {
@@ -85,6 +90,18 @@ export class Hub {
     this.setVisible(tab, visible);
   }
 
+  /** Sends a client message on the connection of `tab`'s subscription; false when it cannot (not open, not a WebSocket). */
+  send(tab: string, m: object): boolean {
+    const id = this.tabGroup.get(tab);
+    return id !== undefined && !!this.groups.get(id)?.link.send(m);
+  }
+
+  /** The transport `tab`'s connection is open on, if it is. */
+  transport(tab: string): TransportName | undefined {
+    const id = this.tabGroup.get(tab);
+    return id === undefined ? undefined : this.groups.get(id)?.link.openTransport;
+  }
+
   /** A tab is gone (closed, or its client closed). */
   remove(tab: string): void {
     this.leave(tab);
@@ -93,9 +110,13 @@ export class Hub {
   }
 
   /** A tab was shown or hidden: close the connections once every tab has been hidden `hiddenTimeout` ms. */
-  visibility(tab: string, visible: boolean): void {
+  visibility(tab: string, visible: boolean, reason = 'hidden'): void {
+    this.pauseReason = reason;
     this.setVisible(tab, visible);
   }
+
+  /** Why the connections close when every tab is hidden or idle (`hidden`, `inactive`). */
+  private pauseReason = 'hidden';
 
   get tabs(): string[] {
     return [...this.tabGroup.keys()];
@@ -169,8 +190,9 @@ export class Hub {
   }
 
   private checkVisibility(): void {
-    const limit = this.options.hiddenTimeout;
-    if (!limit || limit <= 0) return;
+    const managed = !!this.options.idleManaged;
+    const limit = managed ? 0 : this.options.hiddenTimeout;
+    if (!managed && (!limit || limit <= 0)) return;
     const allHidden = this.tabGroup.size > 0 && [...this.tabGroup.keys()].every((t) => this.hidden.has(t));
     if (!allHidden) {
       clearTimeout(this.hideTimer);
@@ -180,11 +202,13 @@ export class Hub {
         for (const g of this.groups.values()) g.link.resume();
       }
     } else if (!this.paused && !this.hideTimer) {
-      this.hideTimer = setTimeout(() => {
+      const pause = () => {
         this.hideTimer = undefined;
         this.paused = true;
-        for (const g of this.groups.values()) g.link.pause('hidden');
-      }, limit);
+        for (const g of this.groups.values()) g.link.pause(this.pauseReason);
+      };
+      if (managed) pause();
+      else this.hideTimer = setTimeout(pause, limit);
     }
   }
 }

@@ -13,6 +13,8 @@
  * ```
  */
 
-export { Chouquette, transportUrls } from './client';
+export { CallError, Chouquette, MAX_LATTICES, MAX_PENDING_CALLS, notificationAckRequest, notificationsAckUrl, transportUrls } from './client';
+export { LatticeView, canonicalJson, mergeMap, mergeValue } from './lattice';
+export type { LatticeChange, LatticeEvents, LatticeMap, LatticeValue } from './lattice';
 export { Emitter } from './emitter';
 export type * from './types';

@@ -10,7 +10,7 @@
  */
 
 import { Hub, type HubOptions } from './hub';
-import type { ServerMessage, StateEvent, SubscribeMessage } from './types';
+import type { ServerMessage, StateEvent, SubscribeMessage, TransportName } from './types';
 
 /** What a port needs from its client. */
 export interface PortOwner {
@@ -23,7 +23,11 @@ export interface PortOwner {
 
 export interface Port {
   put(m: SubscribeMessage, visible: boolean): void;
-  visibility(visible: boolean): void;
+  visibility(visible: boolean, reason?: string): void;
+  /** Sends a client message on this client's connection (a `LocalPort` only: a shared connection does not carry them). */
+  send?(m: object): boolean;
+  /** The transport this client's connection is open on. */
+  transport?(): TransportName | undefined;
   close(): void;
 }
 
@@ -55,8 +59,16 @@ export class LocalPort implements Port {
     this.hub.put(this.owner.tab, m, visible);
   }
 
-  visibility(visible: boolean): void {
-    this.hub.visibility(this.owner.tab, visible);
+  visibility(visible: boolean, reason?: string): void {
+    this.hub.visibility(this.owner.tab, visible, reason);
+  }
+
+  send(m: object): boolean {
+    return this.hub.send(this.owner.tab, m);
+  }
+
+  transport(): TransportName | undefined {
+    return this.hub.transport(this.owner.tab);
   }
 
   close(): void {

@@ -77,6 +77,13 @@ export interface ErrorEvent {
   ref?: string;
   /** With `unreachable`: each transport's last failure, in the order tried. */
   failures?: TransportFailure[];
+  /**
+   * What the error is about when it is not a subscription's: `connect` (the
+   * identity was refused or `getConnectToken` failed) or `lattice` (a
+   * `lattice_subscribe` was refused; `namespace` names it).
+   */
+  about?: 'connect' | 'lattice';
+  namespace?: string;
 }
 
 /**
@@ -115,8 +122,88 @@ export interface ClientEvents {
   reset: ResetEvent;
   error: ErrorEvent;
   state: StateEvent;
-  /** Any other message class (presence, lattice, result...). */
+  /** `connected`: the connection has an identity (connect auth by the backend, or a `connect` answered `ack`). */
+  connected: ConnectedEvent;
+  /** `presence` of a channel, with the set of users present after it. */
+  presence: PresenceEvent;
+  /** `message`: a backend's best-effort message to this user (`POST /api/v1/users/send`). */
+  user_message: UserMessage;
+  /** `subscribed`: a backend subscribed this user to `channel` (events follow `offset`). */
+  subscribed: ServerMessage & { channel: string; epoch?: string; offset?: number };
+  /** `unsubscribed`: a backend ended this user's subscription to `channel`. */
+  unsubscribed: ServerMessage & { channel: string };
+  /** A notification for this user, pending until acknowledged (`ackNotifications`). */
+  notification: NotificationMessage;
+  /** `notification_acked`: notifications acknowledged (by this or another connection of the user). */
+  notification_acked: ServerMessage & { ids?: string[] };
+  /** Any other message class. */
   message: ServerMessage;
+}
+
+/** Who the connection is, as the gateway knows it. */
+export interface ConnectedEvent {
+  app_id: string;
+  /** The user: `user` of `connected`, or `sub` of the connect token. */
+  user?: string;
+  groups?: string[];
+  /** `connect_auth`: the backend identified the connection at its upgrade; `token`: a `connect` was accepted. */
+  via: 'connect_auth' | 'token';
+}
+
+export interface PresenceEvent {
+  channel: string;
+  /** Everyone present after this message (sorted). */
+  present: string[];
+  joined: string[];
+  left: string[];
+  message: ServerMessage;
+}
+
+export interface UserMessage extends ServerMessage {
+  class: 'message';
+  event_kind?: string;
+  data?: unknown;
+}
+
+export interface NotificationMessage extends ServerMessage {
+  class: 'notification';
+  id: string;
+  kind?: string;
+  title?: string;
+  body?: string;
+  link?: string;
+  data?: unknown;
+  created?: string;
+}
+
+/** A connect token for `connect` (`app_id`, `sub`, `exp`, `groups` claims; HS256). */
+export interface ConnectToken {
+  app_id: string;
+  token: string;
+}
+
+/** A backend's call to this client (`POST /api/v1/calls`). */
+export interface IncomingCall {
+  id: string;
+  method: string;
+  args: unknown[];
+  kwargs: Record<string, unknown>;
+}
+
+/** What an `onCall` handler returns (or resolves to) is the `result`; what it throws is the `error`. */
+export type CallHandler = (args: unknown[], kwargs: Record<string, unknown>, call: IncomingCall) => unknown;
+
+export interface CallOptions {
+  /** Give up after this many ms (rejects with code `timeout`); default 30000. The gateway's own answer may still come: it is ignored. */
+  timeout?: number;
+}
+
+/** Idle disconnection: a page nobody looks at or uses holds no connection. */
+export interface IdleOptions {
+  /** Disconnect once the page has been hidden this many ms; reconnect (resuming) when shown. Default: never. */
+  hiddenAfter?: number;
+  /** Disconnect after this many ms without user activity (pointer, key, wheel, touch, focus, visibility); reconnect on the next. Default: never. */
+  inactiveAfter?: number;
 }
 
 export interface BackoffOptions {
@@ -149,8 +236,24 @@ export interface ChouquetteOptions {
    * group; default false.
    */
   shared?: boolean | string;
-  /** Close the connection after the page has been hidden this many ms; resume when shown. Default: never. */
+  /** Same as `idle.hiddenAfter` (kept for compatibility; `idle` wins). */
   hiddenTimeout?: number;
+  /** Disconnect idle pages (hidden, or without user activity), resume without gap when they come back. */
+  idle?: IdleOptions;
+  /**
+   * Gives the connection an identity: fetches a connect token from the
+   * backend; the client sends `connect` on every (re)connection before
+   * subscribing, and fetches a fresh token before the current one's `exp`.
+   * Needed for `call`, `onCall`, `lattice` and notifications (unless the
+   * gateway identifies the connection itself: connect auth, `connected`).
+   * WebSocket only (SSE and long-polling carry no `connect`); not with `shared`.
+   */
+  getConnectToken?: () => Promise<ConnectToken> | ConnectToken;
+  /**
+   * URL of `POST /notifications/ack` (used by `ackNotifications` over SSE and
+   * long-polling); default: `url` with an http(s) scheme and `/notifications/ack` for `/ws`.
+   */
+  notificationsAckUrl?: string;
   /** Long-poll wait asked of the gateway, in seconds; default 25. */
   pollTimeout?: number;
   /** An SSE stream silent this long (no event, no heartbeat) is reopened; default 45000 ms. */

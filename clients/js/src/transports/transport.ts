@@ -8,6 +8,10 @@ export interface TransportRequest {
   channels: Record<string, ChannelRequest>;
   /** The same positions as a cursor, for SSE and long-polling. */
   cursor?: string;
+  /** WebSocket: messages sent on opening before the subscribe message (`connect`). */
+  before?: object[];
+  /** WebSocket: messages sent on opening after it (`lattice_subscribe`). */
+  after?: object[];
 }
 
 /** Callbacks of one transport instance. `closed` comes once, last, unless `close()` was called. */
@@ -22,6 +26,8 @@ export interface Transport {
   readonly name: TransportName;
   /** Subscribes again on the open connection (WebSocket only; the others reconnect). */
   resubscribe?(request: TransportRequest): boolean;
+  /** Sends a client message on the open connection (WebSocket only); false when it cannot. */
+  send?(m: object): boolean;
   /** Closes without calling `closed`. */
   close(): void;
 }

@@ -26,7 +26,9 @@ export function websocketTransport(url: string, Socket: SocketClass | undefined 
     ws.onopen = () => {
       if (done) return;
       sink.opened();
+      for (const m of request.before ?? []) ws.send(JSON.stringify(m));
       ws.send(subscribe(request));
+      for (const m of request.after ?? []) ws.send(JSON.stringify(m));
     };
     ws.onmessage = (e: MessageEvent) => {
       if (done || typeof e.data !== 'string') return;
@@ -46,6 +48,11 @@ export function websocketTransport(url: string, Socket: SocketClass | undefined 
       resubscribe(r) {
         if (done || ws.readyState !== ws.OPEN) return false;
         ws.send(subscribe(r));
+        return true;
+      },
+      send(m) {
+        if (done || ws.readyState !== ws.OPEN) return false;
+        ws.send(JSON.stringify(m));
         return true;
       },
       close() {

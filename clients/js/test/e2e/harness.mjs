@@ -73,7 +73,9 @@ export function subscription(bornes, ttlSecs = 600, secret = SECRET) {
  * ones); with `redis` (a URL), one node of several sharing that Redis.
  */
 export class Gateway {
-  constructor({ redis, node } = {}) {
+  /** `appConfig`: TOML lines appended to the app's section (`[[apps.rpc]]` routes, more channels). */
+  constructor({ redis, node, appConfig = [] } = {}) {
+    this.appConfig = appConfig;
     this.broker = redis
       ? ['[node]', `id = "${node ?? 'e2e'}"`, '[broker]', 'kind = "redis"', `url = "${redis}"`,
         'connect_timeout = "1s"', 'command_timeout = "1s"', 'reconnect_max = "500ms"']
@@ -122,6 +124,7 @@ export class Gateway {
         `[apps.channels.${CHANNEL}]`,
         'history = 1000',
         'keep_state = true',
+        ...this.appConfig,
         '',
       ].join('\n'));
     }
@@ -296,6 +299,12 @@ export async function openPage(context, gateway, { bornes, ttlSecs = 600, secret
   await page.exposeFunction('nodeGetSubscription', () => {
     page.sub.calls += 1;
     return subscription(page.sub.bornes, page.sub.ttlSecs, page.sub.secret);
+  });
+  page.connect = { sub: 'roger', ttlSecs: 600, calls: 0 };
+  await page.exposeFunction('nodeGetConnectToken', () => {
+    page.connect.calls += 1;
+    const exp = Math.floor(Date.now() / 1000) + page.connect.ttlSecs;
+    return { app_id: APP, token: sign({ app_id: APP, sub: page.connect.sub, exp }) };
   });
   page.on('pageerror', (e) => console.error('page error:', e));
   await page.goto(`${origin}/index.html`);
