@@ -1,5 +1,6 @@
 //! What every app route of the internal API (`/api/v1/subscriptions`,
-//! `/api/v1/calls`, `/api/v1/users/send`, `/api/v1/lattices`) does before
+//! `/api/v1/calls`, `/api/v1/users/send`, `/api/v1/lattices`,
+//! `/api/v1/notify`) does before
 //! its own work, in one order: the key must be given (else 401), the body
 //! readable (its size, its framing) and JSON with a string `app_id`, and the
 //! key that app's (else the same 403 `not_allowed` for an unknown app and a
@@ -34,6 +35,10 @@ pub(crate) enum Refused {
     /// Over a bound the gateway keeps (507 `too_large`); nothing was done.
     #[error("{0}")]
     TooLarge(String),
+    /// `data` over `limits.max_publish_bytes` (413 `bad_message`), as a
+    /// publish of it would be.
+    #[error("`data` larger than {0} bytes")]
+    DataTooLarge(usize),
 }
 
 impl Refused {
@@ -46,6 +51,7 @@ impl Refused {
             Refused::Body(status, _) => (*status, "bad_message"),
             Refused::Bad(_) => (StatusCode::BAD_REQUEST, "bad_message"),
             Refused::TooLarge(_) => (StatusCode::INSUFFICIENT_STORAGE, "too_large"),
+            Refused::DataTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "bad_message"),
         };
         error_response(status, code, &message)
     }

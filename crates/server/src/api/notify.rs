@@ -31,6 +31,7 @@ use chouquette_protocol::client::NotificationAck;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::api::app_request::{Refused, authenticated};
 use crate::api::{bearer, error_response};
 use crate::gateway::Gateway;
 
@@ -72,35 +73,6 @@ fn bad(message: String) -> Response {
     error_response(StatusCode::BAD_REQUEST, "bad_message", &message)
 }
 
-/// Why a notification is refused before anything is stored.
-#[derive(Debug, thiserror::Error)]
-enum Refused {
-    #[error("missing `Authorization: Bearer <api key>`")]
-    NoKey,
-    #[error("unknown app or wrong API key")]
-    WrongKey,
-    #[error("{1}")]
-    Body(StatusCode, String),
-    #[error("{0}")]
-    Bad(String),
-    #[error("`data` larger than {0} bytes")]
-    DataTooLarge(usize),
-}
-
-impl Refused {
-    fn response(&self) -> Response {
-        let message = self.to_string();
-        let (status, code) = match self {
-            Refused::NoKey => (StatusCode::UNAUTHORIZED, "not_allowed"),
-            Refused::WrongKey => (StatusCode::FORBIDDEN, "not_allowed"),
-            Refused::Body(status, _) => (*status, "bad_message"),
-            Refused::Bad(_) => (StatusCode::BAD_REQUEST, "bad_message"),
-            Refused::DataTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "bad_message"),
-        };
-        error_response(status, code, &message)
-    }
-}
-
 fn check(name: &str, value: &str, max: usize, empty_ok: bool) -> Result<(), Refused> {
     if (!empty_ok && value.is_empty()) || value.len() > max {
         let least = if empty_ok { 0 } else { 1 };
@@ -117,19 +89,12 @@ fn read(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, Notify), Refused> {
-    let Some(key) = bearer(headers) else {
-        return Err(Refused::NoKey);
-    };
-    let body = body.map_err(|r| Refused::Body(r.status(), r.body_text()))?;
+    let (_, body) = authenticated(shared, headers, body)?;
     let body: Body = serde_json::from_slice(&body).map_err(|e| {
         Refused::Bad(format!(
             "body: expected {{\"app_id\", \"users\", \"kind\", \"title\", \"body\", \"link\", \"data\", \"id\"}} ({e})"
         ))
     })?;
-    let known = shared.node.apps().get(&body.app_id);
-    if !known.is_some_and(|a| a.accepts_api_key(key)) {
-        return Err(Refused::WrongKey);
-    }
     if body.users.is_empty() || body.users.len() > MAX_USERS_PER_NOTIFY {
         return Err(Refused::Bad(format!(
             "`users`: 1 to {MAX_USERS_PER_NOTIFY} user ids"
