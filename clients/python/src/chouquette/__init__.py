@@ -20,7 +20,11 @@ from .admin import (
 )
 from .errors import (
     BadMessageError,
+    CallTimeoutError,
     ChouquetteError,
+    ClientCallError,
+    NotConnectedError,
+    TooLargeError,
     NotAllowedError,
     RateLimitedError,
     SignatureError,
@@ -32,10 +36,20 @@ from .events import Event, Position, keywords, new_id
 from .publisher import AsyncPublisher, Publisher
 from .signature import Call, Caller, sign, verify_call, verify_signature
 from .tokens import Filters, TokenSigner
+from .users import AsyncUsers, Users, counter, gset, register
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncUsers",
+    "CallTimeoutError",
+    "ClientCallError",
+    "NotConnectedError",
+    "TooLargeError",
+    "Users",
+    "counter",
+    "gset",
+    "register",
     "Admin",
     "AsyncAdmin",
     "AsyncPublisher",

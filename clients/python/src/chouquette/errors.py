@@ -121,6 +121,33 @@ class SignatureError(ChouquetteError):
     code = "bad_signature"
 
 
+class NotConnectedError(ChouquetteError):
+    """A call to a user who has no connection on any gateway (404): said at
+    once, nothing was sent."""
+
+    code = "not_connected"
+
+
+class CallTimeoutError(ChouquetteError):
+    """No connection of the user answered a call in time (504)."""
+
+    code = "timeout"
+
+
+class TooLargeError(ChouquetteError):
+    """Over a bound the gateway keeps (507, e.g. a lattice's keys); nothing
+    was merged or stored."""
+
+    code = "too_large"
+
+
+class ClientCallError(ChouquetteError):
+    """The user's client answered a call with its own `error`: `code` and
+    `message` are the client's (the call itself went through, HTTP 200)."""
+
+    code = "client_error"
+
+
 #: The exception class of each code the gateway answers on its internal
 #: listener. A code not listed here (a newer gateway's) raises the base
 #: `ChouquetteError` with that `code`.
@@ -133,6 +160,9 @@ ERRORS: Dict[str, Type[ChouquetteError]] = {
         RateLimitedError,
         UnavailableError,
         TooManySubscriptionsError,
+        NotConnectedError,
+        CallTimeoutError,
+        TooLargeError,
     )
 }
 
