@@ -27,6 +27,7 @@ pub mod http;
 pub mod mqtt;
 pub mod postgres;
 pub mod redis_inbox;
+pub mod statuses;
 
 use std::future::Future;
 use std::sync::Arc;

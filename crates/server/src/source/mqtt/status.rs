@@ -2,9 +2,10 @@
 //! connected and subscribed, why not, and what became of its messages.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use crate::source::statuses::Reporting;
 
 /// Why a message was not published; each is a `reason` label of
 /// `chouquette_mqtt_invalid_total` (a fixed set: bounded series).
@@ -156,38 +157,24 @@ impl Status {
     }
 }
 
-/// Every MQTT source of the gateway (none without `[[sources.mqtt]]`).
-#[derive(Debug, Default, Clone)]
-pub struct Statuses(Vec<Arc<Status>>);
+/// Every MQTT source of the gateway.
+pub type Statuses = crate::source::statuses::Statuses<Status>;
 
-impl Statuses {
-    pub(super) fn push(&mut self, status: Arc<Status>) {
-        self.0.push(status);
+impl Reporting for Status {
+    const METRIC_PREFIX: &'static str = "chouquette_mqtt_";
+    const FAMILIES: &'static [(&'static str, &'static str)] = &[
+        ("up", "gauge"),
+        ("messages_total", "counter"),
+        ("published_total", "counter"),
+        ("invalid_total", "counter"),
+        ("reconnects_total", "counter"),
+    ];
+
+    fn problem(&self) -> Option<String> {
+        Status::problem(self)
     }
 
-    /// What is wrong with each MQTT source not subscribed, for `/readyz`.
-    pub fn problems(&self) -> Vec<String> {
-        self.0.iter().filter_map(|s| s.problem()).collect()
-    }
-
-    /// Appends their metrics (Prometheus text), family by family.
-    pub fn render(&self, out: &mut String) {
-        if self.0.is_empty() {
-            return;
-        }
-        for (family, kind) in [
-            ("up", "gauge"),
-            ("messages_total", "counter"),
-            ("published_total", "counter"),
-            ("invalid_total", "counter"),
-            ("reconnects_total", "counter"),
-        ] {
-            let _ = writeln!(out, "# TYPE chouquette_mqtt_{family} {kind}");
-            for status in &self.0 {
-                for (labels, value) in status.samples(family) {
-                    let _ = writeln!(out, "chouquette_mqtt_{family}{{{labels}}} {value}");
-                }
-            }
-        }
+    fn samples(&self, family: &str) -> Vec<(String, String)> {
+        Status::samples(self, family)
     }
 }

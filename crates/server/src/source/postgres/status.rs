@@ -1,9 +1,10 @@
 //! What a Postgres source tells `/readyz` and `/metrics`: whether it is
 //! streaming, why not, and how far behind its slot is.
 
-use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use crate::source::statuses::Reporting;
 
 /// One source's state, shared by its task and the internal API.
 #[derive(Debug, Default)]
@@ -114,41 +115,26 @@ impl Status {
     }
 }
 
-/// Every Postgres source of the gateway (none without `[[sources.postgres]]`).
-#[derive(Debug, Default, Clone)]
-pub struct Statuses(Vec<Arc<Status>>);
+/// Every Postgres source of the gateway.
+pub type Statuses = crate::source::statuses::Statuses<Status>;
 
-impl Statuses {
-    pub(super) fn push(&mut self, status: Arc<Status>) {
-        self.0.push(status);
+impl Reporting for Status {
+    const METRIC_PREFIX: &'static str = "chouquette_postgres_";
+    const FAMILIES: &'static [(&'static str, &'static str)] = &[
+        ("up", "gauge"),
+        ("standby", "gauge"),
+        ("behind", "gauge"),
+        ("lag_bytes", "gauge"),
+        ("lag_seconds", "gauge"),
+        ("events_total", "counter"),
+        ("reconnects_total", "counter"),
+    ];
+
+    fn problem(&self) -> Option<String> {
+        Status::problem(self)
     }
 
-    /// What is wrong with each Postgres source that is neither streaming
-    /// nor standing by, for `/readyz`'s body.
-    pub fn problems(&self) -> Vec<String> {
-        self.0.iter().filter_map(|s| s.problem()).collect()
-    }
-
-    /// Appends their metrics (Prometheus text), family by family.
-    pub fn render(&self, out: &mut String) {
-        if self.0.is_empty() {
-            return;
-        }
-        for (family, kind) in [
-            ("up", "gauge"),
-            ("standby", "gauge"),
-            ("behind", "gauge"),
-            ("lag_bytes", "gauge"),
-            ("lag_seconds", "gauge"),
-            ("events_total", "counter"),
-            ("reconnects_total", "counter"),
-        ] {
-            let _ = writeln!(out, "# TYPE chouquette_postgres_{family} {kind}");
-            for status in &self.0 {
-                for (labels, value) in status.samples(family) {
-                    let _ = writeln!(out, "chouquette_postgres_{family}{{{labels}}} {value}");
-                }
-            }
-        }
+    fn samples(&self, family: &str) -> Vec<(String, String)> {
+        Status::samples(self, family)
     }
 }
