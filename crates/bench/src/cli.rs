@@ -148,6 +148,15 @@ pub struct Options {
     /// `postgres`: the source's `batch` (row changes asked for per read).
     #[arg(long, default_value_t = 1000)]
     pub pg_batch: usize,
+    /// `postgres`: row changes per writer transaction (1: each its own
+    /// transaction; pgbench's TPC-B-like script makes 4 per transaction).
+    #[arg(long, default_value_t = 1)]
+    pub pg_tx_rows: usize,
+    /// `postgres`: instead of a live load, commit this many changes while
+    /// the gateway is stopped, then start it and time its catch-up: the
+    /// source's own ceiling, with no writer competing for the CPU.
+    #[arg(long, default_value_t = 0)]
+    pub pg_backlog: u64,
 }
 
 /// A gateway deadline given in its config, or none (`off`: the key is left

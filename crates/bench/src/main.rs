@@ -11,6 +11,7 @@ mod histogram;
 mod holders;
 mod http;
 mod idle_abuse;
+mod pg_catchup;
 mod pg_load;
 mod pg_server;
 mod pool;

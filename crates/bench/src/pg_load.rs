@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::time::Instant;
-use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 use crate::wire::unix_nanos;
 
@@ -64,47 +65,163 @@ pub struct Written {
     pub errors: u64,
 }
 
-/// Runs writer `index` until the load ends. `rate` is its share of the
-/// target in changes per second (0: as fast as it can). `next_seq` is
-/// shared by every writer, so numbers are unique and dense from 1.
+/// How one writer writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Its share of the target rate, in changes per second (0: as fast as
+    /// it can).
+    pub rate: f64,
+    /// Changes per transaction: 1 sends each statement on its own (it
+    /// commits when it ends); more wraps them in BEGIN ... COMMIT, as
+    /// pgbench's TPC-B-like script does with its four.
+    pub tx_rows: usize,
+    /// The last `seq` to write: the writer stops before a higher one (a
+    /// backlog of a given size); `u64::MAX` for none.
+    pub last_seq: u64,
+}
+
+/// Runs writer `index` until the load ends (or `plan.last_seq` is
+/// passed). `next_seq` is shared by every writer, so numbers are unique
+/// and dense from 1. A transaction's changes all carry the clock read
+/// before their own statement, so with `tx_rows > 1` the measured lag
+/// includes the wait for the rest of the transaction.
 pub async fn writer(
-    client: Client,
+    mut client: Client,
     index: i32,
-    rate: f64,
+    plan: Plan,
     window: LoadWindow,
     next_seq: Arc<AtomicU64>,
 ) -> anyhow::Result<Written> {
     let insert = client.prepare(INSERT).await.context("prepare insert")?;
     let update = client.prepare(UPDATE).await.context("prepare update")?;
+    let statements = Statements { insert, update };
+    let tx_rows = plan.tx_rows.max(1);
     let mut written = Written::default();
-    let mut last_insert: Option<i64> = None;
+    let mut rows = Rows::default();
     let started = Instant::now();
-    for k in 0u64.. {
-        if let Some(due) = due(started, rate, k) {
+    for tx_no in 0u64.. {
+        if let Some(due) = due(started, plan.rate / tx_rows as f64, tx_no) {
             tokio::time::sleep_until(due).await;
         }
-        let seq = next_seq.fetch_add(1, Ordering::Relaxed);
-        let t_ns = unix_nanos();
-        if t_ns >= window.end_ns {
+        if unix_nanos() >= window.end_ns {
             break;
         }
-        let (id, t) = (seq as i64, t_ns as i64);
-        let done = match last_insert {
-            Some(row) if k % 2 == 1 => client.execute(&update, &[&id, &t, &row]).await,
-            _ => client.execute(&insert, &[&id, &t, &index, &PAYLOAD]).await,
+        let mut changes = Vec::with_capacity(tx_rows);
+        for _ in 0..tx_rows {
+            let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+            if seq <= plan.last_seq {
+                changes.push(seq);
+            }
+        }
+        if changes.is_empty() {
+            break;
+        }
+        let done = if tx_rows == 1 {
+            rows.write(&client, &statements, index, changes[0]).await
+        } else {
+            rows.write_transaction(&mut client, &statements, index, &changes)
+                .await
         };
         match done {
-            Ok(_) => {
-                if last_insert.is_none() || k % 2 == 0 {
-                    last_insert = Some(id);
-                }
-                written.committed.push(seq);
-                written.in_window += u64::from(window.holds(t_ns));
+            Ok(stamps) => {
+                written.committed.extend_from_slice(&changes);
+                written.in_window += stamps.iter().filter(|t| window.holds(**t)).count() as u64;
             }
-            Err(_) => written.errors += 1,
+            Err(_) => written.errors += changes.len() as u64,
         }
     }
     Ok(written)
+}
+
+/// The writer's prepared statements.
+struct Statements {
+    insert: Statement,
+    update: Statement,
+}
+
+/// Which change a writer makes next: an INSERT, then an UPDATE of the row
+/// it inserted last, in turn.
+#[derive(Default)]
+struct Rows {
+    made: u64,
+    last_insert: Option<i64>,
+}
+
+/// One change: its row id, its clock stamp and, for an UPDATE, the row it
+/// updates.
+struct Change {
+    id: i64,
+    t_ns: i64,
+    updates: Option<i64>,
+}
+
+impl Rows {
+    /// Change `seq`, stamped now.
+    fn next(&mut self, seq: u64) -> Change {
+        let updates = self.last_insert.filter(|_| self.made % 2 == 1);
+        self.made += 1;
+        let id = seq as i64;
+        if updates.is_none() {
+            self.last_insert = Some(id);
+        }
+        Change {
+            id,
+            t_ns: unix_nanos() as i64,
+            updates,
+        }
+    }
+
+    /// Change `seq` as a statement of its own; its stamp.
+    async fn write(
+        &mut self,
+        client: &Client,
+        statements: &Statements,
+        index: i32,
+        seq: u64,
+    ) -> Result<Vec<u64>, tokio_postgres::Error> {
+        let change = self.next(seq);
+        match change.updates {
+            Some(row) => {
+                client
+                    .execute(&statements.update, &[&change.id, &change.t_ns, &row])
+                    .await?
+            }
+            None => {
+                let params: [&(dyn ToSql + Sync); 4] = [&change.id, &change.t_ns, &index, &PAYLOAD];
+                client.execute(&statements.insert, &params).await?
+            }
+        };
+        Ok(vec![change.t_ns as u64])
+    }
+
+    /// Changes `seqs` in one transaction; their stamps.
+    async fn write_transaction(
+        &mut self,
+        client: &mut Client,
+        statements: &Statements,
+        index: i32,
+        seqs: &[u64],
+    ) -> Result<Vec<u64>, tokio_postgres::Error> {
+        let tx = client.transaction().await?;
+        let mut stamps = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            let change = self.next(seq);
+            match change.updates {
+                Some(row) => {
+                    tx.execute(&statements.update, &[&change.id, &change.t_ns, &row])
+                        .await?
+                }
+                None => {
+                    let params: [&(dyn ToSql + Sync); 4] =
+                        [&change.id, &change.t_ns, &index, &PAYLOAD];
+                    tx.execute(&statements.insert, &params).await?
+                }
+            };
+            stamps.push(change.t_ns as u64);
+        }
+        tx.commit().await?;
+        Ok(stamps)
+    }
 }
 
 /// When change `k` of a writer paced at `rate` is due; `None` unpaced. A

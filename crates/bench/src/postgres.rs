@@ -23,6 +23,7 @@ use crate::cli::{Options, Scenario};
 use crate::client::{self, Outcome, Ws};
 use crate::gateway::{self, BrokerSpec, Gateway, LimitsSpec};
 use crate::histogram::{AtomicHistogram, Histogram};
+use crate::pg_catchup;
 use crate::pg_load::{self, Exactness, LoadWindow, Tally, Written};
 use crate::pg_server::PgServer;
 use crate::report::Latency;
@@ -66,6 +67,9 @@ struct Receipts {
 
 /// Runs the scenario and prints its report.
 pub async fn run(options: &Options) -> anyhow::Result<()> {
+    if options.pg_backlog > 0 {
+        return pg_catchup::run(options).await;
+    }
     let pg = PgServer::start().await?;
     pg.client()
         .await?
@@ -125,7 +129,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
 
 /// The `[[sources.postgres]]` of the gateway: the bench table to the
 /// subscribers' channel, one event kind for every operation.
-fn source_toml(url: &str, app: &AppSpec, options: &Options) -> String {
+pub(crate) fn source_toml(url: &str, app: &AppSpec, options: &Options) -> String {
     format!(
         "\n[[sources.postgres]]\nurl = \"{url}\"\npublication = \"{SLOT}\"\nslot = \"{SLOT}\"\n\
          poll_interval = \"{poll}\"\nbatch = {batch}\n\n\
@@ -141,7 +145,7 @@ fn source_toml(url: &str, app: &AppSpec, options: &Options) -> String {
 
 /// Waits until the gateway has made its slot: changes committed before it
 /// exists are not in it.
-async fn wait_for_slot(pg: &PgServer) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_slot(pg: &PgServer) -> anyhow::Result<()> {
     let client = pg.client().await?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -182,7 +186,7 @@ fn instant_at(ns: u64) -> Instant {
     Instant::now() + Duration::from_nanos(ns.saturating_sub(unix_nanos()))
 }
 
-async fn subscribe(gw: &Gateway, app: &AppSpec, index: usize) -> anyhow::Result<Ws> {
+pub(crate) async fn subscribe(gw: &Gateway, app: &AppSpec, index: usize) -> anyhow::Result<Ws> {
     let exp = unix_nanos() / 1_000_000_000 + 24 * 3600;
     let message = workload::subscribe(app, Scenario::Postgres, index, exp);
     let source = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
@@ -277,6 +281,7 @@ async fn start_writers(
     let count = options.writers.max(1);
     let share = options.event_rate().max(0.0) / count as f64;
     let next_seq = Arc::new(AtomicU64::new(1));
+    let options_tx_rows = options.pg_tx_rows;
     let mut tasks = Vec::new();
     for index in 0..count {
         let client = pg.client().await?;
@@ -284,7 +289,12 @@ async fn start_writers(
         let index = i32::try_from(index).unwrap_or(i32::MAX);
         tasks.push(tokio::spawn(async move {
             sleep_until(instant_at(window.load_start_ns)).await;
-            pg_load::writer(client, index, share, window, next_seq).await
+            let plan = pg_load::Plan {
+                rate: share,
+                tx_rows: options_tx_rows,
+                last_seq: u64::MAX,
+            };
+            pg_load::writer(client, index, plan, window, next_seq).await
         }));
     }
     Ok(tasks)
