@@ -535,6 +535,7 @@ mod tests {
             key: key.map(Into::into),
             data: serde_json::value::RawValue::NULL.to_owned(),
             id: None,
+            time: None,
         }
     }
 
