@@ -126,6 +126,7 @@ impl Telemetry {
         self.link.render(&mut out);
         self.tls.render(&mut out);
         self.presence.render(&mut out);
+        self.clock_skew.render(&mut out);
         out
     }
 
