@@ -113,11 +113,26 @@ pub struct StateMarks {
 }
 
 /// The state value a channel tracks for changes (its `state_field`): the
-/// JSON text of `data[field]`, absent when the data has no such field.
+/// JSON text of `data[field]`, or for an array (SenML records) that of the
+/// last record having the field; absent when there is none.
 pub fn state_value(data: &serde_json::value::RawValue, field: &str) -> Option<String> {
-    let map: std::collections::HashMap<&str, &serde_json::value::RawValue> =
-        serde_json::from_str(data.get()).ok()?;
-    map.get(field).map(|v| v.get().to_string())
+    type Fields<'a> = std::collections::HashMap<&'a str, &'a serde_json::value::RawValue>;
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Shape<'a> {
+        #[serde(borrow)]
+        Object(Fields<'a>),
+        #[serde(borrow)]
+        Records(Vec<&'a serde_json::value::RawValue>),
+    }
+    let found = match serde_json::from_str::<Shape<'_>>(data.get()).ok()? {
+        Shape::Object(fields) => fields.get(field).copied(),
+        Shape::Records(records) => records.iter().rev().find_map(|r| {
+            let fields: Fields<'_> = serde_json::from_str(r.get()).ok()?;
+            fields.get(field).copied()
+        }),
+    };
+    found.map(|v| v.get().to_string())
 }
 
 #[cfg(test)]
@@ -155,5 +170,12 @@ mod tests {
         assert_eq!(state_value(&data, "off"), None);
         let not_object = serde_json::value::RawValue::from_string("[1]".into()).expect("raw");
         assert_eq!(state_value(&not_object, "on"), None);
+        let senml = serde_json::value::RawValue::from_string(
+            r#"[{"n":"a","vb":true},{"n":"b","v":1},{"n":"c","vb":false}]"#.into(),
+        )
+        .expect("raw");
+        assert_eq!(state_value(&senml, "vb").as_deref(), Some("false"));
+        let number = serde_json::value::RawValue::from_string("7".into()).expect("raw");
+        assert_eq!(state_value(&number, "vb"), None);
     }
 }
