@@ -117,22 +117,17 @@ pub struct StateMarks {
 /// last record having the field; absent when there is none.
 pub fn state_value(data: &serde_json::value::RawValue, field: &str) -> Option<String> {
     type Fields<'a> = std::collections::HashMap<&'a str, &'a serde_json::value::RawValue>;
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Shape<'a> {
-        #[serde(borrow)]
-        Object(Fields<'a>),
-        #[serde(borrow)]
-        Records(Vec<&'a serde_json::value::RawValue>),
-    }
-    let found = match serde_json::from_str::<Shape<'_>>(data.get()).ok()? {
-        Shape::Object(fields) => fields.get(field).copied(),
-        Shape::Records(records) => records.iter().rev().find_map(|r| {
-            let fields: Fields<'_> = serde_json::from_str(r.get()).ok()?;
-            fields.get(field).copied()
-        }),
+    let of = |json: &str| {
+        let fields: Fields<'_> = serde_json::from_str(json).ok()?;
+        fields.get(field).map(|v| v.get().to_string())
     };
-    found.map(|v| v.get().to_string())
+    // RawValue cannot be read through an untagged enum: dispatch by hand.
+    if data.get().trim_start().starts_with('[') {
+        let records: Vec<&serde_json::value::RawValue> = serde_json::from_str(data.get()).ok()?;
+        records.iter().rev().find_map(|r| of(r.get()))
+    } else {
+        of(data.get())
+    }
 }
 
 #[cfg(test)]
