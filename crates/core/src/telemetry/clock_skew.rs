@@ -50,6 +50,9 @@ const UNTRACKED: Family = Family::counter(
     "Events of devices not tracked because the skew map was full.",
 );
 
+/// (app, device key).
+type DeviceId = (Arc<str>, Box<str>);
+
 #[derive(Debug, Clone, Copy)]
 struct Device {
     newest_ms: i64,
@@ -73,7 +76,7 @@ pub struct DeviceSkew {
 /// Per-device skews and their per-app histograms.
 #[derive(Debug, Default)]
 pub struct ClockSkews {
-    devices: Mutex<HashMap<(Arc<str>, Box<str>), Device>>,
+    devices: Mutex<HashMap<DeviceId, Device>>,
     per_app: BTreeMap<Arc<str>, Histogram<SkewMillis>>,
     untracked: AtomicU64,
 }
