@@ -24,6 +24,11 @@ pub struct ChannelPolicy {
     /// Tell subscribers who is subscribed (PROTOCOL.md section 10
     /// "Presence"; see [`crate::presence`]).
     pub presence: bool,
+    /// The field of `data` whose changes are tracked per key (binary
+    /// sensors: `since_change`, `changed_at`, flapping); none: not tracked.
+    pub state_field: Option<Arc<str>>,
+    /// Raise a `flapping` event when a key's tracked value changes too often.
+    pub flapping: Option<crate::device_state::Flapping>,
 }
 
 impl Default for ChannelPolicy {
@@ -34,6 +39,8 @@ impl Default for ChannelPolicy {
             keep_state: false,
             max_state_keys: 100_000,
             presence: false,
+            state_field: None,
+            flapping: None,
         }
     }
 }

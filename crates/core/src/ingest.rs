@@ -202,12 +202,26 @@ pub async fn publish(
 pub async fn submit(node: &Node, caller: Caller<'_>, groups: Vec<Vec<NewEvent>>) -> Report {
     let mut tally = Tally::new(&groups);
     let admitted = admit_all(node, caller, groups, &mut tally, Instant::now());
+    measure_skew(node, &admitted);
     for (channel, run) in channel_runs(admitted, |a| &a.event) {
         if publish_run(node, &channel, run, &mut tally).await.is_err() {
             break;
         }
     }
     tally.finish()
+}
+
+/// Measures the clock skew of the devices (keys) of events with a device
+/// time (`crate::telemetry::clock_skew`).
+fn measure_skew(node: &Node, admitted: &[Admitted<'_>]) {
+    let received = crate::device_time::DeviceTime::now();
+    for a in admitted {
+        if let (Some(time), Some(key)) = (a.event.time, &a.event.key) {
+            node.telemetry()
+                .clock_skew
+                .observe(&a.event.app_id, key, time, received);
+        }
+    }
 }
 
 /// An event that passed every check, with where its outcome goes.
@@ -535,6 +549,7 @@ mod tests {
             key: key.map(Into::into),
             data: serde_json::value::RawValue::NULL.to_owned(),
             id: None,
+            time: None,
         }
     }
 

@@ -24,6 +24,8 @@ pub mod app;
 pub mod broker;
 pub mod clock;
 pub mod connections;
+pub mod device_state;
+pub mod device_time;
 pub mod era;
 pub mod filter;
 pub mod history;

@@ -9,9 +9,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use chouquette_protocol::server::{self, Envelope, EventView};
+use chouquette_protocol::server::{self, DeviceView, Envelope, EventView};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::device_time::{DeviceTime, StateMarks};
 
 /// Longest `event_kind`, channel name or `key`, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
@@ -72,6 +74,11 @@ pub struct NewEvent {
     /// may retry a publish whose answer it did not get.
     #[serde(default)]
     pub id: Option<String>,
+    /// The device's own time for the event (RFC 3339 or Unix seconds): an
+    /// event older than its key's state does not replace it (it is kept in
+    /// history, flagged `late`), and the device's clock skew is measured.
+    #[serde(default)]
+    pub time: Option<DeviceTime>,
 }
 
 fn null_data() -> Box<RawValue> {
@@ -229,6 +236,12 @@ pub struct Publication {
     pub id: Option<Box<str>>,
     /// When this node first saw it (latency metrics, history age).
     pub received: Instant,
+    /// The device's own time, if it gave one.
+    pub device_time: Option<DeviceTime>,
+    /// What the broker found comparing it with its key's state.
+    pub marks: StateMarks,
+    device_text: Option<Box<str>>,
+    changed_text: Option<Box<str>>,
     data: Box<RawValue>,
     envelope: Envelope,
     frame: Bytes,
@@ -241,6 +254,16 @@ impl Publication {
         Publication::restore(channel, offset, event, Envelope::now())
     }
 
+    /// [`Publication::new`] with what the broker found about its state.
+    pub fn marked(
+        channel: ChannelId,
+        offset: u64,
+        event: NewEvent,
+        marks: StateMarks,
+    ) -> Publication {
+        Publication::restore_marked(channel, offset, event, Envelope::now(), marks)
+    }
+
     /// Rebuilds a publication stamped elsewhere (another node, the broker's
     /// history): the same `uuid` and `timestamp` on every node.
     pub fn restore(
@@ -248,6 +271,17 @@ impl Publication {
         offset: u64,
         event: NewEvent,
         envelope: Envelope,
+    ) -> Publication {
+        Publication::restore_marked(channel, offset, event, envelope, StateMarks::default())
+    }
+
+    /// [`Publication::restore`] with the state marks the broker stored.
+    pub fn restore_marked(
+        channel: ChannelId,
+        offset: u64,
+        event: NewEvent,
+        envelope: Envelope,
+        marks: StateMarks,
     ) -> Publication {
         let keywords: Box<[Box<str>]> = event.keywords.into_iter().map(Into::into).collect();
         let mut publication = Publication {
@@ -258,6 +292,13 @@ impl Publication {
             key: event.key.map(Into::into),
             id: event.id.map(Into::into),
             received: Instant::now(),
+            device_time: event.time,
+            marks,
+            device_text: event.time.map(|t| t.rfc3339().into()),
+            changed_text: marks
+                .changed_ms
+                .and_then(|ms| DeviceTime::from_millis(ms).ok())
+                .map(|t| t.rfc3339().into()),
             data: event.data,
             envelope,
             frame: Bytes::new(),
@@ -274,6 +315,16 @@ impl Publication {
             event_kind: &self.event_kind,
             keywords: &self.keywords,
             data: &self.data,
+            device: DeviceView {
+                device_time: self.device_text.as_deref(),
+                received: self
+                    .device_text
+                    .as_ref()
+                    .map(|_| self.envelope.timestamp.as_str()),
+                late: self.marks.late,
+                changed_at: self.changed_text.as_deref(),
+                since_change: self.marks.since_change_ms.map(|ms| ms as f64 / 1000.0),
+            },
         }
     }
 

@@ -51,6 +51,24 @@ pub struct EventView<'a> {
     pub keywords: &'a [Box<str>],
     /// The backend's payload, passed through untouched.
     pub data: &'a RawValue,
+    /// Device time and state marks, for events that carry them (all
+    /// optional on the wire, docs/protocol.md "Device time").
+    pub device: DeviceView<'a>,
+}
+
+/// The optional device-time fields of a `data` message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeviceView<'a> {
+    /// The device's own time for the event (RFC 3339).
+    pub device_time: Option<&'a str>,
+    /// When the gateway received it (RFC 3339), sent with `device_time`.
+    pub received: Option<&'a str>,
+    /// Older than its key's state: kept in history, did not replace it.
+    pub late: bool,
+    /// When the key's tracked state value took its current value.
+    pub changed_at: Option<&'a str>,
+    /// Seconds from that change to this event.
+    pub since_change: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -65,6 +83,16 @@ struct DataMessage<'a> {
     data: &'a RawValue,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     snapshot: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_time: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    received: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    late: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed_at: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since_change: Option<f64>,
 }
 
 /// Serializes a `data` message; `snapshot` marks a last-known-state replay.
@@ -79,6 +107,11 @@ pub fn data(env: &Envelope, event: EventView<'_>, snapshot: bool) -> Bytes {
         keywords: event.keywords,
         data: event.data,
         snapshot,
+        device_time: event.device.device_time,
+        received: event.device.received,
+        late: event.device.late,
+        changed_at: event.device.changed_at,
+        since_change: event.device.since_change,
     })
 }
 
@@ -495,10 +528,12 @@ mod tests {
                 event_kind: "alarm",
                 keywords: &kw,
                 data: &raw,
+                device: DeviceView::default(),
             },
             false,
         ));
         assert_eq!(msg["class"], "data");
+        assert!(msg.get("late").is_none() && msg.get("device_time").is_none());
         assert_eq!(msg["offset"], 42);
         assert_eq!(msg["data"]["uid"], "B1");
         assert!(msg.get("snapshot").is_none());

@@ -32,6 +32,9 @@ mod console;
 #[path = "gateway/connect_auth.rs"]
 mod connect_auth;
 
+#[path = "gateway/device_state.rs"]
+mod device_state;
+
 #[path = "gateway/edge.rs"]
 mod edge;
 #[path = "gateway/events.rs"]

@@ -12,6 +12,8 @@
 mod acl;
 #[path = "mqtt/crash.rs"]
 mod crash;
+#[path = "mqtt/device_time.rs"]
+mod device_time;
 #[path = "mqtt/mapping.rs"]
 mod mapping;
 #[path = "mqtt/restart.rs"]

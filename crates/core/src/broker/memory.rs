@@ -209,6 +209,9 @@ impl MemoryBroker {
             let (offset, duplicate) = match appended {
                 Appended::New(publication) => {
                     self.hub.deliver(&publication);
+                    if let Some(alarm) = log.take_alarm() {
+                        self.hub.deliver(&alarm);
+                    }
                     (publication.offset, false)
                 }
                 Appended::Duplicate(offset) => (offset, true),

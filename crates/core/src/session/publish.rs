@@ -191,6 +191,8 @@ struct Message {
     data: Option<Box<RawValue>>,
     #[serde(default)]
     id: Option<String>,
+    #[serde(default)]
+    time: Option<crate::device_time::DeviceTime>,
 }
 
 impl Message {
@@ -203,6 +205,7 @@ impl Message {
             key: self.key,
             data: self.data.unwrap_or_else(|| RawValue::NULL.to_owned()),
             id: self.id,
+            time: self.time,
         }
     }
 }

@@ -19,6 +19,7 @@
 //! `channel="_other"`.
 
 mod channels;
+pub mod clock_skew;
 mod histogram;
 mod labels;
 pub mod prometheus;
@@ -76,13 +77,17 @@ pub struct Telemetry {
     pub tls: TlsTelemetry,
     /// Presence (shared with the hub's [`crate::presence::Presence`]).
     pub presence: crate::presence::PresenceTelemetry,
+    /// Device clock skews (bounded, see [`clock_skew`]).
+    pub clock_skew: clock_skew::ClockSkews,
 }
 
 impl Telemetry {
     /// Telemetry with per-app gauges for these apps (built once from the
     /// config; events of other apps only count in the totals).
     pub fn with_apps(apps: impl IntoIterator<Item = Arc<str>>) -> Telemetry {
+        let apps: Vec<Arc<str>> = apps.into_iter().collect();
         Telemetry {
+            clock_skew: clock_skew::ClockSkews::for_apps(apps.iter().cloned()),
             apps: apps
                 .into_iter()
                 .map(|id| (id, AppGauges::default()))

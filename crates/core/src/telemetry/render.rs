@@ -126,6 +126,7 @@ impl Telemetry {
         self.link.render(&mut out);
         self.tls.render(&mut out);
         self.presence.render(&mut out);
+        self.clock_skew.render(&mut out);
         out
     }
 
@@ -282,6 +283,9 @@ mod tests {
             ("chouquette_presence_users", "gauge"),
             ("chouquette_presence_frames_total", "counter"),
             ("chouquette_presence_dropped_total", "counter"),
+            ("chouquette_device_clock_skew_seconds", "histogram"),
+            ("chouquette_device_clock_skew_devices", "gauge"),
+            ("chouquette_device_clock_skew_untracked_total", "counter"),
         ];
         let text = Telemetry::default().render();
         let families: Vec<(&str, &str)> = text

@@ -17,7 +17,7 @@ use super::connect_auth::{self, ConnectAuthConfig};
 use super::limits::{Limits, rate_problem};
 use super::problem::Problems;
 use super::rpc::{self, RpcRoute};
-use super::value::opt_duration;
+use super::value::{duration, opt_duration};
 
 /// `[[apps]]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +135,22 @@ pub struct ChannelConfig {
     pub max_state_keys: Option<usize>,
     /// Tell subscribers who else is subscribed (`presence` messages).
     pub presence: Option<bool>,
+    /// The field of `data` whose changes are tracked per key (docs/devices.md).
+    pub state_field: Option<String>,
+    /// Raise `flapping` events for keys changing too often (docs/devices.md).
+    pub flapping: Option<FlappingConfig>,
+}
+
+/// `[apps.channels.NAME.flapping]`: more than `changes` changes of a key's
+/// `state_field` within `window` raise one `flapping` event.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlappingConfig {
+    /// Changes allowed within the window.
+    pub changes: usize,
+    /// The window.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
 }
 
 impl ChannelConfig {
@@ -149,6 +165,17 @@ impl ChannelConfig {
             keep_state: self.keep_state.unwrap_or(base.keep_state),
             max_state_keys: self.max_state_keys.unwrap_or(base.max_state_keys),
             presence: self.presence.unwrap_or(base.presence),
+            state_field: match &self.state_field {
+                Some(field) => Some(field.as_str().into()),
+                None => base.state_field.clone(),
+            },
+            flapping: match self.flapping {
+                Some(f) => Some(chouquette_core::device_state::Flapping {
+                    changes: f.changes,
+                    window: f.window,
+                }),
+                None => base.flapping,
+            },
         }
     }
 }

@@ -52,6 +52,9 @@ pub struct MqttTopicConfig {
     pub key: Option<String>,
     #[serde(default = "default_format")]
     pub format: String,
+    /// JSON payloads: the field holding the device time (docs/devices.md).
+    #[serde(default)]
+    pub time_field: Option<String>,
 }
 
 fn default_group() -> String {
@@ -325,6 +328,7 @@ impl MqttTopicConfig {
             } else {
                 Format::Json
             },
+            time_field: self.time_field.clone(),
         }
     }
 }

@@ -208,6 +208,7 @@ fn event(change: &Change) -> Option<NewEvent> {
         key,
         data: RawValue::from_string(data).ok()?,
         id: None,
+        time: None,
     })
 }
 

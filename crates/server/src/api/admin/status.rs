@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chouquette_core::telemetry::AppCounts;
+use chouquette_core::telemetry::clock_skew::{DeviceSkew, TOP_DEVICES};
 use serde::Serialize;
 
 use super::{BrokerAnswer, Operator};
@@ -24,6 +25,15 @@ struct Status {
     subscriptions: i64,
     switches: usize,
     apps: BTreeMap<Arc<str>, AppCounts>,
+    devices: Devices,
+}
+
+/// Device clocks (docs/devices.md, "Last known state, late messages and
+/// clock skew"): how many are tracked, and the most skewed.
+#[derive(Serialize)]
+struct Devices {
+    clock_skew_tracked: usize,
+    most_skewed: Vec<DeviceSkew>,
 }
 
 /// The handler.
@@ -38,6 +48,10 @@ pub async fn status(_: Operator, State(shared): State<Gateway>) -> Response {
         subscriptions: node.telemetry().subscriptions(),
         switches: node.switches().len(),
         apps: node.telemetry().app_counts(),
+        devices: Devices {
+            clock_skew_tracked: node.telemetry().clock_skew.tracked(),
+            most_skewed: node.telemetry().clock_skew.top(TOP_DEVICES),
+        },
     })
     .into_response()
 }

@@ -2,9 +2,12 @@
 -- KEYS: meta (hash: epoch, top), hist (stream, ids `<offset>-0`, fields
 -- t = ms time, b = body), state (hash: key -> `<offset> <body>`), seen
 -- (sorted set of idempotency ids published within the dedup window, scored
--- by ms time) and seenoff (hash: id -> offset). All five share one hash
--- tag, so a channel lives on one Cluster slot.
+-- by ms time), seenoff (hash: id -> offset) and devstate (hash: key ->
+-- `<device ms> <changed ms> <flapping 0/1> <change ms,...> <value>`, '-'
+-- for none, see publish.lua). All six share one hash tag, so a channel
+-- lives on one Cluster slot.
 local meta, hist, state, seen, seenoff = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local devstate = KEYS[6]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -18,7 +21,7 @@ local function epoch_of(candidate)
   if epoch then
     return epoch
   end
-  redis.call('DEL', hist, state, seen, seenoff)
+  redis.call('DEL', hist, state, seen, seenoff, devstate)
   redis.call('HSET', meta, 'epoch', candidate, 'top', 0)
   return candidate
 end
@@ -51,7 +54,7 @@ end
 
 -- A channel nobody publishes to for key_ttl_ms is forgotten.
 local function touch(key_ttl_ms)
-  for _, k in ipairs({ meta, hist, state, seen, seenoff }) do
+  for _, k in ipairs({ meta, hist, state, seen, seenoff, devstate }) do
     redis.call('PEXPIRE', k, key_ttl_ms)
   end
 end

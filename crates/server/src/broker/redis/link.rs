@@ -218,6 +218,7 @@ async fn keep_alive(shared: Arc<Shared>, mut commands: Commands) {
             &keys.state,
             &keys.seen,
             &keys.seenoff,
+            &keys.devstate,
         ] {
             pipe.pexpire(key, ttl).ignore();
         }

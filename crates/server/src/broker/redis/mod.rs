@@ -29,6 +29,8 @@ use chouquette_core::app::ChannelPolicy;
 use chouquette_core::broker::{
     BoxFuture, Broker, BrokerError, PublishFailure, UserGrants, new_epoch,
 };
+use chouquette_core::device_state::{self, Alarm};
+use chouquette_core::device_time::state_value;
 use chouquette_core::history::{LogError, Recovered};
 use chouquette_core::hub::Hub;
 use chouquette_core::lattice::{Bounds, Lattice};
@@ -290,6 +292,8 @@ impl RedisBroker {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Position>, PublishFailure> {
         let published = self.run_publish(channel, policy, &events).await?;
+        self.raise_alarms(channel, policy, &events, &published.alarms)
+            .await;
         let positions: Vec<Position> = published
             .offsets
             .iter()
@@ -310,6 +314,35 @@ impl RedisBroker {
         })
     }
 
+    /// Publishes the `flapping` events `publish.lua` found, after the batch
+    /// that raised them. One that cannot be published is logged: the
+    /// batch itself was published.
+    async fn raise_alarms(
+        &self,
+        channel: &ChannelId,
+        policy: &ChannelPolicy,
+        events: &[NewEvent],
+        alarms: &[(usize, Alarm)],
+    ) {
+        let Some(rule) = policy.flapping else {
+            return;
+        };
+        let raised: Vec<NewEvent> = alarms
+            .iter()
+            .filter_map(|(index, alarm)| {
+                let event = events.get(*index)?;
+                let key = event.key.as_deref()?;
+                Some(device_state::alarm_event(event, key, *alarm, rule))
+            })
+            .collect();
+        if raised.is_empty() {
+            return;
+        }
+        if let Err(e) = self.run_publish(channel, policy, &raised).await {
+            tracing::warn!(%channel, error = %e, "could not publish a flapping event");
+        }
+    }
+
     async fn run_publish(
         &self,
         channel: &ChannelId,
@@ -328,11 +361,20 @@ impl RedisBroker {
             .arg(policy.history_ttl.map_or(0, ms))
             .arg(ms(shared.settings.key_ttl))
             .arg(&keys.topic)
-            .arg(ms(shared.settings.dedup_window));
+            .arg(ms(shared.settings.dedup_window))
+            .arg(policy.flapping.map_or(0, |f| f.changes))
+            .arg(policy.flapping.map_or(0, |f| ms(f.window)));
         for event in events {
+            let tracked = policy
+                .state_field
+                .as_deref()
+                .filter(|_| policy.keep_state && event.key.is_some())
+                .and_then(|field| state_value(&event.data, field));
             invocation
                 .arg(event.id.as_deref().unwrap_or(""))
                 .arg(event.key.as_deref().unwrap_or(""))
+                .arg(event.time.map_or(String::new(), |t| t.millis().to_string()))
+                .arg(tracked.unwrap_or_default())
                 .arg(wire::encode(event));
         }
         let mut commands = link.commands.clone();
@@ -459,7 +501,8 @@ fn keyed<'a>(script: &'a Script, keys: &ChannelKeys) -> ScriptInvocation<'a> {
         .key(&keys.hist)
         .key(&keys.state)
         .key(&keys.seen)
-        .key(&keys.seenoff);
+        .key(&keys.seenoff)
+        .key(&keys.devstate);
     invocation
 }
 

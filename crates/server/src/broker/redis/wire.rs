@@ -11,6 +11,8 @@
 use std::sync::Arc;
 
 use chouquette_core::broker::BrokerError;
+use chouquette_core::device_state::Alarm;
+use chouquette_core::device_time::{DeviceTime, StateMarks};
 use chouquette_core::publication::{ChannelId, NewEvent, Publication};
 use chouquette_protocol::server::Envelope;
 use redis::Value;
@@ -30,6 +32,8 @@ pub struct ChannelKeys {
     pub seen: String,
     /// Hash: idempotency id → offset.
     pub seenoff: String,
+    /// Hash: per kept key, its device time and tracked value (publish.lua).
+    pub devstate: String,
     /// Pub/sub topic every node subscribed to the channel listens on.
     pub topic: String,
 }
@@ -44,6 +48,7 @@ impl ChannelKeys {
             state: format!("{tag}:state"),
             seen: format!("{tag}:seen"),
             seenoff: format!("{tag}:seenoff"),
+            devstate: format!("{tag}:devstate"),
             topic: tag,
         }
     }
@@ -58,6 +63,8 @@ struct StoredRef<'a> {
     keywords: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_ms: Option<i64>,
     uuid: &'a str,
     timestamp: &'a str,
     data: &'a RawValue,
@@ -72,6 +79,16 @@ struct Stored {
     keywords: Vec<String>,
     #[serde(default)]
     key: Option<String>,
+    /// The device time (Unix ms).
+    #[serde(default)]
+    time_ms: Option<i64>,
+    /// Spliced in by publish.lua (see there): the key's state marks.
+    #[serde(default)]
+    late: bool,
+    #[serde(default)]
+    changed_ms: Option<i64>,
+    #[serde(default)]
+    since_change_ms: Option<i64>,
     uuid: String,
     timestamp: String,
     data: Box<RawValue>,
@@ -86,6 +103,7 @@ pub fn encode(event: &NewEvent) -> String {
         event_kind: &event.event_kind,
         keywords: &event.keywords,
         key: event.key.as_deref(),
+        time_ms: event.time.map(DeviceTime::millis),
         uuid: &envelope.uuid,
         timestamp: &envelope.timestamp,
         data: &event.data,
@@ -120,8 +138,19 @@ fn publication(offset: u64, body: &[u8]) -> Result<Publication, DecodeError> {
         key: stored.key,
         data: stored.data,
         id: None,
+        time: stored
+            .time_ms
+            .and_then(|ms| DeviceTime::from_millis(ms).ok()),
     };
-    Ok(Publication::restore(channel, offset, event, envelope))
+    let marks = StateMarks {
+        late: stored.late,
+        changed_ms: stored.changed_ms,
+        since_change_ms: stored.since_change_ms,
+        changed: false,
+    };
+    Ok(Publication::restore_marked(
+        channel, offset, event, envelope, marks,
+    ))
 }
 
 fn split_word(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -179,6 +208,27 @@ pub struct Published {
     /// Per event handled, its offset, and whether its id had been published
     /// already (the offset is then the first one's).
     pub offsets: Vec<(u64, bool)>,
+    /// Flapping episodes started or ended, with the index of the event
+    /// (from 0) that started or ended them.
+    pub alarms: Vec<(usize, Alarm)>,
+}
+
+/// One `alarms` item of `publish.lua`: `<index from 1> started <count>
+/// <first ms> <last ms>` or `<index from 1> cleared`.
+fn alarm(value: &Value) -> Option<(usize, Alarm)> {
+    let text = std::str::from_utf8(text(value)?).ok()?;
+    let mut words = text.split(' ');
+    let index: usize = words.next()?.parse().ok()?;
+    let alarm = match words.next()? {
+        "cleared" => Alarm::Cleared,
+        "started" => Alarm::Started {
+            count: words.next()?.parse().ok()?,
+            first: words.next()?.parse().ok()?,
+            last: words.next()?.parse().ok()?,
+        },
+        _ => return None,
+    };
+    Some((index.checked_sub(1)?, alarm))
 }
 
 /// The reply of `recover.lua`.
@@ -227,9 +277,16 @@ pub fn published(reply: Value) -> Result<Published, BrokerError> {
     };
     let epoch = epoch(items.first())?;
     let state_full = items.get(1).and_then(text) == Some(b"state_full".as_slice());
+    let alarms = match items.get(2) {
+        Some(Value::Array(alarms)) => alarms.iter().map(alarm).collect::<Option<Vec<_>>>(),
+        // An empty Lua table comes back as an empty array, or as nil.
+        Some(Value::Nil) => Some(Vec::new()),
+        _ => None,
+    }
+    .ok_or_else(|| bad_reply("alarms"))?;
     let offsets = items
         .iter()
-        .skip(2)
+        .skip(3)
         .map(|v| match v {
             Value::Int(i) if *i < 0 => Some((i.unsigned_abs(), true)),
             other => number(other).map(|o| (o, false)),
@@ -240,6 +297,7 @@ pub fn published(reply: Value) -> Result<Published, BrokerError> {
         epoch,
         state_full,
         offsets,
+        alarms,
     })
 }
 

@@ -34,6 +34,9 @@ pub struct TopicSettings {
     pub keywords: Vec<Template>,
     pub key: Option<Template>,
     pub format: Format,
+    /// JSON payloads: the top-level field holding the device's time (RFC
+    /// 3339 or Unix seconds), published as the event's `time`.
+    pub time_field: Option<String>,
 }
 
 /// What a payload is.

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use chouquette_core::device_time::DeviceTime;
 use chouquette_core::publication::NewEvent;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -66,11 +67,15 @@ pub fn event(
         Some(t) => Some(t.render(&levels).ok_or_else(missing)?),
         None => None,
     };
-    let (data, id) = match settings.format {
+    let (data, id, time) = match settings.format {
         Format::Json => {
             let data: Box<RawValue> = serde_json::from_slice(payload)
                 .map_err(|e| refused(Invalid::NotJson, e.to_string()))?;
-            (data, None)
+            let time = match &settings.time_field {
+                Some(field) => json_time(&data, field)?,
+                None => None,
+            };
+            (data, None, time)
         }
         Format::Senml => {
             let resolved =
@@ -80,12 +85,18 @@ pub fn event(
             let data =
                 RawValue::from_string(text).map_err(|e| refused(Invalid::Senml, e.to_string()))?;
             // Absolute times: the same message always means the same
-            // readings, so a redelivery is recognised as a duplicate.
+            // readings, so a redelivery is recognised as a duplicate; and
+            // the latest of them is the device's time (relative times only
+            // say "now", on our clock).
             (
                 data,
                 resolved
                     .absolute
                     .then(|| idempotency_id(topic_name, payload)),
+                resolved
+                    .absolute
+                    .then(|| senml_time(&resolved.records))
+                    .flatten(),
             )
         }
     };
@@ -97,7 +108,31 @@ pub fn event(
         key,
         data,
         id,
+        time,
     })
+}
+
+/// The device time in a JSON payload's `field`: none when the payload has
+/// no such field, refused when it is not a time.
+fn json_time(data: &RawValue, field: &str) -> Result<Option<DeviceTime>, Refused> {
+    let Ok(fields) = serde_json::from_str::<HashMap<&str, &RawValue>>(data.get()) else {
+        return Ok(None);
+    };
+    let Some(given) = fields.get(field) else {
+        return Ok(None);
+    };
+    serde_json::from_str::<DeviceTime>(given.get())
+        .map(Some)
+        .map_err(|e| refused(Invalid::BadTime, e.to_string()))
+}
+
+/// The latest record time `t` of resolved SenML records.
+fn senml_time(records: &[serde_json::Value]) -> Option<DeviceTime> {
+    records
+        .iter()
+        .filter_map(|r| r.get("t").and_then(serde_json::Value::as_f64))
+        .filter_map(|t| DeviceTime::from_secs_f64(t).ok())
+        .max()
 }
 
 /// `mqtt:` and 32 hex digits of SHA-256 over the topic and the payload.
@@ -129,6 +164,7 @@ mod tests {
             keywords: vec![t("device:{1}"), t("sensor:{3}")],
             key: Some(t("device:{1}")),
             format,
+            time_field: Some("ts".into()),
         }]
     }
 
@@ -145,6 +181,15 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("device:D1"));
         assert_eq!(e.data.get(), "{\"v\":1}");
         assert_eq!(e.id, None);
+        assert_eq!(e.time, None);
+        let timed = event(
+            &settings(Format::Json),
+            "devices/D1/telemetry/temp",
+            br#"{"v":1,"ts":1700000000.5}"#,
+            0.0,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(timed.time.map(DeviceTime::millis), Some(1_700_000_000_500));
     }
 
     #[test]
@@ -165,6 +210,10 @@ mod tests {
             Some(Invalid::NotJson)
         );
         assert_eq!(reason("other/D1", b"1"), Some(Invalid::NoFilter));
+        assert_eq!(
+            reason("devices/D1/telemetry/x", br#"{"ts":"soon"}"#),
+            Some(Invalid::BadTime)
+        );
     }
 
     #[test]
@@ -184,6 +233,8 @@ mod tests {
         let c =
             event(&s, "devices/D1/telemetry/t", relative, 5.0).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(c.id, None);
+        assert_eq!(c.time, None);
+        assert_eq!(a.time.map(DeviceTime::millis), Some(1_700_000_000_000));
         let bad = event(&s, "devices/D1/telemetry/t", b"[]", 5.0)
             .err()
             .map(|r| r.reason);

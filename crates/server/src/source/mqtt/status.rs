@@ -23,16 +23,19 @@ pub enum Invalid {
     Refused,
     /// A retained copy replayed at subscribe time: published when first sent.
     Retained,
+    /// The JSON payload's `time_field` is not a time.
+    BadTime,
 }
 
 impl Invalid {
-    pub const ALL: [Invalid; 6] = [
+    pub const ALL: [Invalid; 7] = [
         Invalid::NotJson,
         Invalid::Senml,
         Invalid::MissingLevel,
         Invalid::NoFilter,
         Invalid::Refused,
         Invalid::Retained,
+        Invalid::BadTime,
     ];
 
     pub fn label(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Invalid {
             Invalid::NoFilter => "no_filter",
             Invalid::Refused => "refused",
             Invalid::Retained => "retained",
+            Invalid::BadTime => "bad_time",
         }
     }
 }

@@ -166,6 +166,7 @@ impl Decoder<'_> {
                 data: serde_json::value::to_raw_value(&data)
                     .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()),
                 id: Some(format!("{}:{commit}:{index}", self.origin)),
+                time: None,
             });
         }
         Ok(())
@@ -208,6 +209,7 @@ fn event(
         data: serde_json::value::to_raw_value(&data)
             .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()),
         id: Some(id),
+        time: None,
     }
 }
 
