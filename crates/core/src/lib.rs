@@ -24,6 +24,7 @@ pub mod app;
 pub mod broker;
 pub mod clock;
 pub mod connections;
+pub mod devices;
 pub mod era;
 pub mod filter;
 pub mod history;

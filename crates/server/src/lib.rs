@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod connect_auth;
 pub mod demo;
+pub mod devices;
 pub mod dev;
 pub mod edge;
 pub mod gateway;

@@ -653,6 +653,9 @@ impl Session {
 
     /// Leaves every channel; the session is done.
     pub fn end(&mut self) {
+        if let Some(identity) = self.identity.take() {
+            self.node.devices().disconnected(&identity);
+        }
         self.end_lattices();
         self.subscriptions.outbox().close();
         self.subscriptions.end();

@@ -253,7 +253,11 @@ async fn checked_publish(
         app: &identity.app,
         user: &identity.user,
     };
-    match ingest::publish(node, caller, vec![message.into_event()]).await {
+    let published = ingest::publish(node, caller, vec![message.into_event()]).await;
+    if published.is_ok() {
+        node.devices().seen(&identity.app, &identity.user, "ws");
+    }
+    match published {
         Ok(positions) => positions.into_iter().next().ok_or_else(|| {
             Refused::Refused(Refusal::new(ErrorCode::Unavailable, "nothing published"))
         }),

@@ -34,6 +34,11 @@ pub struct TopicSettings {
     pub keywords: Vec<Template>,
     pub key: Option<Template>,
     pub format: Format,
+    /// The device the topic names, seen at each message.
+    pub device: Option<Template>,
+    /// `format = "status"`: the payload is the device's `online` or
+    /// `offline` status (its Last Will), not an event.
+    pub status: bool,
 }
 
 /// What a payload is.

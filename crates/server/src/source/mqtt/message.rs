@@ -129,6 +129,8 @@ mod tests {
             keywords: vec![t("device:{1}"), t("sensor:{3}")],
             key: Some(t("device:{1}")),
             format,
+            device: None,
+            status: false,
         }]
     }
 
