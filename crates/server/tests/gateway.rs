@@ -32,6 +32,8 @@ mod console;
 #[path = "gateway/connect_auth.rs"]
 mod connect_auth;
 
+#[path = "gateway/devices.rs"]
+mod devices;
 #[path = "gateway/edge.rs"]
 mod edge;
 #[path = "gateway/events.rs"]
