@@ -14,6 +14,8 @@ mod client_calls;
 mod client_publish;
 #[path = "redis/connect_auth.rs"]
 mod connect_auth;
+#[path = "redis/devices.rs"]
+mod devices;
 #[path = "redis/epochs.rs"]
 mod epochs;
 #[path = "redis/inbox.rs"]
