@@ -12,6 +12,8 @@
 mod acl;
 #[path = "mqtt/crash.rs"]
 mod crash;
+#[path = "mqtt/liveness.rs"]
+mod liveness;
 #[path = "mqtt/mapping.rs"]
 mod mapping;
 #[path = "mqtt/restart.rs"]

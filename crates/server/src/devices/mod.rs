@@ -33,8 +33,9 @@ pub fn event(app: &str, channel: &str, node: &str, change: &Change) -> NewEvent 
         "device": &*change.device,
         "state": l.state.as_str(),
         "since": l.since,
-        "last_seen": l.last_seen,
-        "transport": l.transport,
+        // Unknown (0, "") when a node announces another node's device.
+        "last_seen": (l.last_seen > 0).then_some(l.last_seen),
+        "transport": (!l.transport.is_empty()).then_some(l.transport),
         "node": node,
         "reason": change.reason.as_str(),
     });
