@@ -25,6 +25,16 @@ pub enum Hold {
     Release,
 }
 
+/// What a renewal found (see [`Ledger::refresh`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// Devices no node holds any more: to announce offline.
+    pub gone: Vec<Box<str>>,
+    /// Devices this node holds whose lease it had lost: to announce
+    /// online again.
+    pub back: Vec<Box<str>>,
+}
+
 /// Where the holds of every node meet (see the module docs).
 pub trait Ledger: Send + Sync + 'static {
     /// Records this node's holds on devices of `app`, in order; answers,
@@ -45,7 +55,7 @@ pub trait Ledger: Send + Sync + 'static {
         &'a self,
         app: &'a str,
         held: &'a [Box<str>],
-    ) -> BoxFuture<'a, Result<(Vec<Box<str>>, Vec<Box<str>>), LedgerError>>;
+    ) -> BoxFuture<'a, Result<Renewal, LedgerError>>;
 }
 
 /// The ledger of a node alone: every change is the cluster's.
@@ -66,7 +76,7 @@ impl Ledger for MemoryLedger {
         &'a self,
         _app: &'a str,
         _held: &'a [Box<str>],
-    ) -> BoxFuture<'a, Result<(Vec<Box<str>>, Vec<Box<str>>), LedgerError>> {
-        Box::pin(async { Ok((Vec::new(), Vec::new())) })
+    ) -> BoxFuture<'a, Result<Renewal, LedgerError>> {
+        Box::pin(async { Ok(Renewal::default()) })
     }
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::connections::Identity;
 use crate::telemetry::prometheus::Family;
-pub use ledger::{Hold, Ledger, LedgerError, MemoryLedger};
+pub use ledger::{Hold, Ledger, LedgerError, MemoryLedger, Renewal};
 pub use tracker::{Change, Liveness, Reason, Sign, State, Tracker};
 
 /// Most changes waiting for the liveness task (it runs every
@@ -73,6 +73,9 @@ pub struct Devices {
     inner: Mutex<Inner>,
     counters: Counters,
 }
+
+/// One app's (online, silent, tracked) counts and untracked total.
+type Row = (Arc<str>, (usize, usize, usize), u64);
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -331,19 +334,14 @@ impl Devices {
         if self.settings.is_empty() {
             return;
         }
-        let mut rows: Vec<(Arc<str>, (usize, usize, usize), u64)> = self
+        let mut rows: Vec<Row> = self
             .inner()
             .trackers
             .iter()
             .map(|(app, t)| (app.clone(), t.counts(), t.untracked()))
             .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
-        for (family, pick) in [
-            (ONLINE, 0usize),
-            (SILENT, 1),
-            (TRACKED, 2),
-            (UNTRACKED, 3),
-        ] {
+        for (family, pick) in [(ONLINE, 0usize), (SILENT, 1), (TRACKED, 2), (UNTRACKED, 3)] {
             let mut samples = family.render(out);
             for (app, (online, silent, tracked), untracked) in &rows {
                 let v = match pick {
@@ -438,7 +436,15 @@ mod tests {
         d.announced(&Arc::from("bluelib"), State::Online);
         let mut out = String::new();
         d.render(&mut out);
-        assert!(out.contains("chouquette_devices_online{app=\"bluelib\"} 1"), "{out}");
-        assert!(out.contains("chouquette_devices_transitions_total{app=\"bluelib\",state=\"online\"} 1"), "{out}");
+        assert!(
+            out.contains("chouquette_devices_online{app=\"bluelib\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "chouquette_devices_transitions_total{app=\"bluelib\",state=\"online\"} 1"
+            ),
+            "{out}"
+        );
     }
 }

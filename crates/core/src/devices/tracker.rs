@@ -318,12 +318,20 @@ mod tests {
     #[test]
     fn a_connection_is_online_until_it_closes() {
         let mut t = Tracker::new(S, 10);
-        let c = t.alive("D1", Sign::Connection, "ws", 1_000).expect("online");
-        assert_eq!((c.liveness.state, c.reason), (State::Online, Reason::Connected));
+        let c = t
+            .alive("D1", Sign::Connection, "ws", 1_000)
+            .expect("online");
+        assert_eq!(
+            (c.liveness.state, c.reason),
+            (State::Online, Reason::Connected)
+        );
         assert_eq!(t.alive("D1", Sign::Connection, "ws", 2_000), None);
         assert_eq!(t.disconnected("D1", 3_000), None, "one connection left");
         let c = t.disconnected("D1", 4_000).expect("offline");
-        assert_eq!((c.liveness.state, c.liveness.since), (State::Offline, 4_000));
+        assert_eq!(
+            (c.liveness.state, c.liveness.since),
+            (State::Offline, 4_000)
+        );
         assert_eq!(c.liveness.last_seen, 2_000);
         assert_eq!(t.disconnected("D1", 5_000), None);
     }
@@ -340,7 +348,10 @@ mod tests {
         let back = t
             .alive("D1", Sign::Message(Reason::Message), "mqtt", 60_000)
             .expect("online again");
-        assert_eq!((back.liveness.state, back.reason), (State::Online, Reason::Message));
+        assert_eq!(
+            (back.liveness.state, back.reason),
+            (State::Online, Reason::Message)
+        );
         let off = t.status_offline("D1", 61_000).expect("offline");
         assert_eq!(off.reason, Reason::Status);
     }
@@ -350,7 +361,10 @@ mod tests {
         let mut t = Tracker::new(S, 2);
         t.alive("A", Sign::Message(Reason::Message), "mqtt", 1);
         t.alive("B", Sign::Connection, "ws", 2);
-        assert!(t.alive("C", Sign::Message(Reason::Message), "mqtt", 3).is_some());
+        assert!(
+            t.alive("C", Sign::Message(Reason::Message), "mqtt", 3)
+                .is_some()
+        );
         assert_eq!(t.get("A"), None, "A had no connection and was oldest");
         t.alive("C", Sign::Connection, "ws", 4);
         assert_eq!(t.alive("D", Sign::Connection, "ws", 5), None);
@@ -363,7 +377,10 @@ mod tests {
         t.alive("A", Sign::Connection, "ws", 1);
         t.alive("B", Sign::Message(Reason::Message), "mqtt", 1);
         assert_eq!(t.node_lost("A", 2), None);
-        assert_eq!(t.node_lost("B", 2).map(|c| c.reason), Some(Reason::NodeLost));
+        assert_eq!(
+            t.node_lost("B", 2).map(|c| c.reason),
+            Some(Reason::NodeLost)
+        );
         assert_eq!(t.held(), vec![Box::from("A")]);
     }
 }

@@ -97,7 +97,9 @@ impl DevicesConfig {
                 let max = MAX_WEBHOOK_TIMEOUT.as_secs();
                 out.at(
                     &at,
-                    format!("app `{app}`: devices.webhook.timeout must be over 0s and at most {max}s"),
+                    format!(
+                        "app `{app}`: devices.webhook.timeout must be over 0s and at most {max}s"
+                    ),
                 );
             }
         }

@@ -180,7 +180,10 @@ impl Config {
     /// Every app's `[apps.devices]`, for the node.
     pub fn device_settings(
         &self,
-    ) -> Vec<(std::sync::Arc<str>, chouquette_core::devices::DeviceSettings)> {
+    ) -> Vec<(
+        std::sync::Arc<str>,
+        chouquette_core::devices::DeviceSettings,
+    )> {
         devices::settings(&self.apps)
     }
 

@@ -335,9 +335,7 @@ impl MqttTopicConfig {
                 format!("mqtt filter `{filter}`: `format = \"status\"` needs `device`"),
             );
         }
-        let has_devices = apps
-            .iter()
-            .any(|a| a.id == self.app && a.devices.is_some());
+        let has_devices = apps.iter().any(|a| a.id == self.app && a.devices.is_some());
         if self.device.is_some() && !has_devices {
             out.at(
                 &at,

@@ -45,8 +45,7 @@ pub fn event(app: &str, channel: &str, node: &str, change: &Change) -> NewEvent 
         event_kind: l.state.event_kind().to_string(),
         keywords: vec![format!("device:{}", change.device)],
         key: Some(format!("liveness:{}", change.device)),
-        data: RawValue::from_string(data.to_string())
-            .unwrap_or_else(|_| RawValue::NULL.to_owned()),
+        data: RawValue::from_string(data.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned()),
         id: None,
     }
 }
@@ -119,9 +118,9 @@ async fn settle(ledger: &dyn Ledger, app: &str, changes: Vec<Change>) -> Vec<Cha
 async fn renew(node: &Arc<Node>, ledger: &dyn Ledger, webhooks: &Webhooks) {
     for (app, held) in node.devices().held() {
         match ledger.refresh(&app, &held).await {
-            Ok((gone, back)) => {
-                let mut changes = node.devices().node_lost(&app, &gone);
-                changes.extend(node.devices().renewed(&app, &back));
+            Ok(renewal) => {
+                let mut changes = node.devices().node_lost(&app, &renewal.gone);
+                changes.extend(node.devices().renewed(&app, &renewal.back));
                 announce(node, webhooks, &app, changes).await;
             }
             Err(e) => tracing::warn!(app = %app, error = %e, "devices: lease renewal failed"),

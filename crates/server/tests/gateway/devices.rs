@@ -61,7 +61,11 @@ async fn next_event(watcher: &mut WsClient) -> Value {
 
 fn assert_event(event: &Value, kind: &str, device: &str, reason: &str) {
     assert_eq!(event["event_kind"], kind, "{event}");
-    assert_eq!(event["keywords"], json!([format!("device:{device}")]), "{event}");
+    assert_eq!(
+        event["keywords"],
+        json!([format!("device:{device}")]),
+        "{event}"
+    );
     assert_eq!(event["data"]["device"], device, "{event}");
     assert_eq!(event["data"]["reason"], reason, "{event}");
 }
@@ -114,7 +118,12 @@ async fn past_max_devices_a_new_connected_device_is_not_tracked() {
     let node = TestNode::start(&config("1h", "max_devices = 1\n")).await;
     let (mut watcher, _) = watcher(&node).await;
     let a = connected(&node, "A", true).await;
-    assert_event(&next_event(&mut watcher).await, "device_online", "A", "connected");
+    assert_event(
+        &next_event(&mut watcher).await,
+        "device_online",
+        "A",
+        "connected",
+    );
     let _b = connected(&node, "B", true).await;
     let untracked = "chouquette_devices_untracked_total{app=\"bluelib\"}";
     let counted = chouquette_testkit::eventually(Duration::from_secs(5), async || {
@@ -124,7 +133,12 @@ async fn past_max_devices_a_new_connected_device_is_not_tracked() {
     assert!(counted, "B counted as untracked");
     a.close().await;
     // B never had an event: the next one is A's going.
-    assert_event(&next_event(&mut watcher).await, "device_offline", "A", "disconnected");
+    assert_event(
+        &next_event(&mut watcher).await,
+        "device_offline",
+        "A",
+        "disconnected",
+    );
     assert!(!node.running.node.devices().is_online(APP, "B"));
 }
 

@@ -139,7 +139,12 @@ async fn messages_silence_and_a_last_will_drive_an_mqtt_device_s_liveness() {
     let online = next_event(&mut watcher).await;
     assert_eq!(
         summary(&online),
-        (json!("device_online"), json!("D1"), json!("status"), json!("mqtt"))
+        (
+            json!("device_online"),
+            json!("D1"),
+            json!("status"),
+            json!("mqtt")
+        )
     );
     assert!(node.running.node.devices().is_online("bluelib", "D1"));
 
@@ -150,11 +155,19 @@ async fn messages_silence_and_a_last_will_drive_an_mqtt_device_s_liveness() {
     d1.publish("devices/D1/telemetry", r#"{"temp": 20}"#, false)
         .await;
     let (m, _) = telemetry.recv_until("data").await;
-    assert_eq!(m["event_kind"], "telemetry", "status messages are no events: {m}");
+    assert_eq!(
+        m["event_kind"], "telemetry",
+        "status messages are no events: {m}"
+    );
     let back = next_event(&mut watcher).await;
     assert_eq!(
         summary(&back),
-        (json!("device_online"), json!("D1"), json!("message"), json!("mqtt"))
+        (
+            json!("device_online"),
+            json!("D1"),
+            json!("message"),
+            json!("mqtt")
+        )
     );
 
     // The device vanishes: the broker publishes its Last Will.
@@ -164,7 +177,12 @@ async fn messages_silence_and_a_last_will_drive_an_mqtt_device_s_liveness() {
         .expect("the Last Will within the keep-alive");
     assert_eq!(
         summary(&offline),
-        (json!("device_offline"), json!("D1"), json!("status"), json!("mqtt"))
+        (
+            json!("device_offline"),
+            json!("D1"),
+            json!("status"),
+            json!("mqtt")
+        )
     );
     assert!(!node.running.node.devices().is_online("bluelib", "D1"));
 }

@@ -137,9 +137,15 @@ async fn a_killed_node_s_devices_are_declared_offline_by_a_survivor() {
 
     // D1 on node B comes online; D2 connects on both nodes: one event.
     let _d1 = device(&on_b, "D1").await;
-    assert_eq!(kind_of(&next_event(&mut watcher).await), triple("device_online", "D1", "connected"));
+    assert_eq!(
+        kind_of(&next_event(&mut watcher).await),
+        triple("device_online", "D1", "connected")
+    );
     let d2_a = device(&a.ws_url(), "D2").await;
-    assert_eq!(kind_of(&next_event(&mut watcher).await), triple("device_online", "D2", "connected"));
+    assert_eq!(
+        kind_of(&next_event(&mut watcher).await),
+        triple("device_online", "D2", "connected")
+    );
     let _d2_b = device(&on_b, "D2").await;
     let held_by_two = eventually(Duration::from_secs(5), async || {
         holders(&redis, "D2").await == Some(2)
@@ -175,7 +181,10 @@ async fn a_killed_node_s_devices_are_declared_offline_by_a_survivor() {
     assert!(killed.elapsed() < LEASE * 3, "{:?}", killed.elapsed());
     // D3, on the live node, stays: its next event is its own leaving.
     d3.close().await;
-    assert_eq!(kind_of(&next_event(&mut watcher).await), triple("device_offline", "D3", "disconnected"));
+    assert_eq!(
+        kind_of(&next_event(&mut watcher).await),
+        triple("device_offline", "D3", "disconnected")
+    );
 
     // A subscriber's snapshot: no ghost online.
     let mut late = a.client().await;

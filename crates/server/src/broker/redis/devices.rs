@@ -17,7 +17,7 @@
 use std::sync::LazyLock;
 
 use chouquette_core::broker::BoxFuture;
-use chouquette_core::devices::{Hold, Ledger, LedgerError};
+use chouquette_core::devices::{Hold, Ledger, LedgerError, Renewal};
 use redis::Script;
 
 use super::{RedisBroker, not_connected};
@@ -98,11 +98,7 @@ impl Ledger for RedisBroker {
                 let redis::Value::Array(items) = reply else {
                     return Err(LedgerError("unexpected reply".into()));
                 };
-                flags.extend(
-                    items
-                        .iter()
-                        .map(|v| matches!(v, redis::Value::Int(1))),
-                );
+                flags.extend(items.iter().map(|v| matches!(v, redis::Value::Int(1))));
             }
             flags.resize(holds.len(), false);
             Ok(flags)
@@ -113,7 +109,7 @@ impl Ledger for RedisBroker {
         &'a self,
         app: &'a str,
         held: &'a [Box<str>],
-    ) -> BoxFuture<'a, Result<(Vec<Box<str>>, Vec<Box<str>>), LedgerError>> {
+    ) -> BoxFuture<'a, Result<Renewal, LedgerError>> {
         Box::pin(async move {
             let (mut gone, mut back) = (Vec::new(), Vec::new());
             let mut chunks: Vec<&[Box<str>]> = held.chunks(CHUNK).collect();
@@ -132,7 +128,7 @@ impl Ledger for RedisBroker {
                     }
                 }
             }
-            Ok((gone, back))
+            Ok(Renewal { gone, back })
         })
     }
 }

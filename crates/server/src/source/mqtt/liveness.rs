@@ -34,7 +34,10 @@ pub fn report(
     payload: &[u8],
     retained: bool,
 ) -> Seen {
-    let Some(settings) = topics.iter().find(|t| topic::matches(&t.filter, topic_name)) else {
+    let Some(settings) = topics
+        .iter()
+        .find(|t| topic::matches(&t.filter, topic_name))
+    else {
         return Seen::Nothing;
     };
     let Some(device) = device(settings, topic_name) else {
