@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::connections::Identity;
+use crate::connections::{Identity, Transport};
 use crate::telemetry::prometheus::Family;
 pub use ledger::{Hold, Ledger, LedgerError, MemoryLedger, Renewal};
 pub use tracker::{Change, Liveness, Reason, Sign, State, Tracker};
@@ -179,19 +179,27 @@ impl Devices {
     }
 
     /// A connection identified as `identity` over `transport` opened (or
-    /// took that identity).
-    pub fn connected(&self, identity: &Identity, transport: &'static str) {
-        if self.is_device(identity) {
-            let now = now_ms();
-            self.apply(&identity.app, |t| {
-                t.alive(&identity.user, Sign::Connection, transport, now)
-            });
+    /// took that identity). A long-poll request lasts one poll: it is a
+    /// sign of life, not a connection (else a polling device would go
+    /// offline between its polls).
+    pub fn connected(&self, identity: &Identity, transport: Transport) {
+        if !self.is_device(identity) {
+            return;
         }
+        let now = now_ms();
+        let sign = match transport {
+            Transport::Poll => Sign::Message(Reason::Message),
+            Transport::Ws | Transport::Sse => Sign::Connection,
+        };
+        self.apply(&identity.app, |t| {
+            t.alive(&identity.user, sign, transport.as_str(), now)
+        });
     }
 
-    /// A connection identified as `identity` closed (or lost it).
-    pub fn disconnected(&self, identity: &Identity) {
-        if self.is_device(identity) {
+    /// A connection identified as `identity` over `transport` closed (or
+    /// lost the identity).
+    pub fn disconnected(&self, identity: &Identity, transport: Transport) {
+        if transport != Transport::Poll && self.is_device(identity) {
             let now = now_ms();
             self.apply(&identity.app, |t| t.disconnected(&identity.user, now));
         }
@@ -416,15 +424,21 @@ mod tests {
     #[test]
     fn only_identities_with_a_publish_claim_are_devices() {
         let d = devices();
-        d.connected(&identity(false), "ws");
+        d.connected(&identity(false), Transport::Ws);
         assert!(d.take_changes(now_ms()).is_empty());
         assert!(!d.is_online("bluelib", "D1"));
-        d.connected(&identity(true), "ws");
+        d.connected(&identity(true), Transport::Ws);
         assert!(d.is_online("bluelib", "D1"));
-        d.disconnected(&identity(true));
+        d.disconnected(&identity(true), Transport::Ws);
+        d.connected(&identity(true), Transport::Poll);
+        d.disconnected(&identity(true), Transport::Poll);
         let changes = d.take_changes(now_ms());
         let states: Vec<_> = changes.iter().map(|(_, c)| c.liveness.state).collect();
-        assert_eq!(states, [State::Online, State::Offline]);
+        assert_eq!(
+            states,
+            [State::Online, State::Offline, State::Online],
+            "a poll is a sign of life"
+        );
         assert!(d.last_seen("bluelib", "D1").is_some());
         assert!(d.liveness("other", "D1").is_none());
     }

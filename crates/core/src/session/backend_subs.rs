@@ -83,11 +83,11 @@ impl Session {
         if same_user(old, new) && is(old) == is(new) {
             return;
         }
+        let transport = self.subscriptions.connection().transport();
         if let Some(old) = old {
-            devices.disconnected(old);
+            devices.disconnected(old, transport);
         }
         if let Some(new) = new {
-            let transport = self.subscriptions.connection().transport().as_str();
             devices.connected(new, transport);
         }
     }

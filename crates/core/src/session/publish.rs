@@ -142,12 +142,21 @@ impl Session {
     ) -> Verdict {
         let identity = self.identity.clone();
         match publish(&self.node, identity.as_deref(), raw).await {
-            Ok(p) => out.push(server::publish_ack(
-                reference,
-                &p.epoch,
-                p.offset,
-                p.duplicate,
-            )),
+            Ok(p) => {
+                if let Some(identity) = identity.as_deref() {
+                    // A sign of life of the device (docs/devices.md).
+                    let transport = self.subscriptions.connection().transport();
+                    self.node
+                        .devices()
+                        .seen(&identity.app, &identity.user, transport.as_str());
+                }
+                out.push(server::publish_ack(
+                    reference,
+                    &p.epoch,
+                    p.offset,
+                    p.duplicate,
+                ));
+            }
             Err(Refused::Malformed(why)) => return self.bad_message(&why, reference, out),
             Err(Refused::Refused(r)) => {
                 let ctx = ErrorContext {
@@ -253,11 +262,7 @@ async fn checked_publish(
         app: &identity.app,
         user: &identity.user,
     };
-    let published = ingest::publish(node, caller, vec![message.into_event()]).await;
-    if published.is_ok() {
-        node.devices().seen(&identity.app, &identity.user, "ws");
-    }
-    match published {
+    match ingest::publish(node, caller, vec![message.into_event()]).await {
         Ok(positions) => positions.into_iter().next().ok_or_else(|| {
             Refused::Refused(Refusal::new(ErrorCode::Unavailable, "nothing published"))
         }),

@@ -132,6 +132,37 @@ mod tests {
         assert!(d.webhook.is_none());
     }
 
+    fn mqtt(app_extra: &str, mapping: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "{APP}{app_extra}[[sources.mqtt]]\nurl = \"mqtt://127.0.0.1:1883\"\n\
+             [[sources.mqtt.topics]]\nfilter = \"devices/+/state\"\napp = \"a\"\n\
+             channel = \"devices\"\nevent_kind = \"state\"\n{mapping}"
+        );
+        Config::from_toml(&text, std::iter::empty())
+    }
+
+    #[test]
+    fn mqtt_device_mappings_need_devices_and_status_needs_a_device() {
+        let devices = "[apps.devices]\nchannel = \"liveness\"\n";
+        mqtt(devices, "device = \"{1}\"\nformat = \"status\"\n").expect("valid");
+        let problems = |r: Result<Config, ConfigError>| match r {
+            Err(ConfigError::Invalid(p)) => p.into_iter().map(|p| p.message).collect::<Vec<_>>(),
+            other => panic!("expected problems, got {other:?}"),
+        };
+        let p = problems(mqtt("", "device = \"{1}\"\n"));
+        assert!(
+            p.iter().any(|m| m.contains("needs `[apps.devices]`")),
+            "{p:?}"
+        );
+        let p = problems(mqtt(devices, "format = \"status\"\n"));
+        assert!(p.iter().any(|m| m.contains("needs `device`")), "{p:?}");
+        let p = problems(mqtt(devices, "device = \"{9\"\n"));
+        assert!(
+            p.iter().any(|m| m.contains("mqtt device template")),
+            "{p:?}"
+        );
+    }
+
     #[test]
     fn bad_values_are_problems() {
         let text = format!(
