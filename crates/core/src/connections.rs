@@ -172,6 +172,11 @@ impl Connection {
         self.id
     }
 
+    /// Its transport.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
     /// The queue of its live frames and signals.
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox

@@ -26,6 +26,7 @@ pub mod clock;
 pub mod connections;
 pub mod device_state;
 pub mod device_time;
+pub mod devices;
 pub mod era;
 pub mod filter;
 pub mod history;

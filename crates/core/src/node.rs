@@ -76,6 +76,7 @@ pub struct Node {
     limiters: Limiters,
     rpc: Rpc,
     notifier: crate::notifications::Notifier,
+    devices: Arc<crate::devices::Devices>,
 }
 
 /// What a node is built from ([`Node::new`]).
@@ -127,7 +128,19 @@ impl Node {
             limiters: parts.limiters,
             rpc: Rpc::default(),
             notifier: crate::notifications::Notifier::default(),
+            devices: Arc::default(),
         }
+    }
+
+    /// The node with these devices (without, no app has devices).
+    pub fn with_devices(mut self, devices: crate::devices::Devices) -> Node {
+        self.devices = Arc::new(devices);
+        self
+    }
+
+    /// Devices and their liveness (docs/devices.md).
+    pub fn devices(&self) -> &Arc<crate::devices::Devices> {
+        &self.devices
     }
 
     /// This node's notification counters and group timers.

@@ -68,6 +68,7 @@ pub fn dev_config(options: &DevOptions) -> anyhow::Result<(Config, DevSecrets)> 
         rpc: Vec::new(),
         connect_auth: None,
         notifications: Default::default(),
+        devices: None,
         channels: Default::default(),
     });
     let problems = config.problems("");

@@ -296,6 +296,9 @@ async fn build_node(
         limiters,
     });
     let node = crate::rpc::with_routes(node, config);
+    let node = node.with_devices(chouquette_core::devices::Devices::new(
+        config.device_settings(),
+    ));
     (Arc::new(node), redis)
 }
 
@@ -327,6 +330,19 @@ fn start_background(
     let refresh = config.broker.presence_timeout / 3;
     let presence = chouquette_core::presence::run(node.clone(), refresh);
     background.push(tokio::spawn(presence).abort_handle());
+    let (webhooks, senders) = crate::devices::webhook::Webhooks::start(config, node);
+    background.extend(senders);
+    let ledger: Arc<dyn chouquette_core::devices::Ledger> = match &redis {
+        Some(redis) => redis.clone(),
+        None => Arc::new(chouquette_core::devices::MemoryLedger),
+    };
+    let liveness = crate::devices::run(
+        node.clone(),
+        ledger,
+        webhooks,
+        config.broker.presence_timeout,
+    );
+    background.push(tokio::spawn(liveness).abort_handle());
     if let Some(redis) = redis {
         background.push(redis.stop_handle());
         if let Some(inbox) = config.broker.inbox_settings(node.id()) {

@@ -35,6 +35,8 @@ mod connect_auth;
 #[path = "gateway/device_state.rs"]
 mod device_state;
 
+#[path = "gateway/devices.rs"]
+mod devices;
 #[path = "gateway/edge.rs"]
 mod edge;
 #[path = "gateway/events.rs"]

@@ -14,6 +14,8 @@ mod acl;
 mod crash;
 #[path = "mqtt/device_time.rs"]
 mod device_time;
+#[path = "mqtt/liveness.rs"]
+mod liveness;
 #[path = "mqtt/mapping.rs"]
 mod mapping;
 #[path = "mqtt/restart.rs"]

@@ -16,6 +16,8 @@ mod client_publish;
 mod connect_auth;
 #[path = "redis/device_state.rs"]
 mod device_state;
+#[path = "redis/devices.rs"]
+mod devices;
 #[path = "redis/epochs.rs"]
 mod epochs;
 #[path = "redis/inbox.rs"]

@@ -64,12 +64,31 @@ impl Session {
             self.end_backend_subs(out);
             self.end_lattices();
         }
+        self.devices_follow(identity.as_deref());
         self.identity = identity.clone();
         let connection = self.subscriptions.connection().clone();
         let has_identity = identity.is_some();
         self.node.connections().set_identity(&connection, identity);
         if has_identity {
             connection.post(Arc::new(UserCommand::LoadGrants));
+        }
+    }
+
+    /// Tells the node's devices that this connection stopped or started
+    /// standing for a device (docs/devices.md, "Liveness").
+    fn devices_follow(&self, new: Option<&Identity>) {
+        let devices = self.node.devices();
+        let old = self.identity.as_deref();
+        let is = |i: Option<&Identity>| i.is_some_and(|i| devices.is_device(i));
+        if same_user(old, new) && is(old) == is(new) {
+            return;
+        }
+        let transport = self.subscriptions.connection().transport();
+        if let Some(old) = old {
+            devices.disconnected(old, transport);
+        }
+        if let Some(new) = new {
+            devices.connected(new, transport);
         }
     }
 

@@ -653,6 +653,10 @@ impl Session {
 
     /// Leaves every channel; the session is done.
     pub fn end(&mut self) {
+        if let Some(identity) = self.identity.take() {
+            let transport = self.subscriptions.connection().transport();
+            self.node.devices().disconnected(&identity, transport);
+        }
         self.end_lattices();
         self.subscriptions.outbox().close();
         self.subscriptions.end();

@@ -142,12 +142,21 @@ impl Session {
     ) -> Verdict {
         let identity = self.identity.clone();
         match publish(&self.node, identity.as_deref(), raw).await {
-            Ok(p) => out.push(server::publish_ack(
-                reference,
-                &p.epoch,
-                p.offset,
-                p.duplicate,
-            )),
+            Ok(p) => {
+                if let Some(identity) = identity.as_deref() {
+                    // A sign of life of the device (docs/devices.md).
+                    let transport = self.subscriptions.connection().transport();
+                    self.node
+                        .devices()
+                        .seen(&identity.app, &identity.user, transport.as_str());
+                }
+                out.push(server::publish_ack(
+                    reference,
+                    &p.epoch,
+                    p.offset,
+                    p.duplicate,
+                ));
+            }
             Err(Refused::Malformed(why)) => return self.bad_message(&why, reference, out),
             Err(Refused::Refused(r)) => {
                 let ctx = ErrorContext {

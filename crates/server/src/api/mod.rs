@@ -118,6 +118,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             shared.connect_auth.render(&mut text);
             shared.node.hub().calls().render(&mut text);
             shared.node.notifier().render(&mut text);
+            shared.node.devices().render(&mut text);
             text
         },
     )

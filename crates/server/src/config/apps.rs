@@ -51,6 +51,9 @@ pub struct AppConfig {
     /// Notifications to users: bounds, expiry, grouping.
     #[serde(default)]
     pub notifications: super::notifications::NotificationsConfig,
+    /// Devices and their liveness (docs/devices.md).
+    #[serde(default)]
+    pub devices: Option<super::devices::DevicesConfig>,
 }
 
 /// `[apps.limits]`: the per-app limits, each over its `[limits]` default.
@@ -237,6 +240,9 @@ impl AppConfig {
     fn problems(&self, at: &str, limits: &Limits, out: &mut Problems<'_>) {
         let id = &self.id;
         self.notifications.problems(id, at, out);
+        if let Some(devices) = &self.devices {
+            devices.problems(id, at, out);
+        }
         if self.secrets.is_empty() || self.secrets.iter().any(String::is_empty) {
             out.at(
                 at,

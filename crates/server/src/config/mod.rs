@@ -23,6 +23,7 @@ mod admin;
 mod apps;
 mod broker;
 mod connect_auth;
+mod devices;
 mod env;
 mod limits;
 mod listen;
@@ -45,6 +46,7 @@ pub use admin::Admin;
 pub use apps::{AppConfig, AppLimitsConfig, ChannelConfig};
 pub use broker::{BrokerConfig, BrokerKind, ClusterConfig, SentinelConfig};
 pub use connect_auth::ConnectAuthConfig;
+pub use devices::{DevicesConfig, WebhookConfig};
 pub use env::ENV_PREFIX;
 pub use limits::Limits;
 pub use listen::{Listen, TlsConfig};
@@ -173,6 +175,16 @@ impl Config {
     /// The apps registry.
     pub fn apps(&self) -> Apps {
         apps::registry(&self.apps, &self.limits)
+    }
+
+    /// Every app's `[apps.devices]`, for the node.
+    pub fn device_settings(
+        &self,
+    ) -> Vec<(
+        std::sync::Arc<str>,
+        chouquette_core::devices::DeviceSettings,
+    )> {
+        devices::settings(&self.apps)
     }
 
     /// Every app's RPC routes and call rate.

@@ -55,6 +55,10 @@ pub struct MqttTopicConfig {
     /// JSON payloads: the field holding the device time (docs/devices.md).
     #[serde(default)]
     pub time_field: Option<String>,
+    /// Optional: the device the topic names (`"{1}"`), seen at each
+    /// message (docs/devices.md, "Liveness").
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 fn default_group() -> String {
@@ -279,15 +283,16 @@ impl MqttTopicConfig {
                 ),
             );
         }
-        if self.format != "json" && self.format != "senml" {
+        if self.format != "json" && self.format != "senml" && self.format != "status" {
             out.at(
                 &at,
                 format!(
-                    "mqtt filter `{filter}`: `format` is \"json\" or \"senml\", not `{}`",
+                    "mqtt filter `{filter}`: `format` is \"json\", \"senml\" or \"status\", not `{}`",
                     self.format
                 ),
             );
         }
+        self.device_problems(apps, out);
         for keyword in &self.keywords {
             let named = keyword
                 .split_once(':')
@@ -314,6 +319,37 @@ impl MqttTopicConfig {
         }
     }
 
+    /// `device` is a topic-level template; `format = "status"` needs it,
+    /// and either needs the app to have `[apps.devices]`.
+    fn device_problems(&self, apps: &[AppConfig], out: &mut Problems<'_>) {
+        let filter = &self.filter;
+        let at = format!("\"{filter}\"");
+        if let Some(device) = &self.device
+            && let Err(e) = level_template(device)
+        {
+            out.at(
+                &format!("\"{device}\""),
+                format!("mqtt device template `{device}`: {e}"),
+            );
+        }
+        if self.format == "status" && self.device.is_none() {
+            out.at(
+                &at,
+                format!("mqtt filter `{filter}`: `format = \"status\"` needs `device`"),
+            );
+        }
+        let has_devices = apps.iter().any(|a| a.id == self.app && a.devices.is_some());
+        if self.device.is_some() && !has_devices {
+            out.at(
+                &at,
+                format!(
+                    "mqtt filter `{filter}`: `device` needs `[apps.devices]` in app `{}`",
+                    self.app
+                ),
+            );
+        }
+    }
+
     fn build(&self) -> TopicSettings {
         let parse = |t: &String| level_template(t).ok();
         TopicSettings {
@@ -329,6 +365,8 @@ impl MqttTopicConfig {
                 Format::Json
             },
             time_field: self.time_field.clone(),
+            device: self.device.as_ref().and_then(parse),
+            status: self.format == "status",
         }
     }
 }

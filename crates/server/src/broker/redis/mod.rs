@@ -14,6 +14,7 @@
 //! commands and tells clients `broker_restored`.
 
 mod commands;
+mod devices;
 mod lattices;
 mod link;
 mod notifications;

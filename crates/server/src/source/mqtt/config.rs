@@ -37,6 +37,11 @@ pub struct TopicSettings {
     /// JSON payloads: the top-level field holding the device's time (RFC
     /// 3339 or Unix seconds), published as the event's `time`.
     pub time_field: Option<String>,
+    /// The device the topic names, seen at each message.
+    pub device: Option<Template>,
+    /// `format = "status"`: the payload is the device's `online` or
+    /// `offline` status (its Last Will), not an event.
+    pub status: bool,
 }
 
 /// What a payload is.

@@ -165,6 +165,8 @@ mod tests {
             key: Some(t("device:{1}")),
             format,
             time_field: Some("ts".into()),
+            device: None,
+            status: false,
         }]
     }
 

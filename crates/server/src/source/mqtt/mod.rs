@@ -30,6 +30,7 @@
 //! bytes each.
 
 mod config;
+mod liveness;
 mod message;
 mod senml;
 mod status;
@@ -191,7 +192,24 @@ async fn work(
     let mut log = RateLimitedLog::default();
     while let Some(publish) = queued.recv().await {
         status.message();
-        if publish.retain {
+        let seen = liveness::report(
+            node.devices(),
+            &settings.topics,
+            &publish.topic,
+            &publish.payload,
+            publish.retain,
+        );
+        if seen == liveness::Seen::BadStatus {
+            status.invalid(Invalid::NotJson);
+            log.note(
+                settings.name(),
+                &publish.topic,
+                Invalid::NotJson,
+                "a status is `online` or `offline`",
+            );
+        } else if seen == liveness::Seen::Status {
+            // A device's status, handled: no event.
+        } else if publish.retain {
             status.invalid(Invalid::Retained);
         } else {
             match message::event(

@@ -1,0 +1,195 @@
+//! Device liveness across gateways on one Redis (docs/devices.md,
+//! "Liveness"): a device connected on two nodes goes offline only when it
+//! leaves the last one, and a gateway process killed (SIGKILL) without a
+//! word has its devices declared offline by a surviving node once its
+//! lease lapses — exactly once, never a ghost "online".
+
+use std::time::{Duration, Instant};
+
+use chouquette_testkit::{
+    APP, RedisServer, SECRET, TestNode, WsClient, free_port, redis_config_with, sign,
+};
+use serde_json::{Value, json};
+
+use crate::eventually;
+
+/// `presence_timeout` of these tests: the devices' lease too.
+const LEASE: Duration = Duration::from_secs(2);
+
+fn config(redis: &RedisServer, node: &str) -> String {
+    redis_config_with(
+        &redis.url(),
+        node,
+        "",
+        "[apps.channels.liveness]\nhistory = 100\nkeep_state = true\n\
+         [apps.devices]\nchannel = \"liveness\"\nsilent_after = \"1h\"\n",
+    )
+    .replace(
+        "topic_sweep = \"1s\"\n",
+        "topic_sweep = \"1s\"\npresence_timeout = \"2s\"\n",
+    )
+}
+
+/// A gateway in its own process, killed when dropped; its public port.
+struct Process {
+    child: tokio::process::Child,
+    public: u16,
+    path: std::path::PathBuf,
+}
+
+impl Process {
+    async fn start(redis: &RedisServer, name: &str) -> Process {
+        let (public, internal) = (free_port(), free_port());
+        let toml = format!(
+            "[listen]\npublic = \"127.0.0.1:{public}\"\ninternal = \"127.0.0.1:{internal}\"\n{}",
+            config(redis, name)
+        );
+        let path = std::env::temp_dir().join(format!("chq-devices-{name}-{internal}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chouquette"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let http = chouquette::http_client::HttpClient::default();
+        let ready = format!("http://127.0.0.1:{internal}/readyz");
+        assert!(
+            eventually(Duration::from_secs(20), async || {
+                matches!(http.get(&ready, None).await, Ok((200, _)))
+            })
+            .await,
+            "{name} ready"
+        );
+        Process {
+            child,
+            public,
+            path,
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A device `id` connected through `url`.
+async fn device(url: &str, id: &str) -> WsClient {
+    let exp = chouquette_core::clock::unix_now() + 3600;
+    let claims = json!({"app_id": APP, "sub": id, "exp": exp,
+        "publish": {"telemetry": [format!("device:{id}")]}});
+    let mut client = WsClient::connect(url).await;
+    client
+        .send_json(&json!({"class": "connect", "app_id": APP, "token": sign(&claims, SECRET)}))
+        .await;
+    let (ack, _) = client.recv_until("ack").await;
+    assert_eq!(ack["class"], "ack");
+    client
+}
+
+/// The next liveness event `watcher` gets.
+async fn next_event(watcher: &mut WsClient) -> Value {
+    loop {
+        let m = watcher.recv().await;
+        if m["class"] == "data" && m["channel"] == "liveness" {
+            return m;
+        }
+    }
+}
+
+fn kind_of(event: &Value) -> (String, String, String) {
+    (
+        event["event_kind"].as_str().unwrap_or("").to_string(),
+        event["data"]["device"].as_str().unwrap_or("").to_string(),
+        event["data"]["reason"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+fn triple(kind: &str, device: &str, reason: &str) -> (String, String, String) {
+    (kind.into(), device.into(), reason.into())
+}
+
+/// How many nodes hold `device` in the ledger.
+async fn holders(redis: &RedisServer, device: &str) -> Option<i64> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("HGET")
+        .arg(format!("chq:{{dev|{APP}}}:holders"))
+        .arg(device)
+        .query_async(&mut con)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_node_s_devices_are_declared_offline_by_a_survivor() {
+    let redis = RedisServer::start().await;
+    let a = TestNode::start(&config(&redis, "node-a")).await;
+    let mut b = Process::start(&redis, "node-b").await;
+    let mut watcher = a.client().await;
+    watcher.subscribe("liveness", json!({"*": {}})).await;
+    let on_b = format!("ws://127.0.0.1:{}/ws", b.public);
+
+    // D1 on node B comes online; D2 connects on both nodes: one event.
+    let _d1 = device(&on_b, "D1").await;
+    assert_eq!(
+        kind_of(&next_event(&mut watcher).await),
+        triple("device_online", "D1", "connected")
+    );
+    let d2_a = device(&a.ws_url(), "D2").await;
+    assert_eq!(
+        kind_of(&next_event(&mut watcher).await),
+        triple("device_online", "D2", "connected")
+    );
+    let _d2_b = device(&on_b, "D2").await;
+    let held_by_two = eventually(Duration::from_secs(5), async || {
+        holders(&redis, "D2").await == Some(2)
+    })
+    .await;
+    assert!(held_by_two, "node B's hold on D2 recorded");
+
+    // D2 leaving node A is no offline: node B still holds it.
+    d2_a.close().await;
+    let d3 = device(&a.ws_url(), "D3").await;
+    assert_eq!(
+        kind_of(&next_event(&mut watcher).await),
+        triple("device_online", "D3", "connected"),
+        "no event for D2 leaving one of its two nodes"
+    );
+
+    // Node B dies without a word: node A declares D1 and D2 offline, once
+    // each, within the lease (and a third: the renewal period).
+    let killed = Instant::now();
+    b.child.start_kill().unwrap();
+    let mut gone = vec![
+        kind_of(&next_event(&mut watcher).await),
+        kind_of(&next_event(&mut watcher).await),
+    ];
+    gone.sort();
+    assert_eq!(
+        gone,
+        [
+            triple("device_offline", "D1", "node_lost"),
+            triple("device_offline", "D2", "node_lost"),
+        ]
+    );
+    assert!(killed.elapsed() < LEASE * 3, "{:?}", killed.elapsed());
+    // D3, on the live node, stays: its next event is its own leaving.
+    d3.close().await;
+    assert_eq!(
+        kind_of(&next_event(&mut watcher).await),
+        triple("device_offline", "D3", "disconnected")
+    );
+
+    // A subscriber's snapshot: no ghost online.
+    let mut late = a.client().await;
+    let (_, snapshots) = late.subscribe("liveness", json!({"*": {}})).await;
+    let kinds: Vec<_> = snapshots.iter().map(|s| s["event_kind"].clone()).collect();
+    assert_eq!(kinds.len(), 3, "{snapshots:?}");
+    assert!(kinds.iter().all(|k| k == "device_offline"), "{snapshots:?}");
+}
