@@ -13,6 +13,7 @@ pub mod config;
 pub mod connect_auth;
 pub mod demo;
 pub mod dev;
+pub mod device_commands;
 pub mod edge;
 pub mod gateway;
 pub mod http_client;
