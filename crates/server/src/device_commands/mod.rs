@@ -183,7 +183,7 @@ impl DeviceCommands {
         command: Command<'_>,
     ) -> (Transport, Result<ClientAnswer, Failure>) {
         let started = Instant::now();
-        let (transport, answered) = self.route(node, &command, started).await;
+        let (transport, answered) = self.dispatch(node, &command, started).await;
         let outcome = Outcome::of(&answered);
         let t = Transport::ALL
             .iter()
@@ -203,7 +203,7 @@ impl DeviceCommands {
         (transport, answered)
     }
 
-    async fn route(
+    async fn dispatch(
         &self,
         node: &Node,
         command: &Command<'_>,
