@@ -113,7 +113,11 @@ async fn a_device_not_connected_is_offline_at_once() {
         "{body}"
     );
     // At once: not after the command's timeout (30 s).
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(outcomes(&node, "offline").await, Some(1.0));
 }
 
@@ -132,6 +136,10 @@ async fn bad_requests_are_refused_before_anything_is_sent() {
         json!({"app_id": APP, "device": "D1", "method": "m", "args": {}}),
     ] {
         let (status, answer) = command(&node, body.clone()).await;
-        assert_eq!((status, &answer["code"]), (400, &json!("bad_message")), "{body}");
+        assert_eq!(
+            (status, &answer["code"]),
+            (400, &json!("bad_message")),
+            "{body}"
+        );
     }
 }
