@@ -97,3 +97,70 @@ pub(super) fn problems(sources: &[MqttConfig], apps: &[AppConfig], out: &mut Pro
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn problems(section: &str) -> Vec<String> {
+        let text = format!("{}{section}", chouquette_testkit::BASE_CONFIG);
+        match crate::config::Config::from_toml(&text, std::iter::empty()) {
+            Ok(_) => Vec::new(),
+            Err(crate::config::ConfigError::Invalid(p)) => {
+                p.into_iter().map(|p| p.message).collect()
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    const SECTION: &str = r#"
+[[sources.mqtt]]
+url = "mqtt://127.0.0.1:1883"
+
+[[sources.mqtt.commands]]
+app = "bluelib"
+command_topic = "devices/{device}/commands"
+reply_topic = "devices/{device}/replies"
+"#;
+
+    #[test]
+    fn a_source_with_only_commands_loads_and_builds() {
+        assert_eq!(problems(SECTION), Vec::<String>::new());
+        let text = format!("{}{SECTION}", chouquette_testkit::BASE_CONFIG);
+        let config = crate::config::Config::from_toml(&text, std::iter::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let settings = config.sources.mqtt_settings("n1");
+        assert_eq!(settings[0].commands.len(), 1);
+        assert_eq!(settings[0].subscriptions(), vec!["devices/+/replies"]);
+    }
+
+    #[test]
+    fn bad_command_routes_are_refused() {
+        let telemetry = "\n[[sources.mqtt.topics]]\nfilter = \"devices/#\"\napp = \"bluelib\"\n\
+                         channel = \"devices\"\nevent_kind = \"telemetry\"\n";
+        let cases = [
+            (
+                SECTION.replace("app = \"bluelib\"", "app = \"nope\""),
+                "unknown app `nope`",
+            ),
+            (
+                SECTION.replace("devices/{device}/commands", "devices/commands"),
+                "exactly one level",
+            ),
+            (
+                SECTION.replace("devices/{device}/replies", "devices/+/{device}"),
+                "no `+`",
+            ),
+            (format!("{SECTION}{telemetry}"), "overlaps the filter"),
+            (
+                format!("{SECTION}{}", SECTION.replace("replies", "answers")),
+                "has two [[sources.mqtt.commands]]",
+            ),
+        ];
+        for (text, wanted) in cases {
+            let found = problems(&text);
+            assert!(
+                found.iter().any(|p| p.contains(wanted)),
+                "{wanted}: {found:?}"
+            );
+        }
+    }
+}
