@@ -100,7 +100,7 @@ fn checked_device(shared: &Gateway, app: &str, device: &Value) -> Result<String,
     };
     if shared.device_commands.has_mqtt(app) && !valid_device_level(&device) {
         return Err(bad(
-            "`device` is an MQTT topic level for this app: no `/`, `+`, `#`",
+            "`device` is an MQTT topic level for this app: no `/`, `+`, `#`, no leading `$`",
         ));
     }
     Ok(device)

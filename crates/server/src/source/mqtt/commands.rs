@@ -59,9 +59,10 @@ pub fn template_problem(template: &str) -> Option<&'static str> {
     odd.then_some("no `+`, `#`, `{` or `}` outside the `{device}` level")
 }
 
-/// Whether `device` can stand for one topic level.
+/// Whether `device` can stand for one topic level (and never make a
+/// `$` topic, which brokers keep for themselves).
 pub fn valid_device_level(device: &str) -> bool {
-    !device.is_empty() && !device.contains(['/', '+', '#', '\0'])
+    !device.is_empty() && !device.starts_with('$') && !device.contains(['/', '+', '#', '\0'])
 }
 
 impl CommandSettings {
