@@ -238,3 +238,61 @@ async fn with_two_gateways_the_reply_reaches_the_one_that_sent_the_command() {
         "each command was published once"
     );
 }
+
+#[tokio::test]
+async fn a_device_on_websocket_too_gets_the_command_there_first() {
+    let broker = MosquittoServer::start(&["D1"]).await;
+    let node = node_with_commands(&broker).await;
+    let mut mqtt_d1 = CommandedDevice::connect(&broker, "D1").await;
+    let mut ws_d1 = node.client().await;
+    ws_d1.join_sync().await;
+    ws_d1.identify("D1").await;
+    let backend = command(&node, command_to("D1", "device.status", "10s"));
+    let device = async {
+        let (call, _) = ws_d1.recv_until("call").await;
+        ws_d1
+            .send_json(&json!({"class": "result", "id": call["id"], "result": "over ws"}))
+            .await;
+    };
+    let ((status, body), ()) = tokio::join!(backend, device);
+    assert_eq!(
+        (status, body),
+        (200, json!({"result": "over ws", "transport": "ws"}))
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), mqtt_d1.commands.recv())
+            .await
+            .is_err(),
+        "nothing was published over MQTT"
+    );
+    // A device id that cannot be one topic level is refused for this app.
+    let (status, body) = command(&node, command_to("D1/x", "device.status", "1s")).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (400, &json!("bad_message")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_command_while_the_mqtt_broker_is_away_is_refused_at_once() {
+    let mut broker = MosquittoServer::start(&["D1"]).await;
+    let node = node_with_commands(&broker).await;
+    broker.kill().await;
+    let down = eventually(WAIT, async || {
+        node.metric(r#"chouquette_mqtt_up{source="gw-1"}"#).await == Some(0.0)
+    })
+    .await;
+    assert!(down, "the source sees its broker go");
+    let (status, body) = command(&node, command_to("D1", "device.status", "30s")).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (503, &json!("unavailable")),
+        "{body}"
+    );
+    assert_eq!(body["transport"], "mqtt");
+    assert_eq!(
+        node.metric("chouquette_device_commands_waiting").await,
+        Some(0.0)
+    );
+}
