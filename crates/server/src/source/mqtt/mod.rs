@@ -25,6 +25,9 @@
 //! - With `share_group` (the default), gateways subscribe as
 //!   `$share/<group>/<filter>`: the MQTT broker gives each message to one
 //!   of them.
+//! - Messages on the reply topics of `[[sources.mqtt.commands]]` are no
+//!   events: the poller hands them to device commands ([`commands`]) and
+//!   acknowledges them at once. Reply filters are never shared.
 //!
 //! Memory: the queue holds [`QUEUE`] messages of at most [`MAX_PACKET`]
 //! bytes each.
