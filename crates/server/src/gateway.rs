@@ -40,6 +40,8 @@ pub struct Gateway {
     pub mqtt: crate::source::mqtt::Statuses,
     /// Every app's connect auth by its backend, checked at upgrades.
     pub connect_auth: Arc<crate::connect_auth::ConnectAuth>,
+    /// Backend commands to devices (WebSocket, MQTT).
+    pub device_commands: Arc<crate::device_commands::DeviceCommands>,
 }
 
 impl Gateway {

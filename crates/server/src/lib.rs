@@ -14,6 +14,7 @@ pub mod connect_auth;
 pub mod demo;
 pub mod dev;
 pub mod devices;
+pub mod device_commands;
 pub mod edge;
 pub mod gateway;
 pub mod http_client;

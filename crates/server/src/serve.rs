@@ -196,11 +196,20 @@ pub async fn start_with(
         })
         .collect();
     let mut mqtt = crate::source::mqtt::Statuses::default();
+    let mut device_commands = crate::device_commands::DeviceCommands::new(Arc::new(
+        crate::device_commands::last_seen::Tracked(node.clone()),
+    ));
     let mqtt_sources: Vec<crate::source::mqtt::MqttSource> = config
         .sources
         .mqtt_settings(node.id())
         .into_iter()
-        .map(|settings| crate::source::mqtt::MqttSource::new(settings, &mut mqtt))
+        .map(|settings| {
+            let mut source = crate::source::mqtt::MqttSource::new(settings, &mut mqtt);
+            if let Some(link) = source.command_link(device_commands.waiting()) {
+                device_commands.add_mqtt(link);
+            }
+            source
+        })
         .collect();
     let gateway = Gateway {
         node: node.clone(),
@@ -212,6 +221,7 @@ pub async fn start_with(
         postgres,
         mqtt,
         connect_auth: Arc::new(crate::connect_auth::ConnectAuth::new(&config)),
+        device_commands: Arc::new(device_commands),
     };
     let listeners = Listeners::bind(&config, tls.as_ref()).await?;
     let (public, internal) = (listeners.public_addr, listeners.internal_addr);

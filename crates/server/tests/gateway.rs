@@ -28,6 +28,8 @@ mod client_calls;
 mod client_publish;
 #[path = "gateway/console.rs"]
 mod console;
+#[path = "gateway/device_commands.rs"]
+mod device_commands;
 
 #[path = "gateway/connect_auth.rs"]
 mod connect_auth;

@@ -10,6 +10,8 @@
 
 #[path = "mqtt/acl.rs"]
 mod acl;
+#[path = "mqtt/commands.rs"]
+mod commands;
 #[path = "mqtt/crash.rs"]
 mod crash;
 #[path = "mqtt/device_time.rs"]

@@ -62,8 +62,10 @@ impl MosquittoServer {
         std::fs::write(
             &acl,
             format!(
-                "user {MQTT_GATEWAY_USER}\ntopic read devices/#\n\n\
-                 # every device writes under its own name only\npattern write devices/%u/#\n"
+                "user {MQTT_GATEWAY_USER}\ntopic read devices/#\n\
+                 # device commands (docs/devices.md)\ntopic write devices/+/commands\n\n\
+                 # every device writes under its own name only\npattern write devices/%u/#\n\
+                 # and reads its own commands\npattern read devices/%u/commands\n"
             ),
         )
         .expect("the ACL file");

@@ -22,6 +22,7 @@ from .errors import (
     BadMessageError,
     CallTimeoutError,
     ChouquetteError,
+    DeviceOfflineError,
     ClientCallError,
     NotConnectedError,
     TooLargeError,
@@ -37,10 +38,14 @@ from .publisher import AsyncPublisher, Publisher
 from .signature import Call, Caller, sign, verify_call, verify_signature
 from .tokens import Filters, TokenSigner
 from .users import AsyncUsers, Users, counter, gset, register
+from .devices import AsyncDevices, Devices
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncDevices",
+    "Devices",
+    "DeviceOfflineError",
     "AsyncUsers",
     "CallTimeoutError",
     "ClientCallError",

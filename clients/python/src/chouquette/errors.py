@@ -134,6 +134,19 @@ class CallTimeoutError(ChouquetteError):
     code = "timeout"
 
 
+class DeviceOfflineError(ChouquetteError):
+    """A command to a device that is not connected (404 `offline`): said at
+    once, nothing was sent. `last_seen` is when the gateway last heard from
+    it (ISO 8601 UTC), or None when not known (docs/devices.md)."""
+
+    code = "offline"
+
+    @property
+    def last_seen(self) -> Optional[str]:
+        seen = self.body.get("last_seen")
+        return seen if isinstance(seen, str) else None
+
+
 class TooLargeError(ChouquetteError):
     """Over a bound the gateway keeps (507, e.g. a lattice's keys); nothing
     was merged or stored."""
@@ -163,6 +176,7 @@ ERRORS: Dict[str, Type[ChouquetteError]] = {
         NotConnectedError,
         CallTimeoutError,
         TooLargeError,
+        DeviceOfflineError,
     )
 }
 

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub(crate) mod app_request;
+pub mod devices;
 pub mod lattices;
 pub mod notify;
 pub mod openapi;
@@ -51,6 +52,10 @@ pub fn router(shared: Gateway) -> Router {
         )
         .route("/api/v1/calls", post(users::call).layer(body_limit))
         .route("/api/v1/users/send", post(users::send).layer(body_limit))
+        .route(
+            "/api/v1/devices/commands",
+            post(devices::command).layer(body_limit),
+        )
         .route("/api/v1/lattices", post(lattices::update).layer(body_limit))
         .route(
             "/api/v1/notify",
@@ -117,6 +122,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             shared.node.rpc().render(&mut text);
             shared.connect_auth.render(&mut text);
             shared.node.hub().calls().render(&mut text);
+            shared.device_commands.render(&mut text);
             shared.node.notifier().render(&mut text);
             shared.node.devices().render(&mut text);
             text

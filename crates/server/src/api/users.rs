@@ -83,7 +83,7 @@ struct CallBody {
 
 /// `timeout`: a duration such as `"5s"` or `"1500ms"`, up to
 /// [`MAX_TIMEOUT`]; [`DEFAULT_TIMEOUT`] when absent.
-fn timeout(given: Option<&str>) -> Result<Duration, Refused> {
+pub(crate) fn timeout(given: Option<&str>) -> Result<Duration, Refused> {
     let Some(given) = given else {
         return Ok(DEFAULT_TIMEOUT);
     };

@@ -35,7 +35,11 @@ pub struct MqttConfig {
     /// Longest pause between reconnection attempts.
     #[serde(default = "default_reconnect", deserialize_with = "duration")]
     pub reconnect_max: Duration,
+    #[serde(default)]
     pub topics: Vec<MqttTopicConfig>,
+    /// Device commands through this broker (`config/mqtt_commands.rs`).
+    #[serde(default)]
+    pub commands: Vec<super::mqtt_commands::MqttCommandConfig>,
 }
 
 /// `[[sources.mqtt.topics]]`.
@@ -204,10 +208,10 @@ impl MqttConfig {
                 "mqtt `reconnect_max` must be at least 100ms".into(),
             );
         }
-        if self.topics.is_empty() {
+        if self.topics.is_empty() && self.commands.is_empty() {
             out.at(
                 at,
-                "[[sources.mqtt]] needs at least one [[sources.mqtt.topics]]".into(),
+                "[[sources.mqtt]] needs at least one [[sources.mqtt.topics]] or [[sources.mqtt.commands]]".into(),
             );
         }
         for (i, t) in self.topics.iter().enumerate() {
@@ -248,6 +252,7 @@ impl MqttConfig {
             share_group: (!self.share_group.is_empty()).then(|| self.share_group.clone()),
             reconnect_max: self.reconnect_max,
             topics: self.topics.iter().map(MqttTopicConfig::build).collect(),
+            commands: self.commands.iter().map(|c| c.build()).collect(),
         }
     }
 }

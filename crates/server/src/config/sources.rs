@@ -234,6 +234,7 @@ impl SourcesConfig {
         for mqtt in &self.mqtt {
             mqtt.problems(apps, out);
         }
+        super::mqtt_commands::problems(&self.mqtt, apps, out);
         let mut slots = HashSet::new();
         for pg in &self.postgres {
             let at = format!("\"{}\"", pg.url);

@@ -196,3 +196,22 @@ async fn the_webhook_receives_each_event_signed_with_the_app_secret() {
     .await;
     assert!(counted);
 }
+
+#[tokio::test]
+async fn a_command_to_a_device_that_left_is_offline_at_once_with_its_last_seen_time() {
+    let node = TestNode::start(&config("1h", "")).await;
+    let (mut watcher, _) = watcher(&node).await;
+    let device = connected(&node, "D7", true).await;
+    assert_event(&next_event(&mut watcher).await, "device_online", "D7", "connected");
+    drop(device);
+    let offline = next_event(&mut watcher).await;
+    assert_event(&offline, "device_offline", "D7", "disconnected");
+    let body = json!({"app_id": APP, "device": "D7", "method": "device.status", "timeout": "30s"});
+    let (status, answer) = node
+        .api_post("/api/v1/devices/commands", Some(chouquette_testkit::API_KEY), &body)
+        .await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["code"], "offline", "{answer}");
+    let last_seen = answer["last_seen"].as_str().unwrap_or_default();
+    assert!(last_seen.starts_with("20"), "an RFC 3339 time: {answer}");
+}

@@ -21,6 +21,8 @@ pub struct MqttSettings {
     /// Longest pause between reconnection attempts.
     pub reconnect_max: Duration,
     pub topics: Vec<TopicSettings>,
+    /// Apps whose device commands go through this connection.
+    pub commands: Vec<super::commands::CommandSettings>,
 }
 
 /// How the messages under one filter become events.
@@ -58,6 +60,15 @@ impl MqttSettings {
     /// client id (never the URL, which may hold a password).
     pub fn name(&self) -> &str {
         &self.client_id
+    }
+
+    /// Every filter as subscribed: the topics' (shared when configured),
+    /// then the command replies' (never shared: each gateway reads the
+    /// replies to its own commands, docs/devices.md).
+    pub fn subscriptions(&self) -> Vec<String> {
+        let topics = self.topics.iter().map(|t| self.subscription(&t.filter));
+        let replies = self.commands.iter().map(|c| c.reply_filter());
+        topics.chain(replies).collect()
     }
 
     /// The filter as subscribed (`$share/<group>/...` when shared).

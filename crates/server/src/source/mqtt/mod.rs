@@ -25,10 +25,14 @@
 //! - With `share_group` (the default), gateways subscribe as
 //!   `$share/<group>/<filter>`: the MQTT broker gives each message to one
 //!   of them.
+//! - Messages on the reply topics of `[[sources.mqtt.commands]]` are no
+//!   events: the poller hands them to device commands ([`commands`]) and
+//!   acknowledges them at once. Reply filters are never shared.
 //!
 //! Memory: the queue holds [`QUEUE`] messages of at most [`MAX_PACKET`]
 //! bytes each.
 
+pub mod commands;
 mod config;
 mod liveness;
 mod message;
@@ -48,6 +52,7 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
+pub use commands::{CommandLink, CommandSettings};
 pub use config::{Format, MqttSettings, TopicSettings};
 pub use senml::{Resolved, SenmlError, resolve as resolve_senml};
 pub use status::{Invalid, Status, Statuses};
@@ -78,6 +83,8 @@ const UNAVAILABLE_RETRY: Duration = Duration::from_millis(200);
 pub struct MqttSource {
     settings: MqttSettings,
     status: Arc<Status>,
+    /// Its side of device commands, when it carries some.
+    commands: Option<Arc<CommandLink>>,
 }
 
 impl MqttSource {
@@ -85,7 +92,30 @@ impl MqttSource {
     pub fn new(settings: MqttSettings, statuses: &mut Statuses) -> MqttSource {
         let status = Arc::new(Status::new(settings.name()));
         statuses.push(status.clone());
-        MqttSource { settings, status }
+        MqttSource {
+            settings,
+            status,
+            commands: None,
+        }
+    }
+
+    /// Its side of device commands, waiting in `waiting`, when its config
+    /// has `[[sources.mqtt.commands]]` (docs/devices.md "Commands").
+    pub fn command_link(
+        &mut self,
+        waiting: &Arc<crate::device_commands::waiting::Waiting>,
+    ) -> Option<Arc<CommandLink>> {
+        if self.settings.commands.is_empty() {
+            return None;
+        }
+        let link = self.commands.get_or_insert_with(|| {
+            Arc::new(CommandLink::new(
+                self.settings.commands.clone(),
+                self.status.clone(),
+                waiting.clone(),
+            ))
+        });
+        Some(link.clone())
     }
 
     fn options(&self) -> MqttOptions {
@@ -109,8 +139,19 @@ impl MqttSource {
 impl Source for MqttSource {
     async fn run(self, node: Arc<Node>, mut shutdown: Shutdown) {
         let (client, events) = AsyncClient::new(self.options(), REQUESTS);
+        if let Some(link) = &self.commands {
+            link.attach(client.clone());
+        }
         let (queue, queued) = mpsc::channel(QUEUE);
-        let poller = poll(events, &client, &self.settings, &self.status, queue);
+        let replies = self.commands.as_deref();
+        let poller = poll(
+            events,
+            &client,
+            &self.settings,
+            &self.status,
+            replies,
+            queue,
+        );
         let worker = work(&node, &client, &self.settings, &self.status, queued);
         tokio::select! {
             () = shutdown.stopped() => {
@@ -123,21 +164,25 @@ impl Source for MqttSource {
 }
 
 /// Drives the connection: subscribes on every ConnAck, hands messages to
-/// the worker, reconnects after a failure. Returns when the worker is gone.
+/// the worker (replies to device commands to `replies`, acknowledged at
+/// once: nothing to publish), reconnects after a failure. Returns when the
+/// worker is gone.
 async fn poll(
     mut events: EventLoop,
     client: &AsyncClient,
     settings: &MqttSettings,
     status: &Status,
+    replies: Option<&CommandLink>,
     queue: mpsc::Sender<Publish>,
 ) {
     let mut failures = 0u32;
+    let wanted = settings.subscriptions();
     loop {
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                let filters = settings.topics.iter().map(|t| {
-                    SubscribeFilter::new(settings.subscription(&t.filter), QoS::AtLeastOnce)
-                });
+                let filters = wanted
+                    .iter()
+                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(filters) {
                     status.down(format!("cannot subscribe: {e}"));
                 }
@@ -146,9 +191,9 @@ async fn poll(
                 let refused: Vec<&str> = ack
                     .return_codes
                     .iter()
-                    .zip(&settings.topics)
+                    .zip(&wanted)
                     .filter(|(code, _)| matches!(code, SubscribeReasonCode::Failure))
-                    .map(|(_, t)| t.filter.as_str())
+                    .map(|(_, f)| f.as_str())
                     .collect();
                 if refused.is_empty() {
                     failures = 0;
@@ -161,6 +206,10 @@ async fn poll(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if replies.is_some_and(|r| r.take_reply(&publish)) {
+                    let _ = client.try_ack(&publish);
+                    continue;
+                }
                 if queue.send(publish).await.is_err() {
                     return;
                 }

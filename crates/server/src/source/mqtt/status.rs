@@ -78,6 +78,11 @@ impl Status {
         self.set_problem(None);
     }
 
+    /// Whether connected and every filter subscribed.
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
     /// Not subscribed, for `why`.
     pub(super) fn down(&self, why: String) {
         self.up.store(false, Ordering::Relaxed);
