@@ -24,6 +24,10 @@ pub struct ChannelPolicy {
     /// Tell subscribers who is subscribed (PROTOCOL.md section 10
     /// "Presence"; see [`crate::presence`]).
     pub presence: bool,
+    /// Notify, then fetch: events reach subscribers without their `data`
+    /// (kind, keywords, key, offset), for clients that fetch from the
+    /// backend (see [`crate::publication::Publication::notice_frame`]).
+    pub notify_only: bool,
 }
 
 impl Default for ChannelPolicy {
@@ -34,6 +38,7 @@ impl Default for ChannelPolicy {
             keep_state: false,
             max_state_keys: 100_000,
             presence: false,
+            notify_only: false,
         }
     }
 }
@@ -70,6 +75,8 @@ pub struct App {
     pub limits: AppLimits,
     /// Its notification rules (`[apps.notifications]`).
     pub notifications: crate::notifications::NotificationPolicy,
+    /// Its user-to-user message rules (`[apps.messages]`).
+    pub messages: crate::messages::MessagePolicy,
 }
 
 impl App {

@@ -68,6 +68,7 @@ pub fn dev_config(options: &DevOptions) -> anyhow::Result<(Config, DevSecrets)> 
         rpc: Vec::new(),
         connect_auth: None,
         notifications: Default::default(),
+        messages: Default::default(),
         channels: Default::default(),
     });
     let problems = config.problems("");

@@ -22,6 +22,8 @@ mod inbox;
 mod lattices;
 #[path = "redis/nodes.rs"]
 mod nodes;
+#[path = "redis/messages.rs"]
+mod messages;
 #[path = "redis/notifications.rs"]
 mod notifications;
 #[path = "redis/outage.rs"]

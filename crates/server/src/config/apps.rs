@@ -51,6 +51,9 @@ pub struct AppConfig {
     /// Notifications to users: bounds, expiry, grouping.
     #[serde(default)]
     pub notifications: super::notifications::NotificationsConfig,
+    /// User-to-user messages: sender rate, recipients per message.
+    #[serde(default)]
+    pub messages: super::messages::MessagesConfig,
 }
 
 /// `[apps.limits]`: the per-app limits, each over its `[limits]` default.
@@ -135,6 +138,8 @@ pub struct ChannelConfig {
     pub max_state_keys: Option<usize>,
     /// Tell subscribers who else is subscribed (`presence` messages).
     pub presence: Option<bool>,
+    /// Notify, then fetch: deliver events without their `data`.
+    pub notify_only: Option<bool>,
 }
 
 impl ChannelConfig {
@@ -149,6 +154,7 @@ impl ChannelConfig {
             keep_state: self.keep_state.unwrap_or(base.keep_state),
             max_state_keys: self.max_state_keys.unwrap_or(base.max_state_keys),
             presence: self.presence.unwrap_or(base.presence),
+            notify_only: self.notify_only.unwrap_or(base.notify_only),
         }
     }
 }
@@ -203,6 +209,7 @@ impl AppConfig {
             default_channel,
             limits: self.limits.over(limits),
             notifications: self.notifications.policy(),
+            messages: self.messages.policy(),
         }
     }
 
@@ -210,6 +217,7 @@ impl AppConfig {
     fn problems(&self, at: &str, limits: &Limits, out: &mut Problems<'_>) {
         let id = &self.id;
         self.notifications.problems(id, at, out);
+        self.messages.problems(id, at, out);
         if self.secrets.is_empty() || self.secrets.iter().any(String::is_empty) {
             out.at(
                 at,

@@ -27,6 +27,7 @@ mod env;
 mod limits;
 mod listen;
 mod log;
+mod messages;
 mod mqtt;
 mod node;
 mod notifications;

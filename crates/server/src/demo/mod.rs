@@ -164,6 +164,7 @@ fn demo_config(options: &DemoOptions, secret: &str) -> Config {
         rpc: Vec::new(),
         connect_auth: None,
         notifications: Default::default(),
+        messages: Default::default(),
         channels: [(
             CHANNEL.to_string(),
             crate::config::ChannelConfig {
