@@ -485,7 +485,7 @@ mod tests {
                 groups: vec!["g".into()],
                 exp: None,
                 publish: None,
-            messages: None,
+                messages: None,
             })),
         );
         let counts = telemetry.app_counts();
@@ -521,7 +521,7 @@ mod tests {
                 groups: Vec::new(),
                 exp: None,
                 publish: None,
-            messages: None,
+                messages: None,
             })),
         );
         let user = Switch::parse(&SwitchSpec {

@@ -324,7 +324,7 @@ pub async fn send(
     }
     let policy = node
         .apps()
-        .get(&*identity.app)
+        .get(&identity.app)
         .map(|a| a.messages)
         .unwrap_or_default();
     let users = recipients(grant, &identity.user, &message, policy.max_recipients)?;
@@ -356,9 +356,8 @@ pub async fn send(
 
 /// The bounds of a notification's fields (PROTOCOL.md section 8).
 fn check_fields(m: &Message, max_data: usize) -> Result<(), Refused> {
-    let too_long = |field: &str, max: usize| {
-        Refused::Malformed(format!("`{field}`: at most {max} bytes"))
-    };
+    let too_long =
+        |field: &str, max: usize| Refused::Malformed(format!("`{field}`: at most {max} bytes"));
     if m.kind.is_empty() || m.kind.len() > MAX_KIND_BYTES {
         return Err(Refused::Malformed(format!(
             "`kind`: 1 to {MAX_KIND_BYTES} bytes"

@@ -443,11 +443,18 @@ mod tests {
         );
         let n: serde_json::Value = serde_json::from_slice(p.frame_for(true)).expect("json");
         assert!(n.get("data").is_none(), "{n}");
-        assert_eq!((n["offset"].as_u64(), n["key"].as_str()), (Some(7), Some("doc:9")));
+        assert_eq!(
+            (n["offset"].as_u64(), n["key"].as_str()),
+            (Some(7), Some("doc:9"))
+        );
         assert_eq!(n["keywords"], serde_json::json!(["x:1"]));
-        assert_eq!(n["uuid"], serde_json::from_slice::<serde_json::Value>(p.frame()).expect("json")["uuid"]);
+        assert_eq!(
+            n["uuid"],
+            serde_json::from_slice::<serde_json::Value>(p.frame()).expect("json")["uuid"]
+        );
         assert!(std::ptr::eq(p.frame_for(true), p.frame_for(true)));
-        let s: serde_json::Value = serde_json::from_slice(p.snapshot_frame_for(true)).expect("json");
+        let s: serde_json::Value =
+            serde_json::from_slice(p.snapshot_frame_for(true)).expect("json");
         assert_eq!(s["snapshot"], true);
         assert!(s.get("data").is_none());
         assert_eq!(p.frame_for(false), p.frame());

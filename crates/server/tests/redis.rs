@@ -20,10 +20,10 @@ mod epochs;
 mod inbox;
 #[path = "redis/lattices.rs"]
 mod lattices;
-#[path = "redis/nodes.rs"]
-mod nodes;
 #[path = "redis/messages.rs"]
 mod messages;
+#[path = "redis/nodes.rs"]
+mod nodes;
 #[path = "redis/notifications.rs"]
 mod notifications;
 #[path = "redis/outage.rs"]

@@ -98,15 +98,30 @@ async fn an_allowed_message_reaches_an_online_recipient_and_an_offline_one_at_co
     let (live, before) = ana.recv_until("notification").await;
     assert!(before.is_empty(), "{before:?}");
     assert_eq!(
-        (&live["id"], &live["from"], &live["kind"], &live["body"], &live["data"]),
-        (&json!(id), &json!("roger"), &json!("chat"), &json!("lunch?"), &json!({"room": "r1"})),
+        (
+            &live["id"],
+            &live["from"],
+            &live["kind"],
+            &live["body"],
+            &live["data"]
+        ),
+        (
+            &json!(id),
+            &json!("roger"),
+            &json!("chat"),
+            &json!("lunch?"),
+            &json!({"room": "r1"})
+        ),
         "{live}"
     );
     // bob was offline: it waited for him, pending until acknowledged.
     let mut bob = tab(&node, "bob").await;
     let pending = received(&mut bob).await;
     assert_eq!(pending.len(), 1, "{pending:?}");
-    assert_eq!((&pending[0]["id"], &pending[0]["from"]), (&json!(id), &json!("roger")));
+    assert_eq!(
+        (&pending[0]["id"], &pending[0]["from"]),
+        (&json!(id), &json!("roger"))
+    );
     // The sender is no recipient.
     assert!(received(&mut roger).await.is_empty());
 }
@@ -134,10 +149,22 @@ async fn refusals_have_their_codes_and_send_nothing() {
 
     // No `message` claim; a user or a group the claim does not name.
     let mut plain = sender(&node, "eve", Value::Null).await;
-    assert_refused(&send(&mut plain, &chat("n1", &["ana"], &[])).await, "not_allowed", "n1");
+    assert_refused(
+        &send(&mut plain, &chat("n1", &["ana"], &[])).await,
+        "not_allowed",
+        "n1",
+    );
     let mut roger = sender(&node, "roger", claim()).await;
-    assert_refused(&send(&mut roger, &chat("n2", &["zoe"], &[])).await, "not_allowed", "n2");
-    assert_refused(&send(&mut roger, &chat("n3", &[], &["board"])).await, "not_allowed", "n3");
+    assert_refused(
+        &send(&mut roger, &chat("n2", &["zoe"], &[])).await,
+        "not_allowed",
+        "n2",
+    );
+    assert_refused(
+        &send(&mut roger, &chat("n3", &[], &["board"])).await,
+        "not_allowed",
+        "n3",
+    );
     // bob, then team's ana, carl and dan (roger left out): 4, over 3.
     let many = send(&mut roger, &chat("n4", &["bob"], &["team"])).await;
     assert_refused(&many, "too_many_recipients", "n4");

@@ -18,11 +18,18 @@ fn data() -> Value {
 /// Checks a `data` message of `docs` carries no `data`, and its fields.
 fn assert_notice(m: &Value, offset: u64) {
     assert_eq!(
-        (m["class"].as_str(), m["channel"].as_str(), m["offset"].as_u64()),
+        (
+            m["class"].as_str(),
+            m["channel"].as_str(),
+            m["offset"].as_u64()
+        ),
         (Some("data"), Some("docs"), Some(offset)),
         "{m}"
     );
-    assert!(m.get("data").is_none(), "no data on a notify-only channel: {m}");
+    assert!(
+        m.get("data").is_none(),
+        "no data on a notify-only channel: {m}"
+    );
     assert_eq!(
         (&m["event_kind"], &m["keywords"], &m["key"]),
         (&json!("edited"), &json!(["doc:D1"]), &json!("doc:D1")),
@@ -41,7 +48,10 @@ async fn websocket_subscribers_get_no_data_live_as_snapshots_and_on_resume() {
     let node = TestNode::start(&config_with("", DOCS)).await;
     let mut client = node.client().await;
     let (ack, _) = client.subscribe("docs", json!({"*": {}})).await;
-    let epoch = ack["channels"]["docs"]["epoch"].as_str().expect("epoch").to_string();
+    let epoch = ack["channels"]["docs"]["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_string();
     client.subscribe("bornes", json!({"*": {}})).await;
 
     let o1 = publish_doc(&node).await;
@@ -50,7 +60,10 @@ async fn websocket_subscribers_get_no_data_live_as_snapshots_and_on_resume() {
         .publish("bornes", "status", &["borne:B1"], data())
         .await;
     let (full, _) = client.recv_until("data").await;
-    assert_eq!((full["channel"].as_str(), full["offset"].as_u64()), (Some("bornes"), Some(b)));
+    assert_eq!(
+        (full["channel"].as_str(), full["offset"].as_u64()),
+        (Some("bornes"), Some(b))
+    );
     assert_eq!(full["data"], data(), "other channels keep their data");
 
     // A fresh subscriber: the kept state as a snapshot, without data.
@@ -65,8 +78,10 @@ async fn websocket_subscribers_get_no_data_live_as_snapshots_and_on_resume() {
     let mut resumed = node.client().await;
     let tok = token("docs", json!({"*": {}}), 3600);
     resumed
-        .send_json(&json!({"class": "subscribe", "app_id": APP, "channels": {"docs": {
-            "filters": tok, "since": {"epoch": epoch, "offset": o1}}}}))
+        .send_json(
+            &json!({"class": "subscribe", "app_id": APP, "channels": {"docs": {
+            "filters": tok, "since": {"epoch": epoch, "offset": o1}}}}),
+        )
         .await;
     let (ack, before) = resumed.recv_until("ack").await;
     assert_eq!(ack["channels"]["docs"]["recovered"], true, "{ack}");

@@ -51,21 +51,33 @@ async fn a_message_sent_on_one_node_reaches_recipients_on_the_other_online_and_l
     let mut roger = sender(&nodes[0], "roger", json!({"users": ["ana", "bob"]})).await;
     let mut ana = tab(&nodes[1], "ana").await;
     roger
-        .send_json(&json!({"class": "message", "uuid": "m1", "to": ["ana", "bob"],
-                           "kind": "chat", "body": "hello"}))
+        .send_json(
+            &json!({"class": "message", "uuid": "m1", "to": ["ana", "bob"],
+                           "kind": "chat", "body": "hello"}),
+        )
         .await;
     let answer = roger.recv().await;
-    assert_eq!((answer["class"].as_str(), answer["recipients"].as_u64()), (Some("ack"), Some(2)), "{answer}");
+    assert_eq!(
+        (answer["class"].as_str(), answer["recipients"].as_u64()),
+        (Some("ack"), Some(2)),
+        "{answer}"
+    );
     let id = answer["id"].clone();
 
     let (live, _) = ana.recv_until("notification").await;
-    assert_eq!((&live["id"], &live["from"], &live["body"]), (&id, &json!("roger"), &json!("hello")));
+    assert_eq!(
+        (&live["id"], &live["from"], &live["body"]),
+        (&id, &json!("roger"), &json!("hello"))
+    );
 
     // bob connects later, on the other node, and acknowledges it there.
     let mut bob = tab(&nodes[1], "bob").await;
     let pending = received(&mut bob).await;
     assert_eq!(pending.len(), 1, "{pending:?}");
-    assert_eq!((&pending[0]["id"], &pending[0]["from"]), (&id, &json!("roger")));
+    assert_eq!(
+        (&pending[0]["id"], &pending[0]["from"]),
+        (&id, &json!("roger"))
+    );
 
     // Refused (not in the claim): nothing anywhere.
     roger
