@@ -55,6 +55,11 @@ pub enum Scenario {
     /// `-n` subscribers, from `--writers` tasks committing single-row
     /// changes at `--rate`: changes/s, delivery lag, CPU, exactly-once.
     Postgres,
+    /// Bytes per delivery with and without `notify_only` (notify, then
+    /// fetch): `-n` subscribers of two channels, 1 KiB events to each.
+    #[value(name = "notify-bytes")]
+    #[serde(rename = "notify-bytes")]
+    NotifyBytes,
 }
 
 /// Which broker the gateways use.
@@ -188,7 +193,7 @@ impl Options {
             }
             (None, Scenario::Filtered | Scenario::Postgres) => 20_000.0,
             (None, Scenario::IdleAbuse) => 20.0,
-            (None, Scenario::Idle | Scenario::Rpc) => 0.0,
+            (None, Scenario::Idle | Scenario::Rpc | Scenario::NotifyBytes) => 0.0,
         }
     }
 }

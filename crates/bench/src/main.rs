@@ -12,6 +12,7 @@ mod holders;
 mod http;
 mod idle_abuse;
 mod pg_catchup;
+mod notify_bytes;
 mod pg_load;
 mod pg_server;
 mod pool;
@@ -57,6 +58,9 @@ fn bench(options: &Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    if options.scenario == cli::Scenario::NotifyBytes {
+        return runtime.block_on(notify_bytes::run(options));
+    }
     if options.scenario == cli::Scenario::Rpc {
         return runtime.block_on(async {
             tokio::select! {

@@ -29,6 +29,10 @@ pub struct ChannelPolicy {
     pub state_field: Option<Arc<str>>,
     /// Raise a `flapping` event when a key's tracked value changes too often.
     pub flapping: Option<crate::device_state::Flapping>,
+    /// Notify, then fetch: events reach subscribers without their `data`
+    /// (kind, keywords, key, offset), for clients that fetch from the
+    /// backend (see [`crate::publication::Publication::notice_frame`]).
+    pub notify_only: bool,
 }
 
 impl Default for ChannelPolicy {
@@ -41,6 +45,7 @@ impl Default for ChannelPolicy {
             presence: false,
             state_field: None,
             flapping: None,
+            notify_only: false,
         }
     }
 }
@@ -77,6 +82,8 @@ pub struct App {
     pub limits: AppLimits,
     /// Its notification rules (`[apps.notifications]`).
     pub notifications: crate::notifications::NotificationPolicy,
+    /// Its user-to-user message rules (`[apps.messages]`).
+    pub messages: crate::messages::MessagePolicy,
 }
 
 impl App {

@@ -41,6 +41,9 @@ pub struct Identity {
     pub exp: Option<u64>,
     /// What it may publish (the token's `publish` claim); none: nothing.
     pub publish: Option<PublishGrant>,
+    /// Whom it may send messages to (the token's `message` claim); none:
+    /// nobody.
+    pub messages: Option<crate::messages::MessageGrant>,
 }
 
 /// A connection's transport.
@@ -487,6 +490,7 @@ mod tests {
                 groups: vec!["g".into()],
                 exp: None,
                 publish: None,
+                messages: None,
             })),
         );
         let counts = telemetry.app_counts();
@@ -522,6 +526,7 @@ mod tests {
                 groups: Vec::new(),
                 exp: None,
                 publish: None,
+                messages: None,
             })),
         );
         let user = Switch::parse(&SwitchSpec {
@@ -543,6 +548,7 @@ mod tests {
             groups: Vec::new(),
             exp: None,
             publish: None,
+            messages: None,
         }))
     }
 

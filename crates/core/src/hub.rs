@@ -37,6 +37,8 @@ pub struct Subscriber {
     pub slot: u32,
     /// What it may see.
     pub filter: Arc<Filter>,
+    /// Its channel is notify-only: it gets frames without `data`.
+    pub notify_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -279,7 +281,7 @@ impl Hub {
                     continue;
                 }
                 let pushed = sub.outbox.push(Outbound {
-                    frame: publication.frame().clone(),
+                    frame: publication.frame_for(sub.notify_only).clone(),
                     slot: sub.slot,
                     era,
                     offset: publication.offset,

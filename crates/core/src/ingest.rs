@@ -516,6 +516,7 @@ mod tests {
             channels: Default::default(),
             limits: Default::default(),
             notifications: Default::default(),
+            messages: Default::default(),
         };
         let limiters = Limiters::new(
             Rate::new(0, 1),

@@ -36,6 +36,7 @@ pub mod ingest;
 pub mod lattice;
 pub mod lattice_feed;
 pub mod limits;
+pub mod messages;
 pub mod node;
 pub mod notifications;
 pub mod outbox;

@@ -77,6 +77,7 @@ pub struct Node {
     rpc: Rpc,
     notifier: crate::notifications::Notifier,
     devices: Arc<crate::devices::Devices>,
+    senders: crate::messages::Senders,
 }
 
 /// What a node is built from ([`Node::new`]).
@@ -116,7 +117,9 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A node with no connection yet.
     pub fn new(parts: NodeParts) -> Node {
+        let senders = crate::messages::Senders::new(&parts.apps);
         Node {
+            senders,
             id: parts.id,
             apps: parts.apps,
             hub: parts.hub,
@@ -146,6 +149,11 @@ impl Node {
     /// This node's notification counters and group timers.
     pub fn notifier(&self) -> &crate::notifications::Notifier {
         &self.notifier
+    }
+
+    /// Each app's user-to-user message senders' buckets on this node.
+    pub fn senders(&self) -> &crate::messages::Senders {
+        &self.senders
     }
 
     /// The node with RPC routes to backends (without, every call is

@@ -246,6 +246,9 @@ pub struct Publication {
     envelope: Envelope,
     frame: Bytes,
     snapshot_frame: OnceLock<Bytes>,
+    /// The frames of notify-only channels (no `data`), live then snapshot,
+    /// built on first use.
+    notice_frames: [OnceLock<Bytes>; 2],
 }
 
 impl Publication {
@@ -303,6 +306,7 @@ impl Publication {
             envelope,
             frame: Bytes::new(),
             snapshot_frame: OnceLock::new(),
+            notice_frames: [OnceLock::new(), OnceLock::new()],
         };
         publication.frame = server::data(&publication.envelope, publication.view(), false);
         publication
@@ -337,6 +341,33 @@ impl Publication {
     pub fn snapshot_frame(&self) -> &Bytes {
         self.snapshot_frame
             .get_or_init(|| server::data(&self.envelope, self.view(), true))
+    }
+
+    /// The message without `data` that subscribers of a notify-only
+    /// channel get (kind, keywords, key, offset), `snapshot` or not: built
+    /// once, on first use, and shared by every such subscriber.
+    pub fn notice_frame(&self, snapshot: bool) -> &Bytes {
+        self.notice_frames[usize::from(snapshot)].get_or_init(|| {
+            server::notice(&self.envelope, self.view(), self.key.as_deref(), snapshot)
+        })
+    }
+
+    /// The frame a subscriber gets live: [`Publication::frame`], or
+    /// [`Publication::notice_frame`] on a notify-only channel.
+    pub fn frame_for(&self, notify_only: bool) -> &Bytes {
+        match notify_only {
+            true => self.notice_frame(false),
+            false => &self.frame,
+        }
+    }
+
+    /// The snapshot a subscriber gets: [`Publication::snapshot_frame`], or
+    /// the snapshot [`Publication::notice_frame`] on a notify-only channel.
+    pub fn snapshot_frame_for(&self, notify_only: bool) -> &Bytes {
+        match notify_only {
+            true => self.notice_frame(true),
+            false => self.snapshot_frame(),
+        }
     }
 
     /// The payload as published.
@@ -449,5 +480,34 @@ mod tests {
         let s: serde_json::Value = serde_json::from_slice(p.snapshot_frame()).expect("json");
         assert_eq!(s["snapshot"], true);
         assert_eq!(s["uuid"], v["uuid"]);
+    }
+
+    #[test]
+    fn notice_frames_carry_no_data_and_are_shared() {
+        let p = Publication::new(
+            ChannelId::new("a", "c"),
+            7,
+            event(
+                r#"{"app_id":"a","channel":"c","event_kind":"k","keywords":["x:1"],
+                    "key":"doc:9","data":{"v":1}}"#,
+            ),
+        );
+        let n: serde_json::Value = serde_json::from_slice(p.frame_for(true)).expect("json");
+        assert!(n.get("data").is_none(), "{n}");
+        assert_eq!(
+            (n["offset"].as_u64(), n["key"].as_str()),
+            (Some(7), Some("doc:9"))
+        );
+        assert_eq!(n["keywords"], serde_json::json!(["x:1"]));
+        assert_eq!(
+            n["uuid"],
+            serde_json::from_slice::<serde_json::Value>(p.frame()).expect("json")["uuid"]
+        );
+        assert!(std::ptr::eq(p.frame_for(true), p.frame_for(true)));
+        let s: serde_json::Value =
+            serde_json::from_slice(p.snapshot_frame_for(true)).expect("json");
+        assert_eq!(s["snapshot"], true);
+        assert!(s.get("data").is_none());
+        assert_eq!(p.frame_for(false), p.frame());
     }
 }

@@ -44,11 +44,12 @@ pub fn plan(since: u64, same_epoch: bool, first_retained: u64, top: u64) -> Plan
 /// its `filter` lets it see, replayed as they were (a resume that worked) or
 /// as snapshots of the last state (a fresh subscribe, or after that `reset`
 /// on a channel that keeps state: the client rebuilds its view from them).
+/// On a `notify_only` channel they come without `data`, as live ones do.
 pub fn catch_up(
     name: &str,
     recovered: &Recovered,
     filter: &Filter,
-    resumed: bool,
+    (resumed, notify_only): (bool, bool),
     out: &mut Vec<Bytes>,
 ) {
     if recovered.gap {
@@ -57,9 +58,9 @@ pub fn catch_up(
     for p in &recovered.events {
         if filter.matches(&p.event_kind, &p.keywords) {
             out.push(if resumed && !recovered.gap {
-                p.frame().clone()
+                p.frame_for(notify_only).clone()
             } else {
-                p.snapshot_frame().clone()
+                p.snapshot_frame_for(notify_only).clone()
             });
         }
     }

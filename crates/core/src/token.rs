@@ -68,6 +68,9 @@ pub struct Claims {
     /// For `connect` tokens: the channels the holder may publish on, each
     /// with its pinned keywords (checked by the session, not here).
     pub publish: Option<serde_json::Value>,
+    /// For `connect` tokens: whom the holder may send user-to-user
+    /// messages to (checked by [`crate::messages::MessageGrant`]).
+    pub message: Option<serde_json::Value>,
 }
 
 impl Claims {
@@ -116,6 +119,7 @@ impl Claims {
             sub,
             groups,
             publish: map.remove("publish").filter(|v| !v.is_null()),
+            message: map.remove("message").filter(|v| !v.is_null()),
         })
     }
 }

@@ -45,6 +45,9 @@ pub enum ClientBody {
     LatticeUnsubscribe(LatticeRequest),
     /// `notification_ack`: `{"ids": ["n-81f2"]}`, answered by `ack`.
     NotificationAck(NotificationAck),
+    /// `message`: a user-to-user message, where the `connect` token's
+    /// `message` claim allows its recipients (read by the gateway's core).
+    Message(Box<RawValue>),
 }
 
 impl ClientBody {
@@ -61,6 +64,7 @@ impl ClientBody {
             ClientBody::LatticeSubscribe(_) => "lattice_subscribe",
             ClientBody::LatticeUnsubscribe(_) => "lattice_unsubscribe",
             ClientBody::NotificationAck(_) => "notification_ack",
+            ClientBody::Message(_) => "message",
         }
     }
 }
@@ -220,6 +224,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
         "lattice_subscribe" => ClientBody::LatticeSubscribe(body(text, &class).map_err(fail)?),
         "lattice_unsubscribe" => ClientBody::LatticeUnsubscribe(body(text, &class).map_err(fail)?),
         "notification_ack" => ClientBody::NotificationAck(body(text, &class).map_err(fail)?),
+        "message" => ClientBody::Message(body(text, &class).map_err(fail)?),
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(fail(format!("unknown class `{shown}`")));

@@ -43,11 +43,14 @@ pub enum ErrorCode {
     BadBackendAnswer,
     /// A call's backend answered more than the gateway forwards.
     BackendAnswerTooLarge,
+    /// A user-to-user `message` names more recipients than the app allows
+    /// (its groups counted by their members): send to fewer.
+    TooManyRecipients,
 }
 
 impl ErrorCode {
     /// Every code, in a stable order (metrics labels, docs).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownApp,
         ErrorCode::InvalidToken,
@@ -64,6 +67,7 @@ impl ErrorCode {
         ErrorCode::BackendTimeout,
         ErrorCode::BadBackendAnswer,
         ErrorCode::BackendAnswerTooLarge,
+        ErrorCode::TooManyRecipients,
     ];
 
     /// The wire spelling of the code.
@@ -85,6 +89,7 @@ impl ErrorCode {
             ErrorCode::BackendTimeout => "backend_timeout",
             ErrorCode::BadBackendAnswer => "bad_backend_answer",
             ErrorCode::BackendAnswerTooLarge => "backend_answer_too_large",
+            ErrorCode::TooManyRecipients => "too_many_recipients",
         }
     }
 

@@ -115,6 +115,38 @@ pub fn data(env: &Envelope, event: EventView<'_>, snapshot: bool) -> Bytes {
     })
 }
 
+#[derive(Serialize)]
+struct NoticeMessage<'a> {
+    class: &'static str,
+    timestamp: &'a str,
+    uuid: &'a str,
+    channel: &'a str,
+    offset: u64,
+    event_kind: &'a str,
+    keywords: &'a [Box<str>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    snapshot: bool,
+}
+
+/// Serializes a `data` message **without** its `data` (a notify-only
+/// channel: the client fetches the payload from its backend), with the
+/// event's `key` when it has one so the client knows what to fetch.
+pub fn notice(env: &Envelope, event: EventView<'_>, key: Option<&str>, snapshot: bool) -> Bytes {
+    to_bytes(&NoticeMessage {
+        class: "data",
+        timestamp: &env.timestamp,
+        uuid: &env.uuid,
+        channel: event.channel,
+        offset: event.offset,
+        event_kind: event.event_kind,
+        keywords: event.keywords,
+        key,
+        snapshot,
+    })
+}
+
 /// The position of a subscription, as given in an `ack`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AckChannel {

@@ -442,6 +442,7 @@ fn accepted(app: &Arc<str>, body: &[u8], max_subscriptions: usize) -> Result<Acc
             groups: answer.groups,
             exp: None,
             publish: None,
+            messages: None,
         },
         subscriptions,
     })

@@ -69,6 +69,7 @@ pub fn dev_config(options: &DevOptions) -> anyhow::Result<(Config, DevSecrets)> 
         connect_auth: None,
         notifications: Default::default(),
         devices: None,
+        messages: Default::default(),
         channels: Default::default(),
     });
     let problems = config.problems("");

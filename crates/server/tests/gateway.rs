@@ -55,8 +55,12 @@ mod idle;
 mod lattices;
 #[path = "gateway/limits.rs"]
 mod limits;
+#[path = "gateway/messages.rs"]
+mod messages;
 #[path = "gateway/notifications.rs"]
 mod notifications;
+#[path = "gateway/notify_only.rs"]
+mod notify_only;
 #[path = "gateway/openapi.rs"]
 mod openapi;
 #[path = "gateway/origins.rs"]

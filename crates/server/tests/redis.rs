@@ -24,6 +24,8 @@ mod epochs;
 mod inbox;
 #[path = "redis/lattices.rs"]
 mod lattices;
+#[path = "redis/messages.rs"]
+mod messages;
 #[path = "redis/nodes.rs"]
 mod nodes;
 #[path = "redis/notifications.rs"]

@@ -174,6 +174,8 @@ pub struct Notify {
     pub data: Option<Box<RawValue>>,
     /// The idempotency id.
     pub idempotency: Option<String>,
+    /// The sending user, for a user-to-user message (`from` on the wire).
+    pub from: Option<String>,
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -216,6 +218,8 @@ struct Message<'a> {
     created: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     grouped: Option<Grouped<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
 }
 
 /// The `notification` message for `entry` (built once, shared by every
@@ -243,6 +247,7 @@ pub fn frame(entry: &Entry) -> Bytes {
             first: timestamp(g.first),
             last: timestamp(g.last),
         }),
+        from: entry.from.as_deref(),
     };
     Bytes::from(serde_json::to_vec(&message).unwrap_or_default())
 }
@@ -307,6 +312,7 @@ pub async fn notify(node: &Arc<Node>, app: &str, request: Notify) -> Result<Stri
         data: request.data.map(|d| d.get().to_string()),
         created: now,
         group: None,
+        from: request.from,
     };
     let app: Arc<str> = app.into();
     let entry = Arc::new(entry);
@@ -520,6 +526,7 @@ mod tests {
                 last: 1_700_000_001_000_000,
                 closed: true,
             }),
+            from: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&frame(&entry)).expect("JSON");
         assert_eq!(v["class"], "notification");

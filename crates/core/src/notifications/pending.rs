@@ -47,6 +47,11 @@ pub struct Entry {
     /// member's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<Group>,
+    /// The sending user of a user-to-user message (see
+    /// [`crate::messages`]); none for a backend's notification. A group's
+    /// is its last member's, like its texts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// The members of a group entry.
@@ -256,6 +261,7 @@ impl Pending {
                         open.body = entry.body;
                         open.link = entry.link;
                         open.data = entry.data;
+                        open.from = entry.from;
                         if full {
                             out.deliver.push(open.clone());
                         }
@@ -322,6 +328,7 @@ mod tests {
             data: None,
             created: at,
             group: None,
+            from: None,
         }
     }
 

@@ -57,6 +57,8 @@ pub struct Grant {
     pub groups: Box<[String]>,
     /// When the subscription ends (token `exp`).
     pub exp: Option<u64>,
+    /// The channel is notify-only (its policy): frames without `data`.
+    pub notify_only: bool,
 }
 
 /// When a token is checked: the time, and the clock skew tolerated on its
@@ -103,6 +105,7 @@ pub fn authorize(app: &App, name: &str, token: &str, clock: TokenClock) -> Resul
         user: claims.sub.map(Into::into),
         groups: claims.groups.into_boxed_slice(),
         exp: claims.exp,
+        notify_only: app.channel_policy(name).notify_only,
     })
 }
 
@@ -118,12 +121,20 @@ pub fn identify(app: &App, token: &str, clock: TokenClock) -> Result<Identity, R
         ),
         None => None,
     };
+    let messages = match claims.message.as_ref() {
+        Some(claim) => Some(
+            crate::messages::MessageGrant::parse(claim)
+                .map_err(|e| Refusal::new(ErrorCode::InvalidToken, e.to_string()))?,
+        ),
+        None => None,
+    };
     Ok(Identity {
         app: app.id.clone(),
         user,
         groups: claims.groups,
         exp: claims.exp,
         publish,
+        messages,
     })
 }
 
@@ -173,6 +184,7 @@ mod tests {
             channels: HashMap::new(),
             limits: AppLimits::default(),
             notifications: Default::default(),
+            messages: Default::default(),
         }
     }
 

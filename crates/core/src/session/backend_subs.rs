@@ -237,6 +237,7 @@ impl Session {
             user: Some(identity.user.as_str().into()),
             groups: identity.groups.clone().into_boxed_slice(),
             exp: None,
+            notify_only: app.channel_policy(channel).notify_only,
         };
         let filter = grant.filter.clone();
         let id = ChannelId::new(&app.id, channel);

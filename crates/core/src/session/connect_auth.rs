@@ -72,6 +72,7 @@ impl Session {
                 user: Some(user.clone()),
                 groups: groups.clone(),
                 exp: None,
+                notify_only: app.channel_policy(&channel).notify_only,
             };
             let filter = grant.filter.clone();
             let request = ChannelRequest {

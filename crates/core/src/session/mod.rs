@@ -18,6 +18,7 @@ pub mod calls;
 mod client_calls;
 pub mod connect_auth;
 pub mod lattices;
+mod messages;
 pub mod notifications;
 pub mod publish;
 pub mod subscriptions;
@@ -252,6 +253,7 @@ impl Session {
                 self.lattice_unsubscribe(&l.namespace, reference, out);
             }
             ClientBody::NotificationAck(a) => self.notification_ack(a.ids, reference, out).await,
+            ClientBody::Message(raw) => return self.message(&raw, reference, out).await,
         }
         Verdict::Continue
     }
@@ -419,7 +421,8 @@ impl Session {
             true => Some(self.present(slot, channel).await?),
             false => None,
         };
-        recovery::catch_up(&channel.name, &recovered, filter, since.is_some(), out);
+        let how = (since.is_some(), policy.notify_only);
+        recovery::catch_up(&channel.name, &recovered, filter, how, out);
         out.extend(present);
         let (epoch, top) = (recovered.epoch, recovered.top);
         self.subscriptions.recovered(slot, epoch.clone(), top);

@@ -212,6 +212,7 @@ impl Subscriptions {
             outbox: self.connection.outbox().clone(),
             slot: tag,
             filter: grant.filter,
+            notify_only: grant.notify_only,
         };
         let sub_id = self.hub.subscribe(&holder.channel, subscriber);
         self.slots[index] = Some(Slot {
@@ -468,6 +469,7 @@ mod tests {
             user: Some(user.into()),
             groups: Box::new([]),
             exp,
+            notify_only: false,
         }
     }
 

@@ -331,6 +331,7 @@ mod tests {
                 outbox,
                 slot: 0,
                 filter: Arc::new(filter),
+                notify_only: false,
             },
         );
         for offset in 1..=4 {

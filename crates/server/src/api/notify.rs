@@ -130,6 +130,7 @@ fn read(
             link: body.link,
             data: body.data,
             idempotency: body.id,
+            from: None,
         },
     ))
 }

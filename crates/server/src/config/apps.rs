@@ -54,6 +54,9 @@ pub struct AppConfig {
     /// Devices and their liveness (docs/devices.md).
     #[serde(default)]
     pub devices: Option<super::devices::DevicesConfig>,
+    /// User-to-user messages: sender rate, recipients per message.
+    #[serde(default)]
+    pub messages: super::messages::MessagesConfig,
 }
 
 /// `[apps.limits]`: the per-app limits, each over its `[limits]` default.
@@ -142,6 +145,8 @@ pub struct ChannelConfig {
     pub state_field: Option<String>,
     /// Raise `flapping` events for keys changing too often (docs/devices.md).
     pub flapping: Option<FlappingConfig>,
+    /// Notify, then fetch: deliver events without their `data`.
+    pub notify_only: Option<bool>,
 }
 
 /// `[apps.channels.NAME.flapping]`: more than `changes` changes of a key's
@@ -179,6 +184,7 @@ impl ChannelConfig {
                 }),
                 None => base.flapping,
             },
+            notify_only: self.notify_only.unwrap_or(base.notify_only),
         }
     }
 }
@@ -233,6 +239,7 @@ impl AppConfig {
             default_channel,
             limits: self.limits.over(limits),
             notifications: self.notifications.policy(),
+            messages: self.messages.policy(),
         }
     }
 
@@ -243,6 +250,7 @@ impl AppConfig {
         if let Some(devices) = &self.devices {
             devices.problems(id, at, out);
         }
+        self.messages.problems(id, at, out);
         if self.secrets.is_empty() || self.secrets.iter().any(String::is_empty) {
             out.at(
                 at,

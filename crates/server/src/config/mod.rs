@@ -28,6 +28,7 @@ mod env;
 mod limits;
 mod listen;
 mod log;
+mod messages;
 mod mqtt;
 mod mqtt_commands;
 mod node;

@@ -165,6 +165,7 @@ fn demo_config(options: &DemoOptions, secret: &str) -> Config {
         connect_auth: None,
         notifications: Default::default(),
         devices: None,
+        messages: Default::default(),
         channels: [(
             CHANNEL.to_string(),
             crate::config::ChannelConfig {

@@ -155,6 +155,7 @@ fn a_subscription_racing_the_channels_last_unsubscribe_is_not_lost() {
         outbox: outbox.clone(),
         slot: 0,
         filter: filter.clone(),
+        notify_only: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let churn = {

@@ -109,12 +109,16 @@ async fn long_poll_refuses_bad_requests() {
 }
 
 /// A minimal SSE reader over a raw socket: the events' `id` and `data` lines.
-struct SseStream {
+pub(crate) struct SseStream {
     lines: tokio::io::Lines<BufReader<TcpStream>>,
 }
 
 impl SseStream {
-    async fn open(node: &TestNode, query: &str, last_event_id: Option<&str>) -> SseStream {
+    pub(crate) async fn open(
+        node: &TestNode,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> SseStream {
         let mut stream = TcpStream::connect(node.running.public)
             .await
             .expect("connect");
@@ -132,7 +136,7 @@ impl SseStream {
     }
 
     /// The next event's (id, message), skipping comments and `retry`.
-    async fn next(&mut self) -> (Option<String>, Value) {
+    pub(crate) async fn next(&mut self) -> (Option<String>, Value) {
         let mut id = None;
         loop {
             let line = tokio::time::timeout(Duration::from_secs(5), self.lines.next_line())
