@@ -40,6 +40,8 @@ pub struct Gateway {
     pub mqtt: crate::source::mqtt::Statuses,
     /// Every app's connect auth by its backend, checked at upgrades.
     pub connect_auth: Arc<crate::connect_auth::ConnectAuth>,
+    /// The offline fallback of notifications, when an app configures one.
+    pub fallback: Option<Arc<crate::fallback::Fallback>>,
 }
 
 impl Gateway {

@@ -14,6 +14,7 @@ pub mod connect_auth;
 pub mod demo;
 pub mod dev;
 pub mod edge;
+pub mod fallback;
 pub mod gateway;
 pub mod http_client;
 pub mod http_error;

@@ -202,6 +202,7 @@ pub async fn start_with(
         .into_iter()
         .map(|settings| crate::source::mqtt::MqttSource::new(settings, &mut mqtt))
         .collect();
+    let fallback = crate::fallback::Fallback::new(&config, node.clone(), redis.clone());
     let gateway = Gateway {
         node: node.clone(),
         settings: Arc::new(transport_settings(&config)),
@@ -212,6 +213,7 @@ pub async fn start_with(
         postgres,
         mqtt,
         connect_auth: Arc::new(crate::connect_auth::ConnectAuth::new(&config)),
+        fallback: fallback.clone(),
     };
     let listeners = Listeners::bind(&config, tls.as_ref()).await?;
     let (public, internal) = (listeners.public_addr, listeners.internal_addr);
@@ -236,6 +238,9 @@ pub async fn start_with(
     }
     for source in mqtt_sources {
         background.push(source::spawn(source, node.clone(), shutdown.clone()));
+    }
+    if let Some(fallback) = fallback {
+        background.push(tokio::spawn(fallback.run()).abort_handle());
     }
     tracing::info!(%public, %internal, node = %node.id(), broker = node.broker().kind(),
         switches = node.switches().len(), "chouquette listening");

@@ -118,6 +118,9 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             shared.connect_auth.render(&mut text);
             shared.node.hub().calls().render(&mut text);
             shared.node.notifier().render(&mut text);
+            if let Some(fallback) = &shared.fallback {
+                fallback.render(&mut text);
+            }
             text
         },
     )
