@@ -36,6 +36,8 @@ mod connect_auth;
 mod edge;
 #[path = "gateway/events.rs"]
 mod events;
+#[path = "gateway/fallback.rs"]
+pub mod fallback;
 #[path = "gateway/filters.rs"]
 mod filters;
 #[path = "gateway/health.rs"]

@@ -16,6 +16,8 @@ mod client_publish;
 mod connect_auth;
 #[path = "redis/epochs.rs"]
 mod epochs;
+#[path = "redis/fallback.rs"]
+mod fallback;
 #[path = "redis/inbox.rs"]
 mod inbox;
 #[path = "redis/lattices.rs"]

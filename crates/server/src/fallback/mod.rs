@@ -85,6 +85,8 @@ struct AppFallback {
 /// The counters (`chouquette_fallback_*`).
 #[derive(Debug, Default)]
 struct Counters {
+    checks: AtomicU64,
+    deferred: AtomicU64,
     digests: AtomicU64,
     notifications: AtomicU64,
     failures: AtomicU64,
@@ -246,6 +248,7 @@ impl Fallback {
         {
             return Ok(());
         }
+        self.counters.checks.fetch_add(1, Ordering::Relaxed);
         let result = self.check_locked(app, fallback, user).await;
         self.store.unlock(app, user, &self.token).await?;
         result
@@ -260,11 +263,13 @@ impl Fallback {
         let now = now_ms();
         let after = millis(fallback.after);
         if !self.node.connections().of_user(app, user).is_empty() {
+            self.counters.deferred.fetch_add(1, Ordering::Relaxed);
             return self.store.reschedule(app, user, now + after).await;
         }
         if let Some(seen) = self.store.last_seen(app, user).await?
             && seen.saturating_add(after) > now
         {
+            self.counters.deferred.fetch_add(1, Ordering::Relaxed);
             return self.store.reschedule(app, user, seen + after).await;
         }
         let mut state = self.store.state(app, user).await?;
@@ -366,6 +371,16 @@ impl Fallback {
         use std::fmt::Write;
         let c = &self.counters;
         for (name, help, value) in [
+            (
+                "checks",
+                "Users the offline fallback checked (this node took the user's lock).",
+                &c.checks,
+            ),
+            (
+                "deferred",
+                "Checks put off because the user had a connection within `after`.",
+                &c.deferred,
+            ),
             (
                 "digests",
                 "Digests (e-mails or webhook calls) the offline fallback sent.",
