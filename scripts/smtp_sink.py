@@ -6,10 +6,11 @@ reads what arrived. Optional STARTTLS (required when given) and AUTH
 (PLAIN/LOGIN, required when given).
 
     python3 scripts/smtp_sink.py --port 2525 --dir /tmp/mails \
-        [--tls-cert c.pem --tls-key k.pem] [--auth user:password]
+        [--tls-cert c.pem --tls-key k.pem] [--auth user:password] [--delay 1.5]
 """
 
 import argparse
+import asyncio
 import email
 import email.policy
 import json
@@ -25,10 +26,13 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Sink:
-    def __init__(self, folder):
+    def __init__(self, folder, delay):
         self.folder = folder
+        self.delay = delay
 
     async def handle_DATA(self, server, session, envelope):
+        # A slow relay: the test sees what two senders at once would do.
+        await asyncio.sleep(self.delay)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         body = message.get_body(preferencelist=("plain",))
         record = {
@@ -71,6 +75,7 @@ def main():
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--auth", help="user:password, then AUTH is required")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer to DATA")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     options = {}
@@ -85,7 +90,7 @@ def main():
             auth_required=True,
             auth_require_tls=bool(args.tls_cert),
         )
-    controller = Controller(Sink(args.dir), hostname="127.0.0.1", port=args.port, **options)
+    controller = Controller(Sink(args.dir, args.delay), hostname="127.0.0.1", port=args.port, **options)
     controller.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

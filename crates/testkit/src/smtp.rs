@@ -42,6 +42,13 @@ impl SmtpServer {
         SmtpServer::launch_new(scratch(), Vec::new(), None).await
     }
 
+    /// Plain SMTP, answering each message's data only after `delay` (a
+    /// slow relay: two senders at once would both be in flight).
+    pub async fn start_slow(delay: Duration) -> SmtpServer {
+        let extra = vec!["--delay".into(), delay.as_secs_f64().to_string()];
+        SmtpServer::launch_new(scratch(), extra, None).await
+    }
+
     /// STARTTLS required (a certificate for `localhost` made now) and AUTH
     /// required ([`SMTP_USER`], [`SMTP_PASSWORD`]).
     pub async fn start_secure() -> SmtpServer {

@@ -62,7 +62,9 @@ async fn mails(smtp: &SmtpServer, n: usize) -> Vec<Value> {
 #[tokio::test]
 async fn two_nodes_send_one_digest_for_an_offline_user() {
     let redis = RedisServer::start().await;
-    let smtp = SmtpServer::start().await;
+    // Slower than a tick: without the per-user lock both nodes would be
+    // sending at once.
+    let smtp = SmtpServer::start_slow(Duration::from_millis(1500)).await;
     let nodes = nodes(&redis, &smtp).await;
     notify(&nodes[0], &["lucie"], "from node 0").await;
     notify(&nodes[1], &["lucie"], "from node 1").await;
