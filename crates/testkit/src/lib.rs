@@ -30,9 +30,9 @@ mod postgres;
 pub use postgres::{PG_DATABASE, PG_ROLE, PostgresServer};
 mod redis;
 mod smtp;
-pub use smtp::{SMTP_PASSWORD, SMTP_USER, SmtpServer};
 pub use backend::{Backend, echo_router};
 pub use redis::{RedisServer, answers_ping, free_port, redis_config, redis_config_with};
+pub use smtp::{SMTP_PASSWORD, SMTP_USER, SmtpServer};
 pub mod tls;
 
 /// App id of [`BASE_CONFIG`].

@@ -65,7 +65,11 @@ impl SmtpServer {
         SmtpServer::launch_new(dir, extra, Some(cert)).await
     }
 
-    async fn launch_new(scratch: PathBuf, extra: Vec<String>, cert: Option<TestCert>) -> SmtpServer {
+    async fn launch_new(
+        scratch: PathBuf,
+        extra: Vec<String>,
+        cert: Option<TestCert>,
+    ) -> SmtpServer {
         let has_aiosmtpd = std::process::Command::new("python3")
             .args(["-c", "import aiosmtpd"])
             .status()

@@ -168,7 +168,9 @@ impl FallbackConfig {
                     .iter()
                     .any(|t| t.as_ref().is_some_and(|t| t.len() > MAX_TEMPLATE_BYTES))
                 {
-                    say(&format!("templates have at most {MAX_TEMPLATE_BYTES} bytes"));
+                    say(&format!(
+                        "templates have at most {MAX_TEMPLATE_BYTES} bytes"
+                    ));
                 }
             }
             (None, Some(webhook)) => {
@@ -211,7 +213,10 @@ mod tests {
     #[test]
     fn bad_fallbacks_are_problems() {
         for (extra, needle) in [
-            ("[apps.notifications.fallback]\nafter = \"1m\"\n", "exactly one"),
+            (
+                "[apps.notifications.fallback]\nafter = \"1m\"\n",
+                "exactly one",
+            ),
             (
                 "[apps.notifications.fallback]\nafter = \"10ms\"\n\
                  [apps.notifications.fallback.webhook]\nurl = \"http://127.0.0.1:1/x\"\n",

@@ -70,7 +70,10 @@ impl Mailer {
         }
         Ok(Mailer {
             transport: builder.build(),
-            from: config.from.parse().map_err(|e| format!("email.from: {e}"))?,
+            from: config
+                .from
+                .parse()
+                .map_err(|e| format!("email.from: {e}"))?,
             to: config.to.clone().unwrap_or_else(|| DEFAULT_TO.into()),
             subject: config
                 .subject

@@ -332,9 +332,7 @@ impl Fallback {
                 tracing::warn!(%app, %why, attempts = state.attempts, retry_in = ?pause,
                     "offline fallback: digest not sent, tried again later");
                 self.store.set_state(app, user, &state, keep).await?;
-                self.store
-                    .reschedule(app, user, now + millis(pause))
-                    .await
+                self.store.reschedule(app, user, now + millis(pause)).await
             }
         }
     }

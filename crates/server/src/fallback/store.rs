@@ -218,7 +218,13 @@ impl MemoryStore {
         lock(&self.due)
     }
 
-    fn schedule(&self, app: &str, user: &str, at: u64, keep_earlier: bool) -> Result<(), StoreError> {
+    fn schedule(
+        &self,
+        app: &str,
+        user: &str,
+        at: u64,
+        keep_earlier: bool,
+    ) -> Result<(), StoreError> {
         let mut due = self.due_map();
         let k = key(app, user);
         let full = due.len() >= MAX_SCHEDULED;
@@ -241,7 +247,11 @@ impl MemoryStore {
             .map(|((_, user), at)| (*at, user))
             .collect();
         found.sort();
-        found.into_iter().take(limit).map(|(_, u)| u.clone()).collect()
+        found
+            .into_iter()
+            .take(limit)
+            .map(|(_, u)| u.clone())
+            .collect()
     }
 
     fn lock(&self, app: &str, user: &str, token: &str, lease: Duration) -> bool {
@@ -445,7 +455,9 @@ impl RedisStore {
         Ok(text
             .and_then(|t| {
                 serde_json::from_str(&t)
-                    .inspect_err(|e| tracing::warn!(error = %e, "unreadable fallback state, read as none"))
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "unreadable fallback state, read as none"),
+                    )
                     .ok()
             })
             .unwrap_or_default())

@@ -78,7 +78,9 @@ impl Webhook {
                 answer.status()
             ))),
             Ok(Err(e)) => Err(SendError::Retry(e.to_string())),
-            Err(_) => Err(SendError::Retry("the backend did not answer in time".into())),
+            Err(_) => Err(SendError::Retry(
+                "the backend did not answer in time".into(),
+            )),
         }
     }
 }

@@ -90,8 +90,12 @@ async fn a_user_offline_past_after_gets_one_email_listing_the_pending_ones() {
     assert_eq!(mail["subject"], "Bluelib: 2 unread for roger");
     let body = mail["body"].as_str().expect("body");
     assert!(body.starts_with("Hello roger,"), "{body}");
-    let first_at = body.find("* First comment [comment] /posts/7\n").unwrap_or_else(|| panic!("{body:?}"));
-    let second_at = body.find("* Second comment [comment] /posts/7\n").unwrap_or_else(|| panic!("{body:?}"));
+    let first_at = body
+        .find("* First comment [comment] /posts/7\n")
+        .unwrap_or_else(|| panic!("{body:?}"));
+    let second_at = body
+        .find("* Second comment [comment] /posts/7\n")
+        .unwrap_or_else(|| panic!("{body:?}"));
     assert!(first_at < second_at, "oldest first: {body}");
 
     // Checked again a period later: nothing new, no second mail.

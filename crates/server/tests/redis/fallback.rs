@@ -72,7 +72,10 @@ async fn two_nodes_send_one_digest_for_an_offline_user() {
     let mail = mails(&smtp, 1).await.remove(0);
     assert_eq!(mail["subject"], "2 for lucie", "{mail}");
     let body = mail["body"].as_str().expect("body");
-    assert!(body.contains("from node 0") && body.contains("from node 1"), "{body}");
+    assert!(
+        body.contains("from node 0") && body.contains("from node 1"),
+        "{body}"
+    );
     // Checked again a period later (by either node): nothing new.
     assert!(eventually(WAIT, async || counter(&nodes, "checks").await >= 2.0).await);
     assert_eq!(smtp.mails().len(), 1, "{:?}", smtp.mails());
@@ -98,7 +101,10 @@ async fn a_user_connected_to_another_node_gets_no_email() {
             .unwrap_or(0.0)
             >= 1.0
     };
-    assert!(eventually(WAIT, node0_deferred).await, "node 0 put roger off");
+    assert!(
+        eventually(WAIT, node0_deferred).await,
+        "node 0 put roger off"
+    );
     let to: Vec<Value> = smtp.mails().iter().map(|m| m["to"].clone()).collect();
     assert_eq!(to, [json!("lucie@users.example")]);
 }
