@@ -385,6 +385,16 @@ impl Registry {
         self.users().get(&key).cloned().unwrap_or_default()
     }
 
+    /// The users of `app` with a `connect` identity on this node, each
+    /// once (the offline notification fallback records them as seen).
+    pub fn users_of(&self, app: &str) -> Vec<Box<str>> {
+        self.users()
+            .keys()
+            .filter(|(a, _)| **a == *app)
+            .map(|(_, user)| user.clone())
+            .collect()
+    }
+
     /// Posts `command` to every connection whose identity is `user` of
     /// `app` (see [`Connection::post`]); returns how many.
     /// A backend's call goes to WebSocket connections only: SSE and

@@ -42,6 +42,8 @@ pub struct Gateway {
     pub connect_auth: Arc<crate::connect_auth::ConnectAuth>,
     /// Backend commands to devices (WebSocket, MQTT).
     pub device_commands: Arc<crate::device_commands::DeviceCommands>,
+    /// The offline fallback of notifications, when an app configures one.
+    pub fallback: Option<Arc<crate::fallback::Fallback>>,
 }
 
 impl Gateway {

@@ -16,6 +16,7 @@ pub mod dev;
 pub mod devices;
 pub mod device_commands;
 pub mod edge;
+pub mod fallback;
 pub mod gateway;
 pub mod http_client;
 pub mod http_error;

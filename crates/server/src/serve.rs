@@ -211,6 +211,7 @@ pub async fn start_with(
             source
         })
         .collect();
+    let fallback = crate::fallback::Fallback::new(&config, node.clone(), redis.clone());
     let gateway = Gateway {
         node: node.clone(),
         settings: Arc::new(transport_settings(&config)),
@@ -222,6 +223,7 @@ pub async fn start_with(
         mqtt,
         connect_auth: Arc::new(crate::connect_auth::ConnectAuth::new(&config)),
         device_commands: Arc::new(device_commands),
+        fallback: fallback.clone(),
     };
     let listeners = Listeners::bind(&config, tls.as_ref()).await?;
     let (public, internal) = (listeners.public_addr, listeners.internal_addr);
@@ -246,6 +248,9 @@ pub async fn start_with(
     }
     for source in mqtt_sources {
         background.push(source::spawn(source, node.clone(), shutdown.clone()));
+    }
+    if let Some(fallback) = fallback {
+        background.push(tokio::spawn(fallback.run()).abort_handle());
     }
     tracing::info!(%public, %internal, node = %node.id(), broker = node.broker().kind(),
         switches = node.switches().len(), "chouquette listening");

@@ -43,6 +43,8 @@ mod devices;
 mod edge;
 #[path = "gateway/events.rs"]
 mod events;
+#[path = "gateway/fallback.rs"]
+pub mod fallback;
 #[path = "gateway/filters.rs"]
 mod filters;
 #[path = "gateway/health.rs"]

@@ -20,6 +20,8 @@ mod device_state;
 mod devices;
 #[path = "redis/epochs.rs"]
 mod epochs;
+#[path = "redis/fallback.rs"]
+mod fallback;
 #[path = "redis/inbox.rs"]
 mod inbox;
 #[path = "redis/lattices.rs"]

@@ -29,8 +29,10 @@ pub use mosquitto::{MQTT_GATEWAY_USER, MQTT_PASSWORD, MosquittoServer};
 mod postgres;
 pub use postgres::{PG_DATABASE, PG_ROLE, PostgresServer};
 mod redis;
+mod smtp;
 pub use backend::{Backend, echo_router};
 pub use redis::{RedisServer, answers_ping, free_port, redis_config, redis_config_with};
+pub use smtp::{SMTP_PASSWORD, SMTP_USER, SmtpServer};
 pub mod tls;
 
 /// App id of [`BASE_CONFIG`].

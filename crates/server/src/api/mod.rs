@@ -125,6 +125,9 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             shared.device_commands.render(&mut text);
             shared.node.notifier().render(&mut text);
             shared.node.devices().render(&mut text);
+            if let Some(fallback) = &shared.fallback {
+                fallback.render(&mut text);
+            }
             text
         },
     )

@@ -59,13 +59,14 @@ pub(super) fn apply(table: &mut toml::Value, overrides: &[Override]) -> Result<(
 }
 
 /// Keys whose value is a secret (or holds one): taken as text.
-const TEXT_KEYS: [&str; 6] = [
+const TEXT_KEYS: [&str; 7] = [
     "apps.#.api_key",
     "admin.key",
     "broker.url",
     "sources.postgres.#.url",
     "sources.mqtt.#.url",
     "sources.mqtt.#.password",
+    "apps.#.notifications.fallback.email.password",
 ];
 
 /// Lists of secrets (or of URLs that may hold a password): comma-separated.

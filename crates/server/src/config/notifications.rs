@@ -32,6 +32,9 @@ pub struct NotificationsConfig {
     /// Grouping rules, one per kind.
     #[serde(default)]
     pub group: Vec<GroupConfig>,
+    /// The offline fallback (e-mail or webhook), when set.
+    #[serde(default)]
+    pub fallback: Option<super::fallback::FallbackConfig>,
 }
 
 /// `[[apps.notifications.group]]`: `kind = "comment"`, `window = "60s"`.
@@ -78,6 +81,9 @@ impl NotificationsConfig {
                 at,
                 format!("app `{id}`: notifications.expire_after must be at least 1s"),
             );
+        }
+        if let Some(fallback) = &self.fallback {
+            fallback.problems(id, at, out);
         }
         let mut kinds = std::collections::HashSet::new();
         for g in &self.group {
