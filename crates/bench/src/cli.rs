@@ -55,6 +55,11 @@ pub enum Scenario {
     /// `-n` subscribers, from `--writers` tasks committing single-row
     /// changes at `--rate`: changes/s, delivery lag, CPU, exactly-once.
     Postgres,
+    /// `-n` users, each with `--pending` notifications waiting in Redis,
+    /// reconnect within `--reconnect-over`: time until every pending one is
+    /// delivered and acknowledged, gateway and Redis CPU, Redis memory per
+    /// pending notification.
+    Notifications,
 }
 
 /// Which broker the gateways use.
@@ -148,6 +153,12 @@ pub struct Options {
     /// `postgres`: the source's `batch` (row changes asked for per read).
     #[arg(long, default_value_t = 1000)]
     pub pg_batch: usize,
+    /// `notifications`: notifications pending for each user before they reconnect.
+    #[arg(long, default_value_t = 5)]
+    pub pending: usize,
+    /// `notifications`: every user reconnects within this time (evenly spread).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub reconnect_over: Duration,
 }
 
 /// A gateway deadline given in its config, or none (`off`: the key is left
@@ -179,7 +190,7 @@ impl Options {
             }
             (None, Scenario::Filtered | Scenario::Postgres) => 20_000.0,
             (None, Scenario::IdleAbuse) => 20.0,
-            (None, Scenario::Idle | Scenario::Rpc) => 0.0,
+            (None, Scenario::Idle | Scenario::Rpc | Scenario::Notifications) => 0.0,
         }
     }
 }

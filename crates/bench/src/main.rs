@@ -11,6 +11,7 @@ mod histogram;
 mod holders;
 mod http;
 mod idle_abuse;
+mod notifications;
 mod pg_load;
 mod pg_server;
 mod pool;
@@ -56,10 +57,19 @@ fn bench(options: &Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    if options.scenario == cli::Scenario::Rpc {
+    if matches!(
+        options.scenario,
+        cli::Scenario::Rpc | cli::Scenario::Notifications
+    ) {
         return runtime.block_on(async {
             tokio::select! {
-                done = rpc::run(options) => done,
+                done = async {
+                    if options.scenario == cli::Scenario::Rpc {
+                        rpc::run(options).await
+                    } else {
+                        notifications::run(options).await
+                    }
+                } => done,
                 signal = interrupted() => {
                     signal?;
                     bail!("interrupted");
