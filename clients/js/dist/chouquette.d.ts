@@ -169,6 +169,13 @@ export interface NotificationMessage extends ServerMessage {
     link?: string;
     data?: unknown;
     created?: string;
+    /** Several notifications of a grouped kind delivered as one: its `id` is the first member's, its texts the last's; acknowledging it acknowledges them all. */
+    grouped?: {
+        count: number;
+        ids: string[];
+        first: string;
+        last: string;
+    };
 }
 /** A connect token for `connect` (`app_id`, `sub`, `exp`, `groups` claims; HS256). */
 export interface ConnectToken {
@@ -389,6 +396,8 @@ export declare class Chouquette extends Emitter<ClientEvents> {
     private presence;
     /** With `idle`: false once the page is idle (the connection is closed until it wakes). */
     private awake;
+    /** Notifications already emitted: one delivered again (at-least-once) is not emitted twice. */
+    private notifications;
     constructor(options?: ChouquetteOptions);
     /**
      * Calls `method` of the app's backends (the connection needs an identity:

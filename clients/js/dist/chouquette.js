@@ -595,6 +595,33 @@ var LatticeView = class extends Emitter {
   }
 };
 
+// src/notifications.ts
+var MAX_SEEN_NOTIFICATIONS = 1e3;
+var SeenNotifications = class {
+  constructor(max = MAX_SEEN_NOTIFICATIONS) {
+    this.max = max;
+    /** Insertion-ordered: the first is the oldest. */
+    this.ids = /* @__PURE__ */ new Set();
+  }
+  /** True the first time `id` is seen (it is then remembered). */
+  first(id) {
+    if (this.ids.has(id)) return false;
+    this.ids.add(id);
+    if (this.ids.size > this.max) {
+      const oldest = this.ids.values().next().value;
+      if (oldest !== void 0) this.ids.delete(oldest);
+    }
+    return true;
+  }
+  /** Acknowledged ids never come back: no need to remember them. */
+  forget(ids) {
+    for (const id of ids) this.ids.delete(id);
+  }
+  get size() {
+    return this.ids.size;
+  }
+};
+
 // src/subscription.ts
 function uuid() {
   const c = globalThis.crypto;
@@ -1283,6 +1310,8 @@ var Chouquette = class extends Emitter {
     this.presence = /* @__PURE__ */ new Map();
     /** With `idle`: false once the page is idle (the connection is closed until it wakes). */
     this.awake = true;
+    /** Notifications already emitted: one delivered again (at-least-once) is not emitted twice. */
+    this.notifications = new SeenNotifications();
     if (!options.subscription && !options.getSubscription) {
       throw new Error("Chouquette: give `subscription` or `getSubscription`");
     }
@@ -1433,8 +1462,12 @@ var Chouquette = class extends Emitter {
         if (typeof m.channel === "string") this.emit(m.class, m);
         return;
       case "notification":
+        if (typeof m.id === "string" && !this.notifications.first(m.id)) return;
+        this.emit("notification", m);
+        return;
       case "notification_acked":
-        this.emit(m.class, m);
+        if (Array.isArray(m.ids)) this.notifications.forget(m.ids.filter((id) => typeof id === "string"));
+        this.emit("notification_acked", m);
         return;
       case "data": {
         const d = m;
@@ -1777,6 +1810,8 @@ export {
   LatticeView,
   MAX_LATTICES,
   MAX_PENDING_CALLS,
+  MAX_SEEN_NOTIFICATIONS,
+  SeenNotifications,
   canonicalJson,
   mergeMap,
   mergeValue,

@@ -5,6 +5,7 @@ import { SIDE_PREFIX } from './connection';
 import { Emitter } from './emitter';
 import type { HubOptions } from './hub';
 import { LatticeView } from './lattice';
+import { SeenNotifications } from './notifications';
 import { ResumeState } from './resume';
 import { LocalPort, SharedPort, type Port, type PortOwner } from './shared';
 import { tokenClaims, uuid, validSubscribe } from './subscription';
@@ -127,6 +128,8 @@ export class Chouquette extends Emitter<ClientEvents> {
   private presence = new Map<string, Set<string>>();
   /** With `idle`: false once the page is idle (the connection is closed until it wakes). */
   private awake = true;
+  /** Notifications already emitted: one delivered again (at-least-once) is not emitted twice. */
+  private notifications = new SeenNotifications();
 
   constructor(private options: ChouquetteOptions = {}) {
     super();
@@ -290,8 +293,13 @@ export class Chouquette extends Emitter<ClientEvents> {
         if (typeof m.channel === 'string') this.emit(m.class, m as never);
         return;
       case 'notification':
+        // Delivered again at each connect until acknowledged: emitted once.
+        if (typeof m.id === 'string' && !this.notifications.first(m.id)) return;
+        this.emit('notification', m as never);
+        return;
       case 'notification_acked':
-        this.emit(m.class, m as never);
+        if (Array.isArray(m.ids)) this.notifications.forget(m.ids.filter((id): id is string => typeof id === 'string'));
+        this.emit('notification_acked', m as never);
         return;
       case 'data': {
         const d = m as DataMessage;

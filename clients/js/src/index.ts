@@ -14,6 +14,7 @@
  */
 
 export { CallError, Chouquette, MAX_LATTICES, MAX_PENDING_CALLS, notificationAckRequest, notificationsAckUrl, transportUrls } from './client';
+export { MAX_SEEN_NOTIFICATIONS, SeenNotifications } from './notifications';
 export { LatticeView, canonicalJson, mergeMap, mergeValue } from './lattice';
 export type { LatticeChange, LatticeEvents, LatticeMap, LatticeValue } from './lattice';
 export { Emitter } from './emitter';

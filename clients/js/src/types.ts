@@ -174,6 +174,8 @@ export interface NotificationMessage extends ServerMessage {
   link?: string;
   data?: unknown;
   created?: string;
+  /** Several notifications of a grouped kind delivered as one: its `id` is the first member's, its texts the last's; acknowledging it acknowledges them all. */
+  grouped?: { count: number; ids: string[]; first: string; last: string };
 }
 
 /** A connect token for `connect` (`app_id`, `sub`, `exp`, `groups` claims; HS256). */

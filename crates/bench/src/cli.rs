@@ -60,6 +60,11 @@ pub enum Scenario {
     #[value(name = "notify-bytes")]
     #[serde(rename = "notify-bytes")]
     NotifyBytes,
+    /// `-n` users, each with `--pending` notifications waiting in Redis,
+    /// reconnect within `--reconnect-over`: time until every pending one is
+    /// delivered and acknowledged, gateway and Redis CPU, Redis memory per
+    /// pending notification.
+    Notifications,
 }
 
 /// Which broker the gateways use.
@@ -162,6 +167,12 @@ pub struct Options {
     /// source's own ceiling, with no writer competing for the CPU.
     #[arg(long, default_value_t = 0)]
     pub pg_backlog: u64,
+    /// `notifications`: notifications pending for each user before they reconnect.
+    #[arg(long, default_value_t = 5)]
+    pub pending: usize,
+    /// `notifications`: every user reconnects within this time (evenly spread).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub reconnect_over: Duration,
 }
 
 /// A gateway deadline given in its config, or none (`off`: the key is left
@@ -193,7 +204,10 @@ impl Options {
             }
             (None, Scenario::Filtered | Scenario::Postgres) => 20_000.0,
             (None, Scenario::IdleAbuse) => 20.0,
-            (None, Scenario::Idle | Scenario::Rpc | Scenario::NotifyBytes) => 0.0,
+            (
+                None,
+                Scenario::Idle | Scenario::Rpc | Scenario::NotifyBytes | Scenario::Notifications,
+            ) => 0.0,
         }
     }
 }

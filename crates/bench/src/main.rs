@@ -13,6 +13,7 @@ mod http;
 mod idle_abuse;
 mod pg_catchup;
 mod notify_bytes;
+mod notifications;
 mod pg_load;
 mod pg_server;
 mod pool;
@@ -61,10 +62,19 @@ fn bench(options: &Options) -> anyhow::Result<()> {
     if options.scenario == cli::Scenario::NotifyBytes {
         return runtime.block_on(notify_bytes::run(options));
     }
-    if options.scenario == cli::Scenario::Rpc {
+    if matches!(
+        options.scenario,
+        cli::Scenario::Rpc | cli::Scenario::Notifications
+    ) {
         return runtime.block_on(async {
             tokio::select! {
-                done = rpc::run(options) => done,
+                done = async {
+                    if options.scenario == cli::Scenario::Rpc {
+                        rpc::run(options).await
+                    } else {
+                        notifications::run(options).await
+                    }
+                } => done,
                 signal = interrupted() => {
                     signal?;
                     bail!("interrupted");

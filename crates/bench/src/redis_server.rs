@@ -86,6 +86,44 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `used_memory` of `INFO memory`, in bytes (what Redis holds, data and
+    /// overhead, without the allocator's fragmentation).
+    pub async fn used_memory(&self) -> anyhow::Result<u64> {
+        let info = timeout(Duration::from_secs(5), self.info_memory())
+            .await
+            .context("INFO memory: no answer within 5 s")??;
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .context("INFO memory has no used_memory")
+    }
+
+    /// The payload of `INFO memory` (a RESP bulk string: `$<len>\r\n<payload>\r\n`).
+    async fn info_memory(&self) -> anyhow::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        stream.write_all(b"INFO memory\r\n").await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("redis-server closed the connection");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                continue;
+            };
+            let head = std::str::from_utf8(&buf[..end])?;
+            let len: usize = head
+                .strip_prefix('$')
+                .and_then(|l| l.parse().ok())
+                .with_context(|| format!("unexpected answer to INFO: {head}"))?;
+            if buf.len() >= end + 2 + len {
+                return Ok(String::from_utf8_lossy(&buf[end + 2..end + 2 + len]).into_owned());
+            }
+        }
+    }
+
     /// CPU time used so far (user + system), seconds.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         procfs::cpu_seconds(self.pid)

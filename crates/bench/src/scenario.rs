@@ -157,7 +157,11 @@ async fn load_phases(
     plan: &Plan,
 ) -> anyhow::Result<Loaded> {
     Ok(match options.scenario {
-        Scenario::Idle | Scenario::Rpc | Scenario::Postgres | Scenario::NotifyBytes => {
+        Scenario::Idle
+        | Scenario::Rpc
+        | Scenario::Postgres
+        | Scenario::NotifyBytes
+        | Scenario::Notifications => {
             Loaded::default()
         }
         Scenario::Broadcast | Scenario::Filtered => Loaded {

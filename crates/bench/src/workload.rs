@@ -12,7 +12,11 @@ const KIND: &str = "status";
 /// The filter object of connection `index`.
 pub fn filters(scenario: Scenario, index: usize) -> Value {
     match scenario {
-        Scenario::Idle | Scenario::Rpc | Scenario::Postgres | Scenario::NotifyBytes => {
+        Scenario::Idle
+        | Scenario::Rpc
+        | Scenario::Postgres
+        | Scenario::NotifyBytes
+        | Scenario::Notifications => {
             json!({"*": {}})
         }
         Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => json!({KIND: {}}),
@@ -51,6 +55,7 @@ pub fn event(
         | Scenario::Rpc
         | Scenario::Postgres
         | Scenario::NotifyBytes
+        | Scenario::Notifications
         | Scenario::Broadcast
         | Scenario::Abuse
         | Scenario::IdleAbuse => {
@@ -67,7 +72,11 @@ pub fn fan_out(scenario: Scenario, connected: usize, planned: usize) -> f64 {
     match scenario {
         Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => connected as f64,
         Scenario::Filtered => connected as f64 / planned.max(1) as f64,
-        Scenario::Idle | Scenario::Rpc | Scenario::Postgres | Scenario::NotifyBytes => 0.0,
+        Scenario::Idle
+        | Scenario::Rpc
+        | Scenario::Postgres
+        | Scenario::NotifyBytes
+        | Scenario::Notifications => 0.0,
     }
 }
 

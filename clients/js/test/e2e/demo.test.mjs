@@ -1,6 +1,8 @@
 // The supervision demo in Chromium: `chouquette demo` really runs, Roger's
 // page only ever receives borne B1 (and only its critical alarms), VB's page
-// receives the whole fleet. Saves a screenshot of each view.
+// receives the whole fleet; the backend's notifications show on the page, a
+// burst grouped as one with its count, and an acknowledged one never comes
+// back. Saves a screenshot of each view.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -89,4 +91,26 @@ test('VB receives the whole fleet', async (t) => {
     (await received(page)).some((m) => !m.snapshot && !m.keywords.includes('borne:B1')), 20_000);
   await screenshot(page, 'demo-vb.png');
   assert.deepEqual(errors, []);
+});
+
+test("the backend's notifications: a burst of reports is one grouped notification with its count, acknowledged from the page", async (t) => {
+  const { page, errors } = await view(t, 'roger');
+  const notes = () => page.evaluate(() => window.__demo.notifications);
+  // The demo sends 12 reports in a burst, grouped within 3 s: the first alone, then one of 11.
+  await waitFor('the grouped reports', async () => (await notes()).some((n) => n.kind === 'report' && n.count === 11), 30_000);
+  const group = (await notes()).find((n) => n.kind === 'report' && n.count === 11);
+  const item = page.locator(`#notifications li[data-id="${group.id}"]`);
+  assert.equal(await item.locator('.count').textContent(), '×11');
+  assert.ok((await notes()).some((n) => n.kind === 'report' && n.count === 1), 'the first report of the burst, alone');
+  await page.screenshot({ path: join(ARTIFACTS, 'demo-notifications.png'), timeout: 60_000 }).catch(() => {});
+  await item.locator('button.ack').click();
+  await item.waitFor({ state: 'detached', timeout: 10_000 });
+  // Acknowledged for good: a new page of the user gets the others again, not this one.
+  const again = await view(t, 'roger');
+  await waitFor('the pending reports', async () =>
+    (await again.page.evaluate(() => window.__demo.notifications)).some((n) => n.kind === 'report'), 20_000);
+  const ids = (await again.page.evaluate(() => window.__demo.notifications)).map((n) => n.id);
+  assert.ok(!ids.includes(group.id), `${group.id} came back: ${ids}`);
+  assert.deepEqual(errors, []);
+  assert.deepEqual(again.errors, []);
 });

@@ -199,6 +199,20 @@ test('presence keeps each channel\'s set; message, subscribed, unsubscribed, not
   c.close();
 });
 
+test('a notification delivered again (a reconnection before its acknowledgement) is emitted once', async () => {
+  const { c, s, events } = await open();
+  answer(s);
+  const n1 = { class: 'notification', id: 'n-1', kind: 'comment' };
+  const group = { class: 'notification', id: 'n-3', kind: 'comment', grouped: { count: 2, ids: ['n-3', 'n-4'], first: 'a', last: 'b' } };
+  s.push(n1, group, n1, group);
+  const got = () => events.filter(([k]) => k.startsWith('notification')).map(([k, v]) => `${k}:${v.id ?? v.ids}`);
+  assert.deepEqual(got(), ['notification:n-1', 'notification:n-3']);
+  s.push({ class: 'notification_acked', ids: ['n-1'] }, n1);
+  assert.deepEqual(got(), ['notification:n-1', 'notification:n-3', 'notification_acked:n-1', 'notification:n-1'],
+    'an acknowledged id is forgotten (the gateway never sends it again)');
+  c.close();
+});
+
 test('ackNotifications over SSE/poll: POST /notifications/ack with the connect token', async () => {
   assert.equal(notificationsAckUrl({ url: 'wss://push.example/ws' }), 'https://push.example/notifications/ack');
   assert.equal(notificationsAckUrl({ url: 'ws://h/push/ws' }), 'http://h/push/notifications/ack');

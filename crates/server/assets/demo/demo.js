@@ -99,6 +99,58 @@ function onEvent(message, snapshot) {
                                 keywords: message.keywords, snapshot: Boolean(snapshot) });
 }
 
+// Notifications from the backend (an alarm on B1, bursts of maintenance
+// reports): each shown once with an acknowledge button, a grouped one with
+// its count; removed when acknowledged here or in another tab of the user.
+function showNotification(n) {
+  const li = document.createElement('li');
+  li.dataset.id = n.id;
+  li.dataset.ids = JSON.stringify(n.grouped?.ids ?? [n.id]);
+  li.className = n.kind;
+  const t = document.createElement('time');
+  t.textContent = time(n.grouped?.last ?? n.created);
+  const title = document.createElement('strong');
+  title.textContent = n.title;
+  li.append(t, title);
+  if (n.grouped) {
+    const count = document.createElement('span');
+    count.className = 'count';
+    count.textContent = `×${n.grouped.count}`;
+    count.title = `${n.grouped.count} grouped, first at ${time(n.grouped.first)}`;
+    li.append(count);
+  }
+  const body = document.createElement('span');
+  body.className = 'body';
+  body.textContent = n.body;
+  const ack = document.createElement('button');
+  ack.className = 'ack';
+  ack.textContent = 'Acknowledge';
+  ack.addEventListener('click', () => {
+    ack.disabled = true;
+    state.client.ackNotifications([n.id]).catch((e) => {
+      ack.disabled = false;
+      addAlarm(`acknowledgement failed: ${e.code}`, 'major');
+    });
+  });
+  li.append(body, ack);
+  $('notifications').prepend(li);
+  countNotifications();
+  window.__demo.notifications.push({ id: n.id, kind: n.kind, title: n.title,
+                                     count: n.grouped?.count ?? 1 });
+}
+
+function hideNotifications(ids) {
+  for (const li of [...$('notifications').children]) {
+    if (JSON.parse(li.dataset.ids).some((id) => ids.includes(id))) li.remove();
+  }
+  countNotifications();
+}
+
+function countNotifications() {
+  const n = $('notifications').children.length;
+  $('notification-count').textContent = n ? `(${n} to acknowledge)` : '';
+}
+
 async function refetch() {
   // After a reset the view may be stale: ask the backend for the truth.
   const bornes = await fetch(`/api/bornes?user=${state.user}`).then((r) => r.json());
@@ -136,6 +188,9 @@ function switchUser(user) {
   state.bornes.clear();
   $('bornes').tBodies[0].replaceChildren();
   $('alarms').replaceChildren();
+  $('notifications').replaceChildren();
+  countNotifications();
+  window.__demo.notifications = [];
   $('count').textContent = '0';
   window.__demo.user = user;
   window.__demo.received = [];
@@ -146,7 +201,11 @@ function switchUser(user) {
   const client = new Chouquette({
     url: `${scheme}://${location.host}/ws`,
     getSubscription: () => fetch(`/api/get_subscription?user=${user}`).then((r) => r.json()),
+    // The user's identity, for notifications addressed to them.
+    getConnectToken: () => fetch(`/api/connect_token?user=${user}`).then((r) => r.json()),
   });
+  client.on('notification', showNotification);
+  client.on('notification_acked', (m) => hideNotifications(m.ids ?? []));
   client.on('data', (m) => onEvent(m, false));
   client.on('snapshot', (m) => onEvent(m, true));
   client.on('reset', (r) => { addAlarm(`reset (${r.reason}): refetching state`, 'reset'); refetch(); });
@@ -158,7 +217,7 @@ function switchUser(user) {
   window.__demo.client = client;
 }
 
-window.__demo = { user: null, received: [] };
+window.__demo = { user: null, received: [], notifications: [] };
 drawLand();
 setInterval(drawChart, 1000);
 for (const b of document.querySelectorAll('.user-switch button')) {

@@ -5,9 +5,13 @@
 //!
 //! Two users: "Roger" may see only borne B1 and its critical alarms; "VB"
 //! sees everything. The page asks the backend's `/api/get_subscription` for
-//! its subscribe message and forwards it to the gateway unchanged.
+//! its subscribe message and forwards it to the gateway unchanged, and
+//! `/api/connect_token` for its identity: the backend notifies both users
+//! (`notices.rs`), and the page shows their notifications with an
+//! acknowledge button and the count of a grouped one.
 
 pub mod fleet;
+pub mod notices;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -97,6 +101,21 @@ impl Backend {
         .into_response()
     }
 
+    /// `GET /api/connect_token?user=`: the page's identity (`connect`),
+    /// signed here; needed for its notifications.
+    fn connect_token(&self, user: &str) -> Response {
+        if filters_for(user).is_none() {
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": "unknown user"})),
+            )
+                .into_response();
+        }
+        let claims = json!({"app_id": APP, "sub": user, "exp": unix_now() + 600});
+        let token = chouquette_core::token::sign(&claims, self.secret.as_bytes());
+        Json(json!({"app_id": APP, "token": token})).into_response()
+    }
+
     /// `GET /api/bornes?user=`: the current state, as the backend's REST API
     /// would give it after a `reset`; Roger only sees B1.
     fn bornes(&self, user: &str) -> Response {
@@ -123,6 +142,7 @@ impl Backend {
 
 fn routes(backend: Arc<Backend>) -> Router {
     let sub = backend.clone();
+    let connect = backend.clone();
     Router::new()
         .route(
             "/",
@@ -145,6 +165,10 @@ fn routes(backend: Arc<Backend>) -> Router {
             get(move |Query(q): Query<UserQuery>| async move { sub.subscription(&q.user) }),
         )
         .route(
+            "/api/connect_token",
+            get(move |Query(q): Query<UserQuery>| async move { connect.connect_token(&q.user) }),
+        )
+        .route(
             "/api/bornes",
             get(move |Query(q): Query<UserQuery>| async move { backend.bornes(&q.user) }),
         )
@@ -163,9 +187,10 @@ fn demo_config(options: &DemoOptions, secret: &str) -> Config {
         limits: Default::default(),
         rpc: Vec::new(),
         connect_auth: None,
-        notifications: Default::default(),
         devices: None,
         messages: Default::default(),
+        // A constant checked by a test: never the default in practice.
+        notifications: toml::from_str(notices::CONFIG).unwrap_or_default(),
         channels: [(
             CHANNEL.to_string(),
             crate::config::ChannelConfig {
@@ -231,6 +256,7 @@ async fn simulate(node: Arc<Node>, backend: Arc<Backend>, rate: f64) {
         if let Err(e) = node.publish(vec![event]).await {
             tracing::warn!(error = %e, "demo publish refused");
         }
+        notices::alarm(&node, &change).await;
     }
 }
 
@@ -258,5 +284,35 @@ pub async fn start(options: DemoOptions) -> Result<Running, StartError> {
     }
     let simulator = tokio::spawn(simulate(running.node.clone(), backend, options.rate));
     running.on_stop(simulator);
+    let reports = tokio::spawn(notices::reports(running.node.clone()));
+    running.on_stop(reports);
     Ok(running)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_demo_groups_alarms_and_reports() {
+        let secret = "s";
+        let options = DemoOptions {
+            public: "127.0.0.1:0".parse().expect("addr"),
+            internal: "127.0.0.1:0".parse().expect("addr"),
+            rate: 1.0,
+        };
+        let config = demo_config(&options, secret);
+        let policy = config.apps[0].notifications.policy();
+        assert_eq!(policy.max_pending, 100);
+        assert_eq!(
+            policy.groups.get(notices::REPORT_KIND),
+            Some(&notices::REPORT_WINDOW)
+        );
+        assert_eq!(
+            policy.groups.get(notices::ALARM_KIND),
+            Some(&Duration::from_secs(30))
+        );
+    }
 }
