@@ -55,6 +55,12 @@ pub enum Scenario {
     /// `-n` subscribers, from `--writers` tasks committing single-row
     /// changes at `--rate`: changes/s, delivery lag, CPU, exactly-once.
     Postgres,
+    /// `-n` MQTT devices (default 3,000) reporting every
+    /// `--device-interval` through a Mosquitto the bench starts, to a
+    /// gateway's MQTT source, and one more flushing `--flush-messages` of
+    /// buffered data at a third of the window: delays seen by a dashboard
+    /// WebSocket, with and without the flush, lost and duplicated messages.
+    Devices,
 }
 
 /// Which broker the gateways use.
@@ -73,8 +79,14 @@ pub struct Options {
     /// The scenario.
     #[arg(long, value_enum, default_value = "idle")]
     pub scenario: Scenario,
-    /// Client connections (WebSocket subscribers).
-    #[arg(long, short = 'n', default_value_t = 1000)]
+    /// Client connections (WebSocket subscribers); `devices`: MQTT
+    /// devices (default 3,000).
+    #[arg(
+        long,
+        short = 'n',
+        default_value_t = 1000,
+        default_value_if("scenario", "devices", "3000")
+    )]
     pub connections: usize,
     /// Load-generator processes; default ceil(connections / 9000).
     #[arg(long)]
@@ -157,6 +169,14 @@ pub struct Options {
     /// source's own ceiling, with no writer competing for the CPU.
     #[arg(long, default_value_t = 0)]
     pub pg_backlog: u64,
+    /// `devices`: each device publishes one message this often (phases
+    /// spread uniformly over the interval).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub device_interval: Duration,
+    /// `devices`: messages the reconnecting device flushes (3,600: 5 hours
+    /// of one message every 5 s).
+    #[arg(long, default_value_t = 3600)]
+    pub flush_messages: u64,
 }
 
 /// A gateway deadline given in its config, or none (`off`: the key is left
@@ -189,6 +209,9 @@ impl Options {
             (None, Scenario::Filtered | Scenario::Postgres) => 20_000.0,
             (None, Scenario::IdleAbuse) => 20.0,
             (None, Scenario::Idle | Scenario::Rpc) => 0.0,
+            (None, Scenario::Devices) => {
+                self.connections as f64 / self.device_interval.as_secs_f64().max(1e-3)
+            }
         }
     }
 }

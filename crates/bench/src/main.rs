@@ -5,12 +5,16 @@
 mod abuse;
 mod cli;
 mod client;
+mod dashboard;
+mod device;
+mod devices;
 mod fleet;
 mod gateway;
 mod histogram;
 mod holders;
 mod http;
 mod idle_abuse;
+mod mqtt_server;
 mod pg_catchup;
 mod pg_load;
 mod pg_server;
@@ -57,6 +61,17 @@ fn bench(options: &Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    if options.scenario == cli::Scenario::Devices {
+        return runtime.block_on(async {
+            tokio::select! {
+                done = devices::run(options) => done,
+                signal = interrupted() => {
+                    signal?;
+                    bail!("interrupted");
+                }
+            }
+        });
+    }
     if options.scenario == cli::Scenario::Rpc {
         return runtime.block_on(async {
             tokio::select! {

@@ -157,7 +157,9 @@ async fn load_phases(
     plan: &Plan,
 ) -> anyhow::Result<Loaded> {
     Ok(match options.scenario {
-        Scenario::Idle | Scenario::Rpc | Scenario::Postgres => Loaded::default(),
+        Scenario::Idle | Scenario::Rpc | Scenario::Postgres | Scenario::Devices => {
+            Loaded::default()
+        }
         Scenario::Broadcast | Scenario::Filtered => Loaded {
             window: Some(publish_window(options, app, gateway, pool).await?),
             ..Loaded::default()

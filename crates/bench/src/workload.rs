@@ -12,7 +12,7 @@ const KIND: &str = "status";
 /// The filter object of connection `index`.
 pub fn filters(scenario: Scenario, index: usize) -> Value {
     match scenario {
-        Scenario::Idle | Scenario::Rpc | Scenario::Postgres => json!({"*": {}}),
+        Scenario::Idle | Scenario::Rpc | Scenario::Postgres | Scenario::Devices => json!({"*": {}}),
         Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => json!({KIND: {}}),
         Scenario::Filtered => json!({KIND: {"borne": borne(index)}}),
     }
@@ -48,6 +48,7 @@ pub fn event(
         Scenario::Idle
         | Scenario::Rpc
         | Scenario::Postgres
+        | Scenario::Devices
         | Scenario::Broadcast
         | Scenario::Abuse
         | Scenario::IdleAbuse => {
@@ -64,7 +65,7 @@ pub fn fan_out(scenario: Scenario, connected: usize, planned: usize) -> f64 {
     match scenario {
         Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => connected as f64,
         Scenario::Filtered => connected as f64 / planned.max(1) as f64,
-        Scenario::Idle | Scenario::Rpc | Scenario::Postgres => 0.0,
+        Scenario::Idle | Scenario::Rpc | Scenario::Postgres | Scenario::Devices => 0.0,
     }
 }
 
