@@ -115,6 +115,8 @@ struct DevicesSummary {
     window_s: f64,
     /// Regular messages sent in the window.
     sent: u64,
+    /// Furthest a regular message was sent behind its schedule, ms.
+    max_lag_ms: f64,
     /// Of those, acknowledged by Mosquitto.
     acked: u64,
     messages_per_s: f64,
@@ -193,7 +195,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         flushing.clone(),
     ));
     let cpu = measure_cpu(&gw, &mqtt, timeline).await?;
-    let (devices, sent) = loading.await.context("the devices' load panicked")?;
+    let (devices, loaded) = loading.await.context("the devices' load panicked")?;
     eprintln!("window over; waiting for the flush to be sent");
     let Flushed {
         device: flush_device,
@@ -225,7 +227,8 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         connect_s,
         device_interval_s: options.device_interval.as_secs_f64(),
         window_s: options.duration.as_secs_f64(),
-        sent,
+        sent: loaded.sent,
+        max_lag_ms: loaded.max_lag_ms,
         acked: 0,
         messages_per_s: 0.0,
         delivered: 0,
@@ -352,17 +355,27 @@ fn due_ns(load_start_ns: u64, m: u64, devices: usize, interval: Duration) -> u64
     load_start_ns.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
 }
 
+/// What the regular load did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Loaded {
+    /// Messages sent within the window.
+    sent: u64,
+    /// Furthest a message was sent behind its schedule, ms: the bench's
+    /// own lag (its thread busy), not the gateway's.
+    max_lag_ms: f64,
+}
+
 /// Sends the regular messages, numbered from 1, until the window ends;
-/// gives the devices back with the count sent within the window.
+/// gives the devices back with what was sent.
 async fn regular_load(
     devices: Vec<Device>,
     interval: Duration,
     timeline: Timeline,
     counters: Arc<Counters>,
-) -> (Vec<Device>, u64) {
-    let mut sent = 0;
+) -> (Vec<Device>, Loaded) {
+    let mut loaded = Loaded::default();
     if devices.is_empty() {
-        return (devices, sent);
+        return (devices, loaded);
     }
     for m in 0u64.. {
         let due = due_ns(timeline.load_start_ns, m, devices.len(), interval);
@@ -373,10 +386,12 @@ async fn regular_load(
         let device = &devices[(m % devices.len() as u64) as usize];
         let at_s = unix_nanos() / 1_000_000_000;
         if let Some(sent_ns) = device.try_send(m + 1, at_s, false, &counters) {
-            sent += u64::from(timeline.holds(sent_ns));
+            loaded.sent += u64::from(timeline.holds(sent_ns));
+            let lag_ms = sent_ns.saturating_sub(due) as f64 / 1e6;
+            loaded.max_lag_ms = loaded.max_lag_ms.max(lag_ms);
         }
     }
-    (devices, sent)
+    (devices, loaded)
 }
 
 /// The flushing device, and what it did.
@@ -605,6 +620,10 @@ fn print(s: &DevicesSummary) {
     println!(
         "regular messages         {:.0}/s acknowledged ({} sent, {} acked, {} received in the window; {} skipped, {} dropped, {} connection errors)",
         s.messages_per_s, s.sent, s.acked, s.delivered, s.skipped, s.dropped, s.connection_errors
+    );
+    println!(
+        "bench schedule           sent at most {:.1} ms late",
+        s.max_lag_ms
     );
     println!("delay outside the flush  {}", show(&s.delay_quiet));
     println!("delay during the flush   {}", show(&s.delay_during_flush));
