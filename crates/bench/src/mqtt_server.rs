@@ -25,9 +25,8 @@ const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 /// QoS 1 messages Mosquitto should send one client (the gateway) before
 /// waiting for its PUBACKs (default 20). Below the gateway source's queue
 /// of 256, so its reading task would never block; wide enough that a flush
-/// is not held to one round trip per 20 messages. (The gateway's source
-/// was seen stalled with ~300 unread messages on its socket all the same:
-/// README, "Devices".)
+/// is not held to one round trip per 20 messages. Mosquitto 2.0.11 does
+/// not hold to it while messages keep arriving (README, "Devices").
 pub const MAX_INFLIGHT: u32 = 100;
 
 /// QoS 1 messages Mosquitto queues for one client beyond its in-flight
