@@ -699,6 +699,11 @@ mod tests {
         assert_eq!(o.flush_messages, 3600);
         assert!((o.event_rate() - 600.0).abs() < 1e-9);
         assert_eq!(options(&["-n", "19000"]).connections, 19000);
+        let idle = crate::cli::Cli::parse_from(["chouquette-bench", "--scenario", "idle"]);
+        assert_eq!(
+            idle.options.connections, 1000,
+            "other scenarios keep theirs"
+        );
     }
 
     #[test]
