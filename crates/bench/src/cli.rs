@@ -65,6 +65,12 @@ pub enum Scenario {
     /// delivered and acknowledged, gateway and Redis CPU, Redis memory per
     /// pending notification.
     Notifications,
+    /// `-n` MQTT devices (default 3,000) reporting every
+    /// `--device-interval` through a Mosquitto the bench starts, to a
+    /// gateway's MQTT source, and one more flushing `--flush-messages` of
+    /// buffered data at a third of the window: delays seen by a dashboard
+    /// WebSocket, with and without the flush, lost and duplicated messages.
+    Devices,
 }
 
 /// Which broker the gateways use.
@@ -83,8 +89,14 @@ pub struct Options {
     /// The scenario.
     #[arg(long, value_enum, default_value = "idle")]
     pub scenario: Scenario,
-    /// Client connections (WebSocket subscribers).
-    #[arg(long, short = 'n', default_value_t = 1000)]
+    /// Client connections (WebSocket subscribers); `devices`: MQTT
+    /// devices (default 3,000).
+    #[arg(
+        long,
+        short = 'n',
+        default_value_t = 1000,
+        default_value_if("scenario", "devices", "3000")
+    )]
     pub connections: usize,
     /// Load-generator processes; default ceil(connections / 9000).
     #[arg(long)]
@@ -173,6 +185,14 @@ pub struct Options {
     /// `notifications`: every user reconnects within this time (evenly spread).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub reconnect_over: Duration,
+    /// `devices`: each device publishes one message this often (phases
+    /// spread uniformly over the interval).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub device_interval: Duration,
+    /// `devices`: messages the reconnecting device flushes (3,600: 5 hours
+    /// of one message every 5 s).
+    #[arg(long, default_value_t = 3600)]
+    pub flush_messages: u64,
 }
 
 /// A gateway deadline given in its config, or none (`off`: the key is left
@@ -208,6 +228,9 @@ impl Options {
                 None,
                 Scenario::Idle | Scenario::Rpc | Scenario::NotifyBytes | Scenario::Notifications,
             ) => 0.0,
+            (None, Scenario::Devices) => {
+                self.connections as f64 / self.device_interval.as_secs_f64().max(1e-3)
+            }
         }
     }
 }

@@ -5,15 +5,19 @@
 mod abuse;
 mod cli;
 mod client;
+mod dashboard;
+mod device;
+mod devices;
 mod fleet;
 mod gateway;
 mod histogram;
 mod holders;
 mod http;
 mod idle_abuse;
-mod pg_catchup;
-mod notify_bytes;
+mod mqtt_server;
 mod notifications;
+mod notify_bytes;
+mod pg_catchup;
 mod pg_load;
 mod pg_server;
 mod pool;
@@ -59,6 +63,17 @@ fn bench(options: &Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    if options.scenario == cli::Scenario::Devices {
+        return runtime.block_on(async {
+            tokio::select! {
+                done = devices::run(options) => done,
+                signal = interrupted() => {
+                    signal?;
+                    bail!("interrupted");
+                }
+            }
+        });
+    }
     if options.scenario == cli::Scenario::NotifyBytes {
         return runtime.block_on(notify_bytes::run(options));
     }

@@ -161,9 +161,8 @@ async fn load_phases(
         | Scenario::Rpc
         | Scenario::Postgres
         | Scenario::NotifyBytes
-        | Scenario::Notifications => {
-            Loaded::default()
-        }
+        | Scenario::Notifications
+        | Scenario::Devices => Loaded::default(),
         Scenario::Broadcast | Scenario::Filtered => Loaded {
             window: Some(publish_window(options, app, gateway, pool).await?),
             ..Loaded::default()

@@ -16,7 +16,8 @@ pub fn filters(scenario: Scenario, index: usize) -> Value {
         | Scenario::Rpc
         | Scenario::Postgres
         | Scenario::NotifyBytes
-        | Scenario::Notifications => {
+        | Scenario::Notifications
+        | Scenario::Devices => {
             json!({"*": {}})
         }
         Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => json!({KIND: {}}),
@@ -56,6 +57,7 @@ pub fn event(
         | Scenario::Postgres
         | Scenario::NotifyBytes
         | Scenario::Notifications
+        | Scenario::Devices
         | Scenario::Broadcast
         | Scenario::Abuse
         | Scenario::IdleAbuse => {
@@ -76,7 +78,8 @@ pub fn fan_out(scenario: Scenario, connected: usize, planned: usize) -> f64 {
         | Scenario::Rpc
         | Scenario::Postgres
         | Scenario::NotifyBytes
-        | Scenario::Notifications => 0.0,
+        | Scenario::Notifications
+        | Scenario::Devices => 0.0,
     }
 }
 

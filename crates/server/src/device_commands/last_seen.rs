@@ -32,7 +32,11 @@ pub struct Tracked(pub Arc<Node>);
 
 impl LastSeen for Tracked {
     fn last_seen(&self, app: &str, device: &str) -> Option<SystemTime> {
-        let ms = self.0.devices().last_seen(app, device).filter(|ms| *ms > 0)?;
+        let ms = self
+            .0
+            .devices()
+            .last_seen(app, device)
+            .filter(|ms| *ms > 0)?;
         UNIX_EPOCH.checked_add(Duration::from_millis(ms))
     }
 

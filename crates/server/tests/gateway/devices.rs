@@ -202,13 +202,22 @@ async fn a_command_to_a_device_that_left_is_offline_at_once_with_its_last_seen_t
     let node = TestNode::start(&config("1h", "")).await;
     let (mut watcher, _) = watcher(&node).await;
     let device = connected(&node, "D7", true).await;
-    assert_event(&next_event(&mut watcher).await, "device_online", "D7", "connected");
+    assert_event(
+        &next_event(&mut watcher).await,
+        "device_online",
+        "D7",
+        "connected",
+    );
     drop(device);
     let offline = next_event(&mut watcher).await;
     assert_event(&offline, "device_offline", "D7", "disconnected");
     let body = json!({"app_id": APP, "device": "D7", "method": "device.status", "timeout": "30s"});
     let (status, answer) = node
-        .api_post("/api/v1/devices/commands", Some(chouquette_testkit::API_KEY), &body)
+        .api_post(
+            "/api/v1/devices/commands",
+            Some(chouquette_testkit::API_KEY),
+            &body,
+        )
         .await;
     assert_eq!(status, 404, "{answer}");
     assert_eq!(answer["code"], "offline", "{answer}");
