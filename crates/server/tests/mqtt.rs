@@ -16,6 +16,8 @@ mod commands;
 mod crash;
 #[path = "mqtt/device_time.rs"]
 mod device_time;
+#[path = "mqtt/flush.rs"]
+mod flush;
 #[path = "mqtt/liveness.rs"]
 mod liveness;
 #[path = "mqtt/mapping.rs"]
@@ -141,6 +143,27 @@ impl Device {
             .await
             .expect("the broker acknowledges")
             .expect("the device is connected");
+    }
+}
+
+impl Device {
+    /// Publishes `n` messages on `topic` with QoS 1 as fast as the client's
+    /// in-flight window lets it (a device flushing its buffer), then waits
+    /// for every PUBACK.
+    pub async fn flush(&mut self, topic: &str, n: usize) {
+        for i in 0..n {
+            let payload = format!(r#"{{"n": {i}}}"#);
+            self.client
+                .publish(topic, QoS::AtLeastOnce, false, payload.into_bytes())
+                .await
+                .unwrap();
+        }
+        for _ in 0..n {
+            tokio::time::timeout(WAIT, self.acks.recv())
+                .await
+                .expect("the broker acknowledges")
+                .expect("the device is connected");
+        }
     }
 }
 

@@ -418,6 +418,7 @@ mod tests {
                 )
                 .expect("claim")
             }),
+            messages: Default::default(),
         }
     }
 

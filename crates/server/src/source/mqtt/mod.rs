@@ -40,6 +40,7 @@ mod senml;
 mod status;
 pub mod topic;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -239,7 +240,8 @@ async fn work(
     mut queued: mpsc::Receiver<Publish>,
 ) {
     let mut log = RateLimitedLog::default();
-    while let Some(publish) = queued.recv().await {
+    let mut acks = Acks::default();
+    while let Some(publish) = acks.next(client, &mut queued).await {
         status.message();
         let seen = liveness::report(
             node.devices(),
@@ -291,8 +293,70 @@ async fn work(
             }
         }
         // Only now: handled for good. A QoS 0 message needs no ack.
-        if client.ack(&publish).await.is_err() {
+        acks.send(client, publish);
+    }
+}
+
+/// Acknowledgements waiting for room in the client's request channel,
+/// oldest first.
+///
+/// Only the poller drains that channel, by polling the event loop, and
+/// rumqttc serves a request only when it has no incoming packet left to
+/// hand out: under a flood (a device flushing hours of buffered readings;
+/// Mosquitto sends a slow subscriber more than its in-flight window) acks
+/// pile up. Waiting for room there would stop the worker, the queue would
+/// fill, the poller would wait for the queue, and neither would ever move
+/// again. So the worker never waits to ack: what does not fit waits here
+/// and is offered again before each message and every [`ACK_RETRY`]. It
+/// holds at most one entry per packet id the MQTT broker has in flight to
+/// us (65,535 at most), each a `Publish` stripped of topic and payload.
+#[derive(Default)]
+struct Acks {
+    unsent: VecDeque<Publish>,
+}
+
+/// How soon acks that found no room are offered again when no message
+/// comes.
+const ACK_RETRY: Duration = Duration::from_millis(5);
+
+impl Acks {
+    /// The next message to handle (`None`: the poller is gone), offering
+    /// the waiting acks meanwhile.
+    async fn next(
+        &mut self,
+        client: &AsyncClient,
+        queued: &mut mpsc::Receiver<Publish>,
+    ) -> Option<Publish> {
+        loop {
+            self.offer(client);
+            if self.unsent.is_empty() {
+                return queued.recv().await;
+            }
+            tokio::select! {
+                publish = queued.recv() => return publish,
+                () = tokio::time::sleep(ACK_RETRY) => {}
+            }
+        }
+    }
+
+    /// Acknowledges `publish`, now or as soon as there is room.
+    fn send(&mut self, client: &AsyncClient, mut publish: Publish) {
+        if publish.qos == QoS::AtMostOnce {
             return;
+        }
+        publish.topic.clear();
+        publish.payload = bytes::Bytes::new();
+        self.unsent.push_back(publish);
+        self.offer(client);
+    }
+
+    /// Hands the client as many waiting acks as it takes, in order.
+    fn offer(&mut self, client: &AsyncClient) {
+        while let Some(publish) = self.unsent.front() {
+            if client.try_ack(publish).is_err() {
+                return;
+            }
+            self.unsent.pop_front();
         }
     }
 }
