@@ -394,6 +394,8 @@ mod tests {
         let reply = Value::Array(vec![
             Value::BulkString(b"e1".to_vec()),
             Value::BulkString(b"state_full".to_vec()),
+            // No flapping alarm raised by this batch.
+            Value::Array(Vec::new()),
             Value::Int(7),
             Value::Int(-3),
         ]);
