@@ -212,6 +212,9 @@ pub async fn start_with(
         })
         .collect();
     let fallback = crate::fallback::Fallback::new(&config, node.clone(), redis.clone());
+    if let Some(fallback) = &fallback {
+        node.notifier().set_scheduler(fallback.clone());
+    }
     let gateway = Gateway {
         node: node.clone(),
         settings: Arc::new(transport_settings(&config)),

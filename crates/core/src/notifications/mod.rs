@@ -23,8 +23,10 @@ pub mod memory;
 pub mod pending;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -92,9 +94,31 @@ pub struct Notifier {
     dropped: AtomicU64,
     expired: AtomicU64,
     timers: AtomicUsize,
+    scheduler: OnceLock<Arc<dyn Scheduler>>,
+}
+
+/// What must hear of every notification before it is stored, whichever
+/// way it came (`POST /api/v1/notify`, a user's `message`): the server's
+/// offline fallback (docs/notifications.md,
+/// "Offline fallback"), which schedules a check of each user.
+pub trait Scheduler: Send + Sync + std::fmt::Debug {
+    /// Called with the users and kind of a notification about to be
+    /// stored; a failure is the scheduler's to count and log.
+    fn schedule<'a>(
+        &'a self,
+        app: &'a str,
+        users: &'a [String],
+        kind: &'a str,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
 impl Notifier {
+    /// Makes `scheduler` hear of every notification from now on (set once,
+    /// at start-up; later calls change nothing).
+    pub fn set_scheduler(&self, scheduler: Arc<dyn Scheduler>) {
+        let _ = self.scheduler.set(scheduler);
+    }
+
     /// Counts a notification (alone or in a group) sent to a user's
     /// connections, live or at connect.
     pub fn delivered(&self, n: u64) {
@@ -293,6 +317,11 @@ pub async fn notify(node: &Arc<Node>, app: &str, request: Notify) -> Result<Stri
     let Some(policy) = node.apps().get(app).map(|a| a.notifications.clone()) else {
         return Err(BrokerError::Unavailable("unknown app".into()));
     };
+    // Scheduled before it is stored: a check finding nothing new is cheap,
+    // a notification stored but never checked would get no digest.
+    if let Some(scheduler) = node.notifier().scheduler.get() {
+        scheduler.schedule(app, &request.users, &request.kind).await;
+    }
     let ttl = policy.expire_after;
     if let Some(key) = &request.idempotency
         && let Some(id) = node.broker().notification_id(app, key, None, ttl).await?

@@ -145,11 +145,7 @@ pub async fn notify(
         Ok(request) => request,
         Err(refused) => return refused.response(),
     };
-    // Scheduled before it is stored: a check finding nothing new is cheap,
-    // a notification stored but never checked would get no digest.
-    if let Some(fallback) = &shared.fallback {
-        fallback.schedule(&app, &request.users, &request.kind).await;
-    }
+    // The offline fallback hears of it in `notify` (Notifier's scheduler).
     match notifications::notify(&shared.node, &app, request).await {
         Ok(id) => Json(serde_json::json!({ "id": id })).into_response(),
         Err(e @ BrokerError::TooManyNotifiedUsers(_)) => error_response(

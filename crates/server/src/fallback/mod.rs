@@ -130,6 +130,17 @@ pub fn retry_pause(attempts: u32) -> Duration {
     doubled.min(MAX_RETRY)
 }
 
+impl chouquette_core::notifications::Scheduler for Fallback {
+    fn schedule<'a>(
+        &'a self,
+        app: &'a str,
+        users: &'a [String],
+        kind: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(Fallback::schedule(self, app, users, kind))
+    }
+}
+
 impl Fallback {
     /// The fallback of the apps that configure one (`None`: no app does).
     /// An app whose mailer cannot be built (its CA file became unreadable

@@ -252,3 +252,27 @@ async fn the_webhook_variant_posts_a_signed_digest_once() {
     assert_eq!(sent["title"], "By webhook");
     assert_eq!(body["notifications"].as_array().expect("list").len(), 1);
 }
+
+#[tokio::test]
+async fn a_user_to_user_message_to_an_offline_user_is_mailed_too() {
+    let smtp = SmtpServer::start().await;
+    let extra = format!(
+        "[apps.messages]\nper_second = 0\n{}",
+        email_fallback(smtp.port())
+    );
+    let node = TestNode::start(&config_with("", &extra)).await;
+    let mut ana = super::messages::sender(&node, "ana", json!({"users": ["roger"]})).await;
+    ana.send_json(
+        &json!({"class": "message", "uuid": "m1", "to": ["roger"], "kind": "chat",
+                          "title": "Lunch?", "body": "at noon", "link": "/chat/1"}),
+    )
+    .await;
+    let answer = ana.recv().await;
+    assert_eq!(answer["class"], "ack", "{answer}");
+
+    let mail = mails(&smtp, 1).await.remove(0);
+    assert_eq!(mail["to"], "roger@users.example", "{mail}");
+    assert_eq!(mail["subject"], "Bluelib: 1 unread for roger");
+    let body = mail["body"].as_str().expect("body");
+    assert!(body.contains("* Lunch? [chat] /chat/1\n"), "{body}");
+}
