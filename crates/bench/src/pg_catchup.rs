@@ -23,12 +23,12 @@ use serde::Serialize;
 use tokio::time::{Instant, sleep};
 
 use crate::cli::Options;
-use crate::gateway::{self, BrokerSpec, Gateway, LimitsSpec};
+use crate::gateway::{BrokerSpec, Gateway, LimitsSpec};
 use crate::http::Http;
 use crate::pg_load::{self, LoadWindow, Plan, Written};
 use crate::pg_server::PgServer;
 use crate::postgres;
-use crate::wire::{AppSpec, unix_nanos};
+use crate::wire::AppSpec;
 
 /// Longest wait for the source to publish the whole backlog.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(300);
@@ -53,22 +53,7 @@ struct CatchUp {
 
 /// Runs the catch-up and prints its report.
 pub async fn run(options: &Options) -> anyhow::Result<()> {
-    let pg = PgServer::start().await?;
-    pg.client()
-        .await?
-        .batch_execute(pg_load::CREATE_TABLE)
-        .await
-        .context("cannot create the bench table")?;
-    let app = AppSpec {
-        app: "bench".into(),
-        channel: "rows".into(),
-        secret: format!("secret-{}", unix_nanos()),
-        api_key: format!("key-{}", unix_nanos()),
-    };
-    let binary = match &options.gateway {
-        Some(path) => path.clone(),
-        None => gateway::default_binary()?,
-    };
+    let (pg, app, binary) = postgres::prepare(options).await?;
     let extra = postgres::source_toml(&pg.url(), &app, options);
     let limits = LimitsSpec::default();
     let start = || {

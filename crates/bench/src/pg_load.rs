@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, GenericClient, Statement};
 
 use crate::wire::unix_nanos;
 
@@ -179,19 +179,7 @@ impl Rows {
         index: i32,
         seq: u64,
     ) -> Result<Vec<u64>, tokio_postgres::Error> {
-        let change = self.next(seq);
-        match change.updates {
-            Some(row) => {
-                client
-                    .execute(&statements.update, &[&change.id, &change.t_ns, &row])
-                    .await?
-            }
-            None => {
-                let params: [&(dyn ToSql + Sync); 4] = [&change.id, &change.t_ns, &index, &PAYLOAD];
-                client.execute(&statements.insert, &params).await?
-            }
-        };
-        Ok(vec![change.t_ns as u64])
+        Ok(vec![self.write_one(client, statements, index, seq).await?])
     }
 
     /// Changes `seqs` in one transaction; their stamps.
@@ -205,22 +193,33 @@ impl Rows {
         let tx = client.transaction().await?;
         let mut stamps = Vec::with_capacity(seqs.len());
         for &seq in seqs {
-            let change = self.next(seq);
-            match change.updates {
-                Some(row) => {
-                    tx.execute(&statements.update, &[&change.id, &change.t_ns, &row])
-                        .await?
-                }
-                None => {
-                    let params: [&(dyn ToSql + Sync); 4] =
-                        [&change.id, &change.t_ns, &index, &PAYLOAD];
-                    tx.execute(&statements.insert, &params).await?
-                }
-            };
-            stamps.push(change.t_ns as u64);
+            stamps.push(self.write_one(&tx, statements, index, seq).await?);
         }
         tx.commit().await?;
         Ok(stamps)
+    }
+
+    /// Sends change `seq` on `client` (a connection or a transaction); its
+    /// stamp.
+    async fn write_one(
+        &mut self,
+        client: &impl GenericClient,
+        statements: &Statements,
+        index: i32,
+        seq: u64,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let change = self.next(seq);
+        match change.updates {
+            Some(row) => {
+                let params: [&(dyn ToSql + Sync); 3] = [&change.id, &change.t_ns, &row];
+                client.execute(&statements.update, &params).await?
+            }
+            None => {
+                let params: [&(dyn ToSql + Sync); 4] = [&change.id, &change.t_ns, &index, &PAYLOAD];
+                client.execute(&statements.insert, &params).await?
+            }
+        };
+        Ok(change.t_ns as u64)
     }
 }
 

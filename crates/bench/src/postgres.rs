@@ -8,6 +8,7 @@
 //! subscriber exactly once.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -70,22 +71,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     if options.pg_backlog > 0 {
         return pg_catchup::run(options).await;
     }
-    let pg = PgServer::start().await?;
-    pg.client()
-        .await?
-        .batch_execute(pg_load::CREATE_TABLE)
-        .await
-        .context("cannot create the bench table")?;
-    let app = AppSpec {
-        app: "bench".into(),
-        channel: "rows".into(),
-        secret: format!("secret-{}", unix_nanos()),
-        api_key: format!("key-{}", unix_nanos()),
-    };
-    let binary = match &options.gateway {
-        Some(path) => path.clone(),
-        None => gateway::default_binary()?,
-    };
+    let (pg, app, binary) = prepare(options).await?;
     let extra = source_toml(&pg.url(), &app, options);
     let gw = Gateway::start_with(
         &binary,
@@ -125,6 +111,28 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     summary.drained_s = drained_s;
     print(&summary);
     Ok(())
+}
+
+/// What both Postgres scenarios start from: a cluster of the bench's own
+/// with the bench table, the app, and the gateway binary to run.
+pub(crate) async fn prepare(options: &Options) -> anyhow::Result<(PgServer, AppSpec, PathBuf)> {
+    let pg = PgServer::start().await?;
+    pg.client()
+        .await?
+        .batch_execute(pg_load::CREATE_TABLE)
+        .await
+        .context("cannot create the bench table")?;
+    let app = AppSpec {
+        app: "bench".into(),
+        channel: "rows".into(),
+        secret: format!("secret-{}", unix_nanos()),
+        api_key: format!("key-{}", unix_nanos()),
+    };
+    let binary = match &options.gateway {
+        Some(path) => path.clone(),
+        None => gateway::default_binary()?,
+    };
+    Ok((pg, app, binary))
 }
 
 /// The `[[sources.postgres]]` of the gateway: the bench table to the
