@@ -75,9 +75,12 @@ impl MosquittoServer {
             .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
         let config = format!(
             "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
-             persistence false\nlog_dest none\n{}",
+             persistence false\nlog_dest none\nmax_queued_messages 1000000\n{}",
             passwd.display(),
             acl.display(),
+            // (`max_queued_messages`: Mosquitto's default of 1,000 drops
+            // what a slow subscriber has not taken yet, and a test gateway
+            // in a debug build falls behind a device's flush.)
             // Under root, Mosquitto would switch to the `mosquitto` user,
             // which cannot read the test's folder.
             if root { "user root\n" } else { "" }
