@@ -13,7 +13,8 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Generic, Mapping, Optional, TypeVar, Union
+from types import TracebackType
+from typing import Any, Callable, Dict, Generic, Mapping, Optional, Type, TypeVar, Union
 
 import httpx
 
@@ -239,3 +240,74 @@ class AsyncTransport:
     async def aclose(self) -> None:
         if self._own:
             await self._client.aclose()
+
+
+Api = TypeVar("Api", bound="SyncApi")
+AsyncApiT = TypeVar("AsyncApiT", bound="AsyncApi")
+
+
+class SyncApi:
+    """What every sync client of the package shares: one transport, closed
+    with the client (``close()``, or leaving a ``with`` block)."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retry: Retry = DEFAULT_RETRY,
+        client: Optional[httpx.Client] = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        self._http = SyncTransport(
+            url, key, timeout=timeout, retry=retry, client=client, headers=headers
+        )
+
+    def close(self) -> None:
+        """Closes the HTTP client, unless it was given (then it is yours)."""
+        self._http.close()
+
+    def __enter__(self: Api) -> Api:
+        return self
+
+    def __exit__(
+        self,
+        kind: Optional[Type[BaseException]],
+        error: Optional[BaseException],
+        trace: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+
+class AsyncApi:
+    """`SyncApi` for asyncio: ``aclose()``, or leaving an ``async with``."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retry: Retry = DEFAULT_RETRY,
+        client: Optional[httpx.AsyncClient] = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        self._http = AsyncTransport(
+            url, key, timeout=timeout, retry=retry, client=client, headers=headers
+        )
+
+    async def aclose(self) -> None:
+        """Closes the HTTP client, unless it was given (then it is yours)."""
+        await self._http.aclose()
+
+    async def __aenter__(self: AsyncApiT) -> AsyncApiT:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: Optional[Type[BaseException]],
+        error: Optional[BaseException],
+        trace: Optional[TracebackType],
+    ) -> None:
+        await self.aclose()

@@ -16,18 +16,17 @@ same methods, awaited.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Type
+from typing import Any, Dict, List, Mapping, Optional
 
 import httpx
 
 from ._http import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
-    AsyncTransport,
+    AsyncApi,
     Call,
     Retry,
-    SyncTransport,
+    SyncApi,
     Timeout,
 )
 from .events import EventLike, Position, event_json
@@ -160,7 +159,7 @@ def _operator(operator: Optional[str]) -> Dict[str, str]:
     return {"X-Operator": operator} if operator is not None else {}
 
 
-class Admin:
+class Admin(SyncApi):
     """The admin API with the `[admin] key` (sync). `operator` is sent as
     `X-Operator` and recorded in the audit log (self-declared)."""
 
@@ -174,7 +173,7 @@ class Admin:
         retry: Retry = DEFAULT_RETRY,
         client: Optional[httpx.Client] = None,
     ) -> None:
-        self._http = SyncTransport(
+        super().__init__(
             url, admin_key, timeout=timeout, retry=retry, client=client,
             headers=_operator(operator),
         )
@@ -231,22 +230,8 @@ class Admin:
         `event` must name its `app_id`."""
         return self._http.run(_AdminCalls.publish(event))
 
-    def close(self) -> None:
-        self._http.close()
 
-    def __enter__(self) -> "Admin":
-        return self
-
-    def __exit__(
-        self,
-        kind: Optional[Type[BaseException]],
-        error: Optional[BaseException],
-        trace: Optional[TracebackType],
-    ) -> None:
-        self.close()
-
-
-class AsyncAdmin:
+class AsyncAdmin(AsyncApi):
     """`Admin` for asyncio."""
 
     def __init__(
@@ -259,7 +244,7 @@ class AsyncAdmin:
         retry: Retry = DEFAULT_RETRY,
         client: Optional[httpx.AsyncClient] = None,
     ) -> None:
-        self._http = AsyncTransport(
+        super().__init__(
             url, admin_key, timeout=timeout, retry=retry, client=client,
             headers=_operator(operator),
         )
@@ -306,20 +291,6 @@ class AsyncAdmin:
     async def publish(self, event: EventLike) -> Position:
         return await self._http.run(_AdminCalls.publish(event))
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> "AsyncAdmin":
-        return self
-
-    async def __aexit__(
-        self,
-        kind: Optional[Type[BaseException]],
-        error: Optional[BaseException],
-        trace: Optional[TracebackType],
-    ) -> None:
-        await self.aclose()
-
 
 SUBSCRIPTIONS = "/api/v1/subscriptions"
 
@@ -334,7 +305,7 @@ def unsubscribe_call(app_id: str, user: str, channel: str) -> Call[int]:
     return Call("DELETE", SUBSCRIPTIONS, _count, body=body)
 
 
-class UserSubscriptions:
+class UserSubscriptions(SyncApi):
     """Backend-driven subscriptions with the app's API key (sync).
 
     A grant subscribes every connection whose `connect` identity is that
@@ -356,7 +327,7 @@ class UserSubscriptions:
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         self.app_id = app_id
-        self._http = SyncTransport(
+        super().__init__(
             url, api_key, timeout=timeout, retry=retry, client=client, headers=headers
         )
 
@@ -368,22 +339,8 @@ class UserSubscriptions:
         """Ends the backend subscription of `user` to `channel`."""
         return self._http.run(unsubscribe_call(self.app_id, user, channel))
 
-    def close(self) -> None:
-        self._http.close()
 
-    def __enter__(self) -> "UserSubscriptions":
-        return self
-
-    def __exit__(
-        self,
-        kind: Optional[Type[BaseException]],
-        error: Optional[BaseException],
-        trace: Optional[TracebackType],
-    ) -> None:
-        self.close()
-
-
-class AsyncUserSubscriptions:
+class AsyncUserSubscriptions(AsyncApi):
     """`UserSubscriptions` for asyncio."""
 
     def __init__(
@@ -398,7 +355,7 @@ class AsyncUserSubscriptions:
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         self.app_id = app_id
-        self._http = AsyncTransport(
+        super().__init__(
             url, api_key, timeout=timeout, retry=retry, client=client, headers=headers
         )
 
@@ -407,17 +364,3 @@ class AsyncUserSubscriptions:
 
     async def unsubscribe_user(self, user: str, channel: str) -> int:
         return await self._http.run(unsubscribe_call(self.app_id, user, channel))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> "AsyncUserSubscriptions":
-        return self
-
-    async def __aexit__(
-        self,
-        kind: Optional[Type[BaseException]],
-        error: Optional[BaseException],
-        trace: Optional[TracebackType],
-    ) -> None:
-        await self.aclose()

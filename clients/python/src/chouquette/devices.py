@@ -14,12 +14,11 @@ twice.
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, List, Mapping, Optional, Sequence, Type
+from typing import Any, List, Mapping, Optional, Sequence
 
 import httpx
 
-from ._http import DEFAULT_RETRY, NO_RETRY, AsyncTransport, Call, Retry, SyncTransport, Timeout
+from ._http import DEFAULT_RETRY, NO_RETRY, AsyncApi, Call, Retry, SyncApi, Timeout
 from .users import DEFAULT_USERS_TIMEOUT, _call_answer, _millis
 
 
@@ -42,7 +41,7 @@ def _command(
     return Call("POST", "/api/v1/devices/commands", _call_answer, body=body)
 
 
-class Devices:
+class Devices(SyncApi):
     """Commands to an app's devices (sync)."""
 
     def __init__(
@@ -57,7 +56,7 @@ class Devices:
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         self._app_id = app_id
-        self._http = SyncTransport(
+        super().__init__(
             url, api_key, timeout=timeout, retry=retry, client=client, headers=headers
         )
 
@@ -73,22 +72,8 @@ class Devices:
         request = _command(self._app_id, device, method, args, kwargs, timeout)
         return self._http.run(request, NO_RETRY)
 
-    def close(self) -> None:
-        self._http.close()
 
-    def __enter__(self) -> "Devices":
-        return self
-
-    def __exit__(
-        self,
-        kind: Optional[Type[BaseException]],
-        error: Optional[BaseException],
-        trace: Optional[TracebackType],
-    ) -> None:
-        self.close()
-
-
-class AsyncDevices:
+class AsyncDevices(AsyncApi):
     """`Devices` for asyncio."""
 
     def __init__(
@@ -103,7 +88,7 @@ class AsyncDevices:
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         self._app_id = app_id
-        self._http = AsyncTransport(
+        super().__init__(
             url, api_key, timeout=timeout, retry=retry, client=client, headers=headers
         )
 
@@ -117,20 +102,6 @@ class AsyncDevices:
     ) -> Any:
         request = _command(self._app_id, device, method, args, kwargs, timeout)
         return await self._http.run(request, NO_RETRY)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> "AsyncDevices":
-        return self
-
-    async def __aexit__(
-        self,
-        kind: Optional[Type[BaseException]],
-        error: Optional[BaseException],
-        trace: Optional[TracebackType],
-    ) -> None:
-        await self.aclose()
 
 
 __all__: List[str] = ["AsyncDevices", "Devices"]

@@ -14,18 +14,17 @@ publish an event twice: a repeat answers the first position with
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, List, Mapping, Optional, Sequence, Type
+from typing import Any, List, Mapping, Optional, Sequence
 
 import httpx
 
 from ._http import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
-    AsyncTransport,
+    AsyncApi,
     Call,
     Retry,
-    SyncTransport,
+    SyncApi,
     Timeout,
 )
 from .events import EventLike, Position, event_json
@@ -57,7 +56,7 @@ def batch_call(events: Sequence[EventLike], app_id: Optional[str]) -> Call[List[
     return Call("POST", PUBLISH, _many, body=body)
 
 
-class Publisher:
+class Publisher(SyncApi):
     """Publishes with the app's API key on the internal listener (sync).
 
     `url` is the internal listener (`http://127.0.0.1:8081`), `app_id`
@@ -78,7 +77,7 @@ class Publisher:
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         self.app_id = app_id
-        self._http = SyncTransport(
+        super().__init__(
             url, api_key, timeout=timeout, retry=retry, client=client, headers=headers
         )
 
@@ -90,22 +89,8 @@ class Publisher:
         """Publishes events all or nothing, in order; one position each."""
         return self._http.run(batch_call(events, self.app_id))
 
-    def close(self) -> None:
-        self._http.close()
 
-    def __enter__(self) -> "Publisher":
-        return self
-
-    def __exit__(
-        self,
-        kind: Optional[Type[BaseException]],
-        error: Optional[BaseException],
-        trace: Optional[TracebackType],
-    ) -> None:
-        self.close()
-
-
-class AsyncPublisher:
+class AsyncPublisher(AsyncApi):
     """`Publisher` for asyncio: the same methods, awaited."""
 
     def __init__(
@@ -120,7 +105,7 @@ class AsyncPublisher:
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         self.app_id = app_id
-        self._http = AsyncTransport(
+        super().__init__(
             url, api_key, timeout=timeout, retry=retry, client=client, headers=headers
         )
 
@@ -131,17 +116,3 @@ class AsyncPublisher:
     async def publish_batch(self, events: Sequence[EventLike]) -> List[Position]:
         """Publishes events all or nothing, in order; one position each."""
         return await self._http.run(batch_call(events, self.app_id))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> "AsyncPublisher":
-        return self
-
-    async def __aexit__(
-        self,
-        kind: Optional[Type[BaseException]],
-        error: Optional[BaseException],
-        trace: Optional[TracebackType],
-    ) -> None:
-        await self.aclose()

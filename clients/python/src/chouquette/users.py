@@ -24,12 +24,11 @@ call twice, or show a message twice).
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import httpx
 
-from ._http import DEFAULT_RETRY, NO_RETRY, AsyncTransport, Call, Retry, SyncTransport, Timeout
+from ._http import DEFAULT_RETRY, NO_RETRY, AsyncApi, Call, Retry, SyncApi, Timeout
 from .errors import ClientCallError
 from .events import new_id
 
@@ -159,7 +158,7 @@ class _Calls:
         return Call("POST", "/api/v1/lattices", _changed, body=body)
 
 
-class Users:
+class Users(SyncApi):
     """Calls, messages, notifications and lattices for an app's users (sync)."""
 
     def __init__(
@@ -174,7 +173,7 @@ class Users:
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         self._calls = _Calls(app_id)
-        self._http = SyncTransport(
+        super().__init__(
             url, api_key, timeout=timeout, retry=retry, client=client, headers=headers
         )
 
@@ -224,22 +223,8 @@ class Users:
         users changed."""
         return self._http.run(self._calls.lattices(namespace, shared, users))
 
-    def close(self) -> None:
-        self._http.close()
 
-    def __enter__(self) -> "Users":
-        return self
-
-    def __exit__(
-        self,
-        kind: Optional[Type[BaseException]],
-        error: Optional[BaseException],
-        trace: Optional[TracebackType],
-    ) -> None:
-        self.close()
-
-
-class AsyncUsers:
+class AsyncUsers(AsyncApi):
     """`Users` for asyncio."""
 
     def __init__(
@@ -254,7 +239,7 @@ class AsyncUsers:
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         self._calls = _Calls(app_id)
-        self._http = AsyncTransport(
+        super().__init__(
             url, api_key, timeout=timeout, retry=retry, client=client, headers=headers
         )
 
@@ -293,20 +278,6 @@ class AsyncUsers:
         users: Optional[Mapping[str, Mapping[str, LatticeValue]]] = None,
     ) -> Dict[str, int]:
         return await self._http.run(self._calls.lattices(namespace, shared, users))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> "AsyncUsers":
-        return self
-
-    async def __aexit__(
-        self,
-        kind: Optional[Type[BaseException]],
-        error: Optional[BaseException],
-        trace: Optional[TracebackType],
-    ) -> None:
-        await self.aclose()
 
 
 __all__: List[str] = [
