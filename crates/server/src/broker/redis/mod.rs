@@ -30,7 +30,7 @@ use chouquette_core::app::ChannelPolicy;
 use chouquette_core::broker::{
     BoxFuture, Broker, BrokerError, PublishFailure, UserGrants, new_epoch,
 };
-use chouquette_core::device_state::{self, Alarm};
+use chouquette_core::device_state;
 use chouquette_core::device_time::state_value;
 use chouquette_core::history::{LogError, Recovered};
 use chouquette_core::hub::Hub;
@@ -53,6 +53,11 @@ use wire::ChannelKeys;
 
 const PUBLISH_LUA: &str = concat!(include_str!("common.lua"), include_str!("publish.lua"));
 const RECOVER_LUA: &str = concat!(include_str!("common.lua"), include_str!("recover.lua"));
+/// How long a `flapping` event that Redis refused is tried again, and the
+/// pauses between tries (doubling from the first to the longest).
+const ALARM_RETRY_FOR: Duration = Duration::from_secs(60);
+const ALARM_FIRST_RETRY: Duration = Duration::from_millis(100);
+const ALARM_MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// How to reach Redis and how to keep channels there.
 #[derive(Debug, Clone)]
@@ -292,9 +297,8 @@ impl RedisBroker {
         policy: &ChannelPolicy,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Position>, PublishFailure> {
-        let published = self.run_publish(channel, policy, &events).await?;
-        self.raise_alarms(channel, policy, &events, &published.alarms)
-            .await;
+        let published = run_publish(&self.shared, channel, policy, &events).await?;
+        self.raise_alarms(channel, policy, &events, &published);
         let positions: Vec<Position> = published
             .offsets
             .iter()
@@ -316,74 +320,55 @@ impl RedisBroker {
     }
 
     /// Publishes the `flapping` events `publish.lua` found, after the batch
-    /// that raised them. One that cannot be published is logged: the
-    /// batch itself was published.
-    async fn raise_alarms(
+    /// that raised them, in a task of their own: the batch itself is
+    /// published and its caller answered meanwhile. `publish.lua` already
+    /// recorded the episode, so an alarm that could not be published would
+    /// never be raised again: it is tried until it goes, with a doubling
+    /// pause, for [`ALARM_RETRY_FOR`]. Each alarm's dedup id names the
+    /// event that raised it, so a call that went through but whose answer
+    /// was lost publishes nothing the second time.
+    fn raise_alarms(
         &self,
         channel: &ChannelId,
         policy: &ChannelPolicy,
         events: &[NewEvent],
-        alarms: &[(usize, Alarm)],
+        published: &wire::Published,
     ) {
         let Some(rule) = policy.flapping else {
             return;
         };
-        let raised: Vec<NewEvent> = alarms
+        let raised: Vec<NewEvent> = published
+            .alarms
             .iter()
             .filter_map(|(index, alarm)| {
                 let event = events.get(*index)?;
                 let key = event.key.as_deref()?;
-                Some(device_state::alarm_event(event, key, *alarm, rule))
+                let (offset, _) = published.offsets.get(*index)?;
+                let mut raised = device_state::alarm_event(event, key, *alarm, rule);
+                raised.id = Some(format!("alarm:{}:{offset}", published.epoch));
+                Some(raised)
             })
             .collect();
         if raised.is_empty() {
             return;
         }
-        if let Err(e) = self.run_publish(channel, policy, &raised).await {
-            tracing::warn!(%channel, error = %e, "could not publish a flapping event");
-        }
-    }
-
-    async fn run_publish(
-        &self,
-        channel: &ChannelId,
-        policy: &ChannelPolicy,
-        events: &[NewEvent],
-    ) -> Result<wire::Published, BrokerError> {
-        let shared = &self.shared;
-        let link = shared.current().ok_or_else(not_connected)?;
-        let keys = shared.keys(channel);
-        let mut invocation = keyed(&shared.publish, &keys);
-        invocation
-            .arg(new_epoch())
-            .arg(policy.history)
-            .arg(u8::from(policy.keep_state))
-            .arg(policy.max_state_keys)
-            .arg(policy.history_ttl.map_or(0, ms))
-            .arg(ms(shared.settings.key_ttl))
-            .arg(&keys.topic)
-            .arg(ms(shared.settings.dedup_window))
-            .arg(policy.flapping.map_or(0, |f| f.changes))
-            .arg(policy.flapping.map_or(0, |f| ms(f.window)));
-        for event in events {
-            let tracked = policy
-                .state_field
-                .as_deref()
-                .filter(|_| policy.keep_state && event.key.is_some())
-                .and_then(|field| state_value(&event.data, field));
-            invocation
-                .arg(event.id.as_deref().unwrap_or(""))
-                .arg(event.key.as_deref().unwrap_or(""))
-                .arg(event.time.map_or(String::new(), |t| t.millis().to_string()))
-                .arg(tracked.unwrap_or_default())
-                .arg(wire::encode(event));
-        }
-        let mut commands = link.commands.clone();
-        let reply: redis::Value = invocation
-            .invoke_async(&mut commands)
-            .await
-            .map_err(|e| shared.failed(&e))?;
-        wire::published(reply)
+        let (shared, channel, policy) = (self.shared.clone(), channel.clone(), policy.clone());
+        tokio::spawn(async move {
+            let mut pause = ALARM_FIRST_RETRY;
+            let deadline = tokio::time::Instant::now() + ALARM_RETRY_FOR;
+            loop {
+                let Err(e) = run_publish(&shared, &channel, &policy, &raised).await else {
+                    return;
+                };
+                if tokio::time::Instant::now() + pause > deadline {
+                    tracing::error!(%channel, error = %e, "a flapping event could not be published: given up");
+                    return;
+                }
+                tracing::warn!(%channel, error = %e, "could not publish a flapping event; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ALARM_MAX_RETRY);
+            }
+        });
     }
 
     /// Makes this node listen on `channel`'s topic before its history is
@@ -650,4 +635,46 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<Vec<Box<str>>, BrokerError>> {
         Box::pin(self.read_present(channel))
     }
+}
+
+/// Publishes `events` of one channel in one call of `publish.lua`.
+async fn run_publish(
+    shared: &Shared,
+    channel: &ChannelId,
+    policy: &ChannelPolicy,
+    events: &[NewEvent],
+) -> Result<wire::Published, BrokerError> {
+    let link = shared.current().ok_or_else(not_connected)?;
+    let keys = shared.keys(channel);
+    let mut invocation = keyed(&shared.publish, &keys);
+    invocation
+        .arg(new_epoch())
+        .arg(policy.history)
+        .arg(u8::from(policy.keep_state))
+        .arg(policy.max_state_keys)
+        .arg(policy.history_ttl.map_or(0, ms))
+        .arg(ms(shared.settings.key_ttl))
+        .arg(&keys.topic)
+        .arg(ms(shared.settings.dedup_window))
+        .arg(policy.flapping.map_or(0, |f| f.changes))
+        .arg(policy.flapping.map_or(0, |f| ms(f.window)));
+    for event in events {
+        let tracked = policy
+            .state_field
+            .as_deref()
+            .filter(|_| policy.keep_state && event.key.is_some())
+            .and_then(|field| state_value(&event.data, field));
+        invocation
+            .arg(event.id.as_deref().unwrap_or(""))
+            .arg(event.key.as_deref().unwrap_or(""))
+            .arg(event.time.map_or(String::new(), |t| t.millis().to_string()))
+            .arg(tracked.unwrap_or_default())
+            .arg(wire::encode(event));
+    }
+    let mut commands = link.commands.clone();
+    let reply: redis::Value = invocation
+        .invoke_async(&mut commands)
+        .await
+        .map_err(|e| shared.failed(&e))?;
+    wire::published(reply)
 }
