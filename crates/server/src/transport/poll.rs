@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::auth;
 use super::driver::{self, Gone, Goodbye, Inbound, Wire};
-use super::url::{self, UrlRequest};
+use super::url;
 use crate::api::error_response;
 use crate::gateway::{Gateway, Settings};
 
@@ -37,13 +37,7 @@ pub async fn poll(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Some(refusal) = shared.refuse_connection(peer) {
-        return refusal;
-    }
-    match url::parse_query(query.as_deref()) {
-        Ok(request) => answer_poll(shared, peer, &headers, request, url::QUERY_NEEDS_TOKENS).await,
-        Err(message) => error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
-    }
+    answer_poll(shared, peer, &headers, url::Carried::Query(query)).await
 }
 
 /// Answers one poll whose tokens are in a JSON body (`POST`).
@@ -53,14 +47,7 @@ pub async fn poll_body(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(refusal) = shared.refuse_connection(peer) {
-        return refusal;
-    }
-    let limit = url::body_limit(shared.node.session_limits().max_message_bytes);
-    match url::read_body(body, limit).await {
-        Ok(request) => answer_poll(shared, peer, &headers, request, url::BODY_NEEDS_TOKENS).await,
-        Err(refusal) => refusal,
-    }
+    answer_poll(shared, peer, &headers, url::Carried::Body(body)).await
 }
 
 /// Runs connect auth when it applies (each request again: nothing is kept
@@ -72,9 +59,12 @@ async fn answer_poll(
     shared: Gateway,
     peer: Option<std::net::IpAddr>,
     headers: &HeaderMap,
-    request: UrlRequest,
-    no_tokens: &str,
+    carried: url::Carried,
 ) -> Response {
+    let (request, no_tokens) = match url::accept(&shared, peer, carried).await {
+        Ok(accepted) => accepted,
+        Err(refusal) => return refusal,
+    };
     let since = url::positions(&request);
     let app = request.app.as_deref();
     let prepared = match auth::prepare(&shared, Transport::Poll, peer, headers, app, &since).await {

@@ -49,13 +49,7 @@ pub async fn stream(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Some(refusal) = shared.refuse_connection(peer) {
-        return refusal;
-    }
-    match url::parse_query(query.as_deref()) {
-        Ok(request) => open(shared, peer, &headers, request, url::QUERY_NEEDS_TOKENS).await,
-        Err(message) => error_response(StatusCode::BAD_REQUEST, "bad_message", &message),
-    }
+    open(shared, peer, &headers, url::Carried::Query(query)).await
 }
 
 /// Opens an event stream for the tokens of a JSON body (`POST`), unless the
@@ -66,27 +60,23 @@ pub async fn stream_body(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(refusal) = shared.refuse_connection(peer) {
-        return refusal;
-    }
-    let limit = url::body_limit(shared.node.session_limits().max_message_bytes);
-    match url::read_body(body, limit).await {
-        Ok(request) => open(shared, peer, &headers, request, url::BODY_NEEDS_TOKENS).await,
-        Err(refusal) => refusal,
-    }
+    open(shared, peer, &headers, url::Carried::Body(body)).await
 }
 
 /// Runs connect auth when it applies (its refusal is the answer), then
 /// starts the stream's task and answers with its body. `Last-Event-ID`,
 /// which a reconnecting `EventSource` sends, wins over a `cursor`. Without
-/// connect auth, a request needs tokens (`no_tokens` says so).
+/// connect auth, a request needs tokens.
 async fn open(
     shared: Gateway,
     peer: Option<IpAddr>,
     headers: &HeaderMap,
-    mut request: UrlRequest,
-    no_tokens: &str,
+    carried: url::Carried,
 ) -> Response {
+    let (mut request, no_tokens) = match url::accept(&shared, peer, carried).await {
+        Ok(accepted) => accepted,
+        Err(refusal) => return refusal,
+    };
     if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         request.cursor = Some(last.to_string());
     }

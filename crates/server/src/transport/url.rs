@@ -19,6 +19,7 @@
 //! up to that bound (see [`cursor_limit`]).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ use chouquette_protocol::client::{ChannelRequest, Since, Subscribe};
 use chouquette_protocol::server::{self, ErrorContext};
 use serde::Deserialize;
 
+use crate::gateway::Gateway;
 use crate::http_error::error_response;
 
 /// Longest cursor accepted whatever the request, in bytes.
@@ -173,6 +175,38 @@ pub async fn read_body(body: Body, limit: usize) -> Result<UrlRequest, Response>
         }
     };
     parse_body(&bytes).map_err(|message| bad(StatusCode::BAD_REQUEST, &message))
+}
+
+/// How a URL transport's request carries its tokens.
+pub enum Carried {
+    /// In the query string of a `GET`.
+    Query(Option<String>),
+    /// In the JSON body of a `POST`.
+    Body(Body),
+}
+
+/// The request of a URL transport, with what to answer should it name no
+/// token, or the answer refusing it: the node full or stopping
+/// ([`Gateway::refuse_connection`]), a query or body that does not read.
+pub async fn accept(
+    shared: &Gateway,
+    peer: Option<IpAddr>,
+    carried: Carried,
+) -> Result<(UrlRequest, &'static str), Response> {
+    if let Some(refusal) = shared.refuse_connection(peer) {
+        return Err(refusal);
+    }
+    match carried {
+        Carried::Query(query) => parse_query(query.as_deref())
+            .map(|request| (request, QUERY_NEEDS_TOKENS))
+            .map_err(|message| error_response(StatusCode::BAD_REQUEST, "bad_message", &message)),
+        Carried::Body(body) => {
+            let limit = body_limit(shared.node.session_limits().max_message_bytes);
+            read_body(body, limit)
+                .await
+                .map(|request| (request, BODY_NEEDS_TOKENS))
+        }
+    }
 }
 
 /// Encodes every subscription's position.
