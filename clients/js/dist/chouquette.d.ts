@@ -176,6 +176,36 @@ export interface NotificationMessage extends ServerMessage {
         first: string;
         last: string;
     };
+    /** The sending user, for a user-to-user message (`sendMessage`); a backend's notification has none. */
+    from?: string;
+}
+/**
+ * A user-to-user message (`sendMessage`), delivered to each recipient as a
+ * `notification` with `from`. `to` and `groups` are each optional, not both
+ * empty; the connect token's `message` claim must name them.
+ */
+export interface OutgoingMessage {
+    /** Users, by id. */
+    to?: string[];
+    /** Groups of the `message` claim: each reaches its members but the sender. */
+    groups?: string[];
+    /** 1 to 64 bytes; grouped like a backend's notification of that kind. */
+    kind: string;
+    /** At most 1,024 bytes. */
+    title?: string;
+    /** At most 8,192 bytes. */
+    body?: string;
+    /** At most 2,048 bytes. */
+    link?: string;
+    /** Any JSON, at most the gateway's `max_publish_bytes`. */
+    data?: unknown;
+}
+/** The gateway's `ack` of a sent message. */
+export interface MessageSent {
+    /** The notification's id, as each recipient gets it. */
+    id: string;
+    /** Users it reached (groups counted by their members, each user once, the sender left out). */
+    recipients: number;
 }
 /** A connect token for `connect` (`app_id`, `sub`, `exp`, `groups` claims; HS256). */
 export interface ConnectToken {
@@ -345,7 +375,7 @@ export declare const MAX_LATTICES = 16;
 /** The default `timeout` of `call`, in ms. */
 export declare const DEFAULT_CALL_TIMEOUT = 30000;
 /**
- * A failed `call` (or `ackNotifications`): `code` is the gateway's or the
+ * A failed `call` (or `sendMessage`, `ackNotifications`): `code` is the gateway's or the
  * backend's error code (`not_allowed`, `backend_timeout`, the backend's own...),
  * or the client's: `timeout` (no answer in time), `disconnected` (the
  * connection closed first: calls are not retried, the backend may or may
@@ -409,6 +439,19 @@ export declare class Chouquette extends Emitter<ClientEvents> {
      */
     call<T = unknown>(method: string, args?: unknown[], kwargs?: Record<string, unknown>, options?: CallOptions): Promise<T>;
     /**
+     * Sends a user-to-user message (docs/notifications.md, "User-to-user
+     * messages"): each recipient gets it as a `notification` with `from`, this
+     * user, pending until acknowledged. The connection needs an identity whose
+     * connect token's `message` claim names the recipients, over a WebSocket.
+     * Resolves with the gateway's `ack` (`id`: the notification's, `recipients`:
+     * how many users it reached, groups counted by their members); rejects with
+     * a `CallError` carrying the gateway's code (`not_allowed`, `disabled`,
+     * `too_many_recipients`, `rate_limited`, `bad_message`: nothing was sent) or
+     * the client's (`not_connected`, `timeout`, `disconnected`: it may have been
+     * sent; not retried, since a retry would notify the recipients twice).
+     */
+    sendMessage(message: OutgoingMessage, options?: CallOptions): Promise<MessageSent>;
+    /**
      * Answers the backend's calls of `method` (`POST /api/v1/calls`, WebSocket
      * only): what `handler` returns (or resolves to) is the `result`; what it
      * throws is an `error` with its `code` (when valid, else `client_error`)
@@ -442,6 +485,8 @@ export declare class Chouquette extends Emitter<ClientEvents> {
     private sideReply;
     /** The answer (`result` or `error` with its `id`) to one of this client's calls. */
     private answered;
+    /** The gateway's answer to the message sent as `id`: its `ack`, or an `error` with the refusal's code. */
+    private messageAnswered;
     /** Rejects every pending call (the connection they went on is gone). */
     private failCalls;
     /** A backend's call: the handler's result or error goes back with the call's `id`. */

@@ -1249,6 +1249,7 @@ function websocketTransport(url, Socket = globalThis.WebSocket) {
 var MAX_PENDING_CALLS = 1e3;
 var MAX_LATTICES = 16;
 var DEFAULT_CALL_TIMEOUT = 3e4;
+var MESSAGE_PREFIX = `${SIDE_PREFIX}message-`;
 var CallError = class extends Error {
   constructor(code, message) {
     super(message);
@@ -1347,6 +1348,35 @@ var Chouquette = class extends Emitter {
     });
   }
   /**
+   * Sends a user-to-user message (docs/notifications.md, "User-to-user
+   * messages"): each recipient gets it as a `notification` with `from`, this
+   * user, pending until acknowledged. The connection needs an identity whose
+   * connect token's `message` claim names the recipients, over a WebSocket.
+   * Resolves with the gateway's `ack` (`id`: the notification's, `recipients`:
+   * how many users it reached, groups counted by their members); rejects with
+   * a `CallError` carrying the gateway's code (`not_allowed`, `disabled`,
+   * `too_many_recipients`, `rate_limited`, `bad_message`: nothing was sent) or
+   * the client's (`not_connected`, `timeout`, `disconnected`: it may have been
+   * sent; not retried, since a retry would notify the recipients twice).
+   */
+  sendMessage(message, options = {}) {
+    return new Promise((resolve, reject) => {
+      if (this.pending.size >= MAX_PENDING_CALLS) {
+        return reject(new CallError("too_many_calls", `${MAX_PENDING_CALLS} calls and messages are already waiting for their answer`));
+      }
+      const id = `m${++this.callSeq}`;
+      const sent = this.port?.send?.({ ...message, class: "message", uuid: `${MESSAGE_PREFIX}${id}` });
+      if (!sent) {
+        return reject(new CallError("not_connected", "no open WebSocket connection to send the message on (messages need one: not SSE, long-polling or shared)"));
+      }
+      const timeout = options.timeout ?? DEFAULT_CALL_TIMEOUT;
+      const timer = setTimeout(() => {
+        if (this.pending.delete(id)) reject(new CallError("timeout", `no answer to the message within ${timeout} ms`));
+      }, timeout);
+      this.pending.set(id, { resolve, reject, timer });
+    });
+  }
+  /**
    * Answers the backend's calls of `method` (`POST /api/v1/calls`, WebSocket
    * only): what `handler` returns (or resolves to) is the `result`; what it
    * throws is an `error` with its `code` (when valid, else `client_error`)
@@ -1434,6 +1464,10 @@ var Chouquette = class extends Emitter {
   // Messages from the hub (this tab's, or the leader tab's)
   deliver(m) {
     if (this.closed) return;
+    if (typeof m.ref === "string" && m.ref.startsWith(MESSAGE_PREFIX) && (m.class === "ack" || m.class === "error")) {
+      this.messageAnswered(m, m.ref.slice(MESSAGE_PREFIX.length));
+      return;
+    }
     if (typeof m.ref === "string" && m.ref.startsWith(SIDE_PREFIX) && m.class !== "lattice" && m.id === void 0) {
       this.sideReply(m, m.ref.slice(SIDE_PREFIX.length));
       return;
@@ -1536,6 +1570,15 @@ var Chouquette = class extends Emitter {
     clearTimeout(call.timer);
     if (m.class === "result") call.resolve(m.result ?? null);
     else call.reject(new CallError(String(m.code ?? "error"), String(m.message ?? "")));
+  }
+  /** The gateway's answer to the message sent as `id`: its `ack`, or an `error` with the refusal's code. */
+  messageAnswered(m, id) {
+    const pending = this.pending.get(id);
+    if (!pending) return;
+    this.pending.delete(id);
+    clearTimeout(pending.timer);
+    if (m.class === "ack") pending.resolve({ id: String(m.id ?? ""), recipients: Number(m.recipients ?? 0) });
+    else pending.reject(new CallError(String(m.code ?? "error"), String(m.message ?? "")));
   }
   /** Rejects every pending call (the connection they went on is gone). */
   failCalls(why) {

@@ -20,6 +20,8 @@ import type {
   ConnectToken,
   IncomingCall,
   ChouquetteOptions,
+  MessageSent,
+  OutgoingMessage,
   ClientEvents,
   DataMessage,
   ErrorEvent,
@@ -36,8 +38,11 @@ export const MAX_LATTICES = 16;
 /** The default `timeout` of `call`, in ms. */
 export const DEFAULT_CALL_TIMEOUT = 30_000;
 
+/** The `uuid` prefix of the client's user-to-user messages (`sendMessage`): their answers settle its promises. */
+const MESSAGE_PREFIX = `${SIDE_PREFIX}message-`;
+
 /**
- * A failed `call` (or `ackNotifications`): `code` is the gateway's or the
+ * A failed `call` (or `sendMessage`, `ackNotifications`): `code` is the gateway's or the
  * backend's error code (`not_allowed`, `backend_timeout`, the backend's own...),
  * or the client's: `timeout` (no answer in time), `disconnected` (the
  * connection closed first: calls are not retried, the backend may or may
@@ -170,6 +175,36 @@ export class Chouquette extends Emitter<ClientEvents> {
   }
 
   /**
+   * Sends a user-to-user message (docs/notifications.md, "User-to-user
+   * messages"): each recipient gets it as a `notification` with `from`, this
+   * user, pending until acknowledged. The connection needs an identity whose
+   * connect token's `message` claim names the recipients, over a WebSocket.
+   * Resolves with the gateway's `ack` (`id`: the notification's, `recipients`:
+   * how many users it reached, groups counted by their members); rejects with
+   * a `CallError` carrying the gateway's code (`not_allowed`, `disabled`,
+   * `too_many_recipients`, `rate_limited`, `bad_message`: nothing was sent) or
+   * the client's (`not_connected`, `timeout`, `disconnected`: it may have been
+   * sent; not retried, since a retry would notify the recipients twice).
+   */
+  sendMessage(message: OutgoingMessage, options: CallOptions = {}): Promise<MessageSent> {
+    return new Promise<MessageSent>((resolve, reject) => {
+      if (this.pending.size >= MAX_PENDING_CALLS) {
+        return reject(new CallError('too_many_calls', `${MAX_PENDING_CALLS} calls and messages are already waiting for their answer`));
+      }
+      const id = `m${++this.callSeq}`;
+      const sent = this.port?.send?.({ ...message, class: 'message', uuid: `${MESSAGE_PREFIX}${id}` });
+      if (!sent) {
+        return reject(new CallError('not_connected', 'no open WebSocket connection to send the message on (messages need one: not SSE, long-polling or shared)'));
+      }
+      const timeout = options.timeout ?? DEFAULT_CALL_TIMEOUT;
+      const timer = setTimeout(() => {
+        if (this.pending.delete(id)) reject(new CallError('timeout', `no answer to the message within ${timeout} ms`));
+      }, timeout);
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
+    });
+  }
+
+  /**
    * Answers the backend's calls of `method` (`POST /api/v1/calls`, WebSocket
    * only): what `handler` returns (or resolves to) is the `result`; what it
    * throws is an `error` with its `code` (when valid, else `client_error`)
@@ -265,6 +300,10 @@ export class Chouquette extends Emitter<ClientEvents> {
 
   private deliver(m: ServerMessage): void {
     if (this.closed) return;
+    if (typeof m.ref === 'string' && m.ref.startsWith(MESSAGE_PREFIX) && (m.class === 'ack' || m.class === 'error')) {
+      this.messageAnswered(m, m.ref.slice(MESSAGE_PREFIX.length));
+      return;
+    }
     if (typeof m.ref === 'string' && m.ref.startsWith(SIDE_PREFIX) && m.class !== 'lattice' && m.id === undefined) {
       this.sideReply(m, m.ref.slice(SIDE_PREFIX.length));
       return;
@@ -374,6 +413,16 @@ export class Chouquette extends Emitter<ClientEvents> {
     clearTimeout(call.timer);
     if (m.class === 'result') call.resolve(m.result ?? null);
     else call.reject(new CallError(String(m.code ?? 'error'), String(m.message ?? '')));
+  }
+
+  /** The gateway's answer to the message sent as `id`: its `ack`, or an `error` with the refusal's code. */
+  private messageAnswered(m: ServerMessage, id: string): void {
+    const pending = this.pending.get(id);
+    if (!pending) return;
+    this.pending.delete(id);
+    clearTimeout(pending.timer);
+    if (m.class === 'ack') pending.resolve({ id: String(m.id ?? ''), recipients: Number(m.recipients ?? 0) } satisfies MessageSent);
+    else pending.reject(new CallError(String(m.code ?? 'error'), String(m.message ?? '')));
   }
 
   /** Rejects every pending call (the connection they went on is gone). */

@@ -176,6 +176,38 @@ export interface NotificationMessage extends ServerMessage {
   created?: string;
   /** Several notifications of a grouped kind delivered as one: its `id` is the first member's, its texts the last's; acknowledging it acknowledges them all. */
   grouped?: { count: number; ids: string[]; first: string; last: string };
+  /** The sending user, for a user-to-user message (`sendMessage`); a backend's notification has none. */
+  from?: string;
+}
+
+/**
+ * A user-to-user message (`sendMessage`), delivered to each recipient as a
+ * `notification` with `from`. `to` and `groups` are each optional, not both
+ * empty; the connect token's `message` claim must name them.
+ */
+export interface OutgoingMessage {
+  /** Users, by id. */
+  to?: string[];
+  /** Groups of the `message` claim: each reaches its members but the sender. */
+  groups?: string[];
+  /** 1 to 64 bytes; grouped like a backend's notification of that kind. */
+  kind: string;
+  /** At most 1,024 bytes. */
+  title?: string;
+  /** At most 8,192 bytes. */
+  body?: string;
+  /** At most 2,048 bytes. */
+  link?: string;
+  /** Any JSON, at most the gateway's `max_publish_bytes`. */
+  data?: unknown;
+}
+
+/** The gateway's `ack` of a sent message. */
+export interface MessageSent {
+  /** The notification's id, as each recipient gets it. */
+  id: string;
+  /** Users it reached (groups counted by their members, each user once, the sender left out). */
+  recipients: number;
 }
 
 /** A connect token for `connect` (`app_id`, `sub`, `exp`, `groups` claims; HS256). */

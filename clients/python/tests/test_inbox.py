@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -80,3 +81,58 @@ def test_an_unreachable_redis_is_unavailable_after_the_retries() -> None:
         with pytest.raises(UnavailableError) as lost:
             inbox.publish(Event("bornes", "alarm"))
     assert lost.value.status is None and "unreachable" in lost.value.message
+
+
+def _connected(client: Client, signer: TokenSigner) -> str:
+    user = f"u-{uuid.uuid4().hex[:10]}"
+    client.send(signer.connect_message(user))
+    assert client.until("ack")["class"] == "ack"
+    return user
+
+
+def test_a_notification_through_the_inbox_reaches_the_user_once(
+    gateway: Gateway, client: Client, signer: TokenSigner, redis_client: "redis.Redis"
+) -> None:
+    user = _connected(client, signer)
+    inbox = InboxPublisher(redis_client, APP, inbox=gateway.inbox)
+    entry = inbox.notify(user, "comment", title="New comment", body="Ana commented",
+                         link="/posts/7", data={"post": 7}, id="comment-1234")
+    # What a retry after a lost XADD answer does: the id keeps it once.
+    inbox.notify([user], "comment", title="New comment", id="comment-1234")
+    inbox.notify([user], "system", title="then")
+    first = client.until("notification")
+    assert (first["kind"], first["title"], first["body"], first["link"], first["data"]) == (
+        "comment", "New comment", "Ana commented", "/posts/7", {"post": 7})
+    assert client.until("notification")["title"] == "then"
+    stored: Any = redis_client.xrange(gateway.inbox, min=entry, max=entry)
+    body = json.loads(stored[0][1][b"notification"])
+    assert body["app_id"] == APP and body["users"] == [user] and body["id"] == "comment-1234"
+    # Generated when not given, so that a retried XADD is stored once.
+    last: Any = redis_client.xrevrange(gateway.inbox, count=1)
+    assert json.loads(last[0][1][b"notification"])["id"]
+
+
+def test_a_refused_notification_is_a_dead_letter(
+    gateway: Gateway, redis_client: "redis.Redis"
+) -> None:
+    inbox = InboxPublisher(redis_client, APP, inbox=gateway.inbox)
+    entry = inbox.notify("roger", "k" * 65)
+    dead = eventually(
+        lambda: [f for _, f in inbox.dead_letters() if f.get("id") == entry], "its dead letter"
+    )
+    assert "`kind` must have 1 to 64 bytes" in dead[0]["error"], dead
+    with pytest.raises(ValueError):
+        InboxPublisher(redis_client, inbox=gateway.inbox).notify("roger", "comment")
+
+
+def test_the_async_inbox_notifies(
+    gateway: Gateway, client: Client, signer: TokenSigner
+) -> None:
+    user = _connected(client, signer)
+
+    async def run() -> str:
+        async with AsyncInboxPublisher(REDIS_URL, inbox=gateway.inbox) as inbox:
+            return await inbox.notify([user], "comment", title="async", app_id=APP)
+
+    entry = asyncio.run(run())
+    assert entry and client.until("notification")["title"] == "async"

@@ -24,6 +24,8 @@ mod epochs;
 mod fallback;
 #[path = "redis/inbox.rs"]
 mod inbox;
+#[path = "redis/inbox_notifications.rs"]
+mod inbox_notifications;
 #[path = "redis/lattices.rs"]
 mod lattices;
 #[path = "redis/messages.rs"]

@@ -300,11 +300,12 @@ export async function openPage(context, gateway, { bornes, ttlSecs = 600, secret
     page.sub.calls += 1;
     return subscription(page.sub.bornes, page.sub.ttlSecs, page.sub.secret);
   });
-  page.connect = { sub: 'roger', ttlSecs: 600, calls: 0 };
+  // `claims`: more claims of the connect token (e.g. `message`).
+  page.connect = { sub: 'roger', ttlSecs: 600, calls: 0, claims: {} };
   await page.exposeFunction('nodeGetConnectToken', () => {
     page.connect.calls += 1;
     const exp = Math.floor(Date.now() / 1000) + page.connect.ttlSecs;
-    return { app_id: APP, token: sign({ app_id: APP, sub: page.connect.sub, exp }) };
+    return { app_id: APP, token: sign({ ...page.connect.claims, app_id: APP, sub: page.connect.sub, exp }) };
   });
   page.on('pageerror', (e) => console.error('page error:', e));
   await page.goto(`${origin}/index.html`);

@@ -3,7 +3,8 @@
 // gone), pending ones after the page reconnects (closed and reopened, or its
 // gateway killed and restarted) shown once each, a burst of a grouped kind
 // shown as one notification with its count, and a hidden page disconnecting
-// after `idle.hiddenAfter` and resuming with no gap when shown again.
+// after `idle.hiddenAfter` and resuming with no gap when shown again; a
+// user-to-user message sent with `sendMessage`, answered or refused.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { API_KEY, APP, Gateway, RedisServer, launchBrowser, openPage, received, startClient, waitFor } from './harness.mjs';
@@ -52,11 +53,12 @@ async function notify(gateway, users, { kind = 'alarm', title = 'Borne B1 offlin
 }
 
 /** A tab of `user` connected to `gateway` with its identity (a page of a context of its own, closed with the test). */
-async function tab(t, gateway, user, options = {}) {
+async function tab(t, gateway, user, options = {}, claims = {}) {
   const context = await chrome.browser.newContext();
   t.after(() => context.close().catch(() => {}));
   const page = await openPage(context, gateway, { bornes: ['B1'] });
   page.connect.sub = user;
+  page.connect.claims = claims;
   await startClient(page, { identity: true, backoff: { base: 200, max: 1000 }, ...options });
   await waitFor('the identity', () => page.evaluate(() => window.log.connected.length > 0 && window.client.state.state === 'open'));
   page.context = context;
@@ -194,4 +196,28 @@ test('idle: a page hidden for idle.hiddenAfter disconnects; shown again it resum
   assert.deepEqual(await received(page), [firstEvent, ...missed], 'resumed where it stood: no gap, no duplicate');
   assert.deepEqual(await emitted(page), [pending]);
   assert.equal(await page.evaluate(() => window.client.state.state), 'open');
+});
+
+test('sendMessage: a user\'s message reaches another user on the other node, a group\'s offline member at connect; a refusal rejects with its code', T, async (t) => {
+  const [roger, ana, carl] = [newUser('roger'), newUser('ana'), newUser('carl')];
+  const claim = { message: { users: [ana], groups: { team: [roger, ana, carl] } } };
+  const sender = await tab(t, a, roger, {}, claim);
+  const reader = await tab(t, b, ana);
+  const send = (m) => sender.evaluate((m) => window.client.sendMessage(m).then((ok) => ({ ok }), (e) => ({ name: e.name, code: e.code })), m);
+
+  const direct = await send({ to: [ana], kind: 'chat', title: 'Hi', body: 'lunch?', data: { room: 'r1' } });
+  assert.equal(direct.ok?.recipients, 1, JSON.stringify(direct));
+  await waitFor('the message, on node B', async () => (await emitted(reader)).includes(direct.ok.id));
+  const [n] = await reader.evaluate(() => window.log.notification);
+  assert.deepEqual([n.from, n.kind, n.title, n.body, n.data], [roger, 'chat', 'Hi', 'lunch?', { room: 'r1' }]);
+
+  const refused = await send({ to: [newUser('zoe')], kind: 'chat' });
+  assert.deepEqual(refused, { name: 'CallError', code: 'not_allowed' });
+  assert.deepEqual(await send({ kind: 'chat' }), { name: 'CallError', code: 'bad_message' }, 'no recipient');
+
+  const team = await send({ groups: ['team'], kind: 'chat', title: 'standup' });
+  assert.equal(team.ok?.recipients, 2, 'ana and carl, not the sender');
+  const late = await tab(t, a, carl);
+  assert.deepEqual(await beforeMarker(late, b, carl), [team.ok.id], 'pending for the member who was offline');
+  assert.deepEqual(await sender.evaluate(() => window.log.notification), [], 'the sender is no recipient');
 });

@@ -236,3 +236,30 @@ test('ackNotifications over SSE/poll: POST /notifications/ack with the connect t
   await assert.rejects(c.ackNotifications(['n-3'], refuse), (e) => e.code === 'not_allowed');
   c.close();
 });
+
+test('sendMessage: the ack resolves with id and recipients, an error rejects with its code, a lost connection rejects', async () => {
+  const { c, s, events } = await open();
+  answer(s);
+  const ok = c.sendMessage({ to: ['ana'], groups: ['team-7'], kind: 'chat', title: 'Hi', body: 'lunch?', data: { room: 'r1' } });
+  const refused = c.sendMessage({ to: ['zoe'], kind: 'chat' });
+  const lost = c.sendMessage({ to: ['ana'], kind: 'chat' });
+  const messages = sent(s).filter((m) => m.class === 'message');
+  assert.deepEqual(messages[0], { to: ['ana'], groups: ['team-7'], kind: 'chat', title: 'Hi', body: 'lunch?', data: { room: 'r1' }, class: 'message', uuid: messages[0].uuid });
+  assert.equal(new Set(messages.map((m) => m.uuid)).size, 3, 'each its own uuid');
+  s.push({ class: 'ack', ref: messages[0].uuid, id: 'n-42', recipients: 3 });
+  s.push({ class: 'error', ref: messages[1].uuid, code: 'not_allowed', message: 'zoe is not in the claim' });
+  assert.deepEqual(await ok, { id: 'n-42', recipients: 3 });
+  await assert.rejects(refused, (e) => e instanceof CallError && e.code === 'not_allowed' && /zoe/.test(e.message));
+  assert.equal(c.state.state, 'open', 'a refused message ends no subscription');
+  assert.deepEqual(events.filter(([k]) => k === 'error'), [], 'answers are the promise\'s, not error events');
+  assert.deepEqual(c.since('bornes'), { epoch: 'e1', offset: 4 }, 'the message ack is not taken for a subscription\'s');
+  s.drop(1006);
+  await assert.rejects(lost, (e) => e.code === 'disconnected');
+  await tick(10);
+  const s2 = FakeSocket.last();
+  s2.accept();
+  answer(s2);
+  await assert.rejects(c.sendMessage({ to: ['ana'], kind: 'chat' }, { timeout: 20 }), (e) => e.code === 'timeout');
+  c.close();
+  await assert.rejects(c.sendMessage({ to: ['ana'], kind: 'chat' }), (e) => e.code === 'not_connected');
+});

@@ -6,15 +6,24 @@ consumer group, published exactly once.
     inbox = InboxPublisher("redis://127.0.0.1:6379", app_id="bluelib")
     inbox.publish(Event("bornes", "alarm", ["borne:B1"], data={...}))
 
-An entry holds one event as JSON in its field `event`, or a batch as a
-JSON array in `events` (published in order, all or nothing). Refused
+Notifications to users go the same way (docs/notifications.md, "Through
+the Redis inbox"): stored pending for each user until a client
+acknowledges them, exactly as `POST /api/v1/notify` does:
+
+    inbox.notify(["roger"], "comment", title="New comment", link="/posts/7")
+
+An entry holds one event as JSON in its field `event`, a batch as a
+JSON array in `events` (published in order, all or nothing), or a
+notification in `notification` (the body of `POST /api/v1/notify`). Refused
 entries go to `<inbox>:dead` (fields `id`: the entry's id, `error`: why,
 `entry`: its JSON): nothing is answered, so check there (`dead_letters`). Needs the `redis` extra
 (`pip install "chouquette[redis]"`).
 
-Each event gets an idempotency `id` before the first `XADD`: when the
-link drops after Redis stored an entry and it is sent again, the gateway
-publishes its events once (within `broker.dedup_window`).
+Each event and notification gets an idempotency `id` before the first
+`XADD`: when the link drops after Redis stored an entry and it is sent
+again, the gateway publishes its events once (within
+`broker.dedup_window`) and stores the notification once (within the app's
+`notifications.expire_after`).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import redis.asyncio
 from ._http import DEFAULT_RETRY, Retry
 from .errors import UnavailableError
 from .events import EventLike, event_json
+from .users import notification_json
 
 #: The gateway's default `[broker] inbox`.
 DEFAULT_INBOX = "chq:inbox"
@@ -42,6 +52,22 @@ def _fields(events: Sequence[EventLike], app_id: Optional[str]) -> Dict[str, str
     if len(body) == 1:
         return {"event": json.dumps(body[0], separators=(",", ":"))}
     return {"events": json.dumps(body, separators=(",", ":"))}
+
+
+def _notification_fields(
+    app_id: Optional[str],
+    users: Union[str, Sequence[str]],
+    kind: str,
+    title: str,
+    body: str,
+    link: Optional[str],
+    data: Any,
+    id: Optional[str],
+) -> Dict[str, str]:
+    if app_id is None:
+        raise ValueError("a notification needs an app: give app_id to the publisher or the call")
+    request = notification_json(app_id, users, kind, title, body, link, data, id)
+    return {"notification": json.dumps(request, separators=(",", ":"))}
 
 
 def _text(value: Union[bytes, str]) -> str:
@@ -98,11 +124,11 @@ class InboxPublisher:
             except _LOST as e:
                 if attempt + 1 == self.retry.attempts:
                     raise UnavailableError(f"Redis inbox unreachable: {e!r}") from e
+                time.sleep(self.retry.backoff(attempt))
             except redis.RedisError as e:
                 # Refused by Redis itself (authentication, a key of another
                 # type): sending it again would fail the same way.
                 raise UnavailableError(f"Redis refused the inbox entry: {e!r}") from e
-                time.sleep(self.retry.backoff(attempt))
         raise AssertionError("unreachable: the loop returns or raises")
 
     def publish(self, event: EventLike) -> str:
@@ -113,6 +139,24 @@ class InboxPublisher:
         """Appends a batch as one entry (published in order, all or
         nothing); returns the entry's stream id."""
         return self._xadd(_fields(events, self.app_id))
+
+    def notify(
+        self,
+        users: Union[str, Sequence[str]],
+        kind: str,
+        *,
+        title: str = "",
+        body: str = "",
+        link: Optional[str] = None,
+        data: Any = None,
+        id: Optional[str] = None,
+        app_id: Optional[str] = None,
+    ) -> str:
+        """Appends a notification to `users` (the publisher's app unless
+        `app_id`); returns the entry's stream id. Refused (a field past its
+        bound, an unknown app): a dead letter, as for events."""
+        app = app_id or self.app_id
+        return self._xadd(_notification_fields(app, users, kind, title, body, link, data, id))
 
     def dead_letters(self, count: int = 100) -> List[Tuple[str, Dict[str, str]]]:
         """The last `count` refused entries, newest first: `(dead id,
@@ -166,11 +210,11 @@ class AsyncInboxPublisher:
             except _LOST as e:
                 if attempt + 1 == self.retry.attempts:
                     raise UnavailableError(f"Redis inbox unreachable: {e!r}") from e
+                await asyncio.sleep(self.retry.backoff(attempt))
             except redis.RedisError as e:
                 # Refused by Redis itself (authentication, a key of another
                 # type): sending it again would fail the same way.
                 raise UnavailableError(f"Redis refused the inbox entry: {e!r}") from e
-                await asyncio.sleep(self.retry.backoff(attempt))
         raise AssertionError("unreachable: the loop returns or raises")
 
     async def publish(self, event: EventLike) -> str:
@@ -180,6 +224,25 @@ class AsyncInboxPublisher:
     async def publish_batch(self, events: Sequence[EventLike]) -> str:
         """Appends a batch as one entry; returns the entry's stream id."""
         return await self._xadd(_fields(events, self.app_id))
+
+    async def notify(
+        self,
+        users: Union[str, Sequence[str]],
+        kind: str,
+        *,
+        title: str = "",
+        body: str = "",
+        link: Optional[str] = None,
+        data: Any = None,
+        id: Optional[str] = None,
+        app_id: Optional[str] = None,
+    ) -> str:
+        """Appends a notification to `users`; returns the entry's stream id
+        (see the sync one)."""
+        app = app_id or self.app_id
+        return await self._xadd(
+            _notification_fields(app, users, kind, title, body, link, data, id)
+        )
 
     async def dead_letters(self, count: int = 100) -> List[Tuple[str, Dict[str, str]]]:
         """The last `count` refused entries, newest first (see the sync one)."""

@@ -57,6 +57,34 @@ def register(value: Any, ts: float) -> LatticeValue:
     return {"register": {"value": value, "ts": ts}}
 
 
+def notification_json(
+    app_id: str,
+    users: Union[str, Sequence[str]],
+    kind: str,
+    title: str = "",
+    body: str = "",
+    link: Optional[str] = None,
+    data: Any = None,
+    id: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The body of `POST /api/v1/notify`, which a Redis inbox entry's
+    `notification` field holds too; `id` generated when not given, so that
+    a retry stores it once."""
+    request: Dict[str, Any] = {
+        "app_id": app_id,
+        "users": [users] if isinstance(users, str) else list(users),
+        "kind": kind,
+        "title": title,
+        "body": body,
+        "id": id or new_id(),
+    }
+    if link is not None:
+        request["link"] = link
+    if data is not None:
+        request["data"] = data
+    return request
+
+
 def _call_answer(answer: Any) -> Any:
     if not isinstance(answer, dict):
         raise TypeError("an answer object")
@@ -130,18 +158,7 @@ class _Calls:
         data: Any,
         id: Optional[str],
     ) -> Call[str]:
-        request: Dict[str, Any] = {
-            "app_id": self.app_id,
-            "users": [users] if isinstance(users, str) else list(users),
-            "kind": kind,
-            "title": title,
-            "body": body,
-            "id": id or new_id(),
-        }
-        if link is not None:
-            request["link"] = link
-        if data is not None:
-            request["data"] = data
+        request = notification_json(self.app_id, users, kind, title, body, link, data, id)
         return Call("POST", "/api/v1/notify", _notification_id, body=request)
 
     def lattices(

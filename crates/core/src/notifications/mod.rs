@@ -21,6 +21,7 @@
 
 pub mod memory;
 pub mod pending;
+pub mod request;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,6 +36,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 pub use pending::{Entry, Group, MAX_ACK_IDS, MAX_GROUP_IDS, Outcome, Pending, PendingOp};
+pub use request::{NotifyRefusal, NotifyRequest};
 
 use crate::broker::BrokerError;
 use crate::node::Node;

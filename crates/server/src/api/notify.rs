@@ -20,16 +20,14 @@ use axum::response::{IntoResponse, Response};
 use chouquette_core::broker::{BrokerError, UNAVAILABLE_MESSAGE};
 use chouquette_core::clock::unix_now;
 use chouquette_core::notifications::{
-    self, MAX_BODY_BYTES, MAX_IDEMPOTENCY_BYTES, MAX_KIND_BYTES, MAX_LINK_BYTES, MAX_TITLE_BYTES,
-    MAX_USERS_PER_NOTIFY, Notify,
+    self, MAX_BODY_BYTES, MAX_LINK_BYTES, MAX_TITLE_BYTES, MAX_USERS_PER_NOTIFY, Notify,
+    NotifyRefusal, NotifyRequest,
 };
 use chouquette_core::session::authorize::{TokenClock, identify};
 use chouquette_core::session::notifications::check_ack_ids;
 use chouquette_core::token::peek_route;
 use chouquette_core::user_mail::MAX_USER_BYTES;
 use chouquette_protocol::client::NotificationAck;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::api::app_request::{Refused, authenticated};
 use crate::api::{bearer, error_response};
@@ -50,89 +48,28 @@ pub fn body_limit(max_publish_bytes: usize) -> usize {
 /// longest.
 pub const ACK_BODY_LIMIT: usize = 80 * notifications::MAX_ACK_IDS + 1_024;
 
-/// The body, as sent.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Body {
-    app_id: String,
-    users: Vec<String>,
-    kind: String,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    body: String,
-    #[serde(default)]
-    link: Option<String>,
-    #[serde(default)]
-    data: Option<Box<RawValue>>,
-    #[serde(default)]
-    id: Option<String>,
-}
-
 fn bad(message: String) -> Response {
     error_response(StatusCode::BAD_REQUEST, "bad_message", &message)
 }
 
-fn check(name: &str, value: &str, max: usize, empty_ok: bool) -> Result<(), Refused> {
-    if (!empty_ok && value.is_empty()) || value.len() > max {
-        let least = if empty_ok { 0 } else { 1 };
-        return Err(Refused::Bad(format!(
-            "`{name}` must have {least} to {max} bytes"
-        )));
-    }
-    Ok(())
-}
-
-/// Reads and checks the body, the caller authenticated for its app.
+/// Reads and checks the body, the caller authenticated for its app (the
+/// checks are the inbox's too: `NotifyRequest`).
 fn read(
     shared: &Gateway,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, Notify), Refused> {
     let (_, body) = authenticated(shared, headers, body)?;
-    let body: Body = serde_json::from_slice(&body).map_err(|e| {
+    let body: NotifyRequest = serde_json::from_slice(&body).map_err(|e| {
         Refused::Bad(format!(
             "body: expected {{\"app_id\", \"users\", \"kind\", \"title\", \"body\", \"link\", \"data\", \"id\"}} ({e})"
         ))
     })?;
-    if body.users.is_empty() || body.users.len() > MAX_USERS_PER_NOTIFY {
-        return Err(Refused::Bad(format!(
-            "`users`: 1 to {MAX_USERS_PER_NOTIFY} user ids"
-        )));
-    }
-    for user in &body.users {
-        check("users", user, MAX_USER_BYTES, false)?;
-    }
-    check("kind", &body.kind, MAX_KIND_BYTES, false)?;
-    check("title", &body.title, MAX_TITLE_BYTES, true)?;
-    check("body", &body.body, MAX_BODY_BYTES, true)?;
-    if let Some(link) = &body.link {
-        check("link", link, MAX_LINK_BYTES, true)?;
-    }
-    if let Some(id) = &body.id {
-        check("id", id, MAX_IDEMPOTENCY_BYTES, false)?;
-    }
-    if let Some(data) = &body.data
-        && data.get().len() > shared.max_publish_bytes
-    {
-        return Err(Refused::DataTooLarge(shared.max_publish_bytes));
-    }
-    let mut users = body.users;
-    let mut seen = std::collections::HashSet::new();
-    users.retain(|u| seen.insert(u.clone()));
-    Ok((
-        body.app_id,
-        Notify {
-            users,
-            kind: body.kind,
-            title: body.title,
-            body: body.body,
-            link: body.link,
-            data: body.data,
-            idempotency: body.id,
-            from: None,
-        },
-    ))
+    body.check(shared.max_publish_bytes)
+        .map_err(|refusal| match refusal {
+            NotifyRefusal::DataTooLarge(max) => Refused::DataTooLarge(max),
+            other => Refused::Bad(other.to_string()),
+        })
 }
 
 /// `POST /api/v1/notify`.

@@ -126,7 +126,10 @@ async fn a_refused_entry_goes_to_the_dead_letters_and_the_rest_is_published() {
         .collect();
     assert!(errors[0].contains("unknown app"), "{errors:?}");
     assert!(errors[1].contains("field `event`"), "{errors:?}");
-    assert!(errors[2].contains("no `event` or `events`"), "{errors:?}");
+    assert!(
+        errors[2].contains("no `event`, `events` or `notification`"),
+        "{errors:?}"
+    );
     assert_eq!(node.metric("chouquette_inbox_dead_total").await, Some(3.0));
 }
 

@@ -5,10 +5,14 @@
 //! An entry holds one event as JSON in its field `event`, or several (one
 //! group, published in order with consecutive offsets when they share a
 //! channel) as a JSON array in `events`; the JSON is what `/api/v1/publish`
-//! takes. Each entry goes to the ingest pipeline as one group. It is
-//! acknowledged only once all its events are published or it was moved to
-//! the dead-letter stream `<stream>:dead` with the reason (an unknown app,
-//! a malformed event, a full state): nothing accepted is lost silently.
+//! takes. Each entry goes to the ingest pipeline as one group. Or it holds
+//! a notification to users in its field `notification`, the body of
+//! `POST /api/v1/notify`, checked and stored as that route does
+//! (`notification`), after the round's events, in the stream's order. An
+//! entry is acknowledged only once all its events are published (its
+//! notification stored) or it was moved to the dead-letter stream
+//! `<stream>:dead` with the reason (an unknown app, a malformed event or
+//! notification, a full state): nothing accepted is lost silently.
 //!
 //! The app's `publishes_per_second` applies as backpressure, not refusal:
 //! an entry over it is not dead-lettered; the inbox waits until the app's
@@ -19,10 +23,13 @@
 //! under an idempotency id (see `entry`), which the publish script skips
 //! when it was published within the dedup window: an entry taken over after
 //! its first gateway published it but died before acknowledging is not
-//! published twice.
+//! published twice. A notification likewise: its idempotency id (its own
+//! `id`, else derived from the entry) is recorded once it is stored, and
+//! a repeat answers the first one without storing anything.
 
 mod config;
 mod entry;
+mod notification;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +43,7 @@ use redis::streams::{
 };
 
 pub use config::InboxSettings;
-use entry::Entry;
+use entry::{Content, Entry};
 
 use super::Source;
 use crate::broker::redis::{Commands, RedisBroker, backoff};
@@ -56,7 +63,7 @@ impl RedisInbox {
     }
 
     /// Consumes until the task ends; pauses with a backoff after a failure.
-    async fn consume_forever(&self, node: &Node) {
+    async fn consume_forever(&self, node: &Arc<Node>) {
         let mut failures = 0u32;
         loop {
             let started = Instant::now();
@@ -73,7 +80,7 @@ impl RedisInbox {
         }
     }
 
-    async fn consume(&self, node: &Node) -> Result<(), InboxError> {
+    async fn consume(&self, node: &Arc<Node>) -> Result<(), InboxError> {
         let settings = &self.settings;
         let mut con = self.broker.dedicated().await?;
         let created: Result<(), _> = con
@@ -144,7 +151,7 @@ async fn read(
 
 /// Takes over entries pending too long on other consumers.
 async fn claim(
-    node: &Node,
+    node: &Arc<Node>,
     con: &mut Commands,
     settings: &InboxSettings,
 ) -> Result<(), InboxError> {
@@ -183,7 +190,7 @@ async fn claim(
 /// again once its tokens are back (pending until then). A broker failure
 /// returns before acknowledging anything of the round.
 async fn handle(
-    node: &Node,
+    node: &Arc<Node>,
     con: &mut Commands,
     settings: &InboxSettings,
     entries: &[StreamId],
@@ -221,20 +228,24 @@ struct Round {
     duplicates: usize,
 }
 
-/// Submits every readable entry as one group; sorts the outcomes.
-async fn publish(node: &Node, entries: &[&StreamId]) -> Result<Round, BrokerError> {
+/// Submits every readable entry's events as one group and sorts the
+/// outcomes; then stores the notifications, in the stream's order.
+async fn publish(node: &Arc<Node>, entries: &[&StreamId]) -> Result<Round, BrokerError> {
+    let max_data = node.max_data_bytes();
     let mut round = Round {
-        entries: entries.iter().map(|e| entry::parse(e)).collect(),
+        entries: entries.iter().map(|e| entry::parse(e, max_data)).collect(),
         ..Round::default()
     };
     let mut owners = Vec::with_capacity(round.entries.len());
     let mut groups = Vec::with_capacity(round.entries.len());
+    let mut notifications = Vec::new();
     for (i, entry) in round.entries.iter_mut().enumerate() {
-        match std::mem::replace(&mut entry.events, Ok(Vec::new())) {
-            Ok(events) => {
+        match std::mem::replace(&mut entry.content, Ok(Content::Events(Vec::new()))) {
+            Ok(Content::Events(events)) => {
                 owners.push(i);
                 groups.push(events);
             }
+            Ok(Content::Notification(notification)) => notifications.push((i, notification)),
             Err(reason) => round.dead.push((i, reason)),
         }
     }
@@ -244,6 +255,12 @@ async fn publish(node: &Node, entries: &[&StreamId]) -> Result<Round, BrokerErro
     }
     for (outcomes, owner) in report.groups.iter().zip(owners) {
         round.sort(owner, outcomes);
+    }
+    for (i, notification) in notifications {
+        let (app, request) = *notification;
+        if let Some(reason) = notification::store(node, &app, request).await? {
+            round.dead.push((i, reason));
+        }
     }
     round.dead.sort_unstable_by_key(|(i, _)| *i);
     Ok(round)
