@@ -45,11 +45,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rate,
         } => {
             logging::init(chouquette::config::LogFormat::Text, "info");
-            runtime()?.block_on(demo(DemoOptions {
-                public,
-                internal,
-                rate,
-            }))
+            runtime()?.block_on(demo(DemoOptions::new(public, internal, rate)))
         }
         Command::Dev {
             dir,
