@@ -104,6 +104,8 @@ function commandButton(uid, command, label) {
         : a.code === 'offline' ? `offline (last seen ${a.last_seen ? time(a.last_seen) : 'never'})`
         : `${a.code ?? r.status}: ${a.message ?? a.error ?? ''}`;
       addAlarm(`${command} ${uid}: ${said}`, r.ok && !a.error ? 'reset' : 'major');
+    } catch (e) {
+      addAlarm(`${command} ${uid}: ${e.message}`, 'major');
     } finally {
       button.disabled = false;
     }
