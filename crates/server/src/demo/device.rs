@@ -37,11 +37,11 @@ pub const UNLOCK: &str = "borne.unlock";
 pub const RESTART: &str = "borne.restart";
 /// How long a restart keeps a point away.
 pub const RESTART_DOWN: Duration = Duration::from_secs(3);
-/// Lifetime of a point's `connect` token; it sends a fresh one halfway.
-const TOKEN_TTL: u64 = 3600;
 /// Wait before connecting again after a failure (the demo is stopping, or
 /// its gateway refused us).
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Lifetime of a point's `connect` token; it sends a fresh one halfway.
+const TOKEN_TTL: u64 = 3600;
 /// How long the gateway has to acknowledge `connect`.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
@@ -94,12 +94,17 @@ pub fn token(secret: &str, uid: &str) -> String {
     chouquette_core::token::sign(&claims, secret.as_bytes())
 }
 
+/// A point's own generator, seeded by its id.
+pub fn rng_of(uid: &str) -> Rng {
+    Rng::new(
+        uid.bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+    )
+}
+
 /// Runs point `uid` until its orders end (the demo stops).
 pub async fn run(uid: String, link: Arc<Link>, mut orders: mpsc::Receiver<Order>) {
-    let seed = uid
-        .bytes()
-        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let mut rng = Rng::new(seed);
+    let mut rng = rng_of(&uid);
     loop {
         let away = match session(&uid, &link, &mut orders, &mut rng).await {
             Ok(Some(away)) => away,
@@ -238,8 +243,9 @@ async fn heard(
     }
 }
 
-/// A command's reply, the status change to report, and how long to go away.
-fn command(
+/// A command's reply (as a WebSocket `result` or `error`), the status
+/// change to report, and how long to go away.
+pub fn command(
     uid: &str,
     fleet: &Mutex<Fleet>,
     call: &Value,
@@ -276,31 +282,67 @@ fn command(
     }
 }
 
+/// What a point reports: an event's kind, keywords, key and data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// `status`, `alarm` or `telemetry`.
+    pub kind: &'static str,
+    /// Its keywords, `borne:<uid>` first.
+    pub keywords: Vec<String>,
+    /// `borne:<uid>` for a status.
+    pub key: Option<String>,
+    /// The event's data.
+    pub data: Value,
+}
+
+/// The report of `change`.
+pub fn report(change: &Change) -> Report {
+    let uid = change.uid();
+    match change {
+        Change::Status(b) => Report {
+            kind: "status",
+            keywords: vec![
+                format!("borne:{uid}"),
+                format!("status:{}", b.status),
+                format!("city:{}", b.city),
+            ],
+            key: Some(format!("borne:{uid}")),
+            data: serde_json::to_value(b).unwrap_or_default(),
+        },
+        Change::Alarm { level, message, .. } => Report {
+            kind: "alarm",
+            keywords: vec![format!("borne:{uid}"), format!("level:{level}")],
+            key: None,
+            data: json!({"uid": uid, "level": level, "message": message}),
+        },
+    }
+}
+
 /// The `publish` message reporting `change`, with the point's time.
 fn publish(change: &Change, at: SystemTime) -> Value {
-    let uid = change.uid();
-    let mut message = match change {
-        Change::Status(b) => json!({
-            "event_kind": "status",
-            "keywords": [format!("borne:{uid}"), format!("status:{}", b.status), format!("city:{}", b.city)],
-            "key": format!("borne:{uid}"),
-            "data": b,
-        }),
-        Change::Alarm { level, message, .. } => json!({
-            "event_kind": "alarm",
-            "keywords": [format!("borne:{uid}"), format!("level:{level}")],
-            "data": {"uid": uid, "level": level, "message": message},
-        }),
-    };
-    message["class"] = json!("publish");
-    message["app_id"] = json!(APP);
-    message["channel"] = json!(CHANNEL);
-    message["time"] = json!(unix_seconds(at));
+    let report = report(change);
+    let mut message = json!({
+        "class": "publish", "app_id": APP, "channel": CHANNEL, "event_kind": report.kind,
+        "keywords": report.keywords, "data": report.data, "time": unix_seconds(at),
+    });
+    if let Some(key) = report.key {
+        message["key"] = json!(key);
+    }
     message
 }
 
 /// A telemetry report: the power drawn now and the connector temperature.
 fn telemetry_report(uid: &str, fleet: &Mutex<Fleet>, rng: &mut Rng) -> Value {
+    json!({
+        "class": "publish", "app_id": APP, "channel": CHANNEL, "event_kind": "telemetry",
+        "keywords": [format!("borne:{uid}")],
+        "data": telemetry(uid, fleet, rng),
+        "time": unix_seconds(SystemTime::now()),
+    })
+}
+
+/// A telemetry reading of point `uid`.
+pub fn telemetry(uid: &str, fleet: &Mutex<Fleet>, rng: &mut Rng) -> Value {
     let (status, rated) = lock(fleet)
         .borne(uid)
         .map_or(("offline", 0), |b| (b.status, b.power_kw));
@@ -310,15 +352,11 @@ fn telemetry_report(uid: &str, fleet: &Mutex<Fleet>, rng: &mut Rng) -> Value {
         0.0
     };
     let temperature = 18.0 + power / 10.0 + rng.below(40) as f64 / 10.0;
-    json!({
-        "class": "publish", "app_id": APP, "channel": CHANNEL, "event_kind": "telemetry",
-        "keywords": [format!("borne:{uid}")],
-        "data": {"uid": uid, "power_kw": power.round(), "temperature_c": (temperature * 10.0).round() / 10.0},
-        "time": unix_seconds(SystemTime::now()),
-    })
+    json!({"uid": uid, "power_kw": power.round(), "temperature_c": (temperature * 10.0).round() / 10.0})
 }
 
-fn unix_seconds(at: SystemTime) -> f64 {
+/// `at` as Unix seconds with milliseconds (a device time).
+pub fn unix_seconds(at: SystemTime) -> f64 {
     let millis = at
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -331,7 +369,8 @@ async fn send(ws: &mut Socket, message: &Value) -> Result<(), LinkError> {
     Ok(())
 }
 
-fn lock(fleet: &Mutex<Fleet>) -> std::sync::MutexGuard<'_, Fleet> {
+/// The fleet, even after a panic elsewhere (it holds plain data).
+pub fn lock(fleet: &Mutex<Fleet>) -> std::sync::MutexGuard<'_, Fleet> {
     fleet.lock().unwrap_or_else(|p| p.into_inner())
 }
 

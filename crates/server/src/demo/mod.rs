@@ -21,6 +21,7 @@
 pub mod commands;
 pub mod device;
 pub mod fleet;
+pub mod mqtt_device;
 pub mod notices;
 
 use std::collections::HashMap;
@@ -46,6 +47,7 @@ use crate::static_files::file_response;
 use commands::{CommandRequest, Commander};
 use device::{Link, Order};
 use fleet::{Fleet, Rng};
+use mqtt_device::Broker;
 
 /// The demo's app id.
 pub const APP: &str = "bluelib";
@@ -78,6 +80,55 @@ pub struct DemoOptions {
     pub secret: Option<String>,
     /// The points' heartbeat and outages.
     pub liveness: Liveness,
+    /// Points talk MQTT through this broker instead of WebSocket.
+    pub mqtt: Option<MqttDemo>,
+}
+
+/// `chouquette demo --mqtt URL`: the broker the points and the gateway's
+/// MQTT source share.
+#[derive(Debug, Clone)]
+pub struct MqttDemo {
+    /// `mqtt://[user:password@]host[:port]`: the gateway's source logs in
+    /// with the URL's credentials.
+    pub url: String,
+    /// The points' password, each logging in with its id (a broker with
+    /// per-device accounts); none: anonymous.
+    pub device_password: Option<String>,
+}
+
+/// The gateway's MQTT source for the points (`mqtt_device.rs` has the
+/// topics): status and alarms with their value as a topic level, so the
+/// keywords the filters need come from the topic.
+pub fn mqtt_section(url: &str) -> String {
+    let topic = |filter: &str, kind: &str, keywords: &str, extra: &str| {
+        format!(
+            "[[mqtt.topics]]\nfilter = \"{filter}\"\napp = \"{APP}\"\nchannel = \"{CHANNEL}\"\n\
+             event_kind = \"{kind}\"\nkeywords = {keywords}\ndevice = \"{{1}}\"\n{extra}"
+        )
+    };
+    let time = "time_field = \"time\"\n";
+    [
+        format!("[[mqtt]]\nurl = {url:?}\n"),
+        topic(
+            "devices/+/status/+",
+            "status",
+            r#"["borne:{1}", "status:{3}"]"#,
+            &format!("key = \"borne:{{1}}\"\n{time}"),
+        ),
+        topic(
+            "devices/+/alarm/+",
+            "alarm",
+            r#"["borne:{1}", "level:{3}"]"#,
+            time,
+        ),
+        topic("devices/+/telemetry", "telemetry", r#"["borne:{1}"]"#, time),
+        topic("devices/+/state", "state", "[]", "format = \"status\"\n"),
+        format!(
+            "[[mqtt.commands]]\napp = \"{APP}\"\ncommand_topic = \"devices/{{device}}/commands\"\n\
+             reply_topic = \"devices/{{device}}/replies\"\n"
+        ),
+    ]
+    .concat()
 }
 
 impl DemoOptions {
@@ -90,6 +141,7 @@ impl DemoOptions {
             fleet_size: FLEET_SIZE,
             secret: None,
             liveness: Liveness::default(),
+            mqtt: None,
         }
     }
 }
@@ -353,8 +405,19 @@ async fn outages(points: Points, liveness: Liveness) {
     }
 }
 
+/// Why the demo did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The gateway did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// `--mqtt` is not a usable broker URL.
+    #[error("--mqtt: {0}")]
+    Mqtt(String),
+}
+
 /// Starts the demo; the fleet runs until the returned node stops.
-pub async fn start(options: DemoOptions) -> Result<Running, StartError> {
+pub async fn start(options: DemoOptions) -> Result<Running, DemoError> {
     let secret = options
         .secret
         .clone()
@@ -366,7 +429,17 @@ pub async fn start(options: DemoOptions) -> Result<Running, StartError> {
         fleet: fleet.clone(),
         commander: Commander::new(api_key.clone()),
     });
-    let config = demo_config(&options, &secret, &api_key);
+    let mut config = demo_config(&options, &secret, &api_key);
+    let broker = match &options.mqtt {
+        Some(mqtt) => {
+            config.sources = toml::from_str(&mqtt_section(&mqtt.url))
+                .map_err(|e| DemoError::Mqtt(e.to_string()))?;
+            let broker = Broker::from_url(&mqtt.url, mqtt.device_password.clone())
+                .ok_or_else(|| DemoError::Mqtt(format!("not mqtt://host[:port]: {}", mqtt.url)))?;
+            Some(Arc::new(broker))
+        }
+        None => None,
+    };
     let for_routes = backend.clone();
     let running = serve::start_with(config, move |_| Some(routes(for_routes))).await?;
     let _ = backend.commander.internal.set(running.internal);
@@ -386,7 +459,16 @@ pub async fn start(options: DemoOptions) -> Result<Running, StartError> {
     let mut points = HashMap::new();
     for uid in uids {
         let (orders, inbox) = mpsc::channel(device::QUEUE);
-        running.on_stop(tokio::spawn(device::run(uid.clone(), link.clone(), inbox)));
+        let point = match &broker {
+            Some(broker) => tokio::spawn(mqtt_device::run(
+                uid.clone(),
+                link.clone(),
+                broker.clone(),
+                inbox,
+            )),
+            None => tokio::spawn(device::run(uid.clone(), link.clone(), inbox)),
+        };
+        running.on_stop(point);
         points.insert(uid, orders);
     }
     let points = Arc::new(points);
