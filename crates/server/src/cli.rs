@@ -42,6 +42,10 @@ pub enum Command {
         /// Fleet changes per second.
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
+        /// The charging points talk MQTT through this broker
+        /// (`mqtt://host[:port]`, anonymous) instead of WebSocket.
+        #[arg(long)]
+        mqtt: Option<String>,
     },
     /// Run a development gateway: a page folder, backends behind proxy
     /// routes on the same origin, fresh secrets printed.

@@ -43,13 +43,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             public,
             internal,
             rate,
+            mqtt,
         } => {
             logging::init(chouquette::config::LogFormat::Text, "info");
-            runtime()?.block_on(demo(DemoOptions {
-                public,
-                internal,
-                rate,
-            }))
+            let mut options = DemoOptions::new(public, internal, rate);
+            options.mqtt = mqtt.map(|url| chouquette::demo::MqttDemo {
+                url,
+                device_password: None,
+            });
+            runtime()?.block_on(demo(options))
         }
         Command::Dev {
             dir,

@@ -28,6 +28,8 @@ mod client_calls;
 mod client_publish;
 #[path = "gateway/console.rs"]
 mod console;
+#[path = "gateway/demo.rs"]
+mod demo;
 #[path = "gateway/device_commands.rs"]
 mod device_commands;
 

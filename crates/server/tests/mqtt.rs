@@ -14,6 +14,8 @@ mod acl;
 mod commands;
 #[path = "mqtt/crash.rs"]
 mod crash;
+#[path = "mqtt/demo.rs"]
+mod demo;
 #[path = "mqtt/device_time.rs"]
 mod device_time;
 #[path = "mqtt/flush.rs"]

@@ -1,6 +1,7 @@
 // The supervision demo in Chromium: `chouquette demo` really runs, Roger's
 // page only ever receives borne B1 (and only its critical alarms), VB's page
-// receives the whole fleet; the backend's notifications show on the page, a
+// receives the whole fleet, each point shown online as a device with its
+// command buttons; the backend's notifications show on the page, a
 // burst grouped as one with its count, and an acknowledged one never comes
 // back. Saves a screenshot of each view.
 import { spawn } from 'node:child_process';
@@ -72,7 +73,8 @@ test("Roger only ever receives borne B1, and only its critical alarms", async (t
   const all = await received(page);
   assert.ok(all.length >= 8);
   for (const m of all) {
-    assert.ok(m.keywords.includes('borne:B1'), `Roger received ${JSON.stringify(m)}`);
+    // B1's own events, and B1's liveness as a device (device_online, ...).
+    assert.ok(m.keywords.includes('borne:B1') || m.keywords.includes('device:B1'), `Roger received ${JSON.stringify(m)}`);
     if (m.kind === 'alarm') assert.ok(m.keywords.includes('level:critical'), JSON.stringify(m));
   }
   const offsets = all.filter((m) => !m.snapshot).map((m) => m.offset);
@@ -89,6 +91,11 @@ test('VB receives the whole fleet', async (t) => {
     (await page.locator('#bornes tbody tr').count()) === 200, 20_000);
   await waitFor('events of other bornes', async () =>
     (await received(page)).some((m) => !m.snapshot && !m.keywords.includes('borne:B1')), 20_000);
+  // Every point is a device of the gateway: its link is known (online, or
+  // silent/offline during the demo's outages), with command buttons.
+  await waitFor("every point's link", async () =>
+    (await page.locator('#bornes td.link-cell:not([data-link="unknown"])').count()) === 200, 20_000);
+  assert.equal(await page.locator('#bornes button.command').count(), 400);
   await screenshot(page, 'demo-vb.png');
   assert.deepEqual(errors, []);
 });

@@ -17,7 +17,8 @@ const CORSICA = [[9.4,43.0],[9.55,42.1],[9.2,41.37],[8.6,41.7],[8.6,42.3],[8.75,
 const BOUNDS = { west: -5.2, east: 9.8, north: 51.3, south: 41.2 };
 
 const $ = (id) => document.getElementById(id);
-const state = { user: null, client: null, bornes: new Map(), count: 0, perSecond: new Array(60).fill(0) };
+const state = { user: null, client: null, bornes: new Map(), links: new Map(), count: 0,
+                perSecond: new Array(60).fill(0) };
 
 function project(lon, lat) {
   const x = (lon - BOUNDS.west) / (BOUNDS.east - BOUNDS.west) * 600;
@@ -51,25 +52,65 @@ function upsertBorne(b, at, flash) {
     $('map').appendChild(dot);
     const row = document.createElement('tr');
     row.dataset.uid = b.uid;
-    for (let i = 0; i < 5; i++) row.appendChild(document.createElement('td'));
+    for (let i = 0; i < 7; i++) row.appendChild(document.createElement('td'));
     row.children[2].className = 'status-cell';
     row.children[2].appendChild(document.createElement('span'));
-    entry = { dot, title, row };
+    row.children[5].className = 'link-cell';
+    row.children[6].append(commandButton(b.uid, 'unlock', 'Unlock'), commandButton(b.uid, 'restart', 'Restart'));
+    entry = { dot, title, row, status: b.status };
     state.bornes.set(b.uid, entry);
     const rows = [...state.bornes.values()].map((e) => e.row)
       .sort((a, b) => Number(a.dataset.uid.slice(1)) - Number(b.dataset.uid.slice(1)));
     $('bornes').tBodies[0].replaceChildren(...rows);
     $('visible-count').textContent = `(${state.bornes.size} visible)`;
   }
-  entry.dot.setAttribute('class', b.status);
+  entry.status = b.status;
   entry.title.textContent = `${b.uid} · ${b.city} · ${b.status}`;
   const cells = entry.row.children;
   cells[0].textContent = b.uid; cells[1].textContent = b.city;
   cells[2].firstChild.textContent = b.status; cells[2].firstChild.className = b.status;
   cells[3].textContent = `${b.power_kw} kW`; cells[4].textContent = time(at);
+  showLink(b.uid);
   if (flash) {
     entry.row.classList.remove('flash'); void entry.row.offsetWidth; entry.row.classList.add('flash');
   }
+}
+
+// Each point is a device of the gateway: its liveness (online, silent,
+// offline) arrives as device_* events on the same channel.
+function showLink(uid) {
+  const entry = state.bornes.get(uid);
+  if (!entry) return;
+  const link = state.links.get(uid) ?? 'unknown';
+  entry.dot.setAttribute('class', `${entry.status} link-${link}`);
+  entry.row.children[5].textContent = link;
+  entry.row.children[5].dataset.link = link;
+}
+
+// Asks the backend to command a point; it calls the device through the
+// gateway and the answer (or "offline") is shown in the alarm list.
+function commandButton(uid, command, label) {
+  const button = document.createElement('button');
+  button.className = 'command';
+  button.textContent = label;
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      const r = await fetch('/api/command', { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user: state.user, borne: uid, command }) });
+      const a = await r.json();
+      const said = a.result !== undefined ? JSON.stringify(a.result)
+        : a.error ? `${a.error.code}: ${a.error.message ?? ''}`
+        : a.code === 'offline' ? `offline (last seen ${a.last_seen ? time(a.last_seen) : 'never'})`
+        : `${a.code ?? r.status}: ${a.message ?? a.error ?? ''}`;
+      addAlarm(`${command} ${uid}: ${said}`, r.ok && !a.error ? 'reset' : 'major');
+    } catch (e) {
+      addAlarm(`${command} ${uid}: ${e.message}`, 'major');
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return button;
 }
 
 function addAlarm(text, level, at) {
@@ -83,8 +124,20 @@ function addAlarm(text, level, at) {
 }
 
 function onEvent(message, snapshot) {
-  if (message.event_kind === 'status') {
+  const kind = message.event_kind;
+  if (kind === 'status' && !message.late) {
+    // A late status (sent after an outage, older than the point's current
+    // one) is history: the table keeps the newer state.
     upsertBorne(message.data, message.timestamp, !snapshot);
+  } else if (kind === 'telemetry') {
+    const entry = state.bornes.get(message.data.uid);
+    if (entry) entry.row.children[4].textContent = time(message.timestamp);
+  } else if (kind.startsWith('device_')) {
+    const d = message.data;
+    state.links.set(d.device, d.state);
+    showLink(d.device);
+    if (!snapshot && d.state !== 'online') addAlarm(`${d.device} ${d.state} (${d.reason})`, 'minor');
+    if (!snapshot && d.state === 'online') addAlarm(`${d.device} back online (${d.reason})`, 'reset');
   } else if (message.event_kind === 'alarm') {
     const a = message.data;
     addAlarm(`${a.level.toUpperCase()} on ${a.uid}: ${a.message}`, a.level, message.timestamp);
@@ -186,6 +239,7 @@ function switchUser(user) {
   state.count = 0;
   for (const { dot } of state.bornes.values()) dot.remove();
   state.bornes.clear();
+  state.links.clear();
   $('bornes').tBodies[0].replaceChildren();
   $('alarms').replaceChildren();
   $('notifications').replaceChildren();

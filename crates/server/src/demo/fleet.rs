@@ -70,6 +70,16 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The point it is about.
+    pub fn uid(&self) -> &str {
+        match self {
+            Change::Status(b) => &b.uid,
+            Change::Alarm { uid, .. } => uid,
+        }
+    }
+}
+
 /// A small xorshift generator: the demo needs variety, not cryptography.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -138,6 +148,19 @@ impl Fleet {
     /// Every point, as it is now.
     pub fn bornes(&self) -> &[Borne] {
         &self.bornes
+    }
+
+    /// Sets point `uid`'s status (a command did it); the point as it is
+    /// now, if it exists.
+    pub fn set_status(&mut self, uid: &str, status: &'static str) -> Option<Borne> {
+        let borne = self.bornes.iter_mut().find(|b| b.uid == uid)?;
+        borne.status = status;
+        Some(borne.clone())
+    }
+
+    /// Point `uid` as it is now.
+    pub fn borne(&self, uid: &str) -> Option<&Borne> {
+        self.bornes.iter().find(|b| b.uid == uid)
     }
 
     /// The next change. Borne B1 (the demo's "Roger" watches it) changes
