@@ -31,6 +31,7 @@ fn config_silent_after(redis: &RedisServer, node: &str, silent_after: &str) -> S
         "",
         &format!(
             "[apps.channels.liveness]\nhistory = 100\nkeep_state = true\n\
+             [apps.channels.telemetry]\nhistory = 10\n\
              [apps.devices]\nchannel = \"liveness\"\nsilent_after = \"{silent_after}\"\n"
         ),
     )
@@ -223,15 +224,15 @@ async fn events_within(watcher: &mut WsClient, wait: Duration) -> Vec<(String, S
 #[tokio::test]
 async fn a_device_on_two_nodes_is_announced_silent_once_and_offline_once() {
     let redis = RedisServer::start().await;
-    let a = TestNode::start(&config_silent_after(&redis, "node-a", "1s")).await;
-    let b = TestNode::start(&config_silent_after(&redis, "node-b", "1s")).await;
+    let a = TestNode::start(&config_silent_after(&redis, "node-a", "2s")).await;
+    let b = TestNode::start(&config_silent_after(&redis, "node-b", "2s")).await;
     let mut watcher = a.client().await;
     watcher.subscribe("liveness", json!({"*": {}})).await;
-    let on_a = device(&a.ws_url(), "D1").await;
+    let mut on_a = device(&a.ws_url(), "D1").await;
     let on_b = device(&b.ws_url(), "D1").await;
-    // Both nodes hold D1 and each finds it silent after 1 s: one event each
+    // Both nodes hold D1 and each finds it silent after 2 s: one event each
     // time the whole cluster's view changes, not one per node.
-    let events = events_within(&mut watcher, Duration::from_secs(3)).await;
+    let events = events_within(&mut watcher, Duration::from_secs(4)).await;
     assert_eq!(
         events,
         [
@@ -240,7 +241,21 @@ async fn a_device_on_two_nodes_is_announced_silent_once_and_offline_once() {
         ]
     );
     assert_eq!(holders(&redis, "D1").await, Some(2));
+    // It speaks through A: online once (B still finds it silent).
+    on_a.send_json(&json!({"class": "publish", "uuid": "u1", "app_id": APP,
+        "channel": "telemetry", "event_kind": "status", "keywords": ["device:D1"],
+        "data": {"ok": true}}))
+        .await;
+    assert_eq!(
+        kind_of(&next_event(&mut watcher).await),
+        triple("device_online", "D1", "message")
+    );
+    // It leaves A: B alone holds it, and finds it silent.
     on_a.close().await;
+    assert_eq!(
+        kind_of(&next_event(&mut watcher).await),
+        triple("device_silent", "D1", "silence")
+    );
     on_b.close().await;
     let events = events_within(&mut watcher, Duration::from_secs(2)).await;
     assert_eq!(events, [triple("device_offline", "D1", "disconnected")]);
