@@ -197,7 +197,10 @@ pub async fn start_with(
         .collect();
     let mut mqtt = crate::source::mqtt::Statuses::default();
     let mut device_commands = crate::device_commands::DeviceCommands::new(Arc::new(
-        crate::device_commands::last_seen::Tracked(node.clone()),
+        crate::device_commands::last_seen::Tracked {
+            node: node.clone(),
+            ledger: device_ledger(redis.as_ref()),
+        },
     ));
     let mqtt_sources: Vec<crate::source::mqtt::MqttSource> = config
         .sources
@@ -337,6 +340,15 @@ fn transport_settings(config: &Config) -> Settings {
 
 /// The tasks that live as long as the node: following the broker's link,
 /// the Redis link itself, and the sources.
+/// Where the nodes' device holds meet: Redis with several gateways, else
+/// this node alone.
+fn device_ledger(redis: Option<&Arc<RedisBroker>>) -> Arc<dyn chouquette_core::devices::Ledger> {
+    match redis {
+        Some(redis) => redis.clone(),
+        None => Arc::new(chouquette_core::devices::MemoryLedger),
+    }
+}
+
 fn start_background(
     config: &Config,
     node: &Arc<Node>,
@@ -350,13 +362,9 @@ fn start_background(
     background.push(tokio::spawn(presence).abort_handle());
     let (webhooks, senders) = crate::devices::webhook::Webhooks::start(config, node);
     background.extend(senders);
-    let ledger: Arc<dyn chouquette_core::devices::Ledger> = match &redis {
-        Some(redis) => redis.clone(),
-        None => Arc::new(chouquette_core::devices::MemoryLedger),
-    };
     let liveness = crate::devices::run(
         node.clone(),
-        ledger,
+        device_ledger(redis.as_ref()),
         webhooks,
         config.broker.presence_timeout,
     );

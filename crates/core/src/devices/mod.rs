@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::connections::{Identity, Transport};
 use crate::telemetry::prometheus::Family;
-pub use ledger::{Hold, Ledger, LedgerError, MemoryLedger, Renewal};
+pub use ledger::{Hold, HoldChange, Holding, Ledger, LedgerError, MemoryLedger, Renewal, Sighting};
 pub use tracker::{Change, Liveness, Reason, Sign, State, Tracker};
 
 /// Most changes waiting for the liveness task (it runs every
@@ -251,6 +251,34 @@ impl Devices {
             .collect()
     }
 
+    /// `devices` of `app` that every live node holding them finds silent,
+    /// now that the node that last heard them is gone: the changes to
+    /// announce (silent, `node_lost`), as this node knows them.
+    pub fn node_quieted(&self, app: &str, devices: &[Box<str>]) -> Vec<Change> {
+        let now = now_ms();
+        let inner = self.inner();
+        let Some(tracker) = inner.trackers.get(app) else {
+            return Vec::new();
+        };
+        devices
+            .iter()
+            .map(|device| {
+                let known = tracker.get(device);
+                Change {
+                    device: device.clone(),
+                    liveness: Liveness {
+                        state: State::Silent,
+                        since: now,
+                        last_seen: known.map_or(0, |l| l.last_seen),
+                        transport: known.map_or("", |l| l.transport),
+                    },
+                    was: State::Online,
+                    reason: Reason::NodeLost,
+                }
+            })
+            .collect()
+    }
+
     /// `devices` of `app` whose lease this node got back: their liveness
     /// here, to announce again (those no longer held here are skipped).
     pub fn renewed(&self, app: &str, devices: &[Box<str>]) -> Vec<Change> {
@@ -285,11 +313,11 @@ impl Devices {
     }
 
     /// The devices this node holds (online or silent), per app.
-    pub fn held(&self) -> Vec<(Arc<str>, Vec<Box<str>>)> {
+    pub fn held(&self) -> Vec<(Arc<str>, Vec<Holding>)> {
         self.inner()
             .trackers
             .iter()
-            .map(|(app, t)| (app.clone(), t.held()))
+            .map(|(app, t)| (app.clone(), t.holdings()))
             .collect()
     }
 

@@ -288,6 +288,20 @@ impl Tracker {
             .collect()
     }
 
+    /// The devices that hold this node's lease, with their state and
+    /// last sign of life (what a renewal tells the ledger).
+    pub fn holdings(&self) -> Vec<super::Holding> {
+        self.devices
+            .iter()
+            .filter(|(_, d)| d.liveness.state != State::Offline)
+            .map(|(name, d)| super::Holding {
+                device: name.clone(),
+                silent: d.liveness.state == State::Silent,
+                last_seen: d.liveness.last_seen,
+            })
+            .collect()
+    }
+
     /// How many devices are online, silent and tracked.
     pub fn counts(&self) -> (usize, usize, usize) {
         let online = self

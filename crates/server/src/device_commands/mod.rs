@@ -12,7 +12,8 @@
 //!
 //! "Offline": over WebSocket, the call machinery knows at once that no
 //! node holds the device. Over MQTT, only liveness can say it, through
-//! [`last_seen::LastSeen::is_online`]; unknown, the command waits.
+//! [`last_seen::LastSeen::seen`] (this node's trackers and the cluster's
+//! ledger); unknown, the command waits.
 
 pub mod last_seen;
 pub mod waiting;
@@ -229,20 +230,18 @@ impl DeviceCommands {
         if let Some(failure) = failure {
             return (Transport::Ws, Err(failure));
         }
-        let Some(link) = self.mqtt.get(command.app) else {
-            return (Transport::Ws, Err(self.offline(command)));
+        let seen = self.liveness.seen(command.app, command.device).await;
+        let offline = Failure::Offline {
+            last_seen: seen.last_seen,
         };
-        if self.liveness.is_online(command.app, command.device) == Some(false) {
-            return (Transport::Mqtt, Err(self.offline(command)));
+        let Some(link) = self.mqtt.get(command.app) else {
+            return (Transport::Ws, Err(offline));
+        };
+        if seen.online == Some(false) {
+            return (Transport::Mqtt, Err(offline));
         }
         let left = command.timeout.saturating_sub(started.elapsed());
         (Transport::Mqtt, self.over_mqtt(link, command, left).await)
-    }
-
-    fn offline(&self, command: &Command<'_>) -> Failure {
-        Failure::Offline {
-            last_seen: self.liveness.last_seen(command.app, command.device),
-        }
     }
 
     async fn over_mqtt(

@@ -1,7 +1,8 @@
 //! The node's liveness task (docs/devices.md, "Liveness"): every
 //! [`TICK`] it takes the devices' changes (silences checked first),
-//! settles the online/offline ones with the [`Ledger`] so that only the
-//! cluster-wide ones are announced, publishes each as an event on the
+//! settles them with the [`Ledger`] so that only the cluster-wide ones
+//! are announced (one event per change of a device, however many nodes
+//! hold it), publishes each as an event on the
 //! app's liveness channel and hands it to the app's webhook; every third
 //! of the lease it renews this node's holds and announces offline the
 //! devices of nodes that stopped renewing theirs.
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chouquette_core::devices::{Change, Hold, Ledger, State, TICK, now_ms};
+use chouquette_core::devices::{Change, Hold, HoldChange, Ledger, Reason, State, TICK, now_ms};
 use chouquette_core::ingest::{self, Caller};
 use chouquette_core::node::Node;
 use chouquette_core::publication::NewEvent;
@@ -79,48 +80,68 @@ pub async fn run(node: Arc<Node>, ledger: Arc<dyn Ledger>, webhooks: Webhooks, l
     }
 }
 
-/// Whether a change takes or releases this node's hold on its device.
+/// How a change moves this node's hold on its device.
 fn hold(change: &Change) -> Option<Hold> {
     match (change.was, change.liveness.state) {
         (State::Offline, State::Online) => Some(Hold::Take),
         (State::Online | State::Silent, State::Offline) => Some(Hold::Release),
+        (State::Online, State::Silent) => Some(Hold::Quiet),
+        (State::Silent, State::Online) => Some(Hold::Speak),
         _ => None,
     }
 }
 
-/// The changes to announce: silences and returns from silence always (they
-/// are this node's), takes and releases when the ledger says they change
-/// the device for the cluster (all of them when it cannot be reached: a
-/// duplicate is better than a device never announced).
+/// The changes to announce: those the ledger says change the device for
+/// the whole cluster (all of them when it cannot be reached: a duplicate
+/// is better than a device never announced). A device this node lets go
+/// while the other nodes holding it all find it silent is announced
+/// silent (`silence`), not offline.
 async fn settle(ledger: &dyn Ledger, app: &str, changes: Vec<Change>) -> Vec<Change> {
-    let holds: Vec<(Hold, &str)> = changes
+    let holds: Vec<HoldChange<'_>> = changes
         .iter()
-        .filter_map(|c| Some((hold(c)?, &*c.device)))
+        .filter_map(|c| {
+            Some(HoldChange {
+                hold: hold(c)?,
+                device: &c.device,
+                last_seen: c.liveness.last_seen,
+            })
+        })
         .collect();
     if holds.is_empty() {
         return changes;
     }
-    let flags = match ledger.record(app, &holds).await {
-        Ok(flags) => flags,
+    let states = match ledger.record(app, &holds).await {
+        Ok(states) => states,
         Err(e) => {
             tracing::warn!(app, error = %e, "devices: ledger unreachable; announcing this node's view");
-            vec![true; holds.len()]
+            holds.iter().map(|h| Some(h.hold.state())).collect()
         }
     };
-    let mut flags = flags.into_iter();
+    let mut states = states.into_iter();
     changes
         .into_iter()
-        .filter(|c| hold(c).is_none() || flags.next().unwrap_or(true))
+        .filter_map(|mut change| {
+            if hold(&change).is_none() {
+                return Some(change);
+            }
+            let state = states.next().flatten()?;
+            if state != change.liveness.state {
+                change.liveness.state = state;
+                change.reason = Reason::Silence;
+            }
+            Some(change)
+        })
         .collect()
 }
 
 /// Renews this node's holds, announcing the devices of lapsed nodes
-/// offline and the holds it got back online again.
+/// offline (or silent), and the holds it got back as it sees them.
 async fn renew(node: &Arc<Node>, ledger: &dyn Ledger, webhooks: &Webhooks) {
     for (app, held) in node.devices().held() {
         match ledger.refresh(&app, &held).await {
             Ok(renewal) => {
                 let mut changes = node.devices().node_lost(&app, &renewal.gone);
+                changes.extend(node.devices().node_quieted(&app, &renewal.quieted));
                 changes.extend(node.devices().renewed(&app, &renewal.back));
                 announce(node, webhooks, &app, changes).await;
             }

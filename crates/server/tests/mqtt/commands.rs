@@ -3,7 +3,8 @@
 //! the device's reply on its reply topic goes back to the backend; no
 //! reply is a timeout; a reply from another device, or for an unknown id,
 //! is counted and dropped; with two gateways on one Redis, each reads every
-//! reply and keeps those of its own commands.
+//! reply and keeps those of its own commands; a device whose Last Will said
+//! it left is offline at once, not a timeout.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use chouquette_testkit::{
     API_KEY, APP, MQTT_PASSWORD, MosquittoServer, RedisServer, TestNode, eventually,
     redis_config_with,
 };
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -294,5 +295,71 @@ async fn a_command_while_the_mqtt_broker_is_away_is_refused_at_once() {
     assert_eq!(
         node.metric("chouquette_device_commands_waiting").await,
         Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn a_device_whose_last_will_said_it_left_is_offline_at_once() {
+    let broker = MosquittoServer::start(&["D1"]).await;
+    let app = format!(
+        "{DEVICES_CHANNEL}[apps.channels.liveness]\nhistory = 100\nkeep_state = true\n\
+         [apps.devices]\nchannel = \"liveness\"\nsilent_after = \"1h\"\n"
+    );
+    let status = "\n[[sources.mqtt.topics]]\nfilter = \"devices/+/state\"\napp = \"bluelib\"\n\
+                  channel = \"devices\"\nevent_kind = \"state\"\ndevice = \"{1}\"\nformat = \"status\"\n";
+    let config = chouquette_testkit::config_with("", &app);
+    let node = TestNode::start(&format!(
+        "{config}{}{status}",
+        section_with_commands(&broker, "gw-1")
+    ))
+    .await;
+    assert!(ready(&node).await, "the mqtt source subscribes");
+
+    // The device says it is online, then vanishes: the broker publishes its
+    // Last Will, `offline`.
+    let mut options = MqttOptions::new("device-D1", "127.0.0.1", broker.port());
+    options.set_credentials("D1", MQTT_PASSWORD);
+    options.set_last_will(LastWill::new(
+        "devices/D1/state",
+        "offline",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (client, mut events) = AsyncClient::new(options, 10);
+    let network = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    client
+        .publish("devices/D1/state", QoS::AtLeastOnce, false, "online")
+        .await
+        .unwrap();
+    let devices = node.running.node.devices();
+    let online = eventually(WAIT, async || devices.is_online("bluelib", "D1")).await;
+    assert!(online, "the device's status came through");
+    network.abort();
+    let offline = eventually(Duration::from_secs(30), async || {
+        devices
+            .liveness("bluelib", "D1")
+            .is_some_and(|l| l.state == chouquette_core::devices::State::Offline)
+    })
+    .await;
+    assert!(offline, "the Last Will arrives within the keep-alive");
+    let last_seen = devices.last_seen("bluelib", "D1").unwrap();
+
+    let asked = std::time::Instant::now();
+    let (status, body) = command(&node, command_to("D1", "device.status", "10s")).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "at once, not after the timeout: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!((status, &body["code"]), (404, &json!("offline")), "{body}");
+    assert_eq!(body["transport"], "mqtt");
+    let expected = chouquette_protocol::server::timestamp(
+        std::time::UNIX_EPOCH + Duration::from_millis(last_seen),
+    );
+    assert_eq!(body["last_seen"], json!(expected), "{body}");
+    assert_eq!(
+        node.metric(r#"chouquette_device_commands_total{transport="mqtt",outcome="offline"}"#)
+            .await,
+        Some(1.0)
     );
 }
