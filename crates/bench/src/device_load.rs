@@ -7,8 +7,8 @@
 //! Spreading the devices over processes keeps the generator off the
 //! critical path: one thread driving 19,000 rumqttc clients fell over a
 //! minute behind its schedule, and a process holds at most 20,000 open
-//! files here. Messages keep their run-wide numbers (`seq` = message index
-//! + 1), so the parent checks every worker's acknowledged messages against
+//! files here. Messages keep their run-wide numbers (`seq`, the message's
+//! index plus one), so the parent checks every worker's acknowledged messages against
 //! the one dashboard. A worker reports on each `report` command: what it
 //! sent in the window, how late against the schedule, and which messages
 //! Mosquitto acknowledged, as ranges of `seq` (a worker's devices are
@@ -314,7 +314,14 @@ mod tests {
     fn counts_the_messages_due_before_a_time() {
         let interval = Duration::from_secs(5);
         for devices in [1, 3, 4, 7, 19_000] {
-            for t in [0, 1, 1_249_999_999, 1_250_000_000, 1_250_000_001, 61_000_000_007] {
+            for t in [
+                0,
+                1,
+                1_249_999_999,
+                1_250_000_000,
+                1_250_000_001,
+                61_000_000_007,
+            ] {
                 let brute = (0..1_000_000u64)
                     .take_while(|&m| due_ns(0, m, devices, interval) < t)
                     .count() as u64;

@@ -862,7 +862,10 @@ mod tests {
         };
         let plans = plans(&o, &app, SocketAddr::from(([127, 0, 0, 1], 1)), 1883, 4);
         let counts: Vec<(usize, usize)> = plans.iter().map(|p| (p.first, p.count)).collect();
-        assert_eq!(counts, vec![(0, 4750), (4750, 4750), (9500, 4750), (14250, 4750)]);
+        assert_eq!(
+            counts,
+            vec![(0, 4750), (4750, 4750), (9500, 4750), (14250, 4750)]
+        );
         for p in &plans {
             assert_eq!(p.connect_rate, 500);
             let share = p.devices.expect("a device plan");
@@ -896,12 +899,20 @@ mod tests {
         assert!(kept.shortfalls.is_empty(), "{:?}", kept.shortfalls);
         let slow = generator(&o, t, 1, 19_000, &[results(18_580, 1)]);
         assert_eq!(slow.shortfalls.len(), 1, "{:?}", slow.shortfalls);
-        assert!(slow.shortfalls[0].contains("929/s of 3800/s"), "{:?}", slow.shortfalls);
+        assert!(
+            slow.shortfalls[0].contains("929/s of 3800/s"),
+            "{:?}",
+            slow.shortfalls
+        );
         let late = generator(&o, t, 4, 19_000, &[results(76_000, 500)]);
         assert!(late.shortfalls[0].contains("late"), "{:?}", late.shortfalls);
         let lenient = options(&["-n", "19000", "--duration", "20s", "--max-send-lag", "1s"]);
         let tolerated = generator(&lenient, t, 4, 19_000, &[results(76_000, 500)]);
-        assert!(tolerated.shortfalls.is_empty(), "{:?}", tolerated.shortfalls);
+        assert!(
+            tolerated.shortfalls.is_empty(),
+            "{:?}",
+            tolerated.shortfalls
+        );
         let missing = generator(&o, t, 4, 18_000, &[results(76_000, 1)]);
         assert!(
             missing.shortfalls[0].contains("18000 of 19000"),

@@ -55,7 +55,9 @@ pub fn open_files_limit(pid: u32) -> anyhow::Result<u64> {
 
 /// The soft limit of the `Max open files` line of a `limits` file.
 fn soft_open_files(limits: &str) -> Option<u64> {
-    let line = limits.lines().find_map(|l| l.strip_prefix("Max open files"))?;
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
     match line.split_whitespace().next()? {
         "unlimited" => Some(u64::MAX),
         soft => soft.parse().ok(),
