@@ -193,6 +193,11 @@ pub struct Options {
     /// of one message every 5 s).
     #[arg(long, default_value_t = 3600)]
     pub flush_messages: u64,
+    /// `devices`: the run fails when 99 % of the regular messages were not
+    /// sent within this of their schedule (the generator fell behind, and
+    /// the delays would measure the bench).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub max_send_lag: Duration,
 }
 
 /// A gateway deadline given in its config, or none (`off`: the key is left

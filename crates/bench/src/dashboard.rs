@@ -1,7 +1,7 @@
 //! The dashboard of `--scenario devices`: one WebSocket subscriber to
 //! everything on the devices' channel, on a thread and runtime of its own so
-//! that the 19,000 simulated devices sharing the main thread do not delay
-//! its receipt times. It counts every message by `seq` (regular and flushed
+//! that the flushing device on the main thread does not delay its receipt
+//! times (the regular devices run in worker processes). It counts every message by `seq` (regular and flushed
 //! apart) and keeps each regular message's send time and delay, which are
 //! sorted into buckets at the end, once the flush's span is known.
 

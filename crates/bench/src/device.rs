@@ -115,6 +115,11 @@ impl Ledger {
         lost
     }
 
+    /// Every acknowledged message so far, kept.
+    pub fn acked_so_far(&self) -> &[Sent] {
+        &self.acked
+    }
+
     /// Every acknowledged message so far.
     pub fn take_acked(&mut self) -> Vec<Sent> {
         std::mem::take(&mut self.acked)
@@ -223,6 +228,17 @@ impl Device {
                 None
             }
         }
+    }
+
+    /// Calls `visit` with every message the broker acknowledged so far
+    /// (the connection goes on).
+    pub fn visit_acked(&self, visit: impl FnOnce(&[Sent])) {
+        visit(
+            self.ledger
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .acked_so_far(),
+        );
     }
 
     /// Closes the connection; every message the broker acknowledged.

@@ -4,19 +4,26 @@
 //! own to a gateway whose `[[sources.mqtt]]` maps `devices/+/telemetry` to
 //! the channel `devices` (keyword and key `device:{1}`, JSON).
 //!
-//! Runs in this process: the devices (one rumqttc client each, connected
-//! at `--connect-rate` before the load) publish QoS 1 on phases spread
-//! uniformly over the interval, for `--warmup` then the window; at a third
-//! of the window the flushing device connects and sends its messages as
-//! fast as its in-flight window of [`FLUSH_WINDOW`] lets it. A dashboard
-//! (one WebSocket subscriber to everything on the channel, on its own
-//! thread) measures each message's delay from send to receipt, for regular
-//! messages sent in the window outside the flush, those sent during it
-//! (from its first message sent to its last received), and the flush's
-//! own; and how long the flush took to be delivered entirely. Every
-//! message Mosquitto acknowledged (PUBACK) must reach the dashboard once:
-//! lost and duplicated messages are counted by `seq`.
+//! The regular devices (one rumqttc client each) run in worker processes
+//! (`device_load`, [`DEVICES_PER_WORKER`] each by default), connected at
+//! `--connect-rate` before the load, and publish QoS 1 on phases spread
+//! uniformly over the interval, for `--warmup` then the window. In this
+//! process, at a third of the window, the flushing device connects and
+//! sends its messages as fast as its in-flight window of [`FLUSH_WINDOW`]
+//! lets it. A dashboard (one WebSocket subscriber to everything on the
+//! channel, on its own thread) measures each message's delay from send to
+//! receipt, for regular messages sent in the window outside the flush,
+//! those sent during it (from its first message sent to its last
+//! received), and the flush's own; and how long the flush took to be
+//! delivered entirely. Every message Mosquitto acknowledged (PUBACK) must
+//! reach the dashboard once: lost and duplicated messages are counted by
+//! `seq`.
+//!
+//! The generator is checked too: when it sent fewer messages in the window
+//! than were due, or late against its schedule, the delays measure the
+//! bench, not the gateway, and the run fails after its report.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -25,21 +32,20 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
-use crate::cli::Options;
+use crate::cli::{Options, Scenario};
 use crate::dashboard::{self, Dashboard, Progress, Receipts};
 use crate::device::{Counters, Device, Sent, topic};
+use crate::device_load::{self, Share, due_before, instant_at, nanos};
 use crate::gateway::{self, BrokerSpec, Gateway, LimitsSpec};
 use crate::histogram::Histogram;
 use crate::http::Http;
 use crate::mqtt_server::MqttServer;
 use crate::pg_load::{self, Exactness, Tally};
+use crate::pool::{self, Pool};
 use crate::procfs;
 use crate::report::Latency;
-use crate::wire::{AppSpec, unix_nanos};
+use crate::wire::{AppSpec, Command, Plan, unix_nanos};
 
-/// A regular device's QoS 1 in-flight window: one message every few
-/// seconds never needs more, unless the broker stops acknowledging.
-const REGULAR_WINDOW: u16 = 4;
 /// The flushing device's QoS 1 in-flight window (Mosquitto's own default
 /// for what it sends, and a common device setting).
 pub const FLUSH_WINDOW: u16 = 20;
@@ -50,6 +56,18 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(300);
 const DRAIN: Duration = Duration::from_secs(15);
 /// Longest wait for the gateway's MQTT source to be subscribed.
 const SOURCE_UP_LIMIT: Duration = Duration::from_secs(20);
+/// Devices per worker process by default: well under the 20,000 files a
+/// process may open, and few enough for one thread to keep the schedule.
+pub const DEVICES_PER_WORKER: usize = 5_000;
+/// From telling the workers the window to the load's start.
+const LEAD: Duration = Duration::from_secs(1);
+/// Files Mosquitto needs besides one per device: its listener, log,
+/// epoll, the gateway's and the flushing device's connections.
+const MOSQUITTO_SPARE_FILES: u64 = 32;
+/// The generator keeps up when it sends at least this share of the
+/// messages due in the window (and 99 % of them within `--max-send-lag`
+/// of their schedule).
+const MIN_SENT_SHARE: f64 = 0.99;
 
 /// When the load runs, Unix ns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +123,23 @@ struct FlushFigures {
     exactness: Exactness,
 }
 
+/// The load generator against its schedule, over the window.
+#[derive(Debug, Default, Serialize)]
+struct Generator {
+    /// Worker processes driving the regular devices.
+    workers: usize,
+    /// Regular messages due in the window, per second: `-n / interval`.
+    target_per_s: f64,
+    /// Regular messages sent in the window, per second.
+    sent_per_s: f64,
+    /// Messages due in the window.
+    due: u64,
+    /// How late against their schedule the window's messages were sent.
+    lag: Option<Latency>,
+    /// Why the generator did not produce the intended load (empty: it did).
+    shortfalls: Vec<String>,
+}
+
 /// The measured figures of one run.
 #[derive(Debug, Serialize)]
 struct DevicesSummary {
@@ -113,6 +148,7 @@ struct DevicesSummary {
     connect_s: f64,
     device_interval_s: f64,
     window_s: f64,
+    generator: Generator,
     /// Regular messages sent in the window.
     sent: u64,
     /// Furthest a regular message was sent behind its schedule, ms.
@@ -139,6 +175,7 @@ struct DevicesSummary {
     other_frames: u64,
     gateway_cpu_percent: f64,
     mosquitto_cpu_percent: f64,
+    /// This process and the workers.
     bench_cpu_percent: f64,
     gateway_rss_before: u64,
     gateway_rss_after: u64,
@@ -146,11 +183,17 @@ struct DevicesSummary {
     gateway_rss_per_device: f64,
     mosquitto_rss: u64,
     mosquitto_rss_per_device: f64,
+    /// Files open once every device connected, and the most allowed.
+    mosquitto_open_files: u64,
+    mosquitto_open_files_limit: u64,
+    gateway_open_files: u64,
 }
 
-/// Runs the scenario and prints its report.
+/// Runs the scenario and prints its report; fails after it when the load
+/// generator did not keep up.
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let mqtt = MqttServer::start().await?;
+    let mosquitto_open_files_limit = check_mosquitto_room(&mqtt, options.connections)?;
     let app = AppSpec {
         app: "bench".into(),
         channel: "devices".into(),
@@ -173,18 +216,37 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     wait_source_up(&gw).await?;
     let dashboard = Dashboard::start(gw.public, app.clone()).await?;
     let mqtt_rss_empty = mqtt.rss()?;
-    let regular = Arc::new(Counters::default());
-    let (devices, connect_s) = connect_devices(mqtt.port, options, &regular).await?;
-    let connected = regular.connected.load(Ordering::Relaxed);
+    let workers = worker_count(options);
+    let plans = plans(options, &app, gw.public, mqtt.port, workers);
+    eprintln!(
+        "connecting {} devices at {}/s from {workers} worker processes",
+        options.connections, options.connect_rate
+    );
+    let began = Instant::now();
+    let mut pool = Pool::spawn(&plans)?;
+    let budget = device_load::connect_budget(plans[0].count, plans[0].connect_rate);
+    let connected = pool
+        .wait_connected(budget + Duration::from_secs(30))
+        .await?
+        .connected;
+    let connect_s = began.elapsed().as_secs_f64();
+    eprintln!(
+        "{connected} of {} devices connected in {connect_s:.1} s",
+        options.connections
+    );
+    if connected == 0 && options.connections > 0 {
+        bail!("no device could connect to mosquitto on port {}", mqtt.port);
+    }
     let mqtt_rss_connected = mqtt.rss()?;
+    let mosquitto_open_files = procfs::open_files(mqtt.pid)?;
+    let gateway_open_files = procfs::open_files(gw.pid)?;
     let gateway_rss_before = gw.rss()?;
-    let timeline = Timeline::new(options, unix_nanos(), Duration::from_secs(1));
-    let loading = tokio::spawn(regular_load(
-        devices,
-        options.device_interval,
-        timeline,
-        regular.clone(),
-    ));
+    let timeline = Timeline::new(options, unix_nanos(), LEAD);
+    pool.broadcast(&Command::Window {
+        start_ns: timeline.start_ns,
+        end_ns: timeline.end_ns,
+    })
+    .await?;
     let flushing = Arc::new(Counters::default());
     let flush_task = tokio::spawn(flush(
         mqtt.port,
@@ -194,29 +256,28 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         timeline,
         flushing.clone(),
     ));
-    let cpu = measure_cpu(&gw, &mqtt, timeline).await?;
-    let (devices, loaded) = loading.await.context("the devices' load panicked")?;
+    let cpu = measure_cpu(&gw, &mqtt, &pool, timeline).await?;
     eprintln!("window over; waiting for the flush to be sent");
     let Flushed {
         device: flush_device,
         run: flushed,
     } = flush_task.await.context("the flush panicked")??;
     let load_end_ns = timeline.end_ns.max(flushed.last_sent_ns.unwrap_or(0));
-    let drained_s = drain(
+    let (drained_s, results) = drain(
         &dashboard.progress,
-        &regular,
+        &mut pool,
         &flushing,
         load_end_ns,
         flushed.sent,
     )
-    .await;
+    .await?;
+    pool.exit().await;
     if drained_s.is_none() {
         print_source_metrics(&gw).await;
     }
     let gateway_rss_after = gw.rss()?;
     let gateway_rss_peak = gw.peak_rss()?;
     let mosquitto_rss = mqtt.rss()?;
-    let acked: Vec<Sent> = devices.into_iter().flat_map(Device::stop).collect();
     let flush_acked = flush_device.stop();
     let receipts = dashboard.finish()?;
     gw.stop(Duration::from_secs(5)).await;
@@ -227,9 +288,10 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         connect_s,
         device_interval_s: options.device_interval.as_secs_f64(),
         window_s: options.duration.as_secs_f64(),
-        sent: loaded.sent,
-        max_lag_ms: loaded.max_lag_ms,
-        acked: 0,
+        generator: Generator::default(),
+        sent: results.iter().map(|r| r.sent_in_window).sum(),
+        max_lag_ms: results.iter().map(|r| r.max_lag_us).max().unwrap_or(0) as f64 / 1e3,
+        acked: results.iter().map(|r| r.acked_in_window).sum(),
         messages_per_s: 0.0,
         delivered: 0,
         delay_quiet: None,
@@ -237,9 +299,9 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         flush: FlushFigures::default(),
         exactness: Exactness::default(),
         drained_s,
-        skipped: regular.skipped.load(Ordering::Relaxed),
-        dropped: regular.dropped.load(Ordering::Relaxed),
-        connection_errors: regular.connection_errors.load(Ordering::Relaxed),
+        skipped: results.iter().map(|r| r.skipped).sum(),
+        dropped: results.iter().map(|r| r.dropped).sum(),
+        connection_errors: results.iter().map(|r| r.connection_errors).sum(),
         unrecorded: receipts.unrecorded,
         other_frames: receipts.other_frames,
         gateway_cpu_percent: cpu.gateway,
@@ -251,12 +313,146 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         gateway_rss_per_device: (gateway_rss_after as f64 - gateway_rss_before as f64) / devices_n,
         mosquitto_rss,
         mosquitto_rss_per_device: (mqtt_rss_connected as f64 - mqtt_rss_empty as f64) / devices_n,
+        mosquitto_open_files,
+        mosquitto_open_files_limit,
+        gateway_open_files,
     };
+    summary.generator = generator(options, timeline, workers, connected, &results);
     summary.flush = flush_figures(options, timeline, &flushed, &flush_acked, &receipts);
     let flush_started_s = summary.flush.started_s;
-    fill_regular(&mut summary, timeline, &acked, &receipts, flush_started_s);
+    fill_regular(&mut summary, timeline, &results, &receipts, flush_started_s);
     print(&summary);
+    if !summary.generator.shortfalls.is_empty() {
+        bail!(
+            "the load generator did not produce the intended load ({}): the delays above \
+             measure the bench, not the gateway; try more --workers or a quieter machine",
+            summary.generator.shortfalls.join("; ")
+        );
+    }
     Ok(())
+}
+
+/// Worker processes for the regular devices: `--workers`, or one per
+/// [`DEVICES_PER_WORKER`].
+fn worker_count(options: &Options) -> usize {
+    options
+        .workers
+        .unwrap_or_else(|| options.connections.div_ceil(DEVICES_PER_WORKER))
+        .clamp(1, options.connections.max(1))
+}
+
+/// The workers' plans: consecutive devices each, the connect rate shared.
+fn plans(
+    options: &Options,
+    app: &AppSpec,
+    gateway: SocketAddr,
+    mqtt_port: u16,
+    workers: usize,
+) -> Vec<Plan> {
+    let budget = device_load::connect_budget(
+        options.connections.div_ceil(workers.max(1)),
+        (options.connect_rate / workers.max(1) as u32).max(1),
+    );
+    let plan = Plan {
+        scenario: Scenario::Devices,
+        target: gateway,
+        app: app.clone(),
+        first: 0,
+        count: options.connections,
+        per_source: options.per_source,
+        connect_rate: options.connect_rate,
+        lifetime: budget
+            + LEAD
+            + options.warmup
+            + options.duration
+            + FLUSH_LIMIT
+            + DRAIN
+            + Duration::from_secs(60),
+        abuse: None,
+        hold: None,
+        devices: Some(Share {
+            mqtt_port,
+            total: options.connections,
+            interval: options.device_interval,
+            warmup: options.warmup,
+        }),
+    };
+    pool::split(&plan, workers)
+}
+
+/// Mosquitto is one process holding one file per connection: checks that
+/// its open-file limit leaves room for `devices` (and the gateway, the
+/// flushing device, its own files); the limit.
+fn check_mosquitto_room(mqtt: &MqttServer, devices: usize) -> anyhow::Result<u64> {
+    let limit = procfs::open_files_limit(mqtt.pid)?;
+    let needed = devices as u64 + MOSQUITTO_SPARE_FILES;
+    if needed > limit {
+        bail!(
+            "mosquitto may open {limit} files (it inherits this process's limit, raised to \
+             the hard limit: `ulimit -Hn`); {devices} devices need about {needed}: at most {} \
+             devices here",
+            limit.saturating_sub(MOSQUITTO_SPARE_FILES)
+        );
+    }
+    Ok(limit)
+}
+
+/// The generator's figures, and what it fell short of: devices that never
+/// connected, fewer messages sent in the window than due, or sent late.
+fn generator(
+    options: &Options,
+    t: Timeline,
+    workers: usize,
+    connected: usize,
+    results: &[device_load::Results],
+) -> Generator {
+    let window_s = (t.end_ns - t.start_ns) as f64 / 1e9;
+    let due = due_before(
+        t.load_start_ns,
+        t.end_ns,
+        options.connections,
+        options.device_interval,
+    ) - due_before(
+        t.load_start_ns,
+        t.start_ns,
+        options.connections,
+        options.device_interval,
+    );
+    let sent: u64 = results.iter().map(|r| r.sent_in_window).sum();
+    let mut lag = Histogram::default();
+    for r in results {
+        lag.merge(&r.lag);
+    }
+    let lag = Latency::from_histogram(&lag);
+    let mut shortfalls = Vec::new();
+    if connected < options.connections {
+        shortfalls.push(format!(
+            "only {connected} of {} devices connected",
+            options.connections
+        ));
+    }
+    if (sent as f64) < due as f64 * MIN_SENT_SHARE {
+        shortfalls.push(format!(
+            "sent {sent} of the {due} messages due in the window ({:.0}/s of {:.0}/s)",
+            sent as f64 / window_s,
+            due as f64 / window_s
+        ));
+    }
+    let limit_ms = options.max_send_lag.as_secs_f64() * 1e3;
+    if let Some(l) = lag.as_ref().filter(|l| l.p99_ms > limit_ms) {
+        shortfalls.push(format!(
+            "sent late: p99 {:.1} ms behind schedule (limit {limit_ms:.0} ms, --max-send-lag)",
+            l.p99_ms
+        ));
+    }
+    Generator {
+        workers,
+        target_per_s: due as f64 / window_s,
+        sent_per_s: sent as f64 / window_s,
+        due,
+        lag,
+        shortfalls,
+    }
 }
 
 /// The `[[sources.mqtt]]` of the gateway: every device's telemetry to the
@@ -312,86 +508,6 @@ fn source_up(metrics: &str) -> bool {
         .filter(|l| l.starts_with("chouquette_mqtt_up{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .any(|v| v >= 1.0)
-}
-
-/// Connects the `-n` devices at `--connect-rate` and waits until the
-/// broker accepted them all (or a budget passed); how long it took.
-async fn connect_devices(
-    port: u16,
-    options: &Options,
-    counters: &Arc<Counters>,
-) -> anyhow::Result<(Vec<Device>, f64)> {
-    let count = options.connections;
-    let rate = f64::from(options.connect_rate.max(1));
-    eprintln!("connecting {count} devices at {rate:.0}/s");
-    let began = Instant::now();
-    let mut devices = Vec::with_capacity(count);
-    for index in 0..count {
-        sleep_until(began + Duration::from_secs_f64(index as f64 / rate)).await;
-        devices.push(Device::connect(
-            port,
-            index,
-            REGULAR_WINDOW,
-            counters.clone(),
-        ));
-    }
-    let deadline = began + Duration::from_secs_f64(count as f64 / rate * 3.0 + 30.0);
-    while counters.connected.load(Ordering::Relaxed) < count && Instant::now() < deadline {
-        sleep(Duration::from_millis(50)).await;
-    }
-    let connected = counters.connected.load(Ordering::Relaxed);
-    let connect_s = began.elapsed().as_secs_f64();
-    eprintln!("{connected} of {count} devices connected in {connect_s:.1} s");
-    if connected == 0 && count > 0 {
-        bail!("no device could connect to mosquitto on port {port}");
-    }
-    Ok((devices, connect_s))
-}
-
-/// When message `m` of the regular load is due: device `m % devices`
-/// sends every `interval`, device `i` at phase `i * interval / devices`.
-fn due_ns(load_start_ns: u64, m: u64, devices: usize, interval: Duration) -> u64 {
-    let offset = u128::from(m) * interval.as_nanos() / devices.max(1) as u128;
-    load_start_ns.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
-}
-
-/// What the regular load did.
-#[derive(Debug, Default, Clone, Copy)]
-struct Loaded {
-    /// Messages sent within the window.
-    sent: u64,
-    /// Furthest a message was sent behind its schedule, ms: the bench's
-    /// own lag (its thread busy), not the gateway's.
-    max_lag_ms: f64,
-}
-
-/// Sends the regular messages, numbered from 1, until the window ends;
-/// gives the devices back with what was sent.
-async fn regular_load(
-    devices: Vec<Device>,
-    interval: Duration,
-    timeline: Timeline,
-    counters: Arc<Counters>,
-) -> (Vec<Device>, Loaded) {
-    let mut loaded = Loaded::default();
-    if devices.is_empty() {
-        return (devices, loaded);
-    }
-    for m in 0u64.. {
-        let due = due_ns(timeline.load_start_ns, m, devices.len(), interval);
-        if due >= timeline.end_ns {
-            break;
-        }
-        sleep_until(instant_at(due)).await;
-        let device = &devices[(m % devices.len() as u64) as usize];
-        let at_s = unix_nanos() / 1_000_000_000;
-        if let Some(sent_ns) = device.try_send(m + 1, at_s, false, &counters) {
-            loaded.sent += u64::from(timeline.holds(sent_ns));
-            let lag_ms = sent_ns.saturating_sub(due) as f64 / 1e6;
-            loaded.max_lag_ms = loaded.max_lag_ms.max(lag_ms);
-        }
-    }
-    (devices, loaded)
 }
 
 /// The flushing device, and what it did.
@@ -458,24 +574,22 @@ struct Cpu {
     bench: f64,
 }
 
-async fn measure_cpu(gw: &Gateway, mqtt: &MqttServer, t: Timeline) -> anyhow::Result<Cpu> {
+async fn measure_cpu(
+    gw: &Gateway,
+    mqtt: &MqttServer,
+    pool: &Pool,
+    t: Timeline,
+) -> anyhow::Result<Cpu> {
     let me = std::process::id();
+    let bench = || -> anyhow::Result<f64> { Ok(procfs::cpu_seconds(me)? + pool.cpu_seconds()) };
     sleep_until(instant_at(t.start_ns)).await;
     eprintln!(
         "measuring for {:.0} s",
         (t.end_ns - t.start_ns) as f64 / 1e9
     );
-    let before = (
-        gw.cpu_seconds()?,
-        mqtt.cpu_seconds()?,
-        procfs::cpu_seconds(me)?,
-    );
+    let before = (gw.cpu_seconds()?, mqtt.cpu_seconds()?, bench()?);
     sleep_until(instant_at(t.end_ns)).await;
-    let after = (
-        gw.cpu_seconds()?,
-        mqtt.cpu_seconds()?,
-        procfs::cpu_seconds(me)?,
-    );
+    let after = (gw.cpu_seconds()?, mqtt.cpu_seconds()?, bench()?);
     let window_s = (t.end_ns - t.start_ns) as f64 / 1e9;
     let percent = |a: f64, b: f64| ((b - a) * 1000.0 / window_s).round() / 10.0;
     Ok(Cpu {
@@ -485,38 +599,42 @@ async fn measure_cpu(gw: &Gateway, mqtt: &MqttServer, t: Timeline) -> anyhow::Re
     })
 }
 
-/// Waits until the dashboard received as many messages as were
-/// acknowledged, and every flushed message sent; seconds after `end_ns`
-/// (`None`: not within [`DRAIN`]). The condition must still hold a second
-/// after `end_ns`, for the last acknowledgements to be counted; the time
-/// given is when it first held.
+/// Waits until every worker's load is over and the dashboard received as
+/// many messages as were acknowledged, and every flushed message sent;
+/// seconds after `end_ns` (`None`: not within [`DRAIN`]), and the workers'
+/// last results. The condition must still hold a second after `end_ns`,
+/// for the last acknowledgements to be counted; the time given is when it
+/// first held.
 async fn drain(
     progress: &Progress,
-    regular: &Counters,
+    pool: &mut Pool,
     flushing: &Counters,
     end_ns: u64,
     flush_sent: u64,
-) -> Option<f64> {
+) -> anyhow::Result<(Option<f64>, Vec<device_load::Results>)> {
     let deadline = Instant::now() + DRAIN;
     let mut since: Option<u64> = None;
     loop {
+        let results = pool.device_results(Duration::from_secs(10)).await?;
+        let acked: u64 = results.iter().map(|r| r.acked).sum();
         let regular_in = progress.regular.load(Ordering::Relaxed);
         let flush_in = progress.flush.load(Ordering::Relaxed);
         let now = unix_nanos();
-        if regular_in >= regular.acked.load(Ordering::Relaxed)
+        if results.iter().all(|r| r.done)
+            && regular_in >= acked
             && flush_in >= flushing.acked.load(Ordering::Relaxed).max(flush_sent)
         {
             let first = *since.get_or_insert(now);
             if now >= end_ns + 1_000_000_000 {
-                return Some(first.saturating_sub(end_ns) as f64 / 1e9);
+                return Ok((Some(first.saturating_sub(end_ns) as f64 / 1e9), results));
             }
         } else {
             since = None;
         }
         if Instant::now() >= deadline {
-            return None;
+            return Ok((None, results));
         }
-        sleep(Duration::from_millis(10)).await;
+        sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -567,7 +685,7 @@ fn flush_figures(
 fn fill_regular(
     s: &mut DevicesSummary,
     t: Timeline,
-    acked: &[Sent],
+    results: &[device_load::Results],
     receipts: &Receipts,
     flush_started_s: Option<f64>,
 ) {
@@ -577,7 +695,6 @@ fn fill_regular(
         (first as u64, last)
     });
     let (quiet, during) = dashboard::delays(&receipts.samples, t.window(), span);
-    s.acked = acked.iter().filter(|a| t.holds(a.sent_ns)).count() as u64;
     s.messages_per_s = s.acked as f64 / s.window_s.max(1e-9);
     s.delivered = receipts
         .samples
@@ -586,16 +703,13 @@ fn fill_regular(
         .count() as u64;
     s.delay_quiet = Latency::from_histogram(&quiet);
     s.delay_during_flush = Latency::from_histogram(&during);
-    s.exactness = exactness(acked, &receipts.regular);
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// The `Instant` at Unix time `ns` (now if it has passed).
-fn instant_at(ns: u64) -> Instant {
-    Instant::now() + Duration::from_nanos(ns.saturating_sub(unix_nanos()))
+    let mut seqs: Vec<u64> = results
+        .iter()
+        .flat_map(|r| device_load::expand(&r.acked_seqs))
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    s.exactness = pg_load::check(&seqs, &receipts.regular);
 }
 
 fn show(l: &Option<Latency>) -> String {
@@ -611,6 +725,20 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// The generator's rate next to its target; its shortfalls in capitals.
+fn print_generator(g: &Generator, max_lag_ms: f64) {
+    let lag = g.lag.as_ref().map_or("-".into(), |l| {
+        format!("p50 {:.2} ms, p99 {:.2} ms", l.p50_ms, l.p99_ms)
+    });
+    println!(
+        "bench generator          {:.0}/s sent of {:.0}/s due ({} workers); late against schedule {lag}, max {max_lag_ms:.1} ms",
+        g.sent_per_s, g.target_per_s, g.workers
+    );
+    for shortfall in &g.shortfalls {
+        println!("GENERATOR FELL SHORT     {shortfall}");
+    }
+}
+
 fn print(s: &DevicesSummary) {
     let f = &s.flush;
     println!(
@@ -621,10 +749,7 @@ fn print(s: &DevicesSummary) {
         "regular messages         {:.0}/s acknowledged ({} sent, {} acked, {} received in the window; {} skipped, {} dropped, {} connection errors)",
         s.messages_per_s, s.sent, s.acked, s.delivered, s.skipped, s.dropped, s.connection_errors
     );
-    println!(
-        "bench schedule           sent at most {:.1} ms late",
-        s.max_lag_ms
-    );
+    print_generator(&s.generator, s.max_lag_ms);
     println!("delay outside the flush  {}", show(&s.delay_quiet));
     println!("delay during the flush   {}", show(&s.delay_during_flush));
     println!("delay of the flush       {}", show(&f.delay));
@@ -669,6 +794,10 @@ fn print(s: &DevicesSummary) {
         mib(s.mosquitto_rss),
         s.mosquitto_rss_per_device
     );
+    println!(
+        "open files               mosquitto {} (limit {}), gateway {}",
+        s.mosquitto_open_files, s.mosquitto_open_files_limit, s.gateway_open_files
+    );
     if s.unrecorded > 0 || s.other_frames > 0 {
         println!(
             "dashboard                {} delays not recorded (over {}), {} frames not understood",
@@ -683,6 +812,7 @@ fn print(s: &DevicesSummary) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::histogram::AtomicHistogram;
     use clap::Parser;
 
     fn options(args: &[&str]) -> Options {
@@ -718,15 +848,76 @@ mod tests {
     }
 
     #[test]
-    fn devices_send_on_phases_spread_over_the_interval() {
-        let interval = Duration::from_secs(5);
-        assert_eq!(due_ns(10, 0, 4, interval), 10);
-        assert_eq!(due_ns(10, 1, 4, interval), 10 + 1_250_000_000);
-        assert_eq!(due_ns(10, 4, 4, interval), 10 + 5_000_000_000);
-        // Device 1 (every 4th message from the 2nd) every 5 s.
+    fn devices_are_spread_over_worker_processes() {
+        assert_eq!(worker_count(&options(&[])), 1);
+        assert_eq!(worker_count(&options(&["-n", "19000"])), 4);
+        assert_eq!(worker_count(&options(&["-n", "300", "--workers", "3"])), 3);
+        assert_eq!(worker_count(&options(&["-n", "2", "--workers", "8"])), 2);
+        let o = options(&["-n", "19000"]);
+        let app = AppSpec {
+            app: "a".into(),
+            channel: "c".into(),
+            secret: "s".into(),
+            api_key: "k".into(),
+        };
+        let plans = plans(&o, &app, SocketAddr::from(([127, 0, 0, 1], 1)), 1883, 4);
+        let counts: Vec<(usize, usize)> = plans.iter().map(|p| (p.first, p.count)).collect();
         assert_eq!(
-            due_ns(0, 5, 4, interval) - due_ns(0, 1, 4, interval),
-            5_000_000_000
+            counts,
+            vec![(0, 4750), (4750, 4750), (9500, 4750), (14250, 4750)]
+        );
+        for p in &plans {
+            assert_eq!(p.connect_rate, 500);
+            let share = p.devices.expect("a device plan");
+            assert_eq!((share.total, share.mqtt_port), (19_000, 1883));
+            assert!(p.lifetime > o.warmup + o.duration + FLUSH_LIMIT + DRAIN);
+        }
+    }
+
+    fn results(sent_in_window: u64, lag_ms: u64) -> device_load::Results {
+        let lag = AtomicHistogram::default();
+        for _ in 0..sent_in_window {
+            lag.record(lag_ms * 1000);
+        }
+        device_load::Results {
+            sent_in_window,
+            lag: lag.snapshot(),
+            done: true,
+            ..device_load::Results::default()
+        }
+    }
+
+    #[test]
+    fn a_generator_behind_its_schedule_is_called_out() {
+        let o = options(&["-n", "19000", "--duration", "20s"]);
+        let t = Timeline::new(&o, 0, Duration::ZERO);
+        // 19,000 devices every 5 s: 76,000 messages due in 20 s.
+        let kept = generator(&o, t, 4, 19_000, &[results(38_000, 1), results(38_000, 2)]);
+        assert_eq!(kept.due, 76_000);
+        assert!((kept.target_per_s - 3_800.0).abs() < 1e-9);
+        assert!((kept.sent_per_s - 3_800.0).abs() < 1e-9);
+        assert!(kept.shortfalls.is_empty(), "{:?}", kept.shortfalls);
+        let slow = generator(&o, t, 1, 19_000, &[results(18_580, 1)]);
+        assert_eq!(slow.shortfalls.len(), 1, "{:?}", slow.shortfalls);
+        assert!(
+            slow.shortfalls[0].contains("929/s of 3800/s"),
+            "{:?}",
+            slow.shortfalls
+        );
+        let late = generator(&o, t, 4, 19_000, &[results(76_000, 500)]);
+        assert!(late.shortfalls[0].contains("late"), "{:?}", late.shortfalls);
+        let lenient = options(&["-n", "19000", "--duration", "20s", "--max-send-lag", "1s"]);
+        let tolerated = generator(&lenient, t, 4, 19_000, &[results(76_000, 500)]);
+        assert!(
+            tolerated.shortfalls.is_empty(),
+            "{:?}",
+            tolerated.shortfalls
+        );
+        let missing = generator(&o, t, 4, 18_000, &[results(76_000, 1)]);
+        assert!(
+            missing.shortfalls[0].contains("18000 of 19000"),
+            "{:?}",
+            missing.shortfalls
         );
     }
 

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod dashboard;
 mod device;
+mod device_load;
 mod devices;
 mod fleet;
 mod gateway;

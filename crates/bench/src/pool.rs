@@ -172,6 +172,23 @@ impl Pool {
         Ok(all)
     }
 
+    /// Asks every (device) worker what its devices did so far.
+    pub async fn device_results(
+        &mut self,
+        within: Duration,
+    ) -> anyhow::Result<Vec<crate::device_load::Results>> {
+        self.broadcast(&Command::Report).await?;
+        let deadline = Instant::now() + within;
+        let mut all = Vec::new();
+        for worker in &mut self.workers {
+            match next_report(worker, deadline).await? {
+                Report::Devices(results) => all.push(results),
+                other => bail!("worker {}: expected `devices`, got {other:?}", worker.pid),
+            }
+        }
+        Ok(all)
+    }
+
     /// CPU time used by all workers so far, seconds.
     pub fn cpu_seconds(&self) -> f64 {
         self.workers

@@ -38,6 +38,32 @@ pub fn children_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((tick(13)? + tick(14)?) as f64 / clock_ticks() as f64)
 }
 
+/// Files `pid` holds open now (entries of `/proc/<pid>/fd`).
+pub fn open_files(pid: u32) -> anyhow::Result<u64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("cannot list /proc/{pid}/fd"))?;
+    Ok(entries.count() as u64)
+}
+
+/// The most files `pid` may hold open (its soft `RLIMIT_NOFILE`, from
+/// `/proc/<pid>/limits`); `u64::MAX` when unlimited.
+pub fn open_files_limit(pid: u32) -> anyhow::Result<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .with_context(|| format!("cannot read /proc/{pid}/limits"))?;
+    soft_open_files(&limits).with_context(|| format!("no open-file limit in /proc/{pid}/limits"))
+}
+
+/// The soft limit of the `Max open files` line of a `limits` file.
+fn soft_open_files(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
+    match line.split_whitespace().next()? {
+        "unlimited" => Some(u64::MAX),
+        soft => soft.parse().ok(),
+    }
+}
+
 /// The live processes whose parent is `pid`.
 pub fn children(pid: u32) -> anyhow::Result<Vec<u32>> {
     let mut found = Vec::new();
@@ -114,6 +140,22 @@ mod tests {
         assert!(status_bytes(pid, "VmRSS").expect("rss") > 0);
         assert!(cpu_seconds(pid).expect("cpu") >= 0.0);
         assert!(children_cpu_seconds(pid).expect("children cpu") >= 0.0);
+    }
+
+    #[test]
+    fn counts_open_files_against_the_limit() {
+        let pid = std::process::id();
+        let open = open_files(pid).expect("open files");
+        assert!(open >= 3, "stdin, stdout, stderr at least: {open}");
+        assert!(open_files_limit(pid).expect("limit") >= open);
+        let text = "Limit                     Soft Limit           Hard Limit           Units\n\
+                    Max open files            20000                20000                files\n";
+        assert_eq!(soft_open_files(text), Some(20_000));
+        assert_eq!(
+            soft_open_files("Max open files            unlimited            unlimited   files\n"),
+            Some(u64::MAX)
+        );
+        assert_eq!(soft_open_files("Max processes 5 5\n"), None);
     }
 
     #[test]

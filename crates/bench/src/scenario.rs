@@ -91,6 +91,7 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::R
         lifetime: lifetime(options),
         abuse: None,
         hold: None,
+        devices: None,
     };
     let workers = options.worker_count();
     let mut plans = pool::split(&plan, workers);

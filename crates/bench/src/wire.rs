@@ -56,6 +56,10 @@ pub struct Plan {
     /// (`--scenario idle-abuse`).
     #[serde(default)]
     pub hold: Option<crate::holders::Hold>,
+    /// Instead of subscribers, MQTT devices publishing on a schedule
+    /// (`--scenario devices`).
+    #[serde(default)]
+    pub devices: Option<crate::device_load::Share>,
 }
 
 impl Plan {
@@ -112,6 +116,8 @@ pub enum Report {
     Abuse(AbuseResults),
     /// What held sockets saw.
     Held(HeldResults),
+    /// What a worker's MQTT devices sent and had acknowledged.
+    Devices(crate::device_load::Results),
 }
 
 /// What one worker's held sockets saw (`--scenario idle-abuse`).
@@ -192,6 +198,7 @@ mod tests {
             lifetime: Duration::from_secs(1),
             abuse: None,
             hold: None,
+            devices: None,
         };
         assert_eq!(plan.source(0).to_string(), "127.0.0.2:10000");
         assert_eq!(plan.source(9_999).to_string(), "127.0.0.2:19999");

@@ -98,6 +98,9 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     if let Some(hold) = plan.hold {
         return run_holder(plan, hold).await;
     }
+    if let Some(share) = plan.devices {
+        return crate::device_load::run(plan, share).await;
+    }
     let counters = Arc::new(Counters::default());
     let lifetime = sleep(plan.lifetime);
     tokio::pin!(lifetime);
@@ -212,7 +215,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Writes one report line to stdout (a short blocking write).
-fn send(report: &Report) -> anyhow::Result<()> {
+pub fn send(report: &Report) -> anyhow::Result<()> {
     let mut line = serde_json::to_vec(report)?;
     line.push(b'\n');
     let mut out = std::io::stdout().lock();
@@ -223,7 +226,7 @@ fn send(report: &Report) -> anyhow::Result<()> {
 
 /// Commands read from stdin by a plain thread; the channel closes with stdin
 /// (or on a line that is not a command).
-fn commands() -> mpsc::UnboundedReceiver<Command> {
+pub fn commands() -> mpsc::UnboundedReceiver<Command> {
     let (tx, rx) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
