@@ -32,6 +32,7 @@ mod log;
 mod messages;
 mod mqtt;
 mod mqtt_commands;
+mod xmpp;
 mod node;
 mod notifications;
 mod problem;
