@@ -98,8 +98,16 @@ channel = "federated"
 async fn org(me: &'static str, peer: &str, prosody: &ProsodyServer) -> Org {
     let pg = PostgresServer::start_with_wal_level("replica").await;
     let node = TestNode::start(&config(me, peer, prosody, &pg)).await;
-    let component = if me == "a" { "a.localhost" } else { "b.localhost" };
-    Org { node, pg, component }
+    let component = if me == "a" {
+        "a.localhost"
+    } else {
+        "b.localhost"
+    };
+    Org {
+        node,
+        pg,
+        component,
+    }
 }
 
 /// Waits until the org is linked, its mailboxes answer and its consumer
@@ -215,7 +223,14 @@ async fn events_flow_both_ways_once_with_ids_mapped() {
         telemetry(&b, "b-dev", seq).await;
     }
     // Not matched by the consumers' filter: stays home.
-    a.node.publish("devices", "debug", &[], json!({"device": "a-dev", "seq": 99})).await;
+    a.node
+        .publish(
+            "devices",
+            "debug",
+            &[],
+            json!({"device": "a-dev", "seq": 99}),
+        )
+        .await;
     exactly_once(&arrivals(&mut at_b, 10, "b-dev").await, 10);
     exactly_once(&arrivals(&mut at_a, 10, "a-dev").await, 10);
     outbox_drains(&a).await;
@@ -279,11 +294,19 @@ async fn a_senders_postgres_restart_mid_stream_loses_and_repeats_nothing() {
 }
 
 /// Logs in as `component` and sends `body` to `b` as message `id`.
-async fn send_as(prosody: &ProsodyServer, component: &str, secret: &str, id: &str, body: &str) -> Link {
+async fn send_as(
+    prosody: &ProsodyServer,
+    component: &str,
+    secret: &str,
+    id: &str,
+    body: &str,
+) -> Link {
     let mut link = stream::connect(&prosody.component_address(), component, secret, 65536)
         .await
         .unwrap();
-    link.send_message(component, "b.localhost", id, body).await.unwrap();
+    link.send_message(component, "b.localhost", id, body)
+        .await
+        .unwrap();
     link
 }
 
@@ -303,18 +326,36 @@ async fn malformed_senml_and_unknown_senders_are_refused_and_kept() {
     let (prosody, _a, b) = two_orgs().await;
     let mut at_b = subscriber(&b).await;
     let mut known = send_as(&prosody, "m.localhost", "secret-m", "bad-1", "not json").await;
-    assert!(receipt(&mut known, "bad-1").await, "a stored message is acknowledged");
-    let mut known = send_as(&prosody, "m.localhost", "secret-m", "bad-2", r#"[{"n":"dev/x"}]"#).await;
+    assert!(
+        receipt(&mut known, "bad-1").await,
+        "a stored message is acknowledged"
+    );
+    known
+        .send_message("m.localhost", "b.localhost", "bad-2", r#"[{"n":"dev/x"}]"#)
+        .await
+        .unwrap();
     assert!(receipt(&mut known, "bad-2").await);
     let good = r#"[{"bn":"dev/","n":"seq","v":0}]"#;
     let mut unknown = send_as(&prosody, "x.localhost", "secret-x", "u-1", good).await;
-    assert!(!receipt(&mut unknown, "u-1").await, "an unknown sender is not acknowledged");
+    assert!(
+        !receipt(&mut unknown, "u-1").await,
+        "an unknown sender is not acknowledged"
+    );
     // A valid pack from the allowed third party goes through (and a repeat
     // of its id does not).
-    let mut known = send_as(&prosody, "m.localhost", "secret-m", "ok-1", good).await;
+    known
+        .send_message("m.localhost", "b.localhost", "ok-1", good)
+        .await
+        .unwrap();
     assert!(receipt(&mut known, "ok-1").await);
-    known.send_message("m.localhost", "b.localhost", "ok-1", good).await.unwrap();
-    assert!(receipt(&mut known, "ok-1").await, "a repeat is acknowledged again");
+    known
+        .send_message("m.localhost", "b.localhost", "ok-1", good)
+        .await
+        .unwrap();
+    assert!(
+        receipt(&mut known, "ok-1").await,
+        "a repeat is acknowledged again"
+    );
     exactly_once(&arrivals(&mut at_b, 1, "dev").await, 1);
 
     let client = b.pg.client().await;
@@ -329,12 +370,25 @@ async fn malformed_senml_and_unknown_senders_are_refused_and_kept() {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
-    let find = |id: &str| rows.iter().find(|r| r.1 == id).cloned().unwrap_or_else(|| panic!("{id} not in {rows:?}"));
+    let find = |id: &str| {
+        rows.iter()
+            .find(|r| r.1 == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not in {rows:?}"))
+    };
     assert_eq!(find("bad-1").2, "failed");
     assert!(find("bad-1").3.contains("malformed SenML"), "{rows:?}");
     assert_eq!(find("bad-2").2, "failed");
     assert!(find("bad-2").3.contains("no value"), "{rows:?}");
-    assert_eq!(find("u-1"), ("x.localhost".into(), "u-1".into(), "failed".into(), "unknown sender".into()));
+    assert_eq!(
+        find("u-1"),
+        (
+            "x.localhost".into(),
+            "u-1".into(),
+            "failed".into(),
+            "unknown sender".into()
+        )
+    );
     assert_eq!(find("ok-1").2, "published");
     assert_eq!(rows.len(), 4, "the repeat is stored once: {rows:?}");
     let series = "chouquette_xmpp_refused_total{component=\"b.localhost\"}";

@@ -32,7 +32,6 @@ mod log;
 mod messages;
 mod mqtt;
 mod mqtt_commands;
-mod xmpp;
 mod node;
 mod notifications;
 mod problem;
@@ -45,6 +44,7 @@ mod static_files;
 mod tokens;
 mod transports;
 mod value;
+mod xmpp;
 
 pub use admin::Admin;
 pub use apps::{AppConfig, AppLimitsConfig, ChannelConfig};

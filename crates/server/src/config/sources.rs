@@ -312,7 +312,10 @@ impl SourcesConfig {
     /// ids are derived from `node_id`.
     /// The XMPP federation components' settings.
     pub fn xmpp_settings(&self) -> Vec<crate::source::xmpp::XmppSettings> {
-        self.xmpp.iter().map(super::xmpp::XmppConfig::build).collect()
+        self.xmpp
+            .iter()
+            .map(super::xmpp::XmppConfig::build)
+            .collect()
     }
 
     pub fn mqtt_settings(&self, node_id: &str) -> Vec<MqttSettings> {

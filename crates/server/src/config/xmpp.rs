@@ -138,32 +138,67 @@ impl XmppConfig {
     pub(super) fn problems(&self, apps: &[AppConfig], out: &mut Problems<'_>) {
         let at = format!("\"{}\"", self.component);
         if !valid_jid(&self.component) || self.component.contains('@') {
-            out.at(&at, format!("xmpp `component` `{}` must be a domain", self.component));
+            out.at(
+                &at,
+                format!("xmpp `component` `{}` must be a domain", self.component),
+            );
         }
-        if self.server.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
-            out.at(&at, format!("xmpp `server` `{}` must be host:port", self.server));
+        if self
+            .server
+            .rsplit_once(':')
+            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+        {
+            out.at(
+                &at,
+                format!("xmpp `server` `{}` must be host:port", self.server),
+            );
         }
         if self.secret.expose().is_empty() {
             out.at(&at, "xmpp `secret` must not be empty".into());
         }
-        if self.database.expose().parse::<tokio_postgres::Config>().is_err() {
-            out.at(&at, "xmpp `database` is not a connection string like postgres://user@host:5432/db".into());
+        if self
+            .database
+            .expose()
+            .parse::<tokio_postgres::Config>()
+            .is_err()
+        {
+            out.at(
+                &at,
+                "xmpp `database` is not a connection string like postgres://user@host:5432/db"
+                    .into(),
+            );
         }
-        let zero = [self.fill_interval, self.send_interval, self.process_interval, self.retry_initial]
-            .iter()
-            .any(Duration::is_zero);
-        if zero || self.batch == 0 || self.max_outbox <= 0 || self.max_inbox <= 0 || self.max_stanza_bytes < 1024 {
+        let zero = [
+            self.fill_interval,
+            self.send_interval,
+            self.process_interval,
+            self.retry_initial,
+        ]
+        .iter()
+        .any(Duration::is_zero);
+        if zero
+            || self.batch == 0
+            || self.max_outbox <= 0
+            || self.max_inbox <= 0
+            || self.max_stanza_bytes < 1024
+        {
             out.at(&at, "xmpp intervals, `retry_initial`, `batch`, `max_outbox` and `max_inbox` must be above 0, `max_stanza_bytes` at least 1024".into());
         }
         if self.retry_max < self.retry_initial {
-            out.at(&at, "xmpp `retry_max` must be at least `retry_initial`".into());
+            out.at(
+                &at,
+                "xmpp `retry_max` must be at least `retry_initial`".into(),
+            );
         }
         let known = |app: &str, channel: &str, out: &mut Problems<'_>| {
             if !apps.iter().any(|a| a.id == app) {
                 out.at(&format!("\"{app}\""), format!("xmpp: unknown app `{app}`"));
             }
             if !valid_name(channel) {
-                out.at(&format!("\"{channel}\""), format!("xmpp: invalid channel name `{channel}`"));
+                out.at(
+                    &format!("\"{channel}\""),
+                    format!("xmpp: invalid channel name `{channel}`"),
+                );
             }
         };
         let mut names = HashSet::new();
@@ -171,13 +206,22 @@ impl XmppConfig {
             known(&c.app, &c.channel, out);
             let at = format!("\"{}\"", c.name);
             if !valid_name(&c.name) || c.name.contains('/') {
-                out.at(&at, format!("xmpp consumer name `{}`: letters, digits and `_-.:@`", c.name));
+                out.at(
+                    &at,
+                    format!(
+                        "xmpp consumer name `{}`: letters, digits and `_-.:@`",
+                        c.name
+                    ),
+                );
             }
             if !names.insert(&c.name) {
                 out.at(&at, format!("xmpp consumer `{}` is listed twice", c.name));
             }
             if !valid_jid(&c.to) {
-                out.at(&format!("\"{}\"", c.to), format!("xmpp consumer `to` `{}` is not a bare JID", c.to));
+                out.at(
+                    &format!("\"{}\"", c.to),
+                    format!("xmpp consumer `to` `{}` is not a bare JID", c.to),
+                );
             }
             if let Some(filter) = &c.filter
                 && let Err(e) = Filter::parse(filter)
@@ -190,13 +234,22 @@ impl XmppConfig {
             known(&r.app, &r.channel, out);
             let at = format!("\"{}\"", r.from);
             if !valid_jid(&r.from) {
-                out.at(&at, format!("xmpp incoming `from` `{}` is not a bare JID", r.from));
+                out.at(
+                    &at,
+                    format!("xmpp incoming `from` `{}` is not a bare JID", r.from),
+                );
             }
             if !senders.insert(&r.from) {
-                out.at(&at, format!("xmpp incoming `from` `{}` is listed twice", r.from));
+                out.at(
+                    &at,
+                    format!("xmpp incoming `from` `{}` is listed twice", r.from),
+                );
             }
             if !valid_name(&r.event_kind) {
-                out.at(&at, format!("xmpp incoming: invalid event kind `{}`", r.event_kind));
+                out.at(
+                    &at,
+                    format!("xmpp incoming: invalid event kind `{}`", r.event_kind),
+                );
             }
         }
     }

@@ -75,9 +75,23 @@ impl Source for XmppSource {
             return;
         }
         let jobs = [
-            tokio::spawn(fill_job(node.clone(), settings.clone(), status.clone(), shutdown.clone())),
-            tokio::spawn(process_job(node, settings.clone(), status.clone(), shutdown.clone())),
-            tokio::spawn(housekeeping(settings.clone(), status.clone(), shutdown.clone())),
+            tokio::spawn(fill_job(
+                node.clone(),
+                settings.clone(),
+                status.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(process_job(
+                node,
+                settings.clone(),
+                status.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(housekeeping(
+                settings.clone(),
+                status.clone(),
+                shutdown.clone(),
+            )),
         ];
         link_job(&settings, &status, &mut shutdown).await;
         for job in jobs {
@@ -239,8 +253,13 @@ async fn send_due(
     let client = db.client().await?;
     let due = store::due(client, &settings.component, settings.batch).await?;
     for entry in due {
-        link.send_message(&settings.component, &entry.to, &entry.message_id, &entry.body)
-            .await?;
+        link.send_message(
+            &settings.component,
+            &entry.to,
+            &entry.message_id,
+            &entry.body,
+        )
+        .await?;
         status.add(Count::Sent, 1);
         if entry.attempts > 0 {
             status.add(Count::Retried, 1);
@@ -307,7 +326,15 @@ async fn receive(
     }
     let client = db.client().await?;
     if settings.incoming_from(sender).is_none() {
-        store::receive(client, &settings.component, sender, id, body, Some("unknown sender")).await?;
+        store::receive(
+            client,
+            &settings.component,
+            sender,
+            id,
+            body,
+            Some("unknown sender"),
+        )
+        .await?;
         status.add(Count::Refused, 1);
         tracing::warn!(component = %settings.component, %from, %id, "federation message from an unknown sender refused (kept as a failed inbox entry)");
         return Ok(());
@@ -365,7 +392,9 @@ async fn fill_consumer(
     };
     let policy = app.channel_policy(&consumer.channel);
     let channel = ChannelId::new(&consumer.app, &consumer.channel);
-    let since = cursor.as_ref().map(|(epoch, offset)| (epoch.as_str(), *offset));
+    let since = cursor
+        .as_ref()
+        .map(|(epoch, offset)| (epoch.as_str(), *offset));
     let recovered = match node.broker().recover(&channel, policy, since, false).await {
         Ok(recovered) => recovered,
         // The broker is away: the events wait in its history.
@@ -477,7 +506,12 @@ async fn process_once(
         return Ok(());
     }
     let (ids, events): (Vec<i64>, Vec<NewEvent>) = ready.into_iter().unzip();
-    let report = ingest::submit(node, Caller::Source, events.into_iter().map(|e| vec![e]).collect()).await;
+    let report = ingest::submit(
+        node,
+        Caller::Source,
+        events.into_iter().map(|e| vec![e]).collect(),
+    )
+    .await;
     for (id, outcomes) in ids.into_iter().zip(report.groups) {
         match outcomes.first() {
             Some(Outcome::Published(_)) => {

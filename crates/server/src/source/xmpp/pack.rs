@@ -202,7 +202,13 @@ mod tests {
             Err(Malformed::Senml(SenmlError::NotJson))
         ));
         assert_eq!(
-            incoming(&rule(), "b", "m", r#"[{"n":"x/a","v":1},{"n":"y/a","v":2}]"#, 0.0),
+            incoming(
+                &rule(),
+                "b",
+                "m",
+                r#"[{"n":"x/a","v":1},{"n":"y/a","v":2}]"#,
+                0.0
+            ),
             Err(Malformed::ManyObjects)
         );
     }

@@ -91,7 +91,10 @@ impl Status {
             component: component.to_string(),
             link_up: AtomicBool::new(false),
             store_up: AtomicBool::new(false),
-            problems: Mutex::new([Some("not connected yet".into()), Some("not connected yet".into())]),
+            problems: Mutex::new([
+                Some("not connected yet".into()),
+                Some("not connected yet".into()),
+            ]),
             gauges: Mutex::new(Gauges::default()),
             counts: Default::default(),
         }

@@ -119,8 +119,11 @@ pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .get(0);
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
         tx.batch_execute(sql).await?;
-        tx.execute("INSERT INTO fed_migrations (version) VALUES ($1)", &[&(i as i32 + 1)])
-            .await?;
+        tx.execute(
+            "INSERT INTO fed_migrations (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -285,7 +288,11 @@ pub async fn receive(
     body: &str,
     failed: Option<&str>,
 ) -> Result<Stored, StoreError> {
-    let status = if failed.is_some() { "failed" } else { "pending" };
+    let status = if failed.is_some() {
+        "failed"
+    } else {
+        "pending"
+    };
     let n = client
         .execute(
             "INSERT INTO fed_inbox (component, from_jid, message_id, body, status, reason, processed_at)
@@ -332,7 +339,11 @@ pub async fn pending(
 
 /// Marks an inbox entry published, or failed with `reason`.
 pub async fn processed(client: &Client, id: i64, reason: Option<&str>) -> Result<(), StoreError> {
-    let status = if reason.is_some() { "failed" } else { "published" };
+    let status = if reason.is_some() {
+        "failed"
+    } else {
+        "published"
+    };
     client
         .execute(
             "UPDATE fed_inbox SET status = $2, reason = $3, processed_at = now() WHERE id = $1",

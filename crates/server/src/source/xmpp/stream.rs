@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use quick_xml::events::{BytesStart, Event};
 use quick_xml::escape::{escape, resolve_predefined_entity};
+use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -205,7 +205,11 @@ async fn stream_id(reader: &mut XmlReader) -> Result<String, LinkError> {
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match reader.read_event_into_async(&mut buf).await.map_err(xml_error)? {
+        match reader
+            .read_event_into_async(&mut buf)
+            .await
+            .map_err(xml_error)?
+        {
             Event::Start(e) if e.name().as_ref() == b"stream:stream" => {
                 let attrs = attributes(&e)?;
                 return attrs
@@ -248,7 +252,10 @@ async fn next_stanza(reader: &mut XmlReader, max_stanza: usize) -> Result<Elemen
     let start = reader.buffer_position();
     loop {
         buf.clear();
-        let event = reader.read_event_into_async(&mut buf).await.map_err(xml_error)?;
+        let event = reader
+            .read_event_into_async(&mut buf)
+            .await
+            .map_err(xml_error)?;
         // (Whitespace between stanzas counts too: a server sends little.)
         if reader.buffer_position().saturating_sub(start) > max_stanza as u64 {
             return Err(LinkError::TooLarge(max_stanza));
@@ -284,8 +291,9 @@ async fn next_stanza(reader: &mut XmlReader, max_stanza: usize) -> Result<Elemen
                         Some(c) => top.text.push(c),
                         None => {
                             let name = r.decode().map_err(xml_error)?;
-                            let resolved = resolve_predefined_entity(&name)
-                                .ok_or_else(|| LinkError::Xml(format!("unknown entity &{name};")))?;
+                            let resolved = resolve_predefined_entity(&name).ok_or_else(|| {
+                                LinkError::Xml(format!("unknown entity &{name};"))
+                            })?;
                             top.text.push_str(resolved);
                         }
                     }
