@@ -40,9 +40,15 @@ struct Org {
 /// The config of organisation `me` (`a` or `b`) federating with `peer`:
 /// its `devices` telemetry goes out with its device id mapped to the shared
 /// one; what the peer sends lands on `federated`, mapped back.
-fn config(me: &str, peer: &str, prosody: &ProsodyServer, pg: &PostgresServer) -> String {
+fn config(
+    me: &str,
+    peer: &str,
+    prosody: &ProsodyServer,
+    pg: &PostgresServer,
+    header: &str,
+) -> String {
     format!(
-        r#"
+        r#"{header}
 [admin]
 key = "admin-key"
 
@@ -95,9 +101,9 @@ channel = "federated"
     )
 }
 
-async fn org(me: &'static str, peer: &str, prosody: &ProsodyServer) -> Org {
+async fn org(me: &'static str, peer: &str, prosody: &ProsodyServer, header: &str) -> Org {
     let pg = PostgresServer::start_with_wal_level("replica").await;
-    let node = TestNode::start(&config(me, peer, prosody, &pg)).await;
+    let node = TestNode::start(&config(me, peer, prosody, &pg, header)).await;
     let component = if me == "a" {
         "a.localhost"
     } else {
@@ -135,8 +141,16 @@ async fn ready(org: &Org) {
 }
 
 async fn two_orgs() -> (ProsodyServer, Org, Org) {
+    two_orgs_with("").await
+}
+
+/// Like [`two_orgs`], `a_header` heading `a`'s config (its broker).
+async fn two_orgs_with(a_header: &str) -> (ProsodyServer, Org, Org) {
     let prosody = ProsodyServer::start(COMPONENTS).await;
-    let (a, b) = tokio::join!(org("a", "b", &prosody), org("b", "a", &prosody));
+    let (a, b) = tokio::join!(
+        org("a", "b", &prosody, a_header),
+        org("b", "a", &prosody, "")
+    );
     ready(&a).await;
     ready(&b).await;
     (prosody, a, b)
@@ -240,6 +254,23 @@ async fn events_flow_both_ways_once_with_ids_mapped() {
     assert_eq!(federation["component"], "a.localhost", "{status}");
     assert_eq!(federation["counts"]["published"], 10, "{status}");
     assert_eq!(federation["counts"]["filled"], 10, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_on_the_redis_broker_sends_each_event_once() {
+    // The fill job reads the channel's history from Redis (its own prefix:
+    // nothing shared with other tests on the machine's Redis).
+    let prefix = format!("fedtest-{}", std::process::id());
+    let header = format!(
+        "[node]\nid = \"fed-a\"\n\n[broker]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\nprefix = \"{prefix}\"\n"
+    );
+    let (_prosody, a, b) = two_orgs_with(&header).await;
+    let mut at_b = subscriber(&b).await;
+    for seq in 0..10 {
+        telemetry(&a, "a-dev", seq).await;
+    }
+    exactly_once(&arrivals(&mut at_b, 10, "b-dev").await, 10);
+    outbox_drains(&a).await;
 }
 
 /// Sends `total` telemetry events from `org`, one every 30 ms, calling
