@@ -9,13 +9,17 @@
 //! its own task (a partial read must never be cancelled), handing whole
 //! stanzas over a bounded channel, so a slow consumer slows the socket.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use quick_xml::escape::{escape, resolve_predefined_entity};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -82,7 +86,63 @@ impl Drop for Link {
     }
 }
 
-type XmlReader = Reader<BufReader<OwnedReadHalf>>;
+/// The read half, giving at most a budget of bytes per stanza: the XML
+/// reader buffers a whole text or tag before it returns it, so a bound
+/// checked between its events would come after the memory was taken.
+struct Metered {
+    inner: OwnedReadHalf,
+    left: Arc<AtomicUsize>,
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let left = self.left.load(Ordering::Relaxed);
+        if left == 0 {
+            return Poll::Ready(Err(std::io::Error::other("stanza above its size limit")));
+        }
+        let mut chunk = [0u8; 4096];
+        let max = left.min(chunk.len()).min(buf.remaining());
+        let mut part = ReadBuf::new(&mut chunk[..max]);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut part))?;
+        let n = part.filled().len();
+        buf.put_slice(part.filled());
+        self.left.fetch_sub(n, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The XML reader over the metered socket, and its budget.
+struct XmlReader {
+    xml: Reader<BufReader<Metered>>,
+    budget: Arc<AtomicUsize>,
+}
+
+impl XmlReader {
+    fn new(read: OwnedReadHalf) -> XmlReader {
+        let budget = Arc::new(AtomicUsize::new(usize::MAX));
+        let metered = Metered {
+            inner: read,
+            left: budget.clone(),
+        };
+        XmlReader {
+            xml: Reader::from_reader(BufReader::with_capacity(READ_AHEAD, metered)),
+            budget,
+        }
+    }
+
+    /// Allows `bytes` more (plus the buffer's read-ahead) for the next stanza.
+    fn allow(&self, bytes: usize) {
+        self.budget
+            .store(bytes.saturating_add(READ_AHEAD), Ordering::Relaxed);
+    }
+}
+
+/// The `BufReader`'s capacity: bytes read ahead of the current stanza.
+const READ_AHEAD: usize = 8 * 1024;
 
 /// Connects to `server` and logs in as `component` with `secret`.
 pub async fn connect(
@@ -96,7 +156,7 @@ pub async fn connect(
         .map_err(|_| LinkError::Timeout)??;
     stream.set_nodelay(true)?;
     let (read, mut writer) = stream.into_split();
-    let mut reader = Reader::from_reader(BufReader::new(read));
+    let mut reader = XmlReader::new(read);
     let header = format!(
         "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
          xmlns:stream='http://etherx.jabber.org/streams' to='{}'>",
@@ -203,9 +263,11 @@ fn xml_error(e: impl std::fmt::Display) -> LinkError {
 /// Reads up to the server's stream header and returns its `id`.
 async fn stream_id(reader: &mut XmlReader) -> Result<String, LinkError> {
     let mut buf = Vec::new();
+    reader.allow(READ_AHEAD);
     loop {
         buf.clear();
         match reader
+            .xml
             .read_event_into_async(&mut buf)
             .await
             .map_err(xml_error)?
@@ -249,15 +311,19 @@ fn open(start: &BytesStart<'_>) -> Result<Element, LinkError> {
 async fn next_stanza(reader: &mut XmlReader, max_stanza: usize) -> Result<Element, LinkError> {
     let mut buf = Vec::new();
     let mut stack: Vec<Element> = Vec::new();
-    let start = reader.buffer_position();
+    reader.allow(max_stanza);
+    let start = reader.xml.buffer_position();
     loop {
         buf.clear();
-        let event = reader
-            .read_event_into_async(&mut buf)
-            .await
-            .map_err(xml_error)?;
+        let event = match reader.xml.read_event_into_async(&mut buf).await {
+            Ok(event) => event,
+            Err(_) if reader.budget.load(Ordering::Relaxed) == 0 => {
+                return Err(LinkError::TooLarge(max_stanza));
+            }
+            Err(e) => return Err(xml_error(e)),
+        };
         // (Whitespace between stanzas counts too: a server sends little.)
-        if reader.buffer_position().saturating_sub(start) > max_stanza as u64 {
+        if reader.xml.buffer_position().saturating_sub(start) > max_stanza as u64 {
             return Err(LinkError::TooLarge(max_stanza));
         }
         let done = match event {
@@ -331,6 +397,52 @@ mod tests {
             handshake("3BF96D32", "sesame"),
             "7a98dc4c9e92493d7fd66a25364c862637789c45"
         );
+    }
+
+    /// A server on loopback that logs the component in, then writes `then`.
+    async fn server(then: Vec<u8>) -> String {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            socket
+                .write_all(b"<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='abc' from='c.example'>")
+                .await
+                .unwrap();
+            let _ = socket.read(&mut buf).await;
+            socket.write_all(b"<handshake/>").await.unwrap();
+            socket.write_all(&then).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn a_message_is_read_whole_with_entities_resolved() {
+        let address = server(
+            b" <message from='b.example/x' id='m1'><body>[{&quot;n&quot;:&#34;a&lt;b&#x22;}]</body></message>"
+                .to_vec(),
+        )
+        .await;
+        let mut link = connect(&address, "c.example", "s", 4096).await.unwrap();
+        let message = link.stanzas.recv().await.unwrap().unwrap();
+        assert_eq!(message.attr("from"), Some("b.example/x"));
+        assert_eq!(message.child("body").unwrap().text, r#"[{"n":"a<b"}]"#);
+    }
+
+    #[tokio::test]
+    async fn a_stanza_above_the_limit_drops_the_link_without_buffering_it() {
+        let mut huge = b"<message id='m'><body>".to_vec();
+        huge.extend(std::iter::repeat_n(b'x', 200_000));
+        let address = server(huge).await;
+        let mut link = connect(&address, "c.example", "s", 4096).await.unwrap();
+        match link.stanzas.recv().await {
+            Some(Err(LinkError::TooLarge(4096))) => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
