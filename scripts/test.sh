@@ -15,6 +15,9 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 echo "== PostgreSQL server binaries (the Postgres source's tests run their own cluster)"
 scripts/install-postgres.sh
 
+echo "== Prosody (the federation tests run their own XMPP server)"
+scripts/install-prosody.sh
+
 echo "== Rust: unit, property and integration tests"
 cargo test --workspace --locked
 

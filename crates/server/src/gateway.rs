@@ -38,6 +38,8 @@ pub struct Gateway {
     pub postgres: crate::source::postgres::Statuses,
     /// The MQTT sources' state, for `/readyz` and `/metrics`.
     pub mqtt: crate::source::mqtt::Statuses,
+    /// The XMPP federation's state, for `/readyz`, `/metrics` and status.
+    pub xmpp: crate::source::xmpp::Statuses,
     /// Every app's connect auth by its backend, checked at upgrades.
     pub connect_auth: Arc<crate::connect_auth::ConnectAuth>,
     /// Backend commands to devices (WebSocket, MQTT).

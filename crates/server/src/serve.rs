@@ -214,6 +214,13 @@ pub async fn start_with(
             source
         })
         .collect();
+    let mut xmpp = crate::source::xmpp::Statuses::default();
+    let xmpp_sources: Vec<crate::source::xmpp::XmppSource> = config
+        .sources
+        .xmpp_settings()
+        .into_iter()
+        .map(|settings| crate::source::xmpp::XmppSource::new(settings, &mut xmpp))
+        .collect();
     let fallback = crate::fallback::Fallback::new(&config, node.clone(), redis.clone());
     if let Some(fallback) = &fallback {
         node.notifier().set_scheduler(fallback.clone());
@@ -227,6 +234,7 @@ pub async fn start_with(
         operator: Arc::new(OperatorActions::new(node.clone(), redis.clone(), store)),
         postgres,
         mqtt,
+        xmpp,
         connect_auth: Arc::new(crate::connect_auth::ConnectAuth::new(&config)),
         device_commands: Arc::new(device_commands),
         fallback: fallback.clone(),
@@ -253,6 +261,9 @@ pub async fn start_with(
         background.push(source::spawn(source, node.clone(), shutdown.clone()));
     }
     for source in mqtt_sources {
+        background.push(source::spawn(source, node.clone(), shutdown.clone()));
+    }
+    for source in xmpp_sources {
         background.push(source::spawn(source, node.clone(), shutdown.clone()));
     }
     if let Some(fallback) = fallback {

@@ -28,6 +28,8 @@ mod mosquitto;
 pub use mosquitto::{MQTT_GATEWAY_USER, MQTT_PASSWORD, MosquittoServer};
 mod postgres;
 pub use postgres::{PG_DATABASE, PG_ROLE, PostgresServer};
+mod prosody;
+pub use prosody::{PROSODY, ProsodyServer};
 mod redis;
 mod smtp;
 pub use backend::{Backend, echo_router};

@@ -100,6 +100,7 @@ async fn readyz(State(shared): State<Gateway>) -> Response {
             .problems()
             .into_iter()
             .chain(shared.mqtt.problems())
+            .chain(shared.xmpp.problems())
         {
             body.push_str(&why);
             body.push('\n');
@@ -119,6 +120,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             shared.node.limiters().counters.render(&mut text);
             shared.postgres.render(&mut text);
             shared.mqtt.render(&mut text);
+            shared.xmpp.render(&mut text);
             shared.node.rpc().render(&mut text);
             shared.connect_auth.render(&mut text);
             shared.node.hub().calls().render(&mut text);

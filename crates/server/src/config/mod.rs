@@ -44,6 +44,7 @@ mod static_files;
 mod tokens;
 mod transports;
 mod value;
+mod xmpp;
 
 pub use admin::Admin;
 pub use apps::{AppConfig, AppLimitsConfig, ChannelConfig};

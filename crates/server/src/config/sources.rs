@@ -27,6 +27,8 @@ pub struct SourcesConfig {
     pub postgres: Vec<PostgresConfig>,
     /// MQTT brokers read (`config/mqtt.rs`).
     pub mqtt: Vec<MqttConfig>,
+    /// XMPP federation components (`config/xmpp.rs`, docs/federation.md).
+    pub xmpp: Vec<super::xmpp::XmppConfig>,
 }
 
 /// `[[sources.postgres]]`.
@@ -235,6 +237,9 @@ impl SourcesConfig {
             mqtt.problems(apps, out);
         }
         super::mqtt_commands::problems(&self.mqtt, apps, out);
+        for xmpp in &self.xmpp {
+            xmpp.problems(apps, out);
+        }
         let mut slots = HashSet::new();
         for pg in &self.postgres {
             let at = format!("\"{}\"", pg.url);
@@ -305,6 +310,14 @@ impl SourcesConfig {
 
     /// The MQTT sources' settings (the config was checked); default client
     /// ids are derived from `node_id`.
+    /// The XMPP federation components' settings.
+    pub fn xmpp_settings(&self) -> Vec<crate::source::xmpp::XmppSettings> {
+        self.xmpp
+            .iter()
+            .map(super::xmpp::XmppConfig::build)
+            .collect()
+    }
+
     pub fn mqtt_settings(&self, node_id: &str) -> Vec<MqttSettings> {
         self.mqtt
             .iter()

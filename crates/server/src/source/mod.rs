@@ -28,6 +28,7 @@ pub mod mqtt;
 pub mod postgres;
 pub mod redis_inbox;
 pub mod statuses;
+pub mod xmpp;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -47,6 +47,11 @@ impl<S: Reporting> Statuses<S> {
         self.0.iter().filter_map(|s| s.problem()).collect()
     }
 
+    /// Each source's status, in config order.
+    pub fn each(&self) -> impl Iterator<Item = &Arc<S>> {
+        self.0.iter()
+    }
+
     /// Appends their metrics (Prometheus text), family by family.
     pub fn render(&self, out: &mut String) {
         if self.0.is_empty() {

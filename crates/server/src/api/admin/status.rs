@@ -26,6 +26,8 @@ struct Status {
     switches: usize,
     apps: BTreeMap<Arc<str>, AppCounts>,
     devices: Devices,
+    /// Each XMPP federation component: link, mailboxes, counts (docs/federation.md).
+    federation: Vec<serde_json::Value>,
 }
 
 /// Device clocks (docs/devices.md, "Last known state, late messages and
@@ -52,6 +54,7 @@ pub async fn status(_: Operator, State(shared): State<Gateway>) -> Response {
             clock_skew_tracked: node.telemetry().clock_skew.tracked(),
             most_skewed: node.telemetry().clock_skew.top(TOP_DEVICES),
         },
+        federation: shared.xmpp.json(),
     })
     .into_response()
 }
