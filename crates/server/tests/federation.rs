@@ -425,3 +425,77 @@ async fn malformed_senml_and_unknown_senders_are_refused_and_kept() {
     let series = "chouquette_xmpp_refused_total{component=\"b.localhost\"}";
     assert_eq!(b.node.metric(series).await, Some(3.0));
 }
+
+/// Organisation `a` run by two gateways sharing one Redis and one Postgres,
+/// both configured as the same component: the server takes one, refuses
+/// the other (`conflict`) until the first is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_takes_the_component_over_when_the_first_stops() {
+    let prosody = ProsodyServer::start(COMPONENTS).await;
+    let prefix = format!("fedtest-failover-{}", std::process::id());
+    let header = |id: &str| {
+        format!(
+            "[node]\nid = \"{id}\"\n\n[broker]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\nprefix = \"{prefix}\"\n"
+        )
+    };
+    let shared_pg = PostgresServer::start_with_wal_level("replica").await;
+    let a1 = Org {
+        node: TestNode::start(&config("a", "b", &prosody, &shared_pg, &header("fed-a1"))).await,
+        pg: shared_pg,
+        component: "a.localhost",
+    };
+    let b = org("b", "a", &prosody, "").await;
+    ready(&a1).await;
+    ready(&b).await;
+    let a2 = TestNode::start(&config("a", "b", &prosody, &a1.pg, &header("fed-a2"))).await;
+    let up = "chouquette_xmpp_up{component=\"a.localhost\"}";
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        a2.metric(up).await,
+        Some(0.0),
+        "the server takes one component at a time"
+    );
+
+    let mut at_b = subscriber(&b).await;
+    let mut at_a2 = a2.client().await;
+    at_a2.subscribe("federated", json!({"senml": {}})).await;
+    for seq in 0..10 {
+        telemetry(&a1, "a-dev", seq).await;
+    }
+    exactly_once(&arrivals(&mut at_b, 10, "b-dev").await, 10);
+
+    // The first gateway stops; events published meanwhile through the
+    // second (same Redis channel) still go out, and what `b` sends comes in.
+    let Org {
+        node: first, pg, ..
+    } = a1;
+    first.running.shutdown().await;
+    let a2 = Org {
+        node: a2,
+        pg,
+        component: "a.localhost",
+    };
+    for seq in 10..20 {
+        telemetry(&a2, "a-dev", seq).await;
+        telemetry(&b, "b-dev", seq).await;
+    }
+    assert!(
+        eventually(WAIT, async || a2.node.metric(up).await == Some(1.0)).await,
+        "the second gateway never took the component over"
+    );
+    let later = arrivals(&mut at_b, 10, "b-dev").await;
+    assert_eq!(
+        later,
+        (10..20).map(|s| (s, 1)).collect(),
+        "every later event once"
+    );
+    exactly_once(
+        &arrivals(&mut at_a2, 10, "a-dev")
+            .await
+            .into_iter()
+            .map(|(s, n)| (s - 10, n))
+            .collect(),
+        10,
+    );
+    outbox_drains(&a2).await;
+}
