@@ -56,6 +56,13 @@ pub struct Plan {
     /// (`--scenario idle-abuse`).
     #[serde(default)]
     pub hold: Option<crate::holders::Hold>,
+    /// Subscribers are spread over this many channels (`--channels`).
+    #[serde(default = "one")]
+    pub channels: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Plan {
@@ -192,6 +199,7 @@ mod tests {
             lifetime: Duration::from_secs(1),
             abuse: None,
             hold: None,
+            channels: 1,
         };
         assert_eq!(plan.source(0).to_string(), "127.0.0.2:10000");
         assert_eq!(plan.source(9_999).to_string(), "127.0.0.2:19999");
