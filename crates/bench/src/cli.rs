@@ -25,6 +25,27 @@ pub enum Command {
     /// A load-generator worker (plan in `CHOUQUETTE_BENCH_PLAN`).
     #[command(hide = true)]
     Worker,
+    /// The floor server (`--server floor`): the bench re-executed.
+    #[command(hide = true)]
+    Floor {
+        /// Public listener (`/ws`).
+        #[arg(long)]
+        public: std::net::SocketAddr,
+        /// Internal listener (`/api/v1/publish`, `/readyz`).
+        #[arg(long)]
+        internal: std::net::SocketAddr,
+    },
+}
+
+/// The server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServerChoice {
+    /// The Chouquette gateway (`--gateway`).
+    Gateway,
+    /// The floor: a minimal WebSocket server in this binary that frames
+    /// each event once and writes it with one non-blocking `write` per
+    /// subscriber from the publishing thread (see `floor.rs`).
+    Floor,
 }
 
 /// What to measure.
@@ -119,6 +140,23 @@ pub struct Options {
     /// Most client sockets bound to one source address (127.0.0.2, .3, ...).
     #[arg(long, default_value_t = 10_000)]
     pub per_source: usize,
+    /// The server under test (`broadcast`, `filtered`, `idle`; one node,
+    /// memory broker).
+    #[arg(long, value_enum, default_value = "gateway")]
+    pub server: ServerChoice,
+    /// Subscribers are spread over this many channels (connection `i` on
+    /// channel `i % K`); events cycle over them, so in `broadcast` each
+    /// event reaches N / K subscribers.
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// Pin the server (gateway or floor) to these cores (`taskset -c`
+    /// list, e.g. `0`); the bench and its workers go to the others.
+    #[arg(long)]
+    pub server_cpus: Option<String>,
+    /// Pin the load generator (this process and its workers) to these
+    /// cores; default with `--server-cpus`: every other core.
+    #[arg(long)]
+    pub loadgen_cpus: Option<String>,
     /// Gateway binary; default `chouquette` next to this executable.
     #[arg(long)]
     pub gateway: Option<PathBuf>,
@@ -225,7 +263,7 @@ impl Options {
         match (self.rate, self.scenario) {
             (Some(rate), _) => rate,
             (None, Scenario::Broadcast | Scenario::Abuse) => {
-                100_000.0 / self.connections.max(1) as f64
+                100_000.0 * self.channels.max(1) as f64 / self.connections.max(1) as f64
             }
             (None, Scenario::Filtered | Scenario::Postgres) => 20_000.0,
             (None, Scenario::IdleAbuse) => 20.0,

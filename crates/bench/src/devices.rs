@@ -370,6 +370,7 @@ fn plans(
             + Duration::from_secs(60),
         abuse: None,
         hold: None,
+        channels: 1,
         devices: Some(Share {
             mqtt_port,
             total: options.connections,

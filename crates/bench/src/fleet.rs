@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use crate::cli::{BrokerChoice, Options};
+use crate::cli::{BrokerChoice, Options, ServerChoice};
 use crate::gateway::{BrokerSpec, Gateway, LimitsSpec};
 use crate::redis_server::RedisServer;
 use crate::wire::AppSpec;
@@ -34,6 +34,20 @@ impl Fleet {
         limits: &LimitsSpec,
     ) -> anyhow::Result<Fleet> {
         let nodes = options.nodes.max(1);
+        if options.server == ServerChoice::Floor {
+            if nodes > 1 || options.broker != BrokerChoice::Memory {
+                bail!("--server floor is one node without a broker");
+            }
+            let floor = Gateway::start_floor().await?;
+            eprintln!("floor server: pid {} on {}", floor.pid, floor.public);
+            let (internal, pid) = (floor.internal, floor.pid);
+            return Ok(Fleet {
+                gateways: vec![floor],
+                redis: None,
+                internal,
+                pid,
+            });
+        }
         let redis = match options.broker {
             BrokerChoice::Memory if nodes > 1 => bail!("--nodes {nodes} needs --broker redis"),
             BrokerChoice::Memory => None,

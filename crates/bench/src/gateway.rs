@@ -6,6 +6,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -75,7 +76,7 @@ impl Gateway {
         let text = format!("{text}{app_extra}");
         std::fs::write(&config, text)
             .with_context(|| format!("cannot write {}", config.display()))?;
-        let child = Command::new(binary)
+        let child = pinned(binary)
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -86,6 +87,38 @@ impl Gateway {
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let pid = child.id().context("gateway exited at once")?;
+        let gateway = Gateway {
+            child,
+            pid,
+            public,
+            internal,
+            dir,
+            http: Http::default(),
+        };
+        gateway.wait_ready(Duration::from_secs(15)).await?;
+        Ok(gateway)
+    }
+
+    /// Starts the floor server (this binary, `floor`; see `floor.rs`) on
+    /// free ports and waits for its `/readyz`.
+    pub async fn start_floor() -> anyhow::Result<Gateway> {
+        let me = std::env::current_exe().context("cannot locate this executable")?;
+        let dir =
+            std::env::temp_dir().join(format!("chouquette-bench-{}-floor", std::process::id()));
+        let (public, internal) = (free_port()?, free_port()?);
+        let child = pinned(&me)
+            .arg("floor")
+            .arg("--public")
+            .arg(public.to_string())
+            .arg("--internal")
+            .arg(internal.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start the floor server")?;
+        let pid = child.id().context("floor server exited at once")?;
         let gateway = Gateway {
             child,
             pid,
@@ -200,6 +233,27 @@ impl BrokerSpec {
                 "[node]\nid = \"bench-{node}\"\n\n[broker]\nkind = \"redis\"\nurl = \"{url}\"\ninbox = \"\"\n"
             ),
         }
+    }
+}
+
+/// The cores servers are pinned to (`--server-cpus`), set once at start.
+static SERVER_CPUS: OnceLock<String> = OnceLock::new();
+
+/// Pins every server started from now on to `cpus` (a `taskset -c` list).
+pub fn pin_servers(cpus: &str) {
+    let _ = SERVER_CPUS.set(cpus.to_owned());
+}
+
+/// A command running `binary`, through `taskset -c` when servers are
+/// pinned (`taskset` execs it, so the child's pid is the server's).
+fn pinned(binary: &Path) -> Command {
+    match SERVER_CPUS.get() {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpus).arg(binary);
+            command
+        }
+        None => Command::new(binary),
     }
 }
 

@@ -10,6 +10,7 @@ mod device;
 mod device_load;
 mod devices;
 mod fleet;
+mod floor;
 mod gateway;
 mod histogram;
 mod holders;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Worker) => worker::main(),
+        Some(Command::Floor { public, internal }) => floor::main(public, internal),
         None => bench(&cli.options),
     };
     match result {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
 
 fn bench(options: &Options) -> anyhow::Result<()> {
     rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-file limit")?;
+    pin(options)?;
     if options.scenario == cli::Scenario::Postgres {
         return postgres_bench(options);
     }
@@ -128,6 +131,53 @@ fn postgres_bench(options: &Options) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// `--server-cpus` and `--loadgen-cpus`: this process (still one thread,
+/// so `taskset -a` covers it) and the workers it starts go to the load
+/// generator's cores; servers are started under `taskset -c` on theirs.
+fn pin(options: &Options) -> anyhow::Result<()> {
+    let Some(server) = &options.server_cpus else {
+        if options.loadgen_cpus.is_some() {
+            bail!("--loadgen-cpus needs --server-cpus");
+        }
+        return Ok(());
+    };
+    let loadgen = match &options.loadgen_cpus {
+        Some(cpus) => cpus.clone(),
+        None => other_cpus(server)?,
+    };
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &loadgen, &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("cannot run taskset")?;
+    if !status.success() {
+        bail!("taskset -c {loadgen} failed on the bench");
+    }
+    gateway::pin_servers(server);
+    eprintln!("server pinned to cores {server}, load generator to {loadgen}");
+    Ok(())
+}
+
+/// The cores of this machine outside `list` (a `taskset -c` list of
+/// numbers and ranges).
+fn other_cpus(list: &str) -> anyhow::Result<String> {
+    let mut taken = std::collections::BTreeSet::new();
+    for part in list.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (a.trim().parse()?, b.trim().parse()?);
+        taken.extend(a..=b);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let rest: Vec<String> = (0..cores)
+        .filter(|c| !taken.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    if rest.is_empty() {
+        bail!("no core left for the load generator outside {list}");
+    }
+    Ok(rest.join(","))
 }
 
 /// Resolves on SIGINT or SIGTERM, so children are killed on the way out.

@@ -29,6 +29,8 @@ pub struct Plan {
     pub rate: f64,
     /// Batch period.
     pub every: Duration,
+    /// Channels the events cycle over.
+    pub channels: usize,
 }
 
 /// What was published.
@@ -94,7 +96,16 @@ fn fail(published: &mut Published, reason: String) {
 
 fn batch(plan: &Plan, first: u64, count: u64, sent: u64) -> Vec<u8> {
     let events: Vec<Value> = (first..first + count)
-        .map(|seq| workload::event(&plan.app, plan.scenario, seq, plan.connections, sent))
+        .map(|seq| {
+            workload::event_on(
+                &plan.app,
+                plan.scenario,
+                seq,
+                plan.connections,
+                sent,
+                plan.channels,
+            )
+        })
         .collect();
     serde_json::to_vec(&events).unwrap_or_default()
 }

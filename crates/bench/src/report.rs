@@ -126,6 +126,12 @@ pub struct Held {
 pub struct Summary {
     /// The scenario.
     pub scenario: Scenario,
+    /// The server under test: `gateway` or `floor`.
+    pub server: &'static str,
+    /// The cores the server was pinned to (`--server-cpus`), if any.
+    pub server_cpus: Option<String>,
+    /// Channels the subscribers are spread over.
+    pub channels: usize,
     /// The broker.
     pub broker: BrokerChoice,
     /// Gateway nodes (node 0 publishes; subscribers on the others when several).
@@ -176,6 +182,17 @@ fn mib(bytes: u64) -> String {
 fn table(s: &Summary) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("scenario", scenario_name(s.scenario)),
+        (
+            "server",
+            format!(
+                "{}, {} channel(s), {}",
+                s.server,
+                s.channels,
+                s.server_cpus
+                    .as_ref()
+                    .map_or("not pinned".into(), |c| format!("pinned to cores {c}"))
+            ),
+        ),
         (
             "gateways",
             format!(

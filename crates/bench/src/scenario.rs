@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
 use crate::abuse::Abuse;
-use crate::cli::{Options, Scenario};
+use crate::cli::{Options, Scenario, ServerChoice};
 use crate::fleet::Fleet;
 use crate::gateway::{self, LimitsSpec};
 use crate::histogram::Histogram;
@@ -92,6 +92,7 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::R
         abuse: None,
         hold: None,
         devices: None,
+        channels: options.channels,
     };
     let workers = options.worker_count();
     let mut plans = pool::split(&plan, workers);
@@ -120,6 +121,12 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::R
     };
     Ok(Summary {
         scenario: options.scenario,
+        server: match options.server {
+            ServerChoice::Gateway => "gateway",
+            ServerChoice::Floor => "floor",
+        },
+        server_cpus: options.server_cpus.clone(),
+        channels: options.channels.max(1),
         broker: options.broker,
         nodes: options.nodes.max(1),
         connections: options.connections,
@@ -213,6 +220,7 @@ pub(crate) async fn start_publishing(
         connections: options.connections,
         rate: options.event_rate(),
         every: options.publish_every,
+        channels: options.channels,
     };
     let publishing = tokio::spawn(publisher::run(plan, stop.clone()));
     eprintln!(
@@ -416,7 +424,12 @@ impl Tally {
 fn load(options: &Options, window: &Window, connected: Connected, results: &[Results]) -> Load {
     let window_s = (window.end_ns - window.start_ns) as f64 / 1e9;
     let events = window.published.in_window(window.start_ns, window.end_ns);
-    let fan_out = workload::fan_out(options.scenario, connected.connected, options.connections);
+    let fan_out = workload::fan_out(
+        options.scenario,
+        connected.connected,
+        options.connections,
+        options.channels,
+    );
     let deliveries: u64 = results.iter().map(|r| r.in_window).sum();
     let mut histogram = Histogram::default();
     for r in results {

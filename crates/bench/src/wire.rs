@@ -60,6 +60,13 @@ pub struct Plan {
     /// (`--scenario devices`).
     #[serde(default)]
     pub devices: Option<crate::device_load::Share>,
+    /// Subscribers are spread over this many channels (`--channels`).
+    #[serde(default = "one")]
+    pub channels: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Plan {
@@ -199,6 +206,7 @@ mod tests {
             abuse: None,
             hold: None,
             devices: None,
+            channels: 1,
         };
         assert_eq!(plan.source(0).to_string(), "127.0.0.2:10000");
         assert_eq!(plan.source(9_999).to_string(), "127.0.0.2:19999");

@@ -251,8 +251,14 @@ pub fn commands() -> mpsc::UnboundedReceiver<Command> {
 async fn open_all(plan: Plan, counters: Arc<Counters>) {
     let plan = Arc::new(plan);
     let exp = chouquette_core::clock::unix_now() + plan.lifetime.as_secs() + 3600;
-    let shared_message = workload::shared_filter(plan.scenario)
-        .then(|| Arc::<str>::from(workload::subscribe(&plan.app, plan.scenario, 0, exp)));
+    // One message per channel when every connection has the same filter.
+    let shared: Vec<Arc<str>> = if workload::shared_filter(plan.scenario) {
+        (0..plan.channels.max(1))
+            .map(|c| workload::subscribe_on(&plan.app, plan.scenario, c, exp, plan.channels).into())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let per_tick = (f64::from(plan.connect_rate) * TICK.as_secs_f64())
         .ceil()
         .max(1.0) as usize;
@@ -263,9 +269,11 @@ async fn open_all(plan: Plan, counters: Arc<Counters>) {
         ticks.tick().await;
         for _ in 0..per_tick.min(plan.count - next) {
             let index = plan.first + next;
-            let message = shared_message.clone().unwrap_or_else(|| {
-                workload::subscribe(&plan.app, plan.scenario, index, exp).into()
-            });
+            let message = match shared.get(index % plan.channels.max(1)) {
+                Some(m) => m.clone(),
+                None => workload::subscribe_on(&plan.app, plan.scenario, index, exp, plan.channels)
+                    .into(),
+            };
             tokio::spawn(connection(plan.clone(), index, message, counters.clone()));
             next += 1;
         }

@@ -32,22 +32,48 @@ pub fn shared_filter(scenario: Scenario) -> bool {
 
 /// The subscribe message of connection `index`, its token expiring at `exp`.
 pub fn subscribe(app: &AppSpec, scenario: Scenario, index: usize, exp: u64) -> String {
-    let claims = json!({"app_id": app.app, "channel": app.channel,
+    subscribe_on(app, scenario, index, exp, 1)
+}
+
+/// [`subscribe`] when the subscribers are spread over `channels` channels.
+pub fn subscribe_on(
+    app: &AppSpec,
+    scenario: Scenario,
+    index: usize,
+    exp: u64,
+    channels: usize,
+) -> String {
+    let channel = channel(app, index, channels);
+    let claims = json!({"app_id": app.app, "channel": channel,
                         "filters": filters(scenario, index), "exp": exp});
     let token = chouquette_core::token::sign(&claims, app.secret.as_bytes());
     json!({"class": "subscribe", "app_id": app.app, "uuid": "s",
-           "channels": {&app.channel: {"filters": token}}})
+           "channels": {&channel: {"filters": token}}})
     .to_string()
 }
 
+/// The channel of connection (or event) `index` out of `channels`: the
+/// app's channel itself when there is one, `<channel>-<index % channels>`
+/// otherwise.
+pub fn channel(app: &AppSpec, index: usize, channels: usize) -> String {
+    if channels <= 1 {
+        app.channel.clone()
+    } else {
+        format!("{}-{}", app.channel, index % channels)
+    }
+}
+
 /// Event number `seq`, sent at `sent_ns`; in `filtered`, it targets
-/// subscriber `seq % connections`.
-pub fn event(
+/// subscriber `seq % connections`. With subscribers spread over `channels`
+/// channels, it goes to channel `seq % channels` (in `filtered`, the
+/// channel of its target subscriber).
+pub fn event_on(
     app: &AppSpec,
     scenario: Scenario,
     seq: u64,
     connections: usize,
     sent_ns: u64,
+    channels: usize,
 ) -> Value {
     let target = seq % connections.max(1) as u64;
     let keywords = match scenario {
@@ -64,15 +90,21 @@ pub fn event(
             vec![format!("seq:{seq}")]
         }
     };
-    json!({"app_id": app.app, "channel": app.channel, "event_kind": KIND,
+    let on = match scenario {
+        Scenario::Filtered => target as usize,
+        _ => seq as usize,
+    };
+    json!({"app_id": app.app, "channel": channel(app, on, channels), "event_kind": KIND,
            "keywords": keywords, "data": {SENT_KEY: sent_ns}})
 }
 
 /// Deliveries one event makes on average when `connected` of `planned`
 /// connections are subscribed.
-pub fn fan_out(scenario: Scenario, connected: usize, planned: usize) -> f64 {
+pub fn fan_out(scenario: Scenario, connected: usize, planned: usize, channels: usize) -> f64 {
     match scenario {
-        Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => connected as f64,
+        Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => {
+            connected as f64 / channels.max(1) as f64
+        }
         Scenario::Filtered => connected as f64 / planned.max(1) as f64,
         Scenario::Idle
         | Scenario::Rpc

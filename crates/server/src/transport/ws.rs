@@ -27,9 +27,13 @@ use super::auth::{self, Prepared};
 use super::driver::{self, Gone, Goodbye, Inbound, Wire};
 use crate::gateway::{Gateway, Settings};
 
-/// Read buffer per connection: client messages are small (a subscribe with
-/// its tokens is well under 1 KiB); larger ones are read in several chunks.
-const READ_BUFFER: usize = 1024;
+/// Read buffer per connection, and the most read per system call. Every
+/// idle connection keeps its buffer (tungstenite never gives it back), sized
+/// to the largest frame it received: starting at 256 bytes instead of
+/// 1 KiB saved ~500 bytes per idle subscribed connection (crates/bench
+/// README, "Memory per idle connection"). Client messages are rare and
+/// small; a larger one is read in several chunks.
+const READ_BUFFER: usize = 256;
 
 /// Bytes gathered before the socket is written to (many small frames of a
 /// batch go out in one write).
