@@ -27,6 +27,7 @@ pub use lattice_view::LatticeView;
 mod mosquitto;
 pub use mosquitto::{MQTT_GATEWAY_USER, MQTT_PASSWORD, MosquittoServer};
 mod postgres;
+mod process;
 pub use postgres::{PG_DATABASE, PG_ROLE, PostgresServer};
 mod prosody;
 pub use prosody::{PROSODY, ProsodyServer};

@@ -9,12 +9,11 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use super::free_port;
+use super::{free_port, process};
 
 /// The broker binary (Debian package `mosquitto`).
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -96,24 +95,15 @@ impl MosquittoServer {
     }
 
     async fn launch(&mut self) {
-        let child = Command::new(MOSQUITTO)
+        let mut command = Command::new(MOSQUITTO);
+        command
             .arg("-c")
             .arg(self.dir.join("mosquitto.conf"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("mosquitto starts");
+            .stderr(Stdio::null());
+        let within = Duration::from_secs(10);
+        let child = process::spawn_listening(command, self.port, within, "mosquitto", "").await;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on port {}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// Its port.
@@ -128,9 +118,7 @@ impl MosquittoServer {
 
     /// Kills it at once (SIGKILL): what a crash looks like to clients.
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
+        process::kill(&mut self.child).await;
     }
 
     /// Kills it and starts it again on the same port, with no sessions.

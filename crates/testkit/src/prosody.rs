@@ -7,12 +7,11 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use super::free_port;
+use super::{free_port, process};
 
 /// The server binary (Debian package `prosody`).
 pub const PROSODY: &str = "/usr/bin/prosody";
@@ -68,28 +67,17 @@ impl ProsodyServer {
     }
 
     async fn launch(&mut self) {
-        let child = Command::new(PROSODY)
+        let mut command = Command::new(PROSODY);
+        command
             .arg("--config")
             .arg(self.dir.join("prosody.cfg.lua"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("prosody starts");
+            .stderr(Stdio::null());
+        let log = format!(" (log: {})", self.dir.join("prosody.log").display());
+        let within = Duration::from_secs(15);
+        let port = self.component_port;
+        let child = process::spawn_listening(command, port, within, "prosody", &log).await;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.component_port))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "prosody did not listen on port {} (log: {})",
-                self.component_port,
-                self.dir.join("prosody.log").display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// `127.0.0.1:PORT` of the component listener.
@@ -99,9 +87,7 @@ impl ProsodyServer {
 
     /// Kills it at once (SIGKILL): what a crash looks like to components.
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
+        process::kill(&mut self.child).await;
     }
 
     /// Kills it and starts it again on the same ports.

@@ -7,14 +7,13 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use super::free_port;
 use super::tls::TestCert;
+use super::{free_port, process};
 
 /// The AUTH user name of [`SmtpServer::start_secure`].
 pub const SMTP_USER: &str = "gateway";
@@ -94,7 +93,8 @@ impl SmtpServer {
     }
 
     async fn launch(&mut self) {
-        let child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(script())
             .arg("--port")
             .arg(self.port.to_string())
@@ -102,20 +102,11 @@ impl SmtpServer {
             .arg(&self.dir)
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 starts the SMTP sink");
+            .stderr(Stdio::inherit());
+        let within = Duration::from_secs(15);
+        let what = "the SMTP sink (python3)";
+        let child = process::spawn_listening(command, self.port, within, what, "").await;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the SMTP sink did not listen on port {}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// Its port.
@@ -125,9 +116,7 @@ impl SmtpServer {
 
     /// Stops it (connections refused until [`SmtpServer::restart`]).
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
+        process::kill(&mut self.child).await;
     }
 
     /// Starts it again on the same port, keeping the mails received.
