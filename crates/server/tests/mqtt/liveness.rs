@@ -6,22 +6,39 @@
 
 use std::time::Duration;
 
-use chouquette_testkit::{MQTT_PASSWORD, MosquittoServer, TestNode, WsClient};
+use chouquette_testkit::{
+    MQTT_PASSWORD, MosquittoServer, RedisServer, TestNode, WsClient, eventually, redis_config_with,
+};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{DEVICES_CHANNEL, WAIT, ready};
 
-fn config(broker: &MosquittoServer) -> String {
-    let app = format!(
+/// The app's channels and devices section, silent after `silent_after`.
+fn app(silent_after: &str) -> String {
+    format!(
         "{DEVICES_CHANNEL}[apps.channels.liveness]\nhistory = 100\nkeep_state = true\n\
-         [apps.devices]\nchannel = \"liveness\"\nsilent_after = \"1s\"\n"
-    );
-    let source = r#"
+         [apps.devices]\nchannel = \"liveness\"\nsilent_after = \"{silent_after}\"\n"
+    )
+}
+
+fn config(broker: &MosquittoServer) -> String {
+    let app = app("1s");
+    format!(
+        "{}{}",
+        chouquette_testkit::config_with("", &app),
+        source(broker, "gw-live")
+    )
+}
+
+/// The source of gateway `client_id`: telemetry marks its device alive,
+/// `state` is its status (in the default share group `chouquette`).
+fn source(broker: &MosquittoServer, client_id: &str) -> String {
+    r#"
 [[sources.mqtt]]
 url = "URL"
-client_id = "gw-live"
+client_id = "CLIENT"
 username = "gateway"
 password = "PASSWORD"
 reconnect_max = "300ms"
@@ -43,8 +60,8 @@ device = "{1}"
 format = "status"
 "#
     .replace("URL", &broker.url())
-    .replace("PASSWORD", MQTT_PASSWORD);
-    format!("{}{source}", chouquette_testkit::config_with("", &app))
+    .replace("CLIENT", client_id)
+    .replace("PASSWORD", MQTT_PASSWORD)
 }
 
 /// A device with the Last Will `offline` on its state topic; its network
@@ -185,4 +202,57 @@ async fn messages_silence_and_a_last_will_drive_an_mqtt_device_s_liveness() {
         )
     );
     assert!(!node.running.node.devices().is_online("bluelib", "D1"));
+}
+
+/// Two gateways on one Redis, in one share group: the group spreads the
+/// device's messages over both, so both hold it; its Last Will must still
+/// end it at once, announced offline once (each gateway hears every status,
+/// the last to let it go announces it), not left online on one of them
+/// until found silent.
+#[tokio::test]
+async fn a_last_will_ends_a_device_held_by_two_gateways_at_once() {
+    let redis = RedisServer::start().await;
+    let broker = MosquittoServer::start(&["D1"]).await;
+    let start = async |id: &str| {
+        let header = redis_config_with(&redis.url(), id, "", &app("120s"));
+        let node = TestNode::start(&format!("{header}{}", source(&broker, id))).await;
+        assert!(ready(&node).await, "{id} subscribes");
+        node
+    };
+    let one = start("gw-1").await;
+    let two = start("gw-2").await;
+    let mut watcher = one.client().await;
+    watcher.subscribe("liveness", json!({"*": {}})).await;
+
+    let mut d1 = Device::connect(&broker, "D1").await;
+    d1.publish("devices/D1/state", "online", true).await;
+    assert_eq!(
+        next_event(&mut watcher).await["event_kind"],
+        "device_online"
+    );
+    let holds = async |node: &TestNode| node.running.node.devices().is_online("bluelib", "D1");
+    for n in 0..40 {
+        d1.publish("devices/D1/telemetry", &format!(r#"{{"n": {n}}}"#), false)
+            .await;
+    }
+    assert!(
+        eventually(WAIT, async || holds(&one).await && holds(&two).await).await,
+        "both gateways hold the device"
+    );
+
+    d1.network.abort();
+    let offline = tokio::time::timeout(Duration::from_secs(20), next_event(&mut watcher))
+        .await
+        .expect("device_offline at the Last Will, long before silent_after");
+    assert_eq!(
+        summary(&offline),
+        (
+            json!("device_offline"),
+            json!("D1"),
+            json!("status"),
+            json!("mqtt")
+        )
+    );
+    assert!(!holds(&one).await && !holds(&two).await);
+    watcher.expect_silence(Duration::from_millis(500)).await;
 }

@@ -62,11 +62,24 @@ impl MqttSettings {
         &self.client_id
     }
 
-    /// Every filter as subscribed: the topics' (shared when configured),
-    /// then the command replies' (never shared: each gateway reads the
-    /// replies to its own commands, docs/devices.md).
+    /// Every filter as subscribed: the topics' (shared when configured,
+    /// but for statuses), then the command replies' (never shared: each
+    /// gateway reads the replies to its own commands, docs/devices.md).
+    /// A status (`format = "status"`, typically a Last Will) must reach
+    /// every gateway: each that holds the device lets it go, so the last
+    /// one announces it offline; in a share group it would reach one,
+    /// and a device whose messages the group spread over several
+    /// gateways would stay online on the others until found silent. A
+    /// status is never an event, so hearing it on every gateway doubles
+    /// nothing.
     pub fn subscriptions(&self) -> Vec<String> {
-        let topics = self.topics.iter().map(|t| self.subscription(&t.filter));
+        let topics = self.topics.iter().map(|t| {
+            if t.status {
+                t.filter.clone()
+            } else {
+                self.subscription(&t.filter)
+            }
+        });
         let replies = self.commands.iter().map(|c| c.reply_filter());
         topics.chain(replies).collect()
     }
