@@ -38,6 +38,8 @@ mod notifications;
 mod outage;
 #[path = "redis/presence.rs"]
 mod presence;
+#[path = "redis/process.rs"]
+mod process;
 #[path = "redis/rolling.rs"]
 mod rolling;
 #[path = "redis/topology.rs"]

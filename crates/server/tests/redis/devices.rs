@@ -10,12 +10,12 @@
 use std::time::{Duration, Instant};
 
 use chouquette_testkit::{
-    API_KEY, APP, Received, RedisServer, SECRET, TestNode, WsClient, free_port, redis_config_with,
-    sign,
+    API_KEY, APP, Received, RedisServer, SECRET, TestNode, WsClient, redis_config_with, sign,
 };
 use serde_json::{Value, json};
 
 use crate::eventually;
+use crate::process::GatewayProcess;
 
 /// `presence_timeout` of these tests: the devices' lease too.
 const LEASE: Duration = Duration::from_secs(2);
@@ -39,54 +39,6 @@ fn config_silent_after(redis: &RedisServer, node: &str, silent_after: &str) -> S
         "topic_sweep = \"1s\"\n",
         "topic_sweep = \"1s\"\npresence_timeout = \"2s\"\n",
     )
-}
-
-/// A gateway in its own process, killed when dropped; its public port.
-struct Process {
-    child: tokio::process::Child,
-    public: u16,
-    path: std::path::PathBuf,
-}
-
-impl Process {
-    async fn start(redis: &RedisServer, name: &str) -> Process {
-        let (public, internal) = (free_port(), free_port());
-        let toml = format!(
-            "[listen]\npublic = \"127.0.0.1:{public}\"\ninternal = \"127.0.0.1:{internal}\"\n{}",
-            config(redis, name)
-        );
-        let path = std::env::temp_dir().join(format!("chq-devices-{name}-{internal}.toml"));
-        std::fs::write(&path, toml).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chouquette"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let http = chouquette::http_client::HttpClient::default();
-        let ready = format!("http://127.0.0.1:{internal}/readyz");
-        assert!(
-            eventually(Duration::from_secs(20), async || {
-                matches!(http.get(&ready, None).await, Ok((200, _)))
-            })
-            .await,
-            "{name} ready"
-        );
-        Process {
-            child,
-            public,
-            path,
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 /// A device `id` connected through `url`.
@@ -141,10 +93,10 @@ async fn holders(redis: &RedisServer, device: &str) -> Option<i64> {
 async fn a_killed_node_s_devices_are_declared_offline_by_a_survivor() {
     let redis = RedisServer::start().await;
     let a = TestNode::start(&config(&redis, "node-a")).await;
-    let mut b = Process::start(&redis, "node-b").await;
+    let mut b = GatewayProcess::start("node-b", &config(&redis, "node-b")).await;
     let mut watcher = a.client().await;
     watcher.subscribe("liveness", json!({"*": {}})).await;
-    let on_b = format!("ws://127.0.0.1:{}/ws", b.public);
+    let on_b = b.ws_url();
 
     // D1 on node B comes online; D2 connects on both nodes: one event.
     let _d1 = device(&on_b, "D1").await;

@@ -8,6 +8,7 @@ use chouquette_testkit::{RedisServer, TestNode, redis_config, redis_config_with}
 use redis::AsyncCommands;
 use serde_json::json;
 
+use crate::process::GatewayProcess;
 use crate::{data, event, eventually};
 
 const STREAM: &str = "chq:inbox";
@@ -297,33 +298,7 @@ async fn a_gateway_process_killed_mid_stream_loses_and_repeats_nothing() {
     client.subscribe("inbox", json!({"alarm": {}})).await;
     let mut victims = Vec::new();
     for name in ["victim-1", "victim-2"] {
-        let internal = chouquette_testkit::free_port();
-        let config = format!(
-            "[listen]\npublic = \"127.0.0.1:{}\"\ninternal = \"127.0.0.1:{internal}\"\n{}",
-            chouquette_testkit::free_port(),
-            redis_config(&redis.url(), name)
-        );
-        let path = std::env::temp_dir().join(format!("chq-{name}-{internal}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chouquette"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let http = chouquette::http_client::HttpClient::default();
-        let ready = format!("http://127.0.0.1:{internal}/readyz");
-        assert!(
-            eventually(Duration::from_secs(20), async || {
-                matches!(http.get(&ready, None).await, Ok((200, _)))
-            })
-            .await,
-            "{name} ready"
-        );
-        victims.push((child, path));
+        victims.push(GatewayProcess::start(name, &redis_config(&redis.url(), name)).await);
     }
     // Entries in bursts; the first victim is frozen (SIGSTOP) after a burst
     // until Redis shows it holding entries it has not acknowledged, then
@@ -341,7 +316,7 @@ async fn a_gateway_process_killed_mid_stream_loses_and_repeats_nothing() {
             .status()
             .unwrap();
     };
-    let victim = victims[0].0.id().unwrap();
+    let victim = victims[0].child.id().unwrap();
     let mut added = 0;
     let mut stranded = 0;
     for _ in 0..500 {
@@ -350,7 +325,7 @@ async fn a_gateway_process_killed_mid_stream_loses_and_repeats_nothing() {
         stranded = pending_of(&mut con, "victim-1").await;
         if stranded > 0 {
             signal("-KILL", victim);
-            let _ = victims[0].0.wait().await;
+            let _ = victims[0].child.wait().await;
             break;
         }
         signal("-CONT", victim);
@@ -379,8 +354,7 @@ async fn a_gateway_process_killed_mid_stream_loses_and_repeats_nothing() {
         "the dead gateway's entries were taken over"
     );
     client.expect_silence(Duration::from_millis(500)).await;
-    for (mut child, path) in victims {
-        let _ = child.kill().await;
-        let _ = std::fs::remove_file(path);
+    for mut victim in victims {
+        let _ = victim.child.kill().await;
     }
 }

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use chouquette_testkit::{RedisServer, TestNode, WsClient, free_port, redis_config_with};
+use chouquette_testkit::{RedisServer, TestNode, WsClient, redis_config_with};
 use serde_json::{Value, json};
 
-use crate::eventually;
+use crate::process::GatewayProcess;
 
 /// `presence_timeout` of these tests: a killed node's users must leave
 /// within it plus a third (the refresh period), plus a tick or two.
@@ -23,58 +23,6 @@ fn config(redis: &RedisServer, node: &str) -> String {
         "topic_sweep = \"1s\"\n",
         &format!("topic_sweep = \"1s\"\npresence_timeout = \"{TIMEOUT}\"\n"),
     )
-}
-
-/// A gateway in its own process, killed when dropped; its public port.
-struct Process {
-    child: tokio::process::Child,
-    public: u16,
-    path: std::path::PathBuf,
-}
-
-impl Process {
-    async fn start(redis: &RedisServer, name: &str) -> Process {
-        let (public, internal) = (free_port(), free_port());
-        let toml = format!(
-            "[listen]\npublic = \"127.0.0.1:{public}\"\ninternal = \"127.0.0.1:{internal}\"\n{}",
-            config(redis, name)
-        );
-        let path = std::env::temp_dir().join(format!("chq-presence-{name}-{internal}.toml"));
-        std::fs::write(&path, toml).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chouquette"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let http = chouquette::http_client::HttpClient::default();
-        let ready = format!("http://127.0.0.1:{internal}/readyz");
-        assert!(
-            eventually(Duration::from_secs(20), async || {
-                matches!(http.get(&ready, None).await, Ok((200, _)))
-            })
-            .await,
-            "{name} ready"
-        );
-        Process {
-            child,
-            public,
-            path,
-        }
-    }
-
-    async fn client(&self) -> WsClient {
-        WsClient::connect(&format!("ws://127.0.0.1:{}/ws", self.public)).await
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 /// `user` subscribed to `chat` on `client`; returns the `present` list
@@ -111,7 +59,7 @@ async fn until(client: &mut WsClient, field: &str, user: &str) -> Vec<(Value, Va
 async fn presence_spans_nodes_and_a_killed_node_s_users_leave_in_time() {
     let redis = RedisServer::start().await;
     let a = TestNode::start(&config(&redis, "node-a")).await;
-    let b = Process::start(&redis, "node-b").await;
+    let b = GatewayProcess::start("node-b", &config(&redis, "node-b")).await;
 
     let mut roger = a.client().await;
     assert!(join(&mut roger, "roger").await.is_empty());
