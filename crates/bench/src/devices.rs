@@ -194,16 +194,8 @@ struct DevicesSummary {
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let mqtt = MqttServer::start().await?;
     let mosquitto_open_files_limit = check_mosquitto_room(&mqtt, options.connections)?;
-    let app = AppSpec {
-        app: "bench".into(),
-        channel: "devices".into(),
-        secret: format!("secret-{}", unix_nanos()),
-        api_key: format!("key-{}", unix_nanos()),
-    };
-    let binary = match &options.gateway {
-        Some(path) => path.clone(),
-        None => gateway::default_binary()?,
-    };
+    let app = AppSpec::fresh("devices");
+    let binary = gateway::binary(options.gateway.as_deref())?;
     let gw = Gateway::start_with(
         &binary,
         &app,

@@ -257,8 +257,12 @@ fn pinned(binary: &Path) -> Command {
     }
 }
 
-/// The default gateway binary: `chouquette` next to this executable.
-pub fn default_binary() -> anyhow::Result<PathBuf> {
+/// The gateway binary: `given` (`--gateway`), else `chouquette` next to
+/// this executable.
+pub fn binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
     let me = std::env::current_exe().context("cannot locate this executable")?;
     Ok(me.with_file_name("chouquette"))
 }

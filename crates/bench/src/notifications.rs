@@ -86,16 +86,8 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let users = options.connections.max(1);
     let per_user = options.pending.max(1);
     let redis = RedisServer::start().await?;
-    let app = AppSpec {
-        app: "bench".into(),
-        channel: "bornes".into(),
-        secret: format!("secret-{}", unix_nanos()),
-        api_key: format!("key-{}", unix_nanos()),
-    };
-    let binary = match &options.gateway {
-        Some(path) => path.clone(),
-        None => gateway::default_binary()?,
-    };
+    let app = AppSpec::fresh("bornes");
+    let binary = gateway::binary(options.gateway.as_deref())?;
     // Acknowledgements are client messages; pending lists hold every one.
     let extra = format!(
         "\n[apps.limits]\nclient_messages_per_second = 0\n\n[apps.notifications]\nmax_pending = {}\n",

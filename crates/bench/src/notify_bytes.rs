@@ -53,16 +53,8 @@ struct Tally {
 
 /// Runs the scenario and prints its report.
 pub async fn run(options: &Options) -> anyhow::Result<()> {
-    let app = AppSpec {
-        app: "bench".into(),
-        channel: FULL.into(),
-        secret: format!("secret-{}", unix_nanos()),
-        api_key: format!("key-{}", unix_nanos()),
-    };
-    let binary = match &options.gateway {
-        Some(path) => path.clone(),
-        None => gateway::default_binary()?,
-    };
+    let app = AppSpec::fresh(FULL);
+    let binary = gateway::binary(options.gateway.as_deref())?;
     let extra = format!(
         "\n[apps.limits]\nclient_messages_per_second = 0\n\n[apps.channels.{NOTIFY_ONLY}]\nnotify_only = true\n"
     );

@@ -122,16 +122,8 @@ pub(crate) async fn prepare(options: &Options) -> anyhow::Result<(PgServer, AppS
         .batch_execute(pg_load::CREATE_TABLE)
         .await
         .context("cannot create the bench table")?;
-    let app = AppSpec {
-        app: "bench".into(),
-        channel: "rows".into(),
-        secret: format!("secret-{}", unix_nanos()),
-        api_key: format!("key-{}", unix_nanos()),
-    };
-    let binary = match &options.gateway {
-        Some(path) => path.clone(),
-        None => gateway::default_binary()?,
-    };
+    let app = AppSpec::fresh("rows");
+    let binary = gateway::binary(options.gateway.as_deref())?;
     Ok((pg, app, binary))
 }
 

@@ -72,16 +72,8 @@ impl Window {
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let backend = start_backend().await?;
     let url = format!("http://{backend}/rpc");
-    let app = AppSpec {
-        app: "bench".into(),
-        channel: "bornes".into(),
-        secret: format!("secret-{}", unix_nanos()),
-        api_key: format!("key-{}", unix_nanos()),
-    };
-    let binary = match &options.gateway {
-        Some(path) => path.clone(),
-        None => gateway::default_binary()?,
-    };
+    let app = AppSpec::fresh("bornes");
+    let binary = gateway::binary(options.gateway.as_deref())?;
     let extra = format!(
         "\n[apps.limits]\ncalls_per_second = 0\nclient_messages_per_second = 0\n\n[[apps.rpc]]\nprefix = \"\"\nurl = \"{url}\"\ntimeout = \"10s\"\n"
     );

@@ -29,11 +29,8 @@ const WINDOW_LEAD: Duration = Duration::from_millis(500);
 
 /// Runs the scenario of `options`; the gateway and workers never outlive it.
 pub async fn run(options: &Options) -> anyhow::Result<Summary> {
-    let app = app_spec();
-    let binary = match &options.gateway {
-        Some(path) => path.clone(),
-        None => gateway::default_binary()?,
-    };
+    let app = AppSpec::fresh("bornes");
+    let binary = gateway::binary(options.gateway.as_deref())?;
     let limits = LimitsSpec {
         default_rates: options.scenario == Scenario::Abuse,
         extra: match options.scenario {
@@ -47,16 +44,6 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
     let mut summary = summary?;
     summary.gateway_ok &= alive;
     Ok(summary)
-}
-
-fn app_spec() -> AppSpec {
-    let nonce = format!("{}-{}", std::process::id(), unix_nanos());
-    AppSpec {
-        app: "bench".into(),
-        channel: "bornes".into(),
-        secret: format!("secret-{nonce}"),
-        api_key: format!("key-{nonce}"),
-    }
 }
 
 /// The time a worker may live: every phase, with room to spare.

@@ -30,6 +30,20 @@ pub struct AppSpec {
     pub api_key: String,
 }
 
+impl AppSpec {
+    /// App `bench` on `channel`, with a secret and an API key of this run
+    /// only (a gateway left over from another run accepts neither).
+    pub fn fresh(channel: &str) -> AppSpec {
+        let nonce = format!("{}-{}", std::process::id(), unix_nanos());
+        AppSpec {
+            app: "bench".into(),
+            channel: channel.into(),
+            secret: format!("secret-{nonce}"),
+            api_key: format!("key-{nonce}"),
+        }
+    }
+}
+
 /// One worker's share of the connections.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
