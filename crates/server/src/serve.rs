@@ -196,12 +196,11 @@ pub async fn start_with(
         })
         .collect();
     let mut mqtt = crate::source::mqtt::Statuses::default();
-    let mut device_commands = crate::device_commands::DeviceCommands::new(Arc::new(
-        crate::device_commands::last_seen::Tracked {
+    let mut device_commands =
+        crate::device_commands::DeviceCommands::new(crate::device_commands::last_seen::Tracked {
             node: node.clone(),
             ledger: device_ledger(redis.as_ref()),
-        },
-    ));
+        });
     let mqtt_sources: Vec<crate::source::mqtt::MqttSource> = config
         .sources
         .mqtt_settings(node.id())

@@ -18,7 +18,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chouquette_core::broker::BoxFuture;
 use chouquette_core::devices::{Ledger, Sighting, State};
 use chouquette_core::node::Node;
 
@@ -30,12 +29,6 @@ pub struct Seen {
     /// Whether it is connected now; `None` when not known (the command is
     /// then sent and waits for its timeout).
     pub online: Option<bool>,
-}
-
-/// What commands need to know about a device's liveness.
-pub trait LastSeen: Send + Sync + std::fmt::Debug {
-    /// `device` of `app` as far as the gateway knows.
-    fn seen<'a>(&'a self, app: &'a str, device: &'a str) -> BoxFuture<'a, Seen>;
 }
 
 /// Liveness as this node's trackers and the cluster's ledger know it.
@@ -72,26 +65,25 @@ fn combine(here: Option<(State, u64)>, cluster: Option<Sighting>) -> Seen {
     Seen { last_seen, online }
 }
 
-impl LastSeen for Tracked {
-    fn seen<'a>(&'a self, app: &'a str, device: &'a str) -> BoxFuture<'a, Seen> {
-        Box::pin(async move {
-            if self.node.devices().settings(app).is_none() {
-                return Seen::default();
+impl Tracked {
+    /// `device` of `app` as far as the gateway knows.
+    pub async fn seen(&self, app: &str, device: &str) -> Seen {
+        if self.node.devices().settings(app).is_none() {
+            return Seen::default();
+        }
+        let here = self
+            .node
+            .devices()
+            .liveness(app, device)
+            .map(|l| (l.state, l.last_seen));
+        let cluster = match self.ledger.lookup(app, device).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(app, error = %e, "device commands: ledger unreachable");
+                None
             }
-            let here = self
-                .node
-                .devices()
-                .liveness(app, device)
-                .map(|l| (l.state, l.last_seen));
-            let cluster = match self.ledger.lookup(app, device).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::debug!(app, error = %e, "device commands: ledger unreachable");
-                    None
-                }
-            };
-            combine(here, cluster)
-        })
+        };
+        combine(here, cluster)
     }
 }
 

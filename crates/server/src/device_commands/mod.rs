@@ -12,7 +12,7 @@
 //!
 //! "Offline": over WebSocket, the call machinery knows at once that no
 //! node holds the device. Over MQTT, only liveness can say it, through
-//! [`last_seen::LastSeen::seen`] (this node's trackers and the cluster's
+//! [`last_seen::Tracked::seen`] (this node's trackers and the cluster's
 //! ledger); unknown, the command waits.
 
 pub mod last_seen;
@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 
 use crate::source::mqtt::CommandLink;
 use crate::source::mqtt::commands::{MqttCommand, PublishError};
-use last_seen::LastSeen;
+use last_seen::Tracked;
 use waiting::{Full, Waiting};
 
 /// How a command reached its device (the `transport` label).
@@ -141,7 +141,7 @@ pub struct Command<'a> {
 /// waiting, liveness, and the counters.
 #[derive(Debug)]
 pub struct DeviceCommands {
-    liveness: Arc<dyn LastSeen>,
+    liveness: Tracked,
     mqtt: HashMap<String, Arc<CommandLink>>,
     waiting: Arc<Waiting>,
     outcomes: [[AtomicU64; Outcome::ALL.len()]; Transport::ALL.len()],
@@ -150,7 +150,7 @@ pub struct DeviceCommands {
 impl DeviceCommands {
     /// No MQTT route yet; liveness from `liveness` (the seam:
     /// [`last_seen`]).
-    pub fn new(liveness: Arc<dyn LastSeen>) -> DeviceCommands {
+    pub fn new(liveness: Tracked) -> DeviceCommands {
         DeviceCommands {
             liveness,
             mqtt: HashMap::new(),
