@@ -44,6 +44,7 @@ use self::status::Count;
 use self::store::{Db, StoreError};
 use self::stream::{Element, Link, LinkError, RECEIPTS, bare};
 use super::Source;
+use crate::broker::redis::backoff;
 use crate::shutdown::Shutdown;
 
 /// How often the housekeeping job reads the mailboxes' gauges.
@@ -106,11 +107,6 @@ fn now_seconds() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The next pause of a retry loop: doubled, up to `max`.
-fn longer(wait: Duration, max: Duration) -> Duration {
-    (wait * 2).min(max)
-}
-
 /// The wait before sending again an entry tried `attempts` times.
 fn retry_after(settings: &XmppSettings, attempts: i32) -> Duration {
     let factor = 2u32.saturating_pow(attempts.clamp(0, 20) as u32);
@@ -124,7 +120,7 @@ fn retry_after(settings: &XmppSettings, attempts: i32) -> Duration {
 /// database answers; false when stopped first.
 async fn prepare(settings: &XmppSettings, status: &Status, shutdown: &mut Shutdown) -> bool {
     let mut db = Db::new(settings.database.expose());
-    let mut wait = Duration::from_millis(100);
+    let mut failures = 0u32;
     loop {
         let attempt = async {
             let client = db.client().await?;
@@ -150,9 +146,9 @@ async fn prepare(settings: &XmppSettings, status: &Status, shutdown: &mut Shutdo
         }
         tokio::select! {
             _ = shutdown.stopped() => return false,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(backoff(failures, settings.reconnect_max)) => {}
         }
-        wait = longer(wait, settings.reconnect_max);
+        failures = failures.saturating_add(1);
     }
 }
 
@@ -168,7 +164,7 @@ enum JobError {
 /// Keeps the component logged in, serving each link until it breaks.
 async fn link_job(settings: &XmppSettings, status: &Status, shutdown: &mut Shutdown) {
     let mut db = Db::new(settings.database.expose());
-    let mut wait = Duration::from_millis(100);
+    let mut failures = 0u32;
     loop {
         let connect = stream::connect(
             &settings.server,
@@ -184,7 +180,7 @@ async fn link_job(settings: &XmppSettings, status: &Status, shutdown: &mut Shutd
             Ok(mut link) => {
                 tracing::info!(component = %settings.component, server = %settings.server, "federation linked to the XMPP server");
                 status.set_link(None);
-                wait = Duration::from_millis(100);
+                failures = 0;
                 match serve_link(&mut link, &mut db, settings, status, shutdown).await {
                     None => {
                         link.close().await;
@@ -203,9 +199,9 @@ async fn link_job(settings: &XmppSettings, status: &Status, shutdown: &mut Shutd
         }
         tokio::select! {
             _ = shutdown.stopped() => return,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(backoff(failures, settings.reconnect_max)) => {}
         }
-        wait = longer(wait, settings.reconnect_max);
+        failures = failures.saturating_add(1);
     }
 }
 
