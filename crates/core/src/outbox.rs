@@ -34,6 +34,29 @@ pub const SIGNAL_BROKER_RESTORED: Signals = 8;
 /// [`crate::user_mail`]); the driver hands them to the session.
 pub const SIGNAL_USER: Signals = 16;
 
+/// What [`DirectSocket::try_send`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The whole frame went to the socket.
+    Whole,
+    /// Part of it went; the socket keeps the rest, and the connection's
+    /// task must be woken to finish it before it writes anything else.
+    Partly,
+    /// Nothing went: the socket would block, failed, or still holds an
+    /// unfinished frame. The message is queued instead.
+    Not,
+}
+
+/// A connection's socket as the fan-out sees it: a place to write one live
+/// message, framed by the transport, without waiting and without waking the
+/// connection's task. Only called while the task is parked (see
+/// [`Outbox::hold`]) and its queue is empty, under the outbox's lock, so it
+/// never interleaves with the task's own writes.
+pub trait DirectSocket: Send + Sync + std::fmt::Debug {
+    /// Frames `message` and writes as much of it as the socket takes now.
+    fn try_send(&self, message: &Bytes) -> Sent;
+}
+
 /// One queued frame.
 #[derive(Debug, Clone)]
 pub struct Outbound {

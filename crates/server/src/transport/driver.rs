@@ -37,11 +37,13 @@
 
 use std::net::IpAddr;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chouquette_core::clock::unix_now;
 use chouquette_core::limits;
+use chouquette_core::outbox::DirectSocket;
 use chouquette_core::session::{Session, Stop, Verdict};
 use chouquette_core::telemetry::CloseReason;
 use chouquette_protocol::server::ErrorContext;
@@ -73,8 +75,10 @@ pub(crate) enum Inbound<T> {
     Text(T),
     /// A binary message, which the protocol does not accept.
     Binary,
-    /// A sign of life with nothing to handle (a ping or a pong).
+    /// A sign of life with nothing to handle (a pong).
     Heard,
+    /// A ping, to answer with a pong carrying its payload.
+    Ping(Bytes),
     /// The client said it closes: answer, completing the handshake.
     Closed,
     /// A message over the size limit.
@@ -123,6 +127,23 @@ pub(crate) trait Wire {
 
     /// Keeps an idle connection alive (a ping, a comment line).
     async fn ping(&mut self) -> Result<(), Gone>;
+
+    /// Answers a client's ping ([`Inbound::Ping`]).
+    async fn pong(&mut self, _payload: Bytes) -> Result<(), Gone> {
+        Ok(())
+    }
+
+    /// Writes what the fan-out left half written on the socket (see
+    /// [`DirectSocket`]); called before anything else is written.
+    async fn finish(&mut self) -> Result<(), Gone> {
+        Ok(())
+    }
+
+    /// The socket the fan-out may write live messages into while the
+    /// connection's task is parked, if the transport has one.
+    fn direct(&self) -> Option<Arc<dyn DirectSocket>> {
+        None
+    }
 
     /// How often [`Wire::ping`] runs (zero: never).
     fn ping_interval(settings: &Settings) -> Duration;
@@ -432,6 +453,15 @@ impl<W: Wire> Driver<'_, W> {
             Inbound::Closed => return Err(End::ClientClosed),
             Inbound::TooLarge => return Err(End::TooLarge),
             Inbound::Heard => Verdict::Continue,
+            Inbound::Ping(payload) => {
+                return match timeout(self.shared.settings.write_timeout, self.wire.pong(payload))
+                    .await
+                {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(Gone)) => Err(End::Gone),
+                    Err(_) => Err(End::SlowConsumer),
+                };
+            }
             // Boxed: handling a message is rare next to idling, and its future is
             // large; inline, it would sit in every idle connection's task.
             Inbound::Text(text) => Box::pin(self.session.handle(&text, &mut self.out)).await,
