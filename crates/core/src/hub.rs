@@ -235,14 +235,22 @@ impl Hub {
                 offset: RENUMBERED,
                 received: now,
             });
-            self.count(sub, pushed);
+            self.count(sub, pushed, now);
         }
     }
 
-    /// Counts what became of a frame pushed to `sub`; true if queued.
-    fn count(&self, sub: &Subscriber, pushed: Pushed) -> bool {
+    /// Counts what became of a frame pushed to `sub`; true if queued or
+    /// written.
+    fn count(&self, sub: &Subscriber, pushed: Pushed, received: std::time::Instant) -> bool {
         match pushed {
             Pushed::Queued => return true,
+            Pushed::Written => {
+                self.telemetry.messages_out(1);
+                self.telemetry
+                    .written(std::time::Instant::now(), std::slice::from_ref(&received));
+                return true;
+            }
+            Pushed::Duplicate => self.telemetry.dropped(DropReason::Duplicate, 1),
             Pushed::Overflowed => {
                 self.telemetry.slow_consumer();
                 // The queue held exactly its capacity: all of it and this one are gone.
@@ -287,7 +295,7 @@ impl Hub {
                     offset: publication.offset,
                     received: publication.received,
                 });
-                if self.count(sub, pushed) {
+                if self.count(sub, pushed, publication.received) {
                     delivered += 1;
                 }
             }

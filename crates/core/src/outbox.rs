@@ -6,6 +6,16 @@
 //! connection is closed with a reason so the client reconnects and resumes
 //! with `since`. Nothing is dropped silently and one slow client never delays
 //! the others. An idle outbox holds no allocation.
+//!
+//! While the connection's task is parked (not [`Outbox::hold`]ing it) and
+//! nothing waits in the queue, a live event need not be queued at all: the
+//! fan-out admits it against its subscription's [`Marks`] and writes it
+//! straight into the transport's [`DirectSocket`], on the publishing thread,
+//! without waking the task. It is queued (and the task woken) only when the
+//! socket would block, the task is busy, or the frame is not a plain event
+//! of a subscription that is live (recovering, renumbered, presence, calls).
+//! Order holds because a direct write needs an empty queue and a parked
+//! task, both read under the queue's lock.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -14,7 +24,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::era::Era;
+use crate::era::{Era, Meeting};
+use crate::hub::RENUMBERED;
+use crate::presence::PRESENCE;
 
 /// `slot` value for frames that are not a channel's event (no dedup).
 pub const NO_SLOT: u32 = u32::MAX;
@@ -82,6 +94,11 @@ pub enum Pushed {
     Overflowed,
     /// Dropped: the queue had already overflowed or is closed.
     Refused,
+    /// Written into the socket by the pusher (see [`DirectSocket`]).
+    Written,
+    /// Not written: its subscription had seen it (or it was of a stale
+    /// broker era).
+    Duplicate,
 }
 
 /// The state of the queue as seen by its connection.
@@ -93,12 +110,144 @@ pub enum State {
     Overflowed,
 }
 
+/// Where one subscription's live events stand: its dedup cursor, kept in
+/// the outbox so that the fan-out can admit an event where it writes it.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    /// The subscription's slot tag.
+    tag: u32,
+    /// The broker era `last` counts in.
+    era: Era,
+    /// The last offset admitted; [`RECOVERING`] admits nothing.
+    last: u64,
+}
+
+/// `last` of a subscription whose recovery has not said where history
+/// ended: no live event is admitted yet.
+pub const RECOVERING: u64 = u64::MAX;
+
+/// What becomes of a live event for a subscription, by its mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// New: the cursor moved to it.
+    New,
+    /// Already seen, or of a stale broker era.
+    Seen,
+    /// No such subscription (it ended).
+    Unknown,
+}
+
+/// The connection's subscriptions' cursors, by slot tag.
 #[derive(Debug, Default)]
+pub struct Marks(Vec<Mark>);
+
+impl Marks {
+    fn find(&mut self, tag: u32) -> Option<&mut Mark> {
+        self.0.iter_mut().find(|m| m.tag == tag)
+    }
+
+    /// Whether the event at `offset`, delivered in `era`, is new to the
+    /// subscription tagged `tag`, advancing its cursor if so. A later era
+    /// restarts the cursor: offsets may have restarted with a new epoch.
+    pub fn admit(&mut self, tag: u32, era: Era, offset: u64) -> Verdict {
+        let Some(mark) = self.find(tag) else {
+            return Verdict::Unknown;
+        };
+        match mark.era.meet(era) {
+            Meeting::Same => {}
+            Meeting::Later => {
+                mark.era = era;
+                mark.last = 0;
+            }
+            Meeting::Stale => return Verdict::Seen,
+        }
+        if mark.last != RECOVERING && offset > mark.last {
+            mark.last = offset;
+            Verdict::New
+        } else {
+            Verdict::Seen
+        }
+    }
+
+    /// Moves the cursor of `tag` to `last` (recovery said where history
+    /// ended, or the channel was numbered anew).
+    pub fn set(&mut self, tag: u32, last: u64) {
+        if let Some(mark) = self.find(tag) {
+            mark.last = last;
+        }
+    }
+
+    /// The cursor of `tag`, if it is tracked.
+    pub fn last(&self, tag: u32) -> Option<u64> {
+        self.0.iter().find(|m| m.tag == tag).map(|m| m.last)
+    }
+}
+
+#[derive(Debug)]
 struct Inner {
     queue: VecDeque<Outbound>,
     overflowed: bool,
     closed: bool,
     signals: Signals,
+    /// The connection's task is running (not parked): only it may write.
+    held: bool,
+    marks: Marks,
+    socket: Option<std::sync::Arc<dyn DirectSocket>>,
+}
+
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            queue: VecDeque::new(),
+            overflowed: false,
+            closed: false,
+            signals: 0,
+            held: true,
+            marks: Marks::default(),
+            socket: None,
+        }
+    }
+}
+
+impl Inner {
+    /// Writes `item` into the socket if it may go now (see the module
+    /// doc); `None` when it must be queued.
+    fn try_direct(&mut self, item: &Outbound) -> Option<Pushed> {
+        if self.held || !self.queue.is_empty() {
+            return None;
+        }
+        let socket = self.socket.as_ref()?;
+        if item.slot == NO_SLOT || item.offset == RENUMBERED || item.offset == PRESENCE {
+            return None;
+        }
+        // Only a recovered subscription in this era decides here; the
+        // session decides the rest when it drains the queue.
+        let mark = self.marks.find(item.slot)?;
+        if mark.last == RECOVERING {
+            return None;
+        }
+        match mark.era.meet(item.era) {
+            Meeting::Same => {}
+            Meeting::Later => return None,
+            Meeting::Stale => return Some(Pushed::Duplicate),
+        }
+        if item.offset <= mark.last {
+            return Some(Pushed::Duplicate);
+        }
+        match socket.try_send(&item.frame) {
+            Sent::Whole => {
+                mark.last = item.offset;
+                Some(Pushed::Written)
+            }
+            Sent::Partly => {
+                mark.last = item.offset;
+                // The task finishes the frame before anything else.
+                self.held = true;
+                Some(Pushed::Written)
+            }
+            Sent::Not => None,
+        }
+    }
 }
 
 /// A bounded multi-producer, single-consumer frame queue.
@@ -125,11 +274,20 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a frame without waiting.
+    /// Writes a frame into the socket, if it may go now (see the module
+    /// doc), or else queues it; never waits.
     pub fn push(&self, item: Outbound) -> Pushed {
         let mut inner = self.lock();
         if inner.overflowed || inner.closed {
             return Pushed::Refused;
+        }
+        if let Some(done) = inner.try_direct(&item) {
+            let partly = done == Pushed::Written && inner.held;
+            drop(inner);
+            if partly {
+                self.notify.notify_one();
+            }
+            return done;
         }
         if inner.queue.len() >= self.capacity {
             inner.overflowed = true;
@@ -166,20 +324,26 @@ impl Outbox {
 
     /// Hands up to `max` queued frames to `each`, in order, and says whether
     /// the queue overflowed. `each` runs under the queue's lock: keep it short.
-    pub fn drain(&self, max: usize, each: impl FnMut(Outbound)) -> State {
-        self.drain_counted(max, each).0
+    pub fn drain(&self, max: usize, mut each: impl FnMut(Outbound)) -> State {
+        self.drain_counted(max, |item, _| each(item)).0
     }
 
-    /// Like [`Outbox::drain`], also saying how many frames were waiting
-    /// (read under the same lock, for the queue-depth histogram).
-    pub fn drain_counted(&self, max: usize, each: impl FnMut(Outbound)) -> (State, usize) {
+    /// Like [`Outbox::drain`], handing `each` the subscriptions' [`Marks`]
+    /// too, and saying how many frames were waiting (read under the same
+    /// lock, for the queue-depth histogram).
+    pub fn drain_counted(
+        &self,
+        max: usize,
+        mut each: impl FnMut(Outbound, &mut Marks),
+    ) -> (State, usize) {
         let mut inner = self.lock();
         if inner.overflowed {
             return (State::Overflowed, 0);
         }
         let depth = inner.queue.len();
         let n = depth.min(max);
-        inner.queue.drain(..n).for_each(each);
+        let Inner { queue, marks, .. } = &mut *inner;
+        queue.drain(..n).for_each(|item| each(item, marks));
         if inner.queue.is_empty() && inner.queue.capacity() > 64 {
             inner.queue = VecDeque::new();
         }
@@ -202,11 +366,64 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// Refuses further frames (the connection is going away).
+    /// Refuses further frames (the connection is going away), and lets go
+    /// of its socket.
     pub fn close(&self) {
         let mut inner = self.lock();
         inner.closed = true;
         inner.queue = VecDeque::new();
+        inner.socket = None;
+    }
+
+    /// Lets the fan-out write live events into `socket` while the task is
+    /// parked.
+    pub fn attach(&self, socket: std::sync::Arc<dyn DirectSocket>) {
+        let mut inner = self.lock();
+        if !inner.closed {
+            inner.socket = Some(socket);
+        }
+    }
+
+    /// The connection's task runs: from now until [`Outbox::park`], only
+    /// it writes to the socket, and events are queued.
+    pub fn hold(&self) {
+        self.lock().held = true;
+    }
+
+    /// The connection's task waits: events may be written into the socket
+    /// by the fan-out while nothing is queued.
+    pub fn park(&self) {
+        self.lock().held = false;
+    }
+
+    /// Starts tracking the cursor of the subscription tagged `tag`, in
+    /// `era`; it admits nothing until [`Marks::set`] says where recovery
+    /// ended.
+    pub fn track(&self, tag: u32, era: Era) {
+        let mut inner = self.lock();
+        inner.marks.0.retain(|m| m.tag != tag);
+        inner.marks.0.push(Mark {
+            tag,
+            era,
+            last: RECOVERING,
+        });
+    }
+
+    /// Stops tracking `tag`, returning its last cursor.
+    pub fn untrack(&self, tag: u32) -> Option<u64> {
+        let mut inner = self.lock();
+        let marks = &mut inner.marks.0;
+        let i = marks.iter().position(|m| m.tag == tag)?;
+        let last = marks.swap_remove(i).last;
+        if marks.is_empty() {
+            *marks = Vec::new();
+        }
+        Some(last)
+    }
+
+    /// Calls `f` with the subscriptions' cursors, under the queue's lock.
+    pub fn with_marks<R>(&self, f: impl FnOnce(&mut Marks) -> R) -> R {
+        f(&mut self.lock().marks)
     }
 
     /// Resolves when frames may be waiting (or the queue overflowed).
@@ -218,6 +435,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::era::EraClock;
 
     fn item(offset: u64) -> Outbound {
         Outbound {
@@ -257,5 +475,137 @@ mod tests {
         assert_eq!(outbox.drain(1, |o| out.push(o)), State::Open);
         assert_eq!(outbox.drain(10, |o| out.push(o)), State::Open);
         assert_eq!(out.iter().map(|o| o.offset).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    /// A socket that takes what it is told to, and keeps what it took.
+    #[derive(Debug)]
+    struct Taker {
+        answer: Mutex<Sent>,
+        took: Mutex<Vec<u64>>,
+    }
+
+    impl DirectSocket for Taker {
+        fn try_send(&self, message: &Bytes) -> Sent {
+            let answer = *self.answer.lock().expect("not poisoned");
+            if answer != Sent::Not {
+                let offset = std::str::from_utf8(message).expect("utf-8");
+                let offset = offset.parse().expect("an offset");
+                self.took.lock().expect("not poisoned").push(offset);
+            }
+            answer
+        }
+    }
+
+    fn event(tag: u32, era: Era, offset: u64) -> Outbound {
+        Outbound {
+            frame: Bytes::from(offset.to_string()),
+            slot: tag,
+            era,
+            offset,
+            received: Instant::now(),
+        }
+    }
+
+    /// An outbox whose task is parked, with one subscription (tag 7)
+    /// recovered up to offset 10, and its socket.
+    fn parked() -> (Outbox, std::sync::Arc<Taker>) {
+        let outbox = Outbox::new(8);
+        let socket = std::sync::Arc::new(Taker {
+            answer: Mutex::new(Sent::Whole),
+            took: Mutex::new(Vec::new()),
+        });
+        outbox.attach(socket.clone());
+        outbox.track(7, Era::default());
+        outbox.with_marks(|m| m.set(7, 10));
+        outbox.park();
+        (outbox, socket)
+    }
+
+    fn took(socket: &Taker) -> Vec<u64> {
+        socket.took.lock().expect("not poisoned").clone()
+    }
+
+    #[test]
+    fn a_parked_task_lets_the_pusher_write_new_events_once() {
+        let (outbox, socket) = parked();
+        let era = Era::default();
+        assert_eq!(outbox.push(event(7, era, 11)), Pushed::Written);
+        assert_eq!(outbox.push(event(7, era, 11)), Pushed::Duplicate);
+        assert_eq!(outbox.push(event(7, era, 9)), Pushed::Duplicate);
+        assert_eq!(outbox.push(event(7, era, 12)), Pushed::Written);
+        assert_eq!(took(&socket), vec![11, 12]);
+        assert_eq!(outbox.with_marks(|m| m.last(7)), Some(12));
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn what_is_not_a_live_event_of_a_recovered_subscription_is_queued() {
+        let era = Era::default();
+        let later = EraClock::default().advance();
+        let cases = [
+            (event(8, era, 11), "recovering"),
+            (event(9, era, 11), "unknown tag"),
+            (event(7, later, 1), "later era"),
+            (event(NO_SLOT, era, 11), "no subscription"),
+            (event(7, era, PRESENCE), "presence"),
+            (event(7, era, RENUMBERED), "renumbered"),
+        ];
+        for (item, case) in cases {
+            let (outbox, socket) = parked();
+            outbox.track(8, era);
+            assert_eq!(outbox.push(item), Pushed::Queued, "{case}");
+            assert!(took(&socket).is_empty(), "{case}");
+        }
+    }
+
+    #[test]
+    fn a_held_task_or_a_waiting_queue_keeps_the_order() {
+        let (outbox, socket) = parked();
+        let era = Era::default();
+        outbox.hold();
+        assert_eq!(outbox.push(event(7, era, 11)), Pushed::Queued);
+        outbox.park();
+        // 11 waits in the queue: 12 must not overtake it.
+        assert_eq!(outbox.push(event(7, era, 12)), Pushed::Queued);
+        assert!(took(&socket).is_empty());
+        let mut admitted = Vec::new();
+        outbox.drain_counted(10, |item, marks| {
+            if marks.admit(item.slot, item.era, item.offset) == Verdict::New {
+                admitted.push(item.offset);
+            }
+        });
+        assert_eq!(admitted, vec![11, 12]);
+        assert_eq!(outbox.push(event(7, era, 13)), Pushed::Written);
+        assert_eq!(took(&socket), vec![13]);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_would_block_or_took_a_part_wakes_the_task() {
+        let (outbox, socket) = parked();
+        let era = Era::default();
+        *socket.answer.lock().expect("not poisoned") = Sent::Partly;
+        assert_eq!(outbox.push(event(7, era, 11)), Pushed::Written);
+        // The task must finish the frame: it is woken, and holds the socket.
+        outbox.ready().await;
+        assert_eq!(outbox.push(event(7, era, 12)), Pushed::Queued);
+        let (outbox, socket) = parked();
+        *socket.answer.lock().expect("not poisoned") = Sent::Not;
+        assert_eq!(outbox.push(event(7, era, 11)), Pushed::Queued);
+        outbox.ready().await;
+        assert_eq!(
+            outbox.with_marks(|m| m.last(7)),
+            Some(10),
+            "not admitted yet"
+        );
+    }
+
+    #[test]
+    fn a_closed_outbox_lets_go_of_its_socket() {
+        let (outbox, socket) = parked();
+        assert_eq!(std::sync::Arc::strong_count(&socket), 2);
+        outbox.close();
+        assert_eq!(std::sync::Arc::strong_count(&socket), 1);
+        assert_eq!(outbox.untrack(7), Some(10));
+        assert_eq!(outbox.untrack(7), None);
     }
 }

@@ -247,7 +247,9 @@ impl Presence {
     /// connection closes as a slow consumer.
     fn count(&self, outbox: &Outbox, pushed: Pushed) {
         match pushed {
-            Pushed::Queued => {}
+            // Presence frames are always queued (never written by the
+            // pusher, never deduplicated).
+            Pushed::Queued | Pushed::Written | Pushed::Duplicate => {}
             Pushed::Overflowed => {
                 self.telemetry.slow_consumer();
                 let lost = outbox.capacity() + 1;

@@ -592,8 +592,8 @@ impl Session {
 
     /// Where every subscription stands: the active ones, and those the
     /// gateway ended (expired token, switch) that the client may renew.
-    pub fn positions(&self) -> impl Iterator<Item = ResumePoint> + '_ {
-        self.subscriptions.positions()
+    pub fn positions(&self) -> impl Iterator<Item = ResumePoint> + use<> {
+        self.subscriptions.positions().into_iter()
     }
 
     /// Keeps where a channel the session does not hold stood (see

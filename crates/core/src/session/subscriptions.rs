@@ -17,12 +17,10 @@
 use std::sync::Arc;
 
 use crate::connections::{Connection, Holder, Identity};
-use crate::era::{Era, Meeting};
 use crate::hub::{Hub, RENUMBERED, SubId, Subscriber};
-use crate::outbox::{NO_SLOT, Outbound, Outbox, State};
+use crate::outbox::{Marks, NO_SLOT, Outbound, Outbox, RECOVERING, State, Verdict};
 use crate::presence::{PRESENCE, Seat};
 use crate::publication::ChannelId;
-use crate::recovery::Cursor;
 use crate::switches::{Switch, Switches};
 
 use super::ResumePoint;
@@ -78,10 +76,9 @@ struct Slot {
     holder: Arc<Holder>,
     sub_id: SubId,
     /// Known once recovery read the channel; `None` while it is pending.
+    /// Its cursor and broker era are kept in the outbox's [`Marks`], where
+    /// the fan-out reads them too.
     epoch: Option<Arc<str>>,
-    cursor: Cursor,
-    /// The broker era the cursor counts in.
-    era: Era,
     exp: Option<u64>,
     /// Its place in the channel's presence, if the channel has presence:
     /// dropped with the slot, whatever ends the subscription.
@@ -89,26 +86,15 @@ struct Slot {
 }
 
 impl Slot {
-    /// Whether the event at `offset`, delivered in `era`, is new (advancing
-    /// the cursor). A later era restarts the cursor: offsets may have
-    /// restarted with a new epoch.
-    fn admit(&mut self, era: Era, offset: u64) -> bool {
-        match self.era.meet(era) {
-            Meeting::Same => {}
-            Meeting::Later => {
-                self.era = era;
-                self.cursor = Cursor::default();
-            }
-            Meeting::Stale => return false,
+    /// Where it stands, given its cursor `last`; none while recovering.
+    fn point(&self, last: u64) -> Option<ResumePoint> {
+        if last == RECOVERING {
+            return None;
         }
-        self.cursor.admit(offset)
-    }
-
-    fn point(&self) -> Option<ResumePoint> {
         Some(ResumePoint {
             channel: self.holder.channel.clone(),
             epoch: self.epoch.clone()?,
-            offset: self.cursor.last(),
+            offset: last,
         })
     }
 }
@@ -214,15 +200,15 @@ impl Subscriptions {
             filter: grant.filter,
             notify_only: grant.notify_only,
         };
+        // Tracked before the hub can queue for it; admits nothing until
+        // recovery says where history ended.
+        self.outbox().track(tag, era);
         let sub_id = self.hub.subscribe(&holder.channel, subscriber);
         self.slots[index] = Some(Slot {
             tag,
             holder,
             sub_id,
             epoch: None,
-            // Admits nothing until recovery says where history ended.
-            cursor: Cursor::at(u64::MAX),
-            era,
             exp: grant.exp,
             seat: None,
         });
@@ -236,7 +222,9 @@ impl Subscriptions {
             && s.tag == slot
         {
             s.epoch = Some(epoch);
-            s.cursor = Cursor::at(top);
+            self.connection
+                .outbox()
+                .with_marks(|marks| marks.set(slot, top));
         }
     }
 
@@ -268,11 +256,13 @@ impl Subscriptions {
         }
     }
 
-    fn take(&mut self, i: usize) -> Option<Slot> {
+    /// Ends the subscription at index `i`: its slot and its cursor.
+    fn take(&mut self, i: usize) -> Option<(Slot, u64)> {
         let slot = self.slots.get_mut(i)?.take()?;
         self.hub.unsubscribe(&slot.holder.channel, slot.sub_id);
         self.connection.remove(i as u32);
-        Some(slot)
+        let last = self.outbox().untrack(slot.tag).unwrap_or(RECOVERING);
+        Some((slot, last))
     }
 
     /// A free index (below [`MAX_SLOTS`], as `register` counts first); a
@@ -330,9 +320,9 @@ impl Subscriptions {
             if !self.slots[i].as_ref().is_some_and(&ends) {
                 continue;
             }
-            if let Some(slot) = self.take(i) {
+            if let Some((slot, last)) = self.take(i) {
                 let channel = &slot.holder.channel;
-                match slot.point() {
+                match slot.point(last) {
                     Some(point) => self.remember_ended(point),
                     None => self.ended.retain(|p| p.channel != *channel),
                 }
@@ -369,7 +359,10 @@ impl Subscriptions {
 
     /// Whether a live frame should be written (see [`Admission`]).
     pub fn admit(&mut self, item: &Outbound) -> bool {
-        admission(&self.hub, &mut self.slots, item) == Admission::New
+        let (hub, slots) = (&self.hub, &mut self.slots);
+        self.connection
+            .outbox()
+            .with_marks(|marks| admission(hub, slots, marks, item) == Admission::New)
     }
 
     /// Hands up to `max` queued live frames to `each` with what becomes of
@@ -381,20 +374,23 @@ impl Subscriptions {
         mut each: impl FnMut(Outbound, Admission),
     ) -> (State, usize) {
         let (hub, slots) = (&self.hub, &mut self.slots);
-        self.connection.outbox().drain_counted(max, |item| {
-            let admission = admission(hub, slots, &item);
+        self.connection.outbox().drain_counted(max, |item, marks| {
+            let admission = admission(hub, slots, marks, &item);
             each(item, admission);
         })
     }
 
     /// Where every subscription stands: the active ones, and those the
     /// gateway ended that the client may renew.
-    pub fn positions(&self) -> impl Iterator<Item = ResumePoint> + '_ {
-        self.slots
-            .iter()
-            .flatten()
-            .filter_map(Slot::point)
-            .chain(self.ended.iter().cloned())
+    pub fn positions(&self) -> Vec<ResumePoint> {
+        let slots = self.slots.iter().flatten();
+        let mut points: Vec<ResumePoint> = self.outbox().with_marks(|marks| {
+            slots
+                .filter_map(|s| s.point(marks.last(s.tag).unwrap_or(RECOVERING)))
+                .collect()
+        });
+        points.extend(self.ended.iter().cloned());
+        points
     }
 
     /// The earliest `exp` among subscriptions, if any.
@@ -404,7 +400,12 @@ impl Subscriptions {
 }
 
 /// What becomes of a live frame, advancing its subscription's cursor if new.
-fn admission(hub: &Hub, slots: &mut [Option<Slot>], item: &Outbound) -> Admission {
+fn admission(
+    hub: &Hub,
+    slots: &mut [Option<Slot>],
+    marks: &mut Marks,
+    item: &Outbound,
+) -> Admission {
     if item.slot == NO_SLOT {
         return Admission::New;
     }
@@ -416,7 +417,7 @@ fn admission(hub: &Hub, slots: &mut [Option<Slot>], item: &Outbound) -> Admissio
         return Admission::Ended;
     }
     if item.offset == RENUMBERED {
-        return renumbered(hub, slot);
+        return renumbered(hub, slot, marks);
     }
     if item.offset == PRESENCE {
         // No event: the cursor does not move. One queued while the
@@ -424,10 +425,10 @@ fn admission(hub: &Hub, slots: &mut [Option<Slot>], item: &Outbound) -> Admissio
         // the `present` list.
         return Admission::New;
     }
-    if slot.admit(item.era, item.offset) {
-        Admission::New
-    } else {
-        Admission::Duplicate
+    match marks.admit(item.slot, item.era, item.offset) {
+        Verdict::New => Admission::New,
+        Verdict::Seen => Admission::Duplicate,
+        Verdict::Unknown => Admission::Ended,
     }
 }
 
@@ -435,14 +436,14 @@ fn admission(hub: &Hub, slots: &mut [Option<Slot>], item: &Outbound) -> Admissio
 /// already read the new epoch (a subscribe that raced the renumbering), the
 /// client is told (the frame is the `reset` `history_gap`) and the cursor
 /// starts again, so the new epoch's offsets are not taken for old ones.
-fn renumbered(hub: &Hub, slot: &mut Slot) -> Admission {
+fn renumbered(hub: &Hub, slot: &mut Slot, marks: &mut Marks) -> Admission {
     let Some(current) = hub.channel_epoch(&slot.holder.channel) else {
         return Admission::Duplicate;
     };
     match &slot.epoch {
         Some(epoch) if *epoch != current => {
             slot.epoch = Some(current);
-            slot.cursor = Cursor::default();
+            marks.set(slot.tag, 0);
             Admission::New
         }
         // Still being recovered (recovery reads the new epoch), or already in it.
@@ -452,6 +453,7 @@ fn renumbered(hub: &Hub, slot: &mut Slot) -> Admission {
 
 #[cfg(test)]
 mod tests {
+    use crate::era::Era;
     use std::time::Instant;
 
     use bytes::Bytes;
@@ -499,7 +501,7 @@ mod tests {
         assert!(connection.held_by("a", "u"));
         // Held back until recovery says where history ended.
         assert!(!subs.admit(&frame(slot, hub.era(), 1)));
-        assert_eq!(subs.positions().count(), 0);
+        assert_eq!(subs.positions().len(), 0);
         let again = subs.register(
             ChannelId::new("a", "d"),
             grant("u", None),
@@ -520,7 +522,7 @@ mod tests {
         assert_eq!((hub.subscriber_count(&channel), subs.count()), (0, 0));
         assert!(!connection.held_by("a", "u"));
         assert!(!subs.admit(&frame(slot, later, 2)));
-        let ended: Vec<_> = subs.positions().map(|p| p.offset).collect();
+        let ended: Vec<_> = subs.positions().into_iter().map(|p| p.offset).collect();
         assert_eq!(ended, vec![1]);
     }
 
@@ -647,7 +649,7 @@ mod tests {
             subs.recovered(slot, "e".into(), n);
             subs.end_expired(n + 1, |_| {});
         }
-        let kept: Vec<_> = subs.positions().map(|p| p.offset).collect();
+        let kept: Vec<_> = subs.positions().into_iter().map(|p| p.offset).collect();
         assert_eq!(kept, vec![7, 8, 9], "the newest three, oldest forgotten");
     }
 }

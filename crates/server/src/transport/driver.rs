@@ -284,6 +284,14 @@ fn short(d: Duration) -> String {
     }
 }
 
+/// What woke the loop.
+enum Woke<T> {
+    Stop,
+    Outbox,
+    Heard(Inbound<T>),
+    Timer(Option<Instant>),
+}
+
 /// One running connection: its wire, its session, and the loop's state.
 struct Driver<'a, W> {
     wire: &'a mut W,
@@ -301,9 +309,18 @@ struct Driver<'a, W> {
 
 impl<W: Wire> Driver<'_, W> {
     /// The loop: one `select!` over stop, outbox, client and the next timer.
+    /// While it waits, a transport with a [`DirectSocket`] lets the fan-out
+    /// write live events straight into it (the outbox is parked); once it
+    /// wakes, it holds the outbox, so only the task writes until it waits
+    /// again.
     async fn serve(&mut self) -> End {
         let mut stop = self.shared.shutdown.clone();
         let outbox = self.session.outbox().clone();
+        let direct = self
+            .wire
+            .direct()
+            .map(|socket| outbox.attach(socket))
+            .is_some();
         // Frames were left in the outbox after a bounded flush: the outbox
         // wakes the loop only when it goes from empty to not, so the loop
         // comes back for them itself, after the other branches had a turn.
@@ -314,19 +331,31 @@ impl<W: Wire> Driver<'_, W> {
             }
             self.note_holdings();
             let next = self.next_timer();
-            let step = tokio::select! {
+            if direct {
+                outbox.park();
+            }
+            let woke = tokio::select! {
                 biased;
-                _ = stop.stopped() => Err(End::Shutdown),
-                _ = outbox.ready(), if !more => self.flush_outbox().await,
-                inbound = self.wire.recv() => {
+                _ = stop.stopped() => Woke::Stop,
+                _ = outbox.ready(), if !more => Woke::Outbox,
+                inbound = self.wire.recv() => Woke::Heard(inbound),
+                _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => Woke::Timer(next),
+                () = std::future::ready(()), if more => Woke::Outbox,
+            };
+            if direct {
+                outbox.hold();
+            }
+            let step = match woke {
+                Woke::Stop => Err(End::Shutdown),
+                Woke::Outbox => self.flush_outbox().await,
+                Woke::Heard(inbound) => {
                     self.last_heard = Instant::now();
                     self.receive(inbound).await.map(|()| more)
                 }
-                _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                Woke::Timer(next) => {
                     let now = next.map_or_else(Instant::now, |at| at.max(Instant::now()));
                     self.on_timers(now).await.map(|()| more)
                 }
-                () = std::future::ready(()), if more => self.flush_outbox().await,
             };
             match step {
                 Ok(left) => more = left,
@@ -381,6 +410,12 @@ impl<W: Wire> Driver<'_, W> {
     /// bound keeps a busy outbox (sustained fan-out) from starving the stop
     /// signal, client messages and timers, which get their turn in between.
     async fn flush_outbox(&mut self) -> Result<bool, End> {
+        // A frame the fan-out left half written goes before anything else.
+        match timeout(self.shared.settings.write_timeout, self.wire.finish()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(Gone)) => return Err(End::Gone),
+            Err(_) => return Err(End::SlowConsumer),
+        }
         if self.session.has_mail() {
             // Commands addressed to the user (backend subscriptions): rare,
             // and their future is large, so boxed like client messages.
