@@ -137,10 +137,25 @@ fn connection_limit(configured: usize) -> usize {
     }
 }
 
+/// Connections the kernel holds ready for `accept`. A reconnect storm
+/// (every client of a restarted node at once) overflows tokio's default of
+/// 1,024, and a client whose SYN is dropped retries only a second later.
+/// The kernel caps it at `net.core.somaxconn` (4,096 on Linux since 5.4).
+const LISTEN_BACKLOG: u32 = 8192;
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As `TcpListener::bind` does: a restarted node binds its port again
+        // at once, whatever connections of the old one linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Builds the node from `config`, binds, and serves until stopped.
