@@ -92,6 +92,24 @@ pub enum Scenario {
     /// buffered data at a third of the window: delays seen by a dashboard
     /// WebSocket, with and without the flush, lost and duplicated messages.
     Devices,
+    /// Reconnect storm (issue 11): `-n` subscribers (default 19,000) of one
+    /// gateway on Redis (node 1; node 0 takes the publishes) while events
+    /// flow; node 1 is killed and restarted on the same port, every client
+    /// reconnects at once and resumes with `since`. Time to the last one
+    /// resubscribed and caught up, CPU per reconnect-and-subscribe, gaps,
+    /// duplicates, refusals.
+    Storm,
+}
+
+/// How `--scenario storm` stops the gateway holding the clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StormStop {
+    /// SIGKILL: every connection ends at once, without a close frame.
+    Kill,
+    /// SIGTERM: the gateway sends `reset` `shutdown` and closes with 1001
+    /// within its `[shutdown] grace` (2 s here) before it exits.
+    Term,
 }
 
 /// Which broker the gateways use.
@@ -116,7 +134,8 @@ pub struct Options {
         long,
         short = 'n',
         default_value_t = 1000,
-        default_value_if("scenario", "devices", "3000")
+        default_value_if("scenario", "devices", "3000"),
+        default_value_if("scenario", "storm", "19000")
     )]
     pub connections: usize,
     /// Load-generator processes; default ceil(connections / 9000).
@@ -170,14 +189,29 @@ pub struct Options {
     /// everything else; it shares the machine's cores with the gateway).
     #[arg(long, default_value_t = 0)]
     pub abuser_nice: i32,
-    /// The gateways' broker.
-    #[arg(long, value_enum, default_value = "memory")]
+    /// The gateways' broker (`storm`: always Redis).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "memory",
+        default_value_if("scenario", "storm", "redis")
+    )]
     pub broker: BrokerChoice,
     /// Gateway nodes (more than 1 needs `--broker redis`). With several,
     /// node 0 takes the publishes and the subscribers are spread over the
-    /// others, so every event crosses Redis to reach them.
-    #[arg(long, default_value_t = 1)]
+    /// others, so every event crosses Redis to reach them (`storm`: 2, node
+    /// 1 holds the clients and is restarted).
+    #[arg(long, default_value_t = 1, default_value_if("scenario", "storm", "2"))]
     pub nodes: usize,
+    /// `storm`: how the gateway holding the clients is stopped before its
+    /// restart.
+    #[arg(long, value_enum, default_value = "kill")]
+    pub storm_stop: StormStop,
+    /// `storm`: each client waits a share of this (spread evenly over the
+    /// clients) before its first reconnection; 0: all at once, the worst
+    /// case.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub reconnect_jitter: Duration,
     /// Print the gateway PID and pause this long before the measured window
     /// (time to attach a profiler).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -250,12 +284,32 @@ fn parse_deadline(text: &str) -> Result<Deadline, humantime::DurationError> {
     }
 }
 
+/// `storm`'s default event rate: 2 events/s to 19,000 subscribers is
+/// 38,000 deliveries/s, a modest load beside the storm on 2 cores.
+const STORM_RATE: f64 = 2.0;
+
+/// Most connections the bench gives one worker process by default (each
+/// holds one file per socket, under the 20,000 open files of a process).
+pub const PER_WORKER: usize = 9000;
+
 impl Options {
-    /// Worker processes to start.
+    /// Worker processes to start: `--workers`, else one per
+    /// [`PER_WORKER`] connections, rounded up to a multiple of the nodes
+    /// holding subscribers so each of them gets the same share.
     pub fn worker_count(&self) -> usize {
-        self.workers
-            .unwrap_or_else(|| self.connections.div_ceil(9000))
-            .clamp(1, self.connections.max(1))
+        let count = self.workers.unwrap_or_else(|| {
+            let targets = self.subscriber_nodes();
+            self.connections.div_ceil(PER_WORKER).div_ceil(targets) * targets
+        });
+        count.clamp(1, self.connections.max(1))
+    }
+
+    /// Nodes that hold subscribers: all but node 0 when there are several.
+    pub fn subscriber_nodes(&self) -> usize {
+        match self.nodes.max(1) {
+            1 => 1,
+            n => n - 1,
+        }
     }
 
     /// Published events per second.
@@ -271,6 +325,7 @@ impl Options {
                 None,
                 Scenario::Idle | Scenario::Rpc | Scenario::NotifyBytes | Scenario::Notifications,
             ) => 0.0,
+            (None, Scenario::Storm) => STORM_RATE,
             (None, Scenario::Devices) => {
                 self.connections as f64 / self.device_interval.as_secs_f64().max(1e-3)
             }

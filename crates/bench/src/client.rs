@@ -66,7 +66,8 @@ pub async fn read_all(mut ws: Ws, mut on_text: impl FnMut(&str)) {
     }
 }
 
-fn ws_config() -> WebSocketConfig {
+/// The clients' WebSocket settings: small buffers, as a phone would keep.
+pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
@@ -94,6 +95,14 @@ async fn try_open(
         .map_err(|e| TryError::Retry(format!("send subscribe: {e}")))?;
     wait_ack(&mut ws).await?;
     Ok(ws)
+}
+
+/// [`connect`] for other clients of the bench; the error says what failed.
+pub(crate) async fn tcp(target: SocketAddr, source: SocketAddrV4) -> Result<TcpStream, String> {
+    connect(target, source).await.map_err(|e| match e {
+        TryError::Refused => "refused".to_owned(),
+        TryError::Fatal(reason) | TryError::Retry(reason) => reason,
+    })
 }
 
 /// Binds `source` (any port of its address if that one is taken), connects.

@@ -107,6 +107,7 @@ pub async fn run(plan: Plan, share: Share) -> anyhow::Result<()> {
             _ = &mut lifetime => return Ok(()),
             command = commands.recv() => match command {
                 None | Some(Command::Exit) => return Ok(()),
+                Some(Command::Restart { .. }) => worker::send(&Report::Armed)?,
                 Some(Command::Window { start_ns, end_ns }) => {
                     if loading.is_none() {
                         stats.window.0.store(start_ns, Ordering::Relaxed);

@@ -363,6 +363,7 @@ fn plans(
         abuse: None,
         hold: None,
         channels: 1,
+        storm: None,
         devices: Some(Share {
             mqtt_port,
             total: options.connections,

@@ -86,6 +86,34 @@ impl Fleet {
         self.gateways.iter().skip(skip).map(|g| g.public).collect()
     }
 
+    /// Node `index`, e.g. to stop and start it again (`storm`).
+    pub fn node_mut(&mut self, index: usize) -> Option<&mut Gateway> {
+        self.gateways.get_mut(index)
+    }
+
+    /// Node `index`.
+    pub fn node(&self, index: usize) -> Option<&Gateway> {
+        self.gateways.get(index)
+    }
+
+    /// Files each node holds open now, and its limit, in node order.
+    pub fn open_files(&self) -> anyhow::Result<Vec<(u64, u64)>> {
+        self.gateways
+            .iter()
+            .map(|g| {
+                Ok((
+                    crate::procfs::open_files(g.pid)?,
+                    crate::procfs::open_files_limit(g.pid)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Each node's resident memory, bytes, in node order.
+    pub fn rss_per_node(&self) -> anyhow::Result<Vec<u64>> {
+        self.gateways.iter().map(Gateway::rss).collect()
+    }
+
     /// Summed resident memory, bytes.
     pub fn rss(&self) -> anyhow::Result<u64> {
         self.gateways.iter().map(Gateway::rss).sum()

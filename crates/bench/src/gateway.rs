@@ -29,6 +29,8 @@ pub struct Gateway {
     pub internal: SocketAddr,
     dir: PathBuf,
     http: Http,
+    /// The binary and its config, to start it again (none for the floor).
+    relaunch: Option<(PathBuf, PathBuf)>,
 }
 
 impl Gateway {
@@ -76,16 +78,7 @@ impl Gateway {
         let text = format!("{text}{app_extra}");
         std::fs::write(&config, text)
             .with_context(|| format!("cannot write {}", config.display()))?;
-        let child = pinned(binary)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let child = spawn(binary, &config)?;
         let pid = child.id().context("gateway exited at once")?;
         let gateway = Gateway {
             child,
@@ -94,6 +87,7 @@ impl Gateway {
             internal,
             dir,
             http: Http::default(),
+            relaunch: Some((binary.to_path_buf(), config)),
         };
         gateway.wait_ready(Duration::from_secs(15)).await?;
         Ok(gateway)
@@ -126,13 +120,55 @@ impl Gateway {
             internal,
             dir,
             http: Http::default(),
+            relaunch: None,
         };
         gateway.wait_ready(Duration::from_secs(15)).await?;
         Ok(gateway)
     }
 
+    /// Stops the process for a restart, with SIGKILL, or with SIGTERM and
+    /// SIGKILL if it still runs after `grace`; returns once it is gone.
+    pub async fn halt(&mut self, kill: bool, grace: Duration) -> anyhow::Result<()> {
+        if kill {
+            self.child.start_kill().context("cannot kill the gateway")?;
+        } else {
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status()
+                .context("cannot run kill")?;
+            if !status.success() {
+                bail!("kill -TERM {} failed", self.pid);
+            }
+            if timeout(grace, self.child.wait()).await.is_ok() {
+                return Ok(());
+            }
+            eprintln!(
+                "gateway {} still running after {grace:?}: killing it",
+                self.pid
+            );
+            self.child.start_kill().context("cannot kill the gateway")?;
+        }
+        self.child
+            .wait()
+            .await
+            .context("cannot wait for the gateway")?;
+        Ok(())
+    }
+
+    /// Starts the (stopped) gateway again, same binary, config and ports;
+    /// returns without waiting for `/readyz`.
+    pub fn relaunch(&mut self) -> anyhow::Result<()> {
+        let (binary, config) = self
+            .relaunch
+            .as_ref()
+            .context("this server cannot be restarted")?;
+        self.child = spawn(binary, config)?;
+        self.pid = self.child.id().context("gateway exited at once")?;
+        Ok(())
+    }
+
     /// Polls `/readyz` until it answers 200.
-    async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if self.ready().await {
@@ -255,6 +291,20 @@ fn pinned(binary: &Path) -> Command {
         }
         None => Command::new(binary),
     }
+}
+
+/// Starts `binary serve --config config` (pinned if servers are).
+fn spawn(binary: &Path, config: &Path) -> anyhow::Result<Child> {
+    pinned(binary)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))
 }
 
 /// The gateway binary: `given` (`--gateway`), else `chouquette` next to

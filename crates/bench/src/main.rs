@@ -22,6 +22,7 @@ mod notify_bytes;
 mod pg_catchup;
 mod pg_load;
 mod pg_server;
+mod plan;
 mod pool;
 mod postgres;
 mod procfs;
@@ -30,6 +31,9 @@ mod redis_server;
 mod report;
 mod rpc;
 mod scenario;
+mod sequence;
+mod storm;
+mod storm_client;
 mod wire;
 mod worker;
 mod workload;
@@ -83,15 +87,15 @@ fn bench(options: &Options) -> anyhow::Result<()> {
     }
     if matches!(
         options.scenario,
-        cli::Scenario::Rpc | cli::Scenario::Notifications
+        cli::Scenario::Rpc | cli::Scenario::Notifications | cli::Scenario::Storm
     ) {
         return runtime.block_on(async {
             tokio::select! {
                 done = async {
-                    if options.scenario == cli::Scenario::Rpc {
-                        rpc::run(options).await
-                    } else {
-                        notifications::run(options).await
+                    match options.scenario {
+                        cli::Scenario::Rpc => rpc::run(options).await,
+                        cli::Scenario::Storm => storm::run(options).await,
+                        _ => notifications::run(options).await,
                     }
                 } => done,
                 signal = interrupted() => {

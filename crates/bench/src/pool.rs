@@ -189,6 +189,37 @@ impl Pool {
         Ok(all)
     }
 
+    /// `storm`: sends [`Command::Restart`] and waits until every worker
+    /// has taken it.
+    pub async fn restart(&mut self, offsets: Vec<u64>, within: Duration) -> anyhow::Result<()> {
+        self.broadcast(&Command::Restart { offsets }).await?;
+        let deadline = Instant::now() + within;
+        for worker in &mut self.workers {
+            match next_report(worker, deadline).await? {
+                Report::Armed => {}
+                other => bail!("worker {}: expected `armed`, got {other:?}", worker.pid),
+            }
+        }
+        Ok(())
+    }
+
+    /// `storm`: what every worker's clients did so far.
+    pub async fn storm_results(
+        &mut self,
+        within: Duration,
+    ) -> anyhow::Result<Vec<crate::storm_client::Results>> {
+        self.broadcast(&Command::Report).await?;
+        let deadline = Instant::now() + within;
+        let mut all = Vec::new();
+        for worker in &mut self.workers {
+            match next_report(worker, deadline).await? {
+                Report::Storm(results) => all.push(results),
+                other => bail!("worker {}: expected `storm`, got {other:?}", worker.pid),
+            }
+        }
+        Ok(all)
+    }
+
     /// CPU time used by all workers so far, seconds.
     pub fn cpu_seconds(&self) -> f64 {
         self.workers

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -31,6 +31,10 @@ pub struct Plan {
     pub every: Duration,
     /// Channels the events cycle over.
     pub channels: usize,
+    /// When given, the highest offset acknowledged so far per channel
+    /// (read from the answers; `storm` only, events cycling over channels
+    /// by number).
+    pub offsets: Option<Arc<Vec<AtomicU64>>>,
 }
 
 /// What was published.
@@ -81,12 +85,32 @@ pub async fn run(plan: Plan, stop: Arc<AtomicBool>) -> Published {
         let body = batch(&plan, seq, count, sent);
         seq += count;
         match http.post_json(&url, &plan.app.api_key, body).await {
-            Ok((200, _)) => published.batches.push((sent, count)),
+            Ok((200, answer)) => {
+                published.batches.push((sent, count));
+                if let Some(offsets) = &plan.offsets {
+                    note_offsets(offsets, &answer, seq - count, plan.channels);
+                }
+            }
             Ok((status, text)) => fail(&mut published, format!("{status}: {}", text.trim())),
             Err(e) => fail(&mut published, e.to_string()),
         }
     }
     published
+}
+
+/// Raises each channel's highest offset to those of a batch's answer (an
+/// array of `{"epoch", "offset"}`, event `first + i` on channel
+/// `(first + i) % channels`).
+fn note_offsets(offsets: &[AtomicU64], answer: &str, first: u64, channels: usize) {
+    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(answer) else {
+        return;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let channel = (first as usize + i) % channels.max(1);
+        if let (Some(offset), Some(slot)) = (item["offset"].as_u64(), offsets.get(channel)) {
+            slot.fetch_max(offset, Ordering::Relaxed);
+        }
+    }
 }
 
 fn fail(published: &mut Published, reason: String) {
@@ -108,4 +132,24 @@ fn batch(plan: &Plan, first: u64, count: u64, sent: u64) -> Vec<u8> {
         })
         .collect();
     serde_json::to_vec(&events).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_the_highest_offset_of_each_channel() {
+        let offsets: Vec<AtomicU64> = (0..2).map(|_| AtomicU64::new(0)).collect();
+        // Events 3, 4, 5: channels 1, 0, 1.
+        let answer =
+            r#"[{"epoch":"e","offset":7},{"epoch":"e","offset":4},{"epoch":"e","offset":8}]"#;
+        note_offsets(&offsets, answer, 3, 2);
+        assert_eq!(offsets[0].load(Ordering::Relaxed), 4);
+        assert_eq!(offsets[1].load(Ordering::Relaxed), 8);
+        // An older answer never lowers them; a refusal's body is ignored.
+        note_offsets(&offsets, r#"[{"epoch":"e","offset":2}]"#, 0, 2);
+        note_offsets(&offsets, r#"{"error":"rate_limited"}"#, 0, 2);
+        assert_eq!(offsets[0].load(Ordering::Relaxed), 4);
+    }
 }

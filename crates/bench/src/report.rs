@@ -14,6 +14,20 @@ pub struct Memory {
     pub rss_connected: u64,
     /// `(connected - baseline) / connections`, bytes.
     pub rss_per_connection: f64,
+    /// `connected / connections`, bytes: everything the gateway processes
+    /// hold, their own start-up memory included.
+    pub rss_total_per_connection: f64,
+}
+
+/// One gateway process once every connection settled.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeFigures {
+    /// Resident memory, bytes.
+    pub rss: u64,
+    /// Files it holds open (client sockets, listeners, Redis).
+    pub open_files: u64,
+    /// Its open-file limit.
+    pub open_files_limit: u64,
 }
 
 /// Latencies in milliseconds.
@@ -162,6 +176,8 @@ pub struct Summary {
     pub phases: Option<Vec<Phase>>,
     /// The held sockets of the idle-abuse scenario.
     pub held: Option<Vec<Held>>,
+    /// Each node, in order (node 0 first).
+    pub node_figures: Vec<NodeFigures>,
     /// The gateway was alive and ready at the end.
     pub gateway_ok: bool,
 }
@@ -231,8 +247,18 @@ fn table(s: &Summary) -> String {
                 s.memory.rss_per_connection / 1024.0
             ),
         ),
+        (
+            "RSS over connections",
+            format!(
+                "{:.0} B (all the gateways' RSS, not less their start)",
+                s.memory.rss_total_per_connection
+            ),
+        ),
         ("gateway RSS peak", mib(s.rss_peak)),
     ];
+    if s.node_figures.len() > 1 {
+        rows.push(("per node", node_row(&s.node_figures)));
+    }
     if let Some(load) = &s.load {
         rows.extend(load_rows(load));
     }
@@ -248,6 +274,23 @@ fn table(s: &Summary) -> String {
         .map(|(k, v)| format!("  {k:<width$}  {v}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Each node's RSS and open files: `node: RSS, files/limit`.
+fn node_row(nodes: &[NodeFigures]) -> String {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "{i}: {}, {}/{} files",
+                mib(n.rss),
+                n.open_files,
+                n.open_files_limit
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn phase_rows(phases: &[Phase]) -> Vec<(&'static str, String)> {

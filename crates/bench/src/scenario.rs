@@ -18,7 +18,7 @@ use crate::histogram::Histogram;
 use crate::idle_abuse;
 use crate::pool::{self, Connected, Pool};
 use crate::publisher::{self, Published};
-use crate::report::{Held, Latency, Load, Memory, Phase, Summary};
+use crate::report::{Held, Latency, Load, Memory, NodeFigures, Phase, Summary};
 use crate::wire::{AppSpec, Command, Plan, Results, unix_nanos};
 use crate::workload;
 
@@ -80,7 +80,11 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::R
         hold: None,
         devices: None,
         channels: options.channels,
+        storm: None,
     };
+    if options.nodes > 1 {
+        crate::plan::check(options)?;
+    }
     let workers = options.worker_count();
     let mut plans = pool::split(&plan, workers);
     for (i, part) in plans.iter_mut().enumerate() {
@@ -98,6 +102,7 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::R
     );
     sleep(options.settle).await;
     let rss_connected = gateway.rss()?;
+    let nodes = node_figures(gateway)?;
     let loaded = load_phases(options, app, gateway, &mut pool, &plan).await?;
     let results = pool.results(Duration::from_secs(30)).await?;
     pool.exit().await;
@@ -105,6 +110,7 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::R
         rss_baseline,
         rss_connected,
         rss_per_connection: per_connection(rss_baseline, rss_connected, connected.connected),
+        rss_total_per_connection: per_connection(0, rss_connected, connected.connected),
     };
     Ok(Summary {
         scenario: options.scenario,
@@ -131,8 +137,24 @@ async fn measure(options: &Options, app: &AppSpec, gateway: &Fleet) -> anyhow::R
             .map(|w| load(options, &w, connected, &results)),
         phases: loaded.phases,
         held: loaded.held,
+        node_figures: nodes,
         gateway_ok: gateway.ready().await,
     })
+}
+
+/// Each node's RSS and open files once every connection has settled.
+fn node_figures(gateway: &Fleet) -> anyhow::Result<Vec<NodeFigures>> {
+    let rss = gateway.rss_per_node()?;
+    let files = gateway.open_files()?;
+    Ok(rss
+        .into_iter()
+        .zip(files)
+        .map(|(rss, (open_files, open_files_limit))| NodeFigures {
+            rss,
+            open_files,
+            open_files_limit,
+        })
+        .collect())
 }
 
 /// What the load part of a scenario measured.
@@ -157,6 +179,7 @@ async fn load_phases(
         | Scenario::Postgres
         | Scenario::NotifyBytes
         | Scenario::Notifications
+        | Scenario::Storm
         | Scenario::Devices => Loaded::default(),
         Scenario::Broadcast | Scenario::Filtered => Loaded {
             window: Some(publish_window(options, app, gateway, pool).await?),
@@ -208,6 +231,7 @@ pub(crate) async fn start_publishing(
         rate: options.event_rate(),
         every: options.publish_every,
         channels: options.channels,
+        offsets: None,
     };
     let publishing = tokio::spawn(publisher::run(plan, stop.clone()));
     eprintln!(

@@ -77,6 +77,10 @@ pub struct Plan {
     /// Subscribers are spread over this many channels (`--channels`).
     #[serde(default = "one")]
     pub channels: usize,
+    /// Instead of plain subscribers, clients that reconnect at once when
+    /// their connection ends and resume with `since` (`--scenario storm`).
+    #[serde(default)]
+    pub storm: Option<crate::storm_client::Share>,
 }
 
 fn one() -> usize {
@@ -89,16 +93,36 @@ impl Plan {
     /// Explicit ports keep `bind` O(1): with port 0 the kernel scans every
     /// port bound on the address, which made connecting quadratic.
     pub fn source(&self, index: usize) -> SocketAddrV4 {
+        self.source_of(index, 0)
+    }
+
+    /// [`Plan::source`] for the `attempt`-th connection of `index` (0: the
+    /// first): odd attempts take the port `per_source` above, so a
+    /// reconnection never needs the 4-tuple its previous connection may
+    /// still hold in TIME_WAIT on either side.
+    pub fn source_of(&self, index: usize, attempt: u64) -> SocketAddrV4 {
         let per_source = self.per_source.clamp(1, MAX_PER_SOURCE);
-        let host = (2 + index / per_source).min(254);
-        let port = FIRST_SOURCE_PORT + (index % per_source) as u16;
-        SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, host as u8), port)
+        let host = (FIRST_SOURCE_HOST + index / per_source).min(LAST_SOURCE_HOST);
+        let half = if attempt % 2 == 1 { per_source } else { 0 };
+        let port = usize::from(FIRST_SOURCE_PORT) + index % per_source + half;
+        SocketAddrV4::new(
+            Ipv4Addr::new(127, 0, 0, host as u8),
+            u16::try_from(port).unwrap_or(u16::MAX),
+        )
     }
 }
 
+/// The first client source address is 127.0.0.2 (.1 is the servers').
+pub const FIRST_SOURCE_HOST: usize = 2;
+/// The last client source address, 127.0.0.254: connections past
+/// `(LAST - FIRST + 1) * per_source` would share sources (the bench
+/// refuses such a run, see `plan::check`).
+pub const LAST_SOURCE_HOST: usize = 254;
+
 /// First client source port: below the ephemeral range (32768 and up).
 pub const FIRST_SOURCE_PORT: u16 = 10_000;
-/// Most sockets per source address (ports 10000..30000).
+/// Most sockets per source address (ports 10000..30000; a reconnection's
+/// port is up to this above, so ports stay under 50,000).
 pub const MAX_PER_SOURCE: usize = 20_000;
 
 /// Parent to worker.
@@ -114,6 +138,14 @@ pub enum Command {
     },
     /// Send a [`Report::Result`].
     Report,
+    /// `storm`: the gateway holding the clients is gone and about to be
+    /// started again; a client is caught up once it has seen every offset
+    /// of its channel up to `offsets[channel]` (what node 0 had
+    /// acknowledged by then). Answered by [`Report::Armed`].
+    Restart {
+        /// The highest offset acknowledged so far, per channel.
+        offsets: Vec<u64>,
+    },
     /// Close everything and exit.
     Exit,
 }
@@ -139,6 +171,10 @@ pub enum Report {
     Held(HeldResults),
     /// What a worker's MQTT devices sent and had acknowledged.
     Devices(crate::device_load::Results),
+    /// `storm`: the [`Command::Restart`] was taken.
+    Armed,
+    /// `storm`: what the reconnecting clients did.
+    Storm(crate::storm_client::Results),
 }
 
 /// What one worker's held sockets saw (`--scenario idle-abuse`).
@@ -221,10 +257,14 @@ mod tests {
             hold: None,
             devices: None,
             channels: 1,
+            storm: None,
         };
         assert_eq!(plan.source(0).to_string(), "127.0.0.2:10000");
         assert_eq!(plan.source(9_999).to_string(), "127.0.0.2:19999");
         assert_eq!(plan.source(10_000).to_string(), "127.0.0.3:10000");
+        assert_eq!(plan.source_of(10_000, 1).to_string(), "127.0.0.3:20000");
+        assert_eq!(plan.source_of(10_000, 2).to_string(), "127.0.0.3:10000");
+        assert_eq!(plan.source_of(29_999, 3).to_string(), "127.0.0.4:29999");
     }
 
     #[test]

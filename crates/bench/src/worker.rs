@@ -101,6 +101,9 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     if let Some(share) = plan.devices {
         return crate::device_load::run(plan, share).await;
     }
+    if let Some(share) = plan.storm {
+        return crate::storm_client::run(plan, share).await;
+    }
     let counters = Arc::new(Counters::default());
     let lifetime = sleep(plan.lifetime);
     tokio::pin!(lifetime);
@@ -131,6 +134,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
                     }
                     Command::Report => send(&Report::Result(counters.results()))?,
                     Command::Exit => return Ok(()),
+                    Command::Restart { .. } => send(&Report::Armed)?,
                 }
             }
         }
@@ -171,6 +175,7 @@ async fn answer_reports(lifetime: Duration, report: impl Fn() -> Report) -> anyh
                 None | Some(Command::Exit) => return Ok(()),
                 Some(Command::Report) => send(&report())?,
                 Some(Command::Window { .. }) => {}
+                Some(Command::Restart { .. }) => send(&Report::Armed)?,
             },
         }
     }

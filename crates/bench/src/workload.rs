@@ -20,7 +20,9 @@ pub fn filters(scenario: Scenario, index: usize) -> Value {
         | Scenario::Devices => {
             json!({"*": {}})
         }
-        Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => json!({KIND: {}}),
+        Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse | Scenario::Storm => {
+            json!({KIND: {}})
+        }
         Scenario::Filtered => json!({KIND: {"borne": borne(index)}}),
     }
 }
@@ -44,11 +46,37 @@ pub fn subscribe_on(
     channels: usize,
 ) -> String {
     let channel = channel(app, index, channels);
-    let claims = json!({"app_id": app.app, "channel": channel,
+    let token = token_on(app, scenario, index, exp, channels);
+    subscribe_since(app, &channel, &token, None)
+}
+
+/// The signed subscription token of connection `index` (see [`subscribe_on`]).
+pub fn token_on(
+    app: &AppSpec,
+    scenario: Scenario,
+    index: usize,
+    exp: u64,
+    channels: usize,
+) -> String {
+    let claims = json!({"app_id": app.app, "channel": channel(app, index, channels),
                         "filters": filters(scenario, index), "exp": exp});
-    let token = chouquette_core::token::sign(&claims, app.secret.as_bytes());
+    chouquette_core::token::sign(&claims, app.secret.as_bytes())
+}
+
+/// A subscribe message to `channel` with `token`, resuming after `since`
+/// (the epoch and the last offset the client saw) when given.
+pub fn subscribe_since(
+    app: &AppSpec,
+    channel: &str,
+    token: &str,
+    since: Option<(&str, u64)>,
+) -> String {
+    let mut entry = json!({"filters": token});
+    if let Some((epoch, offset)) = since {
+        entry["since"] = json!({"epoch": epoch, "offset": offset});
+    }
     json!({"class": "subscribe", "app_id": app.app, "uuid": "s",
-           "channels": {&channel: {"filters": token}}})
+           "channels": {channel: entry}})
     .to_string()
 }
 
@@ -86,7 +114,8 @@ pub fn event_on(
         | Scenario::Devices
         | Scenario::Broadcast
         | Scenario::Abuse
-        | Scenario::IdleAbuse => {
+        | Scenario::IdleAbuse
+        | Scenario::Storm => {
             vec![format!("seq:{seq}")]
         }
     };
@@ -102,7 +131,7 @@ pub fn event_on(
 /// connections are subscribed.
 pub fn fan_out(scenario: Scenario, connected: usize, planned: usize, channels: usize) -> f64 {
     match scenario {
-        Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse => {
+        Scenario::Broadcast | Scenario::Abuse | Scenario::IdleAbuse | Scenario::Storm => {
             connected as f64 / channels.max(1) as f64
         }
         Scenario::Filtered => connected as f64 / planned.max(1) as f64,
@@ -117,4 +146,25 @@ pub fn fan_out(scenario: Scenario, connected: usize, planned: usize, channels: u
 
 fn borne(index: usize) -> String {
     format!("B{index}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_names_epoch_and_offset() {
+        let app = AppSpec::fresh("bornes");
+        let fresh: Value =
+            serde_json::from_str(&subscribe_since(&app, "bornes", "t", None)).expect("json");
+        assert_eq!(fresh["channels"]["bornes"]["filters"], "t");
+        assert!(fresh["channels"]["bornes"].get("since").is_none());
+        let resume: Value =
+            serde_json::from_str(&subscribe_since(&app, "bornes", "t", Some(("e1", 41))))
+                .expect("json");
+        assert_eq!(
+            resume["channels"]["bornes"]["since"],
+            json!({"epoch": "e1", "offset": 41})
+        );
+    }
 }
