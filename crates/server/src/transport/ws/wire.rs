@@ -86,21 +86,33 @@ impl WsWire {
     /// into halves, its write half shared with the fan-out; anything else
     /// (TLS) is served through its generic I/O. `limit` bounds a message.
     pub(crate) fn new(upgraded: Upgraded, limit: usize) -> WsWire {
-        let (reader, writer, unread, place) = match upgraded.downcast::<TokioIo<Held<TcpStream>>>()
-        {
+        match upgraded.downcast::<TokioIo<Held<TcpStream>>>() {
             Ok(parts) => {
                 let (tcp, ahead, place) = parts.io.into_inner().into_parts();
-                let (read, write) = tcp.into_split();
-                let writer = Writer::Tcp(Arc::new(TcpSocket::new(write)));
-                let unread = joined(parts.read_buf, ahead);
-                (Reader::Tcp(read), writer, unread, Some(place))
+                WsWire::tcp(tcp, joined(parts.read_buf, ahead), Some(place), limit)
             }
             Err(upgraded) => {
                 let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-                let unread = Bytes::new();
-                (Reader::Stream(read), Writer::Stream(write), unread, None)
+                let reader = Reader::Stream(read);
+                WsWire::with(reader, Writer::Stream(write), Bytes::new(), None, limit)
             }
-        };
+        }
+    }
+
+    /// A plain TCP connection whose first bytes are `unread`.
+    fn tcp(tcp: TcpStream, unread: Bytes, place: Option<Place>, limit: usize) -> WsWire {
+        let (read, write) = tcp.into_split();
+        let writer = Writer::Tcp(Arc::new(TcpSocket::new(write)));
+        WsWire::with(Reader::Tcp(read), writer, unread, place, limit)
+    }
+
+    fn with(
+        reader: Reader,
+        writer: Writer,
+        unread: Bytes,
+        place: Option<Place>,
+        limit: usize,
+    ) -> WsWire {
         WsWire {
             reader,
             writer,
@@ -315,5 +327,110 @@ mod tests {
     fn bytes_read_ahead_come_first() {
         assert_eq!(joined(Bytes::from_static(b"ab"), b"cd".to_vec()), "abcd");
         assert_eq!(joined(Bytes::from_static(b"ab"), Vec::new()), "ab");
+    }
+
+    /// A masked client frame.
+    fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() <= 125);
+        let mask = [0x5a, 0x01, 0xc3, 0x7e];
+        let mut out = vec![b0, 0x80 | payload.len() as u8];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    /// A wire on the server side of a loopback pair whose first bytes are
+    /// `unread`, and the client's side.
+    async fn connected(unread: &'static [u8]) -> (WsWire, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let wire = WsWire::tcp(server, Bytes::from_static(unread), None, 1024);
+        (wire, client)
+    }
+
+    /// Everything the client reads until the server's FIN.
+    async fn read_all(client: &mut TcpStream) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut all))
+            .await
+            .expect("FIN within 10 s")
+            .expect("read");
+        all
+    }
+
+    #[tokio::test]
+    async fn a_dropped_recv_loses_nothing_and_a_close_is_echoed() {
+        use tokio::io::AsyncWriteExt;
+        // A ping that came with the upgrade request, before any read.
+        let (mut wire, mut client) = connected(&[0x89, 0x80, 1, 2, 3, 4]).await;
+        assert!(matches!(wire.recv().await, Inbound::Ping(p) if p.is_empty()));
+
+        let mut bytes = client_frame(0x01, b"hel");
+        bytes.extend(client_frame(0x89, b"p"));
+        bytes.extend(client_frame(0x80, b"lo"));
+        bytes.extend(client_frame(0x88, &[0x03, 0xe8]));
+        // Half of it, then recv is dropped (as the driver's select! does
+        // when another branch wins) while waiting for the rest.
+        let (first, second) = bytes.split_at(9);
+        client.write_all(first).await.expect("write");
+        let waited = tokio::time::timeout(Duration::from_millis(100), wire.recv()).await;
+        assert!(waited.is_err(), "nothing whole yet");
+        client.write_all(second).await.expect("write");
+        assert!(matches!(wire.recv().await, Inbound::Ping(p) if p == "p"));
+        assert!(matches!(wire.recv().await, Inbound::Text(t) if t == "hello"));
+        assert!(matches!(wire.recv().await, Inbound::Closed));
+
+        // The driver's goodbye for a client that closed: its code echoed.
+        let mut last = vec![Bytes::from_static(b"{}")];
+        let goodbye = Goodbye {
+            last: &mut last,
+            cursor: "",
+            close: None,
+        };
+        wire.close(goodbye).await.expect("close");
+        assert_eq!(
+            read_all(&mut client).await,
+            [0x81, 2, b'{', b'}', 0x88, 2, 0x03, 0xe8]
+        );
+    }
+
+    #[tokio::test]
+    async fn pings_pongs_and_a_protocol_failure_closed_with_1002() {
+        use tokio::io::AsyncWriteExt;
+        let (mut wire, mut client) = connected(b"").await;
+        client
+            .write_all(&client_frame(0x8A, b"x"))
+            .await
+            .expect("write");
+        assert!(matches!(wire.recv().await, Inbound::Heard));
+        wire.ping().await.expect("ping");
+        wire.pong(Bytes::from_static(b"ab")).await.expect("pong");
+        // An unmasked frame: gone for the driver, then closed with 1002.
+        client
+            .write_all(&[0x81, 0x02, b'h', b'i'])
+            .await
+            .expect("write");
+        assert!(matches!(wire.recv().await, Inbound::Gone));
+        wire.fail().await;
+        assert_eq!(
+            read_all(&mut client).await,
+            [0x89, 0, 0x8A, 2, b'a', b'b', 0x88, 2, 0x03, 0xea]
+        );
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_is_too_large_for_the_driver() {
+        use tokio::io::AsyncWriteExt;
+        let (mut wire, mut client) = connected(b"").await;
+        // 2,000 bytes announced, over the 1,024 of the wire: refused at
+        // the header.
+        let head = [0x81, 0xfe, 0x07, 0xd0, 1, 2, 3, 4];
+        client.write_all(&head).await.expect("write");
+        assert!(matches!(wire.recv().await, Inbound::TooLarge));
     }
 }
