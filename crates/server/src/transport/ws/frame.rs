@@ -434,11 +434,8 @@ mod tests {
         let mut events = Vec::new();
         for piece in bytes.chunks(step.max(1)) {
             let mut input = piece;
-            loop {
-                match decoder.decode(&mut input)? {
-                    Some(event) => events.push(event),
-                    None => break,
-                }
+            while let Some(event) = decoder.decode(&mut input)? {
+                events.push(event);
             }
             assert!(input.is_empty(), "a piece not taken whole");
         }
