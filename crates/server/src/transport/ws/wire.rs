@@ -434,3 +434,86 @@ mod tests {
         assert!(matches!(wire.recv().await, Inbound::TooLarge));
     }
 }
+
+#[cfg(test)]
+mod upgrade_tests {
+    use std::sync::Mutex;
+
+    use axum::http::{Request, Response, StatusCode};
+    use hyper::body::Incoming;
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// What the server saw of the upgraded connection.
+    type Seen = (bool, Option<String>);
+
+    /// A hyper HTTP/1 server over the accept loop's `Held<TcpStream>`
+    /// (as `accept/connection.rs` serves it), whose one request is
+    /// upgraded into a [`WsWire`]; reports whether it has a direct socket
+    /// and the first text it hears.
+    async fn serve_one(listener: tokio::net::TcpListener, seen: oneshot::Sender<Seen>) {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let place: Place = Arc::new(Mutex::new(None));
+        // Bytes read ahead (as after a PROXY header) come first.
+        let ahead = b"GET / HTTP/1.1\r\n".to_vec();
+        let io = Held::new(tcp, ahead, place);
+        let seen = Mutex::new(Some(seen));
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            let on_upgrade = hyper::upgrade::on(&mut request);
+            let seen = seen.lock().ok().and_then(|mut s| s.take());
+            tokio::spawn(async move {
+                let upgraded = on_upgrade.await.expect("upgraded");
+                let mut wire = WsWire::new(upgraded, 1024);
+                let direct = wire.direct().is_some();
+                let text = match wire.recv().await {
+                    Inbound::Text(text) => Some(text),
+                    _ => None,
+                };
+                if let Some(seen) = seen {
+                    let _ = seen.send((direct, text));
+                }
+            });
+            let mut response = Response::new(http_body_util::Empty::<Bytes>::new());
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.insert("upgrade", "websocket".parse().expect("value"));
+            headers.insert("connection", "upgrade".parse().expect("value"));
+            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades()
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_plain_tcp_upgrade_gets_a_direct_socket_and_keeps_early_bytes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(serve_one(listener, tx));
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        // The request (its first line came "ahead"), and a frame in the
+        // same write: hyper reads it with the request, and hands it over
+        // in the upgrade's `read_buf`.
+        let mut bytes = b"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec();
+        let mask = [7, 7, 7, 7];
+        bytes.extend_from_slice(&[0x81, 0x85]);
+        bytes.extend_from_slice(&mask);
+        bytes.extend(b"early".iter().map(|b| b ^ 7));
+        client.write_all(&bytes).await.expect("write");
+        let (direct, text) = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("upgraded within 10 s")
+            .expect("reported");
+        assert!(
+            direct,
+            "plain TCP is taken out of hyper with a direct socket"
+        );
+        assert_eq!(text.as_deref(), Some("early"));
+    }
+}
