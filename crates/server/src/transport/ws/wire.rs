@@ -223,10 +223,16 @@ impl WsWire {
     }
 }
 
-/// `first` then `then`, without a copy when `then` is empty.
+/// `first` then `then`, without a copy when `then` is empty. Nothing at
+/// all is a fresh empty `Bytes`: an empty slice of hyper's read buffer
+/// would keep that whole buffer (kilobytes) for the connection's life.
 fn joined(first: Bytes, then: Vec<u8>) -> Bytes {
     if then.is_empty() {
-        return first;
+        return if first.is_empty() {
+            Bytes::new()
+        } else {
+            first
+        };
     }
     let mut all = Vec::with_capacity(first.len() + then.len());
     all.extend_from_slice(&first);
@@ -327,6 +333,16 @@ mod tests {
     fn bytes_read_ahead_come_first() {
         assert_eq!(joined(Bytes::from_static(b"ab"), b"cd".to_vec()), "abcd");
         assert_eq!(joined(Bytes::from_static(b"ab"), Vec::new()), "ab");
+        // An empty view of a large buffer is not kept: its storage goes.
+        let mut big = bytes::BytesMut::with_capacity(8192);
+        big.extend_from_slice(b"request");
+        let _request = big.split_to(7);
+        let empty_view = big.freeze();
+        let view_at = empty_view.as_ptr();
+        assert!(empty_view.is_empty());
+        let kept = joined(empty_view, Vec::new());
+        assert!(kept.is_empty());
+        assert_ne!(kept.as_ptr(), view_at, "a fresh empty Bytes, not the view");
     }
 
     /// A masked client frame.
