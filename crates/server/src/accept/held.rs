@@ -1,7 +1,8 @@
 //! A client socket as the rest of the stack sees it: bytes read ahead while
 //! looking for a PROXY header are given back first, and the connection's
 //! place in the per-address count lives exactly as long as the socket (past
-//! an upgrade too, since the upgraded WebSocket owns this stream).
+//! an upgrade too: the upgraded WebSocket owns this stream, or, on plain
+//! TCP, takes it apart with [`Held::into_parts`] and keeps the place).
 
 use std::io;
 use std::net::IpAddr;
@@ -22,7 +23,7 @@ pub struct Held<S> {
     inner: S,
     ahead: Vec<u8>,
     read: usize,
-    _place: Place,
+    place: Place,
 }
 
 impl<S> Held<S> {
@@ -32,8 +33,17 @@ impl<S> Held<S> {
             inner,
             ahead,
             read: 0,
-            _place: place,
+            place,
         }
+    }
+
+    /// The stream, the read-ahead bytes not yet read from it (they come
+    /// before anything the stream reads), and the connection's place,
+    /// which the caller keeps as long as it keeps the stream.
+    pub fn into_parts(self) -> (S, Vec<u8>, Place) {
+        let mut ahead = self.ahead;
+        ahead.drain(..self.read.min(ahead.len()));
+        (self.inner, ahead, self.place)
     }
 }
 

@@ -22,7 +22,7 @@
 
 mod client_address;
 mod connection;
-mod held;
+pub(crate) mod held;
 pub mod proxy_protocol;
 
 use std::net::{IpAddr, SocketAddr};
