@@ -245,9 +245,8 @@ impl Hub {
         match pushed {
             Pushed::Queued => return true,
             Pushed::Written => {
-                self.telemetry.messages_out(1);
-                self.telemetry
-                    .written(std::time::Instant::now(), std::slice::from_ref(&received));
+                let now = std::time::Instant::now();
+                self.telemetry.written_direct(now, received);
                 return true;
             }
             Pushed::Duplicate => self.telemetry.dropped(DropReason::Duplicate, 1),

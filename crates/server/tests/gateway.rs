@@ -41,6 +41,8 @@ mod device_state;
 
 #[path = "gateway/devices.rs"]
 mod devices;
+#[path = "gateway/direct.rs"]
+mod direct;
 #[path = "gateway/edge.rs"]
 mod edge;
 #[path = "gateway/events.rs"]

@@ -53,6 +53,7 @@ pub struct Telemetry {
     publications: AtomicU64,
     queued: AtomicU64,
     messages_out: AtomicU64,
+    direct: AtomicU64,
     slow_consumers: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     closes: [AtomicU64; CloseReason::ALL.len()],
@@ -192,6 +193,14 @@ impl Telemetry {
     /// Messages written to clients (any class).
     pub fn messages_out(&self, n: usize) {
         self.messages_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// An event frame was written by the fan-out straight into a socket,
+    /// at `now`; its publication reached the node at `received`.
+    pub fn written_direct(&self, now: Instant, received: Instant) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.direct.fetch_add(1, Ordering::Relaxed);
+        self.written(now, std::slice::from_ref(&received));
     }
 
     /// A connection's outbox overflowed.

@@ -36,6 +36,10 @@ const MESSAGES_OUT: Family = Family::counter(
     "chouquette_messages_out_total",
     "Messages written to clients.",
 );
+const DIRECT: Family = Family::counter(
+    "chouquette_deliveries_direct_total",
+    "Event frames the fan-out wrote straight into an idle WebSocket.",
+);
 const SLOW_CONSUMERS: Family = Family::counter(
     "chouquette_slow_consumer_drops_total",
     "Outbox overflows: the connection was closed and must resume.",
@@ -139,6 +143,7 @@ impl Telemetry {
         PUBLISH_REJECTED.render_value(out, load(&self.publish_rejected));
         QUEUED.render_value(out, load(&self.queued));
         MESSAGES_OUT.render_value(out, load(&self.messages_out));
+        DIRECT.render_value(out, load(&self.direct));
         SLOW_CONSUMERS.render_value(out, load(&self.slow_consumers));
         let mut errors = ERRORS.render(out);
         for code in ErrorCode::ALL {
@@ -251,6 +256,7 @@ mod tests {
             ("chouquette_publish_rejected_total", "counter"),
             ("chouquette_deliveries_queued_total", "counter"),
             ("chouquette_messages_out_total", "counter"),
+            ("chouquette_deliveries_direct_total", "counter"),
             ("chouquette_slow_consumer_drops_total", "counter"),
             ("chouquette_errors_total", "counter"),
             ("chouquette_closes_total", "counter"),

@@ -40,6 +40,9 @@ pub struct Stats {
     pub deliveries_queued_total: u64,
     /// Messages written to clients.
     pub messages_out_total: u64,
+    /// Of the event frames, those the fan-out wrote straight into an idle
+    /// WebSocket (no queue, no wake-up of the connection's task).
+    pub deliveries_direct_total: u64,
     /// Frames not written, by reason.
     pub drops: BTreeMap<&'static str, u64>,
     /// Connections closed by the gateway, by reason.
@@ -71,6 +74,7 @@ impl Telemetry {
             publish_rejected_total: load(&self.publish_rejected),
             deliveries_queued_total: load(&self.queued),
             messages_out_total: load(&self.messages_out),
+            deliveries_direct_total: load(&self.direct),
             drops: DropReason::ALL
                 .iter()
                 .zip(&self.drops)

@@ -78,7 +78,7 @@ pub(crate) enum Inbound<T> {
     /// A sign of life with nothing to handle (a pong).
     Heard,
     /// A ping, to answer with a pong carrying its payload.
-    Ping(Bytes),
+    Ping(Box<[u8]>),
     /// The client said it closes: answer, completing the handshake.
     Closed,
     /// A message over the size limit.
@@ -129,7 +129,7 @@ pub(crate) trait Wire {
     async fn ping(&mut self) -> Result<(), Gone>;
 
     /// Answers a client's ping ([`Inbound::Ping`]).
-    async fn pong(&mut self, _payload: Bytes) -> Result<(), Gone> {
+    async fn pong(&mut self, _payload: Box<[u8]>) -> Result<(), Gone> {
         Ok(())
     }
 
@@ -489,9 +489,10 @@ impl<W: Wire> Driver<'_, W> {
             Inbound::TooLarge => return Err(End::TooLarge),
             Inbound::Heard => Verdict::Continue,
             Inbound::Ping(payload) => {
-                return match timeout(self.shared.settings.write_timeout, self.wire.pong(payload))
-                    .await
-                {
+                // Boxed: client pings are rare, and inline the pong's
+                // future would sit in every idle connection's task.
+                let pong = timeout(self.shared.settings.write_timeout, self.wire.pong(payload));
+                return match Box::pin(pong).await {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(Gone)) => Err(End::Gone),
                     Err(_) => Err(End::SlowConsumer),

@@ -8,8 +8,6 @@
 //! frame) while it arrives, and lets go of it when the message is handed
 //! over: an idle connection's decoder holds no allocation.
 
-use bytes::Bytes;
-
 /// Continuation of a fragmented message.
 const CONTINUATION: u8 = 0x0;
 /// A text frame.
@@ -81,7 +79,7 @@ pub(crate) enum Event {
     /// A binary message; its bytes are not kept (the protocol refuses it).
     Binary,
     /// A ping, with its payload for the pong.
-    Ping(Bytes),
+    Ping(Box<[u8]>),
     /// A pong.
     Pong,
     /// A close frame, with its status code if it carried one.
@@ -310,9 +308,9 @@ impl Decoder {
     /// A frame's payload is whole: the event it completes, if any.
     fn end_frame(&mut self, frame: Frame) -> Result<Option<Event>, Violation> {
         match frame.opcode {
-            PING => Ok(Some(Event::Ping(Bytes::from(std::mem::take(
-                &mut self.control,
-            ))))),
+            PING => Ok(Some(Event::Ping(
+                std::mem::take(&mut self.control).into_boxed_slice(),
+            ))),
             PONG => {
                 self.control = Vec::new();
                 Ok(Some(Event::Pong))
@@ -513,7 +511,7 @@ mod tests {
             events,
             vec![
                 Event::Text("one".into()),
-                Event::Ping(Bytes::from_static(b"hi")),
+                Event::Ping(Box::from(&b"hi"[..])),
                 Event::Pong,
                 Event::Binary,
                 Event::Close(Some(1000)),
@@ -532,7 +530,7 @@ mod tests {
             assert_eq!(
                 events,
                 vec![
-                    Event::Ping(Bytes::from_static(b"p")),
+                    Event::Ping(Box::from(&b"p"[..])),
                     Event::Text("hello there".into())
                 ],
                 "by {step}"

@@ -146,11 +146,12 @@ mod tests {
     /// (test profile: 1,952 bytes before the driver; 1,704 with it and
     /// tungstenite, not counting axum's wrapper around it; 1,640 for the
     /// whole spawned task, the wait for the upgrade included, since the
-    /// gateway frames WebSocket itself).
+    /// gateway frames WebSocket itself; 1,592 once a client ping is carried
+    /// boxed).
     #[test]
     fn the_connection_task_stays_small() {
         let size = output_size(&run);
         eprintln!("WebSocket connection task: {size} bytes");
-        assert!(size <= 1640, "{size} bytes");
+        assert!(size <= 1592, "{size} bytes");
     }
 }

@@ -291,7 +291,7 @@ impl Wire for WsWire {
         self.send(&[], Some((PING, &[]))).await
     }
 
-    async fn pong(&mut self, payload: Bytes) -> Result<(), Gone> {
+    async fn pong(&mut self, payload: Box<[u8]>) -> Result<(), Gone> {
         // The decoder refuses pings over 125 bytes: the pong is a control
         // frame too.
         self.send(&[], Some((PONG, &payload))).await
@@ -397,7 +397,7 @@ mod tests {
         let waited = tokio::time::timeout(Duration::from_millis(100), wire.recv()).await;
         assert!(waited.is_err(), "nothing whole yet");
         client.write_all(second).await.expect("write");
-        assert!(matches!(wire.recv().await, Inbound::Ping(p) if p == "p"));
+        assert!(matches!(wire.recv().await, Inbound::Ping(p) if &*p == b"p"));
         assert!(matches!(wire.recv().await, Inbound::Text(t) if t == "hello"));
         assert!(matches!(wire.recv().await, Inbound::Closed));
 
@@ -425,7 +425,7 @@ mod tests {
             .expect("write");
         assert!(matches!(wire.recv().await, Inbound::Heard));
         wire.ping().await.expect("ping");
-        wire.pong(Bytes::from_static(b"ab")).await.expect("pong");
+        wire.pong(Box::from(&b"ab"[..])).await.expect("pong");
         // An unmasked frame: gone for the driver, then closed with 1002.
         client
             .write_all(&[0x81, 0x02, b'h', b'i'])
