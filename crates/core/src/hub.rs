@@ -16,7 +16,7 @@ use chouquette_protocol::{ResetReason, server};
 
 use crate::connections::Registry;
 use crate::filter::Filter;
-use crate::index::FilterIndex;
+use crate::index::{Candidate, FilterIndex};
 use crate::lattice_feed::LatticeFeed;
 use crate::outbox::{Outbound, Outbox, Pushed};
 use crate::presence::Presence;
@@ -77,7 +77,7 @@ pub struct Hub {
 }
 
 thread_local! {
-    static CANDIDATES: RefCell<Vec<SubId>> = const { RefCell::new(Vec::new()) };
+    static CANDIDATES: RefCell<Vec<Candidate<SubId>>> = const { RefCell::new(Vec::new()) };
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -277,13 +277,14 @@ impl Hub {
             subs.index
                 .candidates(&publication.event_kind, &publication.keywords, candidates);
             let mut delivered = 0;
-            for id in candidates.iter() {
-                let Some(sub) = subs.subscribers.get(id) else {
+            for candidate in candidates.iter() {
+                let Some(sub) = subs.subscribers.get(&candidate.id) else {
                     continue;
                 };
-                if !sub
-                    .filter
-                    .matches(&publication.event_kind, &publication.keywords)
+                if candidate.unsure
+                    && !sub
+                        .filter
+                        .matches(&publication.event_kind, &publication.keywords)
                 {
                     continue;
                 }

@@ -7,17 +7,36 @@
 //! subscribers each filtered to their own charging point cost one hash lookup
 //! per keyword, not ten thousand filter checks. Candidates are then checked
 //! against their whole filter, so the index may over-approximate but never
-//! miss.
+//! miss; except those it knows match (filed as unconstrained, or under the
+//! one constraint their entry has), which the fan-out need not check again.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
 use crate::filter::{Entry, Filter, KindSelector};
 
+/// A filed subscription, and whether being found under its key is enough
+/// for its filter to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Filed<Id> {
+    id: Id,
+    sure: bool,
+}
+
+/// A candidate from [`FilterIndex::candidates`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Candidate<Id> {
+    /// The subscription.
+    pub id: Id,
+    /// Its filter may not match: check it. False when the index knows it
+    /// matches.
+    pub unsure: bool,
+}
+
 #[derive(Debug)]
 struct KindIndex<Id> {
-    unconstrained: Vec<Id>,
-    by_keyword: HashMap<Box<str>, Vec<Id>>,
+    unconstrained: Vec<Filed<Id>>,
+    by_keyword: HashMap<Box<str>, Vec<Filed<Id>>>,
 }
 
 impl<Id> Default for KindIndex<Id> {
@@ -62,8 +81,19 @@ fn index_keys(entry: &Entry) -> Option<Vec<String>> {
     )
 }
 
-fn remove_one<Id: PartialEq>(list: &mut Vec<Id>, id: &Id) {
-    if let Some(pos) = list.iter().position(|x| x == id) {
+/// Whether an event found under one of `entry`'s keys (or unconstrained)
+/// passes the entry: it has no other constraint, and its keyword splits
+/// back into the constraint's name (a name holding `:` would not).
+fn sure(entry: &Entry) -> bool {
+    match &*entry.constraints {
+        [] => true,
+        [only] => !only.name.contains(':'),
+        _ => false,
+    }
+}
+
+fn remove_one<Id: PartialEq>(list: &mut Vec<Filed<Id>>, id: &Id) {
+    if let Some(pos) = list.iter().position(|x| x.id == *id) {
         list.swap_remove(pos);
     }
 }
@@ -79,12 +109,16 @@ impl<Id: Copy + Eq + Hash + Ord> FilterIndex<Id> {
     /// Files `id` under every entry of `filter`.
     pub fn insert(&mut self, id: Id, filter: &Filter) {
         for entry in filter.entries() {
+            let filed = Filed {
+                id,
+                sure: sure(entry),
+            };
             let slot = self.kind_mut(&entry.kind);
             match index_keys(entry) {
-                None => slot.unconstrained.push(id),
+                None => slot.unconstrained.push(filed),
                 Some(keys) => {
                     for k in keys {
-                        slot.by_keyword.entry(k.into()).or_default().push(id);
+                        slot.by_keyword.entry(k.into()).or_default().push(filed);
                     }
                 }
             }
@@ -116,8 +150,9 @@ impl<Id: Copy + Eq + Hash + Ord> FilterIndex<Id> {
         }
     }
 
-    /// Appends to `out` every id whose filter may match the event, each once.
-    pub fn candidates(&self, kind: &str, keywords: &[Box<str>], out: &mut Vec<Id>) {
+    /// Appends to `out` every id whose filter may match the event, each
+    /// once, saying whether its filter must still be checked.
+    pub fn candidates(&self, kind: &str, keywords: &[Box<str>], out: &mut Vec<Candidate<Id>>) {
         let start = out.len();
         let mut lists = 0usize;
         let named = self.named.get(kind);
@@ -127,15 +162,19 @@ impl<Id: Copy + Eq + Hash + Ord> FilterIndex<Id> {
             {
                 if !list.is_empty() {
                     lists += 1;
-                    out.extend_from_slice(list);
+                    out.extend(list.iter().map(|f| Candidate {
+                        id: f.id,
+                        unsure: !f.sure,
+                    }));
                 }
             }
         }
-        // An id appears at most once per list; only several lists can repeat it.
+        // An id appears at most once per list; only several lists can
+        // repeat it. Sorted, its sure finding comes first and is kept.
         if lists > 1 {
             out[start..].sort_unstable();
             let mut tail = out.split_off(start);
-            tail.dedup();
+            tail.dedup_by_key(|c| c.id);
             out.extend(tail);
         }
     }
@@ -164,9 +203,21 @@ mod tests {
     ) -> Vec<u32> {
         let mut out = Vec::new();
         index.candidates(kind, keywords, &mut out);
-        out.retain(|id| filters[*id as usize].matches(kind, keywords));
-        out.sort_unstable();
-        out
+        for c in &out {
+            // What the index says matches does.
+            let matches = filters[c.id as usize].matches(kind, keywords);
+            assert!(c.unsure || matches, "{c:?} does not match");
+        }
+        let mut found: Vec<u32> = out
+            .iter()
+            .filter(|c| !c.unsure || filters[c.id as usize].matches(kind, keywords))
+            .map(|c| c.id)
+            .collect();
+        found.sort_unstable();
+        let before = found.len();
+        found.dedup();
+        assert_eq!(found.len(), before, "each candidate once");
+        found
     }
 
     #[test]
@@ -204,7 +255,7 @@ mod tests {
 
     fn arb_filter() -> impl Strategy<Value = serde_json::Value> {
         let kinds = prop::sample::select(vec!["*", "a", "b"]);
-        let names = prop::sample::select(vec!["x", "y"]);
+        let names = prop::sample::select(vec!["x", "y", "x:1"]);
         let values = prop::collection::vec(prop::sample::select(vec!["1", "2", "3"]), 1..3);
         let entry = prop::collection::btree_map(names, values, 0..3);
         prop::collection::btree_map(kinds, entry, 0..3).prop_map(|m| json!(m))
@@ -212,7 +263,7 @@ mod tests {
 
     fn arb_event() -> impl Strategy<Value = (String, Vec<String>)> {
         let kind = prop::sample::select(vec!["a", "b", "c"]).prop_map(String::from);
-        let keyword = prop::sample::select(vec!["x:1", "x:2", "y:1", "y:3", "z:1", "x"])
+        let keyword = prop::sample::select(vec!["x:1", "x:2", "y:1", "y:3", "z:1", "x", "x:1:1"])
             .prop_map(String::from);
         (kind, prop::collection::vec(keyword, 0..4))
     }
