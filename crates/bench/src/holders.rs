@@ -22,12 +22,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::{Instant, MissedTickBehavior, interval, sleep, timeout};
+use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::client_async_with_config;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::histogram::AtomicHistogram;
+use crate::pace;
 use crate::wire::{HeldResults, Plan};
 
 /// What a held socket does.
@@ -67,9 +68,6 @@ impl Hold {
 /// connection cap of a few hundred still admits them all.
 pub const PER_SOURCE: usize = 200;
 
-/// New sockets are started in bursts this often.
-const TICK: Duration = Duration::from_millis(10);
-
 /// Limit on the TCP connect and on the upgrade.
 const STEP: Duration = Duration::from_secs(10);
 
@@ -106,20 +104,10 @@ impl Counters {
 /// Opens the plan's `count` sockets of kind `hold` at its rate; each task
 /// then watches its socket until the gateway closes it.
 pub async fn open_all(plan: Arc<Plan>, hold: Hold, counters: Arc<Counters>) {
-    let per_tick = (f64::from(plan.connect_rate) * TICK.as_secs_f64())
-        .ceil()
-        .max(1.0) as usize;
-    let mut ticks = interval(TICK);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut next = 0;
-    while next < plan.count {
-        ticks.tick().await;
-        for _ in 0..per_tick.min(plan.count - next) {
-            let index = plan.first + next;
-            tokio::spawn(hold_one(plan.target, hold, index, counters.clone()));
-            next += 1;
-        }
-    }
+    pace::paced(plan.connect_rate, plan.first, plan.count, |index| {
+        tokio::spawn(hold_one(plan.target, hold, index, counters.clone()));
+    })
+    .await;
 }
 
 async fn hold_one(target: SocketAddr, hold: Hold, index: usize, counters: Arc<Counters>) {

@@ -19,6 +19,7 @@ mod idle_abuse;
 mod mqtt_server;
 mod notifications;
 mod notify_bytes;
+mod pace;
 mod pg_catchup;
 mod pg_load;
 mod pg_server;

@@ -19,12 +19,13 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
+use tokio::time::{sleep, timeout};
 use tokio_tungstenite::client_async_with_config;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::client::{Ws, tcp, ws_config};
 use crate::histogram::AtomicHistogram;
+use crate::pace;
 use crate::sequence::{Seen, Sequence};
 use crate::wire::{Command, Plan, Report, unix_nanos};
 use crate::worker::{commands, send};
@@ -37,8 +38,6 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const STEP: Duration = Duration::from_secs(10);
 /// Tries of the first connection before it counts as failed.
 const FIRST_ATTEMPTS: u32 = 6;
-/// Connection attempts are started in bursts this often.
-const TICK: Duration = Duration::from_millis(10);
 /// [`Slot::last`] before any offset is known.
 const NONE: u64 = u64::MAX;
 
@@ -281,32 +280,22 @@ async fn open_all(plan: Arc<Plan>, share: Share, shared: Arc<Shared>) {
             (name.into(), token.into())
         })
         .collect();
-    let per_tick = (f64::from(plan.connect_rate) * TICK.as_secs_f64())
-        .ceil()
-        .max(1.0) as usize;
-    let mut ticks = interval(TICK);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut next = 0;
-    while next < plan.count {
-        ticks.tick().await;
-        for _ in 0..per_tick.min(plan.count - next) {
-            let index = plan.first + next;
-            let (name, token) = tokens[index % channels].clone();
-            let client = Client {
-                plan: plan.clone(),
-                shared: shared.clone(),
-                index,
-                name,
-                token,
-                seq: Sequence::default(),
-                epoch: None,
-                attempts: 0,
-                faulty: false,
-            };
-            tokio::spawn(client.run(share));
-            next += 1;
-        }
-    }
+    pace::paced(plan.connect_rate, plan.first, plan.count, |index| {
+        let (name, token) = tokens[index % channels].clone();
+        let client = Client {
+            plan: plan.clone(),
+            shared: shared.clone(),
+            index,
+            name,
+            token,
+            seq: Sequence::default(),
+            epoch: None,
+            attempts: 0,
+            faulty: false,
+        };
+        tokio::spawn(client.run(share));
+    })
+    .await;
     while shared.settled() < plan.count {
         sleep(Duration::from_millis(20)).await;
     }

@@ -11,15 +11,13 @@ use anyhow::Context;
 use std::io::{BufRead, Write};
 
 use tokio::sync::mpsc;
-use tokio::time::{MissedTickBehavior, interval, sleep};
+use tokio::time::sleep;
 
 use crate::client::{self, Outcome};
 use crate::histogram::AtomicHistogram;
+use crate::pace;
 use crate::wire::{Command, PLAN_VAR, Plan, Report, Results, SENT_PATTERN, unix_nanos};
 use crate::workload;
-
-/// Connection attempts are started in bursts this often.
-const TICK: Duration = Duration::from_millis(10);
 
 /// Counters shared by every connection task of this worker.
 #[derive(Debug, Default)]
@@ -264,25 +262,16 @@ async fn open_all(plan: Plan, counters: Arc<Counters>) {
     } else {
         Vec::new()
     };
-    let per_tick = (f64::from(plan.connect_rate) * TICK.as_secs_f64())
-        .ceil()
-        .max(1.0) as usize;
-    let mut ticks = interval(TICK);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut next = 0;
-    while next < plan.count {
-        ticks.tick().await;
-        for _ in 0..per_tick.min(plan.count - next) {
-            let index = plan.first + next;
-            let message = match shared.get(index % plan.channels.max(1)) {
-                Some(m) => m.clone(),
-                None => workload::subscribe_on(&plan.app, plan.scenario, index, exp, plan.channels)
-                    .into(),
-            };
-            tokio::spawn(connection(plan.clone(), index, message, counters.clone()));
-            next += 1;
-        }
-    }
+    pace::paced(plan.connect_rate, plan.first, plan.count, |index| {
+        let message = match shared.get(index % plan.channels.max(1)) {
+            Some(m) => m.clone(),
+            None => {
+                workload::subscribe_on(&plan.app, plan.scenario, index, exp, plan.channels).into()
+            }
+        };
+        tokio::spawn(connection(plan.clone(), index, message, counters.clone()));
+    })
+    .await;
     while counters.settled() < plan.count {
         sleep(Duration::from_millis(20)).await;
     }
