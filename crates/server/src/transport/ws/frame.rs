@@ -33,6 +33,9 @@ pub(crate) const INVALID_PAYLOAD: u16 = 1007;
 /// length, four of mask.
 const MAX_CLIENT_HEAD: usize = 14;
 
+/// Most bytes of a text message reserved on its header's word alone.
+const RESERVED: usize = 4096;
+
 /// The header of an unmasked frame the gateway sends: 2, 4 or 10 bytes,
 /// built on the stack.
 #[derive(Debug, Clone, Copy)]
@@ -258,8 +261,13 @@ impl Decoder {
             }
             let kind = self.open.unwrap_or(opcode);
             if kind == TEXT {
-                // `size` is within the limit, hence within usize.
-                self.message.reserve_exact(len as usize);
+                // Room for what is announced, but no more than a read
+                // brings at once: the rest grows as bytes really arrive,
+                // so a header claiming a large frame, its payload never
+                // sent, costs no more than its bytes (on many sockets,
+                // the claim alone would otherwise reserve gigabytes).
+                let now = usize::try_from(len).unwrap_or(usize::MAX).min(RESERVED);
+                self.message.reserve(now);
             }
             if opcode != CONTINUATION {
                 self.open = Some(opcode);
@@ -438,6 +446,24 @@ mod tests {
             assert!(input.is_empty(), "a piece not taken whole");
         }
         Ok(events)
+    }
+
+    #[test]
+    fn a_header_claiming_a_large_frame_reserves_no_more_than_a_read() {
+        let mut decoder = Decoder::new(1 << 20);
+        // A text frame of 1,000,000 bytes announced, 10 sent.
+        let mut bytes = vec![0x81, 0x80 | 127];
+        bytes.extend_from_slice(&1_000_000u64.to_be_bytes());
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        bytes.extend_from_slice(&[0u8; 10]);
+        let mut input = &bytes[..];
+        assert_eq!(decoder.decode(&mut input), Ok(None));
+        assert_eq!(decoder.message.len(), 10);
+        assert!(
+            decoder.message.capacity() <= RESERVED,
+            "{}",
+            decoder.message.capacity()
+        );
     }
 
     #[test]
