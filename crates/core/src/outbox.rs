@@ -122,6 +122,20 @@ struct Mark {
     last: u64,
 }
 
+impl Mark {
+    /// Whether the event at `offset`, delivered in `era`, is new to this
+    /// cursor, without moving it: an event of an earlier era, or any event
+    /// while recovering, is seen. (A later era is the caller's to restart.)
+    fn judge(&self, era: Era, offset: u64) -> Verdict {
+        let stale = self.era.meet(era) == Meeting::Stale;
+        if stale || self.last == RECOVERING || offset <= self.last {
+            Verdict::Seen
+        } else {
+            Verdict::New
+        }
+    }
+}
+
 /// `last` of a subscription whose recovery has not said where history
 /// ended: no live event is admitted yet.
 pub const RECOVERING: u64 = u64::MAX;
@@ -153,20 +167,15 @@ impl Marks {
         let Some(mark) = self.find(tag) else {
             return Verdict::Unknown;
         };
-        match mark.era.meet(era) {
-            Meeting::Same => {}
-            Meeting::Later => {
-                mark.era = era;
-                mark.last = 0;
-            }
-            Meeting::Stale => return Verdict::Seen,
+        if mark.era.meet(era) == Meeting::Later {
+            mark.era = era;
+            mark.last = 0;
         }
-        if mark.last != RECOVERING && offset > mark.last {
+        let verdict = mark.judge(era, offset);
+        if verdict == Verdict::New {
             mark.last = offset;
-            Verdict::New
-        } else {
-            Verdict::Seen
         }
+        verdict
     }
 
     /// Moves the cursor of `tag` to `last` (recovery said where history
@@ -223,15 +232,10 @@ impl Inner {
         // Only a recovered subscription in this era decides here; the
         // session decides the rest when it drains the queue.
         let mark = self.marks.find(item.slot)?;
-        if mark.last == RECOVERING {
+        if mark.last == RECOVERING || mark.era.meet(item.era) == Meeting::Later {
             return None;
         }
-        match mark.era.meet(item.era) {
-            Meeting::Same => {}
-            Meeting::Later => return None,
-            Meeting::Stale => return Some(Pushed::Duplicate),
-        }
-        if item.offset <= mark.last {
+        if mark.judge(item.era, item.offset) == Verdict::Seen {
             return Some(Pushed::Duplicate);
         }
         match socket.try_send(&item.frame) {
