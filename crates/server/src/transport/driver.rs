@@ -48,6 +48,7 @@ use chouquette_core::session::{Session, Stop, Verdict};
 use chouquette_core::telemetry::CloseReason;
 use chouquette_protocol::server::ErrorContext;
 use chouquette_protocol::{CloseCode, ErrorCode, ResetReason, server};
+use tokio::time::error::Elapsed;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::url;
@@ -269,6 +270,16 @@ pub(crate) fn drive<'a, W: Wire>(
     }
 }
 
+/// How a write under the `write_timeout` deadline ended: a write past it
+/// makes the client a slow consumer.
+fn within_deadline(written: Result<Result<(), Gone>, Elapsed>) -> Result<(), End> {
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(Gone)) => Err(End::Gone),
+        Err(_) => Err(End::SlowConsumer),
+    }
+}
+
 /// The instant a Unix time (seconds) is reached.
 fn instant_at(unix: u64) -> Instant {
     let wait = unix.saturating_sub(unix_now());
@@ -411,11 +422,7 @@ impl<W: Wire> Driver<'_, W> {
     /// signal, client messages and timers, which get their turn in between.
     async fn flush_outbox(&mut self) -> Result<bool, End> {
         // A frame the fan-out left half written goes before anything else.
-        match timeout(self.shared.settings.write_timeout, self.wire.finish()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(Gone)) => return Err(End::Gone),
-            Err(_) => return Err(End::SlowConsumer),
-        }
+        within_deadline(timeout(self.shared.settings.write_timeout, self.wire.finish()).await)?;
         if self.session.has_mail() {
             // Commands addressed to the user (backend subscriptions): rare,
             // and their future is large, so boxed like client messages.
@@ -462,14 +469,9 @@ impl<W: Wire> Driver<'_, W> {
         )
         .await;
         self.out.clear();
-        match written {
-            Ok(Ok(())) => {
-                self.shared.node.telemetry().messages_out(count);
-                Ok(())
-            }
-            Ok(Err(Gone)) => Err(End::Gone),
-            Err(_) => Err(End::SlowConsumer),
-        }
+        within_deadline(written)?;
+        self.shared.node.telemetry().messages_out(count);
+        Ok(())
     }
 
     /// The session's resume cursor, encoded only for transports that carry it.
@@ -492,11 +494,7 @@ impl<W: Wire> Driver<'_, W> {
                 // Boxed: client pings are rare, and inline the pong's
                 // future would sit in every idle connection's task.
                 let pong = timeout(self.shared.settings.write_timeout, self.wire.pong(payload));
-                return match Box::pin(pong).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(Gone)) => Err(End::Gone),
-                    Err(_) => Err(End::SlowConsumer),
-                };
+                return within_deadline(Box::pin(pong).await);
             }
             // Boxed: handling a message is rare next to idling, and its future is
             // large; inline, it would sit in every idle connection's task.
@@ -548,11 +546,7 @@ impl<W: Wire> Driver<'_, W> {
                 return Err(End::Idle);
             }
             self.last_ping = Instant::now();
-            match timeout(self.shared.settings.write_timeout, self.wire.ping()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(Gone)) => return Err(End::Gone),
-                Err(_) => return Err(End::SlowConsumer),
-            }
+            within_deadline(timeout(self.shared.settings.write_timeout, self.wire.ping()).await)?;
         }
         if self
             .session
