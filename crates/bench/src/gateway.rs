@@ -79,18 +79,8 @@ impl Gateway {
         std::fs::write(&config, text)
             .with_context(|| format!("cannot write {}", config.display()))?;
         let child = spawn(binary, &config)?;
-        let pid = child.id().context("gateway exited at once")?;
-        let gateway = Gateway {
-            child,
-            pid,
-            public,
-            internal,
-            dir,
-            http: Http::default(),
-            relaunch: Some((binary.to_path_buf(), config)),
-        };
-        gateway.wait_ready(Duration::from_secs(15)).await?;
-        Ok(gateway)
+        let relaunch = Some((binary.to_path_buf(), config));
+        Gateway::started(child, (public, internal), dir, relaunch).await
     }
 
     /// Starts the floor server (this binary, `floor`; see `floor.rs`) on
@@ -112,7 +102,18 @@ impl Gateway {
             .kill_on_drop(true)
             .spawn()
             .context("cannot start the floor server")?;
-        let pid = child.id().context("floor server exited at once")?;
+        Gateway::started(child, (public, internal), dir, None).await
+    }
+
+    /// A server process just spawned on `ports` (public, internal), once
+    /// its `/readyz` answers.
+    async fn started(
+        child: Child,
+        (public, internal): (SocketAddr, SocketAddr),
+        dir: PathBuf,
+        relaunch: Option<(PathBuf, PathBuf)>,
+    ) -> anyhow::Result<Gateway> {
+        let pid = child.id().context("the server exited at once")?;
         let gateway = Gateway {
             child,
             pid,
@@ -120,7 +121,7 @@ impl Gateway {
             internal,
             dir,
             http: Http::default(),
-            relaunch: None,
+            relaunch,
         };
         gateway.wait_ready(Duration::from_secs(15)).await?;
         Ok(gateway)
