@@ -23,29 +23,12 @@ pub struct RedisServer {
     dir: PathBuf,
 }
 
-/// Ports [`free_port`] picks from: below Linux's ephemeral range (32768
-/// and up), so no outgoing connection can take one as its source port
-/// between the pick and the bind. Tests stop a service and start it again
-/// on the same port: a port of the ephemeral range was sometimes taken in
-/// between (by another test's connection, or by a client retrying it, which
-/// then connected to itself), and the restart failed with `AddrInUse`.
-const PICKED: std::ops::Range<u16> = 20_000..32_000;
-
-/// A free loopback port below the ephemeral range (see [`PICKED`]),
-/// starting the search at a point that differs between processes and
-/// calls, so tests running at once rarely try the same one.
+/// A port the kernel just said was free.
 pub fn free_port() -> u16 {
-    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let span = u32::from(PICKED.end - PICKED.start);
-    let start = (std::process::id().wrapping_mul(7919) ^ nanos ^ call.wrapping_mul(104_729)) % span;
-    (0..span)
-        .map(|i| PICKED.start + ((start + i) % span) as u16)
-        .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .expect("a free loopback port below the ephemeral range")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// Whether something answers `PING` with `+PONG` on `port`.
