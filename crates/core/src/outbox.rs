@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::task::Waker;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -67,6 +68,10 @@ pub enum Sent {
 pub trait DirectSocket: Send + Sync + std::fmt::Debug {
     /// Frames `message` and writes as much of it as the socket takes now.
     fn try_send(&self, message: &Bytes) -> Sent;
+
+    /// Whether a message it took only part of ([`Sent::Partly`]) is still
+    /// to be finished by the connection's task.
+    fn unfinished(&self) -> bool;
 }
 
 /// One queued frame.
@@ -202,6 +207,9 @@ struct Inner {
     held: bool,
     marks: Marks,
     socket: Option<std::sync::Arc<dyn DirectSocket>>,
+    /// The waker of a connection parked without a task (see
+    /// [`Outbox::park_until_ready`]), woken with the notification.
+    sleeper: Option<Waker>,
 }
 
 impl Default for Inner {
@@ -214,6 +222,7 @@ impl Default for Inner {
             held: true,
             marks: Marks::default(),
             socket: None,
+            sleeper: None,
         }
     }
 }
@@ -286,25 +295,21 @@ impl Outbox {
             return Pushed::Refused;
         }
         if let Some(done) = inner.try_direct(&item) {
-            let partly = done == Pushed::Written && inner.held;
-            drop(inner);
-            if partly {
-                self.notify.notify_one();
+            if done == Pushed::Written && inner.held {
+                self.wake(inner);
             }
             return done;
         }
         if inner.queue.len() >= self.capacity {
             inner.overflowed = true;
             inner.queue = VecDeque::new();
-            drop(inner);
-            self.notify.notify_one();
+            self.wake(inner);
             return Pushed::Overflowed;
         }
         let was_empty = inner.queue.is_empty();
         inner.queue.push_back(item);
-        drop(inner);
         if was_empty {
-            self.notify.notify_one();
+            self.wake(inner);
         }
         Pushed::Queued
     }
@@ -317,8 +322,18 @@ impl Outbox {
             return;
         }
         inner.signals |= signals;
+        self.wake(inner);
+    }
+
+    /// Wakes the connection, once the lock is let go: its task, or the
+    /// connection parked without one.
+    fn wake(&self, mut inner: std::sync::MutexGuard<'_, Inner>) {
+        let sleeper = inner.sleeper.take();
         drop(inner);
         self.notify.notify_one();
+        if let Some(waker) = sleeper {
+            waker.wake();
+        }
     }
 
     /// Takes the signals raised since the last call.
@@ -377,6 +392,7 @@ impl Outbox {
         inner.closed = true;
         inner.queue = VecDeque::new();
         inner.socket = None;
+        inner.sleeper = None;
     }
 
     /// Lets the fan-out write live events into `socket` while the task is
@@ -391,13 +407,30 @@ impl Outbox {
     /// The connection's task runs: from now until [`Outbox::park`], only
     /// it writes to the socket, and events are queued.
     pub fn hold(&self) {
-        self.lock().held = true;
+        let mut inner = self.lock();
+        inner.held = true;
+        inner.sleeper = None;
     }
 
     /// The connection's task waits: events may be written into the socket
     /// by the fan-out while nothing is queued.
     pub fn park(&self) {
         self.lock().held = false;
+    }
+
+    /// Parks the outbox like [`Outbox::park`] for a connection that waits
+    /// without a task: `waker` is woken by the next notification. True (and
+    /// nothing kept) when the connection has something to do already:
+    /// frames queued, signals raised, an overflow.
+    pub fn park_until_ready(&self, waker: &Waker) -> bool {
+        let mut inner = self.lock();
+        inner.held = false;
+        let unfinished = inner.socket.as_ref().is_some_and(|s| s.unfinished());
+        if !inner.queue.is_empty() || inner.signals != 0 || inner.overflowed || unfinished {
+            return true;
+        }
+        inner.sleeper = Some(waker.clone());
+        false
     }
 
     /// Starts tracking the cursor of the subscription tagged `tag`, in
@@ -497,6 +530,10 @@ mod tests {
                 self.took.lock().expect("not poisoned").push(offset);
             }
             answer
+        }
+
+        fn unfinished(&self) -> bool {
+            *self.answer.lock().expect("not poisoned") == Sent::Partly
         }
     }
 
@@ -611,5 +648,49 @@ mod tests {
         assert_eq!(std::sync::Arc::strong_count(&socket), 1);
         assert_eq!(outbox.untrack(7), Some(10));
         assert_eq!(outbox.untrack(7), None);
+    }
+
+    /// Counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_connection_parked_without_a_task_is_woken_by_what_would_wake_its_task() {
+        let woken = |count: &std::sync::Arc<Count>| count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let (outbox, socket) = parked();
+        let count = std::sync::Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        assert!(!outbox.park_until_ready(&waker), "nothing to do: parked");
+        // Written into the socket: no reason to wake.
+        assert_eq!(outbox.push(event(7, Era::default(), 11)), Pushed::Written);
+        assert_eq!(woken(&count), 0);
+        // The socket is full: queued, and the connection woken once.
+        *socket.answer.lock().expect("not poisoned") = Sent::Not;
+        assert_eq!(outbox.push(event(7, Era::default(), 12)), Pushed::Queued);
+        assert_eq!(outbox.push(event(7, Era::default(), 13)), Pushed::Queued);
+        assert_eq!(woken(&count), 1);
+        assert!(outbox.park_until_ready(&waker), "frames wait: not parked");
+
+        // A signal wakes it, and a frame left half written keeps it awake.
+        let (outbox, socket) = parked();
+        assert!(!outbox.park_until_ready(&waker));
+        outbox.signal(SIGNAL_SWITCHES);
+        assert_eq!(woken(&count), 2);
+        assert!(outbox.park_until_ready(&waker), "a signal waits");
+        outbox.take_signals();
+        *socket.answer.lock().expect("not poisoned") = Sent::Partly;
+        assert!(outbox.park_until_ready(&waker), "a frame to finish");
+
+        // Once the task holds the outbox again, the parked waker is let go.
+        let (outbox, _socket) = parked();
+        assert!(!outbox.park_until_ready(&waker));
+        outbox.hold();
+        outbox.signal(SIGNAL_SWITCHES);
+        assert_eq!(woken(&count), 2);
     }
 }

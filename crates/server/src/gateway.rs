@@ -19,9 +19,30 @@ use crate::operator::{AdminState, OperatorActions};
 use crate::origins::Origins;
 use crate::shutdown::Shutdown;
 
-/// What every handler shares: the node, the transport settings, the stop signal.
+/// What every handler shares: the node, the transport settings, the stop
+/// signal. One pointer: every connection keeps a clone (a parked one in its
+/// few hundred bytes), so its parts sit behind one `Arc`.
 #[derive(Debug, Clone)]
-pub struct Gateway {
+pub struct Gateway(Arc<GatewayParts>);
+
+impl Gateway {
+    /// The gateway over `parts`.
+    pub fn new(parts: GatewayParts) -> Gateway {
+        Gateway(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = GatewayParts;
+
+    fn deref(&self) -> &GatewayParts {
+        &self.0
+    }
+}
+
+/// What a [`Gateway`] holds.
+#[derive(Debug)]
+pub struct GatewayParts {
     /// The node.
     pub node: Arc<Node>,
     /// Transport settings.
@@ -46,6 +67,8 @@ pub struct Gateway {
     pub device_commands: Arc<crate::device_commands::DeviceCommands>,
     /// The offline fallback of notifications, when an app configures one.
     pub fallback: Option<Arc<crate::fallback::Fallback>>,
+    /// Idle WebSocket connections waiting without a task.
+    pub(crate) parking: Arc<crate::transport::parking::Parking>,
 }
 
 impl Gateway {

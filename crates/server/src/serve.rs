@@ -28,7 +28,7 @@ use crate::audit::{Audit, AuditError};
 use crate::broker::redis::RedisBroker;
 use crate::config::{BrokerKind, Config};
 use crate::edge::Edge;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayParts};
 use crate::gateway::Settings;
 use crate::operator::store::{StoreError, SwitchStore};
 use crate::operator::{AdminState, OperatorActions};
@@ -239,7 +239,7 @@ pub async fn start_with(
     if let Some(fallback) = &fallback {
         node.notifier().set_scheduler(fallback.clone());
     }
-    let gateway = Gateway {
+    let gateway = Gateway::new(GatewayParts {
         node: node.clone(),
         settings: Arc::new(transport_settings(&config)),
         shutdown: shutdown.clone(),
@@ -252,7 +252,11 @@ pub async fn start_with(
         connect_auth: Arc::new(crate::connect_auth::ConnectAuth::new(&config)),
         device_commands: Arc::new(device_commands),
         fallback: fallback.clone(),
-    };
+        parking: crate::transport::parking::Parking::new(),
+    });
+    // Not a background task, aborted at the stop: it ends by itself then,
+    // once it has woken every parked connection to say goodbye.
+    tokio::spawn(gateway.parking.clone().run(shutdown.clone()));
     let listeners = Listeners::bind(&config, tls.as_ref()).await?;
     let (public, internal) = (listeners.public_addr, listeners.internal_addr);
     let edge = Edge::new(

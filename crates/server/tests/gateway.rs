@@ -71,6 +71,8 @@ mod notify_only;
 mod openapi;
 #[path = "gateway/origins.rs"]
 mod origins;
+#[path = "gateway/parked.rs"]
+mod parked;
 #[path = "gateway/presence.rs"]
 mod presence;
 #[path = "gateway/publish_api.rs"]

@@ -34,7 +34,10 @@ pub use prosody::{PROSODY, ProsodyServer};
 mod redis;
 mod smtp;
 pub use backend::{Backend, echo_router};
-pub use redis::{RedisServer, answers_ping, free_port, redis_config, redis_config_with};
+pub use redis::{
+    QUIET_LOOPBACK, RedisServer, answers_ping, free_port, free_port_on, redis_config,
+    redis_config_with,
+};
 pub use smtp::{SMTP_PASSWORD, SMTP_USER, SmtpServer};
 pub mod tls;
 

@@ -25,7 +25,19 @@ pub struct RedisServer {
 
 /// A port the kernel just said was free.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// A loopback address no test connects from or listens on but those that
+/// take a port here with [`free_port_on`]: a test whose server must leave
+/// its port and come back to it (a backend restarting) finds it still free.
+/// On `127.0.0.1` the freed port is in the ephemeral range, where any other
+/// test's outgoing connection may take it as its source port meanwhile.
+pub const QUIET_LOOPBACK: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 7);
+
+/// A port the kernel just said was free on `ip`.
+pub fn free_port_on(ip: std::net::Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")

@@ -121,6 +121,7 @@ async fn metrics(State(shared): State<Gateway>) -> Response {
             shared.postgres.render(&mut text);
             shared.mqtt.render(&mut text);
             shared.xmpp.render(&mut text);
+            shared.parking.render(&mut text);
             shared.node.rpc().render(&mut text);
             shared.connect_auth.render(&mut text);
             shared.node.hub().calls().render(&mut text);

@@ -34,10 +34,16 @@
 //!   reusable message buffer and one timer, so an idle connection costs no
 //!   more than its session, its socket and the loop's futures. Handling a
 //!   client message is boxed: it is rare, and its future is large.
+//! - Where the wire can be waited on without a future ([`Wire::parks`]:
+//!   WebSocket on plain TCP), an idle connection has no task at all: the
+//!   loop parks its state and ends the task, and the first source to fire
+//!   (the client, the outbox, the next timer, the stop) spawns a new one
+//!   that goes on where it stopped ([`super::parking`]).
 
 use std::net::IpAddr;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,6 +57,7 @@ use chouquette_protocol::{CloseCode, ErrorCode, ResetReason, server};
 use tokio::time::error::Elapsed;
 use tokio::time::{Instant, sleep_until, timeout};
 
+use super::parking::{Parking, Sleeper, Ticket};
 use super::url;
 use crate::gateway::{Gateway, Settings};
 
@@ -104,9 +111,9 @@ pub(crate) struct Goodbye<'a> {
 ///
 /// Implementations only frame and send; deadlines, accounting and the choice
 /// of when to write or close are the driver's.
-pub(crate) trait Wire {
+pub(crate) trait Wire: Send + 'static {
     /// A client message's text, as the socket hands it over.
-    type Text: Deref<Target = str>;
+    type Text: Deref<Target = str> + Send;
 
     /// Most live frames taken from the outbox per write.
     const BATCH: usize;
@@ -125,6 +132,22 @@ pub(crate) trait Wire {
     /// The next thing heard from the client. A transport without an inbound
     /// side resolves only when the client is gone (or never).
     async fn recv(&mut self) -> Inbound<Self::Text>;
+
+    /// Whether the connection can wait without a task: [`Wire::poll_recv`]
+    /// registers its waker with the socket and keeps no state of its own.
+    fn parks(&self) -> bool {
+        false
+    }
+
+    /// [`Wire::recv`] as a poll, for a connection that parks: pending means
+    /// `cx`'s waker is woken when the client has more to say.
+    fn poll_recv(&mut self, _cx: &mut Context<'_>) -> Poll<Inbound<Self::Text>> {
+        Poll::Pending
+    }
+
+    /// Says why the connection failed, if the client broke the protocol,
+    /// once the driver is done with it.
+    async fn fail(&mut self) {}
 
     /// Keeps an idle connection alive (a ping, a comment line).
     async fn ping(&mut self) -> Result<(), Gone>;
@@ -236,37 +259,27 @@ impl From<Stop> for End {
     }
 }
 
-/// Runs a connection until it ends: writes `opening` (the replies to a
-/// subscription carried in the request), then serves the session, then says
-/// goodbye and ends the session.
-pub(crate) fn drive<'a, W: Wire>(
-    wire: &'a mut W,
-    session: &'a mut Session,
-    shared: &'a Gateway,
+/// Runs a connection that may park ([`Wire::parks`]) until it ends: like
+/// [`Driver::drive`], except that while idle it has no task. The future ends when
+/// the connection ends or parks; a woken connection is handed to `resume`,
+/// which spawns its [`Driver::run`].
+pub(crate) fn drive_parked<W: Wire>(
+    wire: W,
+    session: Session,
+    shared: Gateway,
     peer: Option<IpAddr>,
     opening: Vec<Bytes>,
-) -> impl Future<Output = ()> + 'a {
-    // Built outside the `async` block, which then holds it once: an `async
-    // fn` would keep its arguments and their moved copies side by side.
-    let now = Instant::now();
-    let mut driver = Driver {
-        wire,
-        session,
-        shared,
-        peer,
-        out: opening,
-        last_heard: now,
-        last_ping: now,
-        bare_since: Some(now),
-    };
+    resume: fn(Box<Driver<W>>),
+) -> impl Future<Output = ()> {
+    let parking = wire.parks().then(|| (shared.parking.clone(), resume));
+    let mut driver = Box::new(Driver::new(wire, session, shared, peer, opening));
+    driver.parking = parking;
     async move {
-        let end = match driver.write().await {
-            Ok(()) => driver.serve().await,
-            Err(end) => end,
-        };
-        // Boxed: closing runs once, and its future would otherwise sit in
-        // every idle connection's task.
-        Box::pin(driver.finish(end)).await;
+        if let Err(end) = driver.write().await {
+            Box::pin(driver.finish(end)).await;
+            return;
+        }
+        driver.run().await;
     }
 }
 
@@ -303,11 +316,30 @@ enum Woke<T> {
     Timer(Option<Instant>),
 }
 
+/// How a turn of the loop ended.
+enum Turn<W: Wire> {
+    /// The connection ends.
+    End(End),
+    /// The connection waits without a task: its state goes to the sleeper.
+    Park(Arc<Sleeper<Driver<W>>>),
+}
+
+/// What registering a wait without a task found.
+enum Parked<W: Wire> {
+    /// Every source is pending: the connection may park.
+    Waiting(Arc<Sleeper<Driver<W>>>, Ticket),
+    /// The client said something meanwhile.
+    Heard(Inbound<W::Text>),
+    /// A source is ready (or the connection cannot park): wait in the
+    /// `select!`, which finds it.
+    Select,
+}
+
 /// One running connection: its wire, its session, and the loop's state.
-struct Driver<'a, W> {
-    wire: &'a mut W,
-    session: &'a mut Session,
-    shared: &'a Gateway,
+pub(crate) struct Driver<W: Wire> {
+    wire: W,
+    session: Session,
+    shared: Gateway,
     peer: Option<IpAddr>,
     /// Messages to write next; empty between steps, reused across them.
     out: Vec<Bytes>,
@@ -316,61 +348,188 @@ struct Driver<'a, W> {
     /// Since when the session has held no subscription and no identity;
     /// `None` while it holds one.
     bare_since: Option<Instant>,
+    /// Frames were left in the outbox after a bounded flush: the outbox
+    /// wakes the loop only when it goes from empty to not, so the loop
+    /// comes back for them itself, after the other branches had a turn.
+    more: bool,
+    /// Whether the fan-out may write into the socket while the loop waits.
+    direct: bool,
+    /// Where the connection parks while idle, if it can, and what takes it
+    /// up again.
+    parking: Option<(Arc<Parking>, fn(Box<Driver<W>>))>,
+    /// Its place in the lot while parked.
+    ticket: Option<Ticket>,
 }
 
-impl<W: Wire> Driver<'_, W> {
-    /// The loop: one `select!` over stop, outbox, client and the next timer.
-    /// While it waits, a transport with a [`DirectSocket`] lets the fan-out
-    /// write live events straight into it (the outbox is parked); once it
-    /// wakes, it holds the outbox, so only the task writes until it waits
-    /// again.
-    async fn serve(&mut self) -> End {
+impl<W: Wire> Driver<W> {
+    /// A connection's loop over `wire` and `session`, which says `opening`
+    /// first (the replies to a subscription carried in the request).
+    pub(crate) fn new(
+        wire: W,
+        session: Session,
+        shared: Gateway,
+        peer: Option<IpAddr>,
+        opening: Vec<Bytes>,
+    ) -> Driver<W> {
+        let now = Instant::now();
+        let outbox = session.outbox();
+        let direct = wire.direct().map(|socket| outbox.attach(socket)).is_some();
+        Driver {
+            wire,
+            session,
+            shared,
+            peer,
+            out: opening,
+            last_heard: now,
+            last_ping: now,
+            bare_since: Some(now),
+            more: false,
+            direct,
+            parking: None,
+            ticket: None,
+        }
+    }
+
+    /// The wire, the session and the opening messages, for a transport
+    /// that prepares them (subscribes, says its first words) before
+    /// [`Driver::drive`]. The driver is built first and the preparation
+    /// borrows from it, so a task holds each part once.
+    pub(crate) fn parts(&mut self) -> (&mut W, &mut Session, &mut Vec<Bytes>) {
+        (&mut self.wire, &mut self.session, &mut self.out)
+    }
+
+    /// The wire, once the connection is over.
+    pub(crate) fn into_wire(self) -> W {
+        self.wire
+    }
+
+    /// Runs the connection until it ends, in the caller's task: writes the
+    /// opening messages, then serves the session, then says goodbye and
+    /// ends the session.
+    pub(crate) async fn drive(&mut self) {
+        let end = match self.write().await {
+            Ok(()) => loop {
+                // Without a parking lot the loop never parks.
+                if let Turn::End(end) = self.serve().await {
+                    break end;
+                }
+            },
+            Err(end) => end,
+        };
+        // Boxed: closing runs once, and its future would otherwise sit in
+        // every idle connection's task.
+        Box::pin(self.finish(end)).await;
+    }
+
+    /// Serves the connection until it ends (then says goodbye) or parks;
+    /// parked, the state lives in its sleeper and the task ends.
+    pub(crate) async fn run(mut self: Box<Self>) {
+        loop {
+            match self.serve().await {
+                Turn::End(end) => {
+                    Box::pin(self.finish(end)).await;
+                    return;
+                }
+                Turn::Park(sleeper) => match sleeper.lay(self) {
+                    // A source fired while it was parking: go on here.
+                    Some(back) => self = back,
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// The loop: one `select!` over stop, outbox, client and the next timer,
+    /// or, for a connection that parks, the same sources registered without
+    /// a task ([`Driver::park`]). While it waits, a transport with a
+    /// [`DirectSocket`] lets the fan-out write live events straight into it
+    /// (the outbox is parked); once it wakes, it holds the outbox, so only
+    /// the task writes until it waits again.
+    async fn serve(&mut self) -> Turn<W> {
+        if let (Some((parking, _)), Some(ticket)) = (&self.parking, self.ticket.take()) {
+            parking.leave(ticket);
+        }
         let mut stop = self.shared.shutdown.clone();
         let outbox = self.session.outbox().clone();
-        let direct = self
-            .wire
-            .direct()
-            .map(|socket| outbox.attach(socket))
-            .is_some();
-        // Frames were left in the outbox after a bounded flush: the outbox
-        // wakes the loop only when it goes from empty to not, so the loop
-        // comes back for them itself, after the other branches had a turn.
-        let mut more = false;
         loop {
             if self.wire.done() {
-                return End::Answered;
+                return Turn::End(End::Answered);
             }
             self.note_holdings();
             let next = self.next_timer();
-            if direct {
+            if self.direct {
                 outbox.park();
             }
-            let woke = tokio::select! {
-                biased;
-                _ = stop.stopped() => Woke::Stop,
-                _ = outbox.ready(), if !more => Woke::Outbox,
-                inbound = self.wire.recv() => Woke::Heard(inbound),
-                _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => Woke::Timer(next),
-                () = std::future::ready(()), if more => Woke::Outbox,
+            let heard = match self.park(next) {
+                Parked::Waiting(sleeper, ticket) => {
+                    self.ticket = Some(ticket);
+                    return Turn::Park(sleeper);
+                }
+                Parked::Heard(inbound) => Some(inbound),
+                Parked::Select => None,
             };
-            if direct {
+            let more = self.more;
+            let woke = match heard {
+                Some(inbound) => Woke::Heard(inbound),
+                None => tokio::select! {
+                    biased;
+                    _ = stop.stopped() => Woke::Stop,
+                    _ = outbox.ready(), if !more => Woke::Outbox,
+                    inbound = self.wire.recv() => Woke::Heard(inbound),
+                    _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => Woke::Timer(next),
+                    () = std::future::ready(()), if more => Woke::Outbox,
+                },
+            };
+            if self.direct {
                 outbox.hold();
             }
             let step = match woke {
                 Woke::Stop => Err(End::Shutdown),
-                Woke::Outbox => self.flush_outbox().await,
+                Woke::Outbox => Box::pin(self.flush_outbox()).await,
                 Woke::Heard(inbound) => {
                     self.last_heard = Instant::now();
-                    self.receive(inbound).await.map(|()| more)
+                    Box::pin(self.receive(inbound)).await.map(|()| more)
                 }
                 Woke::Timer(next) => {
                     let now = next.map_or_else(Instant::now, |at| at.max(Instant::now()));
-                    self.on_timers(now).await.map(|()| more)
+                    Box::pin(self.on_timers(now)).await.map(|()| more)
                 }
             };
             match step {
-                Ok(left) => more = left,
-                Err(end) => return end,
+                Ok(left) => self.more = left,
+                Err(end) => return Turn::End(end),
+            }
+        }
+    }
+
+    /// Registers the loop's sources without a task, for a connection that
+    /// parks and has nothing to do: the lot (the next timer `next`, the
+    /// stop), the outbox, the client, each with one sleeper's waker.
+    fn park(&mut self, next: Option<Instant>) -> Parked<W> {
+        let Some((parking, resume)) = self.parking.clone() else {
+            return Parked::Select;
+        };
+        if self.more {
+            return Parked::Select;
+        }
+        let sleeper = Sleeper::new(resume);
+        let waker = Waker::from(sleeper.clone());
+        let Some(ticket) = parking.enter(next, &waker) else {
+            return Parked::Select;
+        };
+        if self.session.outbox().park_until_ready(&waker) {
+            parking.leave(ticket);
+            return Parked::Select;
+        }
+        match self.wire.poll_recv(&mut Context::from_waker(&waker)) {
+            Poll::Ready(inbound) => {
+                parking.leave(ticket);
+                Parked::Heard(inbound)
+            }
+            Poll::Pending => {
+                // An idle connection keeps no message buffer.
+                self.out = Vec::new();
+                Parked::Waiting(sleeper, ticket)
             }
         }
     }
@@ -561,14 +720,16 @@ impl<W: Wire> Driver<'_, W> {
 
     /// Counts the end, delivers what is queued on shutdown, ends the session
     /// and says goodbye: the last messages and the close in one write.
-    async fn finish(mut self, end: End) {
-        let telemetry = &self.shared.node.telemetry();
+    async fn finish(&mut self, end: End) {
+        let telemetry = &self.shared.node.telemetry().clone();
         if let Some(reason) = end.close_reason() {
             telemetry.closed_by_gateway(reason);
         }
         match end {
             End::Gone => {
                 self.session.end();
+                // Boxed: it runs once, for a client that broke the protocol.
+                let _ = timeout(GOODBYE_TIMEOUT, Box::pin(self.wire.fail())).await;
                 return;
             }
             End::Shutdown => {

@@ -8,6 +8,7 @@
 pub(crate) mod auth;
 pub mod cors;
 pub(crate) mod driver;
+pub(crate) mod parking;
 pub mod poll;
 pub mod sse;
 pub mod url;

@@ -91,12 +91,14 @@ async fn answer_poll(
             !server::is_ack(m) && !server::is_connected(m) && !server::is_subscribed(m)
         });
     }
-    let mut wire = PollWire {
+    let wire = PollWire {
         messages: Vec::new(),
         cursor: String::new(),
         deadline: Instant::now() + wait,
     };
-    driver::drive(&mut wire, &mut session, &shared, peer, opening).await;
+    let mut driver = driver::Driver::new(wire, session, shared.clone(), peer, opening);
+    driver.drive().await;
+    let wire = driver.into_wire();
     let mut response = (StatusCode::OK, answer(&wire.messages, &wire.cursor)).into_response();
     let h = response.headers_mut();
     h.insert(

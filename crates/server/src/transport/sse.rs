@@ -121,25 +121,24 @@ fn run(
     prepared: Option<Prepared>,
 ) -> impl Future<Output = ()> {
     let guard = shared.shutdown.connection("sse");
-    let (mut session, mut opening) = prepared.unwrap_or_else(|| {
+    let (session, opening) = prepared.unwrap_or_else(|| {
         (
             Session::new(shared.node.clone(), Transport::Sse),
             Vec::new(),
         )
     });
-    let mut wire = SseWire { tx };
+    let write_timeout = shared.settings.write_timeout;
+    let mut driver = driver::Driver::new(SseWire { tx }, session, shared, peer, opening);
     async move {
+        let (wire, session, opening) = driver.parts();
         let retry = wire.send(Bytes::from_static(RETRY));
-        if !matches!(
-            timeout(shared.settings.write_timeout, retry).await,
-            Ok(Ok(()))
-        ) {
+        if !matches!(timeout(write_timeout, retry).await, Ok(Ok(()))) {
             return;
         }
         // Boxed: subscribing runs once, and its future is large.
-        Box::pin(url::subscribe_all(&mut session, &request, &mut opening)).await;
+        Box::pin(url::subscribe_all(session, &request, opening)).await;
         drop(request);
-        driver::drive(&mut wire, &mut session, &shared, peer, opening).await;
+        driver.drive().await;
         drop(guard);
     }
 }

@@ -65,9 +65,12 @@ async fn call(client: &mut WsClient, id: &str, method: &str) -> Value {
 
 #[tokio::test]
 async fn a_call_sent_while_its_backend_restarts_is_answered_once_it_is_back() {
-    let port = chouquette_testkit::free_port();
+    // Its port must still be free when the backend comes back: see
+    // `QUIET_LOOPBACK`.
+    let ip = chouquette_testkit::QUIET_LOOPBACK;
+    let port = chouquette_testkit::free_port_on(ip);
     let routes = format!(
-        "[[apps.rpc]]\nprefix = \"chat.\"\nurl = \"http://127.0.0.1:{port}/rpc/chat\"\ntimeout = \"10s\"\n"
+        "[[apps.rpc]]\nprefix = \"chat.\"\nurl = \"http://{ip}:{port}/rpc/chat\"\ntimeout = \"10s\"\n"
     );
     let node = TestNode::start(&config_with("", &routes)).await;
     let mut client = connected(&node).await;
@@ -79,7 +82,7 @@ async fn a_call_sent_while_its_backend_restarts_is_answered_once_it_is_back() {
     // The backend is down for a while (being upgraded), then back on its port.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let seen = Seen::default();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = (ip, port).into();
     let _backend = Backend::start_on(addr, counting_backend(seen.clone(), false)).await;
     let answer = client.recv().await;
     assert_eq!(answer["class"], "result", "{answer}");
@@ -114,9 +117,11 @@ async fn only_an_idempotent_route_sends_a_call_again_after_a_503() {
 
 #[tokio::test]
 async fn a_backend_that_stays_down_is_backend_unavailable_at_the_routes_timeout() {
-    let port = chouquette_testkit::free_port();
+    // Nothing may answer on its port meanwhile: see `QUIET_LOOPBACK`.
+    let ip = chouquette_testkit::QUIET_LOOPBACK;
+    let port = chouquette_testkit::free_port_on(ip);
     let routes = format!(
-        "[[apps.rpc]]\nprefix = \"\"\nurl = \"http://127.0.0.1:{port}/rpc\"\ntimeout = \"600ms\"\n"
+        "[[apps.rpc]]\nprefix = \"\"\nurl = \"http://{ip}:{port}/rpc\"\ntimeout = \"600ms\"\n"
     );
     let node = TestNode::start(&config_with("", &routes)).await;
     let mut client = connected(&node).await;

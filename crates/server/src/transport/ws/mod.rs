@@ -22,7 +22,6 @@ mod wire;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use axum::extract::{RawQuery, Request, State};
 use axum::response::Response;
@@ -35,9 +34,6 @@ use super::driver;
 use crate::gateway::Gateway;
 use handshake::Refused;
 use wire::WsWire;
-
-/// How long a protocol failure's close frame may take.
-const FAIL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The smallest `limits.max_frame_bytes` the config accepts. Under it, a
 /// subscribe carrying one ordinary token (a few hundred bytes to over a
@@ -104,20 +100,22 @@ fn run(
     prepared: Option<Prepared>,
 ) -> impl Future<Output = ()> {
     let guard = shared.shutdown.connection("websocket");
-    let (mut session, opening) =
+    let (session, opening) =
         prepared.unwrap_or_else(|| (Session::new(shared.node.clone(), Transport::Ws), Vec::new()));
     async move {
         // The session (dropped, hence ended) if the client left first.
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let mut wire = WsWire::new(upgraded, shared.settings.max_frame_bytes);
-        driver::drive(&mut wire, &mut session, &shared, peer, opening).await;
-        // Boxed: it runs once, after the loop, for a client that broke the
-        // protocol.
-        let _ = tokio::time::timeout(FAIL_TIMEOUT, Box::pin(wire.fail())).await;
-        drop(guard);
+        let limit = shared.settings.max_frame_bytes;
+        let wire = WsWire::new(upgraded, limit, guard);
+        driver::drive_parked(wire, session, shared, peer, opening, resume).await;
     }
+}
+
+/// Takes a parked connection up again, in a task of its own.
+fn resume(driver: Box<driver::Driver<WsWire>>) {
+    tokio::spawn(driver.run());
 }
 
 #[cfg(test)]

@@ -143,6 +143,9 @@ impl DirectSocket for TcpSocket {
             }
         }
     }
+    fn unfinished(&self) -> bool {
+        self.rest().is_some()
+    }
 }
 
 /// The bytes of a text frame carrying `len` bytes.

@@ -25,6 +25,7 @@ use super::frame::{CLOSE, Decoder, Event, MAX_CONTROL, PING, PONG, Violation};
 use super::socket::{TcpSocket, Writer};
 use crate::accept::held::{Held, Place};
 use crate::gateway::Settings;
+use crate::shutdown::ConnectionGuard;
 use crate::transport::driver::{Gone, Goodbye, Inbound, Wire};
 
 /// Most bytes read per system call, into the reading poll's stack. A
@@ -79,31 +80,40 @@ pub(crate) struct WsWire {
     /// The connection's place in the per-address count (plain TCP, whose
     /// `Held` wrapper is taken apart): kept as long as the socket.
     _place: Option<Place>,
+    /// The connection's count among the node's live connections.
+    _live: ConnectionGuard,
 }
 
 impl WsWire {
     /// The connection hyper hands over after the `101`: plain TCP is split
     /// into halves, its write half shared with the fan-out; anything else
     /// (TLS) is served through its generic I/O. `limit` bounds a message.
-    pub(crate) fn new(upgraded: Upgraded, limit: usize) -> WsWire {
+    pub(crate) fn new(upgraded: Upgraded, limit: usize, live: ConnectionGuard) -> WsWire {
         match upgraded.downcast::<TokioIo<Held<TcpStream>>>() {
             Ok(parts) => {
                 let (tcp, ahead, place) = parts.io.into_inner().into_parts();
-                WsWire::tcp(tcp, joined(parts.read_buf, ahead), Some(place), limit)
+                let unread = joined(parts.read_buf, ahead);
+                WsWire::tcp(tcp, unread, Some(place), limit, live)
             }
             Err(upgraded) => {
                 let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-                let reader = Reader::Stream(read);
-                WsWire::with(reader, Writer::Stream(write), Bytes::new(), None, limit)
+                let (reader, writer) = (Reader::Stream(read), Writer::Stream(write));
+                WsWire::with(reader, writer, Bytes::new(), None, limit, live)
             }
         }
     }
 
     /// A plain TCP connection whose first bytes are `unread`.
-    fn tcp(tcp: TcpStream, unread: Bytes, place: Option<Place>, limit: usize) -> WsWire {
+    fn tcp(
+        tcp: TcpStream,
+        unread: Bytes,
+        place: Option<Place>,
+        limit: usize,
+        live: ConnectionGuard,
+    ) -> WsWire {
         let (read, write) = tcp.into_split();
         let writer = Writer::Tcp(Arc::new(TcpSocket::new(write)));
-        WsWire::with(Reader::Tcp(read), writer, unread, place, limit)
+        WsWire::with(Reader::Tcp(read), writer, unread, place, limit, live)
     }
 
     fn with(
@@ -112,6 +122,7 @@ impl WsWire {
         unread: Bytes,
         place: Option<Place>,
         limit: usize,
+        live: ConnectionGuard,
     ) -> WsWire {
         WsWire {
             reader,
@@ -122,13 +133,14 @@ impl WsWire {
             failed: None,
             torn: false,
             _place: place,
+            _live: live,
         }
     }
 
     /// Announces a protocol failure heard by [`Wire::recv`] (close 1002 or
     /// 1007), once the driver has ended the connection as gone: reading
     /// never writes, and the driver's goodbye does not run for a gone client.
-    pub(crate) async fn fail(&mut self) {
+    async fn announce_failure(&mut self) {
         let Some(code) = self.failed.take() else {
             return;
         };
@@ -143,7 +155,7 @@ impl WsWire {
     }
 
     /// The next event, reading when what is buffered holds none.
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound<String>> {
+    fn poll_heard(&mut self, cx: &mut Context<'_>) -> Poll<Inbound<String>> {
         if self.failed.is_some() {
             return Poll::Ready(Inbound::Gone);
         }
@@ -284,7 +296,21 @@ impl Wire for WsWire {
     }
 
     async fn recv(&mut self) -> Inbound<String> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+        std::future::poll_fn(|cx| self.poll_heard(cx)).await
+    }
+
+    fn parks(&self) -> bool {
+        // tokio keeps the read waker of a plain TCP socket; a TLS stream's
+        // reads go through a lock and buffers that are not ours to register.
+        matches!(self.reader, Reader::Tcp(_))
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound<String>> {
+        self.poll_heard(cx)
+    }
+
+    async fn fail(&mut self) {
+        self.announce_failure().await;
     }
 
     async fn ping(&mut self) -> Result<(), Gone> {
@@ -355,6 +381,12 @@ mod tests {
         out
     }
 
+    /// A connection's count, for a wire made outside a gateway.
+    pub(super) fn live() -> ConnectionGuard {
+        let (_trigger, shutdown) = crate::shutdown::Shutdown::new(Default::default());
+        shutdown.connection("test")
+    }
+
     /// A wire on the server side of a loopback pair whose first bytes are
     /// `unread`, and the client's side.
     async fn connected(unread: &'static [u8]) -> (WsWire, TcpStream) {
@@ -364,7 +396,7 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         let client = TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        let wire = WsWire::tcp(server, Bytes::from_static(unread), None, 1024);
+        let wire = WsWire::tcp(server, Bytes::from_static(unread), None, 1024, live());
         (wire, client)
     }
 
@@ -481,7 +513,7 @@ mod upgrade_tests {
             let seen = seen.lock().ok().and_then(|mut s| s.take());
             tokio::spawn(async move {
                 let upgraded = on_upgrade.await.expect("upgraded");
-                let mut wire = WsWire::new(upgraded, 1024);
+                let mut wire = WsWire::new(upgraded, 1024, super::tests::live());
                 let direct = wire.direct().is_some();
                 let text = match wire.recv().await {
                     Inbound::Text(text) => Some(text),
