@@ -661,7 +661,8 @@ mod tests {
 
     #[test]
     fn a_connection_parked_without_a_task_is_woken_by_what_would_wake_its_task() {
-        let woken = |count: &std::sync::Arc<Count>| count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let woken =
+            |count: &std::sync::Arc<Count>| count.0.load(std::sync::atomic::Ordering::SeqCst);
         let (outbox, socket) = parked();
         let count = std::sync::Arc::new(Count(Default::default()));
         let waker = Waker::from(count.clone());

@@ -10,6 +10,15 @@ use chouquette::http_client::HttpClient;
 use chouquette::{logging, serve};
 use clap::Parser;
 
+/// The allocator. glibc's keeps what a connection's task frees in holes
+/// between live allocations: with idle WebSockets parking (their task freed
+/// and spawned anew when woken), 19,000 idle connections held 3,648 B of
+/// RSS each with glibc against 2,444 B with a size-class allocator
+/// (jemalloc, measured with `chouquette-bench --scenario idle -n 19000`);
+/// mimalloc is the lighter build of the two.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {

@@ -269,7 +269,7 @@ pub(crate) fn drive_parked<W: Wire>(
     shared: Gateway,
     peer: Option<IpAddr>,
     opening: Vec<Bytes>,
-    resume: fn(Box<Driver<W>>),
+    resume: Resume<W>,
 ) -> impl Future<Output = ()> {
     let parking = wire.parks().then(|| (shared.parking.clone(), resume));
     let mut driver = Box::new(Driver::new(wire, session, shared, peer, opening));
@@ -335,6 +335,9 @@ enum Parked<W: Wire> {
     Select,
 }
 
+/// What takes a parked connection up again (spawns its [`Driver::run`]).
+type Resume<W> = fn(Box<Driver<W>>);
+
 /// One running connection: its wire, its session, and the loop's state.
 pub(crate) struct Driver<W: Wire> {
     wire: W,
@@ -356,7 +359,7 @@ pub(crate) struct Driver<W: Wire> {
     direct: bool,
     /// Where the connection parks while idle, if it can, and what takes it
     /// up again.
-    parking: Option<(Arc<Parking>, fn(Box<Driver<W>>))>,
+    parking: Option<(Arc<Parking>, Resume<W>)>,
     /// Its place in the lot while parked.
     ticket: Option<Ticket>,
 }

@@ -89,7 +89,10 @@ impl Parking {
         }
         entries.next_id += 1;
         let ticket = (at, entries.next_id);
-        let first = entries.parked.first_key_value().is_none_or(|(t, _)| ticket < *t);
+        let first = entries
+            .parked
+            .first_key_value()
+            .is_none_or(|(t, _)| ticket < *t);
         entries.parked.insert(ticket, waker.clone());
         drop(entries);
         if first {
@@ -222,6 +225,10 @@ mod tests {
 
     static RESUMED: AtomicUsize = AtomicUsize::new(0);
 
+    #[expect(
+        clippy::boxed_local,
+        reason = "a sleeper's resume takes its state boxed"
+    )]
     fn count(state: Box<u32>) {
         RESUMED.fetch_add(*state as usize, Ordering::SeqCst);
     }
@@ -267,7 +274,9 @@ mod tests {
         // Ahead of the earliest: the lot's task waits for it instead.
         lot.enter(at(100), &Waker::from(soon.clone()))
             .expect("parked");
-        let left = lot.enter(None, &Waker::from(never.clone())).expect("parked");
+        let left = lot
+            .enter(None, &Waker::from(never.clone()))
+            .expect("parked");
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert_eq!((woken(&soon), woken(&later)), (1, 0));
         assert_eq!(lot.len(), 2);
@@ -276,7 +285,8 @@ mod tests {
         assert_eq!(lot.len(), 1);
         lot.leave(left);
         assert_eq!(lot.len(), 0);
-        lot.enter(None, &Waker::from(never.clone())).expect("parked");
+        lot.enter(None, &Waker::from(never.clone()))
+            .expect("parked");
         trigger.stop();
         task.await.expect("the lot's task ends at the stop");
         assert_eq!(woken(&never), 1);
