@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use smallvec::SmallVec;
+
 use crate::outbox::{Outbox, SIGNAL_DISCONNECT, SIGNAL_SWITCHES, SIGNAL_USER};
 use crate::publication::ChannelId;
 use crate::session::publish::PublishGrant;
@@ -99,9 +101,11 @@ impl Holder {
 #[derive(Debug, Default)]
 struct Info {
     identity: Option<Arc<Identity>>,
-    holders: Vec<Arc<Holder>>,
+    /// Inline while it holds one subscription, as most connections do: no
+    /// allocation of its own.
+    holders: SmallVec<[Arc<Holder>; 1]>,
     /// Per app, how many subscriptions (and the identity) hold it.
-    apps: Vec<(Arc<str>, u32)>,
+    apps: SmallVec<[(Arc<str>, u32); 1]>,
     disconnect: Option<Box<str>>,
 }
 
@@ -332,7 +336,7 @@ impl Connection {
         for (app, _) in held {
             self.telemetry.app_connection(&app, -1);
         }
-        info.holders = Vec::new();
+        info.holders = SmallVec::new();
         info.identity = None;
     }
 }

@@ -23,6 +23,7 @@ use std::task::Waker;
 use std::time::Instant;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use tokio::sync::Notify;
 
 use crate::era::{Era, Meeting};
@@ -156,9 +157,11 @@ pub enum Verdict {
     Unknown,
 }
 
-/// The connection's subscriptions' cursors, by slot tag.
+/// The connection's subscriptions' cursors, by slot tag. Most connections
+/// hold one subscription: its cursor sits inline, in the outbox, where the
+/// fan-out reads it without another allocation to fetch.
 #[derive(Debug, Default)]
-pub struct Marks(Vec<Mark>);
+pub struct Marks(SmallVec<[Mark; 1]>);
 
 impl Marks {
     fn find(&mut self, tag: u32) -> Option<&mut Mark> {
@@ -453,7 +456,7 @@ impl Outbox {
         let i = marks.iter().position(|m| m.tag == tag)?;
         let last = marks.swap_remove(i).last;
         if marks.is_empty() {
-            *marks = Vec::new();
+            *marks = SmallVec::new();
         }
         Some(last)
     }

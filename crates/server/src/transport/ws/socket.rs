@@ -29,8 +29,14 @@ use super::frame::{Head, TEXT};
 /// stack array, within every platform's `IOV_MAX`.
 const FRAMES_PER_WRITE: usize = 32;
 
-/// Largest frame the fan-out gathers on the stack for one plain write.
+/// Largest frame the fan-out gathers for one plain write.
 const GATHERED: usize = 4096;
+
+thread_local! {
+    /// Where the fan-out gathers a frame, one per thread: a buffer on the
+    /// stack would be zeroed (4 KiB) for every delivery.
+    static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// A plain TCP connection's write half, shared with the fan-out.
 #[derive(Debug)]
@@ -120,13 +126,14 @@ impl DirectSocket for TcpSocket {
         let head = Head::new(TEXT, message.len());
         let total = head.as_slice().len() + message.len();
         let written = if total <= GATHERED {
-            // One plain write of the frame gathered on the stack costs the
-            // kernel less than a vectored one of its two parts.
-            let mut frame = [0u8; GATHERED];
-            let (h, rest) = frame.split_at_mut(head.as_slice().len());
-            h.copy_from_slice(head.as_slice());
-            rest[..message.len()].copy_from_slice(message);
-            self.sock().send(&frame[..total])
+            // One plain write of the frame gathered costs the kernel less
+            // than a vectored one of its two parts.
+            GATHER.with_borrow_mut(|frame| {
+                frame.clear();
+                frame.extend_from_slice(head.as_slice());
+                frame.extend_from_slice(message);
+                self.sock().send(frame)
+            })
         } else {
             let slices = [IoSlice::new(head.as_slice()), IoSlice::new(message)];
             self.sock().send_vectored(&slices)
