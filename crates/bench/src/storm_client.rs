@@ -115,7 +115,8 @@ pub struct Results {
     pub missing: u64,
     /// Events seen twice, summed.
     pub duplicates: u64,
-    /// `reset` `history_gap` received, summed.
+    /// `reset` received that say events may have been missed
+    /// (`history_gap`, `broker_unavailable`, `broker_restored`), summed.
     pub resets: u64,
     /// Clients with any of those three.
     pub faulty: u64,
@@ -509,7 +510,9 @@ impl Client {
                 }
                 Frame::Other
             }
-            Some("reset") if item["reason"] == "history_gap" => {
+            // Each tells the client events may have been missed (the
+            // protocol's section 5): a gap it was told of, not a silent one.
+            Some("reset") if announces_a_gap(&item["reason"]) => {
                 self.seq.reset();
                 self.shared.resets.fetch_add(1, Ordering::Relaxed);
                 self.fault();
@@ -578,6 +581,17 @@ impl Client {
     }
 }
 
+/// Whether a `reset` of this reason tells the client it may have missed
+/// events: the channel numbered anew, or the gateway's broker lost (and
+/// back). `shutdown` is followed by a resume with `since`, which misses
+/// nothing.
+fn announces_a_gap(reason: &Value) -> bool {
+    matches!(
+        reason.as_str(),
+        Some("history_gap" | "broker_unavailable" | "broker_restored")
+    )
+}
+
 /// What a text frame was, for the handshake.
 enum Frame {
     Ack(String, u64),
@@ -588,6 +602,17 @@ enum Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_resets_that_announce_a_gap_are_counted_as_such() {
+        for reason in ["history_gap", "broker_unavailable", "broker_restored"] {
+            assert!(announces_a_gap(&Value::from(reason)), "{reason}");
+        }
+        for reason in ["shutdown", "disabled"] {
+            assert!(!announces_a_gap(&Value::from(reason)), "{reason}");
+        }
+        assert!(!announces_a_gap(&Value::Null));
+    }
 
     fn view(channel: usize, dropped_ns: u64, acked_ns: u64, caught_ns: u64, last: u64) -> SlotView {
         SlotView {
