@@ -509,13 +509,13 @@ impl<W: Wire> Driver<W> {
     /// parks and has nothing to do: the lot (the next timer `next`, the
     /// stop), the outbox, the client, each with one sleeper's waker.
     fn park(&mut self, next: Option<Instant>) -> Parked<W> {
-        let Some((parking, resume)) = self.parking.clone() else {
+        let Some((parking, resume)) = &self.parking else {
             return Parked::Select;
         };
         if self.more {
             return Parked::Select;
         }
-        let sleeper = Sleeper::new(resume);
+        let sleeper = Sleeper::new(*resume);
         let waker = Waker::from(sleeper.clone());
         let Some(ticket) = parking.enter(next, &waker) else {
             return Parked::Select;

@@ -137,62 +137,6 @@ impl WsWire {
         }
     }
 
-    /// Announces a protocol failure heard by [`Wire::recv`] (close 1002 or
-    /// 1007), once the driver has ended the connection as gone: reading
-    /// never writes, and the driver's goodbye does not run for a gone client.
-    async fn announce_failure(&mut self) {
-        let Some(code) = self.failed.take() else {
-            return;
-        };
-        if self.writer.finish().await.is_err() || self.torn {
-            return;
-        }
-        let payload = code.to_be_bytes();
-        let frame = Some((CLOSE, payload.as_slice()));
-        if self.writer.write(&[], frame, &mut self.torn).await.is_ok() {
-            let _ = self.writer.shutdown().await;
-        }
-    }
-
-    /// The next event, reading when what is buffered holds none.
-    fn poll_heard(&mut self, cx: &mut Context<'_>) -> Poll<Inbound<String>> {
-        if self.failed.is_some() {
-            return Poll::Ready(Inbound::Gone);
-        }
-        if !self.unread.is_empty() {
-            let mut input = self.unread.as_ref();
-            let decoded = self.decoder.decode(&mut input);
-            let taken = self.unread.len() - input.len();
-            self.unread.advance(taken);
-            if self.unread.is_empty() {
-                self.unread = Bytes::new();
-            }
-            match decoded {
-                Ok(None) => {}
-                Ok(Some(event)) => return Poll::Ready(self.heard(event)),
-                Err(violation) => return Poll::Ready(self.violated(violation)),
-            }
-        }
-        loop {
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut buf = ReadBuf::new(&mut chunk);
-            if ready!(self.reader.poll_read(cx, &mut buf)).is_err() || buf.filled().is_empty() {
-                return Poll::Ready(Inbound::Gone);
-            }
-            let mut input = buf.filled();
-            match self.decoder.decode(&mut input) {
-                Ok(None) => {}
-                Ok(Some(event)) => {
-                    if !input.is_empty() {
-                        self.unread = Bytes::copy_from_slice(input);
-                    }
-                    return Poll::Ready(self.heard(event));
-                }
-                Err(violation) => return Poll::Ready(self.violated(violation)),
-            }
-        }
-    }
-
     /// What the driver hears of an event.
     fn heard(&mut self, event: Event) -> Inbound<String> {
         match event {
@@ -296,7 +240,7 @@ impl Wire for WsWire {
     }
 
     async fn recv(&mut self) -> Inbound<String> {
-        std::future::poll_fn(|cx| self.poll_heard(cx)).await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     fn parks(&self) -> bool {
@@ -305,12 +249,60 @@ impl Wire for WsWire {
         matches!(self.reader, Reader::Tcp(_))
     }
 
+    /// The next event, reading when what is buffered holds none.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Inbound<String>> {
-        self.poll_heard(cx)
+        if self.failed.is_some() {
+            return Poll::Ready(Inbound::Gone);
+        }
+        if !self.unread.is_empty() {
+            let mut input = self.unread.as_ref();
+            let decoded = self.decoder.decode(&mut input);
+            let taken = self.unread.len() - input.len();
+            self.unread.advance(taken);
+            if self.unread.is_empty() {
+                self.unread = Bytes::new();
+            }
+            match decoded {
+                Ok(None) => {}
+                Ok(Some(event)) => return Poll::Ready(self.heard(event)),
+                Err(violation) => return Poll::Ready(self.violated(violation)),
+            }
+        }
+        loop {
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            if ready!(self.reader.poll_read(cx, &mut buf)).is_err() || buf.filled().is_empty() {
+                return Poll::Ready(Inbound::Gone);
+            }
+            let mut input = buf.filled();
+            match self.decoder.decode(&mut input) {
+                Ok(None) => {}
+                Ok(Some(event)) => {
+                    if !input.is_empty() {
+                        self.unread = Bytes::copy_from_slice(input);
+                    }
+                    return Poll::Ready(self.heard(event));
+                }
+                Err(violation) => return Poll::Ready(self.violated(violation)),
+            }
+        }
     }
 
+    /// Announces a protocol failure heard by [`Wire::recv`] (close 1002 or
+    /// 1007), once the driver has ended the connection as gone: reading
+    /// never writes, and the driver's goodbye does not run for a gone client.
     async fn fail(&mut self) {
-        self.announce_failure().await;
+        let Some(code) = self.failed.take() else {
+            return;
+        };
+        if self.writer.finish().await.is_err() || self.torn {
+            return;
+        }
+        let payload = code.to_be_bytes();
+        let frame = Some((CLOSE, payload.as_slice()));
+        if self.writer.write(&[], frame, &mut self.torn).await.is_ok() {
+            let _ = self.writer.shutdown().await;
+        }
     }
 
     async fn ping(&mut self) -> Result<(), Gone> {
